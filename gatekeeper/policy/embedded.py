@@ -1,0 +1,158 @@
+"""The embedded default policy engine: a supervised ``opa run --server`` child process.
+
+The gatekeeper starts OPA on a unix socket in a private directory (no port to collide with,
+not reachable from the network), waits until ``/health`` answers, restarts it with backoff if
+it dies, and stops it on shutdown. OPA watches the policy directory (``--watch``), so a policy
+file dropped in takes effect at once; the revision is re-hashed from the same directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from gatekeeper.errors import ConfigurationError, PolicyEngineError
+from gatekeeper.metrics import Metrics
+from gatekeeper.policy.opa import OpaPolicyEngine
+from gatekeeper.policy.revision import DirectoryRevision
+
+__all__ = ["EmbeddedOpa"]
+
+log = logging.getLogger(__name__)
+
+_READY_TIMEOUT = 15.0
+_WATCH_INTERVAL = 0.5
+_MAX_BACKOFF = 10.0
+
+
+class EmbeddedOpa:
+    """Owns the OPA child process and the :class:`OpaPolicyEngine` that talks to it."""
+
+    def __init__(
+        self,
+        *,
+        opa_binary: str,
+        policy_dir: Path,
+        metrics: Metrics | None = None,
+        timeout: float = 2.0,
+    ) -> None:
+        resolved = shutil.which(opa_binary) or (opa_binary if Path(opa_binary).is_file() else None)
+        if resolved is None:
+            raise ConfigurationError(
+                f"OPA binary {opa_binary!r} not found: run scripts/install-tools or set "
+                "GATEKEEPER_OPA_BINARY (or GATEKEEPER_OPA_URL for an external OPA)"
+            )
+        if not policy_dir.is_dir():
+            raise ConfigurationError(f"policy directory {policy_dir} does not exist")
+        if not any(policy_dir.rglob("*.rego")):
+            raise ConfigurationError(f"policy directory {policy_dir} holds no .rego files")
+        self._binary = resolved
+        self._policy_dir = policy_dir.resolve()
+        self._metrics = metrics
+        self._workdir = Path(tempfile.mkdtemp(prefix="gatekeeper-opa-"))
+        self._socket = self._workdir / "opa.sock"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stopping = threading.Event()
+        self._watchdog: threading.Thread | None = None
+        self._lock = threading.Lock()
+        transport = httpx.HTTPTransport(uds=str(self._socket))
+        client = httpx.Client(transport=transport, base_url="http://opa", timeout=timeout)
+        self.engine = OpaPolicyEngine(
+            client,
+            describe="embedded OPA",
+            metrics=metrics,
+            local_revision=DirectoryRevision(self._policy_dir).current,
+        )
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def _spawn(self) -> None:
+        self._socket.unlink(missing_ok=True)
+        command = [
+            self._binary, "run", "--server",
+            "--addr", f"unix://{self._socket}",
+            "--watch", "--skip-version-check",
+            "--log-level", "error", "--log-format", "json",
+            str(self._policy_dir),
+        ]
+        log.info("starting embedded OPA: %s", " ".join(command))
+        # OPA's log goes to a file, never a pipe: a full pipe would block the child.
+        with open(self._workdir / "opa.log", "ab") as log_file:
+            self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file
+            )
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + _READY_TIMEOUT
+        last_error = "no answer yet"
+        while time.monotonic() < deadline:
+            process = self._process
+            if process is not None and process.poll() is not None:
+                stderr = (self._workdir / "opa.log").read_text(errors="replace")[-2000:]
+                raise PolicyEngineError(
+                    f"embedded OPA exited with code {process.returncode} while starting: "
+                    f"{stderr.strip()[:800]}"
+                )
+            try:
+                self.engine.check_health()
+                return
+            except PolicyEngineError as exc:
+                last_error = exc.message
+            time.sleep(0.05)
+        raise PolicyEngineError(
+            f"embedded OPA not ready after {_READY_TIMEOUT:.0f}s: {last_error}"
+        )
+
+    def start(self) -> None:
+        """Start OPA and wait until it serves; raise :class:`PolicyEngineError` if it cannot."""
+        with self._lock:
+            self._spawn()
+            self._wait_ready()
+        self._watchdog = threading.Thread(target=self._supervise, name="opa-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _supervise(self) -> None:
+        backoff = 0.2
+        while not self._stopping.wait(_WATCH_INTERVAL):
+            process = self._process
+            if process is None or process.poll() is None:
+                backoff = 0.2
+                continue
+            log.error("embedded OPA died with code %s; restarting", process.returncode)
+            if self._metrics is not None:
+                self._metrics.opa_restarts.inc()
+            try:
+                with self._lock:
+                    if self._stopping.is_set():
+                        return
+                    self._spawn()
+                    self._wait_ready()
+            except PolicyEngineError as exc:
+                log.error("restart of embedded OPA failed: %s", exc.message)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            process = self._process
+            if process is not None and process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=5)
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=2)
+        self.engine.close()
+        shutil.rmtree(self._workdir, ignore_errors=True)

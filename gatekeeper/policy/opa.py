@@ -1,0 +1,175 @@
+"""``OpaPolicyEngine``: the policy port on a real OPA server's REST API.
+
+The aggregation of rule packages happens in Rego (``policies/main.rego``, package
+``gatekeeper.main``); this adapter asks for ``data.gatekeeper.main.decision`` and parses the
+answer strictly. Anything unexpected is a :class:`PolicyEngineError`, which the service turns
+into a deny: the gate fails closed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx
+
+from gatekeeper.domain import PolicyResult, Violation
+from gatekeeper.errors import PolicyEngineError
+from gatekeeper.metrics import Metrics
+from gatekeeper.policy.revision import hash_policy_files
+
+__all__ = ["DECISION_PATH", "OpaPolicyEngine", "parse_decision"]
+
+DECISION_PATH = "/v1/data/gatekeeper/main/decision"
+_REMOTE_REVISION_TTL = 5.0
+
+
+def _parse_finding(raw: Any, kind: str) -> Violation:
+    if not isinstance(raw, dict) or not isinstance(raw.get("policy"), str):
+        raise PolicyEngineError(f"policy returned a malformed {kind} entry: {raw!r:.200}")
+    policy, item = raw["policy"], raw.get("item")
+    if isinstance(item, str):
+        return Violation(policy=policy, message=item)
+    if isinstance(item, dict) and isinstance(item.get("message"), str):
+        image = item.get("image")
+        if image is not None and not isinstance(image, str):
+            raise PolicyEngineError(
+                f"policy {policy!r} returned a {kind} whose image is not a string: {image!r:.100}"
+            )
+        return Violation(policy=policy, message=item["message"], image=image)
+    raise PolicyEngineError(
+        f"policy {policy!r} returned a {kind} that is neither a string nor "
+        f'{{"image": ..., "message": ...}}: {item!r:.200}'
+    )
+
+
+def _sorted(findings: list[Violation]) -> tuple[Violation, ...]:
+    return tuple(sorted(set(findings), key=lambda v: (v.image or "", v.policy, v.message)))
+
+
+def parse_decision(body: Any, revision: str) -> PolicyResult:
+    """Parse OPA's answer for ``data.gatekeeper.main.decision`` (fails closed on any surprise)."""
+    if not isinstance(body, dict) or "result" not in body:
+        raise PolicyEngineError(
+            "policy bundle defines no data.gatekeeper.main.decision "
+            "(is policies/main.rego missing?)"
+        )
+    result = body["result"]
+    if not isinstance(result, dict):
+        raise PolicyEngineError("data.gatekeeper.main.decision is not an object")
+    packages = result.get("packages")
+    if not isinstance(packages, list) or not packages:
+        raise PolicyEngineError(
+            "no rule packages loaded: define at least one package gatekeeper.rules.<name>"
+        )
+    violations = [_parse_finding(raw, "deny") for raw in result.get("deny", [])]
+    warnings = [_parse_finding(raw, "warn") for raw in result.get("warn", [])]
+    return PolicyResult(_sorted(violations), _sorted(warnings), revision)
+
+
+class OpaPolicyEngine:
+    """Policy engine backed by an OPA server (a sidecar, or the embedded child process)."""
+
+    def __init__(
+        self,
+        client: httpx.Client,
+        *,
+        describe: str,
+        metrics: Metrics | None = None,
+        local_revision: Callable[[], str] | None = None,
+    ) -> None:
+        self._client = client
+        self._describe = describe
+        self._metrics = metrics
+        self._local_revision = local_revision
+        self._remote_revision: tuple[float, str] | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_url(
+        cls,
+        url: str,
+        *,
+        timeout: float = 2.0,
+        metrics: Metrics | None = None,
+        local_revision: Callable[[], str] | None = None,
+    ) -> OpaPolicyEngine:
+        client = httpx.Client(base_url=url, timeout=timeout)
+        return cls(client, describe=f"OPA at {url}", metrics=metrics, local_revision=local_revision)
+
+    def _post(self, path: str, payload: Mapping[str, Any]) -> Any:
+        try:
+            response = self._client.post(
+                path,
+                content=json.dumps(payload, separators=(",", ":")),
+                headers={"Content-Type": "application/json"},
+            )
+        except httpx.TimeoutException as exc:
+            raise PolicyEngineError(f"{self._describe} timed out") from exc
+        except httpx.HTTPError as exc:
+            raise PolicyEngineError(f"{self._describe} unreachable: {exc}") from exc
+        if response.status_code != 200:
+            raise PolicyEngineError(
+                f"{self._describe} answered HTTP {response.status_code}: {response.text[:300]}"
+            )
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise PolicyEngineError(f"{self._describe} answered invalid JSON") from exc
+
+    def evaluate(self, policy_input: Mapping[str, Any]) -> PolicyResult:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            revision = self.revision()
+            body = self._post(DECISION_PATH, {"input": policy_input})
+            result = parse_decision(body, revision)
+            outcome = "ok"
+            return result
+        finally:
+            if self._metrics is not None:
+                self._metrics.opa_evaluations.labels(outcome).inc()
+                self._metrics.opa_latency.observe(time.perf_counter() - started)
+
+    def revision(self) -> str:
+        if self._local_revision is not None:
+            return self._local_revision()
+        with self._lock:
+            now = time.monotonic()
+            if self._remote_revision and now - self._remote_revision[0] < _REMOTE_REVISION_TTL:
+                return self._remote_revision[1]
+            revision = self._fetch_remote_revision()
+            self._remote_revision = (now, revision)
+            return revision
+
+    def _fetch_remote_revision(self) -> str:
+        """Hash what the remote OPA really loaded: its modules and ``data.gatekeeper.config``."""
+        try:
+            policies = self._client.get("/v1/policies")
+            config = self._client.get("/v1/data/gatekeeper/config")
+            policies.raise_for_status()
+            config.raise_for_status()
+            modules = policies.json().get("result", [])
+            files = {m["id"]: m.get("raw", "").encode() for m in modules}
+            files["data:gatekeeper.config"] = json.dumps(
+                config.json().get("result"), sort_keys=True
+            ).encode()
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            raise PolicyEngineError(
+                f"{self._describe}: cannot read the loaded policies: {exc}"
+            ) from exc
+        return hash_policy_files(files)
+
+    def check_health(self) -> None:
+        try:
+            response = self._client.get("/health")
+        except httpx.HTTPError as exc:
+            raise PolicyEngineError(f"{self._describe} unreachable: {exc}") from exc
+        if response.status_code != 200:
+            raise PolicyEngineError(f"{self._describe} not ready (HTTP {response.status_code})")
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,173 @@
+"""The use case: evidence -> policy -> decision -> audit. Talks to ports only.
+
+Both doors (the REST API / CLI for pipelines, the admission webhook for Kubernetes) call
+:meth:`EvaluationService.evaluate`; so both answer the same decision and write the same record.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from gatekeeper.domain import (
+    AuditLog,
+    Decision,
+    Digest,
+    DigestResolver,
+    EvaluationRequest,
+    EvidenceCollector,
+    EvidenceContext,
+    ImageReference,
+    ImageResult,
+    PolicyEngine,
+    Verdict,
+    Violation,
+    apply_enforcement_mode,
+    build_policy_input,
+)
+from gatekeeper.errors import GatekeeperError, PolicyEngineError
+
+__all__ = ["EVIDENCE_POLICY", "ENGINE_POLICY", "EvaluationService", "SystemClock", "new_decision_id"]
+
+log = logging.getLogger(__name__)
+
+#: ``policy`` of violations the gatekeeper itself raises when evidence could not be gathered.
+EVIDENCE_POLICY = "gatekeeper.evidence"
+#: ``policy`` of the violation recorded when the policy engine could not decide.
+ENGINE_POLICY = "gatekeeper.engine"
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+def new_decision_id() -> str:
+    """A UUIDv7 (time-ordered, RFC 9562) so ids sort roughly by creation time."""
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (millis & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76  # version 7
+    value |= (rand >> 68) << 64 & (0xFFF << 64)
+    value |= 0b10 << 62  # RFC 4122 variant
+    value |= rand & ((1 << 62) - 1)
+    return str(uuid.UUID(int=value))
+
+
+@dataclass(frozen=True, slots=True)
+class _GatheredImage:
+    reference: ImageReference
+    digest: Digest | None
+    evidence: dict[str, Any]
+    failures: tuple[str, ...]
+
+
+class EvaluationService:
+    """Gathers evidence for each image, asks the policy engine, records the decision."""
+
+    def __init__(
+        self,
+        *,
+        policy_engine: PolicyEngine,
+        audit_log: AuditLog,
+        collectors: Sequence[EvidenceCollector] = (),
+        digest_resolver: DigestResolver | None = None,
+        clock: SystemClock | None = None,
+        id_factory: Callable[[], str] = new_decision_id,
+    ) -> None:
+        self._engine = policy_engine
+        self._audit = audit_log
+        self._collectors = tuple(collectors)
+        self._resolver = digest_resolver
+        self._clock = clock or SystemClock()
+        self._new_id = id_factory
+
+    def evaluate(self, request: EvaluationRequest, *, deadline: float | None = None) -> Decision:
+        """Decide on ``request`` and record the decision before returning it.
+
+        Never raises for a deny. Raises :class:`~gatekeeper.errors.StorageError` when the
+        decision cannot be recorded: an unrecorded decision must not be answered.
+        """
+        started = self._clock.monotonic()
+        created_at = self._clock.now()
+        context = EvidenceContext(
+            environment=request.environment, namespace=request.namespace, deadline=deadline
+        )
+        gathered = [self._gather(ref, context) for ref in request.images]
+        policy_input = build_policy_input(
+            request, [(g.reference, g.digest, g.evidence) for g in gathered], created_at
+        )
+        evidence_violations = tuple(
+            Violation(EVIDENCE_POLICY, reason, g.reference.original)
+            for g in gathered
+            for reason in g.failures
+        )
+        error: str | None = None
+        try:
+            result = self._engine.evaluate(policy_input)
+            violations = evidence_violations + result.violations
+            warnings = result.warnings
+            revision: str | None = result.revision
+            verdict = apply_enforcement_mode(request.mode, violations, warnings)
+            if evidence_violations:
+                verdict = Verdict.DENY  # evidence we could not gather fails closed in every mode
+        except PolicyEngineError as exc:
+            log.error("policy engine failed: %s", exc.render())
+            error = f"policy engine unavailable: {exc.message}"
+            violations = (*evidence_violations, Violation(ENGINE_POLICY, error))
+            warnings = ()
+            revision = None
+            verdict = Verdict.DENY
+
+        decision = Decision(
+            decision_id=self._new_id(),
+            created_at=created_at,
+            source=request.source,
+            verdict=verdict,
+            mode=request.mode,
+            environment=request.environment,
+            namespace=request.namespace,
+            ticket=request.ticket,
+            images=tuple(ImageResult(g.reference, g.digest, g.evidence) for g in gathered),
+            violations=violations,
+            warnings=warnings,
+            policy_revision=revision,
+            dry_run=request.dry_run,
+            caller=request.caller,
+            error=error,
+            latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
+            policy_input=policy_input,
+            context=request.context,
+        )
+        self._audit.record(decision)
+        return decision
+
+    def _gather(self, reference: ImageReference, context: EvidenceContext) -> _GatheredImage:
+        digest = reference.digest
+        evidence: dict[str, Any] = {}
+        failures: list[str] = []
+        if digest is None and self._resolver is not None:
+            try:
+                digest = self._resolver.resolve(reference, context)
+            except GatekeeperError as exc:
+                failures.append(f"digest not resolved: {exc.message}")
+        for collector in self._collectors:
+            try:
+                section: Mapping[str, Any] = collector.collect(reference, digest, context)
+                evidence[collector.name] = dict(section)
+            except GatekeeperError as exc:
+                evidence[collector.name] = {"status": "error", "reason": exc.message}
+                failures.append(f"{collector.name} evidence not gathered: {exc.message}")
+        return _GatheredImage(reference, digest, evidence, tuple(failures))
+
+    def get_decision(self, decision_id: str) -> Decision:
+        return self._audit.get(decision_id)
