@@ -11,6 +11,7 @@ from gatekeeper.domain.decision import (
     Verdict,
     Violation,
     apply_enforcement_mode,
+    decision_from_dict,
 )
 from gatekeeper.domain.policy_input import SCHEMA_VERSION, build_policy_input
 from gatekeeper.domain.ports import (
@@ -48,6 +49,7 @@ __all__ = [
     "Violation",
     "apply_enforcement_mode",
     "build_policy_input",
+    "decision_from_dict",
     "parse_digest",
     "parse_image_reference",
 ]

@@ -21,6 +21,7 @@ __all__ = [
     "Verdict",
     "Violation",
     "apply_enforcement_mode",
+    "decision_from_dict",
 ]
 
 
@@ -177,3 +178,43 @@ def apply_enforcement_mode(
     if mode is EnforcementMode.WARN or mode is EnforcementMode.AUDIT:
         return Verdict.WARN if (violations or warnings) else Verdict.ALLOW
     assert_never(mode)
+
+
+def decision_from_dict(
+    document: Mapping[str, Any], policy_input: Mapping[str, Any] | None = None
+) -> Decision:
+    """Rebuild a :class:`Decision` from :meth:`Decision.as_dict` output (audit read path)."""
+    from gatekeeper.domain.reference import parse_digest, parse_image_reference
+
+    def violations(items: Any) -> tuple[Violation, ...]:
+        return tuple(Violation(i["policy"], i["message"], i.get("image")) for i in items)
+
+    images = tuple(
+        ImageResult(
+            parse_image_reference(item["reference"]),
+            parse_digest(item["digest"]) if item.get("digest") else None,
+            item.get("evidence") or {},
+        )
+        for item in document["images"]
+    )
+    created = document["created_at"].replace("Z", "+00:00")
+    return Decision(
+        decision_id=document["decision_id"],
+        created_at=datetime.fromisoformat(created),
+        source=Source(document["source"]),
+        verdict=Verdict(document["verdict"]),
+        mode=EnforcementMode(document.get("mode", "enforce")),
+        environment=document["environment"],
+        namespace=document.get("namespace"),
+        ticket=Ticket(**document.get("ticket", {})),
+        images=images,
+        violations=violations(document.get("violations", [])),
+        warnings=violations(document.get("warnings", [])),
+        policy_revision=document.get("policy_revision"),
+        dry_run=bool(document.get("dry_run", False)),
+        caller=document.get("caller"),
+        error=document.get("error"),
+        latency_ms=document.get("latency_ms"),
+        policy_input=policy_input,
+        context=document.get("context") or {},
+    )

@@ -1,0 +1,87 @@
+"""Request and response bodies of the REST API (pydantic at the edge)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "DecisionDocument",
+    "DecisionList",
+    "ErrorBody",
+    "EvaluationBody",
+    "TicketBody",
+    "ViolationDocument",
+]
+
+_ID = Field(default=None, max_length=256)
+
+
+class TicketBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    intent_id: str | None = _ID
+    plan_id: str | None = _ID
+    ticket_id: str | None = _ID
+    deploy_id: str | None = _ID
+
+
+class EvaluationBody(BaseModel):
+    """``POST /v1/evaluations``: may these images be deployed?"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    images: list[str] = Field(min_length=1, description="Image references, as the deploy names them")
+    environment: str | None = Field(
+        default=None, min_length=1, max_length=128,
+        description="Target environment; the configured default (production) when omitted",
+    )
+    namespace: str | None = Field(default=None, min_length=1, max_length=253)
+    ticket: TicketBody = Field(default_factory=TicketBody)
+    dry_run: bool = False
+
+
+class ViolationDocument(BaseModel):
+    policy: str
+    image: str | None
+    message: str
+
+
+class ImageDocument(BaseModel):
+    reference: str
+    digest: str | None
+    evidence: dict[str, Any]
+
+
+class DecisionDocument(BaseModel):
+    decision_id: str
+    verdict: str
+    allowed: bool
+    mode: str
+    violations: list[ViolationDocument]
+    warnings: list[ViolationDocument]
+    images: list[ImageDocument]
+    policy_revision: str | None
+    source: str
+    environment: str
+    namespace: str | None
+    ticket: TicketBody
+    dry_run: bool
+    caller: str | None
+    error: str | None
+    latency_ms: float | None
+    context: dict[str, Any]
+    created_at: datetime
+
+
+class DecisionList(BaseModel):
+    items: list[DecisionDocument]
+    next_cursor: str | None
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+    field: str | None = None

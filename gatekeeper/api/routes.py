@@ -1,0 +1,147 @@
+"""REST routes for pipelines and auditors: thin (parse -> service -> serialise)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from gatekeeper.api.models import DecisionDocument, DecisionList, ErrorBody, EvaluationBody
+from gatekeeper.domain import (
+    DecisionQuery,
+    EvaluationRequest,
+    Source,
+    Ticket,
+    Verdict,
+    parse_digest,
+    parse_image_reference,
+)
+from gatekeeper.errors import GatekeeperError, InvalidInputError
+from gatekeeper.wiring import Container
+
+__all__ = ["build_router", "parse_evaluation_body"]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorBody, "description": "Body larger than the configured limit"},
+    422: {"model": ErrorBody, "description": "Malformed body or image reference"},
+    503: {"model": ErrorBody, "description": "Decision could not be recorded"},
+}
+
+
+def parse_evaluation_body(
+    body: EvaluationBody, *, default_environment: str, max_images: int, mode: Any
+) -> EvaluationRequest:
+    """Turn the wire body into a domain request; image errors name ``images[i]``."""
+    if len(body.images) > max_images:
+        raise InvalidInputError(
+            f"too many images: {len(body.images)} (at most {max_images})", field="images"
+        )
+    images = tuple(
+        parse_image_reference(text, field=f"images[{index}]")
+        for index, text in enumerate(body.images)
+    )
+    return EvaluationRequest(
+        images=images,
+        source=Source.PIPELINE,
+        environment=body.environment or default_environment,
+        namespace=body.namespace,
+        ticket=Ticket(**body.ticket.model_dump()),
+        mode=mode,
+        dry_run=body.dry_run,
+    )
+
+
+def _container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+def build_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.post(
+        "/v1/evaluations",
+        response_model=DecisionDocument,
+        responses=_ERRORS,
+        tags=["evaluations"],
+        summary="Decide whether images may be deployed (records the decision)",
+    )
+    def create_evaluation(body: EvaluationBody, request: Request) -> JSONResponse:
+        container = _container(request)
+        settings = container.settings
+        evaluation = parse_evaluation_body(
+            body,
+            default_environment=settings.default_environment,
+            max_images=settings.max_images_per_request,
+            mode=settings.pipeline_mode,
+        )
+        decision = container.service.evaluate(evaluation)
+        container.metrics.decisions.labels(decision.verdict.value, decision.source.value).inc()
+        return JSONResponse(decision.as_dict())
+
+    @router.get(
+        "/v1/decisions/{decision_id}",
+        response_model=DecisionDocument,
+        responses={404: {"model": ErrorBody}},
+        tags=["decisions"],
+    )
+    def get_decision(decision_id: str, request: Request) -> JSONResponse:
+        return JSONResponse(_container(request).service.get_decision(decision_id).as_dict())
+
+    @router.get("/v1/decisions", response_model=DecisionList, tags=["decisions"])
+    def list_decisions(
+        request: Request,
+        ticket_id: str | None = None,
+        plan_id: str | None = None,
+        intent_id: str | None = None,
+        deploy_id: str | None = None,
+        image_digest: str | None = None,
+        verdict: Verdict | None = None,
+        namespace: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: str | None = None,
+    ) -> JSONResponse:
+        if image_digest is not None:
+            image_digest = str(parse_digest(image_digest, field="image_digest"))
+        page = _container(request).audit_log.query(
+            DecisionQuery(
+                intent_id=intent_id, plan_id=plan_id, ticket_id=ticket_id, deploy_id=deploy_id,
+                image_digest=image_digest, verdict=verdict, namespace=namespace,
+                since=since, until=until, limit=limit, cursor=cursor,
+            )
+        )
+        return JSONResponse(
+            {"items": [d.as_dict() for d in page.items], "next_cursor": page.next_cursor}
+        )
+
+    @router.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", tags=["health"])
+    async def readyz(request: Request) -> JSONResponse:
+        container = _container(request)
+        failures: dict[str, str] = {}
+        checks = {"policy_engine": container.policy_engine, "audit_store": container.audit_log}
+        for name, component in checks.items():
+            try:
+                await run_in_threadpool(component.check_health)
+            except GatekeeperError as exc:
+                failures[name] = exc.message
+        if failures:
+            return JSONResponse(
+                {
+                    "status": "not ready",
+                    "message": "not ready: " + ", ".join(sorted(failures)),
+                    "failures": failures,
+                },
+                status_code=503,
+            )
+        return JSONResponse({"status": "ready", "policy_revision": container.policy_engine.revision()})
+
+    return router

@@ -1,0 +1,108 @@
+"""The ASGI application: ``create_app(settings)`` builds it; nothing happens at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from gatekeeper import __version__
+from gatekeeper.api.middleware import BodySizeLimitMiddleware, RequestMetricsMiddleware
+from gatekeeper.api.routes import build_router
+from gatekeeper.config import Settings
+from gatekeeper.errors import (
+    ConfigurationError,
+    GatekeeperError,
+    InvalidInputError,
+    NotFoundError,
+)
+from gatekeeper.wiring import Container, build_container
+
+__all__ = ["create_app", "format_location"]
+
+log = logging.getLogger(__name__)
+
+
+def format_location(location: Sequence[int | str]) -> str:
+    """``("body", "images", 1)`` -> ``images[1]``: the field path a user recognises."""
+    parts = list(location)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "body"
+
+
+def _status_for(error: GatekeeperError) -> int:
+    if isinstance(error, InvalidInputError):
+        return 422
+    if isinstance(error, NotFoundError):
+        return 404
+    if isinstance(error, ConfigurationError):
+        return 500
+    return 503
+
+
+def create_app(settings: Settings, *, container: Container | None = None) -> FastAPI:
+    """Build the API. ``container`` may be given (tests, CLI); it is started and stopped here."""
+    owned = container or build_container(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(owned.start)
+        log.info("gatekeeper ready: policy engine %s", owned.policy_engine_description)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(owned.stop)
+
+    app = FastAPI(
+        title="Forge Gatekeeper",
+        version=__version__,
+        description="Verify container images, decide with OPA Rego, record every decision.",
+        lifespan=lifespan,
+    )
+    app.state.container = owned
+    app.include_router(build_router())
+
+    @app.exception_handler(GatekeeperError)
+    async def gatekeeper_error(_request: Request, exc: GatekeeperError) -> JSONResponse:
+        body: dict[str, Any] = {"error": exc.kind, "message": exc.message}
+        if isinstance(exc, InvalidInputError) and exc.field:
+            body["field"] = exc.field
+            body["message"] = f"{exc.field}: {exc.message}"
+        status = _status_for(exc)
+        if status >= 500:
+            log.error("request failed: %s", exc.render())
+        return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": format_location(error.get("loc", ())), "message": error.get("msg", "")}
+            for error in exc.errors()
+        ]
+        first = errors[0] if errors else {"field": "body", "message": "invalid request"}
+        return JSONResponse(
+            {
+                "error": "invalid_input",
+                "message": f"{first['field']}: {first['message']}",
+                "field": first["field"],
+                "errors": errors,
+            },
+            status_code=422,
+        )
+
+    app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(RequestMetricsMiddleware, metrics=owned.metrics)
+    return app

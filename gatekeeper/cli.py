@@ -1,0 +1,203 @@
+"""The ``gatekeeper`` command line: parse, call the same service, print, exit with a code.
+
+Exit codes of ``evaluate``: 0 allow or warn, 1 deny, 2 error (bad input, engine unavailable).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+
+from gatekeeper.config import Settings, load_settings
+from gatekeeper.errors import GatekeeperError
+
+__all__ = ["app", "main"]
+
+EXIT_ALLOWED, EXIT_DENIED, EXIT_ERROR = 0, 1, 2
+
+app = typer.Typer(
+    name="gatekeeper",
+    help="Forge Gatekeeper: verify container images, decide with OPA Rego, record decisions.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+decisions_app = typer.Typer(help="Read recorded decisions.", no_args_is_help=True)
+app.add_typer(decisions_app, name="decisions")
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except GatekeeperError as exc:
+        _fail(exc.render())
+
+
+def _print_decision(document: dict[str, Any], output: str) -> None:
+    if output == "json":
+        typer.echo(json.dumps(document, indent=2, sort_keys=True))
+        return
+    typer.echo(f"decision  {document['decision_id']}")
+    typer.echo(
+        f"verdict   {document['verdict'].upper()}  (environment {document['environment']}, "
+        f"policy {document.get('policy_revision') or '-'})"
+    )
+    for image in document.get("images", []):
+        typer.echo(f"image     {image['reference']}  digest {image.get('digest') or '-'}")
+    for kind in ("violations", "warnings"):
+        for item in document.get(kind, []):
+            where = f" {item['image']}" if item.get("image") else ""
+            typer.echo(f"{kind[:-1]:<9} [{item['policy']}]{where}: {item['message']}")
+
+
+def _exit_for(document: dict[str, Any]) -> int:
+    if document.get("error"):
+        return EXIT_ERROR
+    return EXIT_DENIED if document["verdict"] == "deny" else EXIT_ALLOWED
+
+
+def _remote(method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+    try:
+        response = httpx.request(method, url, timeout=30, **kwargs)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach gatekeeper at {url}: {exc}")
+    try:
+        body: dict[str, Any] = response.json()
+    except ValueError:
+        _fail(f"gatekeeper at {url} answered HTTP {response.status_code} without JSON")
+    if response.status_code != 200:
+        _fail(body.get("message") or f"HTTP {response.status_code}")
+    return body
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address (default from settings)")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default 8000)")] = None,
+) -> None:
+    """Run the API (and the embedded OPA, unless GATEKEEPER_OPA_URL is set)."""
+    import uvicorn
+    from prometheus_client import start_http_server
+
+    from gatekeeper.app import create_app
+    from gatekeeper.wiring import build_container
+
+    settings = _settings(host=host, port=port)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        container = build_container(settings)
+    except GatekeeperError as exc:
+        _fail(exc.render())
+    application = create_app(settings, container=container)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.host, registry=container.metrics.registry)
+        typer.echo(f"metrics on http://{settings.host}:{settings.metrics_port}/metrics")
+    typer.echo(f"Forge Gatekeeper serving on http://{settings.host}:{settings.port} (API docs: /docs)")
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning")
+
+
+@app.command()
+def evaluate(
+    images: Annotated[list[str], typer.Argument(help="Image references to decide on")],
+    environment: Annotated[str | None, typer.Option(help="Target environment")] = None,
+    namespace: Annotated[str | None, typer.Option(help="Target namespace")] = None,
+    ticket_id: Annotated[str | None, typer.Option("--ticket-id")] = None,
+    plan_id: Annotated[str | None, typer.Option("--plan-id")] = None,
+    intent_id: Annotated[str | None, typer.Option("--intent-id")] = None,
+    deploy_id: Annotated[str | None, typer.Option("--deploy-id")] = None,
+    output: Annotated[str, typer.Option(help="json or table")] = "table",
+    server: Annotated[str | None, typer.Option(help="Ask a running gatekeeper at this URL")] = None,
+) -> None:
+    """Decide whether IMAGES may be deployed. Exit 0 allow/warn, 1 deny, 2 error."""
+    if output not in ("json", "table"):
+        _fail(f"--output must be json or table, not {output!r}")
+    body: dict[str, Any] = {
+        "images": images,
+        "environment": environment,
+        "namespace": namespace,
+        "ticket": {
+            "intent_id": intent_id, "plan_id": plan_id,
+            "ticket_id": ticket_id, "deploy_id": deploy_id,
+        },
+    }
+    if server:
+        document = _remote("POST", f"{server.rstrip('/')}/v1/evaluations", json=body)
+    else:
+        document = _evaluate_in_process(body)
+    _print_decision(document, output)
+    raise typer.Exit(_exit_for(document))
+
+
+def _evaluate_in_process(body: dict[str, Any]) -> dict[str, Any]:
+    from pydantic import ValidationError
+
+    from gatekeeper.api.models import EvaluationBody
+    from gatekeeper.api.routes import parse_evaluation_body
+    from gatekeeper.app import format_location
+    from gatekeeper.wiring import build_container
+
+    settings = _settings()
+    try:
+        parsed = EvaluationBody.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        _fail(f"{format_location(first['loc'])}: {first['msg']}")
+    try:
+        request = parse_evaluation_body(
+            parsed,
+            default_environment=settings.default_environment,
+            max_images=settings.max_images_per_request,
+            mode=settings.pipeline_mode,
+        )
+        container = build_container(settings)
+        container.start()
+        try:
+            return container.service.evaluate(request).as_dict()
+        finally:
+            container.stop()
+    except GatekeeperError as exc:
+        field = getattr(exc, "field", None)
+        _fail(f"{field}: {exc.message}" if field else exc.render())
+
+
+@decisions_app.command("show")
+def show_decision(
+    decision_id: Annotated[str, typer.Argument(help="Decision id")],
+    output: Annotated[str, typer.Option(help="json or table")] = "json",
+    server: Annotated[str | None, typer.Option(help="Ask a running gatekeeper at this URL")] = None,
+) -> None:
+    """Print a recorded decision."""
+    if server:
+        document = _remote("GET", f"{server.rstrip('/')}/v1/decisions/{decision_id}")
+    else:
+        from gatekeeper.audit import SqlAuditLog, create_database_engine
+
+        settings = _settings()
+        try:
+            audit = SqlAuditLog(create_database_engine(settings.database_url))
+            audit.migrate()
+            document = audit.get(decision_id).as_dict()
+        except GatekeeperError as exc:
+            _fail(exc.render(), EXIT_DENIED if exc.kind == "not_found" else EXIT_ERROR)
+    _print_decision(document, output)
+
+
+def main() -> None:
+    try:
+        app()
+    except GatekeeperError as exc:  # last line of defence: never a traceback for our errors
+        typer.echo(f"error: {exc.render()}", err=True)
+        sys.exit(EXIT_ERROR)

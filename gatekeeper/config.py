@@ -1,0 +1,111 @@
+"""Settings: the only reader of environment variables and configuration files.
+
+One frozen :class:`Settings` object is built at the top (``load_settings``) and passed down.
+Sources, highest priority first: ``GATEKEEPER_*`` environment variables, then the YAML file
+named by ``GATEKEEPER_CONFIG`` (keys are the field names below), then the defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gatekeeper.domain import EnforcementMode
+from gatekeeper.errors import ConfigurationError
+
+__all__ = ["Settings", "load_settings"]
+
+_MAX_CONFIG_BYTES = 1 << 20
+
+
+class Settings(BaseSettings):
+    """Every knob of the gatekeeper. Environment variable = ``GATEKEEPER_`` + upper-case name."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEKEEPER_", frozen=True, extra="forbid")
+
+    #: Audit store. SQLite file (embedded default) or ``postgresql://user:pass@host/db``.
+    database_url: str = "sqlite:///var/gatekeeper.db"
+    #: External OPA (a sidecar). Unset: the gatekeeper supervises its own ``opa run --server``.
+    opa_url: str | None = None
+    #: The ``opa`` binary for the embedded engine; unset: ``.tools/bin/opa``, then ``PATH``.
+    opa_binary: str | None = None
+    #: Seconds allowed for one OPA evaluation.
+    opa_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    #: Directory of Rego policies and their data documents.
+    policy_dir: Path = Path("policies")
+    #: Listen address of the API (``gatekeeper serve --host/--port`` override these).
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    #: Prometheus metrics port; 0 turns the metrics listener off.
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    #: Environment assumed when a request names none: the strictest, so omission fails safe.
+    default_environment: str = "production"
+    #: Enforcement mode of pipeline evaluations.
+    pipeline_mode: EnforcementMode = EnforcementMode.ENFORCE
+    #: Largest accepted request body.
+    max_body_bytes: int = Field(default=1 << 20, gt=0)
+    #: Most images accepted in one evaluation request.
+    max_images_per_request: int = Field(default=100, gt=0, le=10_000)
+    log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment variables override the YAML file, which arrives as init arguments.
+        return (env_settings, init_settings)
+
+    @field_validator("default_environment")
+    @classmethod
+    def _environment_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        if path.stat().st_size > _MAX_CONFIG_BYTES:
+            raise ConfigurationError(f"configuration file {path} is larger than 1 MiB")
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read configuration file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"configuration file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"configuration file {path} must hold a mapping at the top")
+    return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment (and ``GATEKEEPER_CONFIG``).
+
+    ``overrides`` (command-line flags, already typed) win over every other source.
+    Raises :class:`ConfigurationError` naming the offending key.
+    """
+    file_values: dict[str, Any] = {}
+    config_path = os.environ.get("GATEKEEPER_CONFIG")
+    if config_path:
+        file_values = _read_config_file(Path(config_path))
+    try:
+        settings = Settings(**file_values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigurationError(f"invalid configuration: {problems}") from exc
+    updates = {key: value for key, value in overrides.items() if value is not None}
+    return settings.model_copy(update=updates) if updates else settings
