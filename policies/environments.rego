@@ -1,11 +1,12 @@
-# Every request must name an environment this policy set knows; an unknown one is denied,
-# so a typo can never skip the thresholds of the real environment.
+# Every request must name an environment this policy set knows; an unknown or missing one is
+# denied, so a typo can never skip the thresholds of the real environment.
 package gatekeeper.rules.environments
 
 import data.gatekeeper.config
 
 deny contains msg if {
-	not config.environments[input.environment]
+	environment := object.get(input, "environment", null)
+	not config.environments[environment]
 	known := concat(", ", sort(object.keys(config.environments)))
-	msg := sprintf("unknown environment %q (known: %s)", [input.environment, known])
+	msg := sprintf("unknown environment %s (known: %s)", [json.marshal(environment), known])
 }

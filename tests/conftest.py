@@ -1,0 +1,80 @@
+"""Shared fixtures: real OPA, real databases, the app built the way production builds it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gatekeeper.app import create_app
+from gatekeeper.config import Settings, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+
+def _opa_binary() -> str:
+    candidate = os.environ.get("GATEKEEPER_OPA_BINARY") or str(REPO / ".tools/bin/opa")
+    if not Path(candidate).is_file():
+        pytest.fail(f"the real opa binary is required ({candidate}); run scripts/install-tools")
+    return candidate
+
+
+@pytest.fixture(scope="session")
+def opa_binary() -> str:
+    return _opa_binary()
+
+
+@pytest.fixture
+def asset():
+    def _asset(name: str) -> Path:
+        path = ASSETS / name
+        assert path.exists(), f"missing test asset {path}"
+        return path
+
+    return _asset
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    """A private copy of the shipped policies (tests may add or break files in it)."""
+    target = tmp_path / "policies"
+    shutil.copytree(REPO / "policies", target)
+    return target
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, opa_binary: str, policy_dir: Path, monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("GATEKEEPER_") and not name.startswith("GATEKEEPER_TEST_"):
+            monkeypatch.delenv(name)
+
+    def _make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "database_url": f"sqlite:///{tmp_path / 'audit.db'}",
+            "opa_binary": opa_binary,
+            "policy_dir": policy_dir,
+            "metrics_port": 0,
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    return _make
+
+
+@pytest.fixture
+def client(make_settings) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings())) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    url = os.environ.get("GATEKEEPER_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("GATEKEEPER_TEST_POSTGRES_URL is not set (scripts/test starts PostgreSQL)")
+    return url

@@ -1,0 +1,58 @@
+"""Fakes that implement the real ports (gatekeeper.domain.ports), for core tests."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gatekeeper.domain import Decision, DecisionPage, DecisionQuery, PolicyResult, Violation
+from gatekeeper.errors import NotFoundError, PolicyEngineError, StorageError
+
+
+class FakePolicyEngine:
+    def __init__(self, violations=(), warnings=(), error: str | None = None) -> None:
+        self.violations = tuple(violations)
+        self.warnings = tuple(warnings)
+        self.error = error
+        self.inputs: list[Mapping[str, Any]] = []
+
+    def evaluate(self, policy_input: Mapping[str, Any]) -> PolicyResult:
+        self.inputs.append(policy_input)
+        if self.error:
+            raise PolicyEngineError(self.error)
+        return PolicyResult(self.violations, self.warnings, "sha256:fake")
+
+    def revision(self) -> str:
+        return "sha256:fake"
+
+    def check_health(self) -> None:
+        if self.error:
+            raise PolicyEngineError(self.error)
+
+
+class FakeAuditLog:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.records: list[Decision] = []
+
+    def record(self, decision: Decision) -> None:
+        if self.fail:
+            raise StorageError("audit store down")
+        self.records.append(decision)
+
+    def get(self, decision_id: str) -> Decision:
+        for decision in self.records:
+            if decision.decision_id == decision_id:
+                return decision
+        raise NotFoundError(f"decision {decision_id} not found")
+
+    def query(self, query: DecisionQuery) -> DecisionPage:
+        return DecisionPage(tuple(reversed(self.records))[: query.limit], None)
+
+    def check_health(self) -> None:
+        if self.fail:
+            raise StorageError("audit store down")
+
+
+def violation(message: str, image: str | None = None, policy: str = "test") -> Violation:
+    return Violation(policy=policy, message=message, image=image)
