@@ -1,0 +1,101 @@
+"""The embedded OPA child: supervised, watched, fail-closed."""
+
+import os
+import signal
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gatekeeper.app import create_app
+from gatekeeper.errors import ConfigurationError, PolicyEngineError
+from gatekeeper.policy import EmbeddedOpa
+
+DROP_IN = '''package gatekeeper.rules.no_nightly
+
+deny contains {"image": image.reference, "message": "nightly builds are not deployable"} if {
+\tsome image in input.images
+\timage.tag == "nightly"
+}
+'''
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_dropped_in_policy_takes_effect_at_once_with_its_name(make_settings, policy_dir):
+    app = create_app(make_settings())
+    with TestClient(app) as client:
+        body = {"images": ["ghcr.io/acme/api:nightly"], "environment": "development"}
+        before = client.post("/v1/evaluations", json=body).json()
+        assert before["verdict"] == "allow"
+        (policy_dir / "no_nightly.rego").write_text(DROP_IN)
+
+        def denied():
+            return client.post("/v1/evaluations", json=body).json()["verdict"] == "deny"
+
+        assert wait_for(denied), "OPA --watch did not load the new policy"
+        after = client.post("/v1/evaluations", json=body).json()
+    assert after["violations"] == [
+        {"policy": "no_nightly", "image": "ghcr.io/acme/api:nightly", "message": "nightly builds are not deployable"}
+    ]
+    assert after["policy_revision"] != before["policy_revision"]
+
+
+def test_killed_opa_is_restarted(opa_binary, policy_dir):
+    opa = EmbeddedOpa(opa_binary=opa_binary, policy_dir=policy_dir)
+    opa.start()
+    try:
+        first = opa.pid
+        os.kill(first, signal.SIGKILL)
+        assert wait_for(lambda: opa.pid != first and _healthy(opa)), "OPA was not restarted"
+    finally:
+        opa.stop()
+
+
+def _healthy(opa):
+    try:
+        opa.engine.check_health()
+        return True
+    except PolicyEngineError:
+        return False
+
+
+def test_broken_policy_fails_start_with_opas_message(opa_binary, policy_dir):
+    (policy_dir / "broken.rego").write_text("package gatekeeper.rules.broken\n\ndeny contains x if {\n")
+    opa = EmbeddedOpa(opa_binary=opa_binary, policy_dir=policy_dir)
+    with pytest.raises(PolicyEngineError) as caught:
+        opa.start()
+    opa.stop()
+    assert caught.value.message.startswith("embedded OPA exited with code 1 while starting")
+    assert "broken.rego" in caught.value.message
+
+
+def test_empty_policy_directory_is_a_configuration_error(opa_binary, tmp_path):
+    with pytest.raises(ConfigurationError) as caught:
+        EmbeddedOpa(opa_binary=opa_binary, policy_dir=tmp_path)
+    assert caught.value.message == f"policy directory {tmp_path} holds no .rego files"
+
+
+def test_missing_binary_is_a_configuration_error(policy_dir):
+    with pytest.raises(ConfigurationError, match="OPA binary '/nope/opa' not found"):
+        EmbeddedOpa(opa_binary="/nope/opa", policy_dir=policy_dir)
+
+
+def test_policy_set_without_rule_packages_denies(make_settings, policy_dir):
+    for path in policy_dir.glob("*.rego"):
+        if path.name != "main.rego":
+            path.unlink()
+    with TestClient(create_app(make_settings())) as client:
+        body = client.post("/v1/evaluations", json={"images": ["nginx"]}).json()
+    assert body["verdict"] == "deny"
+    assert body["error"] == (
+        "policy engine unavailable: no rule packages loaded: "
+        "define at least one package gatekeeper.rules.<name>"
+    )
