@@ -1,0 +1,94 @@
+"""Ports of the SBOM package: where SBOM documents come from, and where uploads are kept.
+
+Adapters: :class:`~gatekeeper.sbom.store.SqlSbomStore` (uploads), and
+:class:`~gatekeeper.sbom.collector.StoredSbomSource` (uploads as candidates). An attestation or
+OCI-referrer fetcher (``gatekeeper/verify``, ``gatekeeper/registry``) plugs in by implementing
+:class:`SbomSource` and returning the *verified* subjects of what it found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from gatekeeper.domain.ports import EvidenceContext
+from gatekeeper.domain.reference import Digest, ImageReference
+from gatekeeper.sbom.binding import BindingMethod
+
+__all__ = ["SbomCandidate", "SbomSource", "SbomStore", "SbomUpload", "StoredSbom"]
+
+
+@dataclass(frozen=True, slots=True)
+class SbomCandidate:
+    """An SBOM document found for an image, with the statement that binds it (if any)."""
+
+    content: bytes
+    method: BindingMethod | None
+    #: Digests the binding statement names (attestation subjects, referrer subject, upload).
+    subjects: tuple[str, ...]
+    #: Where it came from, for humans and the audit trail ("upload 3f2a... (ticket CHG-1)").
+    origin: str
+
+
+class SbomSource(Protocol):
+    """Finds SBOM candidates for an image.
+
+    Raise :class:`~gatekeeper.errors.UpstreamUnavailableError` for transient failures only;
+    "nothing found" is an empty sequence.
+    """
+
+    name: str
+
+    def find(
+        self, reference: ImageReference, digest: Digest | None, context: EvidenceContext
+    ) -> Sequence[SbomCandidate]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SbomUpload:
+    """An SBOM a pipeline uploads for an image digest (already validated by the caller)."""
+
+    image_digest: Digest
+    content: bytes
+    sha256: str
+    format: str
+    spec_version: str
+    component_count: int
+    ticket_id: str | None = None
+    uploaded_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSbom:
+    id: str
+    image_digest: str
+    sha256: str
+    format: str
+    spec_version: str
+    component_count: int
+    size: int
+    uploaded_at: datetime
+    ticket_id: str | None
+    uploaded_by: str | None
+    content: bytes
+
+
+class SbomStore(Protocol):
+    """Durable store of uploaded SBOMs (the audit trail refers to them by sha256)."""
+
+    def save(self, upload: SbomUpload) -> StoredSbom:
+        """Store ``upload``; uploading the same document for the same digest again is a no-op
+        returning the stored row. Raise :class:`~gatekeeper.errors.StorageError` on failure."""
+        ...
+
+    def find_for_digest(self, image_digest: Digest, *, limit: int = 5) -> Sequence[StoredSbom]:
+        """Newest first."""
+        ...
+
+    def get(self, sbom_id: str) -> StoredSbom:
+        """Raise :class:`~gatekeeper.errors.NotFoundError` for an unknown id."""
+        ...
+
+    def check_health(self) -> None: ...

@@ -1,0 +1,171 @@
+"""``SqlSbomStore``: uploaded SBOMs in the gatekeeper database (SQLite or PostgreSQL).
+
+One table, ``gatekeeper_sboms``, defined with SQLAlchemy Core on its own ``MetaData`` so the
+audit store's migrations can adopt it as one step (:func:`create_sbom_tables`). Documents are
+kept zlib-compressed (CycloneDX JSON compresses about 10:1); ``sha256`` is the hash of the
+document as uploaded, the value the audit trail and the evidence carry.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from gatekeeper.domain.reference import Digest
+from gatekeeper.errors import NotFoundError, StorageError
+from gatekeeper.sbom.interface import SbomUpload, StoredSbom
+
+__all__ = ["SqlSbomStore", "create_sbom_tables", "sbom_metadata", "sboms"]
+
+sbom_metadata = sa.MetaData()
+
+sboms = sa.Table(
+    "gatekeeper_sboms",
+    sbom_metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("image_digest", sa.String(160), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("format", sa.String(16), nullable=False),
+    sa.Column("spec_version", sa.String(16), nullable=False),
+    sa.Column("component_count", sa.Integer, nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("uploaded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ticket_id", sa.String(256)),
+    sa.Column("uploaded_by", sa.String(256)),
+    sa.Column("content_zlib", sa.LargeBinary, nullable=False),
+    sa.UniqueConstraint("image_digest", "sha256", name="uq_gatekeeper_sboms_digest_sha256"),
+    sa.Index("ix_gatekeeper_sboms_image_digest_uploaded_at", "image_digest", "uploaded_at"),
+)
+
+
+def create_sbom_tables(connection: Connection) -> None:
+    """Migration step: create ``gatekeeper_sboms`` (idempotent)."""
+    sboms.create(connection, checkfirst=True)
+
+
+def _as_utc(value: datetime) -> datetime:
+    # SQLite hands timezone-aware columns back naive; they were written in UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class SqlSbomStore:
+    """Implements :class:`~gatekeeper.sbom.interface.SbomStore` on a SQLAlchemy ``Engine``."""
+
+    def __init__(
+        self, engine: Engine, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    def create_tables(self) -> None:
+        """For a stand-alone store; with the audit store, use its migrations instead."""
+        try:
+            with self._engine.begin() as connection:
+                create_sbom_tables(connection)
+        except SQLAlchemyError as exc:
+            raise StorageError("cannot create the SBOM table", context=self._context()) from exc
+
+    def _context(self) -> dict[str, Any]:
+        return {"database": self._engine.url.render_as_string(hide_password=True)}
+
+    @staticmethod
+    def _row_to_stored(row: Any) -> StoredSbom:
+        return StoredSbom(
+            id=row.id,
+            image_digest=row.image_digest,
+            sha256=row.sha256,
+            format=row.format,
+            spec_version=row.spec_version,
+            component_count=row.component_count,
+            size=row.size,
+            uploaded_at=_as_utc(row.uploaded_at),
+            ticket_id=row.ticket_id,
+            uploaded_by=row.uploaded_by,
+            content=zlib.decompress(row.content_zlib),
+        )
+
+    def _find_same(self, connection: Connection, upload: SbomUpload) -> StoredSbom | None:
+        row = connection.execute(
+            sa.select(sboms).where(
+                sboms.c.image_digest == str(upload.image_digest), sboms.c.sha256 == upload.sha256
+            )
+        ).first()
+        return self._row_to_stored(row) if row is not None else None
+
+    def save(self, upload: SbomUpload) -> StoredSbom:
+        sbom_id, uploaded_at = str(uuid.uuid4()), self._clock()
+        values: dict[str, Any] = {
+            "id": sbom_id,
+            "image_digest": str(upload.image_digest),
+            "sha256": upload.sha256,
+            "format": upload.format,
+            "spec_version": upload.spec_version,
+            "component_count": upload.component_count,
+            "size": len(upload.content),
+            "uploaded_at": uploaded_at,
+            "ticket_id": upload.ticket_id,
+            "uploaded_by": upload.uploaded_by,
+            "content_zlib": zlib.compress(upload.content, 6),
+        }
+        try:
+            with self._engine.begin() as connection:
+                existing = self._find_same(connection, upload)
+                if existing is not None:
+                    return existing
+                connection.execute(sboms.insert().values(**values))
+        except IntegrityError:
+            # A concurrent upload of the same document for the same digest won the race.
+            with self._engine.connect() as connection:
+                existing = self._find_same(connection, upload)
+            if existing is not None:
+                return existing
+            raise StorageError("cannot store the SBOM", context=self._context()) from None
+        except SQLAlchemyError as exc:
+            raise StorageError("cannot store the SBOM", context=self._context()) from exc
+        return StoredSbom(
+            id=sbom_id, image_digest=str(upload.image_digest), sha256=upload.sha256,
+            format=upload.format, spec_version=upload.spec_version,
+            component_count=upload.component_count, size=len(upload.content),
+            uploaded_at=uploaded_at, ticket_id=upload.ticket_id,
+            uploaded_by=upload.uploaded_by, content=upload.content,
+        )
+
+    def find_for_digest(self, image_digest: Digest, *, limit: int = 5) -> Sequence[StoredSbom]:
+        query = (
+            sa.select(sboms)
+            .where(sboms.c.image_digest == str(image_digest))
+            .order_by(sboms.c.uploaded_at.desc(), sboms.c.id.desc())
+            .limit(limit)
+        )
+        try:
+            with self._engine.connect() as connection:
+                rows = connection.execute(query).all()
+        except SQLAlchemyError as exc:
+            raise StorageError(
+                f"cannot read SBOMs for {image_digest}", context=self._context()
+            ) from exc
+        return [self._row_to_stored(row) for row in rows]
+
+    def get(self, sbom_id: str) -> StoredSbom:
+        try:
+            with self._engine.connect() as connection:
+                row = connection.execute(sa.select(sboms).where(sboms.c.id == sbom_id)).first()
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot read SBOM {sbom_id}", context=self._context()) from exc
+        if row is None:
+            raise NotFoundError(f"no SBOM with id {sbom_id}")
+        return self._row_to_stored(row)
+
+    def check_health(self) -> None:
+        try:
+            with self._engine.connect() as connection:
+                connection.execute(sa.select(sa.func.count()).select_from(sboms).limit(1))
+        except SQLAlchemyError as exc:
+            raise StorageError("SBOM store is not reachable", context=self._context()) from exc
