@@ -32,6 +32,7 @@ __all__ = [
     "extract_images",
     "find_pod_specs",
     "format_path",
+    "path_sort_key",
 ]
 
 EPHEMERAL_CONTAINERS = "ephemeralContainers"
@@ -60,6 +61,10 @@ def format_path(path: Sequence[PathPart]) -> str:
     return text
 
 
+def path_sort_key(path: Sequence[PathPart]) -> tuple[tuple[int, int | str], ...]:
+    return tuple((0, part) if isinstance(part, int) else (1, part) for part in path)
+
+
 def _json_pointer(path: Sequence[PathPart]) -> str:
     # RFC 6901: "~" -> "~0", "/" -> "~1" (no Kubernetes pod-spec key needs it; kept correct).
     return "".join(
@@ -67,14 +72,18 @@ def _json_pointer(path: Sequence[PathPart]) -> str:
     )
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class ImageLocation:
     """One image field of the object: where it is, what it says, which container owns it."""
 
-    #: Sort key: the path with indexes as ints, so ``containers[10]`` sorts after ``[2]``.
     path: tuple[PathPart, ...]
     image: str
     container: str
+
+    @property
+    def sort_key(self) -> tuple[tuple[int, int | str], ...]:
+        """Orders by path with indexes compared as numbers (``[2]`` before ``[10]``)."""
+        return path_sort_key(self.path)
 
     @property
     def field_path(self) -> str:

@@ -97,6 +97,10 @@ class AdmissionReview(_WireModel):
     request: AdmissionRequest | None = None
 
 
+#: metav1.StatusReason per HTTP code, as the API server relays them to the client.
+_STATUS_REASONS = {400: "BadRequest", 403: "Forbidden", 500: "InternalError", 504: "Timeout"}
+
+
 class AdmissionResponse(_WireModel):
     """What the webhook answers; :meth:`to_review` renders the full AdmissionReview."""
 
@@ -116,7 +120,7 @@ class AdmissionResponse(_WireModel):
             "status": {"code": self.code, "message": self.message},
         }
         if not self.allowed:
-            response["status"]["reason"] = "Forbidden" if self.code == 403 else "InternalError"
+            response["status"]["reason"] = _STATUS_REASONS.get(self.code, "InternalError")
         if self.warnings:
             response["warnings"] = list(self.warnings)
         if self.audit_annotations:
@@ -170,7 +174,7 @@ def parse_admission_review(
         raise InvalidInputError(
             f"AdmissionReview request is invalid: request.{_first_error(exc)}", field="request"
         ) from exc
-    return AdmissionReview(api_version=head.api_version, kind=head.kind, request=request)
+    return AdmissionReview(apiVersion=head.api_version, kind=head.kind, request=request)
 
 
 class _Envelope(_WireModel):
