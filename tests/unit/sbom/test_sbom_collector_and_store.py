@@ -1,0 +1,220 @@
+"""The ``sbom`` evidence section, uploads through the SQL store, and ``gatekeeper sbom``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from gatekeeper.domain.ports import EvidenceCollector, EvidenceContext
+from gatekeeper.domain.reference import Digest, ImageReference, parse_digest, parse_image_reference
+from gatekeeper.errors import NotFoundError
+from gatekeeper.sbom import (
+    BindingMethod,
+    CycloneDxValidator,
+    SbomCandidate,
+    SbomDocumentError,
+    SbomEvidenceCollector,
+    SbomUploader,
+    SqlSbomStore,
+    StoredSbomSource,
+)
+from gatekeeper.sbom.cli import sbom_app
+from tests.unit.sbom.factory import (
+    IMAGE_DIGEST,
+    OTHER_DIGEST,
+    container_subject,
+    cyclonedx,
+    cyclonedx_component,
+    encode,
+)
+
+DIGEST = parse_digest(IMAGE_DIGEST)
+IMAGE = parse_image_reference(f"registry.example.com/app@{IMAGE_DIGEST}")
+CONTEXT = EvidenceContext(environment="production", namespace="shop")
+CORPUS = Path(__file__).resolve().parents[2] / "assets" / "cyclonedx"
+
+
+class ListSource:
+    """A fake attestation/referrer source implementing the real SbomSource protocol."""
+
+    name = "fake"
+
+    def __init__(self, *candidates: SbomCandidate) -> None:
+        self.candidates = candidates
+
+    def find(
+        self, reference: ImageReference, digest: Digest | None, context: EvidenceContext
+    ) -> Sequence[SbomCandidate]:
+        return self.candidates
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> SqlSbomStore:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'sboms.db'}")
+    store = SqlSbomStore(engine, clock=lambda: datetime(2026, 3, 1, 12, 0, tzinfo=UTC))
+    store.create_tables()
+    return store
+
+
+@pytest.fixture(scope="module")
+def validator() -> CycloneDxValidator:
+    return CycloneDxValidator()
+
+
+def test_collector_implements_the_port(validator: CycloneDxValidator) -> None:
+    collector = SbomEvidenceCollector(sources=(), validator=validator)
+    assert isinstance(collector, EvidenceCollector)
+    assert collector.name == "sbom"
+
+
+def test_no_sbom_is_missing(validator: CycloneDxValidator) -> None:
+    evidence = SbomEvidenceCollector(sources=(ListSource(),), validator=validator).collect(
+        IMAGE, DIGEST, CONTEXT
+    )
+    assert evidence["state"] == "missing"
+    assert (evidence["present"], evidence["valid"], evidence["bound"]) == (False, False, False)
+    assert evidence["reason"] == "no SBOM found for the image"
+    json.dumps(evidence)  # JSON-ready
+
+
+def test_attested_sbom_is_bound_and_listed(validator: CycloneDxValidator) -> None:
+    candidate = SbomCandidate(
+        encode(cyclonedx(3)), BindingMethod.ATTESTATION, (IMAGE_DIGEST,), "attestation"
+    )
+    evidence = SbomEvidenceCollector(
+        sources=(ListSource(candidate),), validator=validator
+    ).collect(IMAGE, DIGEST, CONTEXT)
+    assert {k: evidence[k] for k in ("present", "valid", "bound", "state", "spec_version")} == {
+        "present": True, "valid": True, "bound": True, "state": "bound", "spec_version": "1.6",
+    }
+    assert evidence["binding"] == {"method": "attestation", "named_digests": [IMAGE_DIGEST]}
+    assert [c["name"] for c in evidence["components"]] == ["pkg-0", "pkg-1", "pkg-2"]
+    assert evidence["component_count"] == 3
+    json.dumps(evidence)
+
+
+def test_sbom_for_another_artifact_is_reported_without_its_components(
+    validator: CycloneDxValidator,
+) -> None:
+    candidate = SbomCandidate(
+        encode(cyclonedx(3)), BindingMethod.ATTESTATION, (OTHER_DIGEST,), "attestation"
+    )
+    evidence = SbomEvidenceCollector(
+        sources=(ListSource(candidate),), validator=validator
+    ).collect(IMAGE, DIGEST, CONTEXT)
+    assert evidence["state"] == "another_artifact"
+    assert evidence["bound"] is False
+    assert evidence["reason"].startswith("SBOM for another artifact")
+    assert evidence["components"] == []
+
+
+def test_bound_candidate_wins_over_negatives(validator: CycloneDxValidator) -> None:
+    wrong = SbomCandidate(b"{", BindingMethod.REFERRER, (IMAGE_DIGEST,), "referrer")
+    other = SbomCandidate(encode(cyclonedx(1)), BindingMethod.REFERRER, (OTHER_DIGEST,), "r2")
+    right = SbomCandidate(
+        encode(cyclonedx(2, subject=container_subject())), None, (), "inline"
+    )
+    collector = SbomEvidenceCollector(
+        sources=(ListSource(wrong, other), ListSource(right)), validator=validator
+    )
+    evidence = collector.collect(IMAGE, DIGEST, CONTEXT)
+    assert (evidence["state"], evidence["binding"]["method"]) == ("bound", "metadata")
+    negative = SbomEvidenceCollector(sources=(ListSource(wrong, other),), validator=validator)
+    assert negative.collect(IMAGE, DIGEST, CONTEXT)["state"] == "another_artifact"
+
+
+def test_invalid_sbom_says_why(validator: CycloneDxValidator) -> None:
+    components = [cyclonedx_component(0, type="weird")]
+    candidate = SbomCandidate(
+        encode(cyclonedx(components)), BindingMethod.UPLOAD, (IMAGE_DIGEST,), "upload"
+    )
+    evidence = SbomEvidenceCollector(
+        sources=(ListSource(candidate),), validator=validator
+    ).collect(IMAGE, DIGEST, CONTEXT)
+    assert (evidence["present"], evidence["valid"], evidence["state"]) == (True, False, "invalid")
+    assert evidence["reason"].startswith(
+        "SBOM is invalid: CycloneDX 1.6 schema violation at $.components[0].type: "
+    )
+
+
+def test_upload_is_stored_and_found_again(
+    store: SqlSbomStore, validator: CycloneDxValidator
+) -> None:
+    collector = SbomEvidenceCollector(sources=(StoredSbomSource(store),), validator=validator)
+    uploader = SbomUploader(store=store, collector=collector, validator=validator)
+    content = encode(cyclonedx(5))
+    result = uploader.upload(content, DIGEST, ticket_id="CHG-1", uploaded_by="ci")
+    response = result.as_response()
+    assert response["state"] == "bound"
+    assert response["component_count"] == 5
+    assert response["uploaded_at"] == "2026-03-01T12:00:00Z"
+    again = uploader.upload(content, DIGEST, ticket_id="CHG-2")
+    assert again.stored.id == result.stored.id  # idempotent per (digest, sha256)
+
+    evidence = collector.collect(IMAGE, DIGEST, CONTEXT)
+    assert evidence["state"] == "bound"
+    assert evidence["sha256"] == result.stored.sha256
+    assert evidence["origin"] == f"upload {result.stored.id} (ticket CHG-1)"
+    assert store.get(result.stored.id).content == content
+    assert collector.collect(IMAGE, parse_digest(OTHER_DIGEST), CONTEXT)["state"] == "missing"
+    with pytest.raises(NotFoundError):
+        store.get("nope")
+    store.check_health()
+
+
+def test_invalid_upload_is_refused_and_not_stored(
+    store: SqlSbomStore, validator: CycloneDxValidator
+) -> None:
+    collector = SbomEvidenceCollector(sources=(StoredSbomSource(store),), validator=validator)
+    uploader = SbomUploader(store=store, collector=collector, validator=validator)
+    with pytest.raises(SbomDocumentError):
+        uploader.upload(b'{"bomFormat": "CycloneDX", "specVersion": "1.6", "components": 1}', DIGEST)
+    assert store.find_for_digest(DIGEST) == []
+
+
+# --- gatekeeper sbom validate ---------------------------------------------------------------
+
+
+runner = CliRunner()
+
+
+def test_cli_valid(tmp_path: Path) -> None:
+    path = tmp_path / "bom.json"
+    path.write_bytes(encode(cyclonedx(2)))
+    result = runner.invoke(sbom_app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"valid: {path}: cyclonedx 1.6, sha256 ")
+
+
+def test_cli_invalid_names_the_reason() -> None:
+    path = CORPUS / "1.6" / "invalid-component-type-1.6.json"
+    result = runner.invoke(sbom_app, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert "invalid: " in result.output
+    assert "schema violation at $.components[0].type" in result.output
+
+
+def test_cli_unreadable(tmp_path: Path) -> None:
+    result = runner.invoke(sbom_app, ["validate", str(tmp_path / "absent.json")])
+    assert result.exit_code == 2
+    assert "cannot read" in result.output
+
+
+def test_cli_agrees_with_the_corpus_sample() -> None:
+    for path in sorted((CORPUS / "1.5").glob("*.json"))[:20]:
+        expected = 0 if path.name.startswith("valid-") else 1
+        assert runner.invoke(sbom_app, ["validate", str(path)]).exit_code == expected, path
+
+
+def test_cli_evidence_prints_the_policy_view(tmp_path: Path) -> None:
+    path = tmp_path / "bom.json"
+    path.write_bytes(encode(cyclonedx(2)))
+    result = runner.invoke(sbom_app, ["evidence", str(path), "--digest", IMAGE_DIGEST])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["state"] == "bound"
