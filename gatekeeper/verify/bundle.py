@@ -1,0 +1,588 @@
+"""Sigstore bundles (``application/vnd.dev.sigstore.bundle*``): keyless and key-based.
+
+Keyless bundles go through sigstore-python's ``Verifier`` (certificate chain to the Fulcio
+roots at the signing time, SCT, Rekor inclusion proof/promise, signing time within the
+certificate's validity) with our :class:`~gatekeeper.verify.trust.IdentityPolicy`.
+
+sigstore-python 4.x cannot verify bundles made with a *managed key* (``publicKey`` hint
+instead of a certificate), so that procedure is ours, built from the same sigstore pieces
+(log-entry proof and checkpoint, SET, signed timestamps) and ``cryptography``.
+
+:func:`verify_bundle_for_cli` implements the sigstore-conformance ``verify-bundle`` protocol
+(https://github.com/sigstore/sigstore-conformance/blob/main/docs/cli_protocol.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509 import load_der_x509_certificate, load_pem_x509_certificate
+from rfc3161_client import TimeStampResponse, VerifierBuilder
+from rfc3161_client import VerificationError as Rfc3161VerificationError
+from sigstore import dsse
+from sigstore._internal.timestamp import TimestampSource, TimestampVerificationResult
+from sigstore.errors import Error as SigstoreError
+from sigstore.errors import VerificationError as SigstoreVerificationError
+from sigstore.hashes import Hashed
+from sigstore.models import Bundle, TransparencyLogEntry, VerificationMaterial
+from sigstore.verify.policy import VerificationPolicy
+from sigstore.verify.verifier import Verifier
+from sigstore_models.bundle.v1 import Bundle as BundleDocument
+from sigstore_models.common.v1 import HashAlgorithm
+from sigstore_models.rekor.v1 import TransparencyLogEntry as LogEntryDocument
+
+from gatekeeper.domain.reference import parse_digest
+from gatekeeper.errors import ConfigurationError, InvalidInputError, VerificationError
+from gatekeeper.verify.authority import KeylessIdentity
+from gatekeeper.verify.keys import VerificationKey, load_public_key
+from gatekeeper.verify.trust import CertificateIdentity, IdentityPolicy, TrustRoot
+
+__all__ = [
+    "ArtifactInput",
+    "BundleOutcome",
+    "IN_TOTO_PAYLOAD_TYPE",
+    "parse_in_toto_statement",
+    "verify_bundle",
+    "verify_bundle_for_cli",
+]
+
+IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+_BUNDLE_MEDIA_TYPES = frozenset(
+    {
+        "application/vnd.dev.sigstore.bundle+json;version=0.1",
+        "application/vnd.dev.sigstore.bundle+json;version=0.2",
+        "application/vnd.dev.sigstore.bundle+json;version=0.3",
+        "application/vnd.dev.sigstore.bundle.v0.3+json",
+    }
+)
+_V01 = "application/vnd.dev.sigstore.bundle+json;version=0.1"
+_MAX_BUNDLE_BYTES = 1024 * 1024
+_MAX_STATEMENT_BYTES = 4 * 1024 * 1024
+
+
+def _reject(reason: str, message: str) -> VerificationError:
+    return VerificationError(message, context={"reason": reason})
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactInput:
+    """What the bundle is said to sign: the bytes, or only their SHA-256."""
+
+    sha256: bytes
+    content: bytes | None = None
+
+    @classmethod
+    def from_bytes(cls, content: bytes) -> ArtifactInput:
+        return cls(hashlib.sha256(content).digest(), content)
+
+    @classmethod
+    def from_digest_text(cls, text: str) -> ArtifactInput:
+        digest = parse_digest(text, field="FILE_OR_DIGEST")
+        if digest.algorithm != "sha256":
+            raise InvalidInputError("only sha256 artifact digests are supported")
+        return cls(bytes.fromhex(digest.hex))
+
+
+@dataclass(frozen=True, slots=True)
+class BundleOutcome:
+    """A verified bundle: what it signs and who signed it."""
+
+    content: Literal["message", "dsse"]
+    payload_type: str | None
+    payload: bytes | None
+    identity: CertificateIdentity | None
+    key_id: str | None
+    tlog: Literal["verified", "not-required"]
+
+
+def parse_in_toto_statement(payload: bytes) -> Mapping[str, Any]:
+    """Parse an in-toto Statement (v0.1 or v1) with a size limit; raise on anything else."""
+    if len(payload) > _MAX_STATEMENT_BYTES:
+        raise _reject("malformed", "in-toto statement is larger than the limit")
+    try:
+        statement = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _reject("malformed", "in-toto statement is not JSON") from exc
+    if not isinstance(statement, dict):
+        raise _reject("malformed", "in-toto statement is not an object")
+    if statement.get("_type") not in (
+        "https://in-toto.io/Statement/v0.1",
+        "https://in-toto.io/Statement/v1",
+    ):
+        raise _reject("malformed", "payload is not an in-toto Statement")
+    subjects = statement.get("subject")
+    if not isinstance(subjects, list) or not subjects:
+        raise _reject("malformed", "in-toto statement has no subject")
+    if not isinstance(statement.get("predicateType"), str):
+        raise _reject("malformed", "in-toto statement has no predicateType")
+    return statement
+
+
+def statement_names_sha256(statement: Mapping[str, Any], sha256_hex: str) -> bool:
+    for subject in statement.get("subject", []):
+        digests = subject.get("digest") if isinstance(subject, Mapping) else None
+        if isinstance(digests, Mapping) and digests.get("sha256") == sha256_hex:
+            return True
+    return False
+
+
+def _load(data: bytes) -> BundleDocument:
+    if len(data) > _MAX_BUNDLE_BYTES:
+        raise _reject("malformed", "bundle is larger than the limit")
+    try:
+        document = BundleDocument.from_json(data)
+    except ValueError as exc:
+        raise _reject("malformed", f"malformed bundle: {_first_line(exc)}") from exc
+    if document.media_type not in _BUNDLE_MEDIA_TYPES:
+        raise _reject("malformed", f"unsupported bundle media type {document.media_type!r}")
+    return document
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+
+
+def verify_bundle(
+    data: bytes,
+    *,
+    trust: TrustRoot,
+    identities: tuple[KeylessIdentity, ...] = (),
+    keys: tuple[VerificationKey, ...] = (),
+    require_tlog: bool = True,
+    artifact: ArtifactInput | None = None,
+) -> BundleOutcome:
+    """Verify a bundle against an authority's keys or identities.
+
+    ``artifact`` binds a message signature (or a DSSE subject) to given content; without it
+    the caller must bind the returned DSSE payload itself (images: the statement subject).
+    Raises :class:`VerificationError` whose ``context["reason"]`` is a stable reason code.
+    """
+    document = _load(data)
+    material = document.verification_material
+    if material.public_key is not None:
+        if not keys:
+            raise _reject("no-key", "bundle is signed with a key, the authority trusts none")
+        return _verify_with_keys(document, keys, trust, require_tlog, artifact)
+    if not identities:
+        raise _reject("other-key", "bundle carries a certificate, the authority trusts keys")
+    return _verify_keyless(data, identities, trust, artifact)
+
+
+# -- keyless ---------------------------------------------------------------------------------
+
+
+def _verify_keyless(
+    data: bytes,
+    identities: tuple[KeylessIdentity, ...],
+    trust: TrustRoot,
+    artifact: ArtifactInput | None,
+) -> BundleOutcome:
+    if trust.root is None:
+        raise _reject("no-trust-root", "keyless verification needs a trusted root")
+    try:
+        bundle = Bundle.from_json(data)
+    except (SigstoreError, ValueError) as exc:
+        raise _reject("malformed", f"malformed bundle: {_first_line(exc)}") from exc
+    policy = IdentityPolicy(identities)
+    try:
+        verifier = _Verifier(trusted_root=trust.root)
+        if bundle._dsse_envelope is not None:
+            payload_type, payload = verifier.verify_dsse(bundle, policy)
+        else:
+            if artifact is None:
+                raise _reject("malformed", "message-signature bundle without an artifact")
+            verifier.verify_artifact(_hashed(artifact), bundle, policy)
+            payload_type, payload = None, None
+    except SigstoreError as exc:
+        text = _first_line(exc)
+        reason = "identity-mismatch" if text.startswith("identity mismatch") else "invalid"
+        raise _reject(reason, text) from exc
+    except (ValueError, KeyError, TypeError) as exc:  # malformed inner structures
+        raise _reject("malformed", f"malformed bundle: {_first_line(exc)}") from exc
+    if payload is not None and artifact is not None:
+        _check_dsse_subject(payload_type, payload, artifact)
+    return BundleOutcome(
+        "dsse" if payload is not None else "message",
+        payload_type,
+        payload,
+        policy.last_identity,
+        None,
+        "verified",
+    )
+
+
+class _Verifier(Verifier):
+    """sigstore's ``Verifier`` with a TSA validity window whose end is inclusive.
+
+    sigstore-python 4.5 compares ``gen_time < validity_end``; the trusted-root specification
+    and sigstore-conformance (``trust-root-tsa-validity-end-inclusive``) make the end inclusive,
+    as it already is for Rekor keys. Only that comparison differs from the upstream method.
+    """
+
+    def _verify_signed_timestamp(
+        self, timestamp_response: TimeStampResponse, message: bytes
+    ) -> TimestampVerificationResult | None:
+        for authority in self._trusted_root.get_timestamp_authorities():
+            certificates = authority.certificates(allow_expired=True)
+            if len(certificates) < 2:
+                continue
+            builder = (
+                VerifierBuilder()
+                .tsa_certificate(certificates[0])
+                .add_root_certificate(certificates[-1])
+            )
+            for certificate in certificates[1:-1]:
+                builder = builder.add_intermediate_certificate(certificate)
+            try:
+                builder.build().verify_message(timestamp_response, message)
+            except Rfc3161VerificationError:
+                continue
+            generated = timestamp_response.tst_info.gen_time
+            end = authority.validity_period_end
+            if authority.validity_period_start <= generated and (end is None or generated <= end):
+                return TimestampVerificationResult(
+                    source=TimestampSource.TIMESTAMP_AUTHORITY, time=generated
+                )
+        return None
+
+    def _establish_time(self, bundle: Bundle) -> list[TimestampVerificationResult]:
+        # Upstream refuses the integrated time of ``intoto/0.0.2`` entries (cosign's older
+        # attestation entries); they carry the same signed promise, so accept them too.
+        kind_version = bundle.log_entry._inner.kind_version
+        if (kind_version.kind, kind_version.version) != ("intoto", "0.0.2"):
+            return super()._establish_time(bundle)
+        results = (
+            [result for result in self._verify_timestamp_authority(bundle)]
+            if bundle.verification_material.timestamp_verification_data
+            else []
+        )
+        entry = bundle.log_entry._inner
+        if entry.integrated_time and entry.inclusion_promise:
+            results.append(
+                TimestampVerificationResult(
+                    source=TimestampSource.TRANSPARENCY_SERVICE,
+                    time=datetime.fromtimestamp(entry.integrated_time, tz=UTC),
+                )
+            )
+        return results
+
+    def verify_dsse(self, bundle: Bundle, policy: VerificationPolicy) -> tuple[str, bytes]:
+        kind_version = bundle.log_entry._inner.kind_version
+        if (kind_version.kind, kind_version.version) != ("intoto", "0.0.2"):
+            return super().verify_dsse(bundle, policy)
+        # (1)-(6) as upstream; (7) the envelope signature; (8) the intoto entry names it.
+        self._verify_common_signing_cert(bundle, policy)
+        envelope = bundle._dsse_envelope
+        if envelope is None:
+            raise SigstoreVerificationError("intoto entry for a bundle without DSSE envelope")
+        signing_key = bundle.signing_certificate.public_key()
+        dsse._verify(signing_key, envelope)  # type: ignore[arg-type]
+        _check_intoto_v002_body(
+            bundle, envelope._inner.payload_type, envelope._inner.payload, envelope.signature
+        )
+        return envelope._inner.payload_type, envelope._inner.payload
+
+
+def _check_intoto_v002_body(bundle: Bundle, payload_type: str, payload: bytes, sig: bytes) -> None:
+    """Rekor ``intoto/0.0.2`` bodies hold the envelope with payload and signatures base64-encoded
+    twice, the payload's SHA-256, and the signer's certificate as base64 PEM."""
+    try:
+        body = json.loads(bundle.log_entry._inner.canonicalized_body)
+        content = body["spec"]["content"]
+        recorded = content["envelope"]
+        signatures = recorded["signatures"]
+        signing_der = bundle.signing_certificate.public_bytes(serialization.Encoding.DER)
+        recorded_der = load_pem_x509_certificate(_b64(signatures[0]["publicKey"])).public_bytes(
+            serialization.Encoding.DER
+        )
+        consistent = (
+            content["payloadHash"]["algorithm"] == "sha256"
+            and content["payloadHash"]["value"] == hashlib.sha256(payload).hexdigest()
+            and recorded["payloadType"] == payload_type
+            and _b64(_b64(recorded["payload"]).decode()) == payload
+            and len(signatures) == 1
+            and _b64(_b64(signatures[0]["sig"]).decode()) == sig
+            and recorded_der == signing_der
+        )
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
+        raise SigstoreVerificationError("intoto log entry body is malformed") from exc
+    if not consistent:
+        raise SigstoreVerificationError(
+            "transparency log entry is inconsistent with other materials"
+        )
+
+
+def _hashed(artifact: ArtifactInput) -> bytes | Hashed:
+    if artifact.content is not None:
+        return artifact.content
+    return Hashed(algorithm=HashAlgorithm.SHA2_256, digest=artifact.sha256)
+
+
+def _check_dsse_subject(payload_type: str | None, payload: bytes, artifact: ArtifactInput) -> None:
+    if payload_type != IN_TOTO_PAYLOAD_TYPE:
+        raise _reject("malformed", f"DSSE payload type {payload_type!r} is not in-toto")
+    statement = parse_in_toto_statement(payload)
+    if not statement_names_sha256(statement, artifact.sha256.hex()):
+        raise _reject("digest-mismatch", "in-toto subject does not name the artifact digest")
+
+
+# -- managed keys ----------------------------------------------------------------------------
+
+
+class _KeyBundleView:
+    """The three attributes sigstore's time establishment reads from a ``Bundle``."""
+
+    def __init__(self, document: BundleDocument, entry: TransparencyLogEntry, signature: bytes):
+        self.verification_material = VerificationMaterial(document.verification_material)
+        self.log_entry = entry
+        self.signature = signature
+
+
+def _verify_with_keys(
+    document: BundleDocument,
+    keys: tuple[VerificationKey, ...],
+    trust: TrustRoot,
+    require_tlog: bool,
+    artifact: ArtifactInput | None,
+) -> BundleOutcome:
+    # (1) The signature: a message signature over the artifact, or one DSSE signature.
+    if document.dsse_envelope is not None:
+        envelope = document.dsse_envelope
+        if len(envelope.signatures) != 1 or not envelope.signatures[0].sig:
+            raise _reject("malformed", "DSSE envelope must carry exactly one signature")
+        signature = envelope.signatures[0].sig
+        signed = dsse._pae(envelope.payload_type, envelope.payload)
+        key = next((k for k in keys if k.verify(signature, signed)), None)
+        content: Literal["message", "dsse"] = "dsse"
+    elif document.message_signature is not None:
+        if artifact is None:
+            raise _reject("malformed", "message-signature bundle without an artifact")
+        signature = document.message_signature.signature
+        declared = document.message_signature.message_digest
+        if declared is not None and declared.digest != artifact.sha256:
+            raise _reject("digest-mismatch", "bundle message digest does not match the artifact")
+        key = next((k for k in keys if _verify_message(k, signature, artifact)), None)
+        content = "message"
+    else:
+        raise _reject("malformed", "bundle has neither a message signature nor a DSSE envelope")
+    if key is None:
+        raise _reject("other-key", "signature does not verify with a trusted key")
+
+    # (2) Binding: a DSSE statement must name the artifact.
+    payload_type = envelope.payload_type if content == "dsse" else None
+    payload = envelope.payload if content == "dsse" else None
+    if payload is not None and artifact is not None:
+        _check_dsse_subject(payload_type, payload, artifact)
+
+    # (3) The transparency log: proof, checkpoint, promise, and the entry names these materials.
+    entries = document.verification_material.tlog_entries or []
+    if not require_tlog and not entries:
+        return BundleOutcome(content, payload_type, payload, None, key.key_id, "not-required")
+    if not entries:
+        raise _reject("tlog-missing", "bundle has no transparency log entry")
+    if len(entries) != 1:
+        raise _reject("malformed", "bundle must carry exactly one transparency log entry")
+    if trust.root is None:
+        raise _reject("no-trust-root", "tlog verification needs a trusted root")
+    _verify_log_entry(document, entries[0], signature, trust)
+    _check_entry_body(entries[0], key, signature, document, artifact)
+    return BundleOutcome(content, payload_type, payload, None, key.key_id, "verified")
+
+
+def _verify_message(key: VerificationKey, signature: bytes, artifact: ArtifactInput) -> bool:
+    if artifact.content is not None:
+        return key.verify(signature, artifact.content)
+    return key.verify_prehashed(signature, artifact.sha256, "sha256")
+
+
+def _verify_log_entry(
+    document: BundleDocument, entry_doc: LogEntryDocument, signature: bytes, trust: TrustRoot
+) -> None:
+    assert trust.root is not None
+    from sigstore._internal.trust import KeyringPurpose
+
+    if entry_doc.kind_version.version not in ("0.0.1", "0.0.2"):
+        raise _reject("tlog-invalid", f"unsupported log entry version {entry_doc.kind_version}")
+    if entry_doc.inclusion_proof is None:
+        if document.media_type != _V01 or entry_doc.inclusion_promise is None:
+            raise _reject("tlog-invalid", "log entry has no inclusion proof")
+    elif entry_doc.inclusion_proof.checkpoint is None:
+        raise _reject("tlog-invalid", "inclusion proof has no checkpoint")
+    if (
+        document.media_type != _V01
+        and entry_doc.inclusion_promise is None
+        and not (
+            document.verification_material.timestamp_verification_data
+            and document.verification_material.timestamp_verification_data.rfc3161_timestamps
+        )
+    ):
+        raise _reject("tlog-invalid", "log entry has neither a promise nor a signed timestamp")
+    entry = TransparencyLogEntry(entry_doc)
+    keyring = trust.root.rekor_keyring(KeyringPurpose.VERIFY)
+    try:
+        if entry_doc.inclusion_proof is not None:
+            entry._verify(keyring)
+        else:
+            entry._verify_set(keyring)
+        verifier = _Verifier(trusted_root=trust.root)
+        times = verifier._establish_time(
+            _KeyBundleView(document, entry, signature)  # type: ignore[arg-type]
+        )
+    except SigstoreError as exc:
+        raise _reject("tlog-invalid", f"invalid log entry: {_first_line(exc)}") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _reject("tlog-invalid", f"malformed log entry: {_first_line(exc)}") from exc
+    if not times:
+        raise _reject("tlog-invalid", "no verified time for the signature")
+
+
+def _check_entry_body(
+    entry_doc: LogEntryDocument,
+    key: VerificationKey,
+    signature: bytes,
+    document: BundleDocument,
+    artifact: ArtifactInput | None,
+) -> None:
+    """(8) The log entry must describe these materials (defeats CVE-2022-36056 variants)."""
+    try:
+        body = json.loads(entry_doc.canonicalized_body)
+        kind, version = entry_doc.kind_version.kind, entry_doc.kind_version.version
+        if body.get("kind") != kind or body.get("apiVersion") != version:
+            raise _reject("tlog-mismatch", "log entry kind differs from the bundle's")
+        spec = body["spec"]
+        if kind == "hashedrekord" and version == "0.0.1":
+            if document.message_signature is None or artifact is None:
+                raise _reject("tlog-mismatch", "hashedrekord entry for a non-message bundle")
+            matches = (
+                _b64(spec["signature"]["content"]) == signature
+                and _pem_key_id(_b64(spec["signature"]["publicKey"]["content"])) == key.key_id
+                and spec["data"]["hash"]["algorithm"] == "sha256"
+                and spec["data"]["hash"]["value"] == artifact.sha256.hex()
+            )
+        elif kind == "hashedrekord" and version == "0.0.2":
+            if document.message_signature is None or artifact is None:
+                raise _reject("tlog-mismatch", "hashedrekord entry for a non-message bundle")
+            record = spec["hashedRekordV002"]
+            matches = (
+                _b64(record["signature"]["content"]) == signature
+                and _der_key_id(_b64(record["signature"]["verifier"]["publicKey"]["rawBytes"]))
+                == key.key_id
+                and _b64(record["data"]["digest"]) == artifact.sha256
+            )
+        elif kind == "dsse" and version == "0.0.1":
+            envelope = document.dsse_envelope
+            if envelope is None:
+                raise _reject("tlog-mismatch", "dsse entry for a non-DSSE bundle")
+            content = spec
+            signatures = content["signatures"]
+            matches = (
+                content["payloadHash"]["algorithm"] == "sha256"
+                and content["payloadHash"]["value"] == hashlib.sha256(envelope.payload).hexdigest()
+                and len(signatures) == 1
+                and _b64(signatures[0]["signature"]) == signature
+                and _pem_key_id(_b64(signatures[0]["verifier"])) == key.key_id
+            )
+        else:
+            raise _reject("tlog-mismatch", f"unsupported log entry kind {kind}/{version}")
+    except VerificationError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
+        raise _reject("tlog-mismatch", "log entry body is malformed") from exc
+    if not matches:
+        raise _reject("tlog-mismatch", "log entry is inconsistent with the bundle's materials")
+
+
+def _b64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+def _der_key_id(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()
+
+
+def _pem_key_id(pem: bytes) -> str:
+    """Key id of a PEM public key *or* certificate (its SubjectPublicKeyInfo)."""
+    if b"CERTIFICATE" in pem:
+        certificate = load_der_x509_certificate(
+            base64.b64decode(b"".join(pem.strip().splitlines()[1:-1]))
+        )
+        der = certificate.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return _der_key_id(der)
+    try:
+        return load_public_key(pem).key_id
+    except ConfigurationError as exc:
+        raise ValueError("unsupported key in log entry") from exc
+
+
+# -- conformance protocol --------------------------------------------------------------------
+
+
+def verify_bundle_for_cli(
+    *,
+    bundle_path: Path,
+    artifact: str,
+    certificate_identity: str | None = None,
+    certificate_oidc_issuer: str | None = None,
+    key_path: Path | None = None,
+    trusted_root_path: Path | None = None,
+    staging: bool = False,
+) -> tuple[bool, str]:
+    """``gatekeeper verify-bundle``: ``(True, "verified")`` or ``(False, reason)``.
+
+    Usage errors (unreadable files, both or neither of key and identity, a bad digest) raise
+    :class:`InvalidInputError` (exit 2); an unusable trusted root raises
+    :class:`ConfigurationError` (exit 2); everything the bundle gets wrong is ``(False, ...)``.
+    """
+    if (key_path is None) == (certificate_identity is None):
+        raise InvalidInputError("give either --key or --certificate-identity/-oidc-issuer")
+    if certificate_identity is not None and certificate_oidc_issuer is None:
+        raise InvalidInputError("--certificate-identity needs --certificate-oidc-issuer")
+    bundle_bytes = _read(bundle_path, "--bundle")
+    if artifact.startswith("sha256:"):
+        artifact_input = ArtifactInput.from_digest_text(artifact)
+    else:
+        artifact_input = ArtifactInput.from_bytes(_read(Path(artifact), "FILE_OR_DIGEST"))
+    if trusted_root_path is not None:
+        try:
+            trust = TrustRoot.from_json(_read(trusted_root_path, "--trusted-root"))
+        except ConfigurationError as exc:
+            return False, exc.message
+    else:
+        trust = TrustRoot.staging() if staging else TrustRoot.public_good()
+    keys: tuple[VerificationKey, ...] = ()
+    identities: tuple[KeylessIdentity, ...] = ()
+    if key_path is not None:
+        # A key that does not load is verification material that fails, not a usage error.
+        try:
+            keys = (load_public_key(_read(key_path, "--key"), where="--key"),)
+        except ConfigurationError as exc:
+            return False, exc.message
+    else:
+        identities = (
+            KeylessIdentity(issuer=certificate_oidc_issuer, subject=certificate_identity),
+        )
+    try:
+        verify_bundle(
+            bundle_bytes, trust=trust, identities=identities, keys=keys, artifact=artifact_input
+        )
+    except VerificationError as exc:
+        return False, exc.message
+    return True, "verified"
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(f"{what}: cannot read {path}", field=what) from exc
