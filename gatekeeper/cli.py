@@ -82,7 +82,7 @@ def _remote(method: str, url: str, **kwargs: Any) -> dict[str, Any]:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Listen address (default from settings)")] = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default 8000)")] = None,
 ) -> None:
     """Run the API (and the embedded OPA, unless GATEKEEPER_OPA_URL is set)."""
@@ -103,9 +103,12 @@ def serve(
         _fail(exc.render())
     application = create_app(settings, container=container)
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.host, registry=container.metrics.registry)
+        start_http_server(
+            settings.metrics_port, addr=settings.host, registry=container.metrics.registry
+        )
         typer.echo(f"metrics on http://{settings.host}:{settings.metrics_port}/metrics")
-    typer.echo(f"Forge Gatekeeper serving on http://{settings.host}:{settings.port} (API docs: /docs)")
+    url = f"http://{settings.host}:{settings.port}"
+    typer.echo(f"Forge Gatekeeper serving on {url} (API docs: /docs)")
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning")
 
 

@@ -75,7 +75,7 @@ class PolicyEngineError(GatekeeperError):
 
 
 class UpstreamUnavailableError(GatekeeperError):
-    """A dependency (registry, AWS API, ...) could not be reached; transient, never cached as final."""
+    """A dependency (registry, AWS API ...) could not be reached: transient, never cached."""
 
     kind = "upstream_unavailable"
 

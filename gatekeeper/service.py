@@ -33,7 +33,13 @@ from gatekeeper.domain import (
 )
 from gatekeeper.errors import GatekeeperError, PolicyEngineError
 
-__all__ = ["EVIDENCE_POLICY", "ENGINE_POLICY", "EvaluationService", "SystemClock", "new_decision_id"]
+__all__ = [
+    "ENGINE_POLICY",
+    "EVIDENCE_POLICY",
+    "EvaluationService",
+    "SystemClock",
+    "new_decision_id",
+]
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ def find_opa_binary(settings: Settings) -> str:
     """The configured binary, else the one ``scripts/install-tools`` put in ``.tools/bin``."""
     if settings.opa_binary:
         return settings.opa_binary
-    for candidate in (Path.cwd() / ".tools/bin/opa", Path(__file__).parent.parent / ".tools/bin/opa"):
+    checkout = Path(__file__).resolve().parent.parent
+    for candidate in (Path.cwd() / ".tools/bin/opa", checkout / ".tools/bin/opa"):
         if candidate.is_file():
             return str(candidate)
     found = shutil.which("opa")

@@ -33,7 +33,9 @@ class EvaluationBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    images: list[str] = Field(min_length=1, description="Image references, as the deploy names them")
+    images: list[str] = Field(
+        min_length=1, description="Image references, as the deploy names them"
+    )
     environment: str | None = Field(
         default=None, min_length=1, max_length=128,
         description="Target environment; the configured default (production) when omitted",

@@ -19,6 +19,7 @@ from gatekeeper.domain import (
     parse_digest,
     parse_image_reference,
 )
+from gatekeeper.domain.ports import HealthCheck
 from gatekeeper.errors import GatekeeperError, InvalidInputError
 from gatekeeper.wiring import Container
 
@@ -127,7 +128,10 @@ def build_router() -> APIRouter:
     async def readyz(request: Request) -> JSONResponse:
         container = _container(request)
         failures: dict[str, str] = {}
-        checks = {"policy_engine": container.policy_engine, "audit_store": container.audit_log}
+        checks: dict[str, HealthCheck] = {
+            "policy_engine": container.policy_engine,
+            "audit_store": container.audit_log,
+        }
         for name, component in checks.items():
             try:
                 await run_in_threadpool(component.check_health)
@@ -142,6 +146,7 @@ def build_router() -> APIRouter:
                 },
                 status_code=503,
             )
-        return JSONResponse({"status": "ready", "policy_revision": container.policy_engine.revision()})
+        revision = container.policy_engine.revision()
+        return JSONResponse({"status": "ready", "policy_revision": revision})
 
     return router
