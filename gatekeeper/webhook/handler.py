@@ -229,7 +229,7 @@ class AdmissionHandler:
             )
         located: list[LocatedImage] = []
         invalid: list[str] = []
-        for location in sorted(locations, key=lambda loc: loc.sort_key):
+        for location in locations:  # object order: init, regular, ephemeral containers
             try:
                 reference = parse_image_reference(location.image, field=location.field_path)
             except InvalidInputError as exc:

@@ -161,7 +161,7 @@ def build_decision_response(
     if violations:
         message = f"admitted in {decision.mode.value} mode with {len(violations)} violation(s)"
     else:
-        message = f"admitted: {len({i.reference.original for i in images})} image(s) verified"
+        message = f"admitted: {len({i.reference.original for i in images})} image(s) evaluated"
     return AdmissionResponse(
         uid=uid,
         allowed=True,

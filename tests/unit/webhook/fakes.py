@@ -1,0 +1,145 @@
+"""Fakes implementing the real ports (``gatekeeper.domain.ports``) for the admission tests.
+
+The policy fake decides per image reference, like the real Rego does with
+``input.images[].reference``; the resolver fake is a registry whose tags map to fixed digests
+and that can be made slow (a hanging registry) to test the admission deadline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from gatekeeper.domain import (
+    Decision,
+    DecisionPage,
+    DecisionQuery,
+    Digest,
+    EvidenceContext,
+    ImageReference,
+    PolicyResult,
+    Violation,
+)
+from gatekeeper.errors import NotFoundError, StorageError, UpstreamUnavailableError
+from gatekeeper.service import EvaluationService
+
+__all__ = [
+    "MemoryAuditLog",
+    "RulePolicyEngine",
+    "TableDigestResolver",
+    "build_service",
+    "digest_of",
+]
+
+
+def digest_of(name: str) -> str:
+    """The digest the fake registry serves for ``registry/repository:tag``."""
+    return "sha256:" + hashlib.sha256(name.encode()).hexdigest()
+
+
+class RulePolicyEngine:
+    """Violations and warnings by image reference (as written in the object)."""
+
+    def __init__(
+        self,
+        deny: Mapping[str, str | list[str]] | None = None,
+        warn: Mapping[str, str | list[str]] | None = None,
+    ) -> None:
+        self.deny = dict(deny or {})
+        self.warn = dict(warn or {})
+        self.inputs: list[Mapping[str, Any]] = []
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _findings(table: Mapping[str, str | list[str]], ref: str) -> list[Violation]:
+        messages = table.get(ref, [])
+        if isinstance(messages, str):
+            messages = [messages]
+        return [Violation("test.rule", message, ref) for message in messages]
+
+    def evaluate(self, policy_input: Mapping[str, Any]) -> PolicyResult:
+        with self._lock:
+            self.inputs.append(policy_input)
+        violations: list[Violation] = []
+        warnings: list[Violation] = []
+        for image in policy_input["images"]:
+            violations += self._findings(self.deny, image["reference"])
+            warnings += self._findings(self.warn, image["reference"])
+        return PolicyResult(tuple(violations), tuple(warnings), "sha256:rules")
+
+    def revision(self) -> str:
+        return "sha256:rules"
+
+    def check_health(self) -> None:
+        return None
+
+
+class MemoryAuditLog:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.records: list[Decision] = []
+        self._lock = threading.Lock()
+
+    def record(self, decision: Decision) -> None:
+        if self.fail:
+            raise StorageError("audit store down")
+        with self._lock:
+            self.records.append(decision)
+
+    def get(self, decision_id: str) -> Decision:
+        for decision in self.records:
+            if decision.decision_id == decision_id:
+                return decision
+        raise NotFoundError(f"decision {decision_id} not found")
+
+    def query(self, query: DecisionQuery) -> DecisionPage:
+        return DecisionPage(tuple(reversed(self.records))[: query.limit], None)
+
+    def check_health(self) -> None:
+        if self.fail:
+            raise StorageError("audit store down")
+
+
+class TableDigestResolver:
+    """A registry on a table: every tag resolves to :func:`digest_of`, unless ``missing``.
+
+    ``delay`` seconds are spent per resolution, as a slow or hanging registry would; the
+    deadline is checked before each "network step", as the real resolver must.
+    """
+
+    def __init__(self, *, delay: float = 0.0, missing: frozenset[str] = frozenset()) -> None:
+        self.delay = delay
+        self.missing = missing
+        self.calls = 0
+
+    def resolve(self, reference: ImageReference, context: EvidenceContext) -> Digest:
+        self.calls += 1
+        if context.deadline is not None and time.monotonic() >= context.deadline:
+            raise UpstreamUnavailableError(
+                f"deadline reached before resolving {reference.original}"
+            )
+        if self.delay:
+            time.sleep(self.delay)
+        if reference.original in self.missing:
+            raise UpstreamUnavailableError(f"registry has no tag for {reference.original}")
+        algorithm, hex_digest = digest_of(f"{reference.name}:{reference.tag}").split(":")
+        return Digest(algorithm, hex_digest)
+
+
+def build_service(
+    *,
+    deny: Mapping[str, str | list[str]] | None = None,
+    warn: Mapping[str, str | list[str]] | None = None,
+    delay: float = 0.0,
+    audit: MemoryAuditLog | None = None,
+) -> tuple[EvaluationService, MemoryAuditLog]:
+    audit = audit or MemoryAuditLog()
+    service = EvaluationService(
+        policy_engine=RulePolicyEngine(deny, warn),
+        audit_log=audit,
+        digest_resolver=TableDigestResolver(delay=delay),
+    )
+    return service, audit
