@@ -1,0 +1,244 @@
+"""Bearer-JWT authentication and role checks (gatekeeper.api.auth) on a real ASGI app."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Annotated
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fastapi import Depends, FastAPI
+from fastapi.testclient import TestClient
+
+from gatekeeper.api.auth import Authenticator, Principal, Role, install_auth, require_roles
+from gatekeeper.errors import ConfigurationError
+
+SECRET = "s" * 40
+ISSUER = "https://issuer.example"
+AUDIENCE = "gatekeeper"
+
+
+def token(key=SECRET, algorithm="HS256", *, sub="ci-bot", roles=("pipeline",), ttl=300, headers=None, **claims):
+    now = int(time.time())
+    payload = {"sub": sub, "roles": roles if isinstance(roles, str) or roles is None else list(roles), "iat": now, "exp": now + ttl, "iss": ISSUER, "aud": AUDIENCE}
+    payload.update(claims)
+    payload = {k: v for k, v in payload.items() if v is not None}
+    return jwt.encode(payload, key, algorithm=algorithm, headers=headers)
+
+
+def build(authenticator: Authenticator) -> TestClient:
+    app = FastAPI()
+    install_auth(app, authenticator)
+
+    @app.get("/pipeline")
+    def pipeline(principal: Annotated[Principal, Depends(require_roles(Role.PIPELINE))]) -> dict:
+        return {"subject": principal.subject, "roles": sorted(principal.roles)}
+
+    @app.get("/read", dependencies=[Depends(require_roles(Role.PIPELINE, Role.AUDITOR))])
+    def read() -> dict:
+        return {"ok": True}
+
+    return TestClient(app)
+
+
+@pytest.fixture
+def rsa_key():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture
+def ec_key():
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def pem(private_key) -> str:
+    return private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+
+
+@pytest.fixture
+def hs_client():
+    return build(Authenticator.from_settings(hs256_secret=SECRET, issuer=ISSUER, audience=AUDIENCE))
+
+
+def get(client, path, bearer=None, raw=None):
+    headers = {}
+    if bearer is not None:
+        headers["Authorization"] = f"Bearer {bearer}"
+    if raw is not None:
+        headers["Authorization"] = raw
+    return client.get(path, headers=headers)
+
+
+def test_valid_hs256_token_gives_principal(hs_client):
+    response = get(hs_client, "/pipeline", token(roles=["pipeline", "unknown-role"]))
+    assert response.status_code == 200
+    assert response.json() == {"subject": "ci-bot", "roles": ["pipeline"]}
+
+
+def test_missing_token_is_401_with_challenge(hs_client):
+    response = get(hs_client, "/pipeline")
+    assert response.status_code == 401
+    assert response.json() == {
+        "error": "unauthorized",
+        "message": "missing bearer token: send 'Authorization: Bearer <JWT>'",
+    }
+    assert response.headers["www-authenticate"] == 'Bearer realm="gatekeeper"'
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("Basic abc", "malformed Authorization header: expected 'Bearer <JWT>'"),
+        ("Bearer", "malformed Authorization header: expected 'Bearer <JWT>'"),
+        ("Bearer not-a-jwt", "token is not a well-formed JWT"),
+    ],
+)
+def test_malformed_headers_are_401(hs_client, header, message):
+    response = get(hs_client, "/pipeline", raw=header)
+    assert response.status_code == 401
+    assert response.json() == {"error": "unauthorized", "message": message}
+    assert response.headers["www-authenticate"] == 'Bearer realm="gatekeeper", error="invalid_token"'
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"key": "x" * 40}, "token signature is not valid"),
+        ({"ttl": -120}, "token expired"),
+        ({"iss": "https://evil.example"}, "token issuer is not accepted"),
+        ({"aud": "someone-else"}, "token audience is not accepted"),
+        ({"sub": None}, "token has no sub claim"),
+        ({"exp": None}, "token has no exp claim"),
+        ({"nbf": int(time.time()) + 3600}, "token is not valid yet (nbf/iat in the future)"),
+    ],
+)
+def test_bad_tokens_are_401_with_reason(hs_client, kwargs, message):
+    response = get(hs_client, "/pipeline", token(**kwargs))
+    assert response.status_code == 401
+    assert response.json() == {"error": "unauthorized", "message": message}
+
+
+def test_wrong_role_is_403_naming_roles(hs_client):
+    response = get(hs_client, "/pipeline", token(sub="alice", roles=["auditor"]))
+    assert response.status_code == 403
+    assert response.json() == {
+        "error": "forbidden",
+        "message": "subject 'alice' lacks the role for this operation: requires pipeline, token grants auditor",
+    }
+    no_roles = get(hs_client, "/read", token(sub="bob", roles=[]))
+    assert no_roles.json()["message"] == (
+        "subject 'bob' lacks the role for this operation: requires pipeline or auditor, token grants no role"
+    )
+
+
+def test_admin_passes_every_role_check_and_roles_may_be_a_string(hs_client):
+    assert get(hs_client, "/pipeline", token(roles="admin")).status_code == 200
+    assert get(hs_client, "/read", token(roles=["admin"])).status_code == 200
+
+
+def test_rs256_and_es256_public_keys(rsa_key, ec_key, tmp_path):
+    key_file = tmp_path / "rsa.pem"
+    key_file.write_text(pem(rsa_key))
+    client = build(Authenticator.from_settings(public_key_files=[key_file], public_keys_pem=[pem(ec_key)]))
+    assert get(client, "/pipeline", token(rsa_key, "RS256")).status_code == 200
+    assert get(client, "/pipeline", token(ec_key, "ES256")).status_code == 200
+    other = ec.generate_private_key(ec.SECP256R1())
+    assert get(client, "/pipeline", token(other, "ES256")).json()["message"] == "token signature is not valid"
+    # HS256 is refused when no secret is configured; no key family confusion is possible
+    refused = get(client, "/pipeline", token(SECRET, "HS256"))
+    assert refused.json()["message"] == "token algorithm 'HS256' is not accepted (accepted: ES256, RS256)"
+
+
+def test_public_key_cannot_be_used_as_hmac_secret(rsa_key):
+    client = build(Authenticator.from_settings(hs256_secret=SECRET, public_keys_pem=[pem(rsa_key)]))
+    forged = jwt.api_jws.PyJWS().encode(
+        json.dumps({"sub": "x", "roles": ["admin"], "exp": int(time.time()) + 60}).encode(),
+        SECRET, algorithm="HS256",
+    )
+    assert get(client, "/pipeline", forged).status_code == 200  # control: real secret works
+    # the attacker signs HS256 with the public PEM as secret: only the real secret is tried
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps({"sub": "x", "roles": ["admin"], "exp": int(time.time()) + 60}).encode())
+    signature = hmac.new(pem(rsa_key).encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    response = get(client, "/pipeline", f"{head}.{body}.{b64(signature)}")
+    assert response.status_code == 401
+    assert response.json()["message"] == "token signature is not valid"
+
+
+def test_jwks_file_with_kid(rsa_key, ec_key, tmp_path):
+    jwks = {"keys": []}
+    for kid, key in (("r1", rsa_key), ("e1", ec_key)):
+        entry = json.loads(jwt.algorithms.get_default_algorithms()["RS256" if kid == "r1" else "ES256"].to_jwk(key.public_key()))
+        entry["kid"] = kid
+        jwks["keys"].append(entry)
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(jwks))
+    client = build(Authenticator.from_settings(jwks_file=path))
+    assert get(client, "/pipeline", token(rsa_key, "RS256", headers={"kid": "r1"})).status_code == 200
+    assert get(client, "/pipeline", token(ec_key, "ES256", headers={"kid": "e1"})).status_code == 200
+
+
+def test_disabled_auth_admits_everyone_as_admin_and_says_so(caplog):
+    with caplog.at_level(logging.WARNING):
+        authenticator = Authenticator.from_settings(insecure_disable_auth=True)
+    assert "AUTHENTICATION IS DISABLED" in caplog.text
+    assert authenticator.describe() == "disabled (GATEKEEPER_INSECURE_DISABLE_AUTH=true): every caller is admin"
+    response = get(build(authenticator), "/pipeline")
+    assert response.json() == {"subject": "anonymous (auth disabled)", "roles": ["admin"]}
+
+
+def test_tokens_are_never_logged(hs_client, caplog):
+    bad = token(key="y" * 40)
+    with caplog.at_level(logging.DEBUG):
+        response = get(hs_client, "/pipeline", bad)
+    assert response.status_code == 401
+    assert bad not in caplog.text and bad not in response.text
+    assert bad.split(".")[2] not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "authentication is on but no token verification key is configured: set "
+             "GATEKEEPER_AUTH_HS256_SECRET, GATEKEEPER_AUTH_PUBLIC_KEY_FILES or "
+             "GATEKEEPER_AUTH_JWKS_FILE (or GATEKEEPER_INSECURE_DISABLE_AUTH=true for local use)"),
+        ({"hs256_secret": "short"}, "auth_hs256_secret: 5 bytes; HS256 needs at least 32 (RFC 7518 section 3.2)"),
+        ({"public_keys_pem": ["nope"]}, "public key 0: not a PEM public key"),
+        ({"public_key_files": ["/nonexistent/key.pem"]}, "cannot read public key file /nonexistent/key.pem: No such file or directory"),
+    ],
+)
+def test_bad_configuration_is_refused(kwargs, message):
+    with pytest.raises(ConfigurationError) as caught:
+        Authenticator.from_settings(**kwargs)
+    assert caught.value.message == message
+
+
+def test_app_without_authenticator_fails_closed():
+    app = FastAPI()
+
+    @app.get("/x", dependencies=[Depends(require_roles(Role.ADMIN))])
+    def x() -> dict:
+        return {}
+
+    from gatekeeper.api.auth import AuthError
+
+    @app.exception_handler(AuthError)
+    async def handle(_r, exc):
+        return exc.response()
+
+    response = TestClient(app).get("/x")
+    assert response.status_code == 401
+    assert response.json()["message"] == "authentication is not configured on this server"
