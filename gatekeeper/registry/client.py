@@ -187,18 +187,19 @@ class OciRegistryClient:
     def get_blob(
         self,
         reference: ImageReference,
-        descriptor: Descriptor | Digest,
+        digest: Digest,
         *,
+        size: int | None = None,
         max_bytes: int | None = None,
         deadline: float | None = None,
     ) -> bytes:
-        """Fetch a blob, refusing more than ``max_bytes``; the bytes must hash to the digest."""
-        digest = descriptor.digest if isinstance(descriptor, Descriptor) else descriptor
+        """Fetch a blob, refusing more than ``max_bytes``; the bytes must hash to ``digest``
+        and, when the descriptor's ``size`` is given, have exactly that length."""
         limit = min(max_bytes or self._settings.max_blob_bytes, self._settings.max_blob_bytes)
         what = f"fetching blob {reference.repository}@{digest}"
-        if isinstance(descriptor, Descriptor) and descriptor.size > limit:
+        if size is not None and size > limit:
             raise VerificationError(
-                f"registry {reference.registry}: blob {digest} is {descriptor.size} bytes, "
+                f"registry {reference.registry}: blob {digest} is {size} bytes, "
                 f"more than the limit of {limit}",
                 context={"registry": reference.registry, "reference": reference.original},
             )
@@ -221,7 +222,7 @@ class OciRegistryClient:
                 f"registry {reference.registry}: blob {digest} content hashes to {actual}",
                 context={"registry": reference.registry, "reference": reference.original},
             )
-        if isinstance(descriptor, Descriptor) and len(answer.content) != descriptor.size:
+        if size is not None and len(answer.content) != size:
             raise VerificationError(
                 f"registry {reference.registry}: blob {digest} size differs from its descriptor"
             )

@@ -48,6 +48,7 @@ from gatekeeper.verify.trust import CertificateIdentity, IdentityPolicy, TrustRo
 
 __all__ = [
     "ArtifactInput",
+    "KeylessVerifier",
     "BundleOutcome",
     "IN_TOTO_PAYLOAD_TYPE",
     "parse_in_toto_statement",
@@ -139,6 +140,13 @@ def _load(data: bytes) -> BundleDocument:
     if len(data) > _MAX_BUNDLE_BYTES:
         raise _reject("malformed", "bundle is larger than the limit")
     try:
+        raw = json.loads(data)
+        material = raw.get("verificationMaterial") if isinstance(raw, dict) else None
+        if isinstance(material, dict) and "tlogEntries" not in material:
+            # protobuf JSON omits empty repeated fields: cosign v3 writes no ``tlogEntries``
+            # for a key-signed bundle without a transparency log.
+            material["tlogEntries"] = []
+            data = json.dumps(raw).encode()
         document = BundleDocument.from_json(data)
     except ValueError as exc:
         raise _reject("malformed", f"malformed bundle: {_first_line(exc)}") from exc
@@ -194,7 +202,7 @@ def _verify_keyless(
         raise _reject("malformed", f"malformed bundle: {_first_line(exc)}") from exc
     policy = IdentityPolicy(identities)
     try:
-        verifier = _Verifier(trusted_root=trust.root)
+        verifier = KeylessVerifier(trusted_root=trust.root)
         if bundle._dsse_envelope is not None:
             payload_type, payload = verifier.verify_dsse(bundle, policy)
         else:
@@ -220,7 +228,7 @@ def _verify_keyless(
     )
 
 
-class _Verifier(Verifier):
+class KeylessVerifier(Verifier):
     """sigstore's ``Verifier`` with a TSA validity window whose end is inclusive.
 
     sigstore-python 4.5 compares ``gen_time < validity_end``; the trusted-root specification
@@ -433,7 +441,7 @@ def _verify_log_entry(
             entry._verify(keyring)
         else:
             entry._verify_set(keyring)
-        verifier = _Verifier(trusted_root=trust.root)
+        verifier = KeylessVerifier(trusted_root=trust.root)
         times = verifier._establish_time(
             _KeyBundleView(document, entry, signature)  # type: ignore[arg-type]
         )

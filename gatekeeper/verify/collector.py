@@ -1,0 +1,161 @@
+"""The ``signatures`` evidence collector: cosign signatures and attestations, per authority.
+
+Its section at ``input.images[].evidence.signatures`` says, for the image digest, which image
+policy applies, and per authority whether it verified and why not, with the verified signers
+and attestation predicates. Rego decides what that means (threshold, allowed builders); this
+module only proves facts. Negative facts are values; transient trouble (registry down, time
+budget spent) raises :class:`~gatekeeper.errors.UpstreamUnavailableError` and is never cached.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from gatekeeper.domain.ports import EvidenceContext
+from gatekeeper.domain.reference import Digest, ImageReference
+from gatekeeper.metrics import Metrics
+from gatekeeper.verify.authority import SignaturePolicySettings
+from gatekeeper.verify.cache import TtlCache
+from gatekeeper.verify.cosign import CosignVerifier
+from gatekeeper.verify.discovery import find_material
+from gatekeeper.verify.ports import RegistryReader
+from gatekeeper.verify.trust import TrustRoot
+
+__all__ = ["EVIDENCE_SCHEMA_VERSION", "SignatureEvidenceCollector"]
+
+log = logging.getLogger(__name__)
+
+EVIDENCE_SCHEMA_VERSION = 1
+_CACHE_NAME = "signatures"
+
+
+class SignatureEvidenceCollector:
+    """``EvidenceCollector`` named ``signatures``; thread-safe."""
+
+    name = "signatures"
+
+    def __init__(
+        self,
+        settings: SignaturePolicySettings,
+        registry: RegistryReader,
+        trust: TrustRoot,
+        *,
+        metrics: Metrics | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._trust = trust
+        self._metrics = metrics
+        self._verifier = CosignVerifier(trust, max_predicate_bytes=settings.max_predicate_bytes)
+        self._config_hash = settings.config_hash()
+        self._cache: TtlCache[dict[str, Any]] = TtlCache(
+            max_entries=settings.cache_max_entries, monotonic=monotonic
+        )
+
+    def collect(
+        self, reference: ImageReference, digest: Digest | None, context: EvidenceContext
+    ) -> Mapping[str, Any]:
+        if digest is None:
+            digest = self._registry.resolve_digest(reference, deadline=context.deadline)
+        policy = self._settings.policy_for(reference.name)
+        base: dict[str, Any] = {
+            "schema": EVIDENCE_SCHEMA_VERSION,
+            "digest": str(digest),
+            "trust_root": self._trust.version,
+            "config": self._config_hash,
+        }
+        if policy is None:
+            return base | {
+                "status": "unmatched",
+                "verified": False,
+                "policy": None,
+                "unmatched_default": self._settings.unmatched,
+                "reason": "no image policy matches this image",
+                "message": f"image {reference.original}: no signature policy matches "
+                f"{reference.name} (default: {self._settings.unmatched})",
+                "authorities": {},
+                "attestations": [],
+                "cache": "none",
+            }
+        key = (
+            reference.registry, reference.repository, str(digest), policy.glob,
+            self._config_hash, self._trust.version,
+        )  # fmt: skip
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._count("hit")
+            return copy.deepcopy(cached) | {"cache": "hit"}
+        self._count("miss")
+        material = find_material(
+            self._registry, reference, digest,
+            max_payload_bytes=self._settings.max_payload_bytes,
+            max_items=self._settings.max_materials, deadline=context.deadline,
+        )  # fmt: skip
+        results = [
+            self._verifier.verify(material, self._settings.authority(name), digest)
+            for name in policy.authorities
+        ]
+        verified = [r for r in results if r.verified]
+        satisfied = len(verified) >= policy.threshold
+        attestations = [
+            {"authority": r.name} | attestation for r in results for attestation in r.attestations
+        ]
+        if satisfied:
+            reason = "verified"
+            message = f"image {reference.original}: signed by {', '.join(r.name for r in verified)}"
+        else:
+            failing = [r for r in results if not r.verified]
+            first = failing[0].as_evidence()["reason"] if failing else "threshold not met"
+            reason = first if len(verified) == 0 else "threshold not met"
+            details = "; ".join(
+                f"{r.name}: {r.as_evidence()['reason']} ({r.detail})" for r in failing
+            )
+            message = (
+                f"image {reference.original}@{digest}: {reason}; {len(verified)} of "
+                f"{policy.threshold} required authorities verified [{details}]"
+            )
+        section = base | {
+            "status": "verified" if satisfied else "unverified",
+            "verified": satisfied,
+            "policy": {
+                "glob": policy.glob,
+                "authorities": list(policy.authorities),
+                "threshold": policy.threshold,
+            },
+            "verified_count": len(verified),
+            "reason": reason,
+            "message": message,
+            "authorities": {r.name: _authority_evidence(r.as_evidence()) for r in results},
+            "attestations": attestations,
+            "material": {
+                "signatures": len(material.signatures),
+                "bundles": len(material.bundles),
+                "attestations": len(material.attestations),
+                "sources": list(material.sources),
+                "problems": list(material.problems),
+            },
+        }
+        ttl = (
+            self._settings.cache_ttl_seconds
+            if satisfied
+            else self._settings.negative_cache_ttl_seconds
+        )
+        self._cache.put(key, section, ttl)
+        return copy.deepcopy(section) | {"cache": "miss"}
+
+    def _count(self, result: str) -> None:
+        if self._metrics is not None:
+            self._metrics.cache.labels(cache=_CACHE_NAME, result=result).inc()
+
+
+def _authority_evidence(evidence: dict[str, Any]) -> dict[str, Any]:
+    # Predicates travel once, in the top-level ``attestations`` list; here only their types.
+    evidence["attestations"] = [
+        {"predicate_type": a["predicate_type"], "kind": a["kind"]} for a in evidence["attestations"]
+    ]
+    return evidence

@@ -1,0 +1,155 @@
+"""cosign's Rekor bundle annotation (``dev.sigstore.cosign/bundle``): the SET and the body.
+
+The annotation is ``{"SignedEntryTimestamp": b64, "Payload": {"body": b64, "integratedTime":
+int, "logIndex": int, "logID": hex}}``. The SET is Rekor's signature over the RFC 8785
+canonical JSON of ``Payload``; it is checked with the trusted root's Rekor key named by
+``logID`` (and valid at ``integratedTime``), then the body must describe *this* signature,
+*this* payload and *this* key or certificate, or a valid entry of something else would do.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import rfc8785
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sigstore._internal.trust import KeyringPurpose
+from sigstore._utils import KeyID
+from sigstore.errors import Error as SigstoreError
+
+from gatekeeper.errors import ConfigurationError, VerificationError
+from gatekeeper.verify.keys import load_public_key
+from gatekeeper.verify.trust import TrustRoot
+
+__all__ = ["RekorEntry", "check_entry_body", "verify_rekor_bundle"]
+
+_MAX_BUNDLE_BYTES = 256 * 1024
+_CLOCK_SKEW_SECONDS = 300
+
+
+def _reject(reason: str, message: str) -> VerificationError:
+    return VerificationError(message, context={"reason": reason})
+
+
+@dataclass(frozen=True, slots=True)
+class RekorEntry:
+    integrated_time: int
+    log_index: int
+    log_id: str
+    body: Mapping[str, Any]
+
+
+def verify_rekor_bundle(
+    annotation: bytes, trust: TrustRoot, *, now: float | None = None
+) -> RekorEntry:
+    """Check the SET of a cosign Rekor bundle; return the entry it vouches for."""
+    if trust.root is None:
+        raise _reject("no-trust-root", "tlog verification needs a trusted root")
+    if len(annotation) > _MAX_BUNDLE_BYTES:
+        raise _reject("tlog-invalid", "tlog bundle is larger than the limit")
+    try:
+        document = json.loads(annotation)
+        payload = document["Payload"]
+        signed_entry_timestamp = base64.b64decode(document["SignedEntryTimestamp"], validate=True)
+        body_b64 = payload["body"]
+        integrated_time = payload["integratedTime"]
+        log_index = payload["logIndex"]
+        log_id = payload["logID"]
+        if not (
+            isinstance(body_b64, str)
+            and isinstance(integrated_time, int)
+            and isinstance(log_index, int)
+            and isinstance(log_id, str)
+        ):
+            raise TypeError("wrong field types")
+        if log_index < 0 or integrated_time <= 0:
+            raise ValueError("negative index or time")
+        key_id = bytes.fromhex(log_id)
+        body = json.loads(base64.b64decode(body_b64, validate=True))
+        if not isinstance(body, dict):
+            raise TypeError("body is not an object")
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise _reject("tlog-invalid", "tlog bundle is malformed") from exc
+    canonical = rfc8785.dumps(
+        {
+            "body": body_b64,
+            "integratedTime": integrated_time,
+            "logID": log_id,
+            "logIndex": log_index,
+        }
+    )
+    try:
+        trust.root.rekor_keyring(KeyringPurpose.VERIFY).verify(
+            key_id=KeyID(key_id), signature=signed_entry_timestamp, data=canonical
+        )
+    except SigstoreError as exc:
+        raise _reject("tlog-invalid", "tlog entry's signed timestamp does not verify") from exc
+    current = time.time() if now is None else now
+    if integrated_time > current + _CLOCK_SKEW_SECONDS:
+        raise _reject("tlog-invalid", "tlog entry is integrated in the future")
+    return RekorEntry(integrated_time, log_index, log_id, body)
+
+
+def check_entry_body(
+    entry: RekorEntry,
+    *,
+    signature: bytes,
+    payload: bytes,
+    key_id: str | None = None,
+    certificate: x509.Certificate | None = None,
+) -> None:
+    """The entry must name this signature (hashedrekord) or payload (intoto/dsse) and signer."""
+    body = entry.body
+    try:
+        kind, spec = body["kind"], body["spec"]
+        payload_sha256 = hashlib.sha256(payload).hexdigest()
+        if kind == "hashedrekord":
+            recorded_signature = base64.b64decode(spec["signature"]["content"])
+            signer = base64.b64decode(spec["signature"]["publicKey"]["content"])
+            consistent = (
+                recorded_signature == signature
+                and spec["data"]["hash"]["algorithm"] == "sha256"
+                and spec["data"]["hash"]["value"] == payload_sha256
+            )
+        elif kind == "intoto":
+            content = spec["content"]
+            consistent = content["payloadHash"]["value"] == payload_sha256
+            signatures = content["envelope"]["signatures"]
+            signer = base64.b64decode(signatures[0]["publicKey"]) if signatures else b""
+        elif kind == "dsse":
+            consistent = spec["payloadHash"]["value"] == payload_sha256
+            signatures = spec["signatures"]
+            signer = base64.b64decode(signatures[0]["verifier"]) if signatures else b""
+        else:
+            raise _reject("tlog-mismatch", f"unsupported tlog entry kind {kind!r}")
+        consistent = consistent and _signer_matches(signer, key_id, certificate)
+    except VerificationError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, binascii.Error, ConfigurationError) as exc:
+        raise _reject("tlog-mismatch", "tlog entry body is malformed") from exc
+    if not consistent:
+        raise _reject("tlog-mismatch", "tlog entry describes another signature or signer")
+
+
+def _signer_matches(pem: bytes, key_id: str | None, certificate: x509.Certificate | None) -> bool:
+    if b"CERTIFICATE" in pem:
+        recorded = x509.load_pem_x509_certificate(pem)
+        if certificate is not None:
+            return recorded.public_bytes(serialization.Encoding.DER) == certificate.public_bytes(
+                serialization.Encoding.DER
+            )
+        spki = recorded.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return key_id == hashlib.sha256(spki).hexdigest()
+    if certificate is not None:
+        return False
+    return key_id is not None and load_public_key(pem).key_id == key_id
