@@ -1,1 +1,23 @@
-"""scans package."""
+"""Vulnerability scan evidence: ECR basic and enhanced (Inspector) findings as policy input.
+
+Entry points: :class:`EcrScanSource` (boto3) and :class:`ScanEvidenceCollector` (the ``scan``
+evidence section, cached per digest).
+"""
+
+from gatekeeper.scans.collector import ScanEvidenceCollector, TtlCache
+from gatekeeper.scans.ecr import EcrImageLocation, EcrScanSource, parse_ecr_host, report_from_pages
+from gatekeeper.scans.interface import SEVERITIES, ScanFinding, ScanReport, ScanSource, ScanState
+
+__all__ = [
+    "SEVERITIES",
+    "EcrImageLocation",
+    "EcrScanSource",
+    "ScanEvidenceCollector",
+    "ScanFinding",
+    "ScanReport",
+    "ScanSource",
+    "ScanState",
+    "TtlCache",
+    "parse_ecr_host",
+    "report_from_pages",
+]

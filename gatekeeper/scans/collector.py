@@ -1,0 +1,106 @@
+"""The ``scan`` evidence collector: one scan report per image digest, cached with a TTL.
+
+Reports whose state can still change soon (pending, not scanned yet) are cached for a shorter
+time than final ones. Transient failures are never cached: the exception propagates, so the
+service denies this request and the next one asks the scanner again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from gatekeeper.domain.ports import EvidenceContext
+from gatekeeper.domain.reference import Digest, ImageReference
+from gatekeeper.metrics import Metrics
+from gatekeeper.scans.interface import ScanReport, ScanSource, ScanState
+
+__all__ = ["ScanEvidenceCollector", "TtlCache"]
+
+_SHORT_LIVED = frozenset({ScanState.PENDING, ScanState.NOT_SCANNED, ScanState.IMAGE_NOT_FOUND})
+
+
+class TtlCache:
+    """A small thread-safe LRU whose entries expire; ``clock`` is monotonic seconds."""
+
+    def __init__(self, *, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._max_entries = max_entries
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            expires_at, value = entry
+            if self._clock() >= expires_at:
+                del self._entries[key]
+                return None
+            self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: Any, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        with self._lock:
+            self._entries[key] = (self._clock() + ttl, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+
+
+class ScanEvidenceCollector:
+    """Implements :class:`~gatekeeper.domain.ports.EvidenceCollector` under the name ``scan``."""
+
+    name = "scan"
+
+    def __init__(
+        self,
+        *,
+        source: ScanSource,
+        ttl_seconds: float = 300.0,
+        pending_ttl_seconds: float = 30.0,
+        max_entries: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._source = source
+        self._ttl = ttl_seconds
+        self._pending_ttl = pending_ttl_seconds
+        self._cache = TtlCache(max_entries=max_entries, clock=clock)
+        self._metrics = metrics
+
+    def _count(self, result: str) -> None:
+        if self._metrics is not None:
+            self._metrics.cache.labels(cache="scan", result=result).inc()
+
+    def collect(
+        self, reference: ImageReference, digest: Digest | None, context: EvidenceContext
+    ) -> Mapping[str, Any]:
+        if not self._source.applies_to(reference):
+            return ScanReport(
+                ScanState.NOT_APPLICABLE,
+                f"{reference.registry} is not scanned by {self._source.name}",
+                self._source.name,
+            ).as_input()
+        if digest is None:
+            return ScanReport(
+                ScanState.IMAGE_NOT_FOUND, "image digest unknown: cannot look up its scan",
+                self._source.name,
+            ).as_input()
+        key = f"{reference.name}@{digest}"
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._count("hit")
+            return dict(cached)
+        self._count("miss")
+        report = self._source.fetch(reference, digest, context)
+        section = report.as_input()
+        ttl = self._pending_ttl if report.state in _SHORT_LIVED else self._ttl
+        self._cache.put(key, section, ttl)
+        return dict(section)
