@@ -453,8 +453,8 @@ class OciRegistryClient:
             declared = response.headers.get("Content-Length")
             if declared is not None and declared.isdigit() and int(declared) > max_bytes:
                 raise VerificationError(
-                    f"registry {registry}: {what} refused: {declared} bytes is more than "
-                    f"the limit of {max_bytes}",
+                    f"registry {registry}: {what} refused: {declared} bytes, more than "
+                    f"the limit of {max_bytes} bytes",
                     context={"registry": registry, "step": what},
                 )
             buffer = bytearray()
