@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -42,7 +43,11 @@ class EmbeddedOpa:
         policy_dir: Path,
         metrics: Metrics | None = None,
         timeout: float = 2.0,
+        data_paths: Sequence[Path] = (),
     ) -> None:
+        """``data_paths``: more directories OPA loads (and watches) beside ``policy_dir`` but
+        outside its revision hash, e.g. the exceptions document ``data.gatekeeper.exceptions``
+        that the policy lifecycle writes (see :mod:`gatekeeper.policy.exceptions`)."""
         resolved = shutil.which(opa_binary) or (opa_binary if Path(opa_binary).is_file() else None)
         if resolved is None:
             raise ConfigurationError(
@@ -55,6 +60,7 @@ class EmbeddedOpa:
             raise ConfigurationError(f"policy directory {policy_dir} holds no .rego files")
         self._binary = resolved
         self._policy_dir = policy_dir.resolve()
+        self._data_paths = tuple(path.resolve() for path in data_paths)
         self._metrics = metrics
         self._workdir = Path(tempfile.mkdtemp(prefix="gatekeeper-opa-"))
         self._socket = self._workdir / "opa.sock"
@@ -72,6 +78,11 @@ class EmbeddedOpa:
         )
 
     @property
+    def socket_path(self) -> Path:
+        """The unix socket OPA serves on (for a second client, e.g. the policy lifecycle)."""
+        return self._socket
+
+    @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
@@ -83,6 +94,7 @@ class EmbeddedOpa:
             "--watch", "--skip-version-check",
             "--log-level", "error", "--log-format", "json",
             str(self._policy_dir),
+            *(str(path) for path in self._data_paths),
         ]
         log.info("starting embedded OPA: %s", " ".join(command))
         # OPA's log goes to a file, never a pipe: a full pipe would block the child.

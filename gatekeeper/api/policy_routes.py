@@ -1,0 +1,304 @@
+"""REST routes of the policy lifecycle: revisions, activation, rollback, replay, exceptions.
+
+Thin: parse -> :class:`~gatekeeper.policy.lifecycle.PolicyLifecycle` -> serialise. Writes need
+the role ``policy-admin``; reads also accept ``auditor`` (``admin`` passes every check).
+The lifecycle is found on ``request.app.state.policy_lifecycle`` unless another lookup is given.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from gatekeeper.api.auth import Principal, Role, require_roles
+from gatekeeper.errors import ConfigurationError, InvalidInputError
+from gatekeeper.policy.bundle import PolicyFiles, build_opa_bundle
+from gatekeeper.policy.exceptions import format_instant
+from gatekeeper.policy.lifecycle import PolicyLifecycle
+from gatekeeper.policy.store import (
+    EXCEPTION_CREATE,
+    EXCEPTION_REVOKE,
+    PolicyConflictError,
+    PolicyEvent,
+)
+
+__all__ = ["build_policy_router", "lifecycle_from_state"]
+
+_TARBALL_TYPES = ("application/gzip", "application/x-gzip", "application/x-tar",
+                  "application/octet-stream")
+_EXCEPTION_STATUSES = ("active", "expired", "revoked")
+
+
+def lifecycle_from_state(request: Request) -> PolicyLifecycle:
+    lifecycle = getattr(request.app.state, "policy_lifecycle", None)
+    if not isinstance(lifecycle, PolicyLifecycle):
+        raise ConfigurationError("the policy lifecycle is not configured on this server")
+    return lifecycle
+
+
+def _conflict(exc: PolicyConflictError) -> JSONResponse:
+    return JSONResponse({"error": exc.kind, "message": exc.message}, status_code=409)
+
+
+def _event(event: PolicyEvent) -> dict[str, Any]:
+    return event.as_dict()
+
+
+async def _json_object(request: Request, *, required: bool) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        if required:
+            raise InvalidInputError("a JSON object body is required", field="body")
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidInputError("body is not valid JSON", field="body") from exc
+    if not isinstance(body, dict):
+        raise InvalidInputError("body must be a JSON object", field="body")
+    return body
+
+
+def _optional_text(body: dict[str, Any], name: str, limit: int = 2000) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise InvalidInputError(
+            f"{name} must be a string of at most {limit} characters", field=name
+        )
+    return value
+
+
+def _files_from_json(body: dict[str, Any]) -> PolicyFiles:
+    unknown = set(body) - {"policies", "tests", "description"}
+    if unknown:
+        raise InvalidInputError(f"unknown fields: {', '.join(sorted(unknown))}", field="body")
+    policies, tests = body.get("policies"), body.get("tests", {})
+    for name, value in (("policies", policies), ("tests", tests)):
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise InvalidInputError(
+                f"{name} must be a JSON object of file path -> file text", field=name
+            )
+    assert isinstance(policies, dict) and isinstance(tests, dict)
+    return PolicyFiles.from_text(policies, tests)
+
+
+def build_policy_router(
+    lifecycle_of: Callable[[Request], PolicyLifecycle] = lifecycle_from_state,
+) -> APIRouter:
+    router = APIRouter(tags=["policies"])
+    reader = Annotated[Principal, Depends(require_roles(Role.POLICY_ADMIN, Role.AUDITOR))]
+    writer = Annotated[Principal, Depends(require_roles(Role.POLICY_ADMIN))]
+
+    @router.get("/v1/policies", summary="The active revision (with its files) and the history")
+    def get_policies(request: Request, _principal: reader) -> JSONResponse:
+        lifecycle = lifecycle_of(request)
+        active = lifecycle.active()
+        return JSONResponse(
+            {
+                "active_revision": (
+                    active.as_dict(active_revision=active.revision_id, contents=True)
+                    if active else None
+                ),
+                "revisions": lifecycle.store.list_revisions(),
+                "events": [
+                    _event(e)
+                    for e in lifecycle.store.events(limit=50, actions=("activate", "rollback"))
+                ],
+            }
+        )
+
+    @router.post(
+        "/v1/policies/revisions",
+        summary="Upload a candidate (tar.gz, or JSON {policies, tests}); it is checked with opa",
+        status_code=201,
+    )
+    async def create_revision(request: Request, principal: writer) -> JSONResponse:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        description: str | None = None
+        if content_type in _TARBALL_TYPES:
+            files = PolicyFiles.from_tarball(await request.body())
+            description = request.query_params.get("description")
+        elif content_type == "application/json":
+            body = await _json_object(request, required=True)
+            files = _files_from_json(body)
+            description = _optional_text(body, "description")
+        else:
+            raise InvalidInputError(
+                "send application/json ({\"policies\": {...}, \"tests\": {...}}) or a "
+                "tar.gz (application/gzip)",
+                field="content-type",
+            )
+        lifecycle = lifecycle_of(request)
+        record, created = await run_in_threadpool(
+            lambda: lifecycle.submit(
+                files, actor=principal.subject, source="api", description=description
+            )
+        )
+        document = record.as_dict(active_revision=lifecycle.store.active_revision_id())
+        if not record.accepted:
+            return JSONResponse(
+                {
+                    "error": "policy_refused",
+                    "message": f"candidate {record.revision_id} refused: {record.report.summary()}",
+                    "revision": document,
+                },
+                status_code=422,
+            )
+        return JSONResponse(document, status_code=201 if created else 200)
+
+    @router.get("/v1/policies/revisions/{revision_id}")
+    def get_revision(revision_id: str, request: Request, _principal: reader) -> JSONResponse:
+        lifecycle = lifecycle_of(request)
+        record = lifecycle.store.get_revision(revision_id)
+        return JSONResponse(
+            record.as_dict(active_revision=lifecycle.store.active_revision_id(), contents=True)
+        )
+
+    @router.get(
+        "/v1/policies/revisions/{revision_id}/bundle",
+        summary="The revision as an OPA bundle (tar.gz) for an OPA sidecar's bundle service",
+    )
+    def get_bundle(revision_id: str, request: Request, _principal: reader) -> Response:
+        record = lifecycle_of(request).store.get_revision(revision_id)
+        return Response(
+            build_opa_bundle(record.files),
+            media_type="application/gzip",
+            headers={"ETag": f'"{record.revision_id}"'},
+        )
+
+    @router.post("/v1/policies/revisions/{revision_id}/activate")
+    async def activate(revision_id: str, request: Request, principal: writer) -> JSONResponse:
+        body = await _json_object(request, required=False)
+        reason = _optional_text(body, "reason")
+        lifecycle = lifecycle_of(request)
+        try:
+            event = await run_in_threadpool(
+                lambda: lifecycle.activate(revision_id, actor=principal.subject, reason=reason)
+            )
+        except PolicyConflictError as exc:
+            return _conflict(exc)
+        return JSONResponse({"active_revision": event.to_revision, "event": _event(event)})
+
+    @router.post("/v1/policies/rollback")
+    async def rollback(request: Request, principal: writer) -> JSONResponse:
+        body = await _json_object(request, required=False)
+        reason = _optional_text(body, "reason")
+        lifecycle = lifecycle_of(request)
+        try:
+            event = await run_in_threadpool(
+                lambda: lifecycle.rollback(actor=principal.subject, reason=reason)
+            )
+        except PolicyConflictError as exc:
+            return _conflict(exc)
+        return JSONResponse({"active_revision": event.to_revision, "event": _event(event)})
+
+    @router.post(
+        "/v1/policies/revisions/{revision_id}/replay",
+        summary="Re-evaluate stored decisions in [since, until) against the revision",
+    )
+    def replay(
+        revision_id: str,
+        request: Request,
+        _principal: writer,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> JSONResponse:
+        for name, value in (("since", since), ("until", until)):
+            if value is not None and value.tzinfo is None:
+                raise InvalidInputError(f"{name} needs a time zone (Z or +hh:mm)", field=name)
+        report = lifecycle_of(request).replay(revision_id, since=since, until=until)
+        return JSONResponse(report.as_dict())
+
+    @router.get("/v1/policies/events", summary="Lifecycle audit records, newest first")
+    def list_events(request: Request, _principal: reader, limit: int = 100) -> JSONResponse:
+        store = lifecycle_of(request).store
+        return JSONResponse(
+            {
+                "items": [_event(e) for e in store.events(limit=limit)],
+                "chain_length": store.verify_chain(),
+            }
+        )
+
+    # -- exceptions -----------------------------------------------------------------------
+
+    @router.post("/v1/exceptions", status_code=201, tags=["exceptions"])
+    async def create_exception(request: Request, principal: writer) -> JSONResponse:
+        body = await _json_object(request, required=True)
+        lifecycle = lifecycle_of(request)
+        exception = await run_in_threadpool(
+            lambda: lifecycle.create_exception(body, actor=principal.subject)
+        )
+        return JSONResponse(exception.as_dict(lifecycle.now()), status_code=201)
+
+    @router.get("/v1/exceptions", tags=["exceptions"])
+    def list_exceptions(
+        request: Request, _principal: reader, status: str | None = None
+    ) -> JSONResponse:
+        if status is not None and status not in _EXCEPTION_STATUSES:
+            raise InvalidInputError(
+                f"status must be one of {', '.join(_EXCEPTION_STATUSES)}", field="status"
+            )
+        lifecycle = lifecycle_of(request)
+        now = lifecycle.now()
+        items = [e.as_dict(now) for e in lifecycle.store.list_exceptions()]
+        if status is not None:
+            items = [item for item in items if item["status"] == status]
+        return JSONResponse({"items": items})
+
+    @router.get("/v1/exceptions/export", tags=["exceptions"],
+                summary="Every exception with its audit records (create, revoke)")
+    def export_exceptions(request: Request, _principal: reader) -> JSONResponse:
+        lifecycle = lifecycle_of(request)
+        now = lifecycle.now()
+        events = lifecycle.store.events(limit=1000, actions=(EXCEPTION_CREATE, EXCEPTION_REVOKE))
+        return JSONResponse(
+            {
+                "exported_at": format_instant(now),
+                "exceptions": [e.as_dict(now) for e in lifecycle.store.list_exceptions()],
+                "events": [_event(e) for e in reversed(events)],
+            }
+        )
+
+    @router.get("/v1/exceptions/{exception_id}", tags=["exceptions"])
+    def get_exception(exception_id: str, request: Request, _principal: reader) -> JSONResponse:
+        lifecycle = lifecycle_of(request)
+        return JSONResponse(lifecycle.store.get_exception(exception_id).as_dict(lifecycle.now()))
+
+    async def _revoke(exception_id: str, request: Request, principal: Principal) -> JSONResponse:
+        body = await _json_object(request, required=False)
+        reason = _optional_text(body, "reason")
+        lifecycle = lifecycle_of(request)
+        try:
+            exception = await run_in_threadpool(
+                lambda: lifecycle.revoke_exception(
+                    exception_id, actor=principal.subject, reason=reason
+                )
+            )
+        except PolicyConflictError as exc:
+            return _conflict(exc)
+        return JSONResponse(exception.as_dict(lifecycle.now()))
+
+    @router.post("/v1/exceptions/{exception_id}/revoke", tags=["exceptions"])
+    async def revoke_exception(
+        exception_id: str, request: Request, principal: writer
+    ) -> JSONResponse:
+        return await _revoke(exception_id, request, principal)
+
+    @router.delete("/v1/exceptions/{exception_id}", tags=["exceptions"],
+                   summary="Revoke (the record is kept: exceptions are never deleted)")
+    async def delete_exception(
+        exception_id: str, request: Request, principal: writer
+    ) -> JSONResponse:
+        return await _revoke(exception_id, request, principal)
+
+    return router

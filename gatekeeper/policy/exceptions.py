@@ -1,0 +1,317 @@
+"""Exceptions: time-boxed, approved waivers of named policies for named images.
+
+An exception is validated here (parse at the edge), stored by
+:class:`~gatekeeper.policy.store.SqlPolicyStore`, and handed to Rego as data under
+``data.gatekeeper.exceptions``. Python never decides whether an exception applies:
+``policies/exceptions.rego`` does, with ``input.evaluated_at`` as "now", so an exception stops
+applying at its expiry instant without anyone acting, and a replay of a past decision sees the
+exceptions as they were then (each carries ``created_at`` and, once revoked, ``revoked_at``).
+
+Two ways to hand them to OPA:
+
+* :class:`ExceptionFilePublisher` writes ``{"gatekeeper": {"exceptions": [...]}}`` atomically into
+  a directory the embedded OPA loads and watches beside the policy directory (outside it, so the
+  policy revision hash does not change with every exception);
+* :class:`DataApiExceptionPublisher` ``PUT``s the list to ``/v1/data/gatekeeper/exceptions`` of an
+  OPA sidecar (the bundle's manifest roots leave that path to the Data API).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from gatekeeper.domain import parse_digest
+from gatekeeper.errors import InvalidInputError, PolicyEngineError
+
+__all__ = [
+    "EXCEPTIONS_DATA_PATH",
+    "MAX_EXCEPTION_LIFETIME",
+    "DataApiExceptionPublisher",
+    "ExceptionFilePublisher",
+    "ExceptionPublisher",
+    "ExceptionRequest",
+    "PolicyException",
+    "exceptions_document",
+    "format_instant",
+    "parse_instant",
+]
+
+#: Where Rego finds the exceptions.
+EXCEPTIONS_DATA_PATH = "/v1/data/gatekeeper/exceptions"
+#: Longest an exception may live: break-glass, not a permanent allow-list.
+MAX_EXCEPTION_LIFETIME = timedelta(days=90)
+
+_POLICY_ID_RE = re.compile(r"^[a-z0-9_]{1,64}$")
+_IMAGE_PATTERN_RE = re.compile(r"^[A-Za-z0-9._\-:/*?\[\]]{1,255}$")
+_MAX_ITEMS = 50
+
+
+def format_instant(instant: datetime) -> str:
+    """RFC 3339 in UTC with ``Z``, the form Rego's ``time.parse_rfc3339_ns`` reads."""
+    return as_utc(instant).isoformat().replace("+00:00", "Z")
+
+
+def as_utc(instant: datetime) -> datetime:
+    """Aware UTC datetime; a naive one (SQLite returns those) is taken as UTC."""
+    if instant.tzinfo is None:
+        return instant.replace(tzinfo=UTC)
+    return instant.astimezone(UTC)
+
+
+def parse_instant(text: str, *, field: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidInputError(f"{text!r} is not an RFC 3339 instant", field=field) from exc
+    if parsed.tzinfo is None:
+        raise InvalidInputError(
+            f"{text!r} has no time zone (write Z or +hh:mm)", field=field
+        )
+    return parsed.astimezone(UTC)
+
+
+def _check_image_pattern(pattern: str, field: str) -> str:
+    if pattern.startswith(("sha256:", "sha512:")):
+        return str(parse_digest(pattern, field=field))
+    if not _IMAGE_PATTERN_RE.match(pattern) or "/" not in pattern:
+        raise InvalidInputError(
+            f"image pattern {pattern!r} must be a digest (sha256:...) or a glob over "
+            "registry/repository[:tag] (* stays inside one path segment)",
+            field=field,
+        )
+    host = pattern.split("/", 1)[0]
+    if not re.search(r"[A-Za-z0-9]", host):
+        # A pattern like "*/*" or "**" would waive the policy for every image.
+        raise InvalidInputError(
+            f"image pattern {pattern!r} must name a registry host, not only wildcards",
+            field=field,
+        )
+    return pattern
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionRequest:
+    """A validated request for a new exception (what ``POST /v1/exceptions`` accepts)."""
+
+    images: tuple[str, ...]
+    policies: tuple[str, ...]
+    environment: str | None
+    namespace: str | None
+    reason: str
+    approver: str
+    ticket_id: str
+    expires_at: datetime
+
+    @classmethod
+    def parse(cls, body: Mapping[str, Any], *, now: datetime) -> ExceptionRequest:
+        """Validate a JSON body; errors name the field (``images[1]``, ``expires_at``)."""
+
+        def text(name: str, *, required: bool, limit: int) -> str | None:
+            value = body.get(name)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                if required:
+                    raise InvalidInputError(f"{name} is required", field=name)
+                return None
+            if not isinstance(value, str) or len(value) > limit:
+                raise InvalidInputError(
+                    f"{name} must be a string of at most {limit} characters", field=name
+                )
+            return value.strip()
+
+        def items(name: str) -> list[str]:
+            value = body.get(name)
+            if not isinstance(value, list) or not value:
+                raise InvalidInputError(f"{name} must be a non-empty list", field=name)
+            if len(value) > _MAX_ITEMS:
+                raise InvalidInputError(f"{name}: at most {_MAX_ITEMS} entries", field=name)
+            if not all(isinstance(v, str) for v in value):
+                raise InvalidInputError(f"{name} must hold strings", field=name)
+            return value
+
+        unknown = set(body) - {
+            "images", "policies", "environment", "namespace", "reason", "approver",
+            "ticket_id", "expires_at",
+        }
+        if unknown:
+            raise InvalidInputError(
+                f"unknown fields: {', '.join(sorted(unknown))}", field=sorted(unknown)[0]
+            )
+        images = tuple(
+            _check_image_pattern(p, f"images[{i}]") for i, p in enumerate(items("images"))
+        )
+        policies = tuple(items("policies"))
+        for index, policy in enumerate(policies):
+            if not _POLICY_ID_RE.match(policy):
+                raise InvalidInputError(
+                    f"policy id {policy!r} must be a rule package name such as registries "
+                    "(no wildcards)",
+                    field=f"policies[{index}]",
+                )
+        environment = text("environment", required=False, limit=128)
+        namespace = text("namespace", required=False, limit=253)
+        if environment is None and namespace is None:
+            raise InvalidInputError(
+                "an exception must be scoped to an environment or a namespace",
+                field="environment",
+            )
+        raw_expiry = body.get("expires_at")
+        if not isinstance(raw_expiry, str):
+            raise InvalidInputError("expires_at is required (RFC 3339)", field="expires_at")
+        expires_at = parse_instant(raw_expiry, field="expires_at")
+        if expires_at <= now:
+            raise InvalidInputError(
+                f"expires_at {format_instant(expires_at)} is not in the future", field="expires_at"
+            )
+        if expires_at - now > MAX_EXCEPTION_LIFETIME:
+            raise InvalidInputError(
+                f"expires_at is more than {MAX_EXCEPTION_LIFETIME.days} days away",
+                field="expires_at",
+            )
+        reason = text("reason", required=True, limit=2000)
+        approver = text("approver", required=True, limit=256)
+        ticket_id = text("ticket_id", required=True, limit=256)
+        assert reason is not None and approver is not None and ticket_id is not None
+        return cls(
+            images=tuple(dict.fromkeys(images)),
+            policies=tuple(dict.fromkeys(policies)),
+            environment=environment,
+            namespace=namespace,
+            reason=reason,
+            approver=approver,
+            ticket_id=ticket_id,
+            expires_at=expires_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyException:
+    """A stored exception."""
+
+    exception_id: str
+    images: tuple[str, ...]
+    policies: tuple[str, ...]
+    environment: str | None
+    namespace: str | None
+    reason: str
+    approver: str
+    ticket_id: str
+    expires_at: datetime
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+    revoke_reason: str | None = None
+
+    def status(self, now: datetime) -> str:
+        """``active``, ``expired`` or ``revoked`` at ``now`` (for listings; Rego decides)."""
+        if self.revoked_at is not None and as_utc(self.revoked_at) <= now:
+            return "revoked"
+        if as_utc(self.expires_at) <= now:
+            return "expired"
+        return "active"
+
+    def as_rego(self) -> dict[str, Any]:
+        """The document Rego sees (``revoked_at`` only once revoked)."""
+        document: dict[str, Any] = {
+            "id": self.exception_id,
+            "images": list(self.images),
+            "policies": list(self.policies),
+            "environment": self.environment,
+            "namespace": self.namespace,
+            "reason": self.reason,
+            "approver": self.approver,
+            "ticket_id": self.ticket_id,
+            "created_at": format_instant(self.created_at),
+            "expires_at": format_instant(self.expires_at),
+        }
+        if self.revoked_at is not None:
+            document["revoked_at"] = format_instant(self.revoked_at)
+        return document
+
+    def as_dict(self, now: datetime) -> dict[str, Any]:
+        """The public JSON document (API, CLI, export)."""
+        return {
+            **self.as_rego(),
+            "created_by": self.created_by,
+            "revoked_at": format_instant(self.revoked_at) if self.revoked_at else None,
+            "revoked_by": self.revoked_by,
+            "revoke_reason": self.revoke_reason,
+            "status": self.status(now),
+        }
+
+
+def exceptions_document(exceptions: Sequence[PolicyException]) -> list[dict[str, Any]]:
+    """``data.gatekeeper.exceptions``: every exception that could matter, sorted by id.
+
+    Expired and revoked ones stay in, so Rego can say "expired" and replays of the past see
+    them; their time fields keep them from applying.
+    """
+    return [e.as_rego() for e in sorted(exceptions, key=lambda e: _id_key(e.exception_id))]
+
+
+def _id_key(exception_id: str) -> tuple[int, str]:
+    number = exception_id.removeprefix("EXC-")
+    return (int(number), "") if number.isdigit() else (0, exception_id)
+
+
+class ExceptionPublisher(Protocol):
+    def publish(self, document: list[dict[str, Any]]) -> None:
+        """Make ``document`` the value of ``data.gatekeeper.exceptions``."""
+        ...
+
+
+class ExceptionFilePublisher:
+    """Writes ``data.json`` atomically into a directory an OPA loads (and watches)."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+
+    @property
+    def directory(self) -> Path:
+        return self._directory
+
+    def publish(self, document: list[dict[str, Any]]) -> None:
+        self._directory.mkdir(parents=True, exist_ok=True)
+        payload = json.dumps(
+            {"gatekeeper": {"exceptions": document}}, sort_keys=True, separators=(",", ":")
+        )
+        target = self._directory / "data.json"
+        if target.is_file() and target.read_text() == payload:
+            return
+        # Write beside, then rename: OPA's watcher never sees a half-written file. The
+        # temporary name is hidden, so OPA's loader skips it.
+        handle, temporary = tempfile.mkstemp(prefix=".exceptions-", dir=self._directory)
+        with os.fdopen(handle, "w") as stream:
+            stream.write(payload)
+        os.replace(temporary, target)
+
+
+class DataApiExceptionPublisher:
+    """``PUT /v1/data/gatekeeper/exceptions`` on an OPA server (a sidecar)."""
+
+    def __init__(self, client: httpx.Client, *, describe: str) -> None:
+        self._client = client
+        self._describe = describe
+
+    def publish(self, document: list[dict[str, Any]]) -> None:
+        try:
+            response = self._client.put(EXCEPTIONS_DATA_PATH, json=document)
+        except httpx.HTTPError as exc:
+            raise PolicyEngineError(
+                f"{self._describe}: cannot publish exceptions: {exc}"
+            ) from exc
+        if response.status_code not in (200, 204):
+            raise PolicyEngineError(
+                f"{self._describe} refused the exceptions (HTTP {response.status_code}): "
+                f"{response.text[:300]}"
+            )

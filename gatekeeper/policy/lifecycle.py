@@ -1,0 +1,315 @@
+"""The policy lifecycle: submit (check), replay, activate, roll back, exceptions, GitOps.
+
+:class:`PolicyLifecycle` ties the store, the candidate checker and the running engine together:
+
+* the active revision lives in the store (derived from its event chain); each replica
+  materialises it into its **active directory**, the directory its embedded OPA watches, so the
+  ``policy_revision`` recorded with decisions is the revision id (both hash the same files);
+* exceptions are published as ``data.gatekeeper.exceptions`` (a watched data directory beside
+  the active one, or an OPA sidecar's Data API);
+* :meth:`sync` brings a replica up to date with the store (cheap when nothing changed: one
+  ``max(seq)`` query); a background thread calls it, so an activation on one replica reaches all;
+* :meth:`sync_from_path` is GitOps: a watched directory or bundle goes through the same checks
+  and becomes active only when they pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gatekeeper.errors import ConfigurationError, GatekeeperError, PolicyEngineError
+from gatekeeper.policy.bundle import OpaCandidateChecker, PolicyFiles
+from gatekeeper.policy.exceptions import (
+    ExceptionPublisher,
+    ExceptionRequest,
+    PolicyException,
+    exceptions_document,
+)
+from gatekeeper.policy.replay import ReplayReport, SqlDecisionHistory, replay_decisions
+from gatekeeper.policy.revision import POLICY_FILE_SUFFIXES
+from gatekeeper.policy.store import PolicyEvent, RevisionRecord, SqlPolicyStore, check_actor
+
+__all__ = ["PolicyLifecycle", "load_candidate_path", "opa_serves"]
+
+log = logging.getLogger(__name__)
+
+_LOAD_TIMEOUT = 10.0
+BOOTSTRAP_ACTOR = "system:bootstrap"
+
+
+def load_candidate_path(path: Path) -> PolicyFiles:
+    """A candidate from disk: a ``.tar.gz`` bundle, a directory with ``policies/`` (and
+    ``tests/`` or ``rego-tests/``), or a bare policy directory (tests beside it in ``tests/``)."""
+    if path.is_file():
+        return PolicyFiles.from_tarball(path.read_bytes())
+    if (path / "policies").is_dir():
+        tests = next(
+            (path / name for name in ("tests", "rego-tests") if (path / name).is_dir()), None
+        )
+        return PolicyFiles.from_directory(path / "policies", tests)
+    return PolicyFiles.from_directory(path)
+
+
+def opa_serves(client: httpx.Client, files: PolicyFiles, exceptions: list[dict[str, Any]]) -> bool:
+    """True when the OPA behind ``client`` has loaded exactly these modules and exceptions."""
+    try:
+        modules = client.get("/v1/policies").json().get("result", [])
+        served = client.get("/v1/data/gatekeeper/exceptions").json().get("result", [])
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
+    wanted = sorted(c.decode() for n, c in files.policies.items() if n.endswith(".rego"))
+    loaded = sorted(str(m.get("raw", "")) for m in modules if isinstance(m, dict))
+    return loaded == wanted and served == exceptions
+
+
+class PolicyLifecycle:
+    """Orchestrates revisions, activation and exceptions for one gatekeeper replica."""
+
+    def __init__(
+        self,
+        *,
+        store: SqlPolicyStore,
+        checker: OpaCandidateChecker,
+        opa_binary: str,
+        active_dir: Path | None,
+        publisher: ExceptionPublisher | None,
+        history: SqlDecisionHistory,
+        opa_client: httpx.Client | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.store = store
+        self._checker = checker
+        self._opa_binary = opa_binary
+        self._active_dir = active_dir
+        self._publisher = publisher
+        self._history = history
+        self._opa_client = opa_client
+        self._now = clock or (lambda: datetime.now(UTC))
+        self._lock = threading.RLock()
+        self._seen_head: int | None = None
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._gitops_stamp: str | None = None
+
+    # -- start, sync ----------------------------------------------------------------------
+
+    @staticmethod
+    def seed_active_dir(active_dir: Path, policy_dir: Path) -> None:
+        """Before the embedded OPA exists: give it the shipped policies if the dir is empty
+        (OPA needs a directory with Rego to start; :meth:`start` then syncs from the store)."""
+        if active_dir.is_dir() and any(active_dir.rglob("*.rego")):
+            return
+        PolicyFiles.from_directory(policy_dir).write_policies(active_dir)
+
+    def start(self, *, bootstrap: PolicyFiles | None) -> None:
+        """Migrate; activate ``bootstrap`` (the shipped policies) if nothing is active; sync."""
+        self.store.migrate()
+        if self.store.active_revision_id() is None:
+            if bootstrap is None:
+                raise ConfigurationError("no active policy revision and nothing to bootstrap")
+            record, _ = self.submit(bootstrap, actor=BOOTSTRAP_ACTOR, source="bootstrap")
+            if not record.accepted:
+                raise ConfigurationError(
+                    f"the shipped policies fail their checks: {record.report.summary()}"
+                )
+            try:
+                self.store.activate(record.revision_id, actor=BOOTSTRAP_ACTOR, reason="bootstrap")
+            except GatekeeperError as exc:  # another replica bootstrapped first
+                log.info("bootstrap activation skipped: %s", exc.message)
+        self.sync(force=True)
+
+    def sync(self, *, force: bool = False) -> bool:
+        """Materialise the active revision and publish exceptions if the store changed."""
+        with self._lock:
+            head = self.store.head()
+            if not force and head == self._seen_head:
+                return False
+            active = self.store.active_revision_id()
+            record = self.store.get_revision(active) if active else None
+            document = exceptions_document(self.store.list_exceptions())
+            if record is not None and self._active_dir is not None:
+                _replace_tree(self._active_dir, record.files)
+            if self._publisher is not None:
+                self._publisher.publish(document)
+            if record is not None and self._opa_client is not None:
+                self._wait_loaded(record.files, document)
+            self._seen_head = head
+            return True
+
+    def _wait_loaded(self, files: PolicyFiles, document: list[dict[str, Any]]) -> None:
+        assert self._opa_client is not None
+        deadline = time.monotonic() + _LOAD_TIMEOUT
+        while time.monotonic() < deadline:
+            if opa_serves(self._opa_client, files, document):
+                return
+            time.sleep(0.05)
+        raise PolicyEngineError(
+            f"the policy engine did not load revision {files.revision_id} "
+            f"within {_LOAD_TIMEOUT:.0f}s"
+        )
+
+    def start_background_sync(self, interval: float = 2.0) -> None:
+        self._spawn("policy-sync", interval, lambda: self.sync())
+
+    def watch_path(self, path: Path, interval: float = 5.0) -> None:
+        """GitOps: poll ``path`` and submit + activate what changed (checks first)."""
+        self._spawn("policy-gitops", interval, lambda: self.sync_from_path(path))
+
+    def _spawn(self, name: str, interval: float, step: Callable[[], Any]) -> None:
+        def loop() -> None:
+            while not self._stopping.wait(interval):
+                try:
+                    step()
+                except GatekeeperError as exc:
+                    log.error("%s failed: %s", name, exc.render())
+
+        thread = threading.Thread(target=loop, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if self._opa_client is not None:
+            self._opa_client.close()
+
+    # -- revisions ------------------------------------------------------------------------
+
+    def submit(
+        self, files: PolicyFiles, *, actor: str, source: str = "api",
+        description: str | None = None,
+    ) -> tuple[RevisionRecord, bool]:
+        """Check a candidate with the real ``opa`` and store it (accepted or refused)."""
+        check_actor(actor)
+        try:
+            existing = self.store.get_revision(files.revision_id)
+        except GatekeeperError:
+            existing = None
+        if existing is not None and existing.files == files:
+            return existing, False
+        report = self._checker.check(files)
+        return self.store.save_revision(
+            files, report, actor=actor, source=source, description=description
+        )
+
+    def activate(self, revision_id: str, *, actor: str, reason: str | None = None) -> PolicyEvent:
+        event = self.store.activate(revision_id, actor=check_actor(actor), reason=reason)
+        self.sync()
+        return event
+
+    def rollback(self, *, actor: str, reason: str | None = None) -> PolicyEvent:
+        event = self.store.rollback(actor=check_actor(actor), reason=reason)
+        self.sync()
+        return event
+
+    def active(self) -> RevisionRecord | None:
+        active = self.store.active_revision_id()
+        return self.store.get_revision(active) if active else None
+
+    def replay(
+        self, revision_id: str, *, since: datetime | None, until: datetime | None
+    ) -> ReplayReport:
+        return self.replay_files(
+            self.store.get_revision(revision_id).files, since=since, until=until
+        )
+
+    def replay_files(
+        self, files: PolicyFiles, *, since: datetime | None, until: datetime | None
+    ) -> ReplayReport:
+        now = self._now()
+        since = since if since is not None else now - timedelta(days=7)
+        until = until if until is not None else now
+        return replay_decisions(
+            files,
+            self._history.decisions(since, until),
+            opa_binary=self._opa_binary,
+            exceptions=exceptions_document(self.store.list_exceptions()),
+            since=since,
+            until=until,
+        )
+
+    # -- exceptions -----------------------------------------------------------------------
+
+    def create_exception(self, body: dict[str, Any], *, actor: str) -> PolicyException:
+        request = ExceptionRequest.parse(body, now=self._now())
+        exception = self.store.create_exception(request, actor=check_actor(actor))
+        self.sync()
+        return exception
+
+    def revoke_exception(
+        self, exception_id: str, *, actor: str, reason: str | None = None
+    ) -> PolicyException:
+        exception = self.store.revoke_exception(
+            exception_id, actor=check_actor(actor), reason=reason
+        )
+        self.sync()
+        return exception
+
+    def now(self) -> datetime:
+        return self._now()
+
+    # -- GitOps ---------------------------------------------------------------------------
+
+    def sync_from_path(self, path: Path) -> RevisionRecord | None:
+        """Submit what ``path`` holds if it changed; activate it when its checks pass.
+
+        A refused candidate leaves the active revision alone and is logged (and stored, with
+        its report, for ``GET /v1/policies/revisions/{id}``).
+        """
+        files = load_candidate_path(path)
+        stamp = _stamp(files)
+        if stamp == self._gitops_stamp:
+            return None
+        actor = f"gitops:{path}"
+        record, _ = self.submit(files, actor=actor, source="gitops")
+        self._gitops_stamp = stamp
+        if not record.accepted:
+            log.error(
+                "GitOps candidate %s from %s refused: %s",
+                record.revision_id, path, record.report.summary(),
+            )
+            return record
+        if self.store.active_revision_id() != record.revision_id:
+            self.activate(record.revision_id, actor=actor, reason=f"GitOps change at {path}")
+        return record
+
+
+def _stamp(files: PolicyFiles) -> str:
+    digest = hashlib.sha256(files.revision_id.encode())
+    for name, content in sorted(files.tests.items()):
+        digest.update(name.encode() + b"\0" + content)
+    return digest.hexdigest()
+
+
+def _replace_tree(directory: Path, files: PolicyFiles) -> None:
+    """Make ``directory`` hold exactly the revision's policy files.
+
+    Changed files are written first and obsolete ones removed afterwards; OPA reloads on each
+    change and keeps serving the last state that compiled, so it never serves an empty set.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in sorted(files.policies.items()):
+        target = directory / name
+        if target.is_file() and target.read_bytes() == content:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.tmp")
+        temporary.write_bytes(content)
+        temporary.replace(target)
+    for path in sorted(directory.rglob("*"), reverse=True):
+        relative = path.relative_to(directory).as_posix()
+        obsolete = path.suffix in POLICY_FILE_SUFFIXES and relative not in files.policies
+        if path.is_file() and obsolete:
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
