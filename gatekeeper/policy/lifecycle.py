@@ -111,7 +111,9 @@ class PolicyLifecycle:
         PolicyFiles.from_directory(policy_dir).write_policies(active_dir)
 
     def start(self, *, bootstrap: PolicyFiles | None) -> None:
-        """Migrate; activate ``bootstrap`` (the shipped policies) if nothing is active; sync."""
+        """Migrate; activate ``bootstrap`` (the shipped policies) if nothing is active;
+        materialise the active revision and the exceptions (without waiting for an OPA, which
+        may not run yet: call ``sync(force=True)`` once it does)."""
         self.store.migrate()
         if self.store.active_revision_id() is None:
             if bootstrap is None:
@@ -125,9 +127,9 @@ class PolicyLifecycle:
                 self.store.activate(record.revision_id, actor=BOOTSTRAP_ACTOR, reason="bootstrap")
             except GatekeeperError as exc:  # another replica bootstrapped first
                 log.info("bootstrap activation skipped: %s", exc.message)
-        self.sync(force=True)
+        self.sync(force=True, wait=False)
 
-    def sync(self, *, force: bool = False) -> bool:
+    def sync(self, *, force: bool = False, wait: bool = True) -> bool:
         """Materialise the active revision and publish exceptions if the store changed."""
         with self._lock:
             head = self.store.head()
@@ -140,7 +142,7 @@ class PolicyLifecycle:
                 _replace_tree(self._active_dir, record.files)
             if self._publisher is not None:
                 self._publisher.publish(document)
-            if record is not None and self._opa_client is not None:
+            if wait and record is not None and self._opa_client is not None:
                 self._wait_loaded(record.files, document)
             self._seen_head = head
             return True
