@@ -46,7 +46,11 @@ sboms = sa.Table(
 
 
 def create_sbom_tables(connection: Connection) -> None:
-    """Migration step: create ``gatekeeper_sboms`` (idempotent)."""
+    """Migration step: create ``gatekeeper_sboms`` (idempotent, safe for concurrent replicas)."""
+    if connection.dialect.name == "postgresql":
+        # Several replicas may start at once: serialise on a transaction-scoped lock (the
+        # audit store's migrations use 7366201; this key is the SBOM table's own).
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(7366202)"))
     sboms.create(connection, checkfirst=True)
 
 
