@@ -9,9 +9,6 @@ Spec: https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md
 
 from __future__ import annotations
 
-import base64
-import email.utils
-import json
 import logging
 import random
 import threading
@@ -26,11 +23,19 @@ import httpx
 from gatekeeper.domain.ports import EvidenceContext
 from gatekeeper.domain.reference import Digest, ImageReference, parse_digest
 from gatekeeper.errors import (
-    GatekeeperError,
     InvalidInputError,
     NotFoundError,
     UpstreamUnavailableError,
     VerificationError,
+)
+from gatekeeper.registry._http import (
+    Answer,
+    basic_header,
+    json_object,
+    next_link,
+    retry_after_seconds,
+    send_limited,
+    status_error,
 )
 from gatekeeper.registry.auth import BasicCredentials, CredentialProvider, parse_www_authenticate
 from gatekeeper.registry.model import (
@@ -51,13 +56,6 @@ log = logging.getLogger(__name__)
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _MAX_TAG_PAGES = 20
 _MAX_TOKEN_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    status: int
-    headers: httpx.Headers
-    content: bytes
 
 
 @dataclass(slots=True)
@@ -248,14 +246,14 @@ class OciRegistryClient:
             )
             if answer.status == 404:
                 return ()
-            document = _json_object(answer.content, f"tag list of {reference.repository}")
+            document = json_object(answer.content, f"tag list of {reference.repository}")
             page = document.get("tags") or []
             if not isinstance(page, list) or not all(isinstance(t, str) for t in page):
                 raise UpstreamUnavailableError(
                     f"registry {reference.registry}: malformed tag list of {reference.repository}"
                 )
             tags.extend(page)
-            next_path = _next_link(answer.headers.get("Link"))
+            next_path = next_link(answer.headers.get("Link"))
             if next_path is None:
                 return tuple(tags)
             path = next_path
@@ -307,7 +305,7 @@ class OciRegistryClient:
     # -- internals ---------------------------------------------------------------------------
 
     def _check_manifest_digest(
-        self, reference: ImageReference, target: str | Digest, answer: _Answer, what: str
+        self, reference: ImageReference, target: str | Digest, answer: Answer, what: str
     ) -> Digest:
         header = answer.headers.get("Docker-Content-Digest")
         if isinstance(target, Digest):
@@ -377,7 +375,7 @@ class OciRegistryClient:
         headers: Mapping[str, str],
         max_bytes: int,
         accept_statuses: tuple[int, ...],
-    ) -> _Answer:
+    ) -> Answer:
         host_settings = self._settings.for_host(registry)
         if host_settings.insecure_skip_tls_verify:
             log.warning(
@@ -393,10 +391,10 @@ class OciRegistryClient:
             auth_header = self._cached_authorization(registry, repository)
             if auth_header:
                 request_headers["Authorization"] = auth_header
-            answer: _Answer | None = None
+            answer: Answer | None = None
             error: Exception | None = None
             try:
-                answer = self._send(
+                answer = send_limited(
                     client,
                     method,
                     url,
@@ -418,7 +416,7 @@ class OciRegistryClient:
                 if answer.status in accept_statuses:
                     return answer
                 if answer.status not in _RETRY_STATUSES:
-                    raise _status_error(registry, what, answer.status)
+                    raise status_error(registry, what, answer.status)
                 failure = f"answered {answer.status}"
             attempt += 1
             if attempt >= attempts:
@@ -429,49 +427,10 @@ class OciRegistryClient:
                 raise UpstreamUnavailableError(message, context=context)
             self._back_off(attempt, answer, deadline, registry, what, failure)
 
-    def _send(
-        self,
-        client: httpx.Client,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        max_bytes: int,
-        timeout: httpx.Timeout,
-        registry: str,
-        what: str,
-    ) -> _Answer:
-        with client.stream(method, url, headers=headers, timeout=timeout) as response:
-            if method == "HEAD" or response.status_code != 200:
-                # Error bodies are read only for their first bytes (never needed beyond logs).
-                body = b""
-                if method != "HEAD":
-                    for chunk in response.iter_bytes():
-                        body += chunk
-                        if len(body) > 4096:
-                            break
-                return _Answer(response.status_code, response.headers, body)
-            declared = response.headers.get("Content-Length")
-            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-                raise VerificationError(
-                    f"registry {registry}: {what} refused: {declared} bytes, more than "
-                    f"the limit of {max_bytes} bytes",
-                    context={"registry": registry, "step": what},
-                )
-            buffer = bytearray()
-            for chunk in response.iter_bytes():
-                buffer += chunk
-                if len(buffer) > max_bytes:
-                    raise VerificationError(
-                        f"registry {registry}: {what} refused: more than the limit of "
-                        f"{max_bytes} bytes",
-                        context={"registry": registry, "step": what},
-                    )
-            return _Answer(response.status_code, response.headers, bytes(buffer))
-
     def _back_off(
         self,
         attempt: int,
-        answer: _Answer | None,
+        answer: Answer | None,
         deadline: float | None,
         registry: str,
         what: str,
@@ -480,7 +439,7 @@ class OciRegistryClient:
         delay = min(self._settings.backoff_max, self._settings.backoff_initial * 2 ** (attempt - 1))
         delay *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not cryptography
         if answer is not None:
-            retry_after = _retry_after_seconds(answer.headers.get("Retry-After"))
+            retry_after = retry_after_seconds(answer.headers.get("Retry-After"))
             if retry_after is not None:
                 delay = min(max(delay, retry_after), self._settings.backoff_max)
         if deadline is not None and self._monotonic() + delay >= deadline:
@@ -497,7 +456,7 @@ class OciRegistryClient:
         if registry in self._basic_hosts:
             creds = self._credentials_for(registry)
             if creds is not None:
-                return _basic_header(creds)
+                return basic_header(creds)
         return None
 
     def _credentials_for(self, registry: str) -> BasicCredentials | None:
@@ -510,7 +469,7 @@ class OciRegistryClient:
         client: httpx.Client,
         registry: str,
         repository: str,
-        answer: _Answer,
+        answer: Answer,
         deadline: float | None,
         what: str,
     ) -> None:
@@ -520,7 +479,7 @@ class OciRegistryClient:
         creds = self._credentials_for(registry)
         if scheme == "basic":
             if creds is None:
-                raise _status_error(registry, what, 401)
+                raise status_error(registry, what, 401)
             self._basic_hosts.add(registry)
             return
         if scheme != "bearer" or "realm" not in params:
@@ -544,10 +503,10 @@ class OciRegistryClient:
         }
         headers = {}
         if creds is not None:
-            headers["Authorization"] = _basic_header(creds)
+            headers["Authorization"] = basic_header(creds)
         token_what = f"getting a token {what}"
         try:
-            token_answer = self._send(
+            token_answer = send_limited(
                 client,
                 "GET",
                 f"{realm}?{urlencode(query)}",
@@ -572,7 +531,7 @@ class OciRegistryClient:
                 f"registry {registry} token service answered {token_answer.status} {what}",
                 context={"registry": registry, "status": token_answer.status},
             )
-        document = _json_object(token_answer.content, f"token answer of {registry}")
+        document = json_object(token_answer.content, f"token answer of {registry}")
         value = document.get("token") or document.get("access_token")
         if not isinstance(value, str) or not value:
             raise UpstreamUnavailableError(f"registry {registry}: token answer has no token")
@@ -582,58 +541,6 @@ class OciRegistryClient:
         self._tokens[(registry, repository)] = _Token(
             value, self._monotonic() + max(lifetime - 5.0, 1.0)
         )
-
-
-def _status_error(registry: str, what: str, status: int) -> GatekeeperError:
-    if status in (401, 403):
-        return UpstreamUnavailableError(
-            f"registry {registry} denied access ({status}) {what}",
-            context={"registry": registry, "status": status},
-        )
-    return UpstreamUnavailableError(
-        f"registry {registry} answered {status} {what}",
-        context={"registry": registry, "status": status},
-    )
-
-
-def _basic_header(creds: BasicCredentials) -> str:
-    token = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
-    return f"Basic {token}"
-
-
-def _retry_after_seconds(header: str | None) -> float | None:
-    if not header:
-        return None
-    if header.strip().isdigit():
-        return float(header.strip())
-    try:
-        when = email.utils.parsedate_to_datetime(header)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _json_object(content: bytes, what: str) -> dict[str, Any]:
-    try:
-        document = json.loads(content)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise UpstreamUnavailableError(f"{what} is not valid JSON") from exc
-    if not isinstance(document, dict):
-        raise UpstreamUnavailableError(f"{what} is not a JSON object")
-    return document
-
-
-def _next_link(header: str | None) -> str | None:
-    # Link: </v2/repo/tags/list?n=2&last=b>; rel="next"
-    if not header or 'rel="next"' not in header:
-        return None
-    start, end = header.find("<"), header.find(">")
-    if start < 0 or end <= start:
-        return None
-    target = urlsplit(header[start + 1 : end])
-    if not target.path.startswith("/v2/"):
-        return None
-    return target.path + (f"?{target.query}" if target.query else "")
 
 
 def _parse_index(content: bytes, digest: Digest, reference: ImageReference, what: str) -> Manifest:
