@@ -80,7 +80,8 @@ def prepare(url: str, findings: int) -> tuple[str, str]:
                 "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
                 "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
                            "size": 1, "digest": "sha256:" + uuid.uuid4().hex * 2},
-                "layers": []}
+                "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                            "size": 1, "digest": "sha256:" + uuid.uuid4().hex * 2}]}
     image = ecr.put_image(repositoryName=repository, imageManifest=json.dumps(manifest))
     digest = image["image"]["imageId"]["imageDigest"]
     ecr.start_image_scan(repositoryName=repository, imageId={"imageDigest": digest})

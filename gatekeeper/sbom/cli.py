@@ -57,6 +57,10 @@ def validate_command(
 ) -> None:
     """Validate FILE: exit 0 valid, 1 invalid (with the reason), 2 unreadable."""
     data = _read(file, max_bytes)
+    if len(data) > max_bytes:
+        typer.echo(f"invalid: {file}: document is larger than the limit of {max_bytes} bytes",
+                   err=True)
+        raise typer.Exit(EXIT_INVALID)
     try:
         parsed = parse_sbom_document(
             data, validator=CycloneDxValidator(), limits=JsonLimits(max_bytes, max_depth)

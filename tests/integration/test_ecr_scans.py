@@ -67,7 +67,9 @@ def push_image(ecr: Any) -> PushImage:
             "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
             "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
                        "size": 7023, "digest": "sha256:" + uuid.uuid4().hex * 2},
-            "layers": [],
+            # moto derives the image digest from the layer digests: make each image unique.
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                        "size": 1024, "digest": "sha256:" + uuid.uuid4().hex * 2}],
         }
         image = ecr.put_image(
             repositoryName=repository, imageManifest=json.dumps(manifest), imageTag="1.0"
