@@ -1,5 +1,20 @@
-"""Audit store adapters."""
+"""Audit store adapters: the hash-chained, append-only trail of every decision."""
 
-from gatekeeper.audit.sql import SqlAuditLog, create_database_engine
+from gatekeeper.audit.chain import Checkpoint, CheckpointSigner
+from gatekeeper.audit.factory import open_audit_log
+from gatekeeper.audit.spool import DurableSpool
+from gatekeeper.audit.sql import AuditSettings, SqlAuditLog, create_database_engine
+from gatekeeper.audit.verify import ChainBrokenError, VerificationReport, verify_database
 
-__all__ = ["SqlAuditLog", "create_database_engine"]
+__all__ = [
+    "AuditSettings",
+    "ChainBrokenError",
+    "Checkpoint",
+    "CheckpointSigner",
+    "DurableSpool",
+    "SqlAuditLog",
+    "VerificationReport",
+    "create_database_engine",
+    "open_audit_log",
+    "verify_database",
+]

@@ -1,26 +1,75 @@
-"""``SqlAuditLog``: the audit store on SQLAlchemy Core (SQLite embedded, PostgreSQL production)."""
+"""``SqlAuditLog``: the hash-chained audit trail on SQLAlchemy Core (SQLite, PostgreSQL).
+
+How several replicas append to one PostgreSQL without gaps or forks
+--------------------------------------------------------------------
+Every append transaction first locks the single chain-head row
+(``SELECT ... FROM gatekeeper_audit_chain_head WHERE id = 1 FOR UPDATE``; on SQLite a no-op
+``UPDATE`` of it, which takes the database write lock before anything is read). Holding that
+row lock it reads the last ``(seq, record_hash)``, gives the batch the next sequence numbers,
+computes each record's hash from its predecessor's, inserts the rows, signs a checkpoint if one
+is due, and moves the head, all in one transaction. A second replica blocks on the head row
+until the first commits, then reads the new head, so every record has exactly one predecessor
+(no fork). Sequence numbers come from the head row, not from a database sequence, so a rolled
+back transaction leaves no gap. We chose the head row over ``pg_advisory_xact_lock``: it works
+the same on SQLite, it keeps the head readable for verification (a truncated tail is visible
+against it), and it puts the lock and the data it protects in one place.
+
+The lock is held for one short transaction per *batch*: concurrent callers in one process are
+grouped (a leader writes everyone's pending decisions, the others wait for their outcome), and
+canonical JSON and document digests are computed before the lock is taken.
+
+Never lost: when the database cannot be reached, the batch goes to the local
+:class:`~gatekeeper.audit.spool.DurableSpool` (fsync) before anyone is answered, and the spool
+is replayed in order (at start, before the next write, and by the maintenance thread). If the
+spool cannot be written either, :meth:`record` raises :class:`StorageError` saying both why.
+"""
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from gatekeeper.audit.schema import decision_images, decisions, migrate
+from gatekeeper.audit.chain import Checkpoint, CheckpointSigner, canonical_json, sha256_hex
+from gatekeeper.audit.schema import (
+    chain_head,
+    checkpoints,
+    decision_images,
+    decisions,
+    migrate,
+    prune_permits,
+)
+from gatekeeper.audit.spool import DurableSpool
 from gatekeeper.domain import Decision, DecisionPage, DecisionQuery, decision_from_dict
-from gatekeeper.errors import InvalidInputError, NotFoundError, StorageError
+from gatekeeper.errors import GatekeeperError, InvalidInputError, NotFoundError, StorageError
 from gatekeeper.metrics import Metrics
 
-__all__ = ["SqlAuditLog", "create_database_engine", "describe_url"]
+__all__ = [
+    "AuditSettings",
+    "SqlAuditLog",
+    "checkpoint_from_row",
+    "create_database_engine",
+    "describe_url",
+    "filter_conditions",
+    "indexed_columns",
+    "prepare",
+]
+
+log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 500
+_REPLAY_RETRY_SECONDS = 1.0
 
 
 def describe_url(url: str) -> str:
@@ -82,17 +131,117 @@ def _decode_cursor(cursor: str) -> int:
         raise InvalidInputError("invalid cursor", field="cursor") from exc
 
 
-class SqlAuditLog:
-    """Stores every decision with its images, policy input and ticket correlation."""
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
-    def __init__(self, engine: Engine, *, metrics: Metrics | None = None) -> None:
+
+@dataclass(slots=True)
+class _Prepared:
+    """A decision ready to be chained: canonical bytes and digests computed outside the lock."""
+
+    decision_id: str
+    row: dict[str, Any]
+    images: list[dict[str, Any]]
+
+
+def indexed_columns(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The query columns of a decision row, derived from its document (verify re-derives them)."""
+    ticket = document.get("ticket") or {}
+    return {
+        "decision_id": document["decision_id"],
+        "created_at": _parse_time(document["created_at"]),
+        "source": document["source"],
+        "verdict": document["verdict"],
+        "mode": document["mode"],
+        "dry_run": bool(document["dry_run"]),
+        "environment": document["environment"],
+        "namespace": document.get("namespace"),
+        "intent_id": ticket.get("intent_id"),
+        "plan_id": ticket.get("plan_id"),
+        "ticket_id": ticket.get("ticket_id"),
+        "deploy_id": ticket.get("deploy_id"),
+        "policy_revision": document.get("policy_revision"),
+        "caller": document.get("caller"),
+    }
+
+
+def prepare(document: Mapping[str, Any], policy_input: Mapping[str, Any] | None) -> _Prepared:
+    """Columns of one decision row from its public document (and Rego input)."""
+    canonical = canonical_json(document).decode()
+    policy_text = canonical_json(policy_input).decode() if policy_input is not None else None
+    row = {
+        **indexed_columns(document),
+        "document": canonical,
+        "policy_input": policy_text,
+        "decision_sha256": sha256_hex(canonical.encode()),
+        "policy_input_sha256": sha256_hex(policy_text.encode()) if policy_text else None,
+    }
+    images = [
+        {"position": position, "reference": image["reference"], "digest": image.get("digest")}
+        for position, image in enumerate(document.get("images") or [])
+    ]
+    return _Prepared(document["decision_id"], row, images)
+
+
+def _is_unreachable(exc: SQLAlchemyError) -> bool:
+    """A database that cannot be reached (spool it) versus one that refused (fail)."""
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+@dataclass(slots=True)
+class _Pending:
+    prepared: _Prepared
+    spoolable: tuple[Mapping[str, Any], Mapping[str, Any] | None]
+    done: bool = False
+    error: GatekeeperError | None = None
+
+
+@dataclass
+class AuditSettings:
+    """Knobs of the trail (the composition root fills them from :class:`Settings`)."""
+
+    checkpoint_every: int = 1000
+    checkpoint_interval_seconds: float = 60.0
+    batch_size: int = 256
+    maintenance_interval_seconds: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class SqlAuditLog:
+    """Stores every decision in the hash chain; reads, queries, checkpoints, prunes."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        metrics: Metrics | None = None,
+        spool: DurableSpool | None = None,
+        signer: CheckpointSigner | None = None,
+        settings: AuditSettings | None = None,
+    ) -> None:
         self._engine = engine
         self._metrics = metrics
+        self.spool = spool
+        self.signer = signer
+        self.settings = settings or AuditSettings()
         self._where = describe_url(str(engine.url.render_as_string(hide_password=False)))
+        self._cond = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._writing = False
+        self._last_replay_failure = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._update_depth()
 
     @property
     def engine(self) -> Engine:
         return self._engine
+
+    @property
+    def where(self) -> str:
+        return self._where
 
     @contextmanager
     def _timed(self, operation: str) -> Iterator[None]:
@@ -103,61 +252,264 @@ class SqlAuditLog:
             if self._metrics is not None:
                 self._metrics.db_queries.labels(operation).observe(time.perf_counter() - started)
 
+    def _update_depth(self) -> None:
+        if self._metrics is not None:
+            self._metrics.spool_depth.set(self.spool_depth)
+
+    @property
+    def spool_depth(self) -> int:
+        return self.spool.depth if self.spool is not None else 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
     def migrate(self) -> list[int]:
+        """Create or upgrade the schema, then replay what a previous run left in the spool."""
         try:
             with self._engine.begin() as connection:
-                return migrate(connection)
+                applied = migrate(connection)
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot migrate audit store {self._where}: {exc}") from exc
+        if self.spool_depth:
+            self._as_writer(self._try_replay)
+        return applied
+
+    def start(self) -> None:
+        """Start the maintenance thread: spool replay and time-based checkpoints."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._maintain, name="gatekeeper-audit-maintenance", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self._engine.dispose()
+
+    def _maintain(self) -> None:
+        while not self._stop.wait(self.settings.maintenance_interval_seconds):
+            try:
+                if self.spool_depth:
+                    self._as_writer(self._try_replay)
+                elif self.signer is not None:
+                    self._as_writer(lambda: self.write_checkpoint(only_if_due=True))
+            except GatekeeperError as exc:
+                log.warning("audit maintenance: %s", exc.render())
+            except Exception:  # the thread must survive anything; the next tick retries
+                log.exception("audit maintenance failed")
+
+    # -- writing ---------------------------------------------------------------------------
 
     def record(self, decision: Decision) -> None:
+        """Append ``decision`` (or spool it durably); raise StorageError if neither worked."""
         document = decision.as_dict()
-        row = {
-            "decision_id": decision.decision_id,
-            "created_at": decision.created_at,
-            "source": decision.source.value,
-            "verdict": decision.verdict.value,
-            "mode": decision.mode.value,
-            "dry_run": decision.dry_run,
-            "environment": decision.environment,
-            "namespace": decision.namespace,
-            **decision.ticket.as_dict(),
-            "policy_revision": decision.policy_revision,
-            "caller": decision.caller,
-            "document": json.dumps(document, separators=(",", ":"), sort_keys=True),
-            "policy_input": (
-                json.dumps(decision.policy_input, separators=(",", ":"), sort_keys=True)
-                if decision.policy_input is not None
-                else None
-            ),
-        }
+        policy_input = dict(decision.policy_input) if decision.policy_input is not None else None
         try:
-            with self._timed("record"), self._engine.begin() as connection:
-                seq = connection.execute(
-                    decisions.insert().values(**row).returning(decisions.c.seq)
-                ).scalar_one()
-                if decision.images:
-                    connection.execute(
-                        decision_images.insert(),
-                        [
-                            {
-                                "decision_seq": seq,
-                                "position": position,
-                                "reference": image.reference.original,
-                                "digest": str(image.digest) if image.digest else None,
-                            }
-                            for position, image in enumerate(decision.images)
-                        ],
-                    )
-        except SQLAlchemyError as exc:
-            if self._metrics is not None:
-                self._metrics.audit_writes.labels("error").inc()
+            prepared = prepare(document, policy_input)
+        except InvalidInputError as exc:
             raise StorageError(
-                f"cannot record decision {decision.decision_id} in {self._where}: "
-                f"{type(exc).__name__}"
+                f"cannot record decision {decision.decision_id}: {exc.message}"
             ) from exc
+        item = _Pending(prepared, (document, policy_input))
+        with self._cond:
+            self._queue.append(item)
+            while not item.done:
+                if self._writing:
+                    self._cond.wait()
+                    continue
+                self._writing = True
+                batch = self._queue[: self.settings.batch_size]
+                del self._queue[: self.settings.batch_size]
+                self._cond.release()
+                try:
+                    self._persist(batch)
+                finally:
+                    self._cond.acquire()
+                    self._writing = False
+                    self._cond.notify_all()
         if self._metrics is not None:
-            self._metrics.audit_writes.labels("ok").inc()
+            self._metrics.audit_writes.labels("error" if item.error else "ok").inc()
+        if item.error is not None:
+            raise item.error
+
+    def _as_writer(self, action: Any) -> Any:
+        """Run ``action`` as the only writer (spool and chain are touched by one thread)."""
+        with self._cond:
+            while self._writing:
+                self._cond.wait()
+            self._writing = True
+        try:
+            return action()
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+    def _persist(self, batch: list[_Pending]) -> None:
+        """Write ``batch`` to the chain, or to the spool; set every item's outcome."""
+        try:
+            if self.spool_depth and not self._try_replay():
+                self._spool(batch, reason="earlier decisions are still waiting in the spool")
+                return
+            try:
+                with self._timed("record"):
+                    self._append([item.prepared for item in batch], dedupe=False)
+            except SQLAlchemyError as exc:
+                if self.spool is None or not _is_unreachable(exc):
+                    raise StorageError(
+                        f"cannot record decision {batch[0].prepared.decision_id} in "
+                        f"{self._where}: {type(exc).__name__}"
+                    ) from exc
+                log.error("audit store %s unreachable (%s); spooling", self._where,
+                          type(exc).__name__)
+                self._last_replay_failure = time.monotonic()
+                self._spool(batch, reason=f"audit store {self._where} unreachable")
+        except GatekeeperError as exc:
+            for item in batch:
+                item.error = exc
+        finally:
+            for item in batch:
+                item.done = True
+            self._update_depth()
+
+    def _spool(self, batch: list[_Pending], *, reason: str) -> None:
+        assert self.spool is not None
+        try:
+            self.spool.append([item.spoolable for item in batch])
+        except StorageError as exc:
+            raise StorageError(
+                f"cannot record decision {batch[0].prepared.decision_id}: {reason}, and "
+                f"{exc.message}; failing closed"
+            ) from exc
+
+    def _try_replay(self) -> bool:
+        """Move the spool into the chain, in order. True when the spool is empty afterwards."""
+        if self.spool is None or not self.spool.depth:
+            return True
+        if time.monotonic() - self._last_replay_failure < _REPLAY_RETRY_SECONDS:
+            return False
+        items = self.spool.read_all()
+        replayed = 0
+        try:
+            for start in range(0, len(items), self.settings.batch_size):
+                chunk = items[start : start + self.settings.batch_size]
+                with self._timed("replay"):
+                    self._append([prepare(doc, policy) for doc, policy in chunk], dedupe=True)
+                replayed += len(chunk)
+        except SQLAlchemyError as exc:
+            self._last_replay_failure = time.monotonic()
+            log.warning("audit spool replay stopped after %d of %d: %s unreachable (%s)",
+                        replayed, len(items), self._where, type(exc).__name__)
+            if replayed:
+                self.spool.clear(replayed)
+            self._update_depth()
+            return False
+        self.spool.clear(replayed)
+        self._update_depth()
+        log.info("audit spool replayed: %d decisions moved into %s", replayed, self._where)
+        return True
+
+    def _lock_head(self, connection: Connection) -> sa.Row[Any]:
+        if connection.dialect.name == "sqlite":
+            # Take the write lock before reading, so no other writer can slip in between.
+            connection.execute(
+                chain_head.update().where(chain_head.c.id == 1).values(seq=chain_head.c.seq)
+            )
+            return connection.execute(sa.select(chain_head).where(chain_head.c.id == 1)).one()
+        return connection.execute(
+            sa.select(chain_head).where(chain_head.c.id == 1).with_for_update()
+        ).one()
+
+    def _append(self, prepared: Sequence[_Prepared], *, dedupe: bool) -> None:
+        """One transaction: lock the head, chain the batch, insert, checkpoint if due."""
+        from gatekeeper.audit.chain import record_hash
+
+        with self._engine.begin() as connection:
+            head = self._lock_head(connection)
+            if dedupe and prepared:
+                ids = [item.decision_id for item in prepared]
+                stored = set(
+                    connection.execute(
+                        sa.select(decisions.c.decision_id).where(decisions.c.decision_id.in_(ids))
+                    ).scalars()
+                )
+                prepared = [item for item in prepared if item.decision_id not in stored]
+            seq, prev = int(head.seq), str(head.record_hash)
+            rows: list[dict[str, Any]] = []
+            images: list[dict[str, Any]] = []
+            for item in prepared:
+                seq += 1
+                digest = record_hash(
+                    seq, prev, item.row["decision_sha256"], item.row["policy_input_sha256"]
+                )
+                rows.append({**item.row, "seq": seq, "prev_hash": prev, "record_hash": digest})
+                images.extend({**image, "decision_seq": seq} for image in item.images)
+                prev = digest
+            if rows:
+                connection.execute(decisions.insert(), rows)
+            if images:
+                connection.execute(decision_images.insert(), images)
+            values: dict[str, Any] = {"seq": seq, "record_hash": prev}
+            if self._checkpoint_due(head, seq):
+                assert self.signer is not None
+                checkpoint = self.signer.sign(seq, prev)
+                connection.execute(checkpoints.insert().values(**checkpoint.as_dict()))
+                values.update(checkpoint_seq=seq, checkpoint_at=datetime.now(UTC))
+            if rows or len(values) > 2:
+                connection.execute(
+                    chain_head.update().where(chain_head.c.id == 1).values(**values)
+                )
+
+    def _checkpoint_due(self, head: sa.Row[Any], new_seq: int) -> bool:
+        if self.signer is None or new_seq <= int(head.checkpoint_seq):
+            return False
+        if new_seq - int(head.checkpoint_seq) >= self.settings.checkpoint_every:
+            return True
+        last = head.checkpoint_at
+        if last is None:
+            return True
+        if last.tzinfo is None:
+            last = last.replace(tzinfo=UTC)
+        age = (datetime.now(UTC) - last).total_seconds()
+        return bool(age >= self.settings.checkpoint_interval_seconds)
+
+    def write_checkpoint(self, *, only_if_due: bool = False) -> Checkpoint | None:
+        """Sign the current head (if it moved since the last checkpoint); return the latest."""
+        if self.signer is None:
+            raise StorageError("no audit signing key is configured: checkpoints cannot be signed")
+        try:
+            with self._engine.begin() as connection:
+                head = self._lock_head(connection)
+                seq = int(head.seq)
+                due = self._checkpoint_due(head, seq) if only_if_due else seq > int(
+                    head.checkpoint_seq
+                )
+                if due:
+                    checkpoint = self.signer.sign(seq, str(head.record_hash))
+                    connection.execute(checkpoints.insert().values(**checkpoint.as_dict()))
+                    connection.execute(
+                        chain_head.update().where(chain_head.c.id == 1).values(
+                            checkpoint_seq=seq, checkpoint_at=datetime.now(UTC)
+                        )
+                    )
+                    return checkpoint
+                return self._latest_checkpoint(connection)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot write a checkpoint in {self._where}: {exc}") from exc
+
+    def _latest_checkpoint(self, connection: Connection) -> Checkpoint | None:
+        row = connection.execute(
+            sa.select(checkpoints)
+            .order_by(checkpoints.c.seq.desc(), checkpoints.c.id.desc())
+            .limit(1)
+        ).first()
+        return checkpoint_from_row(row) if row is not None else None
+
+    # -- reading ---------------------------------------------------------------------------
 
     def get(self, decision_id: str) -> Decision:
         statement = sa.select(decisions.c.document, decisions.c.policy_input).where(
@@ -177,24 +529,8 @@ class SqlAuditLog:
     def query(self, query: DecisionQuery) -> DecisionPage:
         limit = max(1, min(query.limit, MAX_PAGE_SIZE))
         statement = sa.select(decisions.c.seq, decisions.c.document)
-        for column in ("intent_id", "plan_id", "ticket_id", "deploy_id", "namespace"):
-            value = getattr(query, column)
-            if value is not None:
-                statement = statement.where(decisions.c[column] == value)
-        if query.verdict is not None:
-            statement = statement.where(decisions.c.verdict == query.verdict.value)
-        if query.since is not None:
-            statement = statement.where(decisions.c.created_at >= query.since)
-        if query.until is not None:
-            statement = statement.where(decisions.c.created_at < query.until)
-        if query.image_digest is not None:
-            statement = statement.where(
-                decisions.c.seq.in_(
-                    sa.select(decision_images.c.decision_seq).where(
-                        decision_images.c.digest == query.image_digest
-                    )
-                )
-            )
+        for condition in filter_conditions(query):
+            statement = statement.where(condition)
         if query.cursor is not None:
             statement = statement.where(decisions.c.seq < _decode_cursor(query.cursor))
         statement = statement.order_by(decisions.c.seq.desc()).limit(limit + 1)
@@ -215,5 +551,97 @@ class SqlAuditLog:
         except SQLAlchemyError as exc:
             raise StorageError(f"audit store {self._where} unreachable") from exc
 
-    def close(self) -> None:
-        self._engine.dispose()
+    # -- retention -------------------------------------------------------------------------
+
+    def prune(self, older_than: timedelta, *, now: datetime | None = None) -> int:
+        """Delete the records older than ``older_than`` that lie behind a signed checkpoint.
+
+        Only a prefix ending exactly at a checkpoint is removed, so the first remaining record
+        still chains to signed state; a fresh checkpoint records ``pruned_through``. Returns
+        the number of records deleted.
+        """
+        if self.signer is None:
+            raise StorageError("retention needs the audit signing key: nothing was pruned")
+        cutoff = (now or datetime.now(UTC)) - older_than
+        try:
+            with self._engine.begin() as connection:
+                head = self._lock_head(connection)
+                through = connection.execute(
+                    sa.select(sa.func.max(checkpoints.c.seq)).where(
+                        checkpoints.c.seq.in_(
+                            sa.select(decisions.c.seq).where(decisions.c.created_at < cutoff)
+                        )
+                    )
+                ).scalar()
+                if through is None:
+                    return 0
+                # every record up to the checkpoint must be older than the cutoff
+                younger = connection.execute(
+                    sa.select(sa.func.max(decisions.c.seq)).where(
+                        decisions.c.seq <= through, decisions.c.created_at >= cutoff
+                    )
+                ).scalar()
+                if younger is not None:
+                    through = connection.execute(
+                        sa.select(sa.func.max(checkpoints.c.seq)).where(
+                            checkpoints.c.seq < younger
+                        )
+                    ).scalar()
+                    if through is None:
+                        return 0
+                connection.execute(prune_permits.insert().values(through_seq=through))
+                connection.execute(
+                    decision_images.delete().where(decision_images.c.decision_seq <= through)
+                )
+                deleted = connection.execute(
+                    decisions.delete().where(decisions.c.seq <= through)
+                ).rowcount
+                connection.execute(prune_permits.delete())
+                # a signed statement that records 1..through were pruned on purpose
+                checkpoint = self.signer.sign(
+                    int(head.seq), str(head.record_hash), pruned_through=int(through)
+                )
+                connection.execute(checkpoints.insert().values(**checkpoint.as_dict()))
+                connection.execute(
+                    chain_head.update().where(chain_head.c.id == 1).values(
+                        checkpoint_seq=int(head.seq), checkpoint_at=datetime.now(UTC)
+                    )
+                )
+                return int(deleted or 0)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot prune audit store {self._where}: {exc}") from exc
+
+
+def checkpoint_from_row(row: Any) -> Checkpoint:
+    return Checkpoint(
+        seq=int(row.seq),
+        record_hash=row.record_hash,
+        created_at=row.created_at,
+        key_id=row.key_id,
+        signature=row.signature,
+        pruned_through=int(row.pruned_through) if row.pruned_through is not None else None,
+    )
+
+
+def filter_conditions(query: DecisionQuery) -> list[sa.ColumnElement[bool]]:
+    """SQL conditions for the filters of ``query`` (pagination aside)."""
+    conditions: list[sa.ColumnElement[bool]] = []
+    for column in ("intent_id", "plan_id", "ticket_id", "deploy_id", "namespace"):
+        value = getattr(query, column)
+        if value is not None:
+            conditions.append(decisions.c[column] == value)
+    if query.verdict is not None:
+        conditions.append(decisions.c.verdict == query.verdict.value)
+    if query.since is not None:
+        conditions.append(decisions.c.created_at >= query.since)
+    if query.until is not None:
+        conditions.append(decisions.c.created_at < query.until)
+    if query.image_digest is not None:
+        conditions.append(
+            decisions.c.seq.in_(
+                sa.select(decision_images.c.decision_seq).where(
+                    decision_images.c.digest == query.image_digest
+                )
+            )
+        )
+    return conditions

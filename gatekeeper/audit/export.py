@@ -1,0 +1,336 @@
+"""Streamed exports of the trail (JSON lines or CSV) and their offline verification.
+
+An export covers the records from the first one matching the filters up to the first signed
+checkpoint at or after the last match. Matching records carry their whole decision document;
+the others in between appear as *links* (their chain entry only: seq, hashes and digests, no
+content), so the chain can be recomputed end to end. Every checkpoint inside the range follows
+its record, and the export ends with the checkpoint that covers it: with only the public key,
+``gatekeeper audit verify --file EXPORT`` proves that no matching record was changed, removed
+or inserted after it was recorded.
+
+Memory stays constant: rows are read in keyset batches (``seq > last ORDER BY seq LIMIT n``)
+and each batch is written out before the next is read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import rfc8785
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy.exc import SQLAlchemyError
+
+from gatekeeper.audit.chain import Checkpoint, sha256_hex
+from gatekeeper.audit.schema import checkpoints, decisions
+from gatekeeper.audit.sql import SqlAuditLog, checkpoint_from_row, filter_conditions
+from gatekeeper.audit.verify import ChainBrokenError, ChainVerifier, VerificationReport
+from gatekeeper.domain import DecisionQuery
+from gatekeeper.errors import InvalidInputError, StorageError
+
+__all__ = [
+    "CSV_COLUMNS",
+    "EXPORT_FORMAT",
+    "ExportPlan",
+    "ExportReport",
+    "iter_export",
+    "plan_export",
+    "verify_export_file",
+]
+
+EXPORT_FORMAT = "gatekeeper-audit-export/v1"
+Format = Literal["jsonl", "csv"]
+
+CSV_COLUMNS = [
+    "type", "seq", "prev_hash", "record_hash", "decision_sha256", "policy_input_sha256",
+    "decision_id", "created_at", "verdict", "source", "environment", "namespace",
+    "intent_id", "plan_id", "ticket_id", "deploy_id", "policy_revision", "caller",
+    "key_id", "pruned_through", "signature", "decision",
+]
+_CSV_FROM_DOCUMENT = ("decision_id", "verdict", "source", "environment", "namespace",
+                      "policy_revision", "caller", "created_at")
+
+
+@dataclass(frozen=True, slots=True)
+class ExportPlan:
+    """What one export will contain, decided (and checkpointed) before the first byte."""
+
+    query: DecisionQuery
+    checkpoint: Checkpoint
+    first_seq: int | None
+    end_seq: int | None
+    entries: int
+    created_at: str
+
+    def header(self) -> dict[str, Any]:
+        filters = {
+            key: (value.isoformat() if isinstance(value, datetime) else
+                  value.value if hasattr(value, "value") else value)
+            for key in ("since", "until", "intent_id", "plan_id", "ticket_id", "deploy_id",
+                        "image_digest", "verdict", "namespace")
+            if (value := getattr(self.query, key)) is not None
+        }
+        return {
+            "type": "header", "format": EXPORT_FORMAT, "created_at": self.created_at,
+            "filters": filters, "first_seq": self.first_seq, "covered_through": self.end_seq,
+            "key_id": self.checkpoint.key_id,
+        }
+
+
+def plan_export(audit: SqlAuditLog, query: DecisionQuery) -> ExportPlan:
+    """Sign the head (when this process holds the key), then find the range to stream."""
+    if audit.signer is not None:
+        cover = audit.write_checkpoint()
+    else:
+        try:
+            with audit.engine.connect() as connection:
+                row = connection.execute(
+                    sa.select(checkpoints).order_by(checkpoints.c.seq.desc()).limit(1)
+                ).first()
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot read audit store {audit.where}") from exc
+        cover = checkpoint_from_row(row) if row is not None else None
+    if cover is None:
+        raise StorageError(
+            "no signed checkpoint exists and no audit signing key is configured: an export "
+            "could not be verified (configure GATEKEEPER_AUDIT_SIGNING_KEY_FILE)"
+        )
+    matching = sa.and_(sa.true(), *filter_conditions(query))
+    created = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    try:
+        with audit.engine.connect() as connection:
+            first, last = connection.execute(
+                sa.select(sa.func.min(decisions.c.seq), sa.func.max(decisions.c.seq)).where(
+                    matching, decisions.c.seq <= cover.seq
+                )
+            ).one()
+            if first is None:
+                return ExportPlan(query, cover, None, None, 0, created)
+            end_row = connection.execute(
+                sa.select(checkpoints)
+                .where(checkpoints.c.seq >= last, checkpoints.c.seq <= cover.seq)
+                .order_by(checkpoints.c.seq, checkpoints.c.id)
+                .limit(1)
+            ).one()
+            end = checkpoint_from_row(end_row)
+            entries = connection.execute(
+                sa.select(sa.func.count()).where(
+                    decisions.c.seq >= first, decisions.c.seq <= end.seq
+                )
+            ).scalar_one()
+    except SQLAlchemyError as exc:
+        raise StorageError(f"cannot plan the export from {audit.where}: {exc}") from exc
+    return ExportPlan(query, end, int(first), end.seq, int(entries), created)
+
+
+def _checkpoint_line(checkpoint: Checkpoint) -> dict[str, Any]:
+    return {"type": "checkpoint", **checkpoint.as_dict()}
+
+
+def iter_export(
+    audit: SqlAuditLog, plan: ExportPlan, output_format: Format, *, batch_size: int = 1000,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[str]:
+    """The export as text chunks (one per batch): header, entries, checkpoints."""
+    if output_format not in ("jsonl", "csv"):
+        raise InvalidInputError(f"unknown export format {output_format!r}: use jsonl or csv",
+                                field="format")
+    csv_mode = output_format == "csv"
+    yield _csv_row(CSV_COLUMNS) if csv_mode else json.dumps(plan.header()) + "\n"
+    if plan.first_seq is None or plan.end_seq is None:
+        yield _render_checkpoint(plan.checkpoint, csv_mode)
+        return
+    matching = sa.and_(sa.true(), *filter_conditions(plan.query))
+    with audit.engine.connect() as connection:
+        inside = {
+            cp.seq: cp
+            for cp in map(checkpoint_from_row, connection.execute(
+                sa.select(checkpoints)
+                .where(checkpoints.c.seq >= plan.first_seq, checkpoints.c.seq <= plan.end_seq)
+                .order_by(checkpoints.c.id)
+            ))
+        }
+    inside[plan.checkpoint.seq] = plan.checkpoint
+    columns = [
+        decisions.c.seq, decisions.c.prev_hash, decisions.c.record_hash,
+        decisions.c.decision_sha256, decisions.c.policy_input_sha256,
+        sa.case((matching, decisions.c.document), else_=None).label("document"),
+    ]
+    last = plan.first_seq - 1
+    while last < plan.end_seq:
+        try:
+            with audit.engine.connect() as connection:
+                rows = connection.execute(
+                    sa.select(*columns)
+                    .where(decisions.c.seq > last, decisions.c.seq <= plan.end_seq)
+                    .order_by(decisions.c.seq)
+                    .limit(batch_size)
+                ).all()
+        except SQLAlchemyError as exc:
+            raise StorageError(f"export interrupted: cannot read {audit.where}") from exc
+        if not rows:
+            break
+        chunk: list[str] = []
+        for row in rows:
+            chunk.append(_render_entry(row, csv_mode))
+            checkpoint = inside.get(int(row.seq))
+            if checkpoint is not None:
+                chunk.append(_render_checkpoint(checkpoint, csv_mode))
+        last = int(rows[-1].seq)
+        if progress is not None:
+            progress(len(rows))
+        yield "".join(chunk)
+
+
+def _csv_row(values: list[Any]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(values)
+    return buffer.getvalue()
+
+
+def _render_entry(row: Any, csv_mode: bool) -> str:
+    kind = "record" if row.document is not None else "link"
+    policy = row.policy_input_sha256
+    if csv_mode:
+        values: dict[str, Any] = {
+            "type": kind, "seq": row.seq, "prev_hash": row.prev_hash,
+            "record_hash": row.record_hash, "decision_sha256": row.decision_sha256,
+            "policy_input_sha256": policy or "",
+        }
+        if row.document is not None:
+            document = json.loads(row.document)
+            ticket = document.get("ticket") or {}
+            for name in _CSV_FROM_DOCUMENT:
+                values[name] = document.get(name)
+            for name in ("intent_id", "plan_id", "ticket_id", "deploy_id"):
+                values[name] = ticket.get(name)
+            values["decision"] = row.document
+        return _csv_row([_csv_value(values.get(name)) for name in CSV_COLUMNS])
+    # The stored document is already canonical JSON: written as is, never re-serialised.
+    policy_json = "null" if policy is None else f'"{policy}"'
+    text = (
+        f'{{"type":"{kind}","seq":{int(row.seq)},"prev_hash":"{row.prev_hash}",'
+        f'"record_hash":"{row.record_hash}","decision_sha256":"{row.decision_sha256}",'
+        f'"policy_input_sha256":{policy_json}'
+    )
+    if row.document is not None:
+        text += f',"decision":{row.document}'
+    return text + "}\n"
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _render_checkpoint(checkpoint: Checkpoint, csv_mode: bool) -> str:
+    if not csv_mode:
+        return json.dumps(_checkpoint_line(checkpoint), separators=(",", ":")) + "\n"
+    values = {"type": "checkpoint", "seq": checkpoint.seq, "record_hash": checkpoint.record_hash,
+              "created_at": checkpoint.created_at, "key_id": checkpoint.key_id,
+              "pruned_through": checkpoint.pruned_through, "signature": checkpoint.signature}
+    return _csv_row([_csv_value(values.get(name)) for name in CSV_COLUMNS])
+
+
+@dataclass
+class ExportReport:
+    chain: VerificationReport
+    records: int
+    links: int
+
+    def summary(self) -> str:
+        chain = self.chain
+        return (
+            f"export verified: {self.records} records and {self.links} chain links "
+            f"({chain.first_seq or 0}..{chain.last_seq or 0}), {chain.checkpoints} signed "
+            f"checkpoints, covered by the checkpoint at record {chain.last_checkpoint_seq}"
+        )
+
+
+def _entries(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, parsed row) of a JSONL or CSV export, streamed."""
+    with path.open("r", encoding="utf-8", newline="") as handle:
+        first = handle.readline()
+        handle.seek(0)
+        if first.startswith("type,"):
+            for number, row in enumerate(csv.DictReader(handle), start=2):
+                yield number, dict(row)
+            return
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError as exc:
+                raise InvalidInputError(f"{path} line {number}: not JSON") from exc
+            if not isinstance(value, dict):
+                raise InvalidInputError(f"{path} line {number}: not a JSON object")
+            yield number, value
+
+
+def verify_export_file(path: Path, public_key: Ed25519PublicKey) -> ExportReport:
+    """Verify an export offline; raises ChainBrokenError naming the first bad record."""
+    verifier = ChainVerifier((), public_key, anchored_start=False, require_final_checkpoint=True)
+    records = links = 0
+    saw_final_checkpoint = False
+    try:
+        for number, row in _entries(path):
+            kind = row.get("type")
+            where = f"{path} line {number}"
+            if kind == "header":
+                if row.get("format") != EXPORT_FORMAT:
+                    raise InvalidInputError(f"{where}: unknown export format {row.get('format')!r}")
+                continue
+            if kind == "checkpoint":
+                cleaned = {k: (v if v != "" else None) for k, v in row.items()}
+                verifier.add_checkpoint(Checkpoint.from_dict(cleaned, where=where))
+                saw_final_checkpoint = True
+                continue
+            if kind not in ("record", "link"):
+                raise InvalidInputError(f"{where}: unknown line type {kind!r}")
+            saw_final_checkpoint = False
+            seq = int(row["seq"])
+            decision_sha = str(row["decision_sha256"])
+            if kind == "record":
+                decision = row["decision"]
+                if isinstance(decision, str):  # CSV: the canonical text itself
+                    content = decision.encode()
+                    _check_csv_columns(seq, row, json.loads(decision))
+                else:
+                    content = bytes(rfc8785.dumps(decision))
+                if sha256_hex(content) != decision_sha:
+                    raise ChainBrokenError(
+                        seq, f"record {seq} changed: its decision does not match its digest"
+                    )
+                records += 1
+            else:
+                links += 1
+            verifier.add(seq, str(row["prev_hash"]), str(row["record_hash"]), decision_sha,
+                         row.get("policy_input_sha256") or None)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{path}: malformed export ({exc})") from exc
+    if not saw_final_checkpoint:
+        last = verifier.report.last_seq or 0
+        raise ChainBrokenError(
+            last, f"the export does not end with a signed checkpoint (after record {last}): "
+            f"it was cut short"
+        )
+    return ExportReport(verifier.finish(), records, links)
+
+
+def _check_csv_columns(seq: int, row: dict[str, Any], document: dict[str, Any]) -> None:
+    for name in ("decision_id", "verdict"):
+        if (row.get(name) or None) != document.get(name):
+            raise ChainBrokenError(
+                seq, f"record {seq} changed: column {name} differs from its decision"
+            )

@@ -1,0 +1,37 @@
+"""Build the audit trail from configuration values (the composition root calls this)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gatekeeper.audit.chain import CheckpointSigner, load_signing_key
+from gatekeeper.audit.spool import DurableSpool
+from gatekeeper.audit.sql import AuditSettings, SqlAuditLog, create_database_engine
+from gatekeeper.metrics import Metrics
+
+__all__ = ["open_audit_log"]
+
+
+def open_audit_log(
+    database_url: str,
+    *,
+    signing_key_file: Path | None = None,
+    spool_dir: Path | None = None,
+    checkpoint_every: int = 1000,
+    checkpoint_interval_seconds: float = 60.0,
+    batch_size: int = 256,
+    metrics: Metrics | None = None,
+) -> SqlAuditLog:
+    """An (unmigrated) :class:`SqlAuditLog`; a bad key is a ConfigurationError naming it."""
+    signer = CheckpointSigner(load_signing_key(signing_key_file)) if signing_key_file else None
+    return SqlAuditLog(
+        create_database_engine(database_url),
+        metrics=metrics,
+        spool=DurableSpool(spool_dir) if spool_dir is not None else None,
+        signer=signer,
+        settings=AuditSettings(
+            checkpoint_every=checkpoint_every,
+            checkpoint_interval_seconds=checkpoint_interval_seconds,
+            batch_size=batch_size,
+        ),
+    )
