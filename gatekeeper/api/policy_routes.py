@@ -35,6 +35,13 @@ _TARBALL_TYPES = ("application/gzip", "application/x-gzip", "application/x-tar",
 _EXCEPTION_STATUSES = ("active", "expired", "revoked")
 
 
+# Module level: FastAPI resolves these (string) annotations in the module's namespace.
+#: Reads: the security team and auditors.
+reader = Annotated[Principal, Depends(require_roles(Role.POLICY_ADMIN, Role.AUDITOR))]
+#: Writes (and replays, which are heavy): the security team only.
+writer = Annotated[Principal, Depends(require_roles(Role.POLICY_ADMIN))]
+
+
 def lifecycle_from_state(request: Request) -> PolicyLifecycle:
     lifecycle = getattr(request.app.state, "policy_lifecycle", None)
     if not isinstance(lifecycle, PolicyLifecycle):
@@ -96,8 +103,6 @@ def build_policy_router(
     lifecycle_of: Callable[[Request], PolicyLifecycle] = lifecycle_from_state,
 ) -> APIRouter:
     router = APIRouter(tags=["policies"])
-    reader = Annotated[Principal, Depends(require_roles(Role.POLICY_ADMIN, Role.AUDITOR))]
-    writer = Annotated[Principal, Depends(require_roles(Role.POLICY_ADMIN))]
 
     @router.get("/v1/policies", summary="The active revision (with its files) and the history")
     def get_policies(request: Request, _principal: reader) -> JSONResponse:

@@ -457,6 +457,13 @@ class OpaCandidateChecker:
             return 0, 0, [], list(_parse_check_errors(result.stdout, result.stderr, "test"))
         failed: list[str] = []
         problems: list[CheckProblem] = []
+        # opa test runs packages in parallel: report in source order, so answers are stable.
+        outcomes.sort(
+            key=lambda o: (
+                str((o.get("location") or {}).get("file", "")),
+                int((o.get("location") or {}).get("row", 0)),
+            )
+        )
         for outcome in outcomes:
             name = f"{outcome.get('package', '')}.{outcome.get('name', '')}"
             location = outcome.get("location") or {}

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -59,16 +60,41 @@ def load_candidate_path(path: Path) -> PolicyFiles:
     return PolicyFiles.from_directory(path)
 
 
+def _expected_data(files: PolicyFiles) -> dict[str, Any]:
+    """Data paths (``gatekeeper/config``) and the values the revision's JSON files put there."""
+    expected: dict[str, Any] = {}
+    for name, content in files.policies.items():
+        if not name.endswith(".json"):
+            continue  # YAML data documents are served too, but not compared here
+        prefix = list(Path(name).parent.parts)
+        document = json.loads(content)
+        if not isinstance(document, dict):
+            continue
+        for key, value in document.items():
+            path = [*prefix, key]
+            if path == ["gatekeeper"] and isinstance(value, dict):
+                # data.gatekeeper also holds the exceptions: compare one level down
+                expected.update({f"gatekeeper/{sub}": item for sub, item in value.items()})
+            else:
+                expected["/".join(path)] = value
+    return expected
+
+
 def opa_serves(client: httpx.Client, files: PolicyFiles, exceptions: list[dict[str, Any]]) -> bool:
-    """True when the OPA behind ``client`` has loaded exactly these modules and exceptions."""
+    """True when the OPA behind ``client`` serves exactly these modules, data and exceptions."""
     try:
         modules = client.get("/v1/policies").json().get("result", [])
         served = client.get("/v1/data/gatekeeper/exceptions").json().get("result", [])
+        wanted = sorted(c.decode() for n, c in files.policies.items() if n.endswith(".rego"))
+        loaded = sorted(str(m.get("raw", "")) for m in modules if isinstance(m, dict))
+        if loaded != wanted or served != exceptions:
+            return False
+        for path, value in _expected_data(files).items():
+            if client.get(f"/v1/data/{path}").json().get("result") != value:
+                return False
     except (httpx.HTTPError, ValueError, AttributeError):
         return False
-    wanted = sorted(c.decode() for n, c in files.policies.items() if n.endswith(".rego"))
-    loaded = sorted(str(m.get("raw", "")) for m in modules if isinstance(m, dict))
-    return loaded == wanted and served == exceptions
+    return True
 
 
 class PolicyLifecycle:
@@ -200,6 +226,19 @@ class PolicyLifecycle:
         if existing is not None and existing.files == files:
             return existing, False
         report = self._checker.check(files)
+        if existing is not None:
+            # Same policies, other tests: the revision (what OPA serves) is already stored. A
+            # failing upload is answered as refused but not stored over the existing record.
+            if report.passed:
+                return existing, False
+            return (
+                RevisionRecord(
+                    revision_id=files.revision_id, created_at=self._now(), created_by=actor,
+                    source=source, status="refused", description=description, files=files,
+                    report=report,
+                ),
+                False,
+            )
         return self.store.save_revision(
             files, report, actor=actor, source=source, description=description
         )
