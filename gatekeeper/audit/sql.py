@@ -402,7 +402,7 @@ class SqlAuditLog:
                 replayed += len(chunk)
         except SQLAlchemyError as exc:
             self._last_replay_failure = time.monotonic()
-            log.warning("audit spool replay stopped after %d of %d: %s unreachable (%s)",
+            log.warning("audit spool replay stopped after %d of %d: %s: %s",
                         replayed, len(items), self._where, type(exc).__name__)
             if replayed:
                 self.spool.clear(replayed)
@@ -432,12 +432,17 @@ class SqlAuditLog:
             head = self._lock_head(connection)
             if dedupe and prepared:
                 ids = [item.decision_id for item in prepared]
-                stored = set(
+                seen = set(
                     connection.execute(
                         sa.select(decisions.c.decision_id).where(decisions.c.decision_id.in_(ids))
                     ).scalars()
                 )
-                prepared = [item for item in prepared if item.decision_id not in stored]
+                unique: list[_Prepared] = []
+                for item in prepared:
+                    if item.decision_id not in seen:
+                        seen.add(item.decision_id)
+                        unique.append(item)
+                prepared = unique
             seq, prev = int(head.seq), str(head.record_hash)
             rows: list[dict[str, Any]] = []
             images: list[dict[str, Any]] = []
@@ -454,6 +459,8 @@ class SqlAuditLog:
             if images:
                 connection.execute(decision_images.insert(), images)
             values: dict[str, Any] = {"seq": seq, "record_hash": prev}
+            if head.checkpoint_at is None:
+                values["checkpoint_at"] = datetime.now(UTC)
             if self._checkpoint_due(head, seq):
                 assert self.signer is not None
                 checkpoint = self.signer.sign(seq, prev)
@@ -471,7 +478,7 @@ class SqlAuditLog:
             return True
         last = head.checkpoint_at
         if last is None:
-            return True
+            return False  # the clock starts with the first append (see _append)
         if last.tzinfo is None:
             last = last.replace(tzinfo=UTC)
         age = (datetime.now(UTC) - last).total_seconds()

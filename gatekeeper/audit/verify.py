@@ -337,14 +337,13 @@ def verify_database(
     from gatekeeper.audit.sql import checkpoint_from_row
 
     with engine.connect() as connection:
-        head = connection.execute(sa.select(chain_head).where(chain_head.c.id == 1)).one()
-        head_seq = int(head.seq)
+        # Checkpoints first, then the head: every checkpoint read was committed before the head
+        # was read, so one beyond the head means the head (and the records) were cut back.
         all_checkpoints = [
-            checkpoint_from_row(row)
-            for row in connection.execute(
-                sa.select(checkpoints).where(checkpoints.c.seq <= head_seq)
-            )
+            checkpoint_from_row(row) for row in connection.execute(sa.select(checkpoints))
         ]
+        head = connection.execute(sa.select(chain_head).where(chain_head.c.id == 1)).one()
+        head_seq = max([int(head.seq)] + [c.seq for c in all_checkpoints])
         start = 0
         if since is not None:
             first = connection.execute(
