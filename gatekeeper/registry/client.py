@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -23,6 +23,7 @@ import httpx
 from gatekeeper.domain.ports import EvidenceContext
 from gatekeeper.domain.reference import Digest, ImageReference, parse_digest
 from gatekeeper.errors import (
+    ConfigurationError,
     InvalidInputError,
     NotFoundError,
     UpstreamUnavailableError,
@@ -332,11 +333,17 @@ class OciRegistryClient:
         with self._lock:
             client = self._clients.get(host_settings.host)
             if client is None:
-                verify: Any = True
+                verify: ssl.SSLContext | bool = True
                 if host_settings.insecure_skip_tls_verify:
                     verify = False
                 elif host_settings.ca_bundle:
-                    verify = host_settings.ca_bundle
+                    try:
+                        verify = ssl.create_default_context(cafile=host_settings.ca_bundle)
+                    except (OSError, ssl.SSLError) as exc:
+                        raise ConfigurationError(
+                            f"registry {host_settings.host}: CA bundle "
+                            f"{host_settings.ca_bundle} cannot be loaded"
+                        ) from exc
                 client = httpx.Client(
                     verify=verify,
                     transport=self._transport,

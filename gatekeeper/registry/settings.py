@@ -63,7 +63,6 @@ class RegistryHostSettings:
     insecure_skip_tls_verify: bool = False
     username: str | None = None
     password: str | None = field(default=None, repr=False)
-    use_ecr: bool | None = None  # None: decided by the host name (*.dkr.ecr.<region>.amazonaws.com)
 
     @classmethod
     def from_mapping(
@@ -78,7 +77,6 @@ class RegistryHostSettings:
             "insecure_skip_tls_verify",
             "username",
             "password",
-            "use_ecr",
         }
         if unknown:
             raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
@@ -94,10 +92,7 @@ class RegistryHostSettings:
         ca_bundle = _optional_str(raw, "ca_bundle", where)
         if plain_http and (insecure or ca_bundle):
             raise ConfigurationError(f"{where}: plain_http excludes TLS settings")
-        use_ecr = raw.get("use_ecr")
-        if use_ecr is not None and not isinstance(use_ecr, bool):
-            raise ConfigurationError(f"{where}.use_ecr must be true, false or absent")
-        return cls(host.lower(), plain_http, ca_bundle, insecure, username, password, use_ecr)
+        return cls(host.lower(), plain_http, ca_bundle, insecure, username, password)
 
 
 @dataclass(frozen=True, slots=True)
