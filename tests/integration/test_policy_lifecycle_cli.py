@@ -1,0 +1,224 @@
+"""``gatekeeper policy ...`` end to end: real opa, a real SQLite audit store, exact output."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gatekeeper.cli_policy import policy_app
+from gatekeeper.policy import EmbeddedOpa
+from gatekeeper.policy.bundle import PolicyFiles
+from gatekeeper.service import EvaluationService
+from gatekeeper.wiring import build_container
+from tests.integration.test_policy_lifecycle_api import (
+    REPO,
+    T0,
+    SteppingClock,
+    shipped,
+    with_teams_policy,
+    without_ghcr_in_staging,
+)
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(tmp_path, make_settings, opa_binary, monkeypatch):
+    """Settings through the environment, as the installed CLI reads them."""
+    settings = make_settings()
+    monkeypatch.setenv("GATEKEEPER_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("GATEKEEPER_OPA_BINARY", opa_binary)
+    monkeypatch.setenv("GATEKEEPER_POLICY_DIR", str(settings.policy_dir))
+    return settings
+
+
+def write_candidate(root: Path, files: PolicyFiles) -> Path:
+    files.write_policies(root / "policies")
+    files.write_tests(root / "tests")
+    return root
+
+
+def record_traffic(settings, opa_binary: str) -> list[str]:
+    """Three recorded decisions on the shipped policies, at known instants."""
+    from gatekeeper.domain import EnforcementMode, EvaluationRequest, Source, Ticket
+    from gatekeeper.domain import parse_image_reference as ref
+
+    clock = SteppingClock(T0)
+    container = build_container(settings)
+    container.embedded_opa.stop()
+    embedded = EmbeddedOpa(opa_binary=opa_binary, policy_dir=settings.policy_dir)
+    container.embedded_opa = embedded
+    service = EvaluationService(
+        policy_engine=embedded.engine, audit_log=container.audit_log, clock=clock
+    )
+    container.start()
+    ids = []
+    try:
+        for minute, (image, environment, ticket) in enumerate(
+            [
+                ("ghcr.io/acme/api:1.0", "staging", "CHG-1"),
+                ("registry.example.com/payments/api:1.4@sha256:" + "cd" * 32, "production", "CHG-2"),
+                ("nginx:1.27", "development", "CHG-3"),
+            ],
+            start=1,
+        ):
+            clock.instant = T0 + timedelta(minutes=minute)
+            decision = service.evaluate(
+                EvaluationRequest(
+                    images=(ref(image),), source=Source.PIPELINE, environment=environment,
+                    namespace="payments", ticket=Ticket(ticket_id=ticket),
+                    mode=EnforcementMode.ENFORCE,
+                )
+            )
+            ids.append(decision.decision_id)
+    finally:
+        container.stop()
+    return ids
+
+
+def test_policy_test_runs_the_shipped_suites_with_coverage(cli_env):
+    result = runner.invoke(
+        policy_app, ["test", "--policies", str(REPO / "policies"), "--tests", str(REPO / "rego-tests")]
+    )
+    assert result.exit_code == 0, result.output
+    passed = re.search(r"^PASS: (\d+)/(\d+)$", result.output, re.MULTILINE)
+    assert passed and passed.group(1) == passed.group(2)
+    assert re.search(r"^coverage: \d+\.\d\d%$", result.output, re.MULTILINE)
+
+
+def test_policy_test_names_the_failing_test(cli_env, tmp_path):
+    root = write_candidate(tmp_path / "candidate", with_teams_policy(shipped()))
+    result = runner.invoke(
+        policy_app, ["test", "--policies", str(root / "policies"), "--tests", str(root / "tests")]
+    )
+    assert result.exit_code == 1
+    assert (
+        f"FAIL data.gatekeeper.rules.teams_test.test_message_names_the_field "
+        f"({root / 'tests'}/teams_test.rego:13)\n"
+    ) in result.output
+
+
+def test_policy_check_refuses_a_candidate_naming_the_failing_test(cli_env, tmp_path):
+    candidate = with_teams_policy(shipped())
+    root = write_candidate(tmp_path / "candidate", candidate)
+    result = runner.invoke(policy_app, ["check", str(root)])
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"revision {candidate.revision_id}",
+        "[test] tests/teams_test.rego:13: test "
+        "data.gatekeeper.rules.teams_test.test_message_names_the_field failed",
+        "refused: 1 failing test: data.gatekeeper.rules.teams_test.test_message_names_the_field",
+    ]
+    good = runner.invoke(policy_app, ["check", str(REPO / "policies"), "--tests", str(REPO / "rego-tests")])
+    assert good.exit_code == 0, good.output
+    assert good.output.splitlines()[0] == f"revision {shipped().revision_id}"
+
+
+def test_policy_input_prints_the_exact_document(cli_env):
+    result = runner.invoke(
+        policy_app,
+        ["input", "nginx", "registry.example.com/payments/api:1.4@sha256:" + "ab" * 32,
+         "--environment", "staging", "--namespace", "payments", "--ticket-id", "CHG-1",
+         "--evaluated-at", "2026-11-24T12:00:00Z"],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {
+        "context": {},
+        "dry_run": False,
+        "environment": "staging",
+        "evaluated_at": "2026-11-24T12:00:00Z",
+        "images": [
+            {"digest": None, "evidence": {}, "reference": "nginx", "registry": "docker.io",
+             "repository": "library/nginx", "tag": "latest"},
+            {"digest": "sha256:" + "ab" * 32, "evidence": {},
+             "reference": "registry.example.com/payments/api:1.4@sha256:" + "ab" * 32,
+             "registry": "registry.example.com", "repository": "payments/api", "tag": "1.4"},
+        ],
+        "mode": "enforce",
+        "namespace": "payments",
+        "schema_version": "1",
+        "source": "pipeline",
+        "ticket": {"deploy_id": None, "intent_id": None, "plan_id": None, "ticket_id": "CHG-1"},
+    }
+    bad = runner.invoke(policy_app, ["input", "NGINX"])
+    assert bad.exit_code == 2
+    assert "images[0]: invalid image reference 'NGINX': repository name must be lowercase" in (
+        bad.output
+    )
+
+
+def test_policy_replay_prints_the_impact(cli_env, opa_binary, tmp_path):
+    ids = record_traffic(cli_env, opa_binary)
+    candidate = without_ghcr_in_staging(shipped())
+    root = write_candidate(tmp_path / "candidate", candidate)
+    window = ["--since", "2026-11-24T00:00:00Z", "--until", "2026-11-25T00:00:00Z"]
+    result = runner.invoke(policy_app, ["replay", str(root), *window])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        f"revision  {candidate.revision_id}",
+        "window    2026-11-24T00:00:00Z .. 2026-11-25T00:00:00Z",
+        f"decision  {ids[0]}  allow -> deny  ticket CHG-1",
+        '  + [registries] ghcr.io/acme/api:1.0: registry "ghcr.io" is not allowed in '
+        'environment "staging"',
+        "would have denied 1 of 3 deploys, 1 ticket affected",
+    ]
+    strict = runner.invoke(policy_app, ["replay", str(root), *window, "--fail-on-new-denials"])
+    assert strict.exit_code == 1
+    as_json = runner.invoke(policy_app, ["replay", str(root), *window, "--output", "json"])
+    assert json.loads(as_json.output)["totals"]["newly_denied"] == 1
+    # the shipped policies replayed against their own decisions change nothing
+    same = runner.invoke(
+        policy_app, ["replay", str(REPO / "policies"), "--tests", str(REPO / "rego-tests"), *window]
+    )
+    assert same.output.splitlines()[-1] == "would have denied 0 of 3 deploys, 0 tickets affected"
+    bad = runner.invoke(policy_app, ["replay", str(root), "--since", "last week"])
+    assert bad.exit_code == 2
+    assert bad.output == (
+        "error: since: 'last week' is neither a duration (7d, 12h) nor an RFC 3339 instant "
+        "(field=since)\n"
+    )
+
+
+def test_policy_exceptions_create_list_revoke_export(cli_env):
+    created = runner.invoke(
+        policy_app,
+        ["exceptions", "create", "--image", "docker.io/library/nginx", "--policy", "registries",
+         "--environment", "production", "--reason", "mirror pending", "--approver", "carol",
+         "--ticket-id", "SEC-9", "--expires-at", "2d", "--actor", "cli:alice"],
+    )
+    assert created.exit_code == 0, created.output
+    assert re.fullmatch(
+        r"EXC-1  active   registries  docker.io/library/nginx  \(environment production; "
+        r"ticket SEC-9, expires \S+Z\)\n",
+        created.output,
+    )
+    listed = runner.invoke(policy_app, ["exceptions", "list", "--output", "json"])
+    assert [(e["id"], e["status"], e["created_by"]) for e in json.loads(listed.output)["items"]] == [
+        ("EXC-1", "active", "cli:alice")
+    ]
+    revoked = runner.invoke(
+        policy_app, ["exceptions", "revoke", "EXC-1", "--reason", "done", "--actor", "cli:bob"]
+    )
+    assert revoked.exit_code == 0
+    assert revoked.output.startswith("EXC-1  revoked  registries")
+    unknown = runner.invoke(policy_app, ["exceptions", "revoke", "EXC-9"])
+    assert (unknown.exit_code, unknown.output) == (1, "error: exception EXC-9 not found\n")
+    too_long = runner.invoke(
+        policy_app,
+        ["exceptions", "create", "--image", "docker.io/library/nginx", "--policy", "registries",
+         "--environment", "production", "--reason", "r", "--approver", "carol",
+         "--ticket-id", "SEC-9", "--expires-at", "365d"],
+    )
+    assert (too_long.exit_code, too_long.output) == (
+        2, "error: expires_at: expires_at is more than 90 days away\n"
+    )
+    export = json.loads(runner.invoke(policy_app, ["exceptions", "export"]).output)
+    assert [(e["action"], e["subject"], e["actor"]) for e in export["events"]] == [
+        ("exception.create", "EXC-1", "cli:alice"),
+        ("exception.revoke", "EXC-1", "cli:bob"),
+    ]
