@@ -6,7 +6,8 @@
 Everything else is allowed without evaluation: ``DELETE``, ``CONNECT``, other subresources
 (``status``, ``scale``, ``binding``, ``eviction``, ...), kinds without a pod template, and the
 excluded namespaces (by default the gatekeeper's own namespace and ``kube-system``; the chart's
-``namespaceSelector`` keeps the API server from even asking, this check is the second lock).
+``namespaceSelector`` keeps the API server from even asking, this check is the second lock), and
+``UPDATE`` of an object that is being deleted (finalizer removal must never hang on the gate).
 
 **Per-namespace mode.** An AdmissionReview does not carry the namespace's labels, and reading
 them would need RBAC on namespaces and a watch. Instead the API server does it for us: the chart
@@ -133,6 +134,12 @@ def why_not_governed(request: AdmissionRequest, settings: AdmissionSettings) -> 
         return f"namespace {request.namespace} is excluded"
     if request.sub_resource and not is_ephemeral_containers_update(request):
         return f"subresource {request.resource.resource}/{request.sub_resource} is not governed"
+    if request.operation is Operation.UPDATE and _metadata(request.object).get(
+        "deletionTimestamp"
+    ):
+        # Removing finalizers of an object being deleted must never be blocked by the gate
+        # (the object would hang in Terminating); nothing new can start from it.
+        return "object is being deleted"
     return None
 
 

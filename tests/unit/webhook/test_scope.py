@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,14 @@ def request(name: str):
 )
 def test_which_requests_are_governed(name: str, reason: str | None) -> None:
     assert why_not_governed(request(name), AdmissionSettings()) == reason
+
+
+def test_update_of_an_object_being_deleted_is_not_governed() -> None:
+    review = json.loads((ASSETS / "deployment-update.json").read_text())
+    review["request"]["object"]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    parsed = parse_admission_review(json.dumps(review).encode()).request
+    assert parsed is not None
+    assert why_not_governed(parsed, AdmissionSettings()) == "object is being deleted"
 
 
 def test_own_namespace_is_always_excluded() -> None:
