@@ -387,3 +387,51 @@ def test_manifest_that_does_not_hash_to_its_digest_is_refused(serve) -> None:  #
         f"registry {server.host}: manifest fetching manifest app:1.2 hashes to "
         f"{MANIFEST_DIGEST}, not to {lie}"
     )
+
+
+def test_registry_answering_500_denies_the_evaluation_with_the_reason(serve) -> None:  # noqa: ANN001
+    from gatekeeper.domain import EvaluationRequest, Verdict
+    from gatekeeper.domain.decision import Source
+    from gatekeeper.service import EvaluationService
+    from tests.fakes import FakeAuditLog, FakePolicyEngine
+
+    server = serve(lambda request: _answer(request, 500, b"boom"))
+    client = _client(server, max_retries=1)
+    settings = SignaturePolicySettings.from_mapping(
+        {
+            "authorities": [{"name": "release", "keys": [_any_public_key()], "tlog": False}],
+            "images": [{"glob": "**", "authorities": ["release"]}],
+        }
+    )
+    service = EvaluationService(
+        policy_engine=FakePolicyEngine(),
+        audit_log=FakeAuditLog(),
+        collectors=[SignatureEvidenceCollector(settings, client, TrustRoot.none())],
+        digest_resolver=client,
+    )
+    image = f"{server.host}/app:1.2"
+    started = time.monotonic()
+
+    decision = service.evaluate(
+        EvaluationRequest(
+            images=(parse_image_reference(image),), source=Source.ADMISSION, environment="prod"
+        ),
+        deadline=started + 2,
+    )
+
+    assert decision.verdict is Verdict.DENY
+    assert [(v.policy, v.image, v.message) for v in decision.violations] == [
+        (
+            "gatekeeper.evidence",
+            image,
+            f"digest not resolved: registry {server.host} answered 500 resolving app:1.2 "
+            "(after 2 attempts)",
+        ),
+        (
+            "gatekeeper.evidence",
+            image,
+            f"signatures evidence not gathered: registry {server.host} answered 500 "
+            "resolving app:1.2 (after 2 attempts)",
+        ),
+    ]
+    assert time.monotonic() - started < 2
