@@ -56,6 +56,10 @@ class SbomUploader:
         self._validator = validator
         self._json_limits = json_limits or JsonLimits()
 
+    @property
+    def store(self) -> SbomStore:
+        return self._store
+
     def upload(
         self,
         content: bytes,
