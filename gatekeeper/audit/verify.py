@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from gatekeeper.audit.chain import (
     GENESIS_HASH,
@@ -32,6 +33,7 @@ from gatekeeper.audit.chain import (
     sha256_hex,
     verify_checkpoint_signature,
 )
+from gatekeeper.errors import StorageError
 
 __all__ = ["ChainBrokenError", "ChainVerifier", "VerificationReport", "verify_database"]
 
@@ -332,7 +334,24 @@ def verify_database(
 ) -> VerificationReport:
     """Recompute the chain stored in ``engine``; raise :class:`ChainBrokenError` at the first
     record that was changed, removed or inserted. ``since``: start at the last signed
-    checkpoint before the first record at or after that time (faster, still anchored)."""
+    checkpoint before the first record at or after that time (faster, still anchored).
+    A database that cannot be read is a :class:`StorageError`."""
+    try:
+        return _verify_database(engine, public_key, since, batch_size, progress)
+    except SQLAlchemyError as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        raise StorageError(
+            f"cannot verify audit store {where}: {type(exc).__name__}"
+        ) from exc
+
+
+def _verify_database(
+    engine: Engine,
+    public_key: Ed25519PublicKey | None,
+    since: datetime | None,
+    batch_size: int,
+    progress: Callable[[int], None] | None,
+) -> VerificationReport:
     from gatekeeper.audit.schema import chain_head, checkpoints, decision_images, decisions
     from gatekeeper.audit.sql import checkpoint_from_row
 

@@ -1,0 +1,141 @@
+"""REST routes of the audit trail: a ticket's decisions, streamed exports, verification.
+
+Every route asks for its roles with :func:`~gatekeeper.api.auth.require_roles`:
+``/v1/tickets/{ticket_id}/decisions`` pipeline or auditor; ``/v1/audit/*`` auditor (admin
+passes every check). Mounted with ``app.include_router(build_audit_router())``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from gatekeeper.api.auth import Role, require_roles
+from gatekeeper.api.models import DecisionList, ErrorBody
+from gatekeeper.audit.export import iter_export, plan_export
+from gatekeeper.audit.sql import SqlAuditLog
+from gatekeeper.audit.verify import ChainBrokenError, verify_database
+from gatekeeper.domain import DecisionQuery, Verdict, parse_digest
+
+__all__ = ["audit_readiness", "build_audit_router"]
+
+_MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
+_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or invalid bearer token"},
+    403: {"model": ErrorBody, "description": "The token lacks the role"},
+}
+
+
+def _audit_log(request: Request) -> SqlAuditLog:
+    audit: SqlAuditLog = request.app.state.container.audit_log
+    return audit
+
+
+def audit_readiness(audit: SqlAuditLog) -> dict[str, Any]:
+    """Fields for ``/readyz``: the spool depth (decisions waiting for the database)."""
+    return {"audit_spool_depth": audit.spool_depth}
+
+
+def build_audit_router() -> APIRouter:
+    router = APIRouter()
+    readers = require_roles(Role.PIPELINE, Role.AUDITOR)
+    auditors = require_roles(Role.AUDITOR)
+
+    @router.get(
+        "/v1/tickets/{ticket_id}/decisions",
+        response_model=DecisionList,
+        responses=_AUTH_ERRORS,
+        tags=["decisions"],
+        summary="Decisions recorded for one execution ticket, newest first",
+        dependencies=[Depends(readers)],
+    )
+    def ticket_decisions(
+        ticket_id: str,
+        request: Request,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: str | None = None,
+    ) -> JSONResponse:
+        page = _audit_log(request).query(
+            DecisionQuery(ticket_id=ticket_id, limit=limit, cursor=cursor)
+        )
+        return JSONResponse(
+            {"items": [d.as_dict() for d in page.items], "next_cursor": page.next_cursor}
+        )
+
+    @router.get(
+        "/v1/audit/export",
+        responses={
+            **_AUTH_ERRORS,
+            200: {"content": {"application/x-ndjson": {}, "text/csv": {}},
+                  "description": "The export, ending with its signed checkpoint"},
+        },
+        tags=["audit"],
+        summary="Stream the trail (JSON lines or CSV), ending with the covering checkpoint",
+        dependencies=[Depends(auditors)],
+    )
+    async def export(
+        request: Request,
+        format: Literal["jsonl", "csv"] = "jsonl",  # noqa: A002 (the query parameter's name)
+        since: datetime | None = None,
+        until: datetime | None = None,
+        ticket_id: str | None = None,
+        plan_id: str | None = None,
+        intent_id: str | None = None,
+        deploy_id: str | None = None,
+        namespace: str | None = None,
+        verdict: Verdict | None = None,
+        image_digest: str | None = None,
+    ) -> StreamingResponse:
+        if image_digest is not None:
+            image_digest = str(parse_digest(image_digest, field="image_digest"))
+        query = DecisionQuery(
+            since=since, until=until, ticket_id=ticket_id, plan_id=plan_id,
+            intent_id=intent_id, deploy_id=deploy_id, namespace=namespace, verdict=verdict,
+            image_digest=image_digest,
+        )
+        audit = _audit_log(request)
+        # Planning (and signing the covering checkpoint) happens before the status line, so
+        # a storage error is still a clean 503; rows are then read batch by batch.
+        plan = await run_in_threadpool(plan_export, audit, query)
+        stamp = plan.created_at.replace(":", "").replace("-", "")
+        return StreamingResponse(
+            iter_export(audit, plan, format),
+            media_type=_MEDIA_TYPES[format],
+            headers={
+                "Content-Disposition": f'attachment; filename="gatekeeper-audit-{stamp}.{format}"',
+                "X-Gatekeeper-Checkpoint-Seq": str(plan.checkpoint.seq),
+            },
+        )
+
+    @router.get(
+        "/v1/audit/verify",
+        responses=_AUTH_ERRORS,
+        tags=["audit"],
+        summary="Recompute the hash chain and check the signed checkpoints",
+        dependencies=[Depends(auditors)],
+    )
+    def verify(request: Request, since: datetime | None = None) -> JSONResponse:
+        audit = _audit_log(request)
+        public_key = audit.signer.public_key if audit.signer is not None else None
+        try:
+            report = verify_database(audit.engine, public_key, since=since)
+        except ChainBrokenError as exc:
+            return JSONResponse(
+                {"verified": False, "record": exc.seq,
+                 "message": f"audit verification FAILED: {exc.message}"}
+            )
+        return JSONResponse(
+            {
+                "verified": True, "records": report.records, "first_seq": report.first_seq,
+                "last_seq": report.last_seq, "checkpoints": report.checkpoints,
+                "last_checkpoint_seq": report.last_checkpoint_seq,
+                "uncovered": report.uncovered, "pruned_through": report.pruned_through,
+                "notes": report.notes, "message": report.summary(),
+            }
+        )
+
+    return router
