@@ -28,7 +28,7 @@ from gatekeeper.domain.reference import Digest, ImageReference
 from gatekeeper.sbom.binding import BindingMethod, SbomState, bind_sbom
 from gatekeeper.sbom.interface import SbomCandidate, SbomSource, SbomStore
 from gatekeeper.sbom.normalise import NormalisationLimits, NormalisedSbom, normalise_sbom
-from gatekeeper.sbom.parsing import JsonLimits, SbomDocumentError
+from gatekeeper.sbom.parsing import JsonLimits, SbomDocumentError, paused_gc
 from gatekeeper.sbom.validation import CycloneDxValidator, parse_sbom_document
 
 __all__ = ["SbomEvidenceCollector", "StoredSbomSource", "missing_sbom_evidence"]
@@ -144,8 +144,13 @@ class SbomEvidenceCollector:
             "binding": binding.as_input(),
             "component_count": outcome.component_count,
             "truncated": outcome.truncated,
-            "components": outcome.components_as_input() if keep_components else [],
+            "components": self._components(outcome) if keep_components else [],
         }
+
+    @staticmethod
+    def _components(sbom: NormalisedSbom) -> list[dict[str, Any]]:
+        with paused_gc():
+            return sbom.components_as_input()
 
     def collect(
         self, reference: ImageReference, digest: Digest | None, context: EvidenceContext

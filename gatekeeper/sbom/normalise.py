@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gatekeeper.sbom.parsing import paused_gc
 from gatekeeper.sbom.validation import ParsedSbom
 
 __all__ = [
@@ -232,6 +233,11 @@ def normalise_sbom(
 ) -> NormalisedSbom:
     """Normalise a validated document (CycloneDX or SPDX) to the policy shape."""
     limits = limits or NormalisationLimits()
+    with paused_gc():
+        return _normalise(parsed, limits)
+
+
+def _normalise(parsed: ParsedSbom, limits: NormalisationLimits) -> NormalisedSbom:
     if parsed.format == "spdx":
         from gatekeeper.sbom.spdx import normalise_spdx
 

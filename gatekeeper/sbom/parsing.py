@@ -4,19 +4,22 @@ Both limits are checked *before* the document is turned into Python objects:
 
 * the size limit on the raw bytes (nothing is decoded past it);
 * the nesting limit on a structural skeleton of the text: escaped backslashes and quotes are
-  removed, the text is split on the remaining quotes and only the parts outside string
-  literals are kept; every byte that is not a bracket is deleted with ``bytes.translate``,
-  and innermost ``{}``/``[]`` pairs are stripped one level per pass. Every step runs in C, so a
-  10,000 component SBOM costs a few milliseconds, and a hostile ``[[[[...`` document is refused
+  removed, every byte that is not a quote or a bracket is deleted with ``bytes.translate``, and
+  the string literals left (a quote, the brackets they held, a quote) are removed; then
+  innermost ``{}``/``[]`` pairs are stripped one level per pass. Every step runs in C (about
+  15 ms for a 3 MB, 10,000 component SBOM), and a hostile ``[[[[...`` document is refused
   without recursion in the parser (CPython's ``json`` would otherwise raise ``RecursionError``
   only at the interpreter's limit, after allocating the whole tree).
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import re
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +32,7 @@ __all__ = [
     "SbomDocumentError",
     "format_json_path",
     "load_bounded_json",
+    "paused_gc",
 ]
 
 #: 32 MiB: a 10,000 component SBOM with licences and hashes is about 5 MiB.
@@ -37,7 +41,8 @@ DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_DEPTH = 64
 
 _INNERMOST_PAIR_RE = re.compile(rb"\{\}|\[\]")
-_KEEP_BRACKETS = bytes(range(256)).translate(None, b"{}[]")
+_KEEP_QUOTES_AND_BRACKETS = bytes(range(256)).translate(None, b'{}[]"')
+_LITERAL_RE = re.compile(rb'"[^"]*"')
 
 
 class SbomDocumentError(InvalidInputError):
@@ -69,9 +74,10 @@ def _nesting_exceeds(data: bytes, max_depth: int) -> bool:
     """
     # Inside a JSON string a backslash always starts a two-byte escape: dropping every escaped
     # backslash, then every escaped quote (left to right), leaves exactly the quotes that open
-    # and close string literals.
-    outside_strings = data.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')[0::2]
-    skeleton = b"".join(outside_strings).translate(None, _KEEP_BRACKETS)
+    # and close string literals. Keeping only quotes and brackets shrinks the text ~10 times;
+    # then every literal is a quote, the brackets it contained, and a quote.
+    unescaped = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    skeleton = _LITERAL_RE.sub(b"", unescaped.translate(None, _KEEP_QUOTES_AND_BRACKETS))
     for _ in range(max_depth):
         if not skeleton:
             return False
@@ -118,6 +124,35 @@ def format_json_path(parts: Sequence[str | int]) -> str:
     return text
 
 
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+_gc_was_enabled = False
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Defer the cyclic garbage collector while a large, acyclic JSON tree is built.
+
+    Parsing a 10,000 component SBOM allocates ~500,000 containers; the collector's generation
+    scans triggered by those allocations cost about a third of the time and most of the jitter,
+    yet can free nothing (JSON trees have no cycles). Collection is only deferred: it resumes
+    when the last concurrent user leaves, and reference counting frees memory as usual.
+    """
+    global _gc_pausers, _gc_was_enabled
+    with _gc_lock:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()
+
+
 def load_bounded_json(data: bytes, limits: JsonLimits | None = None) -> Any:
     """Parse ``data`` as UTF-8 JSON within ``limits``; raise :class:`SbomDocumentError`."""
     limits = limits or JsonLimits()
@@ -140,7 +175,8 @@ def load_bounded_json(data: bytes, limits: JsonLimits | None = None) -> Any:
     except UnicodeDecodeError as exc:
         raise SbomDocumentError(f"document is not UTF-8 (byte {exc.start})") from exc
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        with paused_gc():
+            return json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise SbomDocumentError(
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
