@@ -37,7 +37,6 @@ from gatekeeper.errors import ConfigurationError, GatekeeperError, VerificationE
 from gatekeeper.verify.authority import Authority
 from gatekeeper.verify.bundle import (
     IN_TOTO_PAYLOAD_TYPE,
-    KeylessVerifier,
     parse_in_toto_statement,
     statement_names_sha256,
     verify_bundle,
@@ -48,6 +47,7 @@ from gatekeeper.verify.discovery import (
     CosignSignature,
     Material,
 )
+from gatekeeper.verify.keyless import KeylessVerifier
 from gatekeeper.verify.keys import VerificationKey, load_public_key
 from gatekeeper.verify.tlog import check_entry_body, verify_rekor_bundle
 from gatekeeper.verify.trust import IdentityPolicy, TrustRoot, certificate_identity
