@@ -254,3 +254,14 @@ def test_bad_values_are_refused_with_a_clear_message(sets: tuple[str, ...], mess
     result = helm(*args, check=False)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
+
+
+def test_client_certificate_verification_mounts_the_ca_and_probes_the_port() -> None:
+    docs = render("tls.clientCA=-----BEGIN CERTIFICATE-----")
+    gatekeeper = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {item["name"]: item.get("value") for item in gatekeeper["env"]}
+    assert env["GATEKEEPER_TLS_CLIENT_CA_FILE"] == "/client-ca/ca.crt"
+    # The kubelet has no client certificate: probes can only check the TLS port.
+    assert gatekeeper["readinessProbe"]["tcpSocket"] == {"port": "https"}
+    client_ca = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("client-ca")]
+    assert client_ca[0]["data"] == {"ca.crt": "-----BEGIN CERTIFICATE-----"}
