@@ -1,0 +1,108 @@
+"""GitOps: a watched directory or bundle goes through the same checks before it becomes active."""
+
+from __future__ import annotations
+
+import shutil
+
+from gatekeeper.audit import create_database_engine
+from gatekeeper.policy.bundle import OpaCandidateChecker, PolicyFiles, build_opa_bundle
+from gatekeeper.policy.exceptions import ExceptionFilePublisher
+from gatekeeper.policy.lifecycle import PolicyLifecycle
+from gatekeeper.policy.replay import SqlDecisionHistory
+from gatekeeper.policy.revision import DirectoryRevision
+from gatekeeper.policy.store import SqlPolicyStore
+from tests.integration.test_policy_lifecycle_api import (
+    FAILING_TEST_NAME,
+    REPO,
+    shipped,
+    with_teams_policy,
+    without_ghcr_in_staging,
+)
+
+
+def make_lifecycle(tmp_path, opa_binary) -> PolicyLifecycle:
+    engine = create_database_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    return PolicyLifecycle(
+        store=SqlPolicyStore(engine),
+        checker=OpaCandidateChecker(opa_binary),
+        opa_binary=opa_binary,
+        active_dir=tmp_path / "active",
+        publisher=ExceptionFilePublisher(tmp_path / "exceptions"),
+        history=SqlDecisionHistory(engine),
+    )
+
+
+def test_watched_directory_is_checked_then_activated(tmp_path, opa_binary):
+    lifecycle = make_lifecycle(tmp_path, opa_binary)
+    lifecycle.start(bootstrap=shipped())
+    original = shipped().revision_id
+    assert DirectoryRevision(tmp_path / "active").current() == original
+    assert (tmp_path / "exceptions/data.json").read_text() == '{"gatekeeper":{"exceptions":[]}}'
+
+    watched = tmp_path / "configmap"
+    shutil.copytree(REPO / "policies", watched / "policies")
+    shutil.copytree(REPO / "rego-tests", watched / "tests")
+    # the same content as the active revision: nothing to activate
+    assert lifecycle.sync_from_path(watched).revision_id == original
+    assert lifecycle.sync_from_path(watched) is None  # unchanged since the last look
+
+    # a change whose shipped test fails is refused; the active revision stays
+    broken = with_teams_policy(shipped())
+    broken.write_policies(watched / "policies")
+    broken.write_tests(watched / "tests")
+    refused = lifecycle.sync_from_path(watched)
+    assert refused.status == "refused"
+    assert refused.report.failed_tests == (FAILING_TEST_NAME,)
+    assert lifecycle.store.active_revision_id() == original
+    assert DirectoryRevision(tmp_path / "active").current() == original
+
+    # the fix goes through and becomes active, recorded as done by GitOps
+    (watched / "tests/teams_test.rego").unlink()
+    (watched / "policies/teams.rego").unlink()
+    tightened = without_ghcr_in_staging(shipped())
+    tightened.write_policies(watched / "policies")
+    record = lifecycle.sync_from_path(watched)
+    assert record.revision_id == tightened.revision_id
+    assert lifecycle.store.active_revision_id() == tightened.revision_id
+    assert DirectoryRevision(tmp_path / "active").current() == tightened.revision_id
+    event = lifecycle.store.events(limit=1)[0]
+    assert (event.action, event.actor, event.from_revision, event.to_revision) == (
+        "activate", f"gitops:{watched}", original, tightened.revision_id
+    )
+
+
+def test_watched_bundle_file(tmp_path, opa_binary):
+    """An OPA bundle carries no tests, so a GitOps bundle is refused: tests are required."""
+    lifecycle = make_lifecycle(tmp_path, opa_binary)
+    lifecycle.start(bootstrap=shipped())
+    bundle = tmp_path / "bundle.tar.gz"
+    bundle.write_bytes(build_opa_bundle(without_ghcr_in_staging(shipped())))
+    record = lifecycle.sync_from_path(bundle)
+    assert record.status == "refused"
+    assert record.report.summary() == "[test] candidate ships no opa tests (add tests/*_test.rego)"
+    assert lifecycle.store.active_revision_id() == shipped().revision_id
+
+
+def test_replicas_follow_the_store(tmp_path, opa_binary):
+    """A second replica (own active dir, same database) picks up an activation on sync."""
+    first = make_lifecycle(tmp_path, opa_binary)
+    first.start(bootstrap=shipped())
+    second_dir = tmp_path / "replica2"
+    second_dir.mkdir()
+    second = PolicyLifecycle(
+        store=SqlPolicyStore(create_database_engine(f"sqlite:///{tmp_path / 'audit.db'}")),
+        checker=OpaCandidateChecker(opa_binary),
+        opa_binary=opa_binary,
+        active_dir=second_dir / "active",
+        publisher=ExceptionFilePublisher(second_dir / "exceptions"),
+        history=SqlDecisionHistory(create_database_engine(f"sqlite:///{tmp_path / 'audit.db'}")),
+    )
+    second.start(bootstrap=shipped())
+    tightened = without_ghcr_in_staging(shipped())
+    record, _ = first.submit(tightened, actor="alice")
+    first.activate(record.revision_id, actor="alice")
+    assert DirectoryRevision(second_dir / "active").current() == shipped().revision_id
+    assert second.sync() is True
+    assert DirectoryRevision(second_dir / "active").current() == tightened.revision_id
+    assert second.sync() is False
+    assert isinstance(PolicyFiles.from_directory(second_dir / "active"), PolicyFiles)

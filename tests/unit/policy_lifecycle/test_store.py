@@ -1,0 +1,114 @@
+"""SqlPolicyStore on SQLite and PostgreSQL: the activation stack, the event chain, exceptions."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from gatekeeper.audit import create_database_engine
+from gatekeeper.errors import NotFoundError, StorageError
+from gatekeeper.policy.bundle import CheckProblem, CheckReport, PolicyFiles
+from gatekeeper.policy.exceptions import ExceptionRequest
+from gatekeeper.policy.store import PolicyConflictError, SqlPolicyStore, metadata
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+PASSED = CheckReport(True, (), (), 1, 1, "1.22.2")
+REFUSED = CheckReport(False, (CheckProblem("test", "test data.t.test_a failed"),), ("data.t.test_a",), 1, 0, "1.22.2")
+
+
+def files(marker: str) -> PolicyFiles:
+    return PolicyFiles.from_text({"main.rego": f"package gatekeeper.main\n\n# {marker}\n"})
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        engine = create_database_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    else:
+        url = os.environ.get("GATEKEEPER_TEST_POSTGRES_URL")
+        if not url:
+            pytest.skip("GATEKEEPER_TEST_POSTGRES_URL is not set (scripts/test starts PostgreSQL)")
+        engine = create_database_engine(url)
+        with engine.begin() as connection:
+            metadata.drop_all(connection)
+            connection.execute(sa.text("DROP TABLE IF EXISTS gatekeeper_policy_migrations"))
+    clock = {"now": NOW}
+    store = SqlPolicyStore(engine, clock=lambda: clock["now"])
+    store.clock = clock  # type: ignore[attr-defined]
+    assert store.migrate() == [1]
+    assert store.migrate() == []
+    yield store
+    engine.dispose()
+
+
+def test_activation_stack_and_rollback(store):
+    a, _ = store.save_revision(files("a"), PASSED, actor="alice", source="api")
+    b, created = store.save_revision(files("b"), PASSED, actor="alice", source="api")
+    assert created and store.save_revision(files("b"), PASSED, actor="bob", source="api")[1] is False
+    assert store.active_revision_id() is None
+    store.activate(a.revision_id, actor="alice")
+    store.activate(b.revision_id, actor="alice")
+    assert store.active_revision_id() == b.revision_id
+    event = store.rollback(actor="bob", reason="broke CI")
+    assert (event.action, event.from_revision, event.to_revision) == ("rollback", b.revision_id, a.revision_id)
+    assert store.active_revision_id() == a.revision_id
+    with pytest.raises(PolicyConflictError, match="no earlier revision to roll back to"):
+        store.rollback(actor="bob")
+    with pytest.raises(PolicyConflictError, match="is already active"):
+        store.activate(a.revision_id, actor="alice")
+    assert store.verify_chain() == 3
+    assert store.head() == 3
+
+
+def test_refused_revision_cannot_be_activated(store):
+    refused, _ = store.save_revision(files("r"), REFUSED, actor="alice", source="api")
+    assert refused.status == "refused"
+    with pytest.raises(PolicyConflictError) as caught:
+        store.activate(refused.revision_id, actor="alice")
+    assert caught.value.message == (
+        f"revision {refused.revision_id} was refused by its checks and cannot be activated: "
+        "1 failing test: data.t.test_a"
+    )
+    with pytest.raises(NotFoundError, match="policy revision sha256:nope not found"):
+        store.activate("sha256:nope", actor="alice")
+
+
+def test_tampering_with_an_event_breaks_the_chain(store):
+    a, _ = store.save_revision(files("a"), PASSED, actor="alice", source="api")
+    b, _ = store.save_revision(files("b"), PASSED, actor="alice", source="api")
+    store.activate(a.revision_id, actor="alice")
+    store.activate(b.revision_id, actor="alice")
+    with store._engine.begin() as connection:
+        connection.execute(sa.text("UPDATE gatekeeper_policy_events SET actor = 'mallory' WHERE seq = 2"))
+    with pytest.raises(StorageError, match="policy event chain broken at seq 2"):
+        store.verify_chain()
+
+
+def test_exceptions_numbered_revoked_once_and_audited(store):
+    request = ExceptionRequest.parse(
+        {"images": ["docker.io/library/nginx"], "policies": ["registries"],
+         "environment": "production", "reason": "r", "approver": "carol", "ticket_id": "SEC-9",
+         "expires_at": "2026-11-25T12:00:00Z"},
+        now=NOW,
+    )
+    first = store.create_exception(request, actor="alice")
+    second = store.create_exception(request, actor="alice")
+    assert (first.exception_id, second.exception_id) == ("EXC-1", "EXC-2")
+    store.clock["now"] = NOW + timedelta(hours=1)
+    revoked = store.revoke_exception("EXC-1", actor="bob", reason="done")
+    assert (revoked.revoked_at, revoked.revoked_by, revoked.status(NOW + timedelta(hours=1))) == (
+        NOW + timedelta(hours=1), "bob", "revoked"
+    )
+    with pytest.raises(PolicyConflictError, match="exception EXC-1 is already revoked"):
+        store.revoke_exception("EXC-1", actor="bob")
+    with pytest.raises(NotFoundError, match="exception EXC-7 not found"):
+        store.revoke_exception("EXC-7", actor="bob")
+    assert [e.exception_id for e in store.list_exceptions()] == ["EXC-1", "EXC-2"]
+    assert [(e.action, e.subject) for e in reversed(store.events())] == [
+        ("exception.create", "EXC-1"), ("exception.create", "EXC-2"), ("exception.revoke", "EXC-1"),
+    ]
+    assert store.verify_chain() == 3
+    assert store.active_revision_id() is None  # exception events never move the pointer
