@@ -33,6 +33,7 @@ from gatekeeper.domain import (
     parse_image_reference,
 )
 from gatekeeper.errors import GatekeeperError, InvalidInputError, StorageError
+from gatekeeper.service import ENGINE_POLICY, EVIDENCE_POLICY
 from gatekeeper.webhook.extraction import (
     CONTAINER_LISTS,
     EPHEMERAL_CONTAINERS,
@@ -41,6 +42,7 @@ from gatekeeper.webhook.extraction import (
 )
 from gatekeeper.webhook.response import (
     LocatedImage,
+    address_findings,
     build_decision_response,
     build_plain_response,
     join_message,
@@ -62,6 +64,10 @@ from gatekeeper.webhook.scope import (
 __all__ = ["AdmissionHandler", "Evaluator"]
 
 log = logging.getLogger(__name__)
+
+#: Violations the gatekeeper raises itself when it could not gather evidence or run the policy:
+#: failures of the gate, not facts about the image, so a fail-open namespace admits on them.
+_GATE_FAILURES = frozenset({EVIDENCE_POLICY, ENGINE_POLICY})
 
 #: Share of the budget kept for the policy engine and the audit write after evidence stops
 #: (capped at 1 s): the evidence deadline handed to the service is ``budget - reserve``.
@@ -211,7 +217,10 @@ class AdmissionHandler:
             mode=mode,
             dry_run=request.dry_run,
             caller=request.user_info.username or None,
-            context={"admission": _admission_context(request, webhook)},
+            context={"admission": {
+                **_admission_context(request, webhook),
+                "fail_open": request.namespace in self.settings.fail_open_namespaces,
+            }},
         )
         return _Prepared(request.uid, request.namespace, evaluation, located, ticket_warnings)
 
@@ -250,6 +259,13 @@ class AdmissionHandler:
         self, prepared: _Prepared, decision: Decision, webhook: WebhookKind
     ) -> AdmissionResponse:
         # (6)
+        if (
+            not decision.allowed
+            and prepared.namespace in self.settings.fail_open_namespaces
+            and decision.violations
+            and all(v.policy in _GATE_FAILURES for v in decision.violations)
+        ):
+            return self._fail_open_decision(prepared, decision)
         response = build_decision_response(
             prepared.uid,
             decision,
@@ -263,6 +279,22 @@ class AdmissionHandler:
                 prepared.uid, prepared.namespace, decision.decision_id, response.message,
             )
         return response
+
+    def _fail_open_decision(self, prepared: _Prepared, decision: Decision) -> AdmissionResponse:
+        """The gate failed (deadline, registry, policy engine) in a fail-open namespace."""
+        lines = address_findings(decision.violations, prepared.images)
+        message = join_message(
+            lines, f" (decision {decision.decision_id}, recorded as {decision.verdict.value})"
+        )
+        warning = f"admitted without a complete decision (fail-open namespace): {message}"
+        log.warning("FAIL-OPEN admission uid=%s namespace=%s decision=%s: %s",
+                    prepared.uid, prepared.namespace, decision.decision_id, message)
+        return build_plain_response(
+            prepared.uid, allowed=True, code=200, message=warning,
+            warnings=[warning, *prepared.warnings],
+            annotations={"decision-id": decision.decision_id, "verdict": decision.verdict.value,
+                         "mode": decision.mode.value, "fail-open": "true"},
+        )
 
     def _out_of_time(self, prepared: _Prepared, future: Future[Decision]) -> AdmissionResponse:
         # (5) name what did not finish, and the time it had

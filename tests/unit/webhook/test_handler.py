@@ -177,7 +177,7 @@ def test_decision_records_ticket_namespace_caller_and_admission_context() -> Non
     assert decision.context["admission"] == {
         "webhook": "validate", "uid": "00000000-0000-4000-8000-000000000001",
         "operation": "CREATE", "kind": "Deployment", "group": "apps", "sub_resource": None,
-        "name": "shop", "user": "kubernetes-admin",
+        "name": "shop", "user": "kubernetes-admin", "fail_open": False,
     }
     assert [image.reference.original for image in decision.images] == [
         "busybox:1.36", WEB, API, SIDECAR]
@@ -353,6 +353,29 @@ def test_fail_open_namespace_admits_on_timeout_with_a_warning() -> None:
     assert response.message == expected and response.warnings == (expected,)
     assert response.audit_annotations == {"fail-open": "true"}
     handler.close()
+
+
+def test_fail_open_namespace_admits_on_gate_failures_but_not_on_policy_violations() -> None:
+    audit = MemoryAuditLog()
+    service = EvaluationService(
+        policy_engine=RulePolicyEngine(deny={API: UNSIGNED}), audit_log=audit,
+        digest_resolver=TableDigestResolver(missing=frozenset({WEB})))
+    handler = handler_for(service, fail_open_namespaces=frozenset({"shop"}))
+    gate_failure = handler.handle_sync(review("daemonset-create"), webhook="validate")
+    decision = audit.records[-1]
+    expected = (
+        "admitted without a complete decision (fail-open namespace): "
+        f"spec.template.spec.containers[0].image ({WEB}): digest not resolved: registry has no "
+        f"tag for {WEB} (decision {decision.decision_id}, recorded as deny)")
+    assert gate_failure.allowed and gate_failure.message == expected
+    assert gate_failure.warnings == (expected,)
+    assert gate_failure.audit_annotations == {
+        "decision-id": decision.decision_id, "verdict": "deny", "mode": "enforce",
+        "fail-open": "true"}
+    assert decision.context["admission"]["fail_open"] is True
+    # A policy violation is a fact about the image: fail-open does not apply.
+    violation = handler.handle_sync(review("job-create"), webhook="validate")
+    assert not violation.allowed and violation.code == 403
 
 
 def test_busy_workers_are_named_when_the_review_cannot_start() -> None:
