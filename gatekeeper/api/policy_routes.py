@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from gatekeeper.api.auth import Principal, Role, require_roles
-from gatekeeper.errors import ConfigurationError, InvalidInputError
+from gatekeeper.errors import ConfigurationError, InvalidInputError, NotFoundError
 from gatekeeper.policy.bundle import PolicyFiles, build_opa_bundle
 from gatekeeper.policy.exceptions import format_instant
 from gatekeeper.policy.lifecycle import PolicyLifecycle
@@ -179,6 +179,22 @@ def build_policy_router(
             build_opa_bundle(record.files),
             media_type="application/gzip",
             headers={"ETag": f'"{record.revision_id}"'},
+        )
+
+    @router.get(
+        "/v1/policies/bundle",
+        summary="The active revision as an OPA bundle: the resource an OPA sidecar polls",
+    )
+    def get_active_bundle(request: Request, _principal: reader) -> Response:
+        record = lifecycle_of(request).active()
+        if record is None:
+            raise NotFoundError("no active policy revision")
+        etag = f'"{record.revision_id}"'
+        # OPA's bundle service sends the last ETag back; 304 saves re-downloading the bundle.
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"ETag": etag})
+        return Response(
+            build_opa_bundle(record.files), media_type="application/gzip", headers={"ETag": etag}
         )
 
     @router.post("/v1/policies/revisions/{revision_id}/activate")

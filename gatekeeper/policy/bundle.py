@@ -393,8 +393,12 @@ class OpaCandidateChecker:
             self._version = first.removeprefix("Version: ").strip()
         return self._version
 
-    def check(self, files: PolicyFiles) -> CheckReport:
-        """Check ``files``; never raises for a bad candidate (that is a refused report)."""
+    def check(self, files: PolicyFiles, *, require_tests: bool = True) -> CheckReport:
+        """Check ``files``; never raises for a bad candidate (that is a refused report).
+
+        ``require_tests=False`` only for the bootstrap of policies shipped without their tests
+        (a container image without ``rego-tests/``): compile and format checks still apply.
+        """
         problems: list[CheckProblem] = list(_structure_problems(files))
         failed_tests: list[str] = []
         tests_run = tests_passed = 0
@@ -415,12 +419,13 @@ class OpaCandidateChecker:
                 problems.append(self._format_problem(root, name))
             # (3) the shipped tests must pass (only meaningful once everything compiles).
             if compiled.returncode == 0:
-                if not files.tests or not any(
-                    n.endswith(".rego") for n in files.tests
-                ):
-                    problems.append(
-                        CheckProblem("test", "candidate ships no opa tests (add tests/*_test.rego)")
-                    )
+                if not any(n.endswith(".rego") for n in files.tests):
+                    if require_tests:
+                        problems.append(
+                            CheckProblem(
+                                "test", "candidate ships no opa tests (add tests/*_test.rego)"
+                            )
+                        )
                 else:
                     tests_run, tests_passed, failed, test_problems = self._run_tests(root, roots)
                     failed_tests.extend(failed)

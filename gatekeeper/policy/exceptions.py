@@ -280,6 +280,11 @@ class ExceptionFilePublisher:
     def directory(self) -> Path:
         return self._directory
 
+    def ensure(self) -> None:
+        """Before OPA starts: the directory must exist and hold a data document (kept if there)."""
+        if not (self._directory / "data.json").is_file():
+            self.publish([])
+
     def publish(self, document: list[dict[str, Any]]) -> None:
         self._directory.mkdir(parents=True, exist_ok=True)
         payload = json.dumps(

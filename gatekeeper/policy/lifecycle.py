@@ -26,10 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy.engine import Engine
 
 from gatekeeper.errors import ConfigurationError, GatekeeperError, PolicyEngineError
 from gatekeeper.policy.bundle import OpaCandidateChecker, PolicyFiles
 from gatekeeper.policy.exceptions import (
+    DataApiExceptionPublisher,
+    ExceptionFilePublisher,
     ExceptionPublisher,
     ExceptionRequest,
     PolicyException,
@@ -39,7 +42,13 @@ from gatekeeper.policy.replay import ReplayReport, SqlDecisionHistory, replay_de
 from gatekeeper.policy.revision import POLICY_FILE_SUFFIXES
 from gatekeeper.policy.store import PolicyEvent, RevisionRecord, SqlPolicyStore, check_actor
 
-__all__ = ["PolicyLifecycle", "load_candidate_path", "opa_serves"]
+__all__ = [
+    "PolicyLifecycle",
+    "PolicyStatePaths",
+    "create_policy_lifecycle",
+    "load_candidate_path",
+    "opa_serves",
+]
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +153,12 @@ class PolicyLifecycle:
         if self.store.active_revision_id() is None:
             if bootstrap is None:
                 raise ConfigurationError("no active policy revision and nothing to bootstrap")
-            record, _ = self.submit(bootstrap, actor=BOOTSTRAP_ACTOR, source="bootstrap")
+            # Shipped policies without their tests (an image without rego-tests/) are still
+            # compiled and format-checked; shipped with tests, the tests must pass.
+            record, _ = self.submit(
+                bootstrap, actor=BOOTSTRAP_ACTOR, source="bootstrap",
+                require_tests=bool(bootstrap.tests),
+            )
             if not record.accepted:
                 raise ConfigurationError(
                     f"the shipped policies fail their checks: {record.report.summary()}"
@@ -215,7 +229,7 @@ class PolicyLifecycle:
 
     def submit(
         self, files: PolicyFiles, *, actor: str, source: str = "api",
-        description: str | None = None,
+        description: str | None = None, require_tests: bool = True,
     ) -> tuple[RevisionRecord, bool]:
         """Check a candidate with the real ``opa`` and store it (accepted or refused)."""
         check_actor(actor)
@@ -225,7 +239,7 @@ class PolicyLifecycle:
             existing = None
         if existing is not None and existing.files == files:
             return existing, False
-        report = self._checker.check(files)
+        report = self._checker.check(files, require_tests=require_tests)
         if existing is not None:
             # Same policies, other tests: the revision (what OPA serves) is already stored. A
             # failing upload is answered as refused but not stored over the existing record.
@@ -354,3 +368,62 @@ def _replace_tree(directory: Path, files: PolicyFiles) -> None:
             path.unlink()
         elif path.is_dir() and not any(path.iterdir()):
             path.rmdir()
+
+
+class PolicyStatePaths:
+    """Where one replica keeps what its embedded OPA serves, under ``state_dir``.
+
+    ``active/`` holds the active revision's policy files (the embedded OPA's policy directory);
+    ``exceptions/`` holds ``data.json`` with ``data.gatekeeper.exceptions`` (an extra data path
+    of the embedded OPA, outside the revision hash).
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.active = state_dir / "active"
+        self.exceptions = state_dir / "exceptions"
+
+    def prepare(self, policy_dir: Path) -> None:
+        """Before the embedded OPA is built: something to serve, and an exceptions document."""
+        PolicyLifecycle.seed_active_dir(self.active, policy_dir)
+        ExceptionFilePublisher(self.exceptions).ensure()
+
+
+def create_policy_lifecycle(
+    *,
+    database: Engine,
+    opa_binary: str,
+    state: PolicyStatePaths | None,
+    embedded_socket: Path | None = None,
+    sidecar_url: str | None = None,
+    timeout: float = 5.0,
+    clock: Callable[[], datetime] | None = None,
+) -> PolicyLifecycle:
+    """The lifecycle for an embedded OPA (``state`` + ``embedded_socket``) or a sidecar
+    (``sidecar_url``: exceptions go to its Data API; it pulls the active revision as a bundle
+    from ``GET /v1/policies/bundle``)."""
+    from gatekeeper.policy.replay import SqlDecisionHistory
+    from gatekeeper.policy.store import SqlPolicyStore
+
+    publisher: ExceptionPublisher | None = None
+    opa_client: httpx.Client | None = None
+    if sidecar_url is not None:
+        publisher = DataApiExceptionPublisher(
+            httpx.Client(base_url=sidecar_url, timeout=timeout), describe=f"OPA at {sidecar_url}"
+        )
+    elif state is not None:
+        publisher = ExceptionFilePublisher(state.exceptions)
+        if embedded_socket is not None:
+            opa_client = httpx.Client(
+                transport=httpx.HTTPTransport(uds=str(embedded_socket)),
+                base_url="http://opa", timeout=timeout,
+            )
+    return PolicyLifecycle(
+        store=SqlPolicyStore(database, clock=clock),
+        checker=OpaCandidateChecker(opa_binary),
+        opa_binary=opa_binary,
+        active_dir=state.active if state is not None and sidecar_url is None else None,
+        publisher=publisher,
+        history=SqlDecisionHistory(database),
+        opa_client=opa_client,
+        clock=clock,
+    )

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import jwt
 import pytest
 from fastapi.testclient import TestClient
@@ -27,11 +26,8 @@ from gatekeeper.api.auth import Authenticator, install_auth
 from gatekeeper.api.policy_routes import build_policy_router
 from gatekeeper.app import create_app
 from gatekeeper.policy import EmbeddedOpa
-from gatekeeper.policy.bundle import OpaCandidateChecker, PolicyFiles
-from gatekeeper.policy.exceptions import ExceptionFilePublisher
-from gatekeeper.policy.lifecycle import PolicyLifecycle
-from gatekeeper.policy.replay import SqlDecisionHistory
-from gatekeeper.policy.store import SqlPolicyStore
+from gatekeeper.policy.bundle import PolicyFiles
+from gatekeeper.policy.lifecycle import PolicyLifecycle, PolicyStatePaths, create_policy_lifecycle
 from gatekeeper.service import EvaluationService
 from gatekeeper.wiring import build_container
 
@@ -136,40 +132,28 @@ class LifecycleApp:
 @contextmanager
 def lifecycle_app(tmp_path: Path, make_settings, opa_binary: str) -> Iterator[LifecycleApp]:
     clock = SteppingClock(T0)
-    state = tmp_path / "policy-state"
-    active_dir, exceptions_dir = state / "active", state / "exceptions"
     # (1) before the embedded OPA exists: an active directory to serve, an exceptions document
-    PolicyLifecycle.seed_active_dir(active_dir, REPO / "policies")
-    publisher = ExceptionFilePublisher(exceptions_dir)
-    publisher.publish([])
-    settings = make_settings(policy_dir=active_dir)
+    state = PolicyStatePaths(tmp_path / "policy-state")
+    state.prepare(REPO / "policies")
+    settings = make_settings(policy_dir=state.active)
     container = build_container(settings)
     # (2) the embedded OPA also loads the exceptions directory (EmbeddedOpa(data_paths=...))
     container.embedded_opa.stop()  # the one build_container made, never started
     embedded = EmbeddedOpa(
-        opa_binary=opa_binary, policy_dir=active_dir, metrics=container.metrics,
-        timeout=settings.opa_timeout_seconds, data_paths=[exceptions_dir],
+        opa_binary=opa_binary, policy_dir=state.active, metrics=container.metrics,
+        timeout=settings.opa_timeout_seconds, data_paths=[state.exceptions],
     )
     container.embedded_opa = embedded
     container.policy_engine = embedded.engine
     container.service = EvaluationService(
         policy_engine=embedded.engine, audit_log=container.audit_log, clock=clock
     )
-    # (3) the lifecycle on the audit store's engine
-    engine = container.audit_log.engine
-    lifecycle = PolicyLifecycle(
-        store=SqlPolicyStore(engine, clock=clock.now),
-        checker=OpaCandidateChecker(opa_binary),
-        opa_binary=opa_binary,
-        active_dir=active_dir,
-        publisher=publisher,
-        history=SqlDecisionHistory(engine),
-        opa_client=httpx.Client(
-            transport=httpx.HTTPTransport(uds=str(embedded.socket_path)),
-            base_url="http://opa", timeout=5,
-        ),
-        clock=clock.now,
+    # (3) the lifecycle on the audit store's engine, talking to the embedded OPA's socket
+    lifecycle = create_policy_lifecycle(
+        database=container.audit_log.engine, opa_binary=opa_binary, state=state,
+        embedded_socket=embedded.socket_path, clock=clock.now,
     )
+    active_dir = state.active
     app = create_app(settings, container=container)
     app.state.policy_lifecycle = lifecycle
     if getattr(app.state, "authenticator", None) is None:
@@ -404,6 +388,17 @@ def test_replay_activate_rollback_each_step_recorded(gate):
     assert gate.client.get("/v1/policies", headers=AUDITOR).json()["active_revision"][
         "revision_id"
     ] == original
+
+
+def test_active_bundle_answers_304_to_the_same_etag(gate):
+    revision = shipped().revision_id
+    first = gate.client.get("/v1/policies/bundle", headers=AUDITOR)
+    assert first.status_code == 200
+    assert first.headers["etag"] == f'"{revision}"'
+    again = gate.client.get(
+        "/v1/policies/bundle", headers={**AUDITOR, "If-None-Match": f'"{revision}"'}
+    )
+    assert again.status_code == 304
 
 
 def test_bundle_export_is_an_opa_bundle_of_the_revision(gate, opa_binary, tmp_path):
