@@ -8,6 +8,7 @@ Layer rule: this package may import ``service``, ``domain``, ``errors``, ``metri
 
 from gatekeeper.webhook.extraction import ImageLocation, extract_images, find_pod_specs
 from gatekeeper.webhook.handler import AdmissionHandler, Evaluator
+from gatekeeper.webhook.metrics import AdmissionMetrics
 from gatekeeper.webhook.review import (
     ADMISSION_API_VERSION,
     AdmissionRequest,
@@ -30,6 +31,7 @@ __all__ = [
     "MODE_KEY",
     "TICKET_ANNOTATIONS",
     "AdmissionHandler",
+    "AdmissionMetrics",
     "AdmissionRequest",
     "AdmissionResponse",
     "AdmissionReview",

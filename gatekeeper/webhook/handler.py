@@ -40,6 +40,7 @@ from gatekeeper.webhook.extraction import (
     extract_images,
     find_pod_specs,
 )
+from gatekeeper.webhook.metrics import AdmissionMetrics
 from gatekeeper.webhook.response import (
     LocatedImage,
     address_findings,
@@ -99,10 +100,12 @@ class AdmissionHandler:
         evaluator: Evaluator,
         settings: AdmissionSettings,
         *,
+        metrics: AdmissionMetrics | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._evaluator = evaluator
         self.settings = settings
+        self.metrics = metrics
         self._monotonic = monotonic
         self._executor = ThreadPoolExecutor(
             max_workers=settings.max_workers, thread_name_prefix="gatekeeper-admission"
@@ -124,6 +127,17 @@ class AdmissionHandler:
     ) -> AdmissionResponse:
         """Answer ``review`` (async: the event loop is never blocked by an evaluation)."""
         started = self._monotonic() if received_at is None else received_at
+        response = await self._answer_async(review, webhook, path_mode, started)
+        self._observe(webhook, response, started)
+        return response
+
+    async def _answer_async(
+        self,
+        review: AdmissionReview,
+        webhook: WebhookKind,
+        path_mode: EnforcementMode | None,
+        started: float,
+    ) -> AdmissionResponse:
         prepared = self._prepare(review, webhook, path_mode)
         if isinstance(prepared, AdmissionResponse):
             return prepared
@@ -147,6 +161,17 @@ class AdmissionHandler:
     ) -> AdmissionResponse:
         """Blocking twin of :meth:`handle` (CLI, tests, non-async servers)."""
         started = self._monotonic() if received_at is None else received_at
+        response = self._answer_sync(review, webhook, path_mode, started)
+        self._observe(webhook, response, started)
+        return response
+
+    def _answer_sync(
+        self,
+        review: AdmissionReview,
+        webhook: WebhookKind,
+        path_mode: EnforcementMode | None,
+        started: float,
+    ) -> AdmissionResponse:
         prepared = self._prepare(review, webhook, path_mode)
         if isinstance(prepared, AdmissionResponse):
             return prepared
@@ -155,11 +180,14 @@ class AdmissionHandler:
         try:
             decision = future.result(timeout=remaining)
         except FutureTimeoutError:
-            future.cancel()
             return self._out_of_time(prepared, future)
         except Exception as exc:  # every failure must become an answer
             return self._failed(prepared, exc)
         return self._render(prepared, decision, webhook)
+
+    def _observe(self, webhook: WebhookKind, response: AdmissionResponse, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.observe(webhook, response.outcome, self._monotonic() - started)
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -173,34 +201,40 @@ class AdmissionHandler:
         reason = why_not_governed(request, self.settings)
         if reason is not None:
             return build_plain_response(
-                request.uid, allowed=True, code=200, message=f"not evaluated: {reason}"
+                request.uid, allowed=True, code=200, message=f"not evaluated: {reason}",
+                outcome="not_evaluated",
             )
         obj = request.object
         if obj is None:
             return build_plain_response(
                 request.uid, allowed=False, code=400,
                 message=f"{request.operation.value} request carries no object to evaluate",
+                outcome="invalid_object",
             )
         kind = request.kind.kind
         if not find_pod_specs(obj, "Pod" if is_ephemeral_containers_update(request) else kind):
             return build_plain_response(
                 request.uid, allowed=True, code=200,
                 message=f"not evaluated: {kind or 'object'} has no pod template",
+                outcome="not_evaluated",
             )
         # (2) images with their paths
         try:
             located, invalid = self._locate_images(request)
         except InvalidInputError as exc:
             return build_plain_response(
-                request.uid, allowed=False, code=400, message=f"invalid object: {exc.message}"
+                request.uid, allowed=False, code=400, message=f"invalid object: {exc.message}",
+                outcome="invalid_object",
             )
         if invalid:
             return build_plain_response(
-                request.uid, allowed=False, code=400, message=join_message(invalid, "")
+                request.uid, allowed=False, code=400, message=join_message(invalid, ""),
+                outcome="invalid_object",
             )
         if not located:
             return build_plain_response(
-                request.uid, allowed=True, code=200, message="not evaluated: no images"
+                request.uid, allowed=True, code=200, message="not evaluated: no images",
+                outcome="not_evaluated",
             )
         # (3) mode and ticket
         mode = resolve_mode(self.settings, request.namespace, path_mode, obj)
@@ -294,6 +328,7 @@ class AdmissionHandler:
             warnings=[warning, *prepared.warnings],
             annotations={"decision-id": decision.decision_id, "verdict": decision.verdict.value,
                          "mode": decision.mode.value, "fail-open": "true"},
+            outcome="fail_open",
         )
 
     def _out_of_time(self, prepared: _Prepared, future: Future[Decision]) -> AdmissionResponse:
@@ -315,7 +350,7 @@ class AdmissionHandler:
         message = f"{what} within the admission budget of {budget:g}s"
         log.warning("admission out of time uid=%s namespace=%s: %s",
                     prepared.uid, prepared.namespace, message)
-        return self._fail(prepared, code=504, message=message)
+        return self._fail(prepared, code=504, message=message, outcome="out_of_time")
 
     def _failed(self, prepared: _Prepared, exc: Exception) -> AdmissionResponse:
         if isinstance(exc, StorageError):
@@ -327,9 +362,11 @@ class AdmissionHandler:
         else:
             message = f"internal error evaluating review {prepared.uid} (see gatekeeper logs)"
             log.exception("admission uid=%s: unexpected error", prepared.uid, exc_info=exc)
-        return self._fail(prepared, code=500, message=message)
+        return self._fail(prepared, code=500, message=message, outcome="failed")
 
-    def _fail(self, prepared: _Prepared, *, code: int, message: str) -> AdmissionResponse:
+    def _fail(
+        self, prepared: _Prepared, *, code: int, message: str, outcome: str
+    ) -> AdmissionResponse:
         """Deny, or admit with a warning when the namespace is configured fail-open."""
         if prepared.namespace in self.settings.fail_open_namespaces:
             warning = f"admitted without a decision (fail-open namespace): {message}"
@@ -338,10 +375,11 @@ class AdmissionHandler:
             return build_plain_response(
                 prepared.uid, allowed=True, code=200, message=warning,
                 warnings=[warning, *prepared.warnings],
-                annotations={"fail-open": "true"},
+                annotations={"fail-open": "true"}, outcome="fail_open",
             )
         return build_plain_response(
-            prepared.uid, allowed=False, code=code, message=message, warnings=prepared.warnings
+            prepared.uid, allowed=False, code=code, message=message, warnings=prepared.warnings,
+            outcome=outcome,
         )
 
 

@@ -148,6 +148,7 @@ def build_decision_response(
             message=join_message(violations or ["denied by policy"], suffix),
             warnings=_cap_warnings([*policy_warnings, *extra_warnings]),
             audit_annotations=annotations,
+            outcome="denied",
         )
     warnings: list[str] = []
     if violations and decision.mode is EnforcementMode.WARN:
@@ -179,6 +180,7 @@ def build_plain_response(
     allowed: bool,
     code: int,
     message: str,
+    outcome: str,
     warnings: Sequence[str] = (),
     annotations: Mapping[str, str] | None = None,
 ) -> AdmissionResponse:
@@ -190,4 +192,5 @@ def build_plain_response(
         message=message,
         warnings=_cap_warnings(list(warnings)),
         audit_annotations=dict(annotations or {}),
+        outcome=outcome,
     )

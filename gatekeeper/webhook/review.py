@@ -112,6 +112,9 @@ class AdmissionResponse(_WireModel):
     audit_annotations: dict[str, str] = Field(default_factory=dict)
     #: JSONPatch operations (mutating webhook only); empty means "no patch".
     patch: tuple[dict[str, Any], ...] = ()
+    #: How the review ended, for metrics and logs (not sent): ``allowed``, ``denied``,
+    #: ``not_evaluated``, ``invalid_object``, ``out_of_time``, ``failed``, ``fail_open``.
+    outcome: str = "allowed"
 
     def to_review(self) -> dict[str, Any]:
         response: dict[str, Any] = {

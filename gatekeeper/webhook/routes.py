@@ -60,6 +60,11 @@ def build_admission_router(handler: AdmissionHandler) -> APIRouter:
     router = APIRouter(prefix="/admission", tags=["admission"])
     limit = handler.settings.max_review_bytes
 
+    def refuse(webhook: WebhookKind, status: int, error: InvalidInputError) -> Response:
+        if handler.metrics is not None:
+            handler.metrics.rejected.labels(webhook=webhook, status=str(status)).inc()
+        return _error(status, error)
+
     async def answer(request: Request, webhook: WebhookKind, mode: str | None) -> Response:
         received_at = time.monotonic()
         path_mode: EnforcementMode | None = None
@@ -67,22 +72,22 @@ def build_admission_router(handler: AdmissionHandler) -> APIRouter:
             try:
                 path_mode = EnforcementMode(mode)
             except ValueError:
-                return _error(404, InvalidInputError(
+                return refuse(webhook, 404, InvalidInputError(
                     f"unknown enforcement mode {mode!r:.40} in path "
                     "(expected enforce, warn or audit)", field="path",
                 ))
         content_type = request.headers.get("content-type", "")
         if content_type.split(";", 1)[0].strip().lower() != _JSON:
-            return _error(400, InvalidInputError(
+            return refuse(webhook, 400, InvalidInputError(
                 f"expected Content-Type {_JSON}, got {content_type!r:.80}", field="content-type"
             ))
         try:
             body = await _read_body(request, limit)
             review = parse_admission_review(body, max_bytes=limit)
         except _TooLarge as exc:
-            return _error(413, exc)
+            return refuse(webhook, 413, exc)
         except InvalidInputError as exc:
-            return _error(400, exc)
+            return refuse(webhook, 400, exc)
         response = await handler.handle(
             review, webhook=webhook, path_mode=path_mode, received_at=received_at
         )
