@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -309,14 +310,17 @@ def _check_columns(row: Any, images: list[tuple[str, str | None]]) -> None:
         expected = indexed_columns(document)
     except (ValueError, KeyError, TypeError) as exc:
         raise ChainBrokenError(seq, f"record {seq} changed: its document is not valid") from exc
-    for name in _INDEXED:
-        stored, wanted = getattr(row, name), expected[name]
-        if isinstance(stored, datetime) and isinstance(wanted, datetime):
-            stored, wanted = _utc(stored), _utc(wanted)
-        if stored != wanted:
-            raise ChainBrokenError(
-                seq, f"record {seq} changed: column {name} differs from its hashed document"
-            )
+    stored = tuple(row[: len(_INDEXED)])
+    wanted = tuple(expected[name] for name in _INDEXED)
+    if stored != wanted:
+        # slow path: naive datetimes (SQLite) compare unequal to aware ones; find the column
+        for name, have, want in zip(_INDEXED, stored, wanted, strict=True):
+            if isinstance(have, datetime) and isinstance(want, datetime):
+                have, want = _utc(have), _utc(want)
+            if have != want:
+                raise ChainBrokenError(
+                    seq, f"record {seq} changed: column {name} differs from its hashed document"
+                )
     wanted_images = [(i["reference"], i.get("digest")) for i in document.get("images") or []]
     if images != wanted_images:
         raise ChainBrokenError(
@@ -381,8 +385,7 @@ def _verify_database(
         decisions.c.decision_sha256, decisions.c.policy_input_sha256,
         decisions.c.document, decisions.c.policy_input,
     ]
-    last = start
-    while True:
+    def read(last: int) -> tuple[Sequence[Any], dict[int, list[tuple[str, str | None]]]]:
         with engine.connect() as connection:
             rows = connection.execute(
                 sa.select(*columns)
@@ -390,9 +393,9 @@ def _verify_database(
                 .order_by(decisions.c.seq)
                 .limit(batch_size)
             ).all()
-            if not rows:
-                break
             images: dict[int, list[tuple[str, str | None]]] = {}
+            if not rows:
+                return rows, images
             for image in connection.execute(
                 sa.select(
                     decision_images.c.decision_seq, decision_images.c.reference,
@@ -407,22 +410,30 @@ def _verify_database(
                 images.setdefault(int(image.decision_seq), []).append(
                     (image.reference, image.digest)
                 )
-        for row in rows:
-            seq = int(row.seq)
-            decision_sha = sha256_hex(row.document.encode())
-            policy_sha = sha256_hex(row.policy_input.encode()) if row.policy_input else None
-            verifier.add(seq, row.prev_hash, row.record_hash, decision_sha, policy_sha)
-            if row.decision_sha256 != decision_sha or row.policy_input_sha256 != policy_sha:
-                raise ChainBrokenError(
-                    seq, f"record {seq} changed: its stored digests differ from its content"
-                )
-            _check_columns(row, images.pop(seq, []))
-            if images and min(images) < seq:
+        return rows, images
+
+    # Read the next batch while this one is hashed: the database and the CPU work in parallel
+    # (the driver releases the GIL while it waits), and memory stays at two batches.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-verify-read") as reader:
+        pending = reader.submit(read, start)
+        while True:
+            rows, images = pending.result()
+            if not rows:
+                break
+            pending = reader.submit(read, int(rows[-1].seq))
+            for row in rows:
+                seq = int(row.seq)
+                decision_sha = sha256_hex(row.document.encode())
+                policy_sha = sha256_hex(row.policy_input.encode()) if row.policy_input else None
+                verifier.add(seq, row.prev_hash, row.record_hash, decision_sha, policy_sha)
+                if row.decision_sha256 != decision_sha or row.policy_input_sha256 != policy_sha:
+                    raise ChainBrokenError(
+                        seq, f"record {seq} changed: its stored digests differ from its content"
+                    )
+                _check_columns(row, images.pop(seq, []))
+            if images:  # image rows whose decision row is gone
                 orphan = min(images)
-                raise ChainBrokenError(
-                    orphan, f"record {orphan} removed: its image rows remain"
-                )
-        last = int(rows[-1].seq)
-        if progress is not None:
-            progress(len(rows))
+                raise ChainBrokenError(orphan, f"record {orphan} removed: its image rows remain")
+            if progress is not None:
+                progress(len(rows))
     return verifier.finish(head_seq=head_seq)
