@@ -138,7 +138,7 @@ class AdmissionHandler:
         path_mode: EnforcementMode | None,
         started: float,
     ) -> AdmissionResponse:
-        prepared = self._prepare(review, webhook, path_mode)
+        prepared = self._prepare_safely(review, webhook, path_mode)
         if isinstance(prepared, AdmissionResponse):
             return prepared
         future = self._submit(prepared, started)
@@ -172,7 +172,7 @@ class AdmissionHandler:
         path_mode: EnforcementMode | None,
         started: float,
     ) -> AdmissionResponse:
-        prepared = self._prepare(review, webhook, path_mode)
+        prepared = self._prepare_safely(review, webhook, path_mode)
         if isinstance(prepared, AdmissionResponse):
             return prepared
         future = self._submit(prepared, started)
@@ -190,6 +190,19 @@ class AdmissionHandler:
             self.metrics.observe(webhook, response.outcome, self._monotonic() - started)
 
     # -- steps ----------------------------------------------------------------------------
+
+    def _prepare_safely(
+        self, review: AdmissionReview, webhook: WebhookKind, path_mode: EnforcementMode | None
+    ) -> _Prepared | AdmissionResponse:
+        try:
+            return self._prepare(review, webhook, path_mode)
+        except Exception:  # a bug here must still answer the API server, closed
+            uid = review.request.uid if review.request else ""
+            log.exception("admission uid=%s: unexpected error preparing the review", uid)
+            return build_plain_response(
+                uid, allowed=False, code=500, outcome="failed",
+                message=f"internal error reading review {uid} (see gatekeeper logs)",
+            )
 
     def _prepare(
         self, review: AdmissionReview, webhook: WebhookKind, path_mode: EnforcementMode | None

@@ -13,7 +13,7 @@ server to present a certificate signed by that CA (kube-apiserver's
 ``--admission-control-config-file`` with a ``kubeConfigFile`` naming the client certificate).
 
 Use with uvicorn: ``uvicorn.run(app, ssl_context_factory=lambda _config, _default:
-reloading.context, ...)`` (uvicorn >= 0.35).
+reloading.context, ...)`` (``ssl_context_factory`` exists since uvicorn 0.47).
 """
 
 from __future__ import annotations

@@ -433,3 +433,18 @@ def test_async_hanging_registry_is_cut_at_the_budget() -> None:
     assert time.monotonic() - started < 0.8
     assert response.code == 504 and "within the admission budget of 0.4s" in response.message
     handler.close()
+
+
+def test_a_bug_while_reading_the_review_still_answers_closed(monkeypatch) -> None:
+    service, _ = build_service()
+    handler = handler_for(service)
+
+    def broken(*_args, **_kwargs):
+        raise KeyError("bug")
+
+    monkeypatch.setattr("gatekeeper.webhook.handler.read_ticket", broken)
+    response = handler.handle_sync(review("daemonset-create"), webhook="validate")
+    assert (response.allowed, response.code, response.outcome) == (False, 500, "failed")
+    assert response.message == (
+        "internal error reading review 00000000-0000-4000-8000-000000000005 "
+        "(see gatekeeper logs)")
