@@ -105,7 +105,8 @@ def bench_export(url: str, signer: CheckpointSigner) -> None:
     for chunk in iter_export(audit, plan, "jsonl", batch_size=2000):
         size += len(chunk)
     elapsed = time.perf_counter() - started
-    print(f"export:   {plan.entries:,} records ({size / 1e6:,.0f} MB JSON lines) in {elapsed:.2f} s "
+    print(f"export:   {plan.entries:,} records ({size / 1e6:,.0f} MB JSON lines) "
+          f"in {elapsed:.2f} s "
           f"= {plan.entries / elapsed:,.0f} records/s   target > 50,000/s")
     audit.close()
 

@@ -118,9 +118,14 @@ def test_ticket_export_verifies_offline_and_detects_edits(client, signing_key, t
         "covered by the checkpoint at record 5"
     )
     # an auditor's copy edited afterwards: the verdict of record 4 changed
-    edited = response.text.replace('"verdict":"deny"', '"verdict":"allow"')
-    assert edited != response.text
-    export.write_text(edited)
+    edited_lines = []
+    for line in response.text.splitlines(keepends=True):
+        value = json.loads(line)
+        if value.get("seq") == 4 and value["type"] == "record":
+            value["decision"]["verdict"] = "allow" if value["decision"]["verdict"] != "allow" else "deny"
+            line = json.dumps(value) + "\n"
+        edited_lines.append(line)
+    export.write_text("".join(edited_lines))
     result = runner.invoke(audit_app, ["verify", "--file", str(export), "--public-key", str(signing_key[1])])
     assert result.exit_code == 1
     assert result.output.strip() == (
