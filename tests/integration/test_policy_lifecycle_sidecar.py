@@ -1,0 +1,158 @@
+"""An OPA sidecar loads the active revision as a bundle from the gatekeeper and takes the
+exceptions through its Data API (the bundle's roots leave data.gatekeeper.exceptions free)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+
+from gatekeeper.policy.exceptions import DataApiExceptionPublisher, exceptions_document
+from tests.integration.test_policy_lifecycle_api import (
+    ADMIN,
+    AUDITOR,
+    DIGEST,
+    as_json_body,
+    lifecycle_app,
+    shipped,
+    without_ghcr_in_staging,
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for(predicate, what: str, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture
+def served_gate(tmp_path, make_settings, opa_binary):
+    with lifecycle_app(tmp_path, make_settings, opa_binary) as gate:
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(gate.client.app, host="127.0.0.1", port=port, lifespan="off",
+                           log_level="warning")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        wait_for(lambda: server.started, "the gatekeeper to listen")
+        try:
+            yield gate, f"http://127.0.0.1:{port}"
+        finally:
+            server.should_exit = True
+            thread.join(timeout=5)
+
+
+@pytest.fixture
+def sidecar(served_gate, opa_binary, tmp_path):
+    _gate, url = served_gate
+    port = free_port()
+    config = {
+        "services": {"gatekeeper": {
+            "url": url,
+            "credentials": {"bearer": {"token": AUDITOR["Authorization"].split(" ", 1)[1]}},
+        }},
+        "bundles": {"gatekeeper": {
+            "service": "gatekeeper", "resource": "/v1/policies/bundle",
+            "polling": {"min_delay_seconds": 1, "max_delay_seconds": 1},
+        }},
+    }
+    config_file = tmp_path / "opa-config.json"
+    config_file.write_text(json.dumps(config))
+    log = (tmp_path / "sidecar.log").open("wb")
+    process = subprocess.Popen(
+        [opa_binary, "run", "--server", "--addr", f"127.0.0.1:{port}", "--skip-version-check",
+         "--config-file", str(config_file)],
+        stdout=log, stderr=log,
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+    try:
+        yield client
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+def bundle_revision(client: httpx.Client) -> str | None:
+    try:
+        body = client.get("/v1/data/system/bundles/gatekeeper/manifest/revision").json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return body.get("result")
+
+
+def decide(client: httpx.Client, policy_input: dict) -> dict:
+    return client.post("/v1/data/gatekeeper/main/decision", json={"input": policy_input}).json()[
+        "result"
+    ]
+
+
+STAGING_GHCR = {
+    "environment": "staging", "namespace": "payments", "evaluated_at": "2026-11-24T12:00:00Z",
+    "images": [{"reference": "ghcr.io/acme/api:1.0", "registry": "ghcr.io",
+                "repository": "acme/api", "tag": "1.0", "digest": None, "evidence": {}}],
+}
+
+
+def test_sidecar_follows_activation_and_takes_exceptions(served_gate, sidecar):
+    gate, _url = served_gate
+    original = shipped().revision_id
+    assert wait_for(lambda: bundle_revision(sidecar) == original, "the first bundle")
+    assert decide(sidecar, STAGING_GHCR)["deny"] == []
+
+    candidate = without_ghcr_in_staging(shipped())
+    assert gate.client.post(
+        "/v1/policies/revisions", json=as_json_body(candidate), headers=ADMIN
+    ).status_code == 201
+    assert gate.client.post(
+        f"/v1/policies/revisions/{candidate.revision_id}/activate", headers=ADMIN
+    ).status_code == 200
+    wait_for(lambda: bundle_revision(sidecar) == candidate.revision_id, "the activated bundle")
+    violation = {"policy": "registries", "item": {
+        "image": "ghcr.io/acme/api:1.0",
+        "message": 'registry "ghcr.io" is not allowed in environment "staging"',
+    }}
+    assert decide(sidecar, STAGING_GHCR)["deny"] == [violation]
+
+    # exceptions reach the sidecar through its Data API, outside the bundle's roots
+    created = gate.client.post(
+        "/v1/exceptions",
+        json={"images": ["ghcr.io/acme/*"], "policies": ["registries"], "environment": "staging",
+              "reason": "migration", "approver": "carol", "ticket_id": "SEC-1",
+              "expires_at": "2026-11-25T00:00:00Z"},
+        headers=ADMIN,
+    )
+    assert created.status_code == 201
+    DataApiExceptionPublisher(sidecar, describe="sidecar").publish(
+        exceptions_document(gate.lifecycle.store.list_exceptions())
+    )
+    decision = decide(sidecar, STAGING_GHCR)
+    assert decision["deny"] == []
+    assert decision["exceptions"] == [{
+        "id": "EXC-1", "ticket_id": "SEC-1", "expires_at": "2026-11-25T00:00:00Z",
+        "policy": "registries", "image": "ghcr.io/acme/api:1.0", "status": "applied",
+    }]
+    # and the next bundle download keeps them (the bundle does not own that path)
+    assert gate.client.post("/v1/policies/rollback", headers=ADMIN).status_code == 200
+    wait_for(lambda: bundle_revision(sidecar) == original, "the rolled-back bundle")
+    assert len(sidecar.get("/v1/data/gatekeeper/exceptions").json()["result"]) == 1
+    assert f"@{DIGEST}"  # the module constant stays imported for readers of this scenario
