@@ -394,3 +394,154 @@ def export_exceptions() -> None:
     except GatekeeperError as exc:
         _fail(exc.render())
     typer.echo(json.dumps(document, indent=2, sort_keys=True))
+
+
+# -- revisions: submit, activate, roll back, history ------------------------------------------
+#
+# In-process on the configured store by default (running gatekeepers pick the change up on their
+# next sync); with --server, through a running gatekeeper's API (bearer token from the
+# GATEKEEPER_TOKEN environment variable, read here because it is a credential of this command's
+# caller, not a setting of the gatekeeper).
+
+_SERVER_HELP = "Use a running gatekeeper at this URL (token: $GATEKEEPER_TOKEN)"
+
+
+def _remote(method: str, url: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+    import os
+
+    import httpx
+
+    token = os.environ.get("GATEKEEPER_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = httpx.request(method, url, headers=headers, timeout=300, **kwargs)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach gatekeeper at {url}: {exc}")
+    try:
+        body: dict[str, Any] = response.json()
+    except ValueError:
+        _fail(f"gatekeeper at {url} answered HTTP {response.status_code} without JSON")
+    return response.status_code, body
+
+
+def _lifecycle(settings: Settings) -> Any:
+    from gatekeeper.audit import create_database_engine
+    from gatekeeper.policy.lifecycle import create_policy_lifecycle
+
+    lifecycle = create_policy_lifecycle(
+        database=create_database_engine(settings.database_url),
+        opa_binary=_opa_binary(settings),
+        state=None,
+    )
+    lifecycle.store.migrate()
+    return lifecycle
+
+
+def _print_event(event: dict[str, Any]) -> None:
+    typer.echo(
+        f"{event['occurred_at']}  {event['action']:<8} {event['from_revision'] or '-'} -> "
+        f"{event['to_revision'] or '-'}  by {event['actor']}"
+    )
+
+
+@policy_app.command("submit")
+def submit(
+    directory: Annotated[Path, typer.Argument(help="Candidate: policy dir, dir with policies/ "
+                                              "and tests/, or a .tar.gz")],
+    tests: Annotated[Path | None, typer.Option(help="Tests of a bare policy dir")] = None,
+    description: Annotated[str | None, typer.Option(help="What changes")] = None,
+    actor: Annotated[str | None, typer.Option(help="Recorded uploader (in-process)")] = None,
+    server: Annotated[str | None, typer.Option(help=_SERVER_HELP)] = None,
+) -> None:
+    """Upload a candidate revision; it is checked (opa check/fmt/test). Exit 1 if refused."""
+    try:
+        files = _candidate(directory, tests)
+    except GatekeeperError as exc:
+        _fail(exc.render())
+    if server:
+        body: dict[str, Any] = dict(files.as_text())
+        if description:
+            body["description"] = description
+        status, document = _remote("POST", f"{server.rstrip('/')}/v1/policies/revisions", json=body)
+        if status == 422 and document.get("error") == "policy_refused":
+            _fail(document["message"], EXIT_FAILED)
+        if status not in (200, 201):
+            _fail(document.get("message") or f"HTTP {status}")
+        typer.echo(f"accepted {document['revision_id']}")
+        return
+    settings = _settings()
+    try:
+        record, _created = _lifecycle(settings).submit(
+            files, actor=_actor(actor), source="cli", description=description
+        )
+    except GatekeeperError as exc:
+        _fail(exc.render())
+    if not record.accepted:
+        _fail(f"candidate {record.revision_id} refused: {record.report.summary()}", EXIT_FAILED)
+    typer.echo(f"accepted {record.revision_id}")
+
+
+@policy_app.command("activate")
+def activate(
+    revision_id: Annotated[str, typer.Argument(help="sha256:... of an accepted revision")],
+    reason: Annotated[str | None, typer.Option(help="Why (recorded)")] = None,
+    actor: Annotated[str | None, typer.Option(help="Recorded activator (in-process)")] = None,
+    server: Annotated[str | None, typer.Option(help=_SERVER_HELP)] = None,
+) -> None:
+    """Make a revision active (recorded: who, when, from which revision). Exit 1 if refused."""
+    if server:
+        status, document = _remote(
+            "POST", f"{server.rstrip('/')}/v1/policies/revisions/{revision_id}/activate",
+            json={"reason": reason},
+        )
+        if status != 200:
+            _fail(document.get("message") or f"HTTP {status}",
+                  EXIT_FAILED if status in (404, 409) else EXIT_ERROR)
+        _print_event(document["event"])
+        return
+    settings = _settings()
+    try:
+        event = _lifecycle(settings).store.activate(revision_id, actor=_actor(actor), reason=reason)
+    except GatekeeperError as exc:
+        _fail(exc.render(), EXIT_FAILED if exc.kind in ("conflict", "not_found") else EXIT_ERROR)
+    _print_event(event.as_dict())
+
+
+@policy_app.command("rollback")
+def rollback(
+    reason: Annotated[str | None, typer.Option(help="Why (recorded)")] = None,
+    actor: Annotated[str | None, typer.Option(help="Recorded actor (in-process)")] = None,
+    server: Annotated[str | None, typer.Option(help=_SERVER_HELP)] = None,
+) -> None:
+    """Return to the revision active before the current one. Exit 1 if there is none."""
+    if server:
+        status, document = _remote(
+            "POST", f"{server.rstrip('/')}/v1/policies/rollback", json={"reason": reason}
+        )
+        if status != 200:
+            _fail(document.get("message") or f"HTTP {status}",
+                  EXIT_FAILED if status == 409 else EXIT_ERROR)
+        _print_event(document["event"])
+        return
+    settings = _settings()
+    try:
+        event = _lifecycle(settings).store.rollback(actor=_actor(actor), reason=reason)
+    except GatekeeperError as exc:
+        _fail(exc.render(), EXIT_FAILED if exc.kind == "conflict" else EXIT_ERROR)
+    _print_event(event.as_dict())
+
+
+@policy_app.command("history")
+def history(limit: Annotated[int, typer.Option(help="Most events shown")] = 50) -> None:
+    """Activations and rollbacks, oldest first, after verifying their hash chain."""
+    settings = _settings()
+    try:
+        store = _lifecycle(settings).store
+        store.verify_chain()
+        events = store.events(limit=limit, actions=("activate", "rollback"))
+        active = store.active_revision_id()
+    except GatekeeperError as exc:
+        _fail(exc.render())
+    for event in reversed(events):
+        _print_event(event.as_dict())
+    typer.echo(f"active {active or '-'}")

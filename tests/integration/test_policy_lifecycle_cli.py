@@ -222,3 +222,54 @@ def test_policy_exceptions_create_list_revoke_export(cli_env):
         ("exception.create", "EXC-1", "cli:alice"),
         ("exception.revoke", "EXC-1", "cli:bob"),
     ]
+
+
+def without_time(line: str) -> str:
+    return line.split("  ", 1)[1]
+
+
+def test_policy_submit_activate_rollback_history_in_process(cli_env, tmp_path):
+    refused_dir = write_candidate(tmp_path / "refused", with_teams_policy(shipped()))
+    refused = runner.invoke(policy_app, ["submit", str(refused_dir), "--actor", "cli:alice"])
+    assert refused.exit_code == 1
+    assert refused.output == (
+        f"error: candidate {with_teams_policy(shipped()).revision_id} refused: "
+        "1 failing test: data.gatekeeper.rules.teams_test.test_message_names_the_field\n"
+    )
+    original, tightened = shipped(), without_ghcr_in_staging(shipped())
+    for files, name in ((original, "original"), (tightened, "tightened")):
+        result = runner.invoke(
+            policy_app, ["submit", str(write_candidate(tmp_path / name, files)), "--actor", "cli:alice"]
+        )
+        assert (result.exit_code, result.output) == (0, f"accepted {files.revision_id}\n")
+
+    first = runner.invoke(policy_app, ["activate", original.revision_id, "--actor", "cli:alice"])
+    assert without_time(first.output) == f"activate - -> {original.revision_id}  by cli:alice\n"
+    second = runner.invoke(
+        policy_app, ["activate", tightened.revision_id, "--actor", "cli:alice", "--reason", "CHG-7"]
+    )
+    assert without_time(second.output) == (
+        f"activate {original.revision_id} -> {tightened.revision_id}  by cli:alice\n"
+    )
+    refused_activation = runner.invoke(
+        policy_app, ["activate", with_teams_policy(shipped()).revision_id]
+    )
+    assert refused_activation.exit_code == 1
+    assert refused_activation.output.startswith(
+        f"error: revision {with_teams_policy(shipped()).revision_id} was refused by its checks"
+    )
+    back = runner.invoke(policy_app, ["rollback", "--actor", "cli:bob"])
+    assert without_time(back.output) == (
+        f"rollback {tightened.revision_id} -> {original.revision_id}  by cli:bob\n"
+    )
+    none_left = runner.invoke(policy_app, ["rollback"])
+    assert (none_left.exit_code, none_left.output) == (
+        1, "error: no earlier revision to roll back to\n"
+    )
+    listed = runner.invoke(policy_app, ["history"])
+    assert [without_time(line) for line in listed.output.splitlines()[:-1]] == [
+        f"activate - -> {original.revision_id}  by cli:alice",
+        f"activate {original.revision_id} -> {tightened.revision_id}  by cli:alice",
+        f"rollback {tightened.revision_id} -> {original.revision_id}  by cli:bob",
+    ]
+    assert listed.output.splitlines()[-1] == f"active {original.revision_id}"

@@ -156,3 +156,43 @@ def test_sidecar_follows_activation_and_takes_exceptions(served_gate, sidecar):
     wait_for(lambda: bundle_revision(sidecar) == original, "the rolled-back bundle")
     assert len(sidecar.get("/v1/data/gatekeeper/exceptions").json()["result"]) == 1
     assert f"@{DIGEST}"  # the module constant stays imported for readers of this scenario
+
+
+def test_cli_drives_a_running_gatekeeper(served_gate, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from gatekeeper.cli_policy import policy_app
+    from tests.integration.test_policy_lifecycle_api import FAILING_TEST_NAME, with_teams_policy
+    from tests.integration.test_policy_lifecycle_cli import write_candidate
+
+    gate, url = served_gate
+    runner = CliRunner()
+    monkeypatch.setenv("GATEKEEPER_TOKEN", ADMIN["Authorization"].split(" ", 1)[1])
+    broken = with_teams_policy(shipped())
+    refused = runner.invoke(
+        policy_app, ["submit", str(write_candidate(tmp_path / "broken", broken)), "--server", url]
+    )
+    assert (refused.exit_code, refused.output) == (
+        1, f"error: candidate {broken.revision_id} refused: 1 failing test: {FAILING_TEST_NAME}\n"
+    )
+    candidate = without_ghcr_in_staging(shipped())
+    accepted = runner.invoke(
+        policy_app, ["submit", str(write_candidate(tmp_path / "ok", candidate)), "--server", url]
+    )
+    assert (accepted.exit_code, accepted.output) == (0, f"accepted {candidate.revision_id}\n")
+    activated = runner.invoke(
+        policy_app, ["activate", candidate.revision_id, "--server", url, "--reason", "CHG-9"]
+    )
+    assert activated.exit_code == 0, activated.output
+    assert activated.output.split("  ", 1)[1] == (
+        f"activate {shipped().revision_id} -> {candidate.revision_id}  by alice\n"
+    )
+    assert gate.lifecycle.store.active_revision_id() == candidate.revision_id
+    rolled = runner.invoke(policy_app, ["rollback", "--server", url])
+    assert rolled.output.split("  ", 1)[1] == (
+        f"rollback {candidate.revision_id} -> {shipped().revision_id}  by alice\n"
+    )
+    monkeypatch.setenv("GATEKEEPER_TOKEN", AUDITOR["Authorization"].split(" ", 1)[1])
+    forbidden = runner.invoke(policy_app, ["rollback", "--server", url])
+    assert forbidden.exit_code == 2
+    assert forbidden.output.startswith("error: subject 'bob' lacks the role for this operation")
