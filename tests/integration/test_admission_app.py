@@ -1,0 +1,147 @@
+"""The admission webhooks in the real application: ``gatekeeper serve`` as a child process on
+HTTPS (certificate from files), embedded OPA with the shipped policies, SQLite audit store, and
+the loopback registry for digests. The AdmissionReviews are the ones of ``tests/assets``.
+
+Runs once the lead mounts the router in ``create_app`` and the settings know the TLS files
+(issue 5's integration note); until then it skips, saying so.
+"""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import gatekeeper.app
+from gatekeeper.config import Settings
+from tests.integration.cosign_fixtures import push_image, registry_host, unique_repository
+from tests.integration.test_admission_https import client_for
+from tests.integration.test_admission_signatures import deployment_review
+from tests.unit.webhook.certificates import CertificateAuthority
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+ASSETS = REPO / "tests" / "assets" / "admission"
+DIGEST = "sha256:" + "cd" * 32
+
+
+def _integrated() -> bool:
+    return ("tls_cert_file" in Settings.model_fields
+            and "build_admission_router" in inspect.getsource(gatekeeper.app))
+
+
+@pytest.fixture
+def served(tmp_path: Path, opa_binary: str, policy_dir: Path) -> Iterator[tuple[str, Any]]:
+    if not _integrated():
+        pytest.skip("admission router not mounted in create_app yet (issue 5 integration note)")
+    host = registry_host()
+    ca = CertificateAuthority(tmp_path)
+    leaf = ca.issue("gatekeeper", ip_addresses=("127.0.0.1",))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")
+           or k.startswith("GATEKEEPER_TEST_")}
+    env.update(
+        GATEKEEPER_DATABASE_URL=f"sqlite:///{tmp_path / 'audit.db'}",
+        GATEKEEPER_OPA_BINARY=opa_binary,
+        GATEKEEPER_POLICY_DIR=str(policy_dir),
+        GATEKEEPER_METRICS_PORT="0",
+        GATEKEEPER_DEFAULT_ENVIRONMENT="development",
+        GATEKEEPER_REGISTRY=json.dumps({"hosts": [{"host": host, "plain_http": True}]}),
+        GATEKEEPER_TLS_CERT_FILE=str(leaf.cert_file),
+        GATEKEEPER_TLS_KEY_FILE=str(leaf.key_file),
+        GATEKEEPER_NAMESPACE="gatekeeper-system",
+        GATEKEEPER_ADMISSION_EXCLUDED_NAMESPACES='["gatekeeper-system", "kube-system"]',
+        GATEKEEPER_ADMISSION_BUDGET_SECONDS="8",
+    )
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gatekeeper", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"https://127.0.0.1:{port}"
+    client = client_for(ca)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if client.get(url + "/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, (
+                (tmp_path / "serve.log").read_text()[-3000:])
+            time.sleep(0.2)
+        yield url, client
+    finally:
+        client.close()
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        log.close()
+
+
+def post(client: httpx.Client, url: str, path: str, document: dict[str, Any]) -> httpx.Response:
+    return client.post(url + path, content=json.dumps(document),
+                       headers={"Content-Type": "application/json"})
+
+
+def test_mutation_pins_the_registry_digest_in_the_real_app(served, tmp_path: Path) -> None:
+    url, client = served
+    host = registry_host()
+    repository = unique_repository()
+    digest = push_image(host, f"{repository}:1.0", "app", tmp_path)
+    image = f"{host}/{repository}:1.0"
+
+    response = post(client, url, "/admission/mutate", deployment_review("uid-app-1", [image]))
+
+    assert response.status_code == 200
+    answer = response.json()["response"]
+    assert answer["allowed"] is True, answer["status"]
+    assert json.loads(base64.b64decode(answer["patch"])) == [{
+        "op": "replace", "path": "/spec/template/spec/containers/0/image",
+        "value": f"{image}@{digest}"}]
+    decision_id = answer["auditAnnotations"]["decision-id"]
+    recorded = client.get(f"{url}/v1/decisions/{decision_id}").json()
+    assert recorded["source"] == "admission" and recorded["namespace"] == "shop"
+    assert recorded["ticket"]["ticket_id"] == "TCK-7"
+    assert recorded["images"][0]["digest"] == str(digest)
+
+
+def test_policy_violation_is_denied_naming_the_field(served) -> None:
+    url, client = served
+    image = f"gcr.io/acme/app@{DIGEST}"
+
+    answer = post(client, url, "/admission/validate",
+                  deployment_review("uid-app-2", [image])).json()["response"]
+
+    assert answer["allowed"] is False
+    assert answer["status"]["message"] == (
+        f"spec.template.spec.containers[0].image ({image}): registry \"gcr.io\" is not allowed "
+        f"in environment \"development\" (decision {answer['auditAnnotations']['decision-id']})")
+
+
+def test_edges_of_the_real_app(served) -> None:
+    url, client = served
+    beta = json.loads((ASSETS / "pod-create.json").read_text())
+    beta["apiVersion"] = "admission.k8s.io/v1beta1"
+    assert post(client, url, "/admission/validate", beta).status_code == 400
+    system = json.loads((ASSETS / "pod-kube-system-create.json").read_text())
+    answer = post(client, url, "/admission/validate", system).json()["response"]
+    assert answer == {
+        "uid": system["request"]["uid"], "allowed": True,
+        "status": {"code": 200, "message": "not evaluated: namespace kube-system is excluded"}}
