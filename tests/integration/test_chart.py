@@ -213,7 +213,20 @@ def test_policies_configmap_is_mounted_into_both_containers() -> None:
     for container in (gatekeeper, opa):
         assert {"name": "policies", "mountPath": "/policies", "readOnly": True} in container[
             "volumeMounts"]
-    assert opa["args"][-2:] == ["--watch", "/policies"]
+    assert opa["args"][-3:] == ["--ignore=.*", "--watch", "/policies"]
+    assert "initContainers" not in one(docs, "Deployment")["spec"]["template"]["spec"]
+
+
+def test_without_a_configmap_the_image_policies_are_shared_with_opa() -> None:
+    pod = one(render(), "Deployment")["spec"]["template"]["spec"]
+    (copy,) = pod["initContainers"]
+    assert copy["command"][-1] == "/app/policies"
+    assert copy["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "policies", "emptyDir": {"sizeLimit": "16Mi"}} in pod["volumes"]
+    gatekeeper, opa = pod["containers"]
+    for container in (gatekeeper, opa):
+        assert {"name": "policies", "mountPath": "/policies", "readOnly": True} in container[
+            "volumeMounts"]
 
 
 def test_rbac_is_least_privilege() -> None:
