@@ -176,6 +176,9 @@ def print_input(
             max_images=settings.max_images_per_request, mode=settings.pipeline_mode,
         )
         container = build_container(settings)
+        # Collectors may read their own stores: migrate them (start() also starts the engine,
+        # which this command does not use, but it is the one way to bring the stores up).
+        container.start()
         context = EvidenceContext(environment=request.environment, namespace=request.namespace)
         resolver = getattr(container, "digest_resolver", None)
         gathered = []
@@ -188,6 +191,7 @@ def print_input(
                 for collector in container.collectors
             }
             gathered.append((reference, digest, evidence))
+        container.stop()
         document = build_policy_input(request, gathered, now)
     except GatekeeperError as exc:
         field = getattr(exc, "field", None)

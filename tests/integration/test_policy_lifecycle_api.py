@@ -35,25 +35,25 @@ REPO = Path(__file__).resolve().parents[2]
 SECRET = "policy-lifecycle-test-secret-0123456789abcdef"
 DIGEST = "sha256:" + "cd" * 32
 T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
-TEAMS_POLICY = """# Every deploy must name its namespace.
+TEAMS_POLICY = """# kube-system belongs to the platform team.
 package gatekeeper.rules.teams
 
-deny contains "namespace is required" if input.namespace == null
+deny contains "namespace kube-system is reserved" if input.namespace == "kube-system"
 """
 TEAMS_TESTS = """package gatekeeper.rules.teams_test
 
 import data.gatekeeper.rules.teams
 
-test_namespace_is_required if {
-\tteams.deny == {"namespace is required"} with input as {"namespace": null}
+test_kube_system_is_reserved if {
+\tteams.deny == {"namespace kube-system is reserved"} with input as {"namespace": "kube-system"}
 }
 
-test_namespace_given_passes if {
+test_other_namespaces_pass if {
 \tcount(teams.deny) == 0 with input as {"namespace": "payments"}
 }
 
 test_message_names_the_field if {
-\tteams.deny == {"namespace missing"} with input as {"namespace": null}
+\tteams.deny == {"namespace is reserved"} with input as {"namespace": "kube-system"}
 }
 """
 FAILING_TEST_NAME = "data.gatekeeper.rules.teams_test.test_message_names_the_field"
@@ -90,8 +90,40 @@ AUDITOR = token("bob", "auditor")
 PIPELINE = token("ci", "pipeline")
 
 
+#: The core of the shipped policy set: the aggregator with the exception logic and the rule
+#: packages every gatekeeper has. Evidence-driven packages (signatures, sbom, vulnerabilities)
+#: are left out so these scenarios do not depend on which collectors are wired.
+CORE_POLICIES = ("main.rego", "environments.rego", "registries.rego", "digests.rego")
+CORE_TESTS = (
+    "main_test.rego", "environments_test.rego", "registries_test.rego", "digests_test.rego",
+    "exceptions_test.rego",
+)
+
+
 def shipped() -> PolicyFiles:
-    return PolicyFiles.from_directory(REPO / "policies", REPO / "rego-tests")
+    """The core shipped policies and their tests, read from the repository."""
+    full = PolicyFiles.from_directory(REPO / "policies", REPO / "rego-tests")
+    config = json.loads(full.policies["data.json"])["gatekeeper"]["config"]
+    environments = {
+        name: {key: value[key] for key in ("allowed_registries", "require_digest")}
+        for name, value in config["environments"].items()
+    }
+    policies = {name: full.policies[name] for name in CORE_POLICIES}
+    policies["data.json"] = json.dumps(
+        {"gatekeeper": {"config": {"environments": environments}}}, indent=2
+    ).encode()
+    tests = {
+        name: content for name, content in full.tests.items()
+        if name in CORE_TESTS or name.startswith("golden/")
+    }
+    return PolicyFiles(policies, tests)
+
+
+def write_candidate(root: Path, files: PolicyFiles) -> Path:
+    """``root/policies`` and ``root/tests``, the layout the CLI and GitOps read."""
+    files.write_policies(root / "policies")
+    files.write_tests(root / "tests")
+    return root
 
 
 def as_json_body(files: PolicyFiles, description: str | None = None) -> dict[str, object]:
@@ -134,7 +166,7 @@ def lifecycle_app(tmp_path: Path, make_settings, opa_binary: str) -> Iterator[Li
     clock = SteppingClock(T0)
     # (1) before the embedded OPA exists: an active directory to serve, an exceptions document
     state = PolicyStatePaths(tmp_path / "policy-state")
-    state.prepare(REPO / "policies")
+    state.prepare(write_candidate(tmp_path / "shipped", shipped()) / "policies")
     settings = make_settings(policy_dir=state.active)
     container = build_container(settings)
     # (2) the embedded OPA also loads the exceptions directory (EmbeddedOpa(data_paths=...))
@@ -145,8 +177,10 @@ def lifecycle_app(tmp_path: Path, make_settings, opa_binary: str) -> Iterator[Li
     )
     container.embedded_opa = embedded
     container.policy_engine = embedded.engine
+    # the wired evidence collectors, no registry lookups (no network in these scenarios)
     container.service = EvaluationService(
-        policy_engine=embedded.engine, audit_log=container.audit_log, clock=clock
+        policy_engine=embedded.engine, audit_log=container.audit_log,
+        collectors=container.collectors, clock=clock,
     )
     # (3) the lifecycle on the audit store's engine, talking to the embedded OPA's socket
     lifecycle = create_policy_lifecycle(
@@ -234,8 +268,8 @@ def test_active_policies_with_a_failing_test_are_refused_not_overwritten(gate):
     )
     assert response.status_code == 422
     assert response.json()["revision"]["checks"]["failed_tests"] == [
-        "data.gatekeeper.rules.teams_test.test_namespace_is_required",
-        "data.gatekeeper.rules.teams_test.test_namespace_given_passes",
+        "data.gatekeeper.rules.teams_test.test_kube_system_is_reserved",
+        "data.gatekeeper.rules.teams_test.test_other_namespaces_pass",
         "data.gatekeeper.rules.teams_test.test_message_names_the_field",
     ]
     stored = gate.client.get(f"/v1/policies/revisions/{files.revision_id}", headers=AUDITOR)

@@ -5,23 +5,21 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from gatekeeper.cli_policy import policy_app
 from gatekeeper.policy import EmbeddedOpa
-from gatekeeper.policy.bundle import PolicyFiles
 from gatekeeper.service import EvaluationService
 from gatekeeper.wiring import build_container
 from tests.integration.test_policy_lifecycle_api import (
-    REPO,
     T0,
     SteppingClock,
     shipped,
     with_teams_policy,
     without_ghcr_in_staging,
+    write_candidate,
 )
 
 runner = CliRunner()
@@ -30,17 +28,12 @@ runner = CliRunner()
 @pytest.fixture
 def cli_env(tmp_path, make_settings, opa_binary, monkeypatch):
     """Settings through the environment, as the installed CLI reads them."""
-    settings = make_settings()
+    core = write_candidate(tmp_path / "shipped", shipped())
+    settings = make_settings(policy_dir=core / "policies")
     monkeypatch.setenv("GATEKEEPER_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("GATEKEEPER_OPA_BINARY", opa_binary)
     monkeypatch.setenv("GATEKEEPER_POLICY_DIR", str(settings.policy_dir))
     return settings
-
-
-def write_candidate(root: Path, files: PolicyFiles) -> Path:
-    files.write_policies(root / "policies")
-    files.write_tests(root / "tests")
-    return root
 
 
 def record_traffic(settings, opa_binary: str) -> list[str]:
@@ -54,7 +47,8 @@ def record_traffic(settings, opa_binary: str) -> list[str]:
     embedded = EmbeddedOpa(opa_binary=opa_binary, policy_dir=settings.policy_dir)
     container.embedded_opa = embedded
     service = EvaluationService(
-        policy_engine=embedded.engine, audit_log=container.audit_log, clock=clock
+        policy_engine=embedded.engine, audit_log=container.audit_log,
+        collectors=container.collectors, clock=clock,
     )
     container.start()
     ids = []
@@ -81,9 +75,10 @@ def record_traffic(settings, opa_binary: str) -> list[str]:
     return ids
 
 
-def test_policy_test_runs_the_shipped_suites_with_coverage(cli_env):
+def test_policy_test_runs_the_shipped_suites_with_coverage(cli_env, tmp_path):
+    core = tmp_path / "shipped"
     result = runner.invoke(
-        policy_app, ["test", "--policies", str(REPO / "policies"), "--tests", str(REPO / "rego-tests")]
+        policy_app, ["test", "--policies", str(core / "policies"), "--tests", str(core / "tests")]
     )
     assert result.exit_code == 0, result.output
     passed = re.search(r"^PASS: (\d+)/(\d+)$", result.output, re.MULTILINE)
@@ -104,6 +99,7 @@ def test_policy_test_names_the_failing_test(cli_env, tmp_path):
 
 
 def test_policy_check_refuses_a_candidate_naming_the_failing_test(cli_env, tmp_path):
+    core = tmp_path / "shipped"
     candidate = with_teams_policy(shipped())
     root = write_candidate(tmp_path / "candidate", candidate)
     result = runner.invoke(policy_app, ["check", str(root)])
@@ -114,7 +110,7 @@ def test_policy_check_refuses_a_candidate_naming_the_failing_test(cli_env, tmp_p
         "data.gatekeeper.rules.teams_test.test_message_names_the_field failed",
         "refused: 1 failing test: data.gatekeeper.rules.teams_test.test_message_names_the_field",
     ]
-    good = runner.invoke(policy_app, ["check", str(REPO / "policies"), "--tests", str(REPO / "rego-tests")])
+    good = runner.invoke(policy_app, ["check", str(core / "policies"), "--tests", str(core / "tests")])
     assert good.exit_code == 0, good.output
     assert good.output.splitlines()[0] == f"revision {shipped().revision_id}"
 
@@ -127,15 +123,21 @@ def test_policy_input_prints_the_exact_document(cli_env):
          "--evaluated-at", "2026-11-24T12:00:00Z"],
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {
+    document = json.loads(result.output)
+    # evidence: one section per collector the gatekeeper is wired with (exact content belongs
+    # to each collector's own tests)
+    collectors = {collector.name for collector in build_container(cli_env).collectors}
+    for image in document["images"]:
+        assert set(image.pop("evidence")) == collectors
+    assert document == {
         "context": {},
         "dry_run": False,
         "environment": "staging",
         "evaluated_at": "2026-11-24T12:00:00Z",
         "images": [
-            {"digest": None, "evidence": {}, "reference": "nginx", "registry": "docker.io",
+            {"digest": None, "reference": "nginx", "registry": "docker.io",
              "repository": "library/nginx", "tag": "latest"},
-            {"digest": "sha256:" + "ab" * 32, "evidence": {},
+            {"digest": "sha256:" + "ab" * 32,
              "reference": "registry.example.com/payments/api:1.4@sha256:" + "ab" * 32,
              "registry": "registry.example.com", "repository": "payments/api", "tag": "1.4"},
         ],
@@ -172,9 +174,7 @@ def test_policy_replay_prints_the_impact(cli_env, opa_binary, tmp_path):
     as_json = runner.invoke(policy_app, ["replay", str(root), *window, "--output", "json"])
     assert json.loads(as_json.output)["totals"]["newly_denied"] == 1
     # the shipped policies replayed against their own decisions change nothing
-    same = runner.invoke(
-        policy_app, ["replay", str(REPO / "policies"), "--tests", str(REPO / "rego-tests"), *window]
-    )
+    same = runner.invoke(policy_app, ["replay", str(tmp_path / "shipped"), *window])
     assert same.output.splitlines()[-1] == "would have denied 0 of 3 deploys, 0 tickets affected"
     bad = runner.invoke(policy_app, ["replay", str(root), "--since", "last week"])
     assert bad.exit_code == 2

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 from gatekeeper.audit import create_database_engine
 from gatekeeper.policy.bundle import OpaCandidateChecker, PolicyFiles, build_opa_bundle
 from gatekeeper.policy.exceptions import ExceptionFilePublisher
@@ -13,10 +11,10 @@ from gatekeeper.policy.revision import DirectoryRevision
 from gatekeeper.policy.store import SqlPolicyStore
 from tests.integration.test_policy_lifecycle_api import (
     FAILING_TEST_NAME,
-    REPO,
     shipped,
     with_teams_policy,
     without_ghcr_in_staging,
+    write_candidate,
 )
 
 
@@ -40,8 +38,7 @@ def test_watched_directory_is_checked_then_activated(tmp_path, opa_binary):
     assert (tmp_path / "exceptions/data.json").read_text() == '{"gatekeeper":{"exceptions":[]}}'
 
     watched = tmp_path / "configmap"
-    shutil.copytree(REPO / "policies", watched / "policies")
-    shutil.copytree(REPO / "rego-tests", watched / "tests")
+    write_candidate(watched, shipped())
     # the same content as the active revision: nothing to activate
     assert lifecycle.sync_from_path(watched).revision_id == original
     assert lifecycle.sync_from_path(watched) is None  # unchanged since the last look
