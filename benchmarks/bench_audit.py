@@ -215,6 +215,7 @@ def main() -> None:
         bench_appends(appends_url, signer, args.appends, args.threads)
         bench_export(appends_url, signer)
         bench_verify(verify_url, signer, args.verify_records)
+        bench_export(verify_url, signer)
     finally:
         with admin.connect() as connection:
             for name in names:

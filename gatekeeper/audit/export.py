@@ -17,7 +17,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,30 +164,41 @@ def iter_export(
         decisions.c.decision_sha256, decisions.c.policy_input_sha256,
         sa.case((matching, decisions.c.document), else_=None).label("document"),
     ]
-    last = plan.first_seq - 1
-    while last < plan.end_seq:
+    end_seq = plan.end_seq
+
+    def read(after: int) -> Sequence[Any]:
         try:
             with audit.engine.connect() as connection:
-                rows = connection.execute(
+                return connection.execute(
                     sa.select(*columns)
-                    .where(decisions.c.seq > last, decisions.c.seq <= plan.end_seq)
+                    .where(decisions.c.seq > after, decisions.c.seq <= end_seq)
                     .order_by(decisions.c.seq)
                     .limit(batch_size)
                 ).all()
         except SQLAlchemyError as exc:
             raise StorageError(f"export interrupted: cannot read {audit.where}") from exc
-        if not rows:
-            break
-        chunk: list[str] = []
-        for row in rows:
-            chunk.append(_render_entry(row, csv_mode))
-            checkpoint = inside.get(int(row.seq))
-            if checkpoint is not None:
-                chunk.append(_render_checkpoint(checkpoint, csv_mode))
-        last = int(rows[-1].seq)
-        if progress is not None:
-            progress(len(rows))
-        yield "".join(chunk)
+
+    # One batch is read ahead while the previous one is rendered and sent: two in memory.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-export-read") as reader:
+        pending = reader.submit(read, plan.first_seq - 1)
+        while True:
+            rows = pending.result()
+            if not rows:
+                break
+            last = int(rows[-1].seq)
+            if last < end_seq:
+                pending = reader.submit(read, last)
+            chunk: list[str] = []
+            for row in rows:
+                chunk.append(_render_entry(row, csv_mode))
+                checkpoint = inside.get(int(row.seq))
+                if checkpoint is not None:
+                    chunk.append(_render_checkpoint(checkpoint, csv_mode))
+            if progress is not None:
+                progress(len(rows))
+            yield "".join(chunk)
+            if last >= end_seq:
+                break
 
 
 def _csv_row(values: list[Any]) -> str:

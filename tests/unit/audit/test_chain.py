@@ -166,3 +166,31 @@ def test_unanchored_export_must_end_with_a_checkpoint():
                   anchored_start=False, require_final_checkpoint=True) == (
         "record 5 is not covered by a signed checkpoint: the export must end with the checkpoint at its last record"
     )
+
+
+CANONICAL_CASES = [
+    {"b": 1, "a": [1, 2.5, None, True, False], "c": {"z": "x", "y": "é\u2028\x1f\"\\/"}},
+    {"latency_ms": 12.345, "small": 0.0001, "big": 123456789012345.6, "neg": -7.25},
+    {"integral": 12.0},            # ECMAScript prints 12
+    {"tiny": 1e-05},               # ECMAScript prints 0.00001
+    {"huge": 1e16},                # ECMAScript prints 10000000000000000
+    {"\u00e9": 1, "z": 2, "\U0001f600": 3, "\uffff": 4},  # UTF-16 key order
+    {"emoji": "\U0001f600", "zero": 0, "minus_zero": -0.0},
+    {"nested": [[[{"k": [1e-7, 5e-324, 1.7976931348623157e308]}]]]},
+]
+
+
+@pytest.mark.parametrize("value", CANONICAL_CASES)
+def test_canonical_json_matches_the_reference_implementation(value):
+    from gatekeeper.audit.chain import canonical_json
+
+    assert canonical_json(value) == rfc8785.dumps(value)
+
+
+def test_canonical_json_refuses_what_json_cannot_carry():
+    from gatekeeper.audit.chain import canonical_json
+    from gatekeeper.errors import InvalidInputError
+
+    for bad in ({"n": float("nan")}, {"i": 2**60}, {"s": "\ud800"}):
+        with pytest.raises(InvalidInputError):
+            canonical_json(bad)
