@@ -472,6 +472,11 @@ class SqlPolicyStore:
     # -- exceptions ------------------------------------------------------------------------
 
     def create_exception(self, request: ExceptionRequest, *, actor: str) -> PolicyException:
+        """Store an approved exception. Four eyes: the approver is not the one who records it."""
+        if request.approver.casefold() == actor.casefold():
+            raise InvalidInputError(
+                f"approver must be someone other than the creator ({actor})", field="approver"
+            )
         now = self._now()
         created: list[PolicyException] = []
 

@@ -549,6 +549,13 @@ def test_exception_scope_validation_revocation_and_export(gate):
         "environment: an exception must be scoped to an environment or a namespace"
     )
 
+    self_approved = gate.client.post(
+        "/v1/exceptions", json=exception_body(approver="alice"), headers=ADMIN
+    )
+    assert (self_approved.status_code, self_approved.json()["message"]) == (
+        422, "approver: approver must be someone other than the creator (alice)"
+    )
+
     created = gate.client.post("/v1/exceptions", json=exception_body(), headers=ADMIN).json()
     assert gate.evaluate([HUB_IMAGE], "production")["verdict"] == "warn"
     gate.clock.instant = T0 + timedelta(hours=1)

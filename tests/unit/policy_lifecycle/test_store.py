@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from gatekeeper.audit import create_database_engine
-from gatekeeper.errors import NotFoundError, StorageError
+from gatekeeper.errors import InvalidInputError, NotFoundError, StorageError
 from gatekeeper.policy.bundle import CheckProblem, CheckReport, PolicyFiles
 from gatekeeper.policy.exceptions import ExceptionRequest
 from gatekeeper.policy.store import PolicyConflictError, SqlPolicyStore, metadata
@@ -93,6 +93,11 @@ def test_exceptions_numbered_revoked_once_and_audited(store):
          "environment": "production", "reason": "r", "approver": "carol", "ticket_id": "SEC-9",
          "expires_at": "2026-11-25T12:00:00Z"},
         now=NOW,
+    )
+    with pytest.raises(InvalidInputError) as four_eyes:
+        store.create_exception(request, actor="Carol")
+    assert (four_eyes.value.field, four_eyes.value.message) == (
+        "approver", "approver must be someone other than the creator (Carol)"
     )
     first = store.create_exception(request, actor="alice")
     second = store.create_exception(request, actor="alice")
