@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from gatekeeper import __version__
 from gatekeeper.api.middleware import BodySizeLimitMiddleware, RequestMetricsMiddleware
 from gatekeeper.api.routes import build_router
+from gatekeeper.api.sbom_routes import build_sbom_router
 from gatekeeper.config import Settings
 from gatekeeper.errors import (
     ConfigurationError,
@@ -74,6 +75,12 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
     )
     app.state.container = owned
     app.include_router(build_router())
+    app.include_router(
+        build_sbom_router(
+            lambda request: request.app.state.container.sbom_uploader,
+            max_bytes=settings.sbom_max_bytes,
+        )
+    )
 
     @app.exception_handler(GatekeeperError)
     async def gatekeeper_error(_request: Request, exc: GatekeeperError) -> JSONResponse:
@@ -103,6 +110,10 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
             status_code=422,
         )
 
-    app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        limit=settings.max_body_bytes,
+        path_limits={"/v1/sboms": settings.sbom_max_bytes},
+    )
     app.add_middleware(RequestMetricsMiddleware, metrics=owned.metrics)
     return app

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import httpx
@@ -15,6 +17,7 @@ import typer
 
 from gatekeeper.config import Settings, load_settings
 from gatekeeper.errors import GatekeeperError
+from gatekeeper.sbom.cli import sbom_app
 
 __all__ = ["app", "main"]
 
@@ -29,6 +32,7 @@ app = typer.Typer(
 )
 decisions_app = typer.Typer(help="Read recorded decisions.", no_args_is_help=True)
 app.add_typer(decisions_app, name="decisions")
+app.add_typer(sbom_app, name="sbom")
 
 
 def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
@@ -168,7 +172,8 @@ def _evaluate_in_process(body: dict[str, Any]) -> dict[str, Any]:
         container = build_container(settings)
         container.start()
         try:
-            return container.service.evaluate(request).as_dict()
+            deadline = time.monotonic() + settings.evidence_budget_seconds
+            return container.service.evaluate(request, deadline=deadline).as_dict()
         finally:
             container.stop()
     except GatekeeperError as exc:
@@ -196,6 +201,98 @@ def show_decision(
         except GatekeeperError as exc:
             _fail(exc.render(), EXIT_DENIED if exc.kind == "not_found" else EXIT_ERROR)
     _print_decision(document, output)
+
+
+@app.command("verify-bundle")
+def verify_bundle_command(
+    artifact: Annotated[
+        str,
+        typer.Argument(
+            metavar="FILE_OR_DIGEST",
+            help="sha256:<hex> or a file; for DSSE bundles the in-toto subject",
+        ),
+    ],
+    bundle: Annotated[Path, typer.Option("--bundle", help="Sigstore bundle (JSON)")],
+    certificate_identity: Annotated[
+        str | None, typer.Option("--certificate-identity", help="Expected certificate SAN")
+    ] = None,
+    certificate_oidc_issuer: Annotated[
+        str | None, typer.Option("--certificate-oidc-issuer", help="Expected OIDC issuer")
+    ] = None,
+    key: Annotated[Path | None, typer.Option("--key", help="PEM public key")] = None,
+    trusted_root: Annotated[
+        Path | None, typer.Option("--trusted-root", help="trusted_root.json")
+    ] = None,
+    staging: Annotated[bool, typer.Option("--staging", help="Sigstore staging root")] = False,
+) -> None:
+    """Verify a Sigstore bundle offline (the sigstore-conformance CLI protocol).
+
+    Exit 0 verified, 1 rejected (reason on stderr), 2 usage error.
+    """
+    from gatekeeper.verify import verify_bundle_for_cli
+
+    try:
+        ok, reason = verify_bundle_for_cli(
+            bundle_path=bundle,
+            artifact=artifact,
+            certificate_identity=certificate_identity,
+            certificate_oidc_issuer=certificate_oidc_issuer,
+            key_path=key,
+            trusted_root_path=trusted_root,
+            staging=staging,
+        )
+    except GatekeeperError as exc:
+        _fail(exc.message)
+    if not ok:
+        typer.echo(f"rejected: {reason}", err=True)
+        raise typer.Exit(EXIT_DENIED)
+    typer.echo("verified")
+
+
+@app.command("verify")
+def verify_image(
+    image: Annotated[str, typer.Argument(help="Image reference (tag or digest)")],
+    authority: Annotated[
+        list[str] | None, typer.Option("--authority", help="Only this authority (repeatable)")
+    ] = None,
+    environment: Annotated[str | None, typer.Option(help="Environment for the context")] = None,
+) -> None:
+    """Print the signature evidence of one image. Exit 0 verified, 1 not verified, 2 error."""
+    from gatekeeper.domain import EvidenceContext, parse_image_reference
+    from gatekeeper.metrics import Metrics
+    from gatekeeper.wiring import build_registry_client, build_signature_collector
+
+    settings = _settings()
+    try:
+        reference = parse_image_reference(image, field="IMAGE")
+        registry = build_registry_client(settings)
+        collector = build_signature_collector(settings, registry, Metrics())
+        if collector is None:
+            _fail("no signature authorities configured (setting: signatures)")
+        context = EvidenceContext(
+            environment or settings.default_environment,
+            None,
+            time.monotonic() + settings.evidence_budget_seconds,
+        )
+        digest = reference.digest or registry.resolve(reference, context)
+        evidence = dict(collector.collect(reference, digest, context))
+    except GatekeeperError as exc:
+        _fail(exc.render())
+    verified = bool(evidence.get("verified"))
+    if authority:
+        applying = evidence.get("authorities", {})
+        unknown = sorted(set(authority) - set(applying))
+        if unknown:
+            _fail(
+                f"authority {', '.join(unknown)} does not apply to {image} "
+                f"(applies: {', '.join(sorted(applying)) or 'none'})"
+            )
+        evidence["authorities"] = {name: applying[name] for name in authority}
+        verified = all(applying[name]["verified"] for name in authority)
+    typer.echo(json.dumps(evidence, indent=2, sort_keys=True))
+    if not verified:
+        typer.echo(evidence.get("message", "not verified"), err=True)
+    raise typer.Exit(EXIT_ALLOWED if verified else EXIT_DENIED)
 
 
 def main() -> None:

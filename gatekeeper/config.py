@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
@@ -52,6 +52,40 @@ class Settings(BaseSettings):
     #: Most images accepted in one evaluation request.
     max_images_per_request: int = Field(default=100, gt=0, le=10_000)
     log_level: str = "INFO"
+
+    # --- registries and digests -------------------------------------------------------------
+    #: Resolve tags to digests in the registry (the digest is what gets verified and pinned).
+    resolve_digests: bool = True
+    #: Per-registry settings: ``{"hosts": [{"host": "...", "plain_http": false, "ca_bundle": ...,
+    #: "insecure_skip_tls_verify": false, "username": ..., "password": ...}], ...}``.
+    registry: dict[str, Any] = Field(default_factory=dict)
+    #: A docker ``config.json`` with registry credentials (credential helpers are never run).
+    docker_config: Path | None = None
+    #: Fetch ECR authorization tokens with boto3 for ``*.dkr.ecr.<region>.amazonaws.com``.
+    ecr_auth: bool = True
+    #: Time budget for gathering the evidence of one request (every network step checks it).
+    evidence_budget_seconds: float = Field(default=8.0, gt=0, le=60)
+
+    # --- signatures and attestations ---------------------------------------------------------
+    #: Authorities and image policies (see README, "Signatures"); unset: no signature evidence.
+    signatures: dict[str, Any] | None = None
+    #: ``public-good`` (shipped with sigstore-python), ``staging``, ``none`` or a trusted_root.json.
+    trusted_root: str = "public-good"
+
+    # --- SBOMs -------------------------------------------------------------------------------
+    sbom_max_bytes: int = Field(default=32 << 20, gt=0)
+    sbom_max_depth: int = Field(default=64, ge=8, le=512)
+    sbom_max_components: int = Field(default=5000, gt=0, le=100_000)
+
+    # --- ECR scan findings -------------------------------------------------------------------
+    ecr_scan_enabled: bool = True
+    ecr_endpoint_url: str | None = None
+    ecr_retry_mode: Literal["standard", "adaptive"] = "adaptive"
+    ecr_max_attempts: int = Field(default=5, ge=1, le=20)
+    ecr_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    scan_cache_ttl_seconds: float = Field(default=300, ge=0)
+    scan_pending_cache_ttl_seconds: float = Field(default=30, ge=0)
+    scan_max_findings: int = Field(default=2000, gt=0)
 
     @classmethod
     def settings_customise_sources(

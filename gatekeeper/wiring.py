@@ -7,15 +7,45 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import Any
+
 from gatekeeper.audit import SqlAuditLog, create_database_engine
 from gatekeeper.config import Settings
 from gatekeeper.domain import EvidenceCollector, PolicyEngine
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.metrics import Metrics
 from gatekeeper.policy import EmbeddedOpa, OpaPolicyEngine
+from gatekeeper.registry import (
+    BasicCredentials,
+    ChainedCredentials,
+    CredentialProvider,
+    DockerConfigCredentials,
+    EcrCredentials,
+    OciRegistryClient,
+    RegistryClientSettings,
+    StaticCredentials,
+)
+from gatekeeper.sbom import (
+    CycloneDxValidator,
+    JsonLimits,
+    NormalisationLimits,
+    SbomEvidenceCollector,
+    SbomUploader,
+    SqlSbomStore,
+    StoredSbomSource,
+)
+from gatekeeper.scans import EcrScanSource, ScanEvidenceCollector
 from gatekeeper.service import EvaluationService
+from gatekeeper.verify import SignatureEvidenceCollector, SignaturePolicySettings, TrustRoot
 
-__all__ = ["Container", "build_container", "find_opa_binary"]
+__all__ = [
+    "Container",
+    "build_container",
+    "build_registry_client",
+    "build_signature_collector",
+    "find_opa_binary",
+    "load_trust_root",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +67,68 @@ def find_opa_binary(settings: Settings) -> str:
     return found
 
 
+_MAX_DOCKER_CONFIG_BYTES = 1 << 20
+
+
+def build_registry_client(settings: Settings) -> OciRegistryClient:
+    """Registry client with credentials: settings first, then docker config.json, then ECR."""
+    registry_settings = RegistryClientSettings.from_mapping(settings.registry)
+    providers: list[CredentialProvider] = [
+        StaticCredentials(
+            {
+                host.host: BasicCredentials(host.username, host.password)
+                for host in registry_settings.hosts
+                if host.username is not None and host.password is not None
+            }
+        )
+    ]
+    if settings.docker_config is not None:
+        try:
+            with settings.docker_config.open("rb") as handle:
+                raw = handle.read(_MAX_DOCKER_CONFIG_BYTES + 1)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot read docker config {settings.docker_config}: {exc.strerror}"
+            ) from exc
+        if len(raw) > _MAX_DOCKER_CONFIG_BYTES:
+            raise ConfigurationError(f"docker config {settings.docker_config} is over 1 MiB")
+        providers.append(DockerConfigCredentials.from_json(raw))
+    if settings.ecr_auth:
+        import boto3  # only the composition root knows that boto3 is behind ECR tokens
+
+        providers.append(EcrCredentials(lambda region: boto3.client("ecr", region_name=region)))
+    return OciRegistryClient(registry_settings, credentials=ChainedCredentials(providers))
+
+
+def load_trust_root(name: str) -> TrustRoot:
+    """``public-good`` | ``staging`` | ``none`` | path of a trusted_root.json."""
+    if name == "public-good":
+        return TrustRoot.public_good()
+    if name == "staging":
+        return TrustRoot.staging()
+    if name == "none":
+        return TrustRoot.none()
+    path = Path(name)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read trusted root {path}: {exc.strerror}") from exc
+    return TrustRoot.from_json(data, name=str(path))
+
+
+def build_signature_collector(
+    settings: Settings, registry: OciRegistryClient, metrics: Metrics
+) -> SignatureEvidenceCollector | None:
+    if settings.signatures is None:
+        return None
+    return SignatureEvidenceCollector(
+        SignaturePolicySettings.from_mapping(settings.signatures),
+        registry,
+        load_trust_root(settings.trusted_root),
+        metrics=metrics,
+    )
+
+
 @dataclass
 class Container:
     """Everything the entry points need, built from one :class:`Settings`."""
@@ -46,8 +138,13 @@ class Container:
     policy_engine: PolicyEngine
     audit_log: SqlAuditLog
     service: EvaluationService
+    registry: OciRegistryClient
+    sbom_store: SqlSbomStore
+    sbom_uploader: SbomUploader
+    sbom_validator: CycloneDxValidator
     embedded_opa: EmbeddedOpa | None = None
     collectors: list[EvidenceCollector] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
     started: bool = False
 
     def start(self) -> None:
@@ -55,6 +152,8 @@ class Container:
         if self.started:
             return
         self.audit_log.migrate()
+        self.sbom_store.create_tables()
+        self.sbom_validator.warm_up()
         if self.embedded_opa is not None:
             self.embedded_opa.start()
         self.started = True
@@ -64,6 +163,7 @@ class Container:
             self.embedded_opa.stop()
         elif isinstance(self.policy_engine, OpaPolicyEngine):
             self.policy_engine.close()
+        self.registry.close()
         self.audit_log.close()
         self.started = False
 
@@ -93,14 +193,56 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         )
         engine = embedded.engine
     audit_log = SqlAuditLog(create_database_engine(settings.database_url), metrics=metrics)
+    registry = build_registry_client(settings)
     collectors: list[EvidenceCollector] = []
-    service = EvaluationService(policy_engine=engine, audit_log=audit_log, collectors=collectors)
+    signature_collector = build_signature_collector(settings, registry, metrics)
+    if signature_collector is not None:
+        collectors.append(signature_collector)
+
+    validator = CycloneDxValidator()
+    json_limits = JsonLimits(settings.sbom_max_bytes, settings.sbom_max_depth)
+    sbom_store = SqlSbomStore(audit_log.engine)
+    sbom_collector = SbomEvidenceCollector(
+        sources=[StoredSbomSource(sbom_store)],
+        validator=validator,
+        json_limits=json_limits,
+        normalisation_limits=NormalisationLimits(max_components=settings.sbom_max_components),
+    )
+    collectors.append(sbom_collector)
+    if settings.ecr_scan_enabled:
+        collectors.append(
+            ScanEvidenceCollector(
+                source=EcrScanSource(
+                    endpoint_url=settings.ecr_endpoint_url,
+                    retry_mode=settings.ecr_retry_mode,
+                    max_attempts=settings.ecr_max_attempts,
+                    read_timeout=settings.ecr_timeout_seconds,
+                    max_findings=settings.scan_max_findings,
+                ),
+                ttl_seconds=settings.scan_cache_ttl_seconds,
+                pending_ttl_seconds=settings.scan_pending_cache_ttl_seconds,
+                metrics=metrics,
+            )
+        )
+    uploader = SbomUploader(
+        store=sbom_store, collector=sbom_collector, validator=validator, json_limits=json_limits
+    )
+    service = EvaluationService(
+        policy_engine=engine,
+        audit_log=audit_log,
+        collectors=collectors,
+        digest_resolver=registry if settings.resolve_digests else None,
+    )
     return Container(
         settings=settings,
         metrics=metrics,
         policy_engine=engine,
         audit_log=audit_log,
         service=service,
+        registry=registry,
+        sbom_store=sbom_store,
+        sbom_uploader=uploader,
+        sbom_validator=validator,
         embedded_opa=embedded,
         collectors=collectors,
     )

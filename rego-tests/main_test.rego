@@ -21,7 +21,7 @@ test_every_rule_package_is_listed if {
 }
 
 test_clean_request_has_no_findings if {
-	d := main.decision with input as data.golden.pipeline_production_pinned
+	d := main.decision with input as data.golden.pipeline_development_hub
 	count(d.deny) == 0
 	count(d.warn) == 0
 }

@@ -59,6 +59,7 @@ def make_settings(tmp_path: Path, opa_binary: str, policy_dir: Path, monkeypatch
             "opa_binary": opa_binary,
             "policy_dir": policy_dir,
             "metrics_port": 0,
+            "resolve_digests": False,
         }
         values.update(overrides)
         return load_settings(**values)

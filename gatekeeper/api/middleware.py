@@ -31,28 +31,32 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
 class BodySizeLimitMiddleware:
     """Answers 413 for a body larger than ``limit`` bytes, declared or streamed."""
 
-    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, limit: int, path_limits: dict[str, int] | None = None
+    ) -> None:
         self.app = app
-        self.limit = limit
+        self.default_limit = limit
+        self.path_limits = dict(path_limits or {})
 
-    def _too_large(self) -> dict[str, Any]:
+    def _too_large(self, limit: int) -> dict[str, Any]:
         return {
             "error": "payload_too_large",
-            "message": f"request body is larger than {self.limit} bytes",
+            "message": f"request body is larger than {limit} bytes",
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(scope.get("path", ""), self.default_limit)
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = 0
-                if declared > self.limit:
-                    await _send_json(send, 413, self._too_large())
+                if declared > limit:
+                    await _send_json(send, 413, self._too_large(limit))
                     return
         # Read the whole body first (it is small by definition): a streamed body that grows
         # past the limit is refused before any handler sees a byte of it.
@@ -65,8 +69,8 @@ class BodySizeLimitMiddleware:
                 return
             chunk = message.get("body", b"")
             received += len(chunk)
-            if received > self.limit:
-                await _send_json(send, 413, self._too_large())
+            if received > limit:
+                await _send_json(send, 413, self._too_large(limit))
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

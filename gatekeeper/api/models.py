@@ -12,6 +12,7 @@ __all__ = [
     "DecisionList",
     "ErrorBody",
     "EvaluationBody",
+    "InlineSbomBody",
     "TicketBody",
     "ViolationDocument",
 ]
@@ -26,6 +27,15 @@ class TicketBody(BaseModel):
     plan_id: str | None = _ID
     ticket_id: str | None = _ID
     deploy_id: str | None = _ID
+
+
+class InlineSbomBody(BaseModel):
+    """An SBOM sent with the evaluation, for the image at index ``image`` (digest-pinned)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: int = Field(ge=0, description="Index into images[] of the image this SBOM describes")
+    document: dict[str, Any] = Field(description="CycloneDX or SPDX 2.3 JSON document")
 
 
 class EvaluationBody(BaseModel):
@@ -43,6 +53,10 @@ class EvaluationBody(BaseModel):
     namespace: str | None = Field(default=None, min_length=1, max_length=253)
     ticket: TicketBody = Field(default_factory=TicketBody)
     dry_run: bool = False
+    sboms: list[InlineSbomBody] = Field(
+        default_factory=list,
+        description="SBOMs to upload (stored and audited with their sha256) before deciding",
+    )
 
 
 class ViolationDocument(BaseModel):

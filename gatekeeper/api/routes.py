@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -21,9 +23,10 @@ from gatekeeper.domain import (
 )
 from gatekeeper.domain.ports import HealthCheck
 from gatekeeper.errors import GatekeeperError, InvalidInputError
+from gatekeeper.sbom import SbomDocumentError
 from gatekeeper.wiring import Container
 
-__all__ = ["build_router", "parse_evaluation_body"]
+__all__ = ["build_router", "parse_evaluation_body", "upload_inline_sboms"]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "Body larger than the configured limit"},
@@ -55,6 +58,36 @@ def parse_evaluation_body(
     )
 
 
+def upload_inline_sboms(
+    container: Container, body: EvaluationBody, evaluation: EvaluationRequest
+) -> None:
+    """Store the SBOMs sent inline, bound to the digest of the image they name."""
+    for index, inline in enumerate(body.sboms):
+        field = f"sboms[{index}]"
+        if inline.image >= len(evaluation.images):
+            raise InvalidInputError(
+                f"image index {inline.image} is out of range (images has "
+                f"{len(evaluation.images)})",
+                field=f"{field}.image",
+            )
+        digest = evaluation.images[inline.image].digest
+        if digest is None:
+            raise InvalidInputError(
+                "an inline SBOM needs a digest-pinned image (upload it with POST /v1/sboms "
+                "after resolving the tag)",
+                field=f"{field}.image",
+            )
+        content = json.dumps(inline.document, separators=(",", ":")).encode()
+        try:
+            container.sbom_uploader.upload(
+                content, digest, ticket_id=evaluation.ticket.ticket_id, uploaded_by=evaluation.caller
+            )
+        except SbomDocumentError as exc:
+            raise InvalidInputError(
+                exc.message, field=f"{field}.document{exc.path[1:]}"
+            ) from exc
+
+
 def _container(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
@@ -79,7 +112,9 @@ def build_router() -> APIRouter:
             max_images=settings.max_images_per_request,
             mode=settings.pipeline_mode,
         )
-        decision = container.service.evaluate(evaluation)
+        upload_inline_sboms(container, body, evaluation)
+        deadline = time.monotonic() + settings.evidence_budget_seconds
+        decision = container.service.evaluate(evaluation, deadline=deadline)
         container.metrics.decisions.labels(decision.verdict.value, decision.source.value).inc()
         return JSONResponse(decision.as_dict())
 

@@ -19,7 +19,7 @@ def test_allow_is_answered_and_recorded(client):
     response = evaluate(
         client,
         images=[f"registry.example.com/payments/api:1.4@{DIGEST}"],
-        environment="production",
+        environment="development",
         namespace="payments",
         ticket=TICKET,
     )
@@ -27,9 +27,11 @@ def test_allow_is_answered_and_recorded(client):
     body = response.json()
     assert body["verdict"] == "allow" and body["allowed"] is True
     assert body["violations"] == [] and body["warnings"] == []
-    assert body["images"] == [
-        {"reference": f"registry.example.com/payments/api:1.4@{DIGEST}", "digest": DIGEST, "evidence": {}}
-    ]
+    [image] = body["images"]
+    assert image["reference"] == f"registry.example.com/payments/api:1.4@{DIGEST}"
+    assert image["digest"] == DIGEST
+    assert image["evidence"]["sbom"]["state"] == "missing"
+    assert image["evidence"]["scan"]["state"] == "not_applicable"
     assert body["policy_revision"].startswith("sha256:")
     assert body["source"] == "pipeline"
     assert body["ticket"] == TICKET
@@ -48,8 +50,12 @@ def test_deny_names_policy_image_and_reason(client):
     assert body["violations"] == [
         {"policy": "digests", "image": "nginx", "message": 'image has no verified digest; environment "production" requires one'},
         {"policy": "registries", "image": "nginx", "message": 'registry "docker.io" is not allowed in environment "production"'},
+        {"policy": "sbom", "image": "nginx", "message": "an SBOM is required in production: no SBOM found for the image"},
+        {"policy": "signatures", "image": "nginx", "message": "no signature evidence was collected; production requires signatures"},
         {"policy": "digests", "image": "registry.example.com.evil.io/payments/api:1.4", "message": 'image has no verified digest; environment "production" requires one'},
         {"policy": "registries", "image": "registry.example.com.evil.io/payments/api:1.4", "message": 'registry "registry.example.com.evil.io" is not allowed in environment "production"'},
+        {"policy": "sbom", "image": "registry.example.com.evil.io/payments/api:1.4", "message": "an SBOM is required in production: no SBOM found for the image"},
+        {"policy": "signatures", "image": "registry.example.com.evil.io/payments/api:1.4", "message": "no signature evidence was collected; production requires signatures"},
     ]
     assert body["warnings"] == [
         {"policy": "digests", "image": "nginx", "message": 'tag "latest" is mutable; deploy a version tag or a digest'}
@@ -64,9 +70,14 @@ def test_default_environment_is_production(client):
 
 def test_unknown_environment_denied(client):
     body = evaluate(client, images=["nginx:1.27"], environment="prod").json()
-    assert body["violations"] == [
-        {"policy": "environments", "image": None, "message": 'unknown environment "prod" (known: development, production, staging)'}
-    ]
+    assert body["verdict"] == "deny"
+    # The request-wide violation comes first; the other packages treat an unknown
+    # environment with production's defaults, the strictest.
+    assert body["violations"][0] == {
+        "policy": "environments", "image": None,
+        "message": 'unknown environment "prod" (known: development, production, staging)',
+    }
+    assert {v["policy"] for v in body["violations"][1:]} == {"sbom", "signatures"}
 
 
 def test_warn_only_is_allowed(client):
@@ -126,7 +137,7 @@ def test_query_by_ticket_digest_and_verdict_with_cursor(client):
     ids = []
     for index in range(5):
         ticket = dict(TICKET, deploy_id=f"DEP-{index}")
-        ids.append(evaluate(client, images=[f"registry.example.com/a@{DIGEST}"], environment="production", ticket=ticket).json()["decision_id"])
+        ids.append(evaluate(client, images=[f"registry.example.com/a@{DIGEST}"], environment="development", ticket=ticket).json()["decision_id"])
     evaluate(client, images=["nginx"], environment="production", ticket={"ticket_id": "OTHER"})
 
     first = client.get("/v1/decisions", params={"ticket_id": "CHG-1", "limit": 2}).json()

@@ -26,6 +26,7 @@ def cli_env(opa_binary, policy_dir, tmp_path):
         GATEKEEPER_DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
         GATEKEEPER_OPA_BINARY=opa_binary,
         GATEKEEPER_POLICY_DIR=str(policy_dir),
+        GATEKEEPER_RESOLVE_DIGESTS="false",
     )
     return env
 
@@ -38,9 +39,9 @@ def run(env, *args, cwd=None):
 
 
 def test_allow_exits_0(cli_env):
-    result = run(cli_env, "evaluate", f"registry.example.com/api@{DIGEST}", "--environment", "production")
+    result = run(cli_env, "evaluate", f"registry.example.com/api@{DIGEST}", "--environment", "development")
     assert result.returncode == 0, result.stderr
-    assert "verdict   ALLOW  (environment production" in result.stdout
+    assert "verdict   ALLOW  (environment development" in result.stdout
 
 
 def test_warn_exits_0(cli_env):

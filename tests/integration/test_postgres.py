@@ -90,7 +90,7 @@ def test_cli_evaluate_records_in_postgres(database_url, opa_binary, policy_dir, 
                GATEKEEPER_POLICY_DIR=str(policy_dir))
     result = subprocess.run(
         [sys.executable, "-m", "gatekeeper", "evaluate", f"registry.example.com/x@{DIGEST}",
-         "--environment", "production", "--ticket-id", "T-CLI", "--output", "json"],
+         "--environment", "development", "--ticket-id", "T-CLI", "--output", "json"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
     )
     assert result.returncode == 0, result.stderr

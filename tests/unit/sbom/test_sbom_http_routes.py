@@ -18,7 +18,7 @@ from gatekeeper.sbom import (
     SqlSbomStore,
     StoredSbomSource,
 )
-from gatekeeper.sbom.http_routes import build_sbom_router
+from gatekeeper.api.sbom_routes import build_sbom_router
 from tests.unit.sbom.factory import IMAGE_DIGEST, cyclonedx, cyclonedx_component, encode
 
 CDX = {"Content-Type": "application/vnd.cyclonedx+json"}

@@ -1,13 +1,6 @@
 """``POST /v1/sboms`` and ``GET /v1/sboms/{id}``: SBOM uploads over REST.
 
-Transport code: it belongs in ``gatekeeper/api/`` (move it to ``gatekeeper/api/sbom_routes.py``
-unchanged) and lives here only until the API owner mounts it::
-
-    app.include_router(build_sbom_router(
-        lambda request: request.app.state.container.sbom_uploader,
-        max_bytes=settings.sbom_max_bytes,
-        dependencies=[Depends(require_roles(Role.PIPELINE))],
-    ))
+Mounted by :func:`gatekeeper.app.create_app` with the SBOM size limit of the settings.
 
 The body is the SBOM document itself (``application/vnd.cyclonedx+json``,
 ``application/spdx+json`` or ``application/json``), so its sha256 is that of the exact bytes

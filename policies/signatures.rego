@@ -1,0 +1,90 @@
+# Signatures and attestations: decide on input.images[].evidence.signatures (cosign signatures,
+# Sigstore bundles and in-toto attestations verified by gatekeeper/verify against the configured
+# authorities; see gatekeeper/verify/collector.py for the section's fields).
+#
+# Settings live in data.gatekeeper.config.signatures.environments.<env>; omitted keys fall back
+# to the defaults below:
+#
+#   require_signature        deny unless the image policy's m-of-n threshold is met ("verified"),
+#                            and deny images no image policy matches when its default is "deny"
+#   required_authorities     names that must each have verified, on top of the threshold
+#   require_provenance       deny unless a verified SLSA provenance attestation names an
+#                            allowed builder
+#   allowed_builders         globs over builder ids ("*" crosses "/")
+#   deny_when_not_collected  with require_signature: deny when there is no evidence.signatures
+package gatekeeper.rules.signatures
+
+import data.gatekeeper.config
+
+default_settings := {
+	"development": {"require_signature": false, "required_authorities": [], "require_provenance": false, "allowed_builders": [], "deny_when_not_collected": false},
+	"staging": {"require_signature": true, "required_authorities": [], "require_provenance": false, "allowed_builders": [], "deny_when_not_collected": true},
+	"production": {"require_signature": true, "required_authorities": [], "require_provenance": true, "allowed_builders": [], "deny_when_not_collected": true},
+}
+
+settings := object.union(base, configured) if {
+	base := object.get(default_settings, input.environment, default_settings.production)
+	configured := object.get(config, ["signatures", "environments", input.environment], {})
+}
+
+evidence(image) := image.evidence.signatures
+
+deny contains {"image": image.reference, "message": evidence(image).message} if {
+	settings.require_signature
+	some image in input.images
+	evidence(image).status == "unverified"
+}
+
+deny contains {"image": image.reference, "message": msg} if {
+	settings.require_signature
+	some image in input.images
+	evidence(image).status == "unmatched"
+	evidence(image).unmatched_default == "deny"
+	msg := sprintf("no signature policy covers %s/%s; unmatched images are denied", [image.registry, image.repository])
+}
+
+deny contains {"image": image.reference, "message": msg} if {
+	settings.require_signature
+	some image in input.images
+	evidence(image).status in {"verified", "unverified"}
+	some name in settings.required_authorities
+	not evidence(image).authorities[name].verified
+	reason := object.get(evidence(image), ["authorities", name, "reason"], "authority not configured for this image")
+	msg := sprintf("signature of authority %q is required in %s: %s", [name, input.environment, reason])
+}
+
+deny contains {"image": image.reference, "message": msg} if {
+	settings.require_signature
+	settings.deny_when_not_collected
+	some image in input.images
+	not image.evidence.signatures
+	msg := sprintf("no signature evidence was collected; %s requires signatures", [input.environment])
+}
+
+provenance(image) := [a |
+	some a in object.get(image, ["evidence", "signatures", "attestations"], [])
+	startswith(a.kind, "slsa-provenance")
+]
+
+allowed_builder(attestation) if {
+	some pattern in settings.allowed_builders
+	glob.match(pattern, [], object.get(attestation, "builder_id", ""))
+}
+
+deny contains {"image": image.reference, "message": msg} if {
+	settings.require_provenance
+	some image in input.images
+	evidence(image).status in {"verified", "unverified"}
+	not any_allowed(image)
+	found := sort({b | some a in provenance(image); b := object.get(a, "builder_id", "?")})
+	msg := sprintf("no verified SLSA provenance from an allowed builder (found: %s)", [concat_or_none(found)])
+}
+
+any_allowed(image) if {
+	some attestation in provenance(image)
+	allowed_builder(attestation)
+}
+
+concat_or_none(items) := "none" if count(items) == 0
+
+concat_or_none(items) := concat(", ", items) if count(items) > 0

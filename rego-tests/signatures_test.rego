@@ -1,0 +1,62 @@
+package gatekeeper.rules.signatures_test
+
+import data.gatekeeper.rules.signatures
+
+ref := "registry.example.com/shop/api:1.0"
+
+section(status, authorities, attestations) := {
+	"schema": 1, "digest": "sha256:aaaa", "status": status, "verified": status == "verified",
+	"message": sprintf("image %s@sha256:aaaa: no signature found; 0 of 1 required authorities verified", [ref]),
+	"authorities": authorities, "attestations": attestations, "unmatched_default": "deny",
+}
+
+request(environment, sig) := {
+	"environment": environment,
+	"images": [{
+		"reference": ref, "registry": "registry.example.com", "repository": "shop/api",
+		"tag": "1.0", "digest": "sha256:aaaa", "evidence": {"signatures": sig},
+	}],
+}
+
+slsa(builder) := {"kind": "slsa-provenance-v1", "builder_id": builder, "authority": "release"}
+
+config := {"signatures": {"environments": {"production": {
+	"required_authorities": ["release"],
+	"allowed_builders": ["https://github.com/acme/*"],
+}}}}
+
+test_unverified_image_is_denied_with_the_collector_message if {
+	denies := signatures.deny with input as request("production", section("unverified", {"release": {"verified": false, "reason": "no signature found"}}, [])) with data.gatekeeper.config as config
+	{"image": ref, "message": "image registry.example.com/shop/api:1.0@sha256:aaaa: no signature found; 0 of 1 required authorities verified"} in denies
+	{"image": ref, "message": "signature of authority \"release\" is required in production: no signature found"} in denies
+}
+
+test_verified_with_allowed_provenance_passes if {
+	denies := signatures.deny with input as request("production", section("verified", {"release": {"verified": true, "reason": "verified"}}, [slsa("https://github.com/acme/builder")])) with data.gatekeeper.config as config
+	count(denies) == 0
+}
+
+test_provenance_from_another_builder_is_denied if {
+	denies := signatures.deny with input as request("production", section("verified", {"release": {"verified": true}}, [slsa("https://evil.example/builder")])) with data.gatekeeper.config as config
+	denies == {{"image": ref, "message": "no verified SLSA provenance from an allowed builder (found: https://evil.example/builder)"}}
+}
+
+test_unmatched_image_follows_the_default if {
+	sig := object.union(section("unmatched", {}, []), {"unmatched_default": "deny"})
+	denies := signatures.deny with input as request("staging", sig) with data.gatekeeper.config as config
+	denies == {{"image": ref, "message": "no signature policy covers registry.example.com/shop/api; unmatched images are denied"}}
+	allowed := object.union(sig, {"unmatched_default": "allow"})
+	none_denied := signatures.deny with input as request("staging", allowed) with data.gatekeeper.config as config
+	count(none_denied) == 0
+}
+
+test_development_does_not_require_signatures if {
+	denies := signatures.deny with input as request("development", section("unverified", {}, [])) with data.gatekeeper.config as config
+	count(denies) == 0
+}
+
+test_missing_evidence_is_denied_where_required if {
+	input_doc := {"environment": "staging", "images": [{"reference": ref, "registry": "registry.example.com", "repository": "shop/api", "evidence": {}}]}
+	denies := signatures.deny with input as input_doc with data.gatekeeper.config as config
+	denies == {{"image": ref, "message": "no signature evidence was collected; staging requires signatures"}}
+}
