@@ -6,7 +6,6 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-
 from typing import Any
 
 from gatekeeper.audit import SqlAuditLog, create_database_engine

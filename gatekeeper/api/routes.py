@@ -80,7 +80,10 @@ def upload_inline_sboms(
         content = json.dumps(inline.document, separators=(",", ":")).encode()
         try:
             container.sbom_uploader.upload(
-                content, digest, ticket_id=evaluation.ticket.ticket_id, uploaded_by=evaluation.caller
+                content,
+                digest,
+                ticket_id=evaluation.ticket.ticket_id,
+                uploaded_by=evaluation.caller,
             )
         except SbomDocumentError as exc:
             raise InvalidInputError(
