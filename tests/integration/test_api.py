@@ -192,3 +192,38 @@ def test_readyz_names_the_broken_component(make_settings):
     assert decision["verdict"] == "deny"
     assert decision["error"].startswith("policy engine unavailable: OPA at http://127.0.0.1:9")
     assert decision["violations"][0]["policy"] == "gatekeeper.engine"
+
+
+def cyclonedx(components):
+    return {
+        "bomFormat": "CycloneDX", "specVersion": "1.5", "version": 1,
+        "components": components,
+    }
+
+
+def test_inline_sbom_is_stored_bound_and_handed_to_policy(client):
+    image = f"registry.example.com/payments/api:1.4@{DIGEST}"
+    component = {"type": "library", "name": "left-pad", "version": "1.3.0", "purl": "pkg:npm/left-pad@1.3.0"}
+    body = evaluate(
+        client, images=[image], environment="development", ticket=TICKET,
+        sboms=[{"image": 0, "document": cyclonedx([component])}],
+    ).json()
+    sbom = body["images"][0]["evidence"]["sbom"]
+    assert (sbom["state"], sbom["bound"], sbom["component_count"]) == ("bound", True, 1)
+    assert sbom["components"][0]["purl"] == "pkg:npm/left-pad@1.3.0"
+    assert sbom["sha256"] and sbom["binding"]["method"] == "upload"
+
+
+def test_inline_sbom_for_a_tag_is_422(client):
+    response = evaluate(client, images=["nginx:1.27"], sboms=[{"image": 0, "document": cyclonedx([])}])
+    assert response.status_code == 422
+    assert response.json()["field"] == "sboms[0].image"
+    assert response.json()["message"].startswith("sboms[0].image: an inline SBOM needs a digest-pinned image")
+
+
+def test_invalid_inline_sbom_names_the_json_path(client):
+    image = f"registry.example.com/payments/api:1.4@{DIGEST}"
+    bad = cyclonedx([{"type": "spaceship", "name": "x"}])
+    response = evaluate(client, images=[image], sboms=[{"image": 0, "document": bad}])
+    assert response.status_code == 422
+    assert response.json()["field"] == "sboms[0].document.components[0].type"
