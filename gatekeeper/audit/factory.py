@@ -20,6 +20,7 @@ def open_audit_log(
     checkpoint_every: int = 1000,
     checkpoint_interval_seconds: float = 60.0,
     batch_size: int = 256,
+    retention_days: int | None = None,
     metrics: Metrics | None = None,
 ) -> SqlAuditLog:
     """An (unmigrated) :class:`SqlAuditLog`; a bad key is a ConfigurationError naming it."""
@@ -33,5 +34,6 @@ def open_audit_log(
             checkpoint_every=checkpoint_every,
             checkpoint_interval_seconds=checkpoint_interval_seconds,
             batch_size=batch_size,
+            retention_days=retention_days,
         ),
     )

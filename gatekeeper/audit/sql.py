@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -206,7 +206,10 @@ class AuditSettings:
     checkpoint_interval_seconds: float = 60.0
     batch_size: int = 256
     maintenance_interval_seconds: float = 1.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: Records older than this many days are pruned (behind a checkpoint) by the maintenance
+    #: thread, once per ``retention_interval_seconds``; None keeps everything.
+    retention_days: int | None = None
+    retention_interval_seconds: float = 3600.0
 
 
 class SqlAuditLog:
@@ -233,6 +236,7 @@ class SqlAuditLog:
         self._last_replay_failure = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last_retention = 0.0
         self._update_depth()
 
     @property
@@ -290,6 +294,17 @@ class SqlAuditLog:
             self._thread = None
         self._engine.dispose()
 
+    def _maybe_prune(self) -> None:
+        days = self.settings.retention_days
+        if not days or self.signer is None:
+            return
+        if time.monotonic() - self._last_retention < self.settings.retention_interval_seconds:
+            return
+        self._last_retention = time.monotonic()
+        deleted = self._as_writer(lambda: self.prune(timedelta(days=days)))
+        if deleted:
+            log.info("audit retention: pruned %d records older than %d days", deleted, days)
+
     def _maintain(self) -> None:
         while not self._stop.wait(self.settings.maintenance_interval_seconds):
             try:
@@ -297,6 +312,7 @@ class SqlAuditLog:
                     self._as_writer(self._try_replay)
                 elif self.signer is not None:
                     self._as_writer(lambda: self.write_checkpoint(only_if_due=True))
+                self._maybe_prune()
             except GatekeeperError as exc:
                 log.warning("audit maintenance: %s", exc.render())
             except Exception:  # the thread must survive anything; the next tick retries

@@ -98,10 +98,12 @@ class ChainVerifier:
         *,
         anchored_start: bool = True,
         require_final_checkpoint: bool = False,
+        start_after: int | None = None,
     ) -> None:
         self.report = VerificationReport()
         self._public_key = public_key
         self._anchored_start = anchored_start
+        self._start_after = start_after
         self._require_final = require_final_checkpoint
         self._checkpoints: dict[int, Checkpoint] = {}
         for checkpoint in sorted(checkpoints, key=lambda c: c.seq):
@@ -139,18 +141,23 @@ class ChainVerifier:
             self._prev_hash = GENESIS_HASH
             return
         anchor = self._checkpoints.get(seq - 1)
-        if anchor is not None:
-            self._prev_hash = anchor.record_hash
+        if not self._anchored_start:
+            # an export: trusted only through the checkpoint that ends it
+            self._prev_hash = anchor.record_hash if anchor is not None else prev_hash
             return
-        if self._anchored_start:
-            earlier = [s for s in self._checkpoints if s < seq]
-            first_missing = max(earlier) + 1 if earlier else 1
+        # A whole trail may start later than record 1 only where retention pruned it (a signed
+        # statement) or where the caller asked to start (--since, at a signed checkpoint).
+        pruned = self.report.pruned_through or 0
+        allowed = anchor is not None and (seq - 1 <= pruned or seq - 1 == self._start_after)
+        if not allowed:
+            first_missing = max(pruned, self._start_after or 0) + 1
             raise ChainBrokenError(
                 first_missing,
                 f"record {first_missing} removed: the trail starts at record {seq} and no "
-                f"signed checkpoint covers the records before it",
+                f"signed retention checkpoint covers the records before it",
             )
-        self._prev_hash = prev_hash  # unanchored start: trusted only via the final checkpoint
+        assert anchor is not None
+        self._prev_hash = anchor.record_hash
 
     def add(
         self,
@@ -266,7 +273,7 @@ class ChainVerifier:
 
     def finish(self, head_seq: int | None = None) -> VerificationReport:
         """After the last entry: checkpoints (or the chain head) beyond it mean removals."""
-        last = self.report.last_seq or 0
+        last = self.report.last_seq or max(self.report.pruned_through or 0, self._start_after or 0)
         beyond = [seq for seq in self._checkpoints if seq > last]
         if beyond:
             seq = min(beyond)
@@ -340,8 +347,23 @@ def verify_database(
     record that was changed, removed or inserted. ``since``: start at the last signed
     checkpoint before the first record at or after that time (faster, still anchored).
     A database that cannot be read is a :class:`StorageError`."""
+    from gatekeeper.audit.schema import checkpoints
+
+    def pruned_through() -> int | None:
+        with engine.connect() as connection:
+            return connection.execute(sa.select(sa.func.max(checkpoints.c.pruned_through))).scalar()
+
     try:
-        return _verify_database(engine, public_key, since, batch_size, progress)
+        for attempt in range(3):
+            pruned_before = pruned_through()
+            try:
+                return _verify_database(engine, public_key, since, batch_size, progress)
+            except ChainBrokenError:
+                # Retention committed while we read (it deletes a prefix and signs that it
+                # did): start again on the new state; a real break stays broken.
+                if attempt == 2 or pruned_through() == pruned_before:
+                    raise
+        raise AssertionError("unreachable")
     except SQLAlchemyError as exc:
         where = engine.url.render_as_string(hide_password=True)
         raise StorageError(
@@ -377,9 +399,7 @@ def _verify_database(
             anchors = [c.seq for c in all_checkpoints if c.seq < first]
             if anchors:
                 start = max(anchors)
-    verifier = ChainVerifier(
-        [c for c in all_checkpoints if c.seq >= start] if start else all_checkpoints, public_key
-    )
+    verifier = ChainVerifier(all_checkpoints, public_key, start_after=start or None)
     columns = [decisions.c[name] for name in _INDEXED] + [
         decisions.c.seq, decisions.c.prev_hash, decisions.c.record_hash,
         decisions.c.decision_sha256, decisions.c.policy_input_sha256,

@@ -343,3 +343,63 @@ def test_torn_spool_tail_is_dropped(tmp_path, signer):
         handle.write(b'{"decision": {"decision_id": "torn')
     reopened = DurableSpool(spool_dir)
     assert reopened.depth == 1 and len(reopened.read_all()) == 1
+
+
+def test_maintenance_thread_signs_on_time_and_prunes(make_log, signer):
+    import time as clock
+
+    log = make_log(settings=AuditSettings(checkpoint_every=1000, checkpoint_interval_seconds=0.0,
+                                          maintenance_interval_seconds=0.05, retention_days=1,
+                                          retention_interval_seconds=0.0))
+    fill(log, 3)  # created in November 2026 relative to BASE_TIME: long before "now"
+    log.start()
+    deadline = clock.monotonic() + 10
+    report = None
+    while clock.monotonic() < deadline:
+        report = verify_database(log.engine, signer.public_key)
+        if report.pruned_through:
+            break
+        clock.sleep(0.05)
+    assert report is not None and report.pruned_through == 3 and report.records == 0
+
+
+def test_cli_verify_exit_codes_name_the_record(make_log, database_url, signer, tmp_path):
+    from typer.testing import CliRunner
+
+    from gatekeeper.cli_audit import audit_app
+
+    log = make_log()
+    fill(log, 5)
+    public = tmp_path / "public.pem"
+    from cryptography.hazmat.primitives import serialization
+
+    public.write_bytes(signer.public_key.public_bytes(serialization.Encoding.PEM,
+                                                      serialization.PublicFormat.SubjectPublicKeyInfo))
+    env = {"GATEKEEPER_DATABASE_URL": database_url, "GATEKEEPER_CONFIG": ""}
+    runner = CliRunner()
+    ok = runner.invoke(audit_app, ["verify", "--public-key", str(public)], env=env)
+    assert ok.exit_code == 0, ok.output
+    assert ok.stdout.strip() == (
+        "audit trail verified: 5 records (1..5), 1 signed checkpoints, last at record 4; "
+        "1 records after it are chained but not yet signed"
+    )
+    attack(log, ("UPDATE gatekeeper_decisions SET document = replace(document, 'CHG-1', 'CHG-2') "
+                 "WHERE seq = 2", {}))
+    broken = runner.invoke(audit_app, ["verify", "--public-key", str(public)], env=env)
+    assert broken.exit_code == 1
+    assert broken.output.strip() == (
+        "error: audit verification FAILED: record 2 changed: its content does not match its hash"
+    )
+    unsigned = runner.invoke(audit_app, ["verify"], env=env)  # no key: chain only, and says so
+    assert unsigned.exit_code == 1
+
+
+def test_deleted_prefix_up_to_a_checkpoint_is_not_retention(make_log, signer):
+    log = make_log()
+    fill(log, 6)  # checkpoint at 4, but no signed retention statement
+    attack(log, ("DELETE FROM gatekeeper_decision_images WHERE decision_seq <= 4", {}),
+           ("DELETE FROM gatekeeper_decisions WHERE seq <= 4", {}))
+    assert failure(log, signer) == (
+        "record 1 removed: the trail starts at record 5 and no signed retention checkpoint "
+        "covers the records before it"
+    )

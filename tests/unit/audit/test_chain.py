@@ -110,7 +110,7 @@ def test_removed_record_gap_and_tail():
     assert broken(chain[:2] + chain[3:]) == "record 3 removed: the trail goes from record 2 to record 4"
     assert broken(chain[:5], head=6) == "record 6 removed: the chain head is at record 6"
     assert broken(chain[1:]) == (
-        "record 1 removed: the trail starts at record 2 and no signed checkpoint covers the records before it"
+        "record 1 removed: the trail starts at record 2 and no signed retention checkpoint covers the records before it"
     )
     signer = CheckpointSigner(Ed25519PrivateKey.generate())
     assert broken(chain[:4], [signer.sign(6, chain[5][2])], signer.public_key) == (
