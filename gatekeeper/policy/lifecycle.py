@@ -45,6 +45,7 @@ from gatekeeper.policy.store import PolicyEvent, RevisionRecord, SqlPolicyStore,
 __all__ = [
     "PolicyLifecycle",
     "PolicyStatePaths",
+    "SidecarBundleRevision",
     "create_policy_lifecycle",
     "load_candidate_path",
     "opa_serves",
@@ -427,3 +428,35 @@ def create_policy_lifecycle(
         opa_client=opa_client,
         clock=clock,
     )
+
+
+class SidecarBundleRevision:
+    """The revision an OPA sidecar really serves: its bundle manifest's ``revision``.
+
+    For ``OpaPolicyEngine(local_revision=SidecarBundleRevision(client).current)``: decisions then
+    record the same revision id as the store (the sidecar loads ``GET /v1/policies/bundle``,
+    whose manifest revision is the revision id). Cached for ``ttl`` seconds.
+    """
+
+    def __init__(self, client: httpx.Client, *, bundle: str = "gatekeeper", ttl: float = 2.0):
+        self._client = client
+        self._path = f"/v1/data/system/bundles/{bundle}/manifest/revision"
+        self._ttl = ttl
+        self._cached: tuple[float, str] | None = None
+        self._lock = threading.Lock()
+
+    def current(self) -> str:
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is not None and now - self._cached[0] < self._ttl:
+                return self._cached[1]
+            try:
+                revision = self._client.get(self._path).json().get("result")
+            except (httpx.HTTPError, ValueError, AttributeError) as exc:
+                raise PolicyEngineError(
+                    f"cannot read the sidecar's bundle revision: {exc}"
+                ) from exc
+            if not isinstance(revision, str) or not revision:
+                raise PolicyEngineError("the OPA sidecar has not loaded the gatekeeper bundle yet")
+            self._cached = (now, revision)
+            return revision

@@ -14,6 +14,7 @@ import pytest
 import uvicorn
 
 from gatekeeper.policy.exceptions import DataApiExceptionPublisher, exceptions_document
+from gatekeeper.policy.lifecycle import SidecarBundleRevision
 from tests.integration.test_policy_lifecycle_api import (
     ADMIN,
     AUDITOR,
@@ -117,6 +118,7 @@ def test_sidecar_follows_activation_and_takes_exceptions(served_gate, sidecar):
     gate, _url = served_gate
     original = shipped().revision_id
     assert wait_for(lambda: bundle_revision(sidecar) == original, "the first bundle")
+    assert SidecarBundleRevision(sidecar, ttl=0).current() == original
     assert decide(sidecar, STAGING_GHCR)["deny"] == []
 
     candidate = without_ghcr_in_staging(shipped())
@@ -132,6 +134,7 @@ def test_sidecar_follows_activation_and_takes_exceptions(served_gate, sidecar):
         "message": 'registry "ghcr.io" is not allowed in environment "staging"',
     }}
     assert decide(sidecar, STAGING_GHCR)["deny"] == [violation]
+    assert SidecarBundleRevision(sidecar, ttl=0).current() == candidate.revision_id
 
     # exceptions reach the sidecar through its Data API, outside the bundle's roots
     created = gate.client.post(
