@@ -120,9 +120,8 @@ def build_audit_router() -> APIRouter:
     )
     def verify(request: Request, since: datetime | None = None) -> JSONResponse:
         audit = _audit_log(request)
-        public_key = audit.signer.public_key if audit.signer is not None else None
         try:
-            report = verify_database(audit.engine, public_key, since=since)
+            report = verify_database(audit.engine, audit.verify_key, since=since)
         except ChainBrokenError as exc:
             return JSONResponse(
                 {"verified": False, "record": exc.seq,

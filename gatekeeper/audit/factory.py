@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from gatekeeper.audit.chain import CheckpointSigner, load_signing_key
+from gatekeeper.audit.chain import CheckpointSigner, load_public_key, load_signing_key
 from gatekeeper.audit.spool import DurableSpool
 from gatekeeper.audit.sql import AuditSettings, SqlAuditLog, create_database_engine
 from gatekeeper.metrics import Metrics
 
 __all__ = ["open_audit_log"]
 
+log = logging.getLogger(__name__)
+
 
 def open_audit_log(
     database_url: str,
     *,
     signing_key_file: Path | None = None,
+    public_key_file: Path | None = None,
     spool_dir: Path | None = None,
     checkpoint_every: int = 1000,
     checkpoint_interval_seconds: float = 60.0,
@@ -25,7 +29,7 @@ def open_audit_log(
 ) -> SqlAuditLog:
     """An (unmigrated) :class:`SqlAuditLog`; a bad key is a ConfigurationError naming it."""
     signer = CheckpointSigner(load_signing_key(signing_key_file)) if signing_key_file else None
-    return SqlAuditLog(
+    audit = SqlAuditLog(
         create_database_engine(database_url),
         metrics=metrics,
         spool=DurableSpool(spool_dir) if spool_dir is not None else None,
@@ -37,3 +41,11 @@ def open_audit_log(
             retention_days=retention_days,
         ),
     )
+    if public_key_file is not None:
+        audit.verify_key = load_public_key(public_key_file)
+    elif signer is None:
+        log.warning(
+            "no audit signing key (GATEKEEPER_AUDIT_SIGNING_KEY_FILE): the trail is hash-chained "
+            "but no checkpoints are signed, so exports cannot be verified offline"
+        )
+    return audit

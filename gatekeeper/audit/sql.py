@@ -228,6 +228,8 @@ class SqlAuditLog:
         self._metrics = metrics
         self.spool = spool
         self.signer = signer
+        #: The key checkpoints are verified with: the signer's, or a configured public key.
+        self.verify_key = signer.public_key if signer is not None else None
         self.settings = settings or AuditSettings()
         self._where = describe_url(str(engine.url.render_as_string(hide_password=False)))
         self._cond = threading.Condition()
@@ -387,6 +389,14 @@ class SqlAuditLog:
         except GatekeeperError as exc:
             for item in batch:
                 item.error = exc
+        except Exception as exc:  # a bug must not pass for a stored decision: fail closed
+            log.exception("audit write failed unexpectedly")
+            failure = StorageError(
+                f"cannot record decision {batch[0].prepared.decision_id}: internal error "
+                f"({type(exc).__name__})"
+            )
+            for item in batch:
+                item.error = failure
         finally:
             for item in batch:
                 item.done = True

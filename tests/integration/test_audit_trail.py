@@ -403,3 +403,16 @@ def test_deleted_prefix_up_to_a_checkpoint_is_not_retention(make_log, signer):
         "record 1 removed: the trail starts at record 5 and no signed retention checkpoint "
         "covers the records before it"
     )
+
+
+def test_unexpected_write_failure_fails_closed(make_log, monkeypatch):
+    log = make_log()
+
+    def broken(*_args, **_kwargs):
+        raise TypeError("bug")
+
+    monkeypatch.setattr(log, "_append", broken)
+    decision = make_decision(index=1)
+    with pytest.raises(StorageError) as caught:
+        log.record(decision)
+    assert caught.value.message == f"cannot record decision {decision.decision_id}: internal error (TypeError)"
