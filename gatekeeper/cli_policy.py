@@ -215,7 +215,7 @@ def check_candidate(
     tests: Annotated[Path | None, typer.Option(help="Tests of a bare policy dir")] = None,
 ) -> None:
     """Run the activation checks (opa check --strict, opa fmt, opa test). Exit 1 if refused."""
-    from gatekeeper.policy.bundle import OpaCandidateChecker
+    from gatekeeper.policy.checks import OpaCandidateChecker
 
     settings = _settings()
     try:

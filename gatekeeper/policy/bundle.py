@@ -1,4 +1,4 @@
-"""Policy revisions: a candidate set of Rego + data files, its content-hash id, its checks.
+"""Policy revisions: a candidate set of Rego + data files, its content-hash id, its OPA bundle.
 
 A revision has two parts:
 
@@ -11,38 +11,31 @@ A revision has two parts:
   their golden inputs). They are evidence about the revision, not part of what OPA serves, so
   they do not change its id.
 
-A candidate is accepted only when the real ``opa`` binary agrees: ``opa check --strict``,
-``opa fmt`` (every file already formatted) and ``opa test`` over the shipped tests. Their
-failures are parsed into ``{check, file, line, message}`` and the failing tests' names; the
-decision "refused" rests on the exit codes, the parsed text only explains it.
+A candidate is accepted only when the real ``opa`` binary agrees (see
+:mod:`gatekeeper.policy.checks`).
 """
 
 from __future__ import annotations
 
-import difflib
 import io
 import json
 import re
-import shutil
-import subprocess
 import tarfile
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from gatekeeper.errors import ConfigurationError, InvalidInputError, PolicyEngineError
+from gatekeeper.errors import InvalidInputError
 from gatekeeper.policy.revision import POLICY_FILE_SUFFIXES, hash_policy_files
 
 __all__ = [
     "MAX_BUNDLE_BYTES",
     "MAX_FILES",
-    "CheckProblem",
-    "CheckReport",
-    "OpaCandidateChecker",
+    "RESERVED_ROOT",
     "PolicyFiles",
     "build_opa_bundle",
+    "bundle_roots",
 ]
 
 #: Largest accepted candidate (all files together, uncompressed).
@@ -284,257 +277,3 @@ def build_opa_bundle(files: PolicyFiles) -> bytes:
             info.mtime = 0
             archive.addfile(info, io.BytesIO(entries[name]))
     return buffer.getvalue()
-
-
-@dataclass(frozen=True, slots=True)
-class CheckProblem:
-    """One reason a candidate is refused.
-
-    ``check`` is ``structure``, ``check``, ``fmt`` or ``test``.
-    """
-
-    check: str
-    message: str
-    file: str | None = None
-    line: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"check": self.check, "file": self.file, "line": self.line, "message": self.message}
-
-    def render(self) -> str:
-        where = f"{self.file}:{self.line}: " if self.file and self.line else (
-            f"{self.file}: " if self.file else ""
-        )
-        return f"[{self.check}] {where}{self.message}"
-
-
-@dataclass(frozen=True, slots=True)
-class CheckReport:
-    """The verdict of the candidate checks, as stored with the revision."""
-
-    passed: bool
-    problems: tuple[CheckProblem, ...]
-    failed_tests: tuple[str, ...]
-    tests_run: int
-    tests_passed: int
-    opa_version: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "problems": [p.as_dict() for p in self.problems],
-            "failed_tests": list(self.failed_tests),
-            "tests_run": self.tests_run,
-            "tests_passed": self.tests_passed,
-            "opa_version": self.opa_version,
-        }
-
-    @classmethod
-    def from_dict(cls, document: Mapping[str, Any]) -> CheckReport:
-        return cls(
-            passed=bool(document["passed"]),
-            problems=tuple(
-                CheckProblem(p["check"], p["message"], p.get("file"), p.get("line"))
-                for p in document.get("problems", [])
-            ),
-            failed_tests=tuple(document.get("failed_tests", [])),
-            tests_run=int(document.get("tests_run", 0)),
-            tests_passed=int(document.get("tests_passed", 0)),
-            opa_version=str(document.get("opa_version", "")),
-        )
-
-    def summary(self) -> str:
-        """One line for messages: why it was refused, failing tests first."""
-        if self.passed:
-            return f"all checks passed ({self.tests_passed}/{self.tests_run} tests)"
-        parts: list[str] = []
-        if self.failed_tests:
-            noun = "test" if len(self.failed_tests) == 1 else "tests"
-            parts.append(f"{len(self.failed_tests)} failing {noun}: {', '.join(self.failed_tests)}")
-        others = [p for p in self.problems if p.check != "test" or not self.failed_tests]
-        parts.extend(p.render() for p in others[:5])
-        if len(others) > 5:
-            parts.append(f"and {len(others) - 5} more problems")
-        return "; ".join(parts)
-
-
-class OpaCandidateChecker:
-    """Runs ``opa check --strict``, ``opa fmt`` and ``opa test`` on a candidate in a temp dir."""
-
-    def __init__(self, opa_binary: str, *, timeout: float = 120.0) -> None:
-        found = shutil.which(opa_binary) or (opa_binary if Path(opa_binary).is_file() else None)
-        # Resolved once: the checks run with a temporary directory as working directory.
-        resolved = str(Path(found).resolve()) if found else None
-        if resolved is None:
-            raise ConfigurationError(f"OPA binary {opa_binary!r} not found for policy checks")
-        self._binary = resolved
-        self._timeout = timeout
-        self._version: str | None = None
-
-    def _run(self, arguments: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-        command = [self._binary, *arguments]
-        try:
-            return subprocess.run(  # noqa: S603 - fixed argv, no shell
-                command, cwd=cwd, capture_output=True, text=True, timeout=self._timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise PolicyEngineError(
-                f"opa {arguments[0]} did not finish within {self._timeout:.0f}s"
-            ) from exc
-        except OSError as exc:
-            raise ConfigurationError(f"cannot run {self._binary}: {exc.strerror}") from exc
-
-    def version(self) -> str:
-        if self._version is None:
-            with tempfile.TemporaryDirectory(prefix="gatekeeper-opa-version-") as scratch:
-                result = self._run(["version"], Path(scratch))
-            first = result.stdout.splitlines()[0] if result.stdout else ""
-            self._version = first.removeprefix("Version: ").strip()
-        return self._version
-
-    def check(self, files: PolicyFiles, *, require_tests: bool = True) -> CheckReport:
-        """Check ``files``; never raises for a bad candidate (that is a refused report).
-
-        ``require_tests=False`` only for the bootstrap of policies shipped without their tests
-        (a container image without ``rego-tests/``): compile and format checks still apply.
-        """
-        problems: list[CheckProblem] = list(_structure_problems(files))
-        failed_tests: list[str] = []
-        tests_run = tests_passed = 0
-        with tempfile.TemporaryDirectory(prefix="gatekeeper-candidate-") as scratch:
-            root = Path(scratch)
-            files.write_policies(root / "policies")
-            roots = ["policies"]
-            if files.tests:
-                files.write_tests(root / "tests")
-                roots.append("tests")
-            # (1) compile every module with the strict checks (unused vars/imports, deprecated).
-            compiled = self._run(["check", "--strict", "--format", "json", *roots], root)
-            if compiled.returncode != 0:
-                problems.extend(_parse_check_errors(compiled.stdout, compiled.stderr, "check"))
-            # (2) every Rego file must already be opa-fmt formatted.
-            listed = self._run(["fmt", "--list", *roots], root)
-            for name in listed.stdout.split():
-                problems.append(self._format_problem(root, name))
-            # (3) the shipped tests must pass (only meaningful once everything compiles).
-            if compiled.returncode == 0:
-                if not any(n.endswith(".rego") for n in files.tests):
-                    if require_tests:
-                        problems.append(
-                            CheckProblem(
-                                "test", "candidate ships no opa tests (add tests/*_test.rego)"
-                            )
-                        )
-                else:
-                    tests_run, tests_passed, failed, test_problems = self._run_tests(root, roots)
-                    failed_tests.extend(failed)
-                    problems.extend(test_problems)
-        return CheckReport(
-            passed=not problems,
-            problems=tuple(problems),
-            failed_tests=tuple(failed_tests),
-            tests_run=tests_run,
-            tests_passed=tests_passed,
-            opa_version=self.version(),
-        )
-
-    def _format_problem(self, root: Path, name: str) -> CheckProblem:
-        path = root / name
-        formatted = self._run(["fmt", name], root).stdout.splitlines()
-        original = path.read_text().splitlines()
-        line = 1
-        for opcode in difflib.SequenceMatcher(a=original, b=formatted).get_opcodes():
-            if opcode[0] != "equal":
-                line = opcode[1] + 1
-                break
-        return CheckProblem("fmt", "not formatted: run opa fmt -w", name, line)
-
-    def _run_tests(
-        self, root: Path, roots: list[str]
-    ) -> tuple[int, int, list[str], list[CheckProblem]]:
-        result = self._run(["test", "--format", "json", *roots], root)
-        try:
-            outcomes = json.loads(result.stdout) if result.stdout.strip() else []
-        except ValueError:
-            outcomes = None
-        if not isinstance(outcomes, list):
-            return 0, 0, [], list(_parse_check_errors(result.stdout, result.stderr, "test"))
-        failed: list[str] = []
-        problems: list[CheckProblem] = []
-        # opa test runs packages in parallel: report in source order, so answers are stable.
-        outcomes.sort(
-            key=lambda o: (
-                str((o.get("location") or {}).get("file", "")),
-                int((o.get("location") or {}).get("row", 0)),
-            )
-        )
-        for outcome in outcomes:
-            name = f"{outcome.get('package', '')}.{outcome.get('name', '')}"
-            location = outcome.get("location") or {}
-            if outcome.get("fail") or outcome.get("error"):
-                failed.append(name)
-                error = outcome.get("error")
-                detail = error.get("message") if isinstance(error, dict) else None
-                problems.append(
-                    CheckProblem(
-                        "test",
-                        f"test {name} failed" + (f": {detail}" if detail else ""),
-                        location.get("file"),
-                        location.get("row"),
-                    )
-                )
-        if result.returncode != 0 and not failed:
-            problems.append(
-                CheckProblem("test", f"opa test failed: {result.stderr.strip()[:500]}")
-            )
-        return len(outcomes), len(outcomes) - len(failed), failed, problems
-
-
-def _structure_problems(files: PolicyFiles) -> list[CheckProblem]:
-    packages = files.packages()
-    problems: list[CheckProblem] = []
-    if "gatekeeper.main" not in packages:
-        problems.append(
-            CheckProblem(
-                "structure",
-                "no package gatekeeper.main: the aggregator (main.rego) is missing",
-            )
-        )
-    if not any(p.startswith("gatekeeper.rules.") for p in packages):
-        problems.append(
-            CheckProblem("structure", "no rule package: define package gatekeeper.rules.<name>")
-        )
-    if RESERVED_ROOT in bundle_roots(files):
-        problems.append(
-            CheckProblem(
-                "structure",
-                "data.gatekeeper.exceptions is reserved for the gatekeeper's exceptions",
-            )
-        )
-    return problems
-
-
-def _parse_check_errors(stdout: str, stderr: str, check: str) -> list[CheckProblem]:
-    """``opa check --format json`` (and ``opa test`` compile errors) into problems."""
-    for text in (stdout, stderr):
-        try:
-            document = json.loads(text)
-        except ValueError:
-            continue
-        errors = document.get("errors") if isinstance(document, dict) else None
-        if isinstance(errors, list) and errors:
-            problems = []
-            for error in errors:
-                location = error.get("location") or {}
-                problems.append(
-                    CheckProblem(
-                        check,
-                        str(error.get("message", "")),
-                        location.get("file"),
-                        location.get("row"),
-                    )
-                )
-            return problems
-    message = (stderr or stdout).strip()[:800] or f"opa {check} failed"
-    return [CheckProblem(check, message)]

@@ -29,7 +29,8 @@ import httpx
 from sqlalchemy.engine import Engine
 
 from gatekeeper.errors import ConfigurationError, GatekeeperError, PolicyEngineError
-from gatekeeper.policy.bundle import OpaCandidateChecker, PolicyFiles
+from gatekeeper.policy.bundle import PolicyFiles
+from gatekeeper.policy.checks import OpaCandidateChecker
 from gatekeeper.policy.exceptions import (
     DataApiExceptionPublisher,
     ExceptionFilePublisher,

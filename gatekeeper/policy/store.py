@@ -25,7 +25,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from gatekeeper.errors import GatekeeperError, InvalidInputError, NotFoundError, StorageError
-from gatekeeper.policy.bundle import CheckReport, PolicyFiles
+from gatekeeper.policy.bundle import PolicyFiles
+from gatekeeper.policy.checks import CheckReport
 from gatekeeper.policy.exceptions import (
     ExceptionRequest,
     PolicyException,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from gatekeeper.audit import create_database_engine
-from gatekeeper.policy.bundle import OpaCandidateChecker, PolicyFiles, build_opa_bundle
+from gatekeeper.policy.bundle import PolicyFiles, build_opa_bundle
+from gatekeeper.policy.checks import OpaCandidateChecker
 from gatekeeper.policy.exceptions import ExceptionFilePublisher
 from gatekeeper.policy.lifecycle import PolicyLifecycle
 from gatekeeper.policy.replay import SqlDecisionHistory

@@ -9,13 +9,8 @@ import tarfile
 import pytest
 
 from gatekeeper.errors import InvalidInputError
-from gatekeeper.policy.bundle import (
-    CheckProblem,
-    CheckReport,
-    PolicyFiles,
-    build_opa_bundle,
-    bundle_roots,
-)
+from gatekeeper.policy.bundle import PolicyFiles, build_opa_bundle, bundle_roots
+from gatekeeper.policy.checks import CheckProblem, CheckReport
 from gatekeeper.policy.revision import hash_policy_files
 
 MAIN = "package gatekeeper.main\n\ndecision := {}\n"

@@ -10,7 +10,8 @@ import sqlalchemy as sa
 
 from gatekeeper.audit import create_database_engine
 from gatekeeper.errors import InvalidInputError, NotFoundError, StorageError
-from gatekeeper.policy.bundle import CheckProblem, CheckReport, PolicyFiles
+from gatekeeper.policy.bundle import PolicyFiles
+from gatekeeper.policy.checks import CheckProblem, CheckReport
 from gatekeeper.policy.exceptions import ExceptionRequest
 from gatekeeper.policy.store import PolicyConflictError, SqlPolicyStore, metadata
 
