@@ -112,7 +112,8 @@ def push_images(host: str, tags: int) -> str:
 
 # -- the gatekeeper under test (child process) -------------------------------------------------
 
-def serve(port: int, registry: str, tls_dir: Path, database: Path, service_kind: str) -> None:
+def serve(port: int, registry: str, tls_dir: Path, database: Path, service_kind: str,
+          environment: str) -> None:
     """Child: the admission router over the real service (or fakes), on HTTPS."""
     import logging
 
@@ -145,7 +146,7 @@ def serve(port: int, registry: str, tls_dir: Path, database: Path, service_kind:
         service = EvaluationService(policy_engine=container.policy_engine,
                                     audit_log=container.audit_log,
                                     collectors=container.collectors, digest_resolver=resolver)
-    handler = AdmissionHandler(service, AdmissionSettings(environment="staging"))
+    handler = AdmissionHandler(service, AdmissionSettings(environment=environment))
     app = FastAPI()
     app.include_router(build_admission_router(handler))
     tls = ReloadingServerContext(tls_dir / "gatekeeper.crt", tls_dir / "gatekeeper.key")
@@ -159,7 +160,7 @@ def serve(port: int, registry: str, tls_dir: Path, database: Path, service_kind:
 
 @contextmanager
 def running_gatekeeper(
-    registry: str, directory: Path, service_kind: str
+    registry: str, directory: Path, service_kind: str, environment: str
 ) -> Iterator[tuple[int, ssl.SSLContext]]:
     from tests.unit.webhook.certificates import CertificateAuthority
 
@@ -171,7 +172,8 @@ def running_gatekeeper(
     log_file = (directory / "gatekeeper.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.bench_admission", "--serve", str(port),
-         "--registry", registry, "--directory", str(directory), "--service", service_kind],
+         "--registry", registry, "--directory", str(directory), "--service", service_kind,
+         "--environment", environment],
         cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     context = ssl.create_default_context(cafile=str(ca.cert_file))
     try:
@@ -295,27 +297,32 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,4,8,16")
     parser.add_argument("--service", choices=["real", "fakes"], default="real",
                         help="real: embedded OPA + SQLite audit; fakes: in-memory (ceiling)")
+    parser.add_argument("--environment", default="development",
+                        help="environment of the decisions (development admits the images)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--registry", help=argparse.SUPPRESS)
     parser.add_argument("--directory", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         directory = Path(args.directory)
-        serve(args.serve, args.registry, directory, directory / "audit.db", args.service)
+        serve(args.serve, args.registry, directory, directory / "audit.db", args.service,
+              args.environment)
         return
 
     levels = [int(level) for level in args.concurrency.split(",")]
     engine = ("embedded OPA + SQLite audit" if args.service == "real"
               else "in-memory policy + audit fakes")
-    print(f"cores: {os.cpu_count()}  review: Deployment, 3 containers, HTTPS keep-alive, "
-          f"{engine}, loopback docker-registry")
+    print(f"cores: {os.cpu_count()}  load average: {os.getloadavg()[0]:.1f}  review: Deployment, "
+          f"3 containers, HTTPS keep-alive, {engine}, loopback docker-registry, environment "
+          f"{args.environment}")
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         (directory / "storage").mkdir()
         cold_total = args.cold_requests * len(levels) + 20
         with running_registry(directory) as registry:
             digest = push_images(registry, cold_total)
-            with running_gatekeeper(registry, directory, args.service) as (port, context):
+            with running_gatekeeper(registry, directory, args.service,
+                                    args.environment) as (port, context):
                 pinned = [f"{registry}/{repo}:v0@{digest}" for repo in REPOSITORIES]
                 warm = [deployment_review(i, pinned) for i in range(args.requests)]
                 run_load(port, context, warm[:300], 4)  # warm-up: OPA, SQLite, TLS, imports
