@@ -148,28 +148,48 @@ class PolicyLifecycle:
         PolicyFiles.from_directory(policy_dir).write_policies(active_dir)
 
     def start(self, *, bootstrap: PolicyFiles | None) -> None:
-        """Migrate; activate ``bootstrap`` (the shipped policies) if nothing is active;
-        materialise the active revision and the exceptions (without waiting for an OPA, which
-        may not run yet: call ``sync(force=True)`` once it does)."""
+        """Migrate; record the shipped policies (``bootstrap``) as a revision and activate them
+        if nothing is active yet; materialise the active revision and the exceptions (without
+        waiting for an OPA, which may not run yet: call ``sync(force=True)`` once it does).
+
+        Shipped policies that differ from the active revision (a new image after someone
+        activated another revision) are stored as a candidate, not activated: the store's
+        history wins over the image; a warning says how to activate them.
+        """
         self.store.migrate()
-        if self.store.active_revision_id() is None:
-            if bootstrap is None:
-                raise ConfigurationError("no active policy revision and nothing to bootstrap")
-            # Shipped policies without their tests (an image without rego-tests/) are still
-            # compiled and format-checked; shipped with tests, the tests must pass.
+        active = self.store.active_revision_id()
+        if bootstrap is not None:
+            # Shipped without their tests (an image without rego-tests/): still compiled and
+            # format-checked; shipped with tests, the tests must pass.
             record, _ = self.submit(
                 bootstrap, actor=BOOTSTRAP_ACTOR, source="bootstrap",
                 require_tests=bool(bootstrap.tests),
             )
-            if not record.accepted:
+            if active is None and not record.accepted:
                 raise ConfigurationError(
                     f"the shipped policies fail their checks: {record.report.summary()}"
                 )
-            try:
-                self.store.activate(record.revision_id, actor=BOOTSTRAP_ACTOR, reason="bootstrap")
-            except GatekeeperError as exc:  # another replica bootstrapped first
-                log.info("bootstrap activation skipped: %s", exc.message)
-        self.sync(force=True, wait=False)
+            if active is None:
+                try:
+                    self.store.activate(
+                        record.revision_id, actor=BOOTSTRAP_ACTOR, reason="bootstrap"
+                    )
+                except GatekeeperError as exc:  # another replica bootstrapped first
+                    log.info("bootstrap activation skipped: %s", exc.message)
+            elif active != record.revision_id:
+                log.warning(
+                    "the shipped policies (%s, %s) are not the active revision %s; to use them: "
+                    "POST /v1/policies/revisions/%s/activate",
+                    record.revision_id, record.status, active, record.revision_id,
+                )
+        elif active is None:
+            raise ConfigurationError("no active policy revision and nothing to bootstrap")
+        try:
+            self.sync(force=True, wait=False)
+        except PolicyEngineError as exc:
+            # An OPA sidecar that is not up yet cannot take the exceptions: the background
+            # sync retries; until then nothing is waived (fail closed).
+            log.warning("policy sync at start incomplete: %s", exc.message)
 
     def sync(self, *, force: bool = False, wait: bool = True) -> bool:
         """Materialise the active revision and publish exceptions if the store changed."""

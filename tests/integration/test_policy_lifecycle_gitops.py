@@ -104,3 +104,42 @@ def test_replicas_follow_the_store(tmp_path, opa_binary):
     assert DirectoryRevision(second_dir / "active").current() == tightened.revision_id
     assert second.sync() is False
     assert isinstance(PolicyFiles.from_directory(second_dir / "active"), PolicyFiles)
+
+
+def test_restart_with_other_shipped_policies_keeps_the_active_revision(tmp_path, opa_binary, caplog):
+    make_lifecycle(tmp_path, opa_binary).start(bootstrap=shipped())
+    tightened = without_ghcr_in_staging(shipped())
+    restarted = make_lifecycle(tmp_path, opa_binary)
+    restarted.start(bootstrap=tightened)
+    assert restarted.store.active_revision_id() == shipped().revision_id
+    stored = restarted.store.get_revision(tightened.revision_id)
+    assert (stored.status, stored.source, stored.created_by) == (
+        "accepted", "bootstrap", "system:bootstrap"
+    )
+    assert (
+        f"the shipped policies ({tightened.revision_id}, accepted) are not the active revision "
+        f"{shipped().revision_id}; to use them: "
+        f"POST /v1/policies/revisions/{tightened.revision_id}/activate"
+    ) in caplog.text
+    broken = make_lifecycle(tmp_path, opa_binary)
+    broken.start(bootstrap=PolicyFiles(
+        {**shipped().policies, "bad.rego": b"package gatekeeper.rules.bad\n\nx := \n"},
+        dict(shipped().tests),
+    ))  # a broken image does not stop a gatekeeper that has an active revision
+    assert broken.store.active_revision_id() == shipped().revision_id
+
+
+def test_first_start_with_broken_shipped_policies_fails(tmp_path, opa_binary):
+    import pytest
+
+    from gatekeeper.errors import ConfigurationError
+
+    files = shipped()
+    policies = {name: content for name, content in files.policies.items()
+                if name in ("main.rego", "data.json")}
+    with pytest.raises(ConfigurationError) as caught:
+        make_lifecycle(tmp_path, opa_binary).start(bootstrap=PolicyFiles(policies, {}))
+    assert caught.value.message == (
+        "the shipped policies fail their checks: "
+        "[structure] no rule package: define package gatekeeper.rules.<name>"
+    )
