@@ -224,9 +224,13 @@ class PolicyLifecycle:
     def start_background_sync(self, interval: float = 2.0) -> None:
         self._spawn("policy-sync", interval, lambda: self.sync())
 
-    def watch_path(self, path: Path, interval: float = 5.0) -> None:
+    def watch_path(
+        self, path: Path, interval: float = 5.0, *, tests_dir: Path | None = None
+    ) -> None:
         """GitOps: poll ``path`` and submit + activate what changed (checks first)."""
-        self._spawn("policy-gitops", interval, lambda: self.sync_from_path(path))
+        self._spawn(
+            "policy-gitops", interval, lambda: self.sync_from_path(path, tests_dir=tests_dir)
+        )
 
     def _spawn(self, name: str, interval: float, step: Callable[[], Any]) -> None:
         def loop() -> None:
@@ -337,24 +341,37 @@ class PolicyLifecycle:
 
     # -- GitOps ---------------------------------------------------------------------------
 
-    def sync_from_path(self, path: Path) -> RevisionRecord | None:
+    def sync_from_path(
+        self, path: Path, *, tests_dir: Path | None = None
+    ) -> RevisionRecord | None:
         """Submit what ``path`` holds if it changed; activate it when its checks pass.
 
-        A refused candidate leaves the active revision alone and is logged (and stored, with
-        its report, for ``GET /v1/policies/revisions/{id}``).
+        Activated: content this watcher saw change, or content the store sees for the first
+        time (a change made while the gatekeeper was down). Not activated: the content it finds
+        at its first look when the store already knows it, so a restart never undoes an
+        activation or rollback made through the API. A refused candidate leaves the active
+        revision alone and is logged (and stored with its report, for
+        ``GET /v1/policies/revisions/{id}``).
         """
-        files = load_candidate_path(path)
+        files = (
+            PolicyFiles.from_directory(path, tests_dir)
+            if tests_dir is not None and tests_dir.is_dir()
+            else load_candidate_path(path)
+        )
         stamp = _stamp(files)
         if stamp == self._gitops_stamp:
             return None
+        first_look = self._gitops_stamp is None
         actor = f"gitops:{path}"
-        record, _ = self.submit(files, actor=actor, source="gitops")
+        record, created = self.submit(files, actor=actor, source="gitops")
         self._gitops_stamp = stamp
         if not record.accepted:
             log.error(
                 "GitOps candidate %s from %s refused: %s",
                 record.revision_id, path, record.report.summary(),
             )
+            return record
+        if first_look and not created:
             return record
         if self.store.active_revision_id() != record.revision_id:
             self.activate(record.revision_id, actor=actor, reason=f"GitOps change at {path}")

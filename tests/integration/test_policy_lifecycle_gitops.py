@@ -143,3 +143,23 @@ def test_first_start_with_broken_shipped_policies_fails(tmp_path, opa_binary):
         "the shipped policies fail their checks: "
         "[structure] no rule package: define package gatekeeper.rules.<name>"
     )
+
+
+def test_a_restart_never_undoes_an_activation_made_through_the_api(tmp_path, opa_binary):
+    watched = write_candidate(tmp_path / "configmap", shipped())
+    first = make_lifecycle(tmp_path, opa_binary)
+    first.start(bootstrap=shipped())
+    assert first.sync_from_path(watched).revision_id == shipped().revision_id
+    tightened = without_ghcr_in_staging(shipped())
+    record, _ = first.submit(tightened, actor="alice")
+    first.activate(record.revision_id, actor="alice")
+
+    restarted = make_lifecycle(tmp_path, opa_binary)
+    restarted.start(bootstrap=shipped())
+    restarted.sync_from_path(watched)  # first look: content the store already knows
+    assert restarted.store.active_revision_id() == tightened.revision_id
+    # a real change of the watched content is activated again
+    (watched / "policies/main.rego").write_bytes(shipped().policies["main.rego"] + b"\n# v2\n")
+    record = restarted.sync_from_path(watched)
+    assert record.status == "accepted", record.report.summary()
+    assert restarted.store.active_revision_id() == record.revision_id != tightened.revision_id
