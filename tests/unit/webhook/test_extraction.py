@@ -123,3 +123,33 @@ def test_image_count_is_bounded() -> None:
 
 def test_format_path() -> None:
     assert format_path(("spec", "containers", 1, "image")) == "spec.containers[1].image"
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"spec": {"template": "not a template"}},
+        {"spec": {"template": {"spec": None}}},
+        {"spec": {"jobTemplate": ["x"]}},
+        {"template": 7},
+        {"spec": None},
+        {},
+    ],
+    ids=["template-string", "spec-null", "jobtemplate-list", "template-int", "spec-null-top",
+         "empty"],
+)
+def test_objects_without_a_readable_pod_template_carry_no_images(obj: dict[str, Any]) -> None:
+    assert extract_images(obj, "Deployment") == ()
+
+
+def test_null_container_list_is_skipped_but_a_null_container_is_refused() -> None:
+    assert extract_images({"spec": {"containers": None, "initContainers": []}}, "Pod") == ()
+    with pytest.raises(InvalidInputError, match=r"spec.containers\[0\] is not an object"):
+        extract_images({"spec": {"containers": [None]}}, "Pod")
+
+
+def test_lookalike_registry_is_passed_on_verbatim() -> None:
+    # The policy, not the extraction, decides about registry.example.com.evil.io.
+    image = "registry.example.com.evil.io/app:1"
+    (location,) = extract_images({"spec": {"containers": [{"name": "a", "image": image}]}}, "Pod")
+    assert location.image == image
