@@ -23,6 +23,12 @@ from gatekeeper.errors import (
     InvalidInputError,
     NotFoundError,
 )
+from gatekeeper.webhook import (
+    AdmissionHandler,
+    AdmissionMetrics,
+    AdmissionSettings,
+    build_admission_router,
+)
 from gatekeeper.wiring import Container, build_container
 
 __all__ = ["create_app", "format_location"]
@@ -54,9 +60,36 @@ def _status_for(error: GatekeeperError) -> int:
     return 503
 
 
+def admission_settings(settings: Settings) -> AdmissionSettings:
+    """The webhook's settings (raises ConfigurationError for a budget >= the timeout)."""
+    return AdmissionSettings(
+        environment=settings.admission_environment or settings.default_environment,
+        own_namespace=settings.namespace,
+        excluded_namespaces=frozenset(settings.admission_excluded_namespaces),
+        default_mode=settings.admission_default_mode,
+        namespace_modes=dict(settings.admission_namespace_modes),
+        fail_open_namespaces=frozenset(settings.admission_fail_open_namespaces),
+        webhook_timeout_seconds=settings.admission_webhook_timeout_seconds,
+        budget_seconds=settings.admission_budget_seconds,
+        max_review_bytes=settings.admission_max_review_bytes,
+        max_workers=settings.admission_max_workers,
+    )
+
+
+ADMISSION_PATHS = tuple(
+    f"/admission/{webhook}{suffix}"
+    for webhook in ("validate", "mutate")
+    for suffix in ("", "/enforce", "/warn", "/audit")
+)
+
+
 def create_app(settings: Settings, *, container: Container | None = None) -> FastAPI:
     """Build the API. ``container`` may be given (tests, CLI); it is started and stopped here."""
     owned = container or build_container(settings)
+    admission = AdmissionHandler(
+        owned.service, admission_settings(settings),
+        metrics=AdmissionMetrics(owned.metrics.registry),
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -65,6 +98,7 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
         try:
             yield
         finally:
+            admission.close()
             await run_in_threadpool(owned.stop)
 
     app = FastAPI(
@@ -75,6 +109,7 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
     )
     app.state.container = owned
     app.include_router(build_router())
+    app.include_router(build_admission_router(admission))
     app.include_router(
         build_sbom_router(
             lambda request: request.app.state.container.sbom_uploader,
@@ -113,7 +148,10 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
     app.add_middleware(
         BodySizeLimitMiddleware,
         limit=settings.max_body_bytes,
-        path_limits={"/v1/sboms": settings.sbom_max_bytes},
+        path_limits={
+            "/v1/sboms": settings.sbom_max_bytes,
+            **dict.fromkeys(ADMISSION_PATHS, settings.admission_max_review_bytes),
+        },
     )
     app.add_middleware(RequestMetricsMiddleware, metrics=owned.metrics)
     return app

@@ -111,9 +111,26 @@ def serve(
             settings.metrics_port, addr=settings.host, registry=container.metrics.registry
         )
         typer.echo(f"metrics on http://{settings.host}:{settings.metrics_port}/metrics")
-    url = f"http://{settings.host}:{settings.port}"
+    tls_options: dict[str, Any] = {}
+    if settings.tls_cert_file or settings.tls_key_file:
+        if not (settings.tls_cert_file and settings.tls_key_file):
+            _fail("GATEKEEPER_TLS_CERT_FILE and GATEKEEPER_TLS_KEY_FILE go together")
+        from gatekeeper.webhook.tls import ReloadingServerContext
+
+        try:
+            tls = ReloadingServerContext(
+                settings.tls_cert_file, settings.tls_key_file,
+                client_ca_file=settings.tls_client_ca_file,
+                check_interval=settings.tls_reload_interval_seconds,
+            )
+        except GatekeeperError as exc:
+            _fail(exc.render())
+        tls_options["ssl_context_factory"] = lambda _config, _default: tls.context
+    scheme = "https" if tls_options else "http"
+    url = f"{scheme}://{settings.host}:{settings.port}"
     typer.echo(f"Forge Gatekeeper serving on {url} (API docs: /docs)")
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning")
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning",
+                **tls_options)
 
 
 @app.command()

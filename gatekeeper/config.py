@@ -66,6 +66,35 @@ class Settings(BaseSettings):
     #: Time budget for gathering the evidence of one request (every network step checks it).
     evidence_budget_seconds: float = Field(default=8.0, gt=0, le=60)
 
+    # --- Kubernetes admission (gatekeeper.webhook) -------------------------------------------
+    #: Namespace the gatekeeper runs in (the chart sets it from the downward API); never governed.
+    namespace: str = "gatekeeper-system"
+    #: Environment recorded for admission decisions; unset: ``default_environment``.
+    admission_environment: str | None = None
+    #: Mode of namespaces without a configured mode or a ``gatekeeper.forge.dev/mode`` label.
+    admission_default_mode: EnforcementMode = EnforcementMode.ENFORCE
+    #: ``{"namespace": "warn"|"audit"|"enforce"}``; wins over the namespace label.
+    admission_namespace_modes: dict[str, EnforcementMode] = Field(default_factory=dict)
+    #: Namespaces never evaluated (besides ``namespace``). JSON list in the environment.
+    admission_excluded_namespaces: list[str] = Field(default_factory=lambda: ["kube-system"])
+    #: Namespaces admitted with a warning when the gate itself fails (deadline, registry, OPA).
+    admission_fail_open_namespaces: list[str] = Field(default_factory=list)
+    #: The webhook configurations' ``timeoutSeconds`` and our own budget below it.
+    admission_webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=30)
+    admission_budget_seconds: float = Field(default=8.0, gt=0, lt=30)
+    #: Largest AdmissionReview accepted (object + oldObject; etcd caps one object at 1.5 MiB).
+    admission_max_review_bytes: int = Field(default=4 << 20, ge=1024)
+    #: Reviews evaluated at once; more wait, within their budget.
+    admission_max_workers: int = Field(default=16, ge=1, le=256)
+
+    # --- TLS of the listener (the API server only calls webhooks over HTTPS) ------------------
+    #: PEM certificate and key; both or neither. Reloaded when the files change.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    #: Require client certificates signed by this CA (the API server's ``kubeConfigFile``).
+    tls_client_ca_file: Path | None = None
+    tls_reload_interval_seconds: float = Field(default=5.0, gt=0, le=3600)
+
     # --- signatures and attestations ---------------------------------------------------------
     #: Authorities and image policies (see README, "Signatures"); unset: no signature evidence.
     signatures: dict[str, Any] | None = None

@@ -112,8 +112,9 @@ class AdmissionHandler:
         )
 
     def close(self) -> None:
-        """Stop accepting work; evaluations already running finish in the background."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop accepting work; wait for evaluations already running, so that their decisions
+        (late ones included) are recorded before shutdown. Queued ones are cancelled."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
     # -- entry points ---------------------------------------------------------------------
 
