@@ -13,11 +13,12 @@ nothing is skipped silently.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,25 @@ class DurableSpool:
         self._depth = self._count_existing()
 
     def _count_existing(self) -> int:
+        """Count waiting lines; cut a torn tail left by a crash so appends start clean."""
         try:
-            with self.path.open("rb") as handle:
-                return sum(1 for line in handle if line.endswith(b"\n"))
+            with self.path.open("r+b") as handle:
+                count, good_end = 0, 0
+                for line in handle:
+                    if not line.endswith(b"\n"):
+                        break
+                    count += 1
+                    good_end += len(line)
+                size = handle.seek(0, os.SEEK_END)
+                if size != good_end:
+                    log.warning(
+                        "audit spool %s ends with %d bytes of a write that never finished "
+                        "(never answered); cutting them", self.path, size - good_end,
+                    )
+                    handle.truncate(good_end)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                return count
         except FileNotFoundError:
             return 0
         except OSError as exc:
@@ -71,10 +88,17 @@ class DurableSpool:
                 created = not self.path.exists()
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 try:
-                    written = 0
-                    while written < len(payload):
-                        written += os.write(fd, payload[written:])
-                    os.fsync(fd)
+                    size = os.fstat(fd).st_size
+                    try:
+                        written = 0
+                        while written < len(payload):
+                            written += os.write(fd, payload[written:])
+                        os.fsync(fd)
+                    except OSError:
+                        # (e.g. disk full) leave no torn line behind for the next append
+                        with contextlib.suppress(OSError):
+                            os.ftruncate(fd, size)
+                        raise
                 finally:
                     os.close(fd)
                 if created:
@@ -86,61 +110,63 @@ class DurableSpool:
             self._depth += len(items)
 
     def read_all(self) -> list[SpooledDecision]:
-        """Every complete line, in order. Raises StorageError for a corrupt line."""
-        with self._lock:
-            try:
-                data = self.path.read_bytes()
-            except FileNotFoundError:
-                return []
-            except OSError as exc:
-                raise StorageError(
-                    f"the audit spool {self.path} cannot be read: {exc.strerror}"
-                ) from exc
-        lines = data.split(b"\n")
-        torn = lines.pop()  # after the last newline: empty, or a batch that never finished
-        if torn:
-            log.warning(
-                "audit spool %s ends with an incomplete line (%d bytes) from a write that never "
-                "finished; it was never answered and is dropped", self.path, len(torn),
-            )
-        items: list[SpooledDecision] = []
-        for number, line in enumerate(lines, start=1):
-            try:
-                value = json.loads(line)
-                items.append((value["decision"], value.get("policy_input")))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise StorageError(
-                    f"the audit spool {self.path} line {number} is corrupt; replay stopped"
-                ) from exc
-        return items
+        """Every complete line, in order (see :meth:`iter_items`)."""
+        return list(self.iter_items())
+
+    def iter_items(self) -> Iterator[SpooledDecision]:
+        """Complete lines in order, streamed (memory stays flat after a long outage).
+
+        Raises StorageError for a corrupt line; a torn last line is dropped with a warning.
+        """
+        try:
+            handle = self.path.open("rb")
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StorageError(
+                f"the audit spool {self.path} cannot be read: {exc.strerror}"
+            ) from exc
+        with handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.endswith(b"\n"):
+                    # a batch whose write never finished: it was never answered
+                    log.warning(
+                        "audit spool %s ends with an incomplete line (%d bytes) from a write "
+                        "that never finished; it was never answered and is dropped",
+                        self.path, len(line),
+                    )
+                    return
+                try:
+                    value = json.loads(line)
+                    yield value["decision"], value.get("policy_input")
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise StorageError(
+                        f"the audit spool {self.path} line {number} is corrupt; replay stopped"
+                    ) from exc
 
     def clear(self, replayed: int) -> None:
-        """Drop the first ``replayed`` lines, after the database committed them."""
+        """Drop the first ``replayed`` lines, after the database committed them (streamed)."""
         with self._lock:
+            temporary = self.path.with_suffix(".tmp")
+            remaining = 0
             try:
-                data = self.path.read_bytes()
+                with self.path.open("rb") as source, temporary.open("wb") as target:
+                    for index, line in enumerate(source):
+                        if index >= replayed:
+                            target.write(line)
+                            remaining += line.endswith(b"\n")
+                    target.flush()
+                    os.fsync(target.fileno())
+                os.replace(temporary, self.path)
+                _fsync_directory(self.directory)
             except FileNotFoundError:
                 self._depth = 0
                 return
-            lines = data.split(b"\n")
-            torn = lines.pop()
-            remaining = lines[replayed:]
-            temporary = self.path.with_suffix(".tmp")
-            body = b"".join(line + b"\n" for line in remaining) + torn
-            try:
-                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                try:
-                    os.write(fd, body)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.replace(temporary, self.path)
-                _fsync_directory(self.directory)
             except OSError as exc:
                 raise StorageError(
                     f"the audit spool {self.path} cannot be rewritten: {exc.strerror}"
                 ) from exc
-            self._depth = len(remaining)
+            self._depth = remaining
 
 
 def _fsync_directory(directory: Path) -> None:

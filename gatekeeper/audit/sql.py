@@ -418,18 +418,22 @@ class SqlAuditLog:
             return True
         if time.monotonic() - self._last_replay_failure < _REPLAY_RETRY_SECONDS:
             return False
-        items = self.spool.read_all()
         replayed = 0
+        chunk: list[tuple[Any, Any]] = []
         try:
-            for start in range(0, len(items), self.settings.batch_size):
-                chunk = items[start : start + self.settings.batch_size]
-                with self._timed("replay"):
-                    self._append([prepare(doc, policy) for doc, policy in chunk], dedupe=True)
+            for item in self.spool.iter_items():
+                chunk.append(item)
+                if len(chunk) >= self.settings.batch_size:
+                    self._replay_chunk(chunk)
+                    replayed += len(chunk)
+                    chunk = []
+            if chunk:
+                self._replay_chunk(chunk)
                 replayed += len(chunk)
         except SQLAlchemyError as exc:
             self._last_replay_failure = time.monotonic()
             log.warning("audit spool replay stopped after %d of %d: %s: %s",
-                        replayed, len(items), self._where, type(exc).__name__)
+                        replayed, self.spool.depth, self._where, type(exc).__name__)
             if replayed:
                 self.spool.clear(replayed)
             self._update_depth()
@@ -438,6 +442,10 @@ class SqlAuditLog:
         self._update_depth()
         log.info("audit spool replayed: %d decisions moved into %s", replayed, self._where)
         return True
+
+    def _replay_chunk(self, chunk: list[tuple[Any, Any]]) -> None:
+        with self._timed("replay"):
+            self._append([prepare(doc, policy) for doc, policy in chunk], dedupe=True)
 
     def _lock_head(self, connection: Connection) -> sa.Row[Any]:
         if connection.dialect.name == "sqlite":

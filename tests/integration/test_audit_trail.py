@@ -341,8 +341,10 @@ def test_torn_spool_tail_is_dropped(tmp_path, signer):
     spool.append([(make_decision(index=1).as_dict(), None)])
     with spool.path.open("ab") as handle:
         handle.write(b'{"decision": {"decision_id": "torn')
-    reopened = DurableSpool(spool_dir)
+    reopened = DurableSpool(spool_dir)  # cuts the torn tail, so the next append starts clean
     assert reopened.depth == 1 and len(reopened.read_all()) == 1
+    reopened.append([(make_decision(index=2).as_dict(), None)])
+    assert [d["decision_id"][-1] for d, _ in DurableSpool(spool_dir).read_all()] == ["1", "2"]
 
 
 def test_maintenance_thread_signs_on_time_and_prunes(make_log, signer):
