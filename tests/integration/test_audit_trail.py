@@ -418,3 +418,23 @@ def test_unexpected_write_failure_fails_closed(make_log, monkeypatch):
     with pytest.raises(StorageError) as caught:
         log.record(decision)
     assert caught.value.message == f"cannot record decision {decision.decision_id}: internal error (TypeError)"
+
+
+def test_export_streams_in_batches_and_filters_by_time(make_log, signer, tmp_path):
+    from gatekeeper.audit.export import iter_export, plan_export, verify_export_file
+
+    log = make_log()
+    fill(log, 9)  # created BASE_TIME + 1..9 s; checkpoints at 4 and 8
+    query = DecisionQuery(since=BASE_TIME + timedelta(seconds=3), until=BASE_TIME + timedelta(seconds=6))
+    plan = plan_export(log, query)
+    assert (plan.first_seq, plan.end_seq, plan.entries, plan.checkpoint.seq) == (3, 8, 6, 8)
+    chunks = list(iter_export(log, plan, "jsonl", batch_size=2))
+    assert len(chunks) == 1 + 3  # the header, then one chunk per batch of two rows
+    lines = [json.loads(line) for line in "".join(chunks).splitlines()]
+    assert [(line["type"], line.get("seq")) for line in lines[1:]] == [
+        ("record", 3), ("record", 4), ("checkpoint", 4), ("record", 5), ("link", 6), ("link", 7),
+        ("link", 8), ("checkpoint", 8)]
+    path = tmp_path / "export.jsonl"
+    path.write_text("".join(chunks))
+    report = verify_export_file(path, signer.public_key)
+    assert (report.records, report.links, report.chain.checkpoints) == (3, 3, 2)
