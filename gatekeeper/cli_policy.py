@@ -176,20 +176,26 @@ def print_input(
             max_images=settings.max_images_per_request, mode=settings.pipeline_mode,
         )
         container = build_container(settings)
-        # Collectors may read their own stores: migrate them (start() also starts the engine,
-        # which this command does not use, but it is the one way to bring the stores up).
-        container.start()
         context = EvidenceContext(environment=request.environment, namespace=request.namespace)
         resolver = getattr(container, "digest_resolver", None)
+        if resolver is None and settings.resolve_digests:
+            resolver = getattr(container, "registry", None)
         gathered = []
+        # The same steps as EvaluationService._gather: a failure becomes the section the policy
+        # sees ({"status": "error", "reason": ...}), never an exception.
         for reference in request.images:
             digest = reference.digest
             if digest is None and resolver is not None:
-                digest = resolver.resolve(reference, context)
-            evidence = {
-                collector.name: dict(collector.collect(reference, digest, context))
-                for collector in container.collectors
-            }
+                try:
+                    digest = resolver.resolve(reference, context)
+                except GatekeeperError as exc:
+                    typer.echo(f"warning: digest not resolved: {exc.message}", err=True)
+            evidence: dict[str, Any] = {}
+            for collector in container.collectors:
+                try:
+                    evidence[collector.name] = dict(collector.collect(reference, digest, context))
+                except GatekeeperError as exc:
+                    evidence[collector.name] = {"status": "error", "reason": exc.message}
             gathered.append((reference, digest, evidence))
         container.stop()
         document = build_policy_input(request, gathered, now)

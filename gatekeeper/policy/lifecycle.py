@@ -476,8 +476,12 @@ class SidecarBundleRevision:
     whose manifest revision is the revision id). Cached for ``ttl`` seconds.
     """
 
-    def __init__(self, client: httpx.Client, *, bundle: str = "gatekeeper", ttl: float = 2.0):
+    def __init__(
+        self, client: httpx.Client, *, bundle: str = "gatekeeper", ttl: float = 2.0,
+        describe: str = "OPA sidecar",
+    ) -> None:
         self._client = client
+        self._describe = describe
         self._path = f"/v1/data/system/bundles/{bundle}/manifest/revision"
         self._ttl = ttl
         self._cached: tuple[float, str] | None = None
@@ -490,11 +494,15 @@ class SidecarBundleRevision:
                 return self._cached[1]
             try:
                 revision = self._client.get(self._path).json().get("result")
-            except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            except httpx.HTTPError as exc:
+                raise PolicyEngineError(f"{self._describe} unreachable: {exc}") from exc
+            except (ValueError, AttributeError) as exc:
                 raise PolicyEngineError(
-                    f"cannot read the sidecar's bundle revision: {exc}"
+                    f"{self._describe}: cannot read its bundle revision: {exc}"
                 ) from exc
             if not isinstance(revision, str) or not revision:
-                raise PolicyEngineError("the OPA sidecar has not loaded the gatekeeper bundle yet")
+                raise PolicyEngineError(
+                    f"{self._describe} has not loaded the gatekeeper bundle yet"
+                )
             self._cached = (now, revision)
             return revision

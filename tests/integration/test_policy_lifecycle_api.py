@@ -171,6 +171,10 @@ def lifecycle_app(tmp_path: Path, make_settings, opa_binary: str) -> Iterator[Li
     container = build_container(settings)
     # (2) the embedded OPA also loads the exceptions directory (EmbeddedOpa(data_paths=...))
     container.embedded_opa.stop()  # the one build_container made, never started
+    if getattr(container, "policy_lifecycle", None) is not None:
+        # once wired by build_container: replaced by one on the test's clock, built the same way
+        container.policy_lifecycle.stop()
+        container.policy_lifecycle = None
     embedded = EmbeddedOpa(
         opa_binary=opa_binary, policy_dir=state.active, metrics=container.metrics,
         timeout=settings.opa_timeout_seconds, data_paths=[state.exceptions],

@@ -33,6 +33,7 @@ def cli_env(tmp_path, make_settings, opa_binary, monkeypatch):
     monkeypatch.setenv("GATEKEEPER_DATABASE_URL", settings.database_url)
     monkeypatch.setenv("GATEKEEPER_OPA_BINARY", opa_binary)
     monkeypatch.setenv("GATEKEEPER_POLICY_DIR", str(settings.policy_dir))
+    monkeypatch.setenv("GATEKEEPER_RESOLVE_DIGESTS", "false")  # no registry on the network
     return settings
 
 
@@ -44,6 +45,8 @@ def record_traffic(settings, opa_binary: str) -> list[str]:
     clock = SteppingClock(T0)
     container = build_container(settings)
     container.embedded_opa.stop()
+    if getattr(container, "policy_lifecycle", None) is not None:
+        container.policy_lifecycle = None  # this helper only records decisions
     embedded = EmbeddedOpa(opa_binary=opa_binary, policy_dir=settings.policy_dir)
     container.embedded_opa = embedded
     service = EvaluationService(
@@ -123,7 +126,7 @@ def test_policy_input_prints_the_exact_document(cli_env):
          "--evaluated-at", "2026-11-24T12:00:00Z"],
     )
     assert result.exit_code == 0, result.output
-    document = json.loads(result.output)
+    document = json.loads(result.stdout)
     # evidence: one section per collector the gatekeeper is wired with (exact content belongs
     # to each collector's own tests)
     collectors = {collector.name for collector in build_container(cli_env).collectors}
