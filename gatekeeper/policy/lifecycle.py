@@ -59,8 +59,9 @@ BOOTSTRAP_ACTOR = "system:bootstrap"
 
 
 def load_candidate_path(path: Path) -> PolicyFiles:
-    """A candidate from disk: a ``.tar.gz`` bundle, a directory with ``policies/`` (and
-    ``tests/`` or ``rego-tests/``), or a bare policy directory (tests beside it in ``tests/``)."""
+    """A candidate from disk: a ``.tar.gz``; a directory with ``policies/`` (and ``tests/`` or
+    ``rego-tests/``); or a flat directory such as a mounted ConfigMap (which cannot hold
+    subdirectories), where ``*_test.rego`` files are the tests and the rest the policies."""
     if path.is_file():
         return PolicyFiles.from_tarball(path.read_bytes())
     if (path / "policies").is_dir():
@@ -68,7 +69,10 @@ def load_candidate_path(path: Path) -> PolicyFiles:
             (path / name for name in ("tests", "rego-tests") if (path / name).is_dir()), None
         )
         return PolicyFiles.from_directory(path / "policies", tests)
-    return PolicyFiles.from_directory(path)
+    flat = PolicyFiles.from_directory(path)
+    tests = {n: c for n, c in flat.policies.items() if n.endswith("_test.rego")}
+    policies = {n: c for n, c in flat.policies.items() if n not in tests}
+    return PolicyFiles(policies, tests)
 
 
 def _expected_data(files: PolicyFiles) -> dict[str, Any]:

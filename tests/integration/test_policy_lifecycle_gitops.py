@@ -6,12 +6,14 @@ from gatekeeper.audit import create_database_engine
 from gatekeeper.policy.bundle import PolicyFiles, build_opa_bundle
 from gatekeeper.policy.checks import OpaCandidateChecker
 from gatekeeper.policy.exceptions import ExceptionFilePublisher
-from gatekeeper.policy.lifecycle import PolicyLifecycle
+from gatekeeper.policy.lifecycle import PolicyLifecycle, load_candidate_path
 from gatekeeper.policy.replay import SqlDecisionHistory
 from gatekeeper.policy.revision import DirectoryRevision
 from gatekeeper.policy.store import SqlPolicyStore
 from tests.integration.test_policy_lifecycle_api import (
     FAILING_TEST_NAME,
+    TEAMS_POLICY,
+    TEAMS_TESTS,
     shipped,
     with_teams_policy,
     without_ghcr_in_staging,
@@ -163,3 +165,31 @@ def test_a_restart_never_undoes_an_activation_made_through_the_api(tmp_path, opa
     record = restarted.sync_from_path(watched)
     assert record.status == "accepted", record.report.summary()
     assert restarted.store.active_revision_id() == record.revision_id != tightened.revision_id
+
+
+def test_flat_configmap_directory_with_test_files(tmp_path, opa_binary):
+    """A mounted ConfigMap: flat files behind Kubernetes' hidden ..data symlinks; the
+    ``*_test.rego`` files are the candidate's tests."""
+    lifecycle = make_lifecycle(tmp_path, opa_binary)
+    lifecycle.start(bootstrap=shipped())
+    passing_tests = TEAMS_TESTS[: TEAMS_TESTS.index("test_message_names_the_field")].rstrip()
+    flat = {
+        **shipped().policies,
+        "teams.rego": TEAMS_POLICY.encode(),
+        "teams_test.rego": passing_tests.encode() + b"\n",
+    }
+    data = tmp_path / "configmap/..2026_11_24_12_00_00.000000001"
+    data.mkdir(parents=True)
+    for name, content in flat.items():
+        (data / name).write_bytes(content)
+    (tmp_path / "configmap/..data").symlink_to(data.name)
+    for name in flat:
+        (tmp_path / "configmap" / name).symlink_to(f"..data/{name}")
+
+    candidate = load_candidate_path(tmp_path / "configmap")
+    assert sorted(candidate.tests) == ["teams_test.rego"]
+    assert "teams.rego" in candidate.policies and "teams_test.rego" not in candidate.policies
+    record = lifecycle.sync_from_path(tmp_path / "configmap")
+    assert record.status == "accepted", record.report.summary()
+    assert (record.report.tests_run, record.report.tests_passed) == (2, 2)
+    assert lifecycle.store.active_revision_id() == candidate.revision_id
