@@ -70,9 +70,9 @@ def load_candidate_path(path: Path) -> PolicyFiles:
         )
         return PolicyFiles.from_directory(path / "policies", tests)
     flat = PolicyFiles.from_directory(path)
-    tests = {n: c for n, c in flat.policies.items() if n.endswith("_test.rego")}
-    policies = {n: c for n, c in flat.policies.items() if n not in tests}
-    return PolicyFiles(policies, tests)
+    inline = {n: c for n, c in flat.policies.items() if n.endswith("_test.rego")}
+    policies = {n: c for n, c in flat.policies.items() if n not in inline}
+    return PolicyFiles(policies, inline)
 
 
 def _expected_data(files: PolicyFiles) -> dict[str, Any]:
