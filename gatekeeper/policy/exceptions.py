@@ -3,7 +3,7 @@
 An exception is validated here (parse at the edge), stored by
 :class:`~gatekeeper.policy.store.SqlPolicyStore`, and handed to Rego as data under
 ``data.gatekeeper.exceptions``. Python never decides whether an exception applies:
-``policies/exceptions.rego`` does, with ``input.evaluated_at`` as "now", so an exception stops
+``policies/main.rego`` does, with ``input.evaluated_at`` as "now", so an exception stops
 applying at its expiry instant without anyone acting, and a replay of a past decision sees the
 exceptions as they were then (each carries ``created_at`` and, once revoked, ``revoked_at``).
 
