@@ -1,9 +1,10 @@
 """Audit store adapters: the hash-chained, append-only trail of every decision."""
 
 from gatekeeper.audit.chain import Checkpoint, CheckpointSigner
+from gatekeeper.audit.database import create_database_engine
 from gatekeeper.audit.factory import open_audit_log
 from gatekeeper.audit.spool import DurableSpool
-from gatekeeper.audit.sql import AuditSettings, SqlAuditLog, create_database_engine
+from gatekeeper.audit.sql import AuditSettings, SqlAuditLog
 from gatekeeper.audit.verify import ChainBrokenError, VerificationReport, verify_database
 
 __all__ = [

@@ -30,8 +30,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.exc import SQLAlchemyError
 
 from gatekeeper.audit.chain import Checkpoint, sha256_hex
+from gatekeeper.audit.rows import checkpoint_from_row, filter_conditions
 from gatekeeper.audit.schema import checkpoints, decisions
-from gatekeeper.audit.sql import SqlAuditLog, checkpoint_from_row, filter_conditions
+from gatekeeper.audit.sql import SqlAuditLog
 from gatekeeper.audit.verify import ChainBrokenError, ChainVerifier, VerificationReport
 from gatekeeper.domain import DecisionQuery
 from gatekeeper.errors import InvalidInputError, StorageError

@@ -6,8 +6,9 @@ import logging
 from pathlib import Path
 
 from gatekeeper.audit.chain import CheckpointSigner, load_public_key, load_signing_key
+from gatekeeper.audit.database import create_database_engine
 from gatekeeper.audit.spool import DurableSpool
-from gatekeeper.audit.sql import AuditSettings, SqlAuditLog, create_database_engine
+from gatekeeper.audit.sql import AuditSettings, SqlAuditLog
 from gatekeeper.metrics import Metrics
 
 __all__ = ["open_audit_log"]

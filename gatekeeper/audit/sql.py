@@ -26,7 +26,6 @@ spool cannot be written either, :meth:`record` raises :class:`StorageError` sayi
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import threading
@@ -41,7 +40,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from gatekeeper.audit.chain import Checkpoint, CheckpointSigner, canonical_json, sha256_hex
+from gatekeeper.audit.chain import Checkpoint, CheckpointSigner
+from gatekeeper.audit.database import create_database_engine, describe_url
+from gatekeeper.audit.rows import (
+    Prepared,
+    checkpoint_from_row,
+    decode_cursor,
+    encode_cursor,
+    filter_conditions,
+    indexed_columns,
+    prepare,
+)
 from gatekeeper.audit.schema import (
     chain_head,
     checkpoints,
@@ -72,117 +81,6 @@ MAX_PAGE_SIZE = 500
 _REPLAY_RETRY_SECONDS = 1.0
 
 
-def describe_url(url: str) -> str:
-    """The database URL without its password, for messages and logs."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return "<unparseable database URL>"
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL lets readers run beside the writer; synchronous=FULL fsyncs every commit, so a
-    # decision that was answered is on disk. busy_timeout makes concurrent writers wait.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def create_database_engine(url: str) -> Engine:
-    try:
-        parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise InvalidInputError(f"invalid database URL {describe_url(url)}: {exc}") from exc
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            from pathlib import Path
-
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    if parsed.get_backend_name() == "postgresql":
-        if parsed.drivername == "postgresql":
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        return sa.create_engine(
-            parsed, pool_size=10, max_overflow=10, pool_pre_ping=True,
-            connect_args={"connect_timeout": 5},
-        )
-    raise InvalidInputError(
-        f"unsupported database {describe_url(url)}: use sqlite:///PATH or postgresql://..."
-    )
-
-
-def _encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, value = raw.partition(":")
-        if prefix != "seq":
-            raise ValueError(prefix)
-        return int(value)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInputError("invalid cursor", field="cursor") from exc
-
-
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-@dataclass(slots=True)
-class _Prepared:
-    """A decision ready to be chained: canonical bytes and digests computed outside the lock."""
-
-    decision_id: str
-    row: dict[str, Any]
-    images: list[dict[str, Any]]
-
-
-def indexed_columns(document: Mapping[str, Any]) -> dict[str, Any]:
-    """The query columns of a decision row, derived from its document (verify re-derives them)."""
-    ticket = document.get("ticket") or {}
-    return {
-        "decision_id": document["decision_id"],
-        "created_at": _parse_time(document["created_at"]),
-        "source": document["source"],
-        "verdict": document["verdict"],
-        "mode": document["mode"],
-        "dry_run": bool(document["dry_run"]),
-        "environment": document["environment"],
-        "namespace": document.get("namespace"),
-        "intent_id": ticket.get("intent_id"),
-        "plan_id": ticket.get("plan_id"),
-        "ticket_id": ticket.get("ticket_id"),
-        "deploy_id": ticket.get("deploy_id"),
-        "policy_revision": document.get("policy_revision"),
-        "caller": document.get("caller"),
-    }
-
-
-def prepare(document: Mapping[str, Any], policy_input: Mapping[str, Any] | None) -> _Prepared:
-    """Columns of one decision row from its public document (and Rego input)."""
-    canonical = canonical_json(document).decode()
-    policy_text = canonical_json(policy_input).decode() if policy_input is not None else None
-    row = {
-        **indexed_columns(document),
-        "document": canonical,
-        "policy_input": policy_text,
-        "decision_sha256": sha256_hex(canonical.encode()),
-        "policy_input_sha256": sha256_hex(policy_text.encode()) if policy_text else None,
-    }
-    images = [
-        {"position": position, "reference": image["reference"], "digest": image.get("digest")}
-        for position, image in enumerate(document.get("images") or [])
-    ]
-    return _Prepared(document["decision_id"], row, images)
-
-
 def _is_unreachable(exc: SQLAlchemyError) -> bool:
     """A database that cannot be reached (spool it) versus one that refused (fail)."""
     if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)):
@@ -192,7 +90,7 @@ def _is_unreachable(exc: SQLAlchemyError) -> bool:
 
 @dataclass(slots=True)
 class _Pending:
-    prepared: _Prepared
+    prepared: Prepared
     spoolable: tuple[Mapping[str, Any], Mapping[str, Any] | None]
     done: bool = False
     error: GatekeeperError | None = None
@@ -458,7 +356,7 @@ class SqlAuditLog:
             sa.select(chain_head).where(chain_head.c.id == 1).with_for_update()
         ).one()
 
-    def _append(self, prepared: Sequence[_Prepared], *, dedupe: bool) -> None:
+    def _append(self, prepared: Sequence[Prepared], *, dedupe: bool) -> None:
         """One transaction: lock the head, chain the batch, insert, checkpoint if due."""
         from gatekeeper.audit.chain import record_hash
 
@@ -471,7 +369,7 @@ class SqlAuditLog:
                         sa.select(decisions.c.decision_id).where(decisions.c.decision_id.in_(ids))
                     ).scalars()
                 )
-                unique: list[_Prepared] = []
+                unique: list[Prepared] = []
                 for item in prepared:
                     if item.decision_id not in seen:
                         seen.add(item.decision_id)
@@ -573,7 +471,7 @@ class SqlAuditLog:
         for condition in filter_conditions(query):
             statement = statement.where(condition)
         if query.cursor is not None:
-            statement = statement.where(decisions.c.seq < _decode_cursor(query.cursor))
+            statement = statement.where(decisions.c.seq < decode_cursor(query.cursor))
         statement = statement.order_by(decisions.c.seq.desc()).limit(limit + 1)
         try:
             with self._timed("query"), self._engine.connect() as connection:
@@ -581,7 +479,7 @@ class SqlAuditLog:
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot query audit store {self._where}") from exc
         page = rows[:limit]
-        next_cursor = _encode_cursor(page[-1].seq) if len(rows) > limit else None
+        next_cursor = encode_cursor(page[-1].seq) if len(rows) > limit else None
         items = tuple(decision_from_dict(json.loads(row.document)) for row in page)
         return DecisionPage(items, next_cursor)
 
@@ -651,38 +549,3 @@ class SqlAuditLog:
                 return int(deleted or 0)
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot prune audit store {self._where}: {exc}") from exc
-
-
-def checkpoint_from_row(row: Any) -> Checkpoint:
-    return Checkpoint(
-        seq=int(row.seq),
-        record_hash=row.record_hash,
-        created_at=row.created_at,
-        key_id=row.key_id,
-        signature=row.signature,
-        pruned_through=int(row.pruned_through) if row.pruned_through is not None else None,
-    )
-
-
-def filter_conditions(query: DecisionQuery) -> list[sa.ColumnElement[bool]]:
-    """SQL conditions for the filters of ``query`` (pagination aside)."""
-    conditions: list[sa.ColumnElement[bool]] = []
-    for column in ("intent_id", "plan_id", "ticket_id", "deploy_id", "namespace"):
-        value = getattr(query, column)
-        if value is not None:
-            conditions.append(decisions.c[column] == value)
-    if query.verdict is not None:
-        conditions.append(decisions.c.verdict == query.verdict.value)
-    if query.since is not None:
-        conditions.append(decisions.c.created_at >= query.since)
-    if query.until is not None:
-        conditions.append(decisions.c.created_at < query.until)
-    if query.image_digest is not None:
-        conditions.append(
-            decisions.c.seq.in_(
-                sa.select(decision_images.c.decision_seq).where(
-                    decision_images.c.digest == query.image_digest
-                )
-            )
-        )
-    return conditions

@@ -309,7 +309,7 @@ _INDEXED = (
 
 def _check_columns(row: Any, images: list[tuple[str, str | None]]) -> None:
     """The query columns and image rows must say what the hashed document says."""
-    from gatekeeper.audit.sql import indexed_columns
+    from gatekeeper.audit.rows import indexed_columns
 
     seq = int(row.seq)
     try:
@@ -378,8 +378,8 @@ def _verify_database(
     batch_size: int,
     progress: Callable[[int], None] | None,
 ) -> VerificationReport:
+    from gatekeeper.audit.rows import checkpoint_from_row
     from gatekeeper.audit.schema import chain_head, checkpoints, decision_images, decisions
-    from gatekeeper.audit.sql import checkpoint_from_row
 
     with engine.connect() as connection:
         # Checkpoints first, then the head: every checkpoint read was committed before the head
