@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gatekeeper import __version__
 from gatekeeper.api.middleware import BodySizeLimitMiddleware, RequestMetricsMiddleware
+from gatekeeper.api.policy_routes import build_policy_router
 from gatekeeper.api.routes import build_router
 from gatekeeper.api.sbom_routes import build_sbom_router
 from gatekeeper.config import Settings
@@ -108,7 +109,9 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
         lifespan=lifespan,
     )
     app.state.container = owned
+    app.state.policy_lifecycle = owned.policy_lifecycle
     app.include_router(build_router())
+    app.include_router(build_policy_router())
     app.include_router(build_admission_router(admission))
     app.include_router(
         build_sbom_router(

@@ -15,6 +15,7 @@ from typing import Annotated, Any, NoReturn
 import httpx
 import typer
 
+from gatekeeper.cli_policy import policy_app
 from gatekeeper.config import Settings, load_settings
 from gatekeeper.errors import GatekeeperError
 from gatekeeper.sbom.cli import sbom_app
@@ -32,6 +33,7 @@ app = typer.Typer(
 )
 decisions_app = typer.Typer(help="Read recorded decisions.", no_args_is_help=True)
 app.add_typer(decisions_app, name="decisions")
+app.add_typer(policy_app, name="policy")
 app.add_typer(sbom_app, name="sbom")
 
 

@@ -38,6 +38,20 @@ class Settings(BaseSettings):
     opa_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     #: Directory of Rego policies and their data documents.
     policy_dir: Path = Path("policies")
+    #: ``opa test`` suites of the shipped policies: they must pass before the shipped policies
+    #: are first activated (absent: compile and format checks only).
+    policy_tests_dir: Path = Path("rego-tests")
+    #: This replica's policy state: the active revision its embedded OPA serves and the
+    #: exceptions document. Unset: a private temporary directory (the store holds the truth).
+    policy_state_dir: Path | None = None
+    #: GitOps: a directory (``policies/`` + ``tests/``) or a ``.tar.gz`` (a mounted ConfigMap),
+    #: polled; a change goes through the same checks, then becomes active. Unset: policy_dir
+    #: (with policy_tests_dir) is watched, so a policy dropped in still takes effect.
+    policy_watch_path: Path | None = None
+    #: Seconds between two looks at the watched path; 0 turns GitOps off.
+    policy_watch_interval_seconds: float = Field(default=1.0, ge=0, le=3600)
+    #: Seconds between two checks of the store for activations and exceptions of other replicas.
+    policy_sync_interval_seconds: float = Field(default=2.0, gt=0, le=300)
     #: Listen address of the API (``gatekeeper serve --host/--port`` override these).
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

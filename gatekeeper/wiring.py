@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from gatekeeper.audit import SqlAuditLog, create_database_engine
 from gatekeeper.config import Settings
@@ -14,6 +17,13 @@ from gatekeeper.domain import EvidenceCollector, PolicyEngine
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.metrics import Metrics
 from gatekeeper.policy import EmbeddedOpa, OpaPolicyEngine
+from gatekeeper.policy.bundle import PolicyFiles
+from gatekeeper.policy.lifecycle import (
+    PolicyLifecycle,
+    PolicyStatePaths,
+    SidecarBundleRevision,
+    create_policy_lifecycle,
+)
 from gatekeeper.registry import (
     BasicCredentials,
     ChainedCredentials,
@@ -142,6 +152,9 @@ class Container:
     sbom_uploader: SbomUploader
     sbom_validator: CycloneDxValidator
     embedded_opa: EmbeddedOpa | None = None
+    policy_lifecycle: PolicyLifecycle | None = None
+    #: A temporary policy state directory this container created (removed on stop).
+    policy_state_tmp: Path | None = None
     collectors: list[EvidenceCollector] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
     started: bool = False
@@ -153,17 +166,40 @@ class Container:
         self.audit_log.migrate()
         self.sbom_store.create_tables()
         self.sbom_validator.warm_up()
+        lifecycle, settings = self.policy_lifecycle, self.settings
+        if lifecycle is not None:
+            # (1) migrate, bootstrap the shipped policies if nothing is active, materialise
+            # the active revision and the exceptions where the embedded OPA will load them
+            tests = settings.policy_tests_dir if settings.policy_tests_dir.is_dir() else None
+            lifecycle.start(bootstrap=PolicyFiles.from_directory(settings.policy_dir, tests))
         if self.embedded_opa is not None:
             self.embedded_opa.start()
+        if lifecycle is not None:
+            # (2) wait until the engine serves the active revision, then follow the store
+            # (other replicas) and the watched path (GitOps)
+            if self.embedded_opa is not None:
+                lifecycle.sync(force=True)
+            lifecycle.start_background_sync(settings.policy_sync_interval_seconds)
+            if settings.policy_watch_interval_seconds > 0:
+                watched = settings.policy_watch_path or settings.policy_dir
+                lifecycle.watch_path(
+                    watched,
+                    settings.policy_watch_interval_seconds,
+                    tests_dir=None if settings.policy_watch_path else tests,
+                )
         self.started = True
 
     def stop(self) -> None:
+        if self.policy_lifecycle is not None:
+            self.policy_lifecycle.stop()
         if self.embedded_opa is not None:
             self.embedded_opa.stop()
         elif isinstance(self.policy_engine, OpaPolicyEngine):
             self.policy_engine.close()
         self.registry.close()
         self.audit_log.close()
+        if self.policy_state_tmp is not None:
+            shutil.rmtree(self.policy_state_tmp, ignore_errors=True)
         self.started = False
 
     @property
@@ -178,17 +214,32 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
     metrics = metrics or Metrics()
     embedded: EmbeddedOpa | None = None
     engine: PolicyEngine
+    opa_binary = find_opa_binary(settings)  # also checks and replays candidates
+    state_tmp: Path | None = None
+    state: PolicyStatePaths | None = None
     if settings.opa_url:
-        # The revision of a sidecar is read from what that OPA really loaded (its API).
+        # The sidecar pulls the active revision from GET /v1/policies/bundle; decisions record
+        # the revision of the bundle it really loaded.
         engine = OpaPolicyEngine.for_url(
-            settings.opa_url, timeout=settings.opa_timeout_seconds, metrics=metrics
+            settings.opa_url, timeout=settings.opa_timeout_seconds, metrics=metrics,
+            local_revision=SidecarBundleRevision(
+                httpx.Client(base_url=settings.opa_url, timeout=settings.opa_timeout_seconds),
+                describe=f"OPA at {settings.opa_url}",
+            ).current,
         )
     else:
+        if settings.policy_state_dir is None:
+            state_tmp = Path(tempfile.mkdtemp(prefix="gatekeeper-policy-"))
+        state = PolicyStatePaths(settings.policy_state_dir or state_tmp or Path())
+        # The embedded OPA serves the active revision (materialised from the store) plus the
+        # exceptions; until the store is read at start, the shipped policies.
+        state.prepare(settings.policy_dir)
         embedded = EmbeddedOpa(
-            opa_binary=find_opa_binary(settings),
-            policy_dir=settings.policy_dir,
+            opa_binary=opa_binary,
+            policy_dir=state.active,
             metrics=metrics,
             timeout=settings.opa_timeout_seconds,
+            data_paths=[state.exceptions],
         )
         engine = embedded.engine
     audit_log = SqlAuditLog(create_database_engine(settings.database_url), metrics=metrics)
@@ -232,7 +283,16 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         collectors=collectors,
         digest_resolver=registry if settings.resolve_digests else None,
     )
+    lifecycle = create_policy_lifecycle(
+        database=audit_log.engine,
+        opa_binary=opa_binary,
+        state=state,
+        embedded_socket=embedded.socket_path if embedded is not None else None,
+        sidecar_url=settings.opa_url,
+    )
     return Container(
+        policy_lifecycle=lifecycle,
+        policy_state_tmp=state_tmp,
         settings=settings,
         metrics=metrics,
         policy_engine=engine,

@@ -58,6 +58,7 @@ def make_settings(tmp_path: Path, opa_binary: str, policy_dir: Path, monkeypatch
             "database_url": f"sqlite:///{tmp_path / 'audit.db'}",
             "opa_binary": opa_binary,
             "policy_dir": policy_dir,
+            "policy_tests_dir": REPO / "rego-tests",
             "metrics_port": 0,
             "resolve_digests": False,
         }

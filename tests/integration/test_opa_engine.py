@@ -92,10 +92,13 @@ def test_policy_set_without_rule_packages_denies(make_settings, policy_dir):
     for path in policy_dir.glob("*.rego"):
         if path.name != "main.rego":
             path.unlink()
-    with TestClient(create_app(make_settings())) as client:
-        body = client.post("/v1/evaluations", json={"images": ["nginx"]}).json()
-    assert body["verdict"] == "deny"
-    assert body["error"] == (
-        "policy engine unavailable: no rule packages loaded: "
-        "define at least one package gatekeeper.rules.<name>"
+    # The policy lifecycle checks the shipped policies before their first activation: such a
+    # set never becomes active, the gatekeeper does not start (fail closed, visibly).
+    settings = make_settings(policy_tests_dir=policy_dir / "none")
+    with pytest.raises(ConfigurationError) as caught:
+        with TestClient(create_app(settings)):
+            pass
+    assert caught.value.message == (
+        "the shipped policies fail their checks: "
+        "[structure] no rule package: define package gatekeeper.rules.<name>"
     )
