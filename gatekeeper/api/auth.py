@@ -38,7 +38,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from gatekeeper.errors import ConfigurationError
@@ -78,11 +78,16 @@ class Principal:
         return Role.ADMIN in self.roles or any(role in self.roles for role in roles)
 
 
-class AuthError(Exception):
-    """A refused request: ``status`` 401 (who are you?) or 403 (not allowed)."""
+class AuthError(HTTPException):
+    """A refused request: ``status`` 401 (who are you?) or 403 (not allowed).
+
+    An ``HTTPException``, so that an app without :func:`install_auth` still answers 401/403
+    (as ``{"detail": ...}``) instead of 500; :func:`install_auth` renders the documented body.
+    """
 
     def __init__(self, status: int, message: str, *, www_authenticate: str | None = None) -> None:
-        super().__init__(message)
+        headers = {"WWW-Authenticate": www_authenticate} if www_authenticate else None
+        super().__init__(status_code=status, detail=message, headers=headers)
         self.status = status
         self.message = message
         self.www_authenticate = www_authenticate
