@@ -123,6 +123,7 @@ class EvaluationService:
             violations = evidence_violations + result.violations
             warnings = result.warnings
             revision: str | None = result.revision
+            exceptions = result.exceptions
             verdict = apply_enforcement_mode(request.mode, violations, warnings)
             if evidence_violations:
                 verdict = Verdict.DENY  # evidence we could not gather fails closed in every mode
@@ -132,6 +133,7 @@ class EvaluationService:
             violations = (*evidence_violations, Violation(ENGINE_POLICY, error))
             warnings = ()
             revision = None
+            exceptions = ()
             verdict = Verdict.DENY
 
         decision = Decision(
@@ -153,6 +155,7 @@ class EvaluationService:
             latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
             policy_input=policy_input,
             context=request.context,
+            exceptions=exceptions,
         )
         self._audit.record(decision)
         return decision

@@ -78,6 +78,9 @@ class DecisionDocument(BaseModel):
     mode: str
     violations: list[ViolationDocument]
     warnings: list[ViolationDocument]
+    exceptions: list[dict[str, Any]] = Field(
+        default_factory=list, description="Exceptions applied, or found expired or revoked"
+    )
     images: list[ImageDocument]
     policy_revision: str | None
     source: str

@@ -82,6 +82,9 @@ class PolicyResult:
     violations: tuple[Violation, ...]
     warnings: tuple[Violation, ...]
     revision: str
+    #: Exceptions the policy applied, or found expired/revoked (``id``, ``ticket_id``,
+    #: ``expires_at``, ``policy``, ``image``, ``status``).
+    exceptions: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +141,7 @@ class Decision:
     latency_ms: float | None = None
     policy_input: Mapping[str, Any] | None = None
     context: Mapping[str, Any] = field(default_factory=dict)
+    exceptions: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def allowed(self) -> bool:
@@ -152,6 +156,7 @@ class Decision:
             "mode": self.mode.value,
             "violations": [v.as_dict() for v in self.violations],
             "warnings": [w.as_dict() for w in self.warnings],
+            "exceptions": [dict(e) for e in self.exceptions],
             "images": [image.as_dict() for image in self.images],
             "policy_revision": self.policy_revision,
             "source": self.source.value,
@@ -217,4 +222,5 @@ def decision_from_dict(
         latency_ms=document.get("latency_ms"),
         policy_input=policy_input,
         context=document.get("context") or {},
+        exceptions=tuple(document.get("exceptions") or ()),
     )

@@ -67,7 +67,11 @@ def parse_decision(body: Any, revision: str) -> PolicyResult:
         )
     violations = [_parse_finding(raw, "deny") for raw in result.get("deny", [])]
     warnings = [_parse_finding(raw, "warn") for raw in result.get("warn", [])]
-    return PolicyResult(_sorted(violations), _sorted(warnings), revision)
+    exceptions = result.get("exceptions", [])
+    if not isinstance(exceptions, list) or not all(isinstance(e, dict) for e in exceptions):
+        raise PolicyEngineError("data.gatekeeper.main.decision.exceptions is not a list of objects")
+    ordered = sorted(exceptions, key=lambda e: json.dumps(e, sort_keys=True))
+    return PolicyResult(_sorted(violations), _sorted(warnings), revision, tuple(ordered))
 
 
 class OpaPolicyEngine:

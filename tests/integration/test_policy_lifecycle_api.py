@@ -506,6 +506,10 @@ def test_exception_waives_until_its_expiry_instant_and_not_after(gate):
          "message": f"waived by exception EXC-1 (ticket SEC-9, expires 2026-11-24T18:00:00Z): "
                     f"{HUB_VIOLATION}"}
     ]
+    assert waived["exceptions"] == [
+        {"id": "EXC-1", "ticket_id": "SEC-9", "expires_at": "2026-11-24T18:00:00Z",
+         "policy": "registries", "image": HUB_IMAGE, "status": "applied"}
+    ]
 
     # at the expiry instant: no longer waived, and the decision says it expired
     gate.clock.instant = datetime(2026, 11, 24, 18, 0, 0, tzinfo=UTC)
@@ -519,6 +523,7 @@ def test_exception_waives_until_its_expiry_instant_and_not_after(gate):
          "message": f"exception EXC-1 (ticket SEC-9) expired at 2026-11-24T18:00:00Z; "
                     f"not waived: {HUB_VIOLATION}"}
     ]
+    assert [(e["id"], e["status"]) for e in expired["exceptions"]] == [("EXC-1", "expired")]
     listed = gate.client.get("/v1/exceptions", headers=AUDITOR).json()["items"]
     assert [(e["id"], e["status"]) for e in listed] == [("EXC-1", "expired")]
 
