@@ -36,6 +36,9 @@ def running_gatekeeper(extra_env: dict[str, str] | None = None) -> Iterator[int]
             GATEKEEPER_POLICY_DIR=str(REPO / "policies"),
             GATEKEEPER_METRICS_PORT="0",
             GATEKEEPER_LOG_LEVEL="WARNING",
+            GATEKEEPER_INSECURE_DISABLE_AUTH="true",
+            GATEKEEPER_AUDIT_SPOOL_DIR=f"{tmp}/spool",
+            GATEKEEPER_POLICY_STATE_DIR=f"{tmp}/policy-state",
         )
         env.setdefault("GATEKEEPER_OPA_BINARY", str(REPO / ".tools/bin/opa"))
         env.update(extra_env or {})

@@ -7,12 +7,15 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 
 from gatekeeper import __version__
+from gatekeeper.api.audit_routes import build_audit_router
+from gatekeeper.api.auth import Authenticator, Role, install_auth, require_roles
 from gatekeeper.api.middleware import BodySizeLimitMiddleware, RequestMetricsMiddleware
 from gatekeeper.api.policy_routes import build_policy_router
 from gatekeeper.api.routes import build_router
@@ -110,13 +113,28 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
     )
     app.state.container = owned
     app.state.policy_lifecycle = owned.policy_lifecycle
+    secret = settings.auth_hs256_secret  # a str when it came as a load_settings() override
+    install_auth(
+        app,
+        Authenticator.from_settings(
+            hs256_secret=secret.get_secret_value() if isinstance(secret, SecretStr) else secret,
+            public_key_files=settings.auth_public_key_files,
+            jwks_file=settings.auth_jwks_file,
+            issuer=settings.auth_issuer,
+            audience=settings.auth_audience,
+            insecure_disable_auth=settings.insecure_disable_auth,
+        ),
+    )
     app.include_router(build_router())
+    app.include_router(build_audit_router())
     app.include_router(build_policy_router())
     app.include_router(build_admission_router(admission))
     app.include_router(
         build_sbom_router(
             lambda request: request.app.state.container.sbom_uploader,
             max_bytes=settings.sbom_max_bytes,
+            upload_dependencies=[Depends(require_roles(Role.PIPELINE))],
+            read_dependencies=[Depends(require_roles(Role.PIPELINE, Role.AUDITOR))],
         )
     )
 

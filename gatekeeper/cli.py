@@ -15,6 +15,7 @@ from typing import Annotated, Any, NoReturn
 import httpx
 import typer
 
+from gatekeeper.cli_audit import audit_app
 from gatekeeper.cli_policy import policy_app
 from gatekeeper.config import Settings, load_settings
 from gatekeeper.errors import GatekeeperError
@@ -33,6 +34,7 @@ app = typer.Typer(
 )
 decisions_app = typer.Typer(help="Read recorded decisions.", no_args_is_help=True)
 app.add_typer(decisions_app, name="decisions")
+app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
 app.add_typer(sbom_app, name="sbom")
 
@@ -73,6 +75,9 @@ def _exit_for(document: dict[str, Any]) -> int:
 
 
 def _remote(method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+    token = _settings().token  # GATEKEEPER_TOKEN: a bearer JWT; never printed
+    if token is not None:
+        kwargs["headers"] = {"Authorization": f"Bearer {token.get_secret_value()}"}
     try:
         response = httpx.request(method, url, timeout=30, **kwargs)
     except httpx.HTTPError as exc:
@@ -130,6 +135,11 @@ def serve(
         tls_options["ssl_context_factory"] = lambda _config, _default: tls.context
     scheme = "https" if tls_options else "http"
     url = f"{scheme}://{settings.host}:{settings.port}"
+    if settings.insecure_disable_auth:
+        typer.echo(
+            "WARNING: authentication is DISABLED (GATEKEEPER_INSECURE_DISABLE_AUTH=true): every "
+            "caller is admin; never run this in production", err=True,
+        )
     typer.echo(f"Forge Gatekeeper serving on {url} (API docs: /docs)")
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning",
                 **tls_options)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gatekeeper.domain import EnforcementMode
@@ -66,6 +66,35 @@ class Settings(BaseSettings):
     #: Most images accepted in one evaluation request.
     max_images_per_request: int = Field(default=100, gt=0, le=10_000)
     log_level: str = "INFO"
+
+    # --- audit trail (issue 6) ----------------------------------------------------------------
+    #: Ed25519 private key (PEM, PKCS#8) that signs checkpoints; unset: chained, not signed.
+    audit_signing_key_file: Path | None = None
+    #: Ed25519 public key (PEM) to check checkpoints where the private key is not mounted.
+    audit_public_key_file: Path | None = None
+    #: A checkpoint is signed every N records or T seconds, whichever comes first.
+    audit_checkpoint_every: int = Field(default=1000, ge=1)
+    audit_checkpoint_interval_seconds: float = Field(default=60.0, gt=0)
+    #: Local durable spool (one per replica) for decisions while the database is unreachable.
+    audit_spool_dir: Path = Path("var/audit-spool")
+    #: Most decisions written in one append transaction (group commit).
+    audit_batch_size: int = Field(default=256, ge=1, le=10_000)
+    #: Prune records older than this many days, behind a signed checkpoint; unset keeps all.
+    audit_retention_days: int | None = Field(default=None, ge=1)
+
+    # --- API authentication (issue 6) ---------------------------------------------------------
+    #: HS256 shared secret (at least 32 bytes).
+    auth_hs256_secret: SecretStr | None = None
+    #: RS256/ES256 public keys (PEM files); env: a JSON list.
+    auth_public_key_files: list[Path] = Field(default_factory=list)
+    #: A JWKS file of RS256/ES256 keys (``kid`` honoured).
+    auth_jwks_file: Path | None = None
+    auth_issuer: str | None = None
+    auth_audience: str | None = None
+    #: Bearer token the CLI sends with ``--server`` (``GATEKEEPER_TOKEN``, as ``policy`` uses).
+    token: SecretStr | None = None
+    #: Authentication off (local use only): every caller is admin; said at start and in /readyz.
+    insecure_disable_auth: bool = False
 
     # --- registries and digests -------------------------------------------------------------
     #: Resolve tags to digests in the registry (the digest is what gets verified and pinned).

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from gatekeeper.audit import SqlAuditLog, create_database_engine
+from gatekeeper.audit import SqlAuditLog, open_audit_log
 from gatekeeper.config import Settings
 from gatekeeper.domain import EvidenceCollector, PolicyEngine
 from gatekeeper.errors import ConfigurationError
@@ -163,7 +163,8 @@ class Container:
         """Start child processes and migrate the store; idempotent."""
         if self.started:
             return
-        self.audit_log.migrate()
+        self.audit_log.migrate()  # also replays what a previous run left in the spool
+        self.audit_log.start()  # spool replay, time-based checkpoints, retention
         self.sbom_store.create_tables()
         self.sbom_validator.warm_up()
         lifecycle, settings = self.policy_lifecycle, self.settings
@@ -242,7 +243,17 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
             data_paths=[state.exceptions],
         )
         engine = embedded.engine
-    audit_log = SqlAuditLog(create_database_engine(settings.database_url), metrics=metrics)
+    audit_log = open_audit_log(
+        settings.database_url,
+        signing_key_file=settings.audit_signing_key_file,
+        public_key_file=settings.audit_public_key_file,
+        spool_dir=settings.audit_spool_dir,
+        checkpoint_every=settings.audit_checkpoint_every,
+        checkpoint_interval_seconds=settings.audit_checkpoint_interval_seconds,
+        batch_size=settings.audit_batch_size,
+        retention_days=settings.audit_retention_days,
+        metrics=metrics,
+    )
     registry = build_registry_client(settings)
     collectors: list[EvidenceCollector] = []
     signature_collector = build_signature_collector(settings, registry, metrics)

@@ -60,6 +60,8 @@ def make_settings(tmp_path: Path, opa_binary: str, policy_dir: Path, monkeypatch
             "policy_dir": policy_dir,
             "policy_tests_dir": REPO / "rego-tests",
             "metrics_port": 0,
+            "insecure_disable_auth": True,
+            "audit_spool_dir": tmp_path / "audit-spool",
             "resolve_digests": False,
         }
         values.update(overrides)

@@ -7,10 +7,12 @@ import time
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from gatekeeper.api.audit_routes import audit_readiness
+from gatekeeper.api.auth import Principal, Role, require_roles
 from gatekeeper.api.models import DecisionDocument, DecisionList, ErrorBody, EvaluationBody
 from gatekeeper.domain import (
     DecisionQuery,
@@ -36,7 +38,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def parse_evaluation_body(
-    body: EvaluationBody, *, default_environment: str, max_images: int, mode: Any
+    body: EvaluationBody, *, default_environment: str, max_images: int, mode: Any,
+    caller: str | None = None,
 ) -> EvaluationRequest:
     """Turn the wire body into a domain request; image errors name ``images[i]``."""
     if len(body.images) > max_images:
@@ -55,6 +58,7 @@ def parse_evaluation_body(
         ticket=Ticket(**body.ticket.model_dump()),
         mode=mode,
         dry_run=body.dry_run,
+        caller=caller,
     )
 
 
@@ -96,6 +100,11 @@ def _container(request: Request) -> Container:
     return container
 
 
+#: Role checks (module level: the annotations below are resolved in this module's globals).
+_PIPELINE = require_roles(Role.PIPELINE)
+_READERS = require_roles(Role.PIPELINE, Role.AUDITOR)
+
+
 def build_router() -> APIRouter:
     router = APIRouter()
 
@@ -106,7 +115,11 @@ def build_router() -> APIRouter:
         tags=["evaluations"],
         summary="Decide whether images may be deployed (records the decision)",
     )
-    def create_evaluation(body: EvaluationBody, request: Request) -> JSONResponse:
+    def create_evaluation(
+        body: EvaluationBody,
+        request: Request,
+        principal: Annotated[Principal, Depends(_PIPELINE)],
+    ) -> JSONResponse:
         container = _container(request)
         settings = container.settings
         evaluation = parse_evaluation_body(
@@ -114,6 +127,7 @@ def build_router() -> APIRouter:
             default_environment=settings.default_environment,
             max_images=settings.max_images_per_request,
             mode=settings.pipeline_mode,
+            caller=principal.subject,
         )
         upload_inline_sboms(container, body, evaluation)
         deadline = time.monotonic() + settings.evidence_budget_seconds
@@ -126,11 +140,15 @@ def build_router() -> APIRouter:
         response_model=DecisionDocument,
         responses={404: {"model": ErrorBody}},
         tags=["decisions"],
+        dependencies=[Depends(_READERS)],
     )
     def get_decision(decision_id: str, request: Request) -> JSONResponse:
         return JSONResponse(_container(request).service.get_decision(decision_id).as_dict())
 
-    @router.get("/v1/decisions", response_model=DecisionList, tags=["decisions"])
+    @router.get(
+        "/v1/decisions", response_model=DecisionList, tags=["decisions"],
+        dependencies=[Depends(_READERS)],
+    )
     def list_decisions(
         request: Request,
         ticket_id: str | None = None,
@@ -181,10 +199,16 @@ def build_router() -> APIRouter:
                     "status": "not ready",
                     "message": "not ready: " + ", ".join(sorted(failures)),
                     "failures": failures,
+                    **audit_readiness(container.audit_log),
+                    "authentication": request.app.state.authenticator.describe(),
                 },
                 status_code=503,
             )
         revision = container.policy_engine.revision()
-        return JSONResponse({"status": "ready", "policy_revision": revision})
+        return JSONResponse({
+            "status": "ready", "policy_revision": revision,
+            **audit_readiness(container.audit_log),
+            "authentication": request.app.state.authenticator.describe(),
+        })
 
     return router

@@ -81,10 +81,17 @@ def build_sbom_router(
     *,
     max_bytes: int,
     dependencies: Sequence[Depends] = (),
+    upload_dependencies: Sequence[Depends] = (),
+    read_dependencies: Sequence[Depends] = (),
 ) -> APIRouter:
     router = APIRouter(dependencies=list(dependencies), tags=["sboms"])
 
-    @router.post("/v1/sboms", status_code=201, summary="Upload an SBOM for an image digest")
+    @router.post(
+        "/v1/sboms",
+        status_code=201,
+        summary="Upload an SBOM for an image digest",
+        dependencies=list(upload_dependencies),
+    )
     async def upload_sbom(
         request: Request,
         image_digest: Annotated[str, Query(description="sha256:... of the image manifest")],
@@ -110,7 +117,11 @@ def build_sbom_router(
             headers={"Location": f"/v1/sboms/{result.stored.id}"},
         )
 
-    @router.get("/v1/sboms/{sbom_id}", summary="An uploaded SBOM's metadata, or the document")
+    @router.get(
+        "/v1/sboms/{sbom_id}",
+        summary="An uploaded SBOM's metadata, or the document",
+        dependencies=list(read_dependencies),
+    )
     async def get_sbom(sbom_id: str, request: Request, document: bool = False) -> Response:
         stored = await run_in_threadpool(uploader_of(request).store.get, sbom_id)
         if document:

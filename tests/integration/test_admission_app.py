@@ -41,6 +41,17 @@ def _integrated() -> bool:
             and "build_admission_router" in inspect.getsource(gatekeeper.app))
 
 
+AUTH_SECRET = "admission-test-secret-of-at-least-32-bytes"
+
+
+def auditor_token() -> dict[str, str]:
+    import jwt
+
+    now = int(time.time())
+    claims = {"sub": "auditor-bot", "roles": ["auditor"], "iat": now, "exp": now + 300}
+    return {"Authorization": f"Bearer {jwt.encode(claims, AUTH_SECRET, 'HS256')}"}
+
+
 @pytest.fixture
 def served(tmp_path: Path, opa_binary: str, policy_dir: Path) -> Iterator[tuple[str, Any]]:
     if not _integrated():
@@ -65,6 +76,10 @@ def served(tmp_path: Path, opa_binary: str, policy_dir: Path) -> Iterator[tuple[
         GATEKEEPER_NAMESPACE="gatekeeper-system",
         GATEKEEPER_ADMISSION_EXCLUDED_NAMESPACES='["gatekeeper-system", "kube-system"]',
         GATEKEEPER_ADMISSION_BUDGET_SECONDS="8",
+        # As in production: the REST API requires tokens; admission is protected by TLS.
+        GATEKEEPER_AUTH_HS256_SECRET=AUTH_SECRET,
+        GATEKEEPER_AUDIT_SPOOL_DIR=str(tmp_path / "audit-spool"),
+        GATEKEEPER_POLICY_STATE_DIR=str(tmp_path / "policy-state"),
     )
     log = (tmp_path / "serve.log").open("wb")
     process = subprocess.Popen(
@@ -116,7 +131,7 @@ def test_mutation_pins_the_registry_digest_in_the_real_app(served, tmp_path: Pat
         "op": "replace", "path": "/spec/template/spec/containers/0/image",
         "value": f"{image}@{digest}"}]
     decision_id = answer["auditAnnotations"]["decision-id"]
-    recorded = client.get(f"{url}/v1/decisions/{decision_id}").json()
+    recorded = client.get(f"{url}/v1/decisions/{decision_id}", headers=auditor_token()).json()
     assert recorded["source"] == "admission" and recorded["namespace"] == "shop"
     assert recorded["ticket"]["ticket_id"] == "TCK-7"
     assert recorded["images"][0]["digest"] == str(digest)

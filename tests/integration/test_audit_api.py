@@ -13,13 +13,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from gatekeeper.api.audit_routes import audit_readiness, build_audit_router
-from gatekeeper.api.auth import Authenticator, install_auth
+from gatekeeper.api.audit_routes import audit_readiness
 from gatekeeper.app import create_app
-from gatekeeper.audit import open_audit_log
 from gatekeeper.cli_audit import audit_app
-from gatekeeper.service import EvaluationService
-from gatekeeper.wiring import build_container
 
 SECRET = "an HS256 secret of at least 32 bytes!"
 DIGEST = "sha256:" + "cd" * 32
@@ -45,19 +41,12 @@ def signing_key(tmp_path):
 
 @pytest.fixture
 def app(make_settings, signing_key, tmp_path):
-    """create_app + what the proposal adds: the chained audit log, auth, the audit router."""
-    settings = make_settings()
-    container = build_container(settings)
-    container.audit_log.close()
-    container.audit_log = open_audit_log(
-        settings.database_url, signing_key_file=signing_key[0], spool_dir=tmp_path / "spool",
-        checkpoint_every=3, metrics=container.metrics,
+    """The production app: chained audit log with signed checkpoints, bearer auth on."""
+    settings = make_settings(
+        audit_signing_key_file=signing_key[0], audit_spool_dir=tmp_path / "spool",
+        audit_checkpoint_every=3, auth_hs256_secret=SECRET, insecure_disable_auth=False,
     )
-    container.service = EvaluationService(policy_engine=container.policy_engine, audit_log=container.audit_log)
-    application = create_app(settings, container=container)
-    install_auth(application, Authenticator.from_settings(hs256_secret=SECRET))
-    application.include_router(build_audit_router())
-    return application
+    return create_app(settings)
 
 
 @pytest.fixture
@@ -183,14 +172,21 @@ MATRIX = [
     ("GET", "/v1/tickets/CHG-1/decisions", {P, A, AD}),
     ("GET", "/v1/audit/export", {A, AD}),
     ("GET", "/v1/audit/verify", {A, AD}),
+    ("POST", "/v1/sboms", {P, AD}),
+    ("GET", "/v1/policies", {PA, A, AD}),
+    ("GET", "/v1/exceptions", {PA, A, AD}),
     ("GET", "/healthz", None),
     ("GET", "/readyz", None),
 ]
-# Routes owned by the lead, protected once the integration proposal of issue 6 lands.
-AWAITING_INTEGRATION = {"/v1/evaluations", "/v1/decisions/{id}", "/v1/decisions"}
+SBOM = {"bomFormat": "CycloneDX", "specVersion": "1.5", "version": 1, "components": []}
 
 
 def call(client, method, path, headers):
+    if path == "/v1/sboms":
+        return client.post(
+            path, params={"image_digest": DIGEST}, content=json.dumps(SBOM),
+            headers={**headers, "Content-Type": "application/vnd.cyclonedx+json"},
+        )
     if method == "POST":
         return client.post(path, json={"images": [f"registry.example.com/a@{DIGEST}"]}, headers=headers)
     return client.get(path, headers=headers)
@@ -204,15 +200,12 @@ def test_role_matrix(client, method, path, allowed):
     if allowed is None:
         assert anonymous.status_code in (200, 503)
         return
-    template = path.replace(decision["decision_id"], "{id}")
-    if template in AWAITING_INTEGRATION and anonymous.status_code not in (401, 403):
-        pytest.xfail(f"{method} {template} is not protected yet: see the integration proposal")
     assert anonymous.status_code == 401
     assert anonymous.json()["error"] == "unauthorized"
     for role in (P, A, PA, AD):
         response = call(client, method, path, bearer(role, sub=f"{role}-bot"))
         if role in allowed:
-            assert response.status_code == 200, (role, response.text)
+            assert response.status_code in (200, 201), (role, response.text)
         else:
             assert response.status_code == 403, (role, response.text)
             assert response.json()["error"] == "forbidden"

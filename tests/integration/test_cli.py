@@ -27,6 +27,8 @@ def cli_env(opa_binary, policy_dir, tmp_path):
         GATEKEEPER_OPA_BINARY=opa_binary,
         GATEKEEPER_POLICY_DIR=str(policy_dir),
         GATEKEEPER_RESOLVE_DIGESTS="false",
+        GATEKEEPER_INSECURE_DISABLE_AUTH="true",
+        GATEKEEPER_AUDIT_SPOOL_DIR=str(tmp_path / "audit-spool"),
     )
     return env
 

@@ -194,8 +194,7 @@ def lifecycle_app(tmp_path: Path, make_settings, opa_binary: str) -> Iterator[Li
     active_dir = state.active
     app = create_app(settings, container=container)
     app.state.policy_lifecycle = lifecycle
-    if getattr(app.state, "authenticator", None) is None:
-        install_auth(app, Authenticator.from_settings(hs256_secret=SECRET))
+    install_auth(app, Authenticator.from_settings(hs256_secret=SECRET))
     app.include_router(build_policy_router())
     with TestClient(app) as client:
         lifecycle.start(bootstrap=shipped())
