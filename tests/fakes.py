@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,14 +32,18 @@ class FakePolicyEngine:
 
 
 class FakeAuditLog:
+    """In-memory AuditLog; thread-safe (the admission handler records from worker threads)."""
+
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
         self.records: list[Decision] = []
+        self._lock = threading.Lock()
 
     def record(self, decision: Decision) -> None:
         if self.fail:
             raise StorageError("audit store down")
-        self.records.append(decision)
+        with self._lock:
+            self.records.append(decision)
 
     def get(self, decision_id: str) -> Decision:
         for decision in self.records:

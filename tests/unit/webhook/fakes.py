@@ -14,17 +14,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from gatekeeper.domain import (
-    Decision,
-    DecisionPage,
-    DecisionQuery,
     Digest,
     EvidenceContext,
     ImageReference,
     PolicyResult,
     Violation,
 )
-from gatekeeper.errors import NotFoundError, StorageError, UpstreamUnavailableError
+from gatekeeper.errors import UpstreamUnavailableError
 from gatekeeper.service import EvaluationService
+from tests.fakes import FakeAuditLog
 
 __all__ = [
     "MemoryAuditLog",
@@ -77,30 +75,7 @@ class RulePolicyEngine:
         return None
 
 
-class MemoryAuditLog:
-    def __init__(self, fail: bool = False) -> None:
-        self.fail = fail
-        self.records: list[Decision] = []
-        self._lock = threading.Lock()
-
-    def record(self, decision: Decision) -> None:
-        if self.fail:
-            raise StorageError("audit store down")
-        with self._lock:
-            self.records.append(decision)
-
-    def get(self, decision_id: str) -> Decision:
-        for decision in self.records:
-            if decision.decision_id == decision_id:
-                return decision
-        raise NotFoundError(f"decision {decision_id} not found")
-
-    def query(self, query: DecisionQuery) -> DecisionPage:
-        return DecisionPage(tuple(reversed(self.records))[: query.limit], None)
-
-    def check_health(self) -> None:
-        if self.fail:
-            raise StorageError("audit store down")
+MemoryAuditLog = FakeAuditLog
 
 
 class TableDigestResolver:
