@@ -52,6 +52,7 @@ def test_kustomize_base_equals_chart_rendering_with_cert_manager() -> None:
     text = subprocess.run(
         [HELM, "template", "gatekeeper", str(REPO / "charts" / "gatekeeper"),
          "--namespace", "gatekeeper-system", "--kube-version", "1.31.0",
+         "--values", str(REPO / "charts" / "gatekeeper" / "ci" / "test-values.yaml"),
          "--set", "tls.mode=certManager", "--set", "fullnameOverride=gatekeeper"],
         capture_output=True, text=True, check=True, timeout=120).stdout
     chart = {_key(doc): _comparable(doc) for doc in yaml.safe_load_all(text)

@@ -146,3 +146,37 @@ calls the path of that mode, so the gatekeeper learns the mode without reading n
     {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/*
+Checks that fail the render with a clear message (included by the Deployment). A gatekeeper
+without a token verification key refuses to start; an OPA sidecar without a bundle token never
+loads the policies, so every decision would be a deny.
+*/}}
+{{- define "gatekeeper.validate" -}}
+{{- $auth := .Values.auth -}}
+{{- if or (not $auth.existingSecret) (not (or $auth.hs256SecretKey $auth.jwksKey $auth.publicKeyKeys)) -}}
+{{- fail "auth is required: set auth.existingSecret (a Secret in the release namespace) and at least one of auth.hs256SecretKey, auth.jwksKey or auth.publicKeyKeys; the gatekeeper refuses to start without a token verification key, and this chart cannot turn authentication off" -}}
+{{- end -}}
+{{- if not .Values.opa.bundleTokenSecret.name -}}
+{{- fail "opa.bundleTokenSecret.name is required: a Secret holding a JWT with the role auditor, which the OPA sidecar presents to load the active policies (GET /v1/policies/bundle); without it every decision is a deny" -}}
+{{- end -}}
+{{- if gt (int .Values.opa.bundlePolling.minDelaySeconds) (int .Values.opa.bundlePolling.maxDelaySeconds) -}}
+{{- fail "opa.bundlePolling.minDelaySeconds must not exceed opa.bundlePolling.maxDelaySeconds" -}}
+{{- end -}}
+{{- if and .Values.policies.archiveKey (not .Values.policies.existingConfigMap) -}}
+{{- fail "policies.archiveKey names a key of policies.existingConfigMap: set policies.existingConfigMap too" -}}
+{{- end -}}
+{{- if .Values.tls.clientCA -}}
+{{- fail "tls.clientCA is not supported with the OPA sidecar: the gatekeeper's only listener would then require client certificates, and the sidecar (which polls GET /v1/policies/bundle on it with a bearer token) cannot present one; leave tls.clientCA empty" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The name the serving certificate carries and that resolves to 127.0.0.1 inside the pod
+(hostAliases): the OPA sidecar reaches its own gatekeeper over loopback and still verifies TLS. */}}
+{{- define "gatekeeper.loopbackHost" -}}
+{{- printf "%s.%s.svc" (include "gatekeeper.fullname" .) .Release.Namespace -}}
+{{- end -}}
+
+{{- define "gatekeeper.opaConfigName" -}}
+{{- printf "%s-opa-config" (include "gatekeeper.fullname" .) -}}
+{{- end -}}
