@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from gatekeeper.audit import SqlAuditLog, open_audit_log
+from gatekeeper.bridges import AttestedSbomSource, ReferrerSbomSource
 from gatekeeper.config import Settings
 from gatekeeper.domain import EvidenceCollector, PolicyEngine
 from gatekeeper.errors import ConfigurationError
@@ -264,7 +265,9 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
     json_limits = JsonLimits(settings.sbom_max_bytes, settings.sbom_max_depth)
     sbom_store = SqlSbomStore(audit_log.engine)
     sbom_collector = SbomEvidenceCollector(
-        sources=[StoredSbomSource(sbom_store)],
+        sources=[StoredSbomSource(sbom_store)]
+        + ([AttestedSbomSource(signature_collector)] if signature_collector is not None else [])
+        + [ReferrerSbomSource(registry, max_bytes=json_limits.max_bytes)],
         validator=validator,
         json_limits=json_limits,
         normalisation_limits=NormalisationLimits(max_components=settings.sbom_max_components),

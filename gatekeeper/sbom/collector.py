@@ -119,12 +119,17 @@ class SbomEvidenceCollector:
         self, candidate: SbomCandidate, digest: Digest | None
     ) -> dict[str, Any]:
         """The evidence section for one candidate (also used by ``POST /v1/sboms`` answers)."""
-        outcome = self._normalised(candidate.content)
+        outcome = (
+            SbomDocumentError(candidate.problem)
+            if candidate.problem is not None
+            else self._normalised(candidate.content)
+        )
         if isinstance(outcome, SbomDocumentError):
+            unread = candidate.problem is not None  # no content: nothing to hash
             evidence = missing_sbom_evidence(f"SBOM is invalid: {outcome.message}")
             evidence.update(
                 present=True, state=SbomState.INVALID.value, origin=candidate.origin,
-                sha256=hashlib.sha256(candidate.content).hexdigest(),
+                sha256=None if unread else hashlib.sha256(candidate.content).hexdigest(),
                 binding={"method": candidate.method.value if candidate.method else None,
                          "named_digests": list(candidate.subjects)},
             )

@@ -30,6 +30,9 @@ class SbomCandidate:
     subjects: tuple[str, ...]
     #: Where it came from, for humans and the audit trail ("upload 3f2a... (ticket CHG-1)").
     origin: str
+    #: Why the document itself could not be read (too large to fetch, corrupt blob): the
+    #: candidate is then reported as an invalid SBOM, never raised.
+    problem: str | None = None
 
 
 class SbomSource(Protocol):

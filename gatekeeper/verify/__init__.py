@@ -8,7 +8,7 @@ from gatekeeper.verify.authority import (
 )
 from gatekeeper.verify.bundle import ArtifactInput, verify_bundle, verify_bundle_for_cli
 from gatekeeper.verify.collector import SignatureEvidenceCollector
-from gatekeeper.verify.cosign import REASON_MESSAGES, CosignVerifier
+from gatekeeper.verify.cosign import REASON_MESSAGES, CosignVerifier, VerifiedStatement
 from gatekeeper.verify.keys import VerificationKey, load_public_key
 from gatekeeper.verify.ports import RegistryReader
 from gatekeeper.verify.trust import TrustRoot
@@ -25,6 +25,7 @@ __all__ = [
     "SignaturePolicySettings",
     "TrustRoot",
     "VerificationKey",
+    "VerifiedStatement",
     "load_public_key",
     "verify_bundle",
     "verify_bundle_for_cli",

@@ -13,6 +13,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from gatekeeper.domain.ports import EvidenceContext
@@ -20,7 +21,7 @@ from gatekeeper.domain.reference import Digest, ImageReference
 from gatekeeper.metrics import Metrics
 from gatekeeper.verify.authority import SignaturePolicySettings
 from gatekeeper.verify.cache import TtlCache
-from gatekeeper.verify.cosign import CosignVerifier
+from gatekeeper.verify.cosign import CosignVerifier, VerifiedStatement
 from gatekeeper.verify.discovery import find_material
 from gatekeeper.verify.ports import RegistryReader
 from gatekeeper.verify.trust import TrustRoot
@@ -31,6 +32,13 @@ log = logging.getLogger(__name__)
 
 EVIDENCE_SCHEMA_VERSION = 1
 _CACHE_NAME = "signatures"
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    section: dict[str, Any]
+    #: Verified in-toto statements, for :meth:`SignatureEvidenceCollector.verified_statements`.
+    statements: tuple[VerifiedStatement, ...]
 
 
 class SignatureEvidenceCollector:
@@ -53,13 +61,35 @@ class SignatureEvidenceCollector:
         self._metrics = metrics
         self._verifier = CosignVerifier(trust, max_predicate_bytes=settings.max_predicate_bytes)
         self._config_hash = settings.config_hash()
-        self._cache: TtlCache[dict[str, Any]] = TtlCache(
+        self._cache: TtlCache[_Entry] = TtlCache(
             max_entries=settings.cache_max_entries, monotonic=monotonic
         )
 
     def collect(
         self, reference: ImageReference, digest: Digest | None, context: EvidenceContext
     ) -> Mapping[str, Any]:
+        section, _ = self._collect(reference, digest, context)
+        return section
+
+    def verified_statements(
+        self, reference: ImageReference, digest: Digest, context: EvidenceContext
+    ) -> tuple[VerifiedStatement, ...]:
+        """The in-toto statements verified for ``digest`` in ``reference``'s repository by an
+        authority of its image policy (every authority counts, threshold or not), whose subject
+        names ``digest``. Answered from the cache the ``collect`` of the same evaluation filled;
+        verified only on a miss (expired, evicted). Empty when no image policy matches.
+        Raises ``UpstreamUnavailableError`` like :meth:`collect`."""
+        _, statements = self._collect(reference, digest, context, count=False)
+        return statements
+
+    def _collect(
+        self,
+        reference: ImageReference,
+        digest: Digest | None,
+        context: EvidenceContext,
+        *,
+        count: bool = True,
+    ) -> tuple[dict[str, Any], tuple[VerifiedStatement, ...]]:
         if digest is None:
             digest = self._registry.resolve_digest(reference, deadline=context.deadline)
         policy = self._settings.policy_for(reference.name)
@@ -81,16 +111,18 @@ class SignatureEvidenceCollector:
                 "authorities": {},
                 "attestations": [],
                 "cache": "none",
-            }
+            }, ()
         key = (
             reference.registry, reference.repository, str(digest), policy.glob,
             self._config_hash, self._trust.version,
         )  # fmt: skip
         cached = self._cache.get(key)
         if cached is not None:
-            self._count("hit")
-            return copy.deepcopy(cached) | {"cache": "hit"}
-        self._count("miss")
+            if count:
+                self._count("hit")
+            return copy.deepcopy(cached.section) | {"cache": "hit"}, cached.statements
+        if count:
+            self._count("miss")
         material = find_material(
             self._registry, reference, digest,
             max_payload_bytes=self._settings.max_payload_bytes,
@@ -145,8 +177,9 @@ class SignatureEvidenceCollector:
             if satisfied
             else self._settings.negative_cache_ttl_seconds
         )
-        self._cache.put(key, section, ttl)
-        return copy.deepcopy(section) | {"cache": "miss"}
+        statements = tuple(statement for r in results for statement in r.statements)
+        self._cache.put(key, _Entry(section, statements), ttl)
+        return copy.deepcopy(section) | {"cache": "miss"}, statements
 
     def _count(self, result: str) -> None:
         if self._metrics is not None:

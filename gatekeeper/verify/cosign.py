@@ -52,7 +52,13 @@ from gatekeeper.verify.keys import VerificationKey, load_public_key
 from gatekeeper.verify.tlog import check_entry_body, verify_rekor_bundle
 from gatekeeper.verify.trust import IdentityPolicy, TrustRoot, certificate_identity
 
-__all__ = ["COSIGN_SIGN_PREDICATE", "AuthorityResult", "CosignVerifier", "REASON_MESSAGES"]
+__all__ = [
+    "COSIGN_SIGN_PREDICATE",
+    "REASON_MESSAGES",
+    "AuthorityResult",
+    "CosignVerifier",
+    "VerifiedStatement",
+]
 
 COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 SIMPLE_SIGNING_TYPE = "cosign container image signature"
@@ -109,6 +115,18 @@ class Check:
 
 
 @dataclass(frozen=True, slots=True)
+class VerifiedStatement:
+    """An in-toto statement whose signature verified for ``authority`` and whose subject names
+    the image digest: what other packages (SBOMs) may consume without verifying again."""
+
+    authority: str
+    predicate_type: str
+    statement: Mapping[str, Any]
+    source: str
+    signer: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class AuthorityResult:
     name: str
     verified: bool
@@ -117,6 +135,8 @@ class AuthorityResult:
     signatures: tuple[Check, ...]
     attestations: tuple[dict[str, Any], ...]
     rejected_attestations: tuple[dict[str, Any], ...]
+    #: The verified statements behind ``attestations`` (not part of the evidence).
+    statements: tuple[VerifiedStatement, ...] = ()
 
     def as_evidence(self) -> dict[str, Any]:
         identities = [dict(check.signer) for check in self.signatures if check.ok and check.signer]
@@ -153,34 +173,47 @@ class CosignVerifier:
         checks: list[Check] = []
         attestations: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
+        statements: list[VerifiedStatement] = []
+
+        def keep(check: Check, statement: Mapping[str, Any] | None) -> None:
+            if check.ok and statement is not None:
+                statements.append(
+                    VerifiedStatement(
+                        authority.name, str(statement["predicateType"]), statement,
+                        check.source, dict(check.signer),
+                    )
+                )  # fmt: skip
+
         for signature in material.signatures:
             checks.append(self._simple_signing(signature, authority, digest))
         for bundle in material.bundles:
-            check, attestation = self._bundle(bundle, authority, digest)
+            check, attestation, statement = self._bundle(bundle, authority, digest)
             if attestation is not None:
                 (attestations if check.ok else rejected).append(attestation)
+                keep(check, statement)
             else:
                 checks.append(check)
         for envelope in material.attestations:
-            check, attestation = self._legacy_attestation(envelope, authority, digest)
+            check, attestation, statement = self._legacy_attestation(envelope, authority, digest)
             (attestations if check.ok else rejected).append(attestation)
+            keep(check, statement)
         verified = [c for c in checks if c.ok]
         if verified:
             return AuthorityResult(
                 authority.name, True, "verified", f"{len(verified)} valid signature(s)",
-                tuple(checks), tuple(attestations), tuple(rejected),
+                tuple(checks), tuple(attestations), tuple(rejected), tuple(statements),
             )  # fmt: skip
         if not checks:
             detail = "; ".join(material.problems) or "no cosign signature for this digest"
             return AuthorityResult(
                 authority.name, False, "no-signature", detail, (), tuple(attestations),
-                tuple(rejected),
+                tuple(rejected), tuple(statements),
             )  # fmt: skip
         informative = [c for c in checks if c.reason not in _LEAST_INFORMATIVE] or checks
         first = informative[0]
         return AuthorityResult(
             authority.name, False, first.reason, first.detail, tuple(checks),
-            tuple(attestations), tuple(rejected),
+            tuple(attestations), tuple(rejected), tuple(statements),
         )  # fmt: skip
 
     # -- signer checks -------------------------------------------------------------------------
@@ -341,7 +374,7 @@ class CosignVerifier:
 
     def _bundle(
         self, candidate: BundleArtifact, authority: Authority, digest: Digest
-    ) -> tuple[Check, dict[str, Any] | None]:
+    ) -> tuple[Check, dict[str, Any] | None, Mapping[str, Any] | None]:
         try:
             outcome = verify_bundle(
                 candidate.bundle, trust=self._trust, identities=authority.identities,
@@ -351,20 +384,20 @@ class CosignVerifier:
             reason = _reason_of(exc, "invalid")
             check = _fail(reason, exc.message, candidate.source)
             if candidate.predicate_type not in (None, COSIGN_SIGN_PREDICATE):
-                return check, _attestation_rejection(candidate.predicate_type, check)
-            return check, None
+                return check, _attestation_rejection(candidate.predicate_type, check), None
+            return check, None, None
         signer: dict[str, Any] = (
             {"key_id": outcome.key_id} if outcome.key_id else
             (outcome.identity.as_evidence() if outcome.identity else {})
         )  # fmt: skip
         if outcome.payload is None or outcome.payload_type != IN_TOTO_PAYLOAD_TYPE:
             return Check(False, "malformed", "image bundles must carry an in-toto statement",
-                         candidate.source, signer, outcome.tlog), None  # fmt: skip
+                         candidate.source, signer, outcome.tlog), None, None  # fmt: skip
         return self._statement(outcome.payload, digest, candidate.source, signer, outcome.tlog)
 
     def _legacy_attestation(
         self, candidate: CosignAttestation, authority: Authority, digest: Digest
-    ) -> tuple[Check, dict[str, Any]]:
+    ) -> tuple[Check, dict[str, Any], Mapping[str, Any] | None]:
         try:
             envelope = json.loads(candidate.envelope)
             payload_type = envelope["payloadType"]
@@ -374,7 +407,7 @@ class CosignVerifier:
                 raise TypeError("no signatures")
         except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
             check = _fail("malformed", "DSSE envelope is malformed", candidate.source)
-            return check, _attestation_rejection(None, check)
+            return check, _attestation_rejection(None, check), None
         message = dsse._pae(payload_type, payload)
         failure: Check | None = None
         for signature in signatures[:8]:
@@ -385,35 +418,41 @@ class CosignVerifier:
             if failure is None:
                 break
         if failure is not None:
-            return failure, _attestation_rejection(None, failure)
+            return failure, _attestation_rejection(None, failure), None
         if payload_type != IN_TOTO_PAYLOAD_TYPE:
             check = Check(False, "malformed", f"payload type {payload_type[:80]!r}",
                           candidate.source, signer, tlog)  # fmt: skip
-            return check, _attestation_rejection(None, check)
-        check, attestation = self._statement(payload, digest, candidate.source, signer, tlog)
+            return check, _attestation_rejection(None, check), None
+        check, attestation, statement = self._statement(
+            payload, digest, candidate.source, signer, tlog
+        )
         if attestation is None:  # a cosign "sign" statement in an .att: not an attestation
-            attestation = _attestation_rejection(COSIGN_SIGN_PREDICATE, check)
-        return check, attestation
+            return check, _attestation_rejection(COSIGN_SIGN_PREDICATE, check), None
+        return check, attestation, statement
 
     def _statement(
         self, payload: bytes, digest: Digest, source: str, signer: dict[str, Any], tlog: str
-    ) -> tuple[Check, dict[str, Any] | None]:
-        """(2) for DSSE: the statement's subject names the image; split signature/attestation."""
+    ) -> tuple[Check, dict[str, Any] | None, Mapping[str, Any] | None]:
+        """(2) for DSSE: the statement's subject names the image; split signature/attestation.
+
+        Returns the check, the attestation record (None for a signature) and the statement
+        when it verified as an attestation."""
         try:
             statement = parse_in_toto_statement(payload)
         except VerificationError as exc:
             check = Check(False, "malformed", exc.message, source, signer, tlog)
-            return check, _attestation_rejection(None, check)
+            return check, _attestation_rejection(None, check), None
         predicate_type = str(statement["predicateType"])
         is_signature = predicate_type == COSIGN_SIGN_PREDICATE
         if digest.algorithm != "sha256" or not statement_names_sha256(statement, digest.hex):
             check = Check(False, "digest-mismatch", "in-toto subject does not name the digest",
                           source, signer, tlog)  # fmt: skip
-            return check, None if is_signature else _attestation_rejection(predicate_type, check)
+            rejection = None if is_signature else _attestation_rejection(predicate_type, check)
+            return check, rejection, None
         check = Check(True, "verified", "in-toto subject names the digest", source, signer, tlog)
         if is_signature:
-            return check, None
-        return check, self._attestation(statement, predicate_type, check)
+            return check, None, None
+        return check, self._attestation(statement, predicate_type, check), statement
 
     def _attestation(
         self, statement: Mapping[str, Any], predicate_type: str, check: Check

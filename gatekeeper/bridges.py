@@ -1,0 +1,236 @@
+"""SBOM sources that bridge independent packages: verified attestations and OCI referrers.
+
+``gatekeeper.sbom``, ``gatekeeper.verify`` and ``gatekeeper.registry`` are independent siblings
+in the layer contract (pyproject ``[tool.importlinter]``); the adapters that let the SBOM
+collector read what the other two found live here, one layer up, and ``wiring`` plugs them in.
+
+* :class:`AttestedSbomSource` - CycloneDX/SPDX predicates of in-toto statements the
+  ``signatures`` collector *verified* for the image digest (signature by an authority of the
+  image policy, subject naming the digest). It reads the collector's cache, filled by the
+  ``signatures`` section of the same evaluation, so nothing is verified twice. Bound by the
+  attestation subject.
+* :class:`ReferrerSbomSource` - OCI referrers of the digest (referrers API, or the
+  ``sha256-<hex>`` index tag fallback) whose artifact type is an SBOM, and the artifact cosign
+  ``attach sbom`` tags ``sha256-<hex>.sbom``. Bound by the referrer manifest's own ``subject``
+  (never by the index entry that lists it), or by the digest the ``.sbom`` tag names.
+
+Unreadable documents (too large, corrupt blob, no SBOM layer) become candidates with a
+``problem``, i.e. the evidence state ``invalid``; transient registry trouble raises
+:class:`~gatekeeper.errors.UpstreamUnavailableError`, as every collector does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+
+from gatekeeper.domain.ports import EvidenceContext
+from gatekeeper.domain.reference import Digest, ImageReference
+from gatekeeper.errors import InvalidInputError, NotFoundError, VerificationError
+from gatekeeper.sbom.attestation import (
+    SBOM_ARTIFACT_TYPES,
+    candidate_from_referrer,
+    candidate_from_statement,
+    is_sbom_predicate,
+)
+from gatekeeper.sbom.binding import BindingMethod
+from gatekeeper.sbom.interface import SbomCandidate
+from gatekeeper.sbom.parsing import SbomDocumentError
+from gatekeeper.verify.collector import SignatureEvidenceCollector
+from gatekeeper.verify.ports import DescriptorView, ManifestView, RegistryReader
+
+__all__ = ["SBOM_MEDIA_TYPES", "AttestedSbomSource", "ReferrerSbomSource"]
+
+log = logging.getLogger(__name__)
+
+#: Layer media types that carry an SBOM document (oras ``file:type``, cosign ``attach sbom``).
+SBOM_MEDIA_TYPES = (
+    *SBOM_ARTIFACT_TYPES,
+    "text/spdx+json",
+    "application/vnd.cyclonedx",
+    "application/vnd.cyclonedx+xml",
+    "text/spdx",
+    "application/vnd.syft+json",
+)
+
+
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
+def _is_sbom_artifact(artifact_type: str | None) -> bool:
+    return _media_type(artifact_type) in SBOM_ARTIFACT_TYPES
+
+
+class AttestedSbomSource:
+    """SBOMs from cosign attestations verified by the ``signatures`` collector."""
+
+    name = "attestation"
+
+    def __init__(self, signatures: SignatureEvidenceCollector) -> None:
+        self._signatures = signatures
+
+    def find(
+        self, reference: ImageReference, digest: Digest | None, context: EvidenceContext
+    ) -> Sequence[SbomCandidate]:
+        if digest is None:
+            return ()
+        candidates: list[SbomCandidate] = []
+        seen: set[str] = set()
+        for verified in self._signatures.verified_statements(reference, digest, context):
+            if not is_sbom_predicate(verified.predicate_type):
+                continue
+            origin = f"attestation verified by {verified.authority} ({verified.source})"
+            try:
+                candidate = candidate_from_statement(verified.statement, origin=origin)
+            except SbomDocumentError as exc:
+                candidate = SbomCandidate(
+                    b"", BindingMethod.ATTESTATION, (str(digest),),
+                    f"{origin} ({verified.predicate_type})", problem=exc.message,
+                )  # fmt: skip
+            if candidate is None:
+                continue
+            key = hashlib.sha256(candidate.content).hexdigest() + (candidate.problem or "")
+            if key not in seen:  # one statement verified by several authorities
+                seen.add(key)
+                candidates.append(candidate)
+        return tuple(candidates)
+
+
+class ReferrerSbomSource:
+    """SBOMs attached to the image digest in its repository (OCI referrers, cosign ``.sbom``)."""
+
+    name = "referrer"
+
+    def __init__(self, registry: RegistryReader, *, max_bytes: int, max_items: int = 4) -> None:
+        self._registry = registry
+        self._max_bytes = max_bytes
+        self._max_items = max_items
+
+    def find(
+        self, reference: ImageReference, digest: Digest | None, context: EvidenceContext
+    ) -> Sequence[SbomCandidate]:
+        if digest is None:
+            return ()
+        pinned = ImageReference(
+            reference.original, reference.registry, reference.repository, None, digest
+        )
+        candidates = list(self._referrers(pinned, digest, context.deadline))
+        candidates += self._attached(pinned, digest, context.deadline)
+        return tuple(candidates)
+
+    # -- OCI referrers -----------------------------------------------------------------------
+
+    def _referrers(
+        self, reference: ImageReference, digest: Digest, deadline: float | None
+    ) -> list[SbomCandidate]:
+        try:
+            index = self._registry.get_referrers(reference, digest, deadline=deadline)
+        except VerificationError as exc:
+            # An unreadable referrers index says nothing about SBOMs in particular.
+            log.warning("referrers of %s@%s unreadable: %s", reference.name, digest, exc.message)
+            return []
+        found = [d for d in index.manifests if _is_sbom_artifact(d.artifact_type)]
+        if len(found) > self._max_items:
+            log.warning(
+                "%s@%s has %d SBOM referrers; only the first %d are read",
+                reference.name, digest, len(found), self._max_items,
+            )  # fmt: skip
+        candidates: list[SbomCandidate] = []
+        for descriptor in found[: self._max_items]:
+            candidate = self._referrer(reference, digest, descriptor, index.via, deadline)
+            if candidate is not None:
+                candidates.append(candidate)
+        return candidates
+
+    def _referrer(
+        self,
+        reference: ImageReference,
+        digest: Digest,
+        descriptor: DescriptorView,
+        via: str,
+        deadline: float | None,
+    ) -> SbomCandidate | None:
+        origin = f"referrer {descriptor.digest} ({via})"
+        try:
+            manifest = self._registry.get_manifest(reference, descriptor.digest, deadline=deadline)
+        except NotFoundError:
+            log.warning("%s lists %s, which does not exist", via, descriptor.digest)
+            return None
+        except (VerificationError, InvalidInputError) as exc:
+            return self._problem(origin, (), f"referrer manifest unreadable: {exc.message}")
+        # The binding statement is the referrer's own ``subject``, not the index listing it.
+        subjects = (str(manifest.subject.digest),) if manifest.subject is not None else ()
+        layer = self._sbom_layer(manifest, descriptor.artifact_type)
+        if layer is None:
+            return self._problem(origin, subjects, "referrer has no single SBOM layer")
+        content, problem = self._blob(reference, layer, deadline)
+        if problem is not None:
+            return self._problem(origin, subjects, problem)
+        if manifest.subject is None:  # listed as a referrer, but binds to nothing
+            return SbomCandidate(content, BindingMethod.REFERRER, (), origin)
+        return candidate_from_referrer(
+            content, manifest.subject.digest, referrer_digest=str(descriptor.digest)
+        )
+
+    @staticmethod
+    def _sbom_layer(manifest: ManifestView, artifact_type: str | None) -> DescriptorView | None:
+        layers = list(manifest.layers)
+        typed = [layer for layer in layers if _media_type(layer.media_type) in SBOM_MEDIA_TYPES]
+        if len(typed) == 1:
+            return typed[0]
+        # ``oras attach --artifact-type application/vnd.cyclonedx+json sbom.json`` stores the
+        # file as one generic layer; the artifact type says what it is.
+        if not typed and len(layers) == 1 and _is_sbom_artifact(artifact_type):
+            return layers[0]
+        return None
+
+    # -- cosign attach sbom ------------------------------------------------------------------
+
+    def _attached(
+        self, reference: ImageReference, digest: Digest, deadline: float | None
+    ) -> list[SbomCandidate]:
+        tag = f"{digest.cosign_tag_prefix}.sbom"
+        origin = f"attached sbom tag {tag}"
+        try:
+            manifest = self._registry.find_manifest(reference, tag, deadline=deadline)
+        except (VerificationError, InvalidInputError) as exc:
+            return [self._problem(origin, (str(digest),), f"manifest unreadable: {exc.message}")]
+        if manifest is None:
+            return []
+        layers = [
+            layer for layer in manifest.layers if _media_type(layer.media_type) in SBOM_MEDIA_TYPES
+        ]
+        candidates: list[SbomCandidate] = []
+        for layer in layers[: self._max_items]:
+            content, problem = self._blob(reference, layer, deadline)
+            # The tag names the digest: the same trust as the referrers tag fallback.
+            candidates.append(
+                SbomCandidate(content, BindingMethod.REFERRER, (str(digest),), origin, problem)
+            )
+        if not layers:
+            candidates.append(self._problem(origin, (str(digest),), "no SBOM layer"))
+        return candidates
+
+    # -- shared ------------------------------------------------------------------------------
+
+    def _blob(
+        self, reference: ImageReference, layer: DescriptorView, deadline: float | None
+    ) -> tuple[bytes, str | None]:
+        if layer.size > self._max_bytes:
+            return b"", (
+                f"document is {layer.size} bytes, larger than the limit of {self._max_bytes} bytes"
+            )
+        try:
+            content = self._registry.get_blob(
+                reference, layer.digest, size=layer.size, max_bytes=self._max_bytes,
+                deadline=deadline,
+            )  # fmt: skip
+        except (VerificationError, NotFoundError, InvalidInputError) as exc:
+            return b"", f"SBOM blob unreadable: {exc.message}"
+        return content, None
+
+    @staticmethod
+    def _problem(origin: str, subjects: tuple[str, ...], problem: str) -> SbomCandidate:
+        return SbomCandidate(b"", BindingMethod.REFERRER, subjects, origin, problem)
