@@ -340,9 +340,11 @@ def env_of(container: dict[str, Any]) -> dict[str, Any]:
 
 
 def volume(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
-    (found,) = [v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
-                if v["name"] == name]
-    return found
+    found: list[dict[str, Any]] = [
+        v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == name]
+    (match,) = found
+    return match
 
 
 def test_jwks_and_public_keys_are_mounted_read_only_and_named_in_env() -> None:
