@@ -447,7 +447,8 @@ def test_opa_sidecar_loads_the_bundle_from_its_own_gatekeeper_over_verified_tls(
         "items": [{"key": "token", "path": "token"}]}
     # only the CA reaches the sidecar, never the serving key
     assert volume(docs, "serving-ca")["secret"] == {
-        "secretName": "gk-gatekeeper-tls", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+        "secretName": "gk-gatekeeper-tls", "defaultMode": 0o440,
+        "items": [{"key": "ca.crt", "path": "ca.crt"}]}
     annotations = one(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert len(annotations["checksum/opa-config"]) == 64
 
