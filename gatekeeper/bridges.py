@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from gatekeeper.domain.ports import EvidenceContext
 from gatekeeper.domain.reference import Digest, ImageReference
@@ -37,6 +38,7 @@ from gatekeeper.sbom.attestation import (
 from gatekeeper.sbom.binding import BindingMethod
 from gatekeeper.sbom.interface import SbomCandidate
 from gatekeeper.sbom.parsing import SbomDocumentError
+from gatekeeper.verify.cache import TtlCache
 from gatekeeper.verify.collector import SignatureEvidenceCollector
 from gatekeeper.verify.ports import DescriptorView, ManifestView, RegistryReader
 
@@ -103,22 +105,49 @@ class ReferrerSbomSource:
 
     name = "referrer"
 
-    def __init__(self, registry: RegistryReader, *, max_bytes: int, max_items: int = 4) -> None:
+    def __init__(
+        self,
+        registry: RegistryReader,
+        *,
+        max_bytes: int,
+        max_items: int = 4,
+        ttl_seconds: float = 300.0,
+        negative_ttl_seconds: float = 30.0,
+        cache_max_entries: int = 64,
+        cache_max_entry_bytes: int = 2 << 20,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._registry = registry
         self._max_bytes = max_bytes
         self._max_items = max_items
+        self._ttl = ttl_seconds
+        self._negative_ttl = negative_ttl_seconds
+        self._cache_max_entry_bytes = cache_max_entry_bytes
+        # Digests are immutable, but SBOMs get attached after the push: "nothing found" is
+        # remembered for less time than what was found. Transient failures are never cached,
+        # nor documents larger than ``cache_max_entry_bytes`` together (memory stays bounded).
+        self._cache: TtlCache[tuple[SbomCandidate, ...]] = TtlCache(
+            max_entries=cache_max_entries, monotonic=monotonic
+        )
 
     def find(
         self, reference: ImageReference, digest: Digest | None, context: EvidenceContext
     ) -> Sequence[SbomCandidate]:
         if digest is None:
             return ()
+        key = (reference.registry, reference.repository, str(digest), self._max_bytes)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
         pinned = ImageReference(
             reference.original, reference.registry, reference.repository, None, digest
         )
         candidates = list(self._referrers(pinned, digest, context.deadline))
         candidates += self._attached(pinned, digest, context.deadline)
-        return tuple(candidates)
+        found = tuple(candidates)
+        if sum(len(c.content) for c in found) <= self._cache_max_entry_bytes:
+            self._cache.put(key, found, self._ttl if found else self._negative_ttl)
+        return found
 
     # -- OCI referrers -----------------------------------------------------------------------
 

@@ -265,9 +265,17 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
     json_limits = JsonLimits(settings.sbom_max_bytes, settings.sbom_max_depth)
     sbom_store = SqlSbomStore(audit_log.engine)
     sbom_collector = SbomEvidenceCollector(
+        # Attestations and referrers are read from the registry per image only where it is
+        # read for cosign material already (signatures configured).
         sources=[StoredSbomSource(sbom_store)]
-        + ([AttestedSbomSource(signature_collector)] if signature_collector is not None else [])
-        + [ReferrerSbomSource(registry, max_bytes=json_limits.max_bytes)],
+        + (
+            [
+                AttestedSbomSource(signature_collector),
+                ReferrerSbomSource(registry, max_bytes=json_limits.max_bytes),
+            ]
+            if signature_collector is not None
+            else []
+        ),
         validator=validator,
         json_limits=json_limits,
         normalisation_limits=NormalisationLimits(max_components=settings.sbom_max_components),
