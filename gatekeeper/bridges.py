@@ -8,7 +8,8 @@ collector read what the other two found live here, one layer up, and ``wiring`` 
   ``signatures`` collector *verified* for the image digest (signature by an authority of the
   image policy, subject naming the digest). It reads the collector's cache, filled by the
   ``signatures`` section of the same evaluation, so nothing is verified twice. Bound by the
-  attestation subject.
+  attestation subject. An SBOM attestation too large to be read (``max_payload_bytes``) is
+  reported as an invalid SBOM, never silently "missing".
 * :class:`ReferrerSbomSource` - OCI referrers of the digest (referrers API, or the
   ``sha256-<hex>`` index tag fallback) whose artifact type is an SBOM, and the artifact cosign
   ``attach sbom`` tags ``sha256-<hex>.sbom``. Bound by the referrer manifest's own ``subject``
@@ -97,6 +98,18 @@ class AttestedSbomSource:
             if key not in seen:  # one statement verified by several authorities
                 seen.add(key)
                 candidates.append(candidate)
+        for item in self._signatures.oversized_attestations(reference, digest, context):
+            if item.predicate_type is None or not is_sbom_predicate(item.predicate_type):
+                continue
+            # Never read, so never verified: it binds nothing, but says why no SBOM counts.
+            candidates.append(
+                SbomCandidate(
+                    b"", BindingMethod.ATTESTATION, (),
+                    f"attestation ({item.source}, claims {item.predicate_type})",
+                    problem=f"the attestation is {item.size} bytes, larger than the limit of "
+                    f"{item.limit} bytes (signatures max_payload_bytes): not read, not verified",
+                )
+            )  # fmt: skip
         return tuple(candidates)
 
 

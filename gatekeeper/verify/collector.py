@@ -22,7 +22,7 @@ from gatekeeper.metrics import Metrics
 from gatekeeper.verify.authority import SignaturePolicySettings
 from gatekeeper.verify.cache import TtlCache
 from gatekeeper.verify.cosign import CosignVerifier, VerifiedStatement
-from gatekeeper.verify.discovery import find_material
+from gatekeeper.verify.discovery import OversizedAttestation, find_material
 from gatekeeper.verify.ports import RegistryReader
 from gatekeeper.verify.trust import TrustRoot
 
@@ -39,6 +39,8 @@ class _Entry:
     section: dict[str, Any]
     #: Verified in-toto statements, for :meth:`SignatureEvidenceCollector.verified_statements`.
     statements: tuple[VerifiedStatement, ...]
+    #: Attestations left unread for their size (:meth:`~SignatureEvidenceCollector.oversized`).
+    oversized: tuple[OversizedAttestation, ...] = ()
 
 
 class SignatureEvidenceCollector:
@@ -68,8 +70,8 @@ class SignatureEvidenceCollector:
     def collect(
         self, reference: ImageReference, digest: Digest | None, context: EvidenceContext
     ) -> Mapping[str, Any]:
-        section, _ = self._collect(reference, digest, context)
-        return section
+        entry = self._collect(reference, digest, context)
+        return entry.section
 
     def verified_statements(
         self, reference: ImageReference, digest: Digest, context: EvidenceContext
@@ -79,8 +81,14 @@ class SignatureEvidenceCollector:
         names ``digest``. Answered from the cache the ``collect`` of the same evaluation filled;
         verified only on a miss (expired, evicted). Empty when no image policy matches.
         Raises ``UpstreamUnavailableError`` like :meth:`collect`."""
-        _, statements = self._collect(reference, digest, context, count=False)
-        return statements
+        return self._collect(reference, digest, context, count=False).statements
+
+    def oversized_attestations(
+        self, reference: ImageReference, digest: Digest, context: EvidenceContext
+    ) -> tuple[OversizedAttestation, ...]:
+        """Attestations of ``digest`` left unread (so unverified) because they are larger than
+        ``max_payload_bytes``; from the same cache as :meth:`verified_statements`."""
+        return self._collect(reference, digest, context, count=False).oversized
 
     def _collect(
         self,
@@ -89,7 +97,9 @@ class SignatureEvidenceCollector:
         context: EvidenceContext,
         *,
         count: bool = True,
-    ) -> tuple[dict[str, Any], tuple[VerifiedStatement, ...]]:
+    ) -> _Entry:
+        """The evidence section and what it was made of. With ``count`` (``collect``): the
+        section is a copy with its ``cache`` field and the cache metrics count the lookup."""
         if digest is None:
             digest = self._registry.resolve_digest(reference, deadline=context.deadline)
         policy = self._settings.policy_for(reference.name)
@@ -100,27 +110,36 @@ class SignatureEvidenceCollector:
             "config": self._config_hash,
         }
         if policy is None:
-            return base | {
-                "status": "unmatched",
-                "verified": False,
-                "policy": None,
-                "unmatched_default": self._settings.unmatched,
-                "reason": "no image policy matches this image",
-                "message": f"image {reference.original}: no signature policy matches "
-                f"{reference.name} (default: {self._settings.unmatched})",
-                "authorities": {},
-                "attestations": [],
-                "cache": "none",
-            }, ()
+            return _Entry(
+                base
+                | {
+                    "status": "unmatched",
+                    "verified": False,
+                    "policy": None,
+                    "unmatched_default": self._settings.unmatched,
+                    "reason": "no image policy matches this image",
+                    "message": f"image {reference.original}: no signature policy matches "
+                    f"{reference.name} (default: {self._settings.unmatched})",
+                    "authorities": {},
+                    "attestations": [],
+                    "cache": "none",
+                },
+                (),
+            )
         key = (
             reference.registry, reference.repository, str(digest), policy.glob,
             self._config_hash, self._trust.version,
         )  # fmt: skip
         cached = self._cache.get(key)
         if cached is not None:
-            if count:
-                self._count("hit")
-            return copy.deepcopy(cached.section) | {"cache": "hit"}, cached.statements
+            if not count:  # a read by another package: no metrics, no copy of the section
+                return cached
+            self._count("hit")
+            return _Entry(
+                copy.deepcopy(cached.section) | {"cache": "hit"},
+                cached.statements,
+                cached.oversized,
+            )
         if count:
             self._count("miss")
         material = find_material(
@@ -178,8 +197,9 @@ class SignatureEvidenceCollector:
             else self._settings.negative_cache_ttl_seconds
         )
         statements = tuple(statement for r in results for statement in r.statements)
-        self._cache.put(key, _Entry(section, statements), ttl)
-        return copy.deepcopy(section) | {"cache": "miss"}, statements
+        entry = _Entry(section, statements, material.oversized)
+        self._cache.put(key, entry, ttl)
+        return _Entry(copy.deepcopy(section) | {"cache": "miss"}, statements, material.oversized)
 
     def _count(self, result: str) -> None:
         if self._metrics is not None:

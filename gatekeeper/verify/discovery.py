@@ -30,6 +30,7 @@ __all__ = [
     "CosignAttestation",
     "CosignSignature",
     "Material",
+    "OversizedAttestation",
     "find_material",
 ]
 
@@ -42,6 +43,8 @@ CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
 CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"
 REKOR_BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
 BUNDLE_PREDICATE_ANNOTATION = "dev.sigstore.bundle.predicateType"
+#: cosign v2 annotates ``.att`` layers with the predicate type (unsigned: a claim only).
+PREDICATE_TYPE_ANNOTATION = "predicateType"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +80,24 @@ class BundleArtifact:
 
 
 @dataclass(frozen=True, slots=True)
+class OversizedAttestation:
+    """An attestation left unread because it is larger than ``max_payload_bytes``: never
+    verified; its predicate type is the unsigned annotation, i.e. what it claims to be."""
+
+    predicate_type: str | None
+    size: int
+    limit: int
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
 class Material:
     signatures: tuple[CosignSignature, ...]
     attestations: tuple[CosignAttestation, ...]
     bundles: tuple[BundleArtifact, ...]
     sources: tuple[str, ...]
     problems: tuple[str, ...]
+    oversized: tuple[OversizedAttestation, ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -112,6 +127,7 @@ def find_material(
         tuple(finder.bundles),
         tuple(finder.sources),
         tuple(finder.problems),
+        tuple(finder.oversized),
     )
 
 
@@ -134,6 +150,7 @@ class _Finder:
         self.bundles: list[BundleArtifact] = []
         self.sources: list[str] = []
         self.problems: list[str] = []
+        self.oversized: list[OversizedAttestation] = []
         self.count = 0
 
     def _room(self, where: str) -> bool:
@@ -160,6 +177,7 @@ class _Finder:
                 if layer.media_type == SIMPLE_SIGNING_MEDIA_TYPE:
                     self.signatures.append(self._signature(layer, source))
                 elif layer.media_type == DSSE_MEDIA_TYPE:
+                    self._note_size(layer.annotations.get(PREDICATE_TYPE_ANNOTATION), layer, source)
                     self.attestations.append(
                         CosignAttestation(
                             self._blob(layer),
@@ -190,6 +208,12 @@ class _Finder:
             _annotation_bytes(layer, REKOR_BUNDLE_ANNOTATION),
             source,
         )
+
+    def _note_size(self, predicate_type: str | None, layer: DescriptorView, source: str) -> None:
+        if layer.size > self.max_payload_bytes:
+            self.oversized.append(
+                OversizedAttestation(predicate_type, layer.size, self.max_payload_bytes, source)
+            )
 
     def _blob(self, layer: DescriptorView) -> bytes:
         if layer.size > self.max_payload_bytes:
@@ -235,6 +259,8 @@ class _Finder:
                 if len(layers) != 1:
                     self.problems.append(f"{where}: expected exactly one bundle layer")
                     continue
+                predicate_type = manifest.annotations.get(BUNDLE_PREDICATE_ANNOTATION)
+                self._note_size(predicate_type, layers[0], index.via)
                 self.bundles.append(
                     BundleArtifact(
                         self._blob(layers[0]),

@@ -79,9 +79,10 @@ class World:
     client: OciRegistryClient
     opa: EmbeddedOpa
 
-    def signature_settings(self) -> SignaturePolicySettings:
+    def signature_settings(self, **extra: Any) -> SignaturePolicySettings:
         return SignaturePolicySettings.from_mapping(
-            {
+            extra
+            | {
                 "authorities": [
                     {"name": "release", "keys": [self.trusted.public_pem], "tlog": False}
                 ],
@@ -90,10 +91,14 @@ class World:
         )
 
     def service(
-        self, *, sbom_max_bytes: int = 32 << 20, referrer_max_bytes: int = 32 << 20
+        self,
+        *,
+        sbom_max_bytes: int = 32 << 20,
+        referrer_max_bytes: int = 32 << 20,
+        **signature_settings: Any,
     ) -> EvaluationService:
         signatures = SignatureEvidenceCollector(
-            self.signature_settings(), self.client, TrustRoot.none()
+            self.signature_settings(**signature_settings), self.client, TrustRoot.none()
         )
         sbom = SbomEvidenceCollector(
             sources=[
@@ -364,6 +369,22 @@ def test_oversized_attested_sbom_is_invalid_evidence(world: World) -> None:
     assert sbom["present"] is True
     assert "larger than the limit of 1024 bytes" in sbom["reason"]
     assert decision.verdict is Verdict.DENY
+
+
+def test_attestation_too_large_to_verify_is_invalid_evidence_not_missing(world: World) -> None:
+    name, digest = _image(world, "attested-huge")
+    image = f"{name}@{digest}"
+    _attest(world, image, cyclonedx(40))
+
+    decision = _evaluate(world.service(max_payload_bytes=4096), image)
+
+    sbom = decision.images[0].evidence["sbom"]
+    assert sbom["state"] == "invalid"
+    assert sbom["origin"] == "attestation (att-tag, claims https://cyclonedx.org/bom)"
+    assert sbom["reason"].endswith(
+        "larger than the limit of 4096 bytes (signatures max_payload_bytes): not read, not verified"
+    )
+    assert sbom["binding"]["named_digests"] == []
 
 
 def test_invalid_attested_sbom_is_invalid_evidence(world: World) -> None:
