@@ -282,6 +282,20 @@ def test_banned_component_in_an_attested_sbom_is_denied_by_name(world: World) ->
     assert BANNED in {c["purl"] for c in sbom["components"]}
 
 
+def test_sbom_attested_by_cosign_v3_as_a_bundle_referrer_is_bound(world: World) -> None:
+    name, digest = _image(world, "attested-v3")
+    image = f"{name}@{digest}"
+    cosign_attest(cosign_binary("v3"), world.trusted, image, world.workdir,
+                  predicate_type="cyclonedx", predicate=_with_banned())  # fmt: skip
+
+    decision = _evaluate(world.service(), image)
+
+    assert _messages(decision) == {("sbom", BANNED_MESSAGE)}
+    sbom = decision.images[0].evidence["sbom"]
+    assert sbom["binding"] == {"method": "attestation", "named_digests": [str(digest)]}
+    assert sbom["origin"].startswith("attestation verified by release (referrers-tag)")
+
+
 def test_clean_attested_sbom_is_allowed_without_any_other_sbom(world: World) -> None:
     name, digest = _image(world, "attested-clean")
     image = f"{name}@{digest}"
