@@ -1,9 +1,10 @@
 """Ports of the SBOM package: where SBOM documents come from, and where uploads are kept.
 
 Adapters: :class:`~gatekeeper.sbom.store.SqlSbomStore` (uploads), and
-:class:`~gatekeeper.sbom.collector.StoredSbomSource` (uploads as candidates). An attestation or
-OCI-referrer fetcher (``gatekeeper/verify``, ``gatekeeper/registry``) plugs in by implementing
-:class:`SbomSource` and returning the *verified* subjects of what it found.
+:class:`~gatekeeper.sbom.collector.StoredSbomSource` (uploads as candidates). Verified cosign
+attestations and OCI referrers plug in from :mod:`gatekeeper.bridges` (``AttestedSbomSource``,
+``ReferrerSbomSource``): they implement :class:`SbomSource` and return the *verified* subjects
+of what they found.
 """
 
 from __future__ import annotations
