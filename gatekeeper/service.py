@@ -36,6 +36,7 @@ from gatekeeper.errors import GatekeeperError, PolicyEngineError
 __all__ = [
     "ENGINE_POLICY",
     "EVIDENCE_POLICY",
+    "INPUT_POLICY",
     "EvaluationService",
     "SystemClock",
     "new_decision_id",
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 EVIDENCE_POLICY = "gatekeeper.evidence"
 #: ``policy`` of the violation recorded when the policy engine could not decide.
 ENGINE_POLICY = "gatekeeper.engine"
+#: ``policy`` of violations for input refused before evaluation (a malformed image reference).
+INPUT_POLICY = "gatekeeper.input"
 
 
 class SystemClock:
@@ -177,6 +180,34 @@ class EvaluationService:
                 evidence[collector.name] = {"status": "error", "reason": exc.message}
                 failures.append(f"{collector.name} evidence not gathered: {exc.message}")
         return _GatheredImage(reference, digest, evidence, tuple(failures))
+
+    def record_rejection(
+        self, request: EvaluationRequest, violations: Sequence[Violation]
+    ) -> Decision:
+        """Record a deny for input refused before evaluation (no evidence, no policy), so that
+        such answers are in the trail like every other decision."""
+        if not violations:
+            raise ValueError("a rejection needs at least one violation")
+        decision = Decision(
+            decision_id=self._new_id(),
+            created_at=self._clock.now(),
+            source=request.source,
+            verdict=Verdict.DENY,
+            mode=request.mode,
+            environment=request.environment,
+            namespace=request.namespace,
+            ticket=request.ticket,
+            images=tuple(ImageResult(ref, ref.digest, {}) for ref in request.images),
+            violations=tuple(violations),
+            warnings=(),
+            policy_revision=None,
+            dry_run=request.dry_run,
+            caller=request.caller,
+            latency_ms=0.0,
+            context=request.context,
+        )
+        self._audit.record(decision)
+        return decision
 
     def get_decision(self, decision_id: str) -> Decision:
         return self._audit.get(decision_id)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
@@ -30,10 +30,11 @@ from gatekeeper.domain import (
     EvaluationRequest,
     ImageReference,
     Source,
+    Violation,
     parse_image_reference,
 )
 from gatekeeper.errors import GatekeeperError, InvalidInputError, StorageError
-from gatekeeper.service import ENGINE_POLICY, EVIDENCE_POLICY
+from gatekeeper.service import ENGINE_POLICY, EVIDENCE_POLICY, INPUT_POLICY
 from gatekeeper.webhook.extraction import (
     CONTAINER_LISTS,
     EPHEMERAL_CONTAINERS,
@@ -82,6 +83,11 @@ class Evaluator(Protocol):
     def evaluate(self, request: EvaluationRequest, *, deadline: float | None = None) -> Decision:
         ...
 
+    def record_rejection(
+        self, request: EvaluationRequest, violations: Sequence[Violation]
+    ) -> Decision:
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
@@ -90,6 +96,16 @@ class _Prepared:
     request: EvaluationRequest
     images: tuple[LocatedImage, ...]
     warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Rejected:
+    """A review refused before evaluation (malformed image references); recorded as a deny."""
+
+    uid: str
+    request: EvaluationRequest
+    violations: tuple[Violation, ...]
+    message: str
 
 
 class AdmissionHandler:
@@ -142,6 +158,9 @@ class AdmissionHandler:
         prepared = self._prepare_safely(review, webhook, path_mode)
         if isinstance(prepared, AdmissionResponse):
             return prepared
+        if isinstance(prepared, _Rejected):
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, self._reject, prepared)
         future = self._submit(prepared, started)
         remaining = max(0.0, started + self.settings.budget_seconds - self._monotonic())
         try:
@@ -176,6 +195,8 @@ class AdmissionHandler:
         prepared = self._prepare_safely(review, webhook, path_mode)
         if isinstance(prepared, AdmissionResponse):
             return prepared
+        if isinstance(prepared, _Rejected):
+            return self._reject(prepared)
         future = self._submit(prepared, started)
         remaining = max(0.0, started + self.settings.budget_seconds - self._monotonic())
         try:
@@ -194,7 +215,7 @@ class AdmissionHandler:
 
     def _prepare_safely(
         self, review: AdmissionReview, webhook: WebhookKind, path_mode: EnforcementMode | None
-    ) -> _Prepared | AdmissionResponse:
+    ) -> _Prepared | _Rejected | AdmissionResponse:
         try:
             return self._prepare(review, webhook, path_mode)
         except Exception:  # a bug here must still answer the API server, closed
@@ -207,7 +228,7 @@ class AdmissionHandler:
 
     def _prepare(
         self, review: AdmissionReview, webhook: WebhookKind, path_mode: EnforcementMode | None
-    ) -> _Prepared | AdmissionResponse:
+    ) -> _Prepared | _Rejected | AdmissionResponse:
         request = review.request
         if request is None:  # parse_admission_review refuses these; kept for direct callers
             raise InvalidInputError("AdmissionReview has no request", field="request")
@@ -240,12 +261,7 @@ class AdmissionHandler:
                 request.uid, allowed=False, code=400, message=f"invalid object: {exc.message}",
                 outcome="invalid_object",
             )
-        if invalid:
-            return build_plain_response(
-                request.uid, allowed=False, code=400, message=join_message(invalid, ""),
-                outcome="invalid_object",
-            )
-        if not located:
+        if not located and not invalid:
             return build_plain_response(
                 request.uid, allowed=True, code=200, message="not evaluated: no images",
                 outcome="not_evaluated",
@@ -270,11 +286,32 @@ class AdmissionHandler:
                 "fail_open": request.namespace in self.settings.fail_open_namespaces,
             }},
         )
+        if invalid:
+            message = join_message([v.message for v in invalid], "")
+            return _Rejected(request.uid, evaluation, tuple(invalid), message)
         return _Prepared(request.uid, request.namespace, evaluation, located, ticket_warnings)
+
+    def _reject(self, rejected: _Rejected) -> AdmissionResponse:
+        """Record the refusal (every answer is in the trail), then answer 400 naming the fields."""
+        try:
+            decision = self._evaluator.record_rejection(rejected.request, rejected.violations)
+        except GatekeeperError as exc:
+            log.error("admission uid=%s: rejection not recorded: %s", rejected.uid, exc.render())
+            return build_plain_response(
+                rejected.uid, allowed=False, code=503, outcome="failed",
+                message=f"{rejected.message} (and the decision could not be recorded: "
+                f"{exc.message})",
+            )
+        return build_plain_response(
+            rejected.uid, allowed=False, code=400,
+            message=f"{rejected.message} (decision {decision.decision_id})",
+            outcome="invalid_object",
+            annotations={"decision-id": decision.decision_id, "verdict": "deny"},
+        )
 
     def _locate_images(
         self, request: AdmissionRequest
-    ) -> tuple[tuple[LocatedImage, ...], list[str]]:
+    ) -> tuple[tuple[LocatedImage, ...], list[Violation]]:
         assert request.object is not None
         if is_ephemeral_containers_update(request):
             locations = extract_images(
@@ -285,12 +322,18 @@ class AdmissionHandler:
                 request.object, request.kind.kind, container_lists=CONTAINER_LISTS
             )
         located: list[LocatedImage] = []
-        invalid: list[str] = []
+        invalid: list[Violation] = []
         for location in locations:  # object order: init, regular, ephemeral containers
             try:
                 reference = parse_image_reference(location.image, field=location.field_path)
             except InvalidInputError as exc:
-                invalid.append(f"{location.field_path} ({location.image:.300}): {exc.message}")
+                invalid.append(
+                    Violation(
+                        INPUT_POLICY,
+                        f"{location.field_path} ({location.image:.300}): {exc.message}",
+                        location.image[:300],
+                    )
+                )
                 continue
             located.append(LocatedImage(location, reference))
         return tuple(located), invalid

@@ -292,10 +292,18 @@ def test_unparseable_image_denies_naming_the_field() -> None:
     service, audit = build_service()
     response = handler_for(service).handle_sync(parse(document), webhook="validate")
     assert (response.allowed, response.code) == (False, 400)
-    assert response.message == (
+    field_message = (
         "spec.template.spec.containers[2].image (ghcr.io/Acme/API:1.4): invalid image "
         "reference 'ghcr.io/Acme/API:1.4': repository name must be lowercase")
-    assert audit.records == []
+    # The refusal is a recorded deny like every other answer, named in the message.
+    [decision] = audit.records
+    assert response.message == f"{field_message} (decision {decision.decision_id})"
+    assert response.audit_annotations["decision-id"] == decision.decision_id
+    assert decision.verdict.value == "deny" and decision.source.value == "admission"
+    assert [v.as_dict() for v in decision.violations] == [
+        {"policy": "gatekeeper.input", "image": "ghcr.io/Acme/API:1.4", "message": field_message}
+    ]
+    assert "ghcr.io/Acme/API:1.4" not in [i.reference.original for i in decision.images]
 
 
 def test_container_without_image_denies() -> None:
