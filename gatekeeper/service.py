@@ -34,6 +34,7 @@ from gatekeeper.domain import (
 from gatekeeper.errors import GatekeeperError, PolicyEngineError
 
 __all__ = [
+    "DEADLINE_POLICY",
     "ENGINE_POLICY",
     "EVIDENCE_POLICY",
     "INPUT_POLICY",
@@ -50,6 +51,9 @@ EVIDENCE_POLICY = "gatekeeper.evidence"
 ENGINE_POLICY = "gatekeeper.engine"
 #: ``policy`` of violations for input refused before evaluation (a malformed image reference).
 INPUT_POLICY = "gatekeeper.input"
+#: ``policy`` of the violation recorded when an admission answer had to be given before the
+#: evaluation finished (its budget ran out).
+DEADLINE_POLICY = "gatekeeper.deadline"
 
 
 class SystemClock:
@@ -186,13 +190,25 @@ class EvaluationService:
     ) -> Decision:
         """Record a deny for input refused before evaluation (no evidence, no policy), so that
         such answers are in the trail like every other decision."""
+        return self.record_without_evaluation(request, verdict=Verdict.DENY, violations=violations)
+
+    def record_without_evaluation(
+        self,
+        request: EvaluationRequest,
+        *,
+        verdict: Verdict,
+        violations: Sequence[Violation],
+        error: str | None = None,
+    ) -> Decision:
+        """Record an answer the gate gave without a policy decision (refused input, a deadline
+        that ran out); ``violations`` say why. Raises StorageError like :meth:`evaluate`."""
         if not violations:
-            raise ValueError("a rejection needs at least one violation")
+            raise ValueError("an answer without evaluation needs at least one violation")
         decision = Decision(
             decision_id=self._new_id(),
             created_at=self._clock.now(),
             source=request.source,
-            verdict=Verdict.DENY,
+            verdict=verdict,
             mode=request.mode,
             environment=request.environment,
             namespace=request.namespace,
@@ -203,6 +219,7 @@ class EvaluationService:
             policy_revision=None,
             dry_run=request.dry_run,
             caller=request.caller,
+            error=error,
             latency_ms=0.0,
             context=request.context,
         )

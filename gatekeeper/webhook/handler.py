@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,11 +32,12 @@ from gatekeeper.domain import (
     EvaluationRequest,
     ImageReference,
     Source,
+    Verdict,
     Violation,
     parse_image_reference,
 )
 from gatekeeper.errors import GatekeeperError, InvalidInputError, StorageError
-from gatekeeper.service import ENGINE_POLICY, EVIDENCE_POLICY, INPUT_POLICY
+from gatekeeper.service import DEADLINE_POLICY, ENGINE_POLICY, EVIDENCE_POLICY, INPUT_POLICY
 from gatekeeper.webhook.extraction import (
     CONTAINER_LISTS,
     EPHEMERAL_CONTAINERS,
@@ -85,6 +88,16 @@ class Evaluator(Protocol):
 
     def record_rejection(
         self, request: EvaluationRequest, violations: Sequence[Violation]
+    ) -> Decision:
+        ...
+
+    def record_without_evaluation(
+        self,
+        request: EvaluationRequest,
+        *,
+        verdict: Verdict,
+        violations: Sequence[Violation],
+        error: str | None = None,
     ) -> Decision:
         ...
 
@@ -407,7 +420,34 @@ class AdmissionHandler:
         message = f"{what} within the admission budget of {budget:g}s"
         log.warning("admission out of time uid=%s namespace=%s: %s",
                     prepared.uid, prepared.namespace, message)
-        return self._fail(prepared, code=504, message=message, outcome="out_of_time")
+        recorded = self._record_out_of_time(prepared, message)
+        if recorded is None:
+            return self._fail(prepared, code=504, message=message, outcome="out_of_time")
+        return self._fail(
+            prepared, code=504, message=f"{message} (decision {recorded})",
+            outcome="out_of_time", annotations={"decision-id": recorded},
+        )
+
+    def _record_out_of_time(self, prepared: _Prepared, message: str) -> str | None:
+        """Record the answer given at the deadline (every answer is in the trail) and link the
+        evaluation still running to it: when it finishes, its own record names this one."""
+        fail_open = prepared.namespace in self.settings.fail_open_namespaces
+        context = copy.deepcopy(dict(prepared.request.context))
+        try:
+            decision = self._evaluator.record_without_evaluation(
+                dataclasses.replace(prepared.request, context=context),
+                verdict=Verdict.WARN if fail_open else Verdict.DENY,
+                violations=(Violation(DEADLINE_POLICY, message),),
+                error=message,
+            )
+        except GatekeeperError as exc:
+            log.error("admission uid=%s: out-of-time answer not recorded: %s",
+                      prepared.uid, exc.render())
+            return None
+        admission = prepared.request.context.get("admission")
+        if isinstance(admission, dict):
+            admission["answered_by"] = decision.decision_id
+        return decision.decision_id
 
     def _failed(self, prepared: _Prepared, exc: Exception) -> AdmissionResponse:
         if isinstance(exc, StorageError):
@@ -422,7 +462,13 @@ class AdmissionHandler:
         return self._fail(prepared, code=500, message=message, outcome="failed")
 
     def _fail(
-        self, prepared: _Prepared, *, code: int, message: str, outcome: str
+        self,
+        prepared: _Prepared,
+        *,
+        code: int,
+        message: str,
+        outcome: str,
+        annotations: Mapping[str, str] | None = None,
     ) -> AdmissionResponse:
         """Deny, or admit with a warning when the namespace is configured fail-open."""
         if prepared.namespace in self.settings.fail_open_namespaces:
@@ -432,11 +478,11 @@ class AdmissionHandler:
             return build_plain_response(
                 prepared.uid, allowed=True, code=200, message=warning,
                 warnings=[warning, *prepared.warnings],
-                annotations={"fail-open": "true"}, outcome="fail_open",
+                annotations={"fail-open": "true", **(annotations or {})}, outcome="fail_open",
             )
         return build_plain_response(
             prepared.uid, allowed=False, code=code, message=message, warnings=prepared.warnings,
-            outcome=outcome,
+            outcome=outcome, annotations=annotations,
         )
 
 

@@ -150,9 +150,11 @@ def test_hanging_registry_is_answered_before_the_api_server_gives_up(ca) -> None
         response = send(client, url, "job-create")
         assert time.monotonic() - started < 1.0
     assert response["allowed"] is False and response["status"]["code"] == 504
+    decision_id = response["auditAnnotations"]["decision-id"]
     assert response["status"]["message"] == (
         f"evaluation of spec.template.spec.containers[0].image ({API}) did not finish "
-        "(registry, verifier or policy engine) within the admission budget of 0.5s")
+        f"(registry, verifier or policy engine) within the admission budget of 0.5s "
+        f"(decision {decision_id})")
 
 
 def _served_serial(url: str, ca: CertificateAuthority) -> int:

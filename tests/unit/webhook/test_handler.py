@@ -319,17 +319,27 @@ def test_container_without_image_denies() -> None:
 # -- deadline and failures -----------------------------------------------------------------
 
 def test_hanging_registry_is_denied_within_the_budget_naming_what_did_not_finish() -> None:
-    service, _ = build_service(delay=5.0)
+    service, audit = build_service(delay=5.0)
     handler = handler_for(service, budget_seconds=0.5, webhook_timeout_seconds=1.0)
     started = time.monotonic()
     response = handler.handle_sync(review("daemonset-create"), webhook="validate")
     elapsed = time.monotonic() - started
     assert elapsed < 0.9
     assert (response.allowed, response.code) == (False, 504)
-    assert response.message == (
+    reason = (
         f"evaluation of spec.template.spec.containers[0].image ({WEB}) did not finish "
         "(registry, verifier or policy engine) within the admission budget of 0.5s")
-    handler.close()
+    # The answer given at the deadline is itself a recorded deny, named in the answer ...
+    [answered] = audit.records
+    assert response.message == f"{reason} (decision {answered.decision_id})"
+    assert response.audit_annotations == {"decision-id": answered.decision_id}
+    assert answered.verdict.value == "deny" and answered.error == reason
+    assert [v.as_dict() for v in answered.violations] == [
+        {"policy": "gatekeeper.deadline", "image": None, "message": reason}]
+    handler.close()  # waits for the evaluation still running
+    # ... and the evaluation that finished late names the answer it was too late for.
+    late = audit.records[1]
+    assert late.context["admission"]["answered_by"] == answered.decision_id
 
 
 def test_evidence_deadline_leaves_time_to_decide_and_record() -> None:
@@ -357,9 +367,11 @@ def test_fail_open_namespace_admits_on_timeout_with_a_warning() -> None:
     expected = (
         "admitted without a decision (fail-open namespace): evaluation of "
         f"spec.template.spec.containers[0].image ({WEB}) did not finish (registry, verifier or "
-        "policy engine) within the admission budget of 0.3s")
-    assert response.message == expected and response.warnings == (expected,)
-    assert response.audit_annotations == {"fail-open": "true"}
+        "policy engine) within the admission budget of 0.3s (decision ")
+    assert response.message.startswith(expected) and response.warnings == (response.message,)
+    decision_id = response.audit_annotations["decision-id"]
+    assert response.audit_annotations == {"fail-open": "true", "decision-id": decision_id}
+    assert response.message.endswith(f"(decision {decision_id})")
     handler.close()
 
 
@@ -399,7 +411,7 @@ def test_busy_workers_are_named_when_the_review_cannot_start() -> None:
     first.join()
     assert response.message == (
         "evaluation did not start: every admission worker was busy (1 workers) within the "
-        "admission budget of 0.3s")
+        f"admission budget of 0.3s (decision {response.audit_annotations['decision-id']})")
     handler.close()
 
 
