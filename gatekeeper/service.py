@@ -143,6 +143,36 @@ class EvaluationService:
             exceptions = ()
             verdict = Verdict.DENY
 
+        return self._record(
+            request,
+            created_at=created_at,
+            verdict=verdict,
+            images=tuple(ImageResult(g.reference, g.digest, g.evidence) for g in gathered),
+            violations=violations,
+            warnings=warnings,
+            revision=revision,
+            error=error,
+            latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
+            policy_input=policy_input,
+            exceptions=exceptions,
+        )
+
+    def _record(
+        self,
+        request: EvaluationRequest,
+        *,
+        created_at: datetime,
+        verdict: Verdict,
+        images: tuple[ImageResult, ...],
+        violations: tuple[Violation, ...],
+        warnings: tuple[Violation, ...] = (),
+        revision: str | None = None,
+        error: str | None = None,
+        latency_ms: float = 0.0,
+        policy_input: Mapping[str, Any] | None = None,
+        exceptions: tuple[Mapping[str, Any], ...] = (),
+    ) -> Decision:
+        """Build the decision from the request's own fields, record it, return it."""
         decision = Decision(
             decision_id=self._new_id(),
             created_at=created_at,
@@ -152,14 +182,14 @@ class EvaluationService:
             environment=request.environment,
             namespace=request.namespace,
             ticket=request.ticket,
-            images=tuple(ImageResult(g.reference, g.digest, g.evidence) for g in gathered),
+            images=images,
             violations=violations,
             warnings=warnings,
             policy_revision=revision,
             dry_run=request.dry_run,
             caller=request.caller,
             error=error,
-            latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
+            latency_ms=latency_ms,
             policy_input=policy_input,
             context=request.context,
             exceptions=exceptions,
@@ -204,27 +234,14 @@ class EvaluationService:
         that ran out); ``violations`` say why. Raises StorageError like :meth:`evaluate`."""
         if not violations:
             raise ValueError("an answer without evaluation needs at least one violation")
-        decision = Decision(
-            decision_id=self._new_id(),
+        return self._record(
+            request,
             created_at=self._clock.now(),
-            source=request.source,
             verdict=verdict,
-            mode=request.mode,
-            environment=request.environment,
-            namespace=request.namespace,
-            ticket=request.ticket,
             images=tuple(ImageResult(ref, ref.digest, {}) for ref in request.images),
             violations=tuple(violations),
-            warnings=(),
-            policy_revision=None,
-            dry_run=request.dry_run,
-            caller=request.caller,
             error=error,
-            latency_ms=0.0,
-            context=request.context,
         )
-        self._audit.record(decision)
-        return decision
 
     def get_decision(self, decision_id: str) -> Decision:
         return self._audit.get(decision_id)

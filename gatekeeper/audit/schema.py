@@ -11,12 +11,11 @@ that nothing was changed, removed or inserted (``gatekeeper audit verify``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gatekeeper.audit.chain import GENESIS_HASH
+from gatekeeper.migrations import Migration, apply_migrations, migration_table
 
 __all__ = [
     "MIGRATIONS",
@@ -36,13 +35,7 @@ metadata = sa.MetaData()
 _BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _Hash = sa.String(64)
 
-schema_migrations = sa.Table(
-    "gatekeeper_schema_migrations",
-    metadata,
-    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("description", sa.Text, nullable=False),
-    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
-)
+schema_migrations = migration_table("gatekeeper_schema_migrations", metadata)
 
 #: One row per decision. ``seq`` is the position in the chain, assigned under the chain-head
 #: lock (never by a sequence, which would leave gaps on rollback).
@@ -208,7 +201,7 @@ def _v1_initial(connection: Connection) -> None:
 
 
 #: Ordered, append-only list of (version, description, step). Never edit a released step.
-MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
+MIGRATIONS: list[Migration] = [
     (1, "hash-chained append-only decisions, images, chain head, signed checkpoints", _v1_initial),
 ]
 
@@ -217,20 +210,6 @@ def migrate(connection: Connection) -> list[int]:
     """Apply the migrations not yet applied, in order; return the versions applied."""
     from datetime import UTC, datetime
 
-    schema_migrations.create(connection, checkfirst=True)
-    if connection.dialect.name == "postgresql":
-        # Several replicas may start at once: serialise migrations on a transaction lock.
-        connection.execute(sa.text("SELECT pg_advisory_xact_lock(7366201)"))
-    applied = set(connection.execute(sa.select(schema_migrations.c.version)).scalars())
-    done: list[int] = []
-    for version, description, step in MIGRATIONS:
-        if version in applied:
-            continue
-        step(connection)
-        connection.execute(
-            schema_migrations.insert().values(
-                version=version, description=description, applied_at=datetime.now(UTC)
-            )
-        )
-        done.append(version)
-    return done
+    return apply_migrations(
+        connection, schema_migrations, MIGRATIONS, lock_key=7366201, now=datetime.now(UTC)
+    )

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from gatekeeper.errors import GatekeeperError, InvalidInputError, NotFoundError, StorageError
+from gatekeeper.migrations import Migration, apply_migrations, migration_table
 from gatekeeper.policy.bundle import PolicyFiles
 from gatekeeper.policy.checks import CheckReport
 from gatekeeper.policy.exceptions import (
@@ -47,13 +48,7 @@ metadata = sa.MetaData()
 _BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _GENESIS_HASH = "sha256:" + "0" * 64
 
-policy_migrations = sa.Table(
-    "gatekeeper_policy_migrations",
-    metadata,
-    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("description", sa.Text, nullable=False),
-    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
-)
+policy_migrations = migration_table("gatekeeper_policy_migrations", metadata)
 
 revisions = sa.Table(
     "gatekeeper_policy_revisions",
@@ -113,7 +108,7 @@ def _v1_initial(connection: Connection) -> None:
 
 
 #: Ordered, append-only list of (version, description, step). Never edit a released step.
-MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
+MIGRATIONS: list[Migration] = [
     (1, "policy revisions, lifecycle events, exceptions", _v1_initial),
 ]
 
@@ -237,23 +232,9 @@ class SqlPolicyStore:
     def migrate(self) -> list[int]:
         """Apply the migrations not yet applied, in order; return the versions applied."""
         with self._begin("migrate") as connection:
-            policy_migrations.create(connection, checkfirst=True)
-            if connection.dialect.name == "postgresql":
-                # Several replicas may start at once: serialise on a transaction lock.
-                connection.execute(sa.text("SELECT pg_advisory_xact_lock(7366207)"))
-            applied = set(connection.execute(sa.select(policy_migrations.c.version)).scalars())
-            done: list[int] = []
-            for version, description, step in MIGRATIONS:
-                if version in applied:
-                    continue
-                step(connection)
-                connection.execute(
-                    policy_migrations.insert().values(
-                        version=version, description=description, applied_at=self._now()
-                    )
-                )
-                done.append(version)
-            return done
+            return apply_migrations(
+                connection, policy_migrations, MIGRATIONS, lock_key=7366207, now=self._now()
+            )
 
     # -- revisions -------------------------------------------------------------------------
 
