@@ -2,7 +2,7 @@
 
 Entry points: :class:`SbomEvidenceCollector` (the ``sbom`` evidence section),
 :class:`SbomUploader` (``POST /v1/sboms``), :class:`SqlSbomStore`, ``sbom_app`` in
-:mod:`gatekeeper.sbom.cli` (``gatekeeper sbom validate``).
+:mod:`gatekeeper.cli.sbom` (``gatekeeper sbom validate``).
 """
 
 from gatekeeper.sbom.binding import Binding, BindingMethod, SbomState, bind_sbom

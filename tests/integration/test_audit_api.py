@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from gatekeeper.api.audit_routes import audit_readiness
 from gatekeeper.app import create_app
-from gatekeeper.cli_audit import audit_app
+from gatekeeper.cli.audit import audit_app
 
 SECRET = "an HS256 secret of at least 32 bytes!"
 DIGEST = "sha256:" + "cd" * 32
@@ -218,7 +218,7 @@ def test_export_cli_with_progress_and_summary(client, make_settings, signing_key
     settings = make_settings()
     output = tmp_path / "out.jsonl"
     env = {"GATEKEEPER_DATABASE_URL": settings.database_url}
-    monkeypatch.setattr("gatekeeper.cli_audit._setting",
+    monkeypatch.setattr("gatekeeper.cli.audit._setting",
                         lambda s, name, default=None: {"audit_signing_key_file": signing_key[0]}.get(name, default))
     result = CliRunner().invoke(audit_app, ["export", "--format", "jsonl", "--ticket-id", "CHG-1", "--output", str(output)], env=env)
     assert result.exit_code == 0, result.output

@@ -368,7 +368,7 @@ def test_maintenance_thread_signs_on_time_and_prunes(make_log, signer):
 def test_cli_verify_exit_codes_name_the_record(make_log, database_url, signer, tmp_path):
     from typer.testing import CliRunner
 
-    from gatekeeper.cli_audit import audit_app
+    from gatekeeper.cli.audit import audit_app
 
     log = make_log()
     fill(log, 5)

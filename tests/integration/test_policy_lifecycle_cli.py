@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from typer.testing import CliRunner
 
-from gatekeeper.cli_policy import policy_app
+from gatekeeper.cli.policy import policy_app
 from gatekeeper.policy import EmbeddedOpa
 from gatekeeper.service import EvaluationService
 from gatekeeper.wiring import build_container

@@ -24,7 +24,7 @@ from gatekeeper.sbom import (
     SqlSbomStore,
     StoredSbomSource,
 )
-from gatekeeper.sbom.cli import sbom_app
+from gatekeeper.cli.sbom import sbom_app
 from tests.unit.sbom.factory import (
     IMAGE_DIGEST,
     OTHER_DIGEST,

@@ -15,11 +15,11 @@ from typing import Annotated, Any, NoReturn
 import httpx
 import typer
 
-from gatekeeper.cli_audit import audit_app
-from gatekeeper.cli_policy import policy_app
+from gatekeeper.cli.audit import audit_app
+from gatekeeper.cli.policy import policy_app
 from gatekeeper.config import Settings, load_settings
 from gatekeeper.errors import GatekeeperError
-from gatekeeper.sbom.cli import sbom_app
+from gatekeeper.cli.sbom import sbom_app
 
 __all__ = ["app", "main"]
 

@@ -1,6 +1,6 @@
 """``gatekeeper sbom ...``: validate and inspect SBOM documents without a server.
 
-Mount with ``app.add_typer(sbom_app, name="sbom")`` in ``gatekeeper/cli.py``.
+Mounted by the main CLI with ``app.add_typer(sbom_app, name="sbom")``.
 
 ``gatekeeper sbom validate FILE`` exits 0 when the document is valid, 1 when it is not (the
 reason and the JSON path of the first problem on stderr), 2 when the file cannot be read.
