@@ -23,6 +23,7 @@ from gatekeeper.api.sbom_routes import build_sbom_router
 from gatekeeper.config import Settings
 from gatekeeper.errors import (
     ConfigurationError,
+    ConflictError,
     GatekeeperError,
     InvalidInputError,
     NotFoundError,
@@ -59,6 +60,8 @@ def _status_for(error: GatekeeperError) -> int:
         return 422
     if isinstance(error, NotFoundError):
         return 404
+    if isinstance(error, ConflictError):
+        return 409
     if isinstance(error, ConfigurationError):
         return 500
     return 503

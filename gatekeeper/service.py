@@ -243,5 +243,19 @@ class EvaluationService:
             error=error,
         )
 
+    def policy_input(
+        self, request: EvaluationRequest, *, now: datetime, deadline: float | None = None
+    ) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """The input document :meth:`evaluate` would give the policy for ``request`` at ``now``
+        (evidence gathered the same way), and what could not be gathered. Nothing is recorded."""
+        context = EvidenceContext(
+            environment=request.environment, namespace=request.namespace, deadline=deadline
+        )
+        gathered = [self._gather(ref, context) for ref in request.images]
+        document = build_policy_input(
+            request, [(g.reference, g.digest, g.evidence) for g in gathered], now
+        )
+        return dict(document), tuple(reason for g in gathered for reason in g.failures)
+
     def get_decision(self, decision_id: str) -> Decision:
         return self._audit.get(decision_id)

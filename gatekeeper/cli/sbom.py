@@ -9,28 +9,25 @@ A file that is not JSON at all is *invalid* (1): it was read, and it is not an S
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from gatekeeper.domain.reference import parse_digest
+from gatekeeper.cli.common import EXIT_ERROR, EXIT_FAILED, EXIT_OK, command_group, fail
+from gatekeeper.cli.output import OutputFormat, OutputOption, emit
 from gatekeeper.errors import InvalidInputError
-from gatekeeper.sbom.binding import BindingMethod
-from gatekeeper.sbom.collector import SbomEvidenceCollector
-from gatekeeper.sbom.interface import SbomCandidate
-from gatekeeper.sbom.parsing import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, JsonLimits
-from gatekeeper.sbom.validation import CycloneDxValidator, parse_sbom_document
 
 __all__ = ["EXIT_INVALID", "EXIT_UNREADABLE", "EXIT_VALID", "sbom_app"]
 
-EXIT_VALID, EXIT_INVALID, EXIT_UNREADABLE = 0, 1, 2
+EXIT_VALID, EXIT_INVALID, EXIT_UNREADABLE = EXIT_OK, EXIT_FAILED, EXIT_ERROR
 
-sbom_app = typer.Typer(
-    help="Validate and inspect CycloneDX / SPDX SBOM documents.", no_args_is_help=True
-)
+# The limits of gatekeeper.sbom.parsing (DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH), repeated here so
+# that ``gatekeeper --help`` does not import the SBOM stack; tests/unit/sbom check they agree.
+DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH = 32 * 1024 * 1024, 64
+
+sbom_app = command_group("Validate and inspect CycloneDX / SPDX SBOM documents.")
 
 
 def _read(path: str, max_bytes: int) -> bytes:
@@ -41,21 +38,27 @@ def _read(path: str, max_bytes: int) -> bytes:
         with Path(path).open("rb") as handle:
             return handle.read(max_bytes + 1)
     except OSError as exc:
-        typer.echo(f"error: cannot read {path}: {exc.strerror or exc}", err=True)
-        raise typer.Exit(EXIT_UNREADABLE) from exc
+        fail(f"cannot read {path}: {exc.strerror or exc}", EXIT_UNREADABLE)
 
 
-MaxBytes = Annotated[int, typer.Option(help="Largest accepted document, in bytes.", min=1)]
-MaxDepth = Annotated[int, typer.Option(help="Deepest accepted JSON nesting.", min=1)]
+MaxBytes = Annotated[
+    int, typer.Option(metavar="BYTES", help="Largest accepted document, in bytes.", min=1)
+]
+MaxDepth = Annotated[int, typer.Option(metavar="N", help="Deepest accepted JSON nesting.", min=1)]
 
 
 @sbom_app.command("validate")
 def validate_command(
-    file: Annotated[str, typer.Argument(help="SBOM file (CycloneDX or SPDX 2.3 JSON), or -")],
+    file: Annotated[
+        str, typer.Argument(metavar="FILE", help="SBOM file (CycloneDX or SPDX 2.3 JSON), or -")
+    ],
     max_bytes: MaxBytes = DEFAULT_MAX_BYTES,
     max_depth: MaxDepth = DEFAULT_MAX_DEPTH,
 ) -> None:
     """Validate FILE: exit 0 valid, 1 invalid (with the reason), 2 unreadable."""
+    from gatekeeper.sbom.parsing import JsonLimits
+    from gatekeeper.sbom.validation import CycloneDxValidator, parse_sbom_document
+
     data = _read(file, max_bytes)
     if len(data) > max_bytes:
         typer.echo(f"invalid: {file}: document is larger than the limit of {max_bytes} bytes",
@@ -65,7 +68,7 @@ def validate_command(
         parsed = parse_sbom_document(
             data, validator=CycloneDxValidator(), limits=JsonLimits(max_bytes, max_depth)
         )
-    except InvalidInputError as exc:
+    except InvalidInputError as exc:  # the verdict on the document, not an error of the command
         typer.echo(f"invalid: {file}: {exc.message}", err=True)
         raise typer.Exit(EXIT_INVALID) from exc
     typer.echo(f"valid: {file}: {parsed.format} {parsed.spec_version}, sha256 {parsed.sha256}")
@@ -73,20 +76,27 @@ def validate_command(
 
 @sbom_app.command("evidence")
 def evidence_command(
-    file: Annotated[str, typer.Argument(help="SBOM file (CycloneDX or SPDX 2.3 JSON), or -")],
+    file: Annotated[
+        str, typer.Argument(metavar="FILE", help="SBOM file (CycloneDX or SPDX 2.3 JSON), or -")
+    ],
     digest: Annotated[
-        str, typer.Option(help="Image digest the SBOM is uploaded for (sha256:...).")
+        str,
+        typer.Option(metavar="DIGEST", help="Image digest the SBOM is uploaded for (sha256:...)."),
     ] = "",
     max_bytes: MaxBytes = DEFAULT_MAX_BYTES,
     max_depth: MaxDepth = DEFAULT_MAX_DEPTH,
+    output: OutputOption = OutputFormat.JSON,
 ) -> None:
     """Print the ``evidence.sbom`` section FILE would give an image (the policy's view)."""
+    from gatekeeper.domain.reference import parse_digest
+    from gatekeeper.sbom.binding import BindingMethod
+    from gatekeeper.sbom.collector import SbomEvidenceCollector
+    from gatekeeper.sbom.interface import SbomCandidate
+    from gatekeeper.sbom.parsing import JsonLimits
+    from gatekeeper.sbom.validation import CycloneDxValidator
+
     data = _read(file, max_bytes)
-    try:
-        image_digest = parse_digest(digest, field="--digest") if digest else None
-    except InvalidInputError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(EXIT_UNREADABLE) from exc
+    image_digest = parse_digest(digest, field="--digest") if digest else None
     validator = CycloneDxValidator()
     limits = JsonLimits(max_bytes, max_depth)
     collector = SbomEvidenceCollector(sources=(), validator=validator, json_limits=limits)
@@ -97,7 +107,7 @@ def evidence_command(
         f"file {file}",
     )
     evidence = collector.evaluate_candidate(candidate, image_digest)
-    typer.echo(json.dumps(evidence, indent=2, sort_keys=True))
+    emit(evidence, output)
     if evidence["state"] == "invalid":
         raise typer.Exit(EXIT_INVALID)
 

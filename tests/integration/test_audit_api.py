@@ -153,8 +153,8 @@ def test_verify_route(client):
     body = client.get("/v1/audit/verify", headers=bearer("auditor")).json()
     assert body["verified"] is True and body["records"] == 4 and body["last_checkpoint_seq"] == 3
     assert body["message"] == (
-        "audit trail verified: 4 records (1..4), 1 signed checkpoints, last at record 3; "
-        "1 records after it are chained but not yet signed"
+        "audit trail verified: 4 records (1..4), 1 signed checkpoint, last at record 3; "
+        "1 record after it is chained but not yet signed"
     )
 
 
@@ -217,10 +217,9 @@ def test_export_cli_with_progress_and_summary(client, make_settings, signing_key
         evaluate(client, ticket)
     settings = make_settings()
     output = tmp_path / "out.jsonl"
-    env = {"GATEKEEPER_DATABASE_URL": settings.database_url}
-    monkeypatch.setattr("gatekeeper.cli.audit._setting",
-                        lambda s, name, default=None: {"audit_signing_key_file": signing_key[0]}.get(name, default))
-    result = CliRunner().invoke(audit_app, ["export", "--format", "jsonl", "--ticket-id", "CHG-1", "--output", str(output)], env=env)
+    env = {"GATEKEEPER_DATABASE_URL": settings.database_url,
+           "GATEKEEPER_AUDIT_SIGNING_KEY_FILE": str(signing_key[0])}
+    result = CliRunner().invoke(audit_app, ["export", "--format", "jsonl", "--ticket-id", "CHG-1", "--file", str(output)], env=env)
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == (
         f"exported records 1..3 (3 chain entries) to {output}; it ends with the checkpoint at record 3 "
@@ -228,7 +227,7 @@ def test_export_cli_with_progress_and_summary(client, make_settings, signing_key
         f"gatekeeper audit verify --file {output} --public-key PUBLIC_KEY"
     )
     verified = CliRunner().invoke(audit_app, ["verify", "--file", str(output), "--public-key", str(signing_key[1])])
-    assert verified.exit_code == 0 and "2 records and 1 chain links (1..3)" in verified.output
+    assert verified.exit_code == 0 and "2 records and 1 chain link (1..3)" in verified.output
     online = CliRunner().invoke(audit_app, ["verify"], env=env)
     assert online.exit_code == 0, online.output
     assert online.stdout.strip() == "audit trail verified: 4 records (1..4), 2 signed checkpoints, last at record 4"
