@@ -33,11 +33,16 @@ from gatekeeper.cli.output import (
 )
 from gatekeeper.cli.stores import open_audit
 
-__all__ = ["decisions_app", "register"]
+__all__ = ["decisions_app", "evaluate", "serve", "verify_bundle_command", "verify_image"]
 
 EXIT_ALLOWED, EXIT_DENIED = EXIT_OK, EXIT_FAILED
 
 decisions_app = command_group("Read recorded decisions.")
+
+
+@decisions_app.callback()
+def decisions() -> None:
+    """Read recorded decisions."""
 
 ServerOption = Annotated[
     str | None,
@@ -320,11 +325,3 @@ def verify_image(
     if not verified:
         typer.echo(evidence.get("message", "not verified"), err=True)
     raise typer.Exit(EXIT_ALLOWED if verified else EXIT_DENIED)
-
-
-def register(app: typer.Typer) -> None:
-    """Mount the top-level commands on the root ``app``."""
-    app.command()(serve)
-    app.command()(evaluate)
-    app.command("verify-bundle")(verify_bundle_command)
-    app.command("verify")(verify_image)

@@ -85,6 +85,16 @@ class GatekeeperGroup(TyperGroup):
     rendered by the error itself (``-v`` adds its structured context) and sets the exit code.
     Foreign exceptions are translated where they happen (``raise ... from exc``)."""
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        for param in self.get_params(ctx):
+            # typer's --help and completion flags default to None, and typer coerces a None
+            # through pydantic on every run (~0.25 s of imports before any command starts);
+            # a False is left alone.
+            if getattr(param, "is_flag", False) and param.default is None:
+                param.default = False
+        result: list[str] = super().parse_args(ctx, args)
+        return result
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)

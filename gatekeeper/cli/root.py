@@ -1,15 +1,15 @@
 """The ``gatekeeper`` command: global options (``--version``, ``-v``, completion), the command
-groups, and :func:`main`, the console script."""
+groups, loaded only when named, and :func:`main`, the console script."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
-from gatekeeper.cli import audit, commands, policy, sbom
 from gatekeeper.cli.common import (
     EXIT_ERROR,
     VERBOSE_KEY,
@@ -18,17 +18,59 @@ from gatekeeper.cli.common import (
 )
 from gatekeeper.errors import GatekeeperError
 
-__all__ = ["app", "main", "plain_help"]
+__all__ = ["COMMANDS", "app", "main", "plain_help"]
+
+#: name -> (module, attribute, one line of help). A command's module is imported only when the
+#: command runs (or completes), so ``gatekeeper --help`` does not pay for the others.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "serve": ("gatekeeper.cli.commands", "serve",
+              "Run the API (and the embedded OPA, unless GATEKEEPER_OPA_URL is set)."),
+    "evaluate": ("gatekeeper.cli.commands", "evaluate",
+                 "Decide whether IMAGES may be deployed."),
+    "verify": ("gatekeeper.cli.commands", "verify_image",
+               "Print the signature evidence of one image."),
+    "verify-bundle": ("gatekeeper.cli.commands", "verify_bundle_command",
+                      "Verify a Sigstore bundle offline (the sigstore-conformance CLI protocol)."),
+    "decisions": ("gatekeeper.cli.commands", "decisions_app", "Read recorded decisions."),
+    "policy": ("gatekeeper.cli.policy", "policy_app",
+               "Write, test, replay and activate policies; manage exceptions."),
+    "audit": ("gatekeeper.cli.audit", "audit_app",
+              "The audit trail: export it, verify it (online or an exported file), prune it."),
+    "sbom": ("gatekeeper.cli.sbom", "sbom_app",
+             "Validate and inspect CycloneDX / SPDX SBOM documents."),
+}
+
+
+def load_command(name: str) -> Any:
+    """The click command for ``name`` (a typer group, or a function made a command)."""
+    module_name, attribute, _help = COMMANDS[name]
+    target = getattr(importlib.import_module(module_name), attribute)
+    if not isinstance(target, typer.Typer):
+        single = typer.Typer(rich_markup_mode=None, add_completion=False)
+        single.command(name)(target)
+        target = single
+    command = typer.main.get_command(target)
+    command.name = name
+    plain_help(command)
+    return command
 
 
 class RootGroup(GatekeeperGroup):
-    """The root group; it also gives every command help without type tags (``<str>``)."""
+    """The root group: commands loaded by name, help without type tags (``<str>``)."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        command = super().get_command(ctx, cmd_name)
-        if command is not None:
-            plain_help(command)
-        return command
+        if cmd_name not in COMMANDS:
+            return None
+        if cmd_name not in self.commands:
+            self.commands[cmd_name] = load_command(cmd_name)
+        return self.commands[cmd_name]
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, entry[2]) for name, entry in COMMANDS.items()])
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         plain_help(self)
@@ -100,11 +142,6 @@ def root(
     ctx.meta[VERBOSE_KEY] = verbose
 
 
-commands.register(app)
-app.add_typer(commands.decisions_app, name="decisions")
-app.add_typer(audit.audit_app, name="audit")
-app.add_typer(policy.policy_app, name="policy")
-app.add_typer(sbom.sbom_app, name="sbom")
 
 
 def main(argv: list[str] | None = None) -> Any:
