@@ -16,9 +16,24 @@ import pytest
 import yaml
 
 import gatekeeper
-from tests.integration.test_cli import DIGEST, cli_env, free_port, run  # noqa: F401 - fixture
+from tests.integration.test_cli import DIGEST, free_port, run
 
 ALLOWED = f"registry.example.com/api@{DIGEST}"
+
+
+@pytest.fixture
+def cli_env(opa_binary, policy_dir, tmp_path):
+    """As in test_cli: settings through the environment of a fresh process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
+    env.update(
+        GATEKEEPER_DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
+        GATEKEEPER_OPA_BINARY=opa_binary,
+        GATEKEEPER_POLICY_DIR=str(policy_dir),
+        GATEKEEPER_RESOLVE_DIGESTS="false",
+        GATEKEEPER_INSECURE_DISABLE_AUTH="true",
+        GATEKEEPER_AUDIT_SPOOL_DIR=str(tmp_path / "audit-spool"),
+    )
+    return env
 
 
 def test_version_names_the_package_version(cli_env):

@@ -6,13 +6,27 @@ from __future__ import annotations
 import json
 from xml.etree import ElementTree
 
+import pytest
 from typer.testing import CliRunner
 
 from gatekeeper.cli import app
 from tests.integration.test_policy_lifecycle_api import shipped, with_teams_policy, write_candidate
-from tests.integration.test_policy_lifecycle_cli import cli_env  # noqa: F401 - fixture
 
 runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(tmp_path, make_settings, opa_binary, monkeypatch):
+    """As in test_policy_lifecycle_cli: settings through the environment."""
+    core = write_candidate(tmp_path / "shipped", shipped())
+    settings = make_settings(policy_dir=core / "policies")
+    monkeypatch.setenv("GATEKEEPER_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("GATEKEEPER_OPA_BINARY", opa_binary)
+    monkeypatch.setenv("GATEKEEPER_POLICY_DIR", str(settings.policy_dir))
+    monkeypatch.setenv("GATEKEEPER_RESOLVE_DIGESTS", "false")  # no registry on the network
+    return settings
+
+
 FAILING = "data.gatekeeper.rules.teams_test.test_message_names_the_field"
 
 
