@@ -16,7 +16,17 @@ from typing import Annotated, Any
 
 import typer
 
-from gatekeeper.cli.common import command_group, fail, load_settings, parse_time, waiting
+from gatekeeper.cli.common import (
+    EXIT_FAILED,
+    ServerOption,
+    command_group,
+    fail,
+    load_settings,
+    parse_time,
+    remote,
+    remote_download,
+    waiting,
+)
 from gatekeeper.cli.stores import open_audit
 
 __all__ = ["audit_app"]
@@ -47,6 +57,7 @@ def export(
         str | None, typer.Option(metavar="[allow|warn|deny]", help="Only this verdict")
     ] = None,
     image_digest: Annotated[str | None, typer.Option("--image-digest", metavar="DIGEST")] = None,
+    server: ServerOption = None,
 ) -> None:
     """Export decisions, ending with the signed checkpoint that covers them."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -68,6 +79,9 @@ def export(
         image_digest=str(parse_digest(image_digest, field="--image-digest"))
         if image_digest else None,
     )
+    if server:
+        _export_remote(server, query, file, file_format)
+        return
     audit = open_audit(load_settings(), signing=True)
     temporary = file.with_name(file.name + ".partial")
     try:
@@ -105,6 +119,26 @@ def export(
     )
 
 
+def _export_remote(server: str, query: Any, file: Path, file_format: str) -> None:
+    """``GET /v1/audit/export`` with the same filters, into ``file``."""
+    params: dict[str, str] = {"format": file_format}
+    for name in ("since", "until"):
+        value = getattr(query, name)
+        if value is not None:
+            params[name] = value.isoformat()
+    for name in ("ticket_id", "plan_id", "intent_id", "deploy_id", "namespace", "image_digest"):
+        if getattr(query, name) is not None:
+            params[name] = str(getattr(query, name))
+    if query.verdict is not None:
+        params["verdict"] = query.verdict.value
+    headers = remote_download(server, "/v1/audit/export", file, params=params)
+    typer.echo(
+        f"exported to {file}; it ends with the checkpoint at record "
+        f"{headers.get('x-gatekeeper-checkpoint-seq', '?')}; verify offline with: "
+        f"gatekeeper audit verify --file {file} --public-key PUBLIC_KEY"
+    )
+
+
 def _stderr_console() -> Any:
     from rich.console import Console
 
@@ -124,9 +158,20 @@ def verify(
         Path | None,
         typer.Option("--public-key", metavar="FILE", help="Ed25519 public key of checkpoints"),
     ] = None,
+    server: ServerOption = None,
 ) -> None:
     """Recompute the hash chain and check the signed checkpoints. Exit 0 ok, 1 broken."""
     from gatekeeper.audit.chain import load_public_key
+
+    if server and file is None:
+        params = {"since": parse_time(since, option="--since").isoformat()} if since else {}
+        answer = remote("GET", server, "/v1/audit/verify", params=params, timeout=600)
+        for note in answer.get("notes") or []:
+            typer.echo(f"warning: {note}", err=True)
+        if not answer.get("verified"):
+            fail(str(answer.get("message")), EXIT_FAILED)
+        typer.echo(str(answer.get("message")))
+        return
 
     if file is not None:
         from gatekeeper.audit.export import verify_export_file

@@ -17,6 +17,7 @@ from gatekeeper.cli.common import (
     EXIT_ERROR,
     EXIT_FAILED,
     EXIT_OK,
+    ServerOption,
     command_group,
     fail,
     load_settings,
@@ -44,12 +45,6 @@ decisions_app = command_group("Read recorded decisions.")
 def decisions() -> None:
     """Read recorded decisions."""
 
-ServerOption = Annotated[
-    str | None,
-    typer.Option(
-        metavar="URL", help="Ask a running gatekeeper at this URL (token: GATEKEEPER_TOKEN)"
-    ),
-]
 
 
 def decision_table(document: dict[str, Any]) -> list[str]:

@@ -7,6 +7,7 @@ Import cost matters here (``gatekeeper --help`` must start fast): only the stand
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import threading
@@ -14,7 +15,8 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TextIO
 
 import typer
 from typer.core import TyperGroup
@@ -36,6 +38,7 @@ __all__ = [
     "EXIT_ERROR",
     "EXIT_FAILED",
     "EXIT_OK",
+    "ServerOption",
     "CommandError",
     "GatekeeperGroup",
     "command_group",
@@ -44,6 +47,7 @@ __all__ = [
     "load_settings",
     "parse_time",
     "remote",
+    "remote_download",
     "resolve_prefix",
     "waiting",
 ]
@@ -125,6 +129,19 @@ def load_settings(**overrides: Any) -> Settings:
 
 # -- a running gatekeeper ----------------------------------------------------------------------
 
+ServerOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="URL", help="Use a running gatekeeper at this URL (token: GATEKEEPER_TOKEN)"
+    ),
+]
+
+
+def _auth_headers() -> dict[str, str]:
+    """The ``token`` setting (``GATEKEEPER_TOKEN``) as a bearer token; never printed."""
+    token = load_settings().token
+    return {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+
 
 def remote(
     method: str, server: str, path: str, *, timeout: float = 30.0, **kwargs: Any
@@ -137,8 +154,7 @@ def remote(
     import httpx
 
     url = f"{server.rstrip('/')}{path}"
-    token = load_settings().token
-    headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+    headers = _auth_headers()
     try:
         with waiting(f"waiting for gatekeeper at {server}"):
             response = httpx.request(method, url, headers=headers, timeout=timeout, **kwargs)
@@ -155,6 +171,44 @@ def remote(
     if 200 <= response.status_code < 300:
         return body
     raise error_from_answer(response.status_code, body)
+
+
+def remote_download(
+    server: str, path: str, target: Path, *, timeout: float = 300.0, **kwargs: Any
+) -> dict[str, str]:
+    """Stream ``GET server+path`` into ``target`` (written as ``target.partial``, fsynced, then
+    renamed, so a broken download leaves no file); the answer's headers. Errors as :func:`remote`.
+    """
+    import httpx
+
+    url = f"{server.rstrip('/')}{path}"
+    headers = _auth_headers()
+    temporary = target.with_name(target.name + ".partial")
+    try:
+        with waiting(f"downloading from gatekeeper at {server}"), httpx.stream(
+            "GET", url, headers=headers, timeout=timeout, **kwargs
+        ) as response:
+            if response.status_code != 200:
+                response.read()
+                try:
+                    body = response.json()
+                except ValueError:
+                    body = {}
+                answer = body if isinstance(body, dict) else {}
+                raise error_from_answer(response.status_code, answer)
+            with temporary.open("wb") as handle:
+                for chunk in response.iter_bytes():
+                    handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            temporary.replace(target)
+            return dict(response.headers)
+    except httpx.HTTPError as exc:
+        raise UpstreamUnavailableError(f"cannot reach gatekeeper at {url}: {exc}") from exc
+    except OSError as exc:
+        raise CommandError(f"cannot write {target}: {exc.strerror}") from exc
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def error_from_answer(status: int, body: Mapping[str, Any]) -> GatekeeperError:

@@ -9,17 +9,19 @@ from typing import Annotated, Any
 
 import typer
 
-from gatekeeper.cli.common import command_group, load_settings, parse_time, remote
+from gatekeeper.cli.common import (
+    ServerOption,
+    command_group,
+    load_settings,
+    parse_time,
+    remote,
+)
 from gatekeeper.cli.output import OutputFormat, OutputOption, emit
 from gatekeeper.cli.stores import actor_name, open_lifecycle
 
-__all__ = ["SERVER_HELP", "exceptions_app"]
-
-SERVER_HELP = "Use a running gatekeeper at this URL (token: GATEKEEPER_TOKEN)"
+__all__ = ["exceptions_app"]
 
 exceptions_app = command_group("Time-boxed exceptions (waivers).")
-
-ServerOption = Annotated[str | None, typer.Option(metavar="URL", help=SERVER_HELP)]
 
 
 def exception_line(document: dict[str, Any]) -> str:

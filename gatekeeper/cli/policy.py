@@ -19,6 +19,7 @@ import typer
 from gatekeeper.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
+    ServerOption,
     command_group,
     fail,
     load_settings,
@@ -27,7 +28,7 @@ from gatekeeper.cli.common import (
     resolve_prefix,
     waiting,
 )
-from gatekeeper.cli.exceptions import SERVER_HELP, exceptions_app
+from gatekeeper.cli.exceptions import exceptions_app
 from gatekeeper.cli.output import (
     Finding,
     OutputFormat,
@@ -55,7 +56,6 @@ CandidateArgument = Annotated[
 TestsOption = Annotated[
     Path | None, typer.Option(metavar="DIR", help="Tests of a bare policy dir")
 ]
-ServerOption = Annotated[str | None, typer.Option(metavar="URL", help=SERVER_HELP)]
 
 
 @policy_app.command("test")

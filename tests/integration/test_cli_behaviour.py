@@ -122,7 +122,11 @@ def _decision(env, ticket: str) -> str:
 
 
 @pytest.fixture
-def served(cli_env):
+def served(cli_env, tmp_path):
+    """A real ``gatekeeper serve`` on the same store, signing checkpoints with a fresh key."""
+    key = tmp_path / "served-audit.pem"
+    assert run(cli_env, "audit", "keygen", "--file", str(key)).returncode == 0
+    cli_env["GATEKEEPER_AUDIT_SIGNING_KEY_FILE"] = str(key)
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "gatekeeper", "serve", "--port", str(port)],
@@ -227,3 +231,27 @@ def test_audit_keygen_export_verify_with_file_flags_and_relative_times(cli_env, 
     assert (bad.returncode, bad.stderr) == (
         2, "error: --since: 'yesterday' is neither a duration (7d, 12h) nor an RFC 3339 instant\n"
     )
+
+
+def test_audit_export_and_verify_through_a_running_gatekeeper(cli_env, served, tmp_path):
+    _decision(cli_env, "CHG-1")
+    _decision(cli_env, "CHG-2")
+    export = tmp_path / "remote.jsonl"
+    exported = run(cli_env, "audit", "export", "--ticket-id", "CHG-1", "--since", "1h",
+                   "--file", str(export), "--server", served)
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout.startswith(f"exported to {export}; it ends with the checkpoint at record ")
+    public = cli_env["GATEKEEPER_AUDIT_SIGNING_KEY_FILE"] + ".pub"
+    offline = run(cli_env, "audit", "verify", "--file", str(export), "--public-key", public)
+    assert offline.returncode == 0, offline.stderr
+    assert offline.stdout.startswith("export verified: 1 record and 1 chain link (1..2), ")
+    remote = run(cli_env, "audit", "verify", "--server", served)
+    local = run(cli_env, "audit", "verify")
+    assert remote.returncode == local.returncode == 0, remote.stderr + local.stderr
+    assert remote.stdout == local.stdout
+    assert remote.stdout.startswith("audit trail verified: 2 records (1..2), ")
+    denied = run(cli_env, "audit", "export", "--file", str(tmp_path / "x.jsonl"), "--verdict", "maybe",
+                 "--server", served)
+    assert (denied.returncode, denied.stderr) == (
+        2, "error: --verdict must be allow, warn or deny, not 'maybe'\n")
+    assert not (tmp_path / "x.jsonl").exists() and not (tmp_path / "x.jsonl.partial").exists()
