@@ -78,6 +78,7 @@ REASON_MESSAGES: Mapping[str, str] = {
     "malformed": "malformed signature payload",
     "invalid": "signature invalid",
     "no-trust-root": "no trusted root for tlog verification",
+    "untrusted": "not trusted by the configured trusted root",
 }
 # A reason from a candidate that got past the signer check says more than "another key".
 _LEAST_INFORMATIVE = ("no-key", "other-key")
@@ -166,7 +167,9 @@ class CosignVerifier:
 
     def __init__(self, trust: TrustRoot, *, max_predicate_bytes: int = 512 * 1024) -> None:
         self._trust = trust
-        self._keyless = KeylessVerifier(trusted_root=trust.root) if trust.root else None
+        self._keyless = (
+            KeylessVerifier(trusted_root=trust.root, root_name=trust.name) if trust.root else None
+        )
         self._max_predicate_bytes = max_predicate_bytes
 
     def verify(self, material: Material, authority: Authority, digest: Digest) -> AuthorityResult:
