@@ -49,8 +49,15 @@ from gatekeeper.verify.discovery import (
 )
 from gatekeeper.verify.keyless import KeylessVerifier
 from gatekeeper.verify.keys import VerificationKey, load_public_key
+from gatekeeper.verify.simple_signing import docker_reference_problem
+from gatekeeper.verify.text import shorten
 from gatekeeper.verify.tlog import check_entry_body, verify_rekor_bundle
-from gatekeeper.verify.trust import IdentityPolicy, TrustRoot, certificate_identity
+from gatekeeper.verify.trust import (
+    IdentityPolicy,
+    TrustRoot,
+    certificate_identity,
+    identity_mismatch_message,
+)
 
 __all__ = [
     "COSIGN_SIGN_PREDICATE",
@@ -79,6 +86,7 @@ REASON_MESSAGES: Mapping[str, str] = {
     "invalid": "signature invalid",
     "no-trust-root": "no trusted root for tlog verification",
     "untrusted": "not trusted by the configured trusted root",
+    "reference-mismatch": "signed for another repository",
 }
 # A reason from a candidate that got past the signer check says more than "another key".
 _LEAST_INFORMATIVE = ("no-key", "other-key")
@@ -172,7 +180,10 @@ class CosignVerifier:
         )
         self._max_predicate_bytes = max_predicate_bytes
 
-    def verify(self, material: Material, authority: Authority, digest: Digest) -> AuthorityResult:
+    def verify(
+        self, material: Material, authority: Authority, digest: Digest, *, repository: str
+    ) -> AuthorityResult:
+        """Check ``material`` found for ``digest`` in ``repository`` (``registry/repository``)."""
         checks: list[Check] = []
         attestations: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
@@ -188,7 +199,7 @@ class CosignVerifier:
                 )  # fmt: skip
 
         for signature in material.signatures:
-            checks.append(self._simple_signing(signature, authority, digest))
+            checks.append(self._simple_signing(signature, authority, digest, repository))
         for bundle in material.bundles:
             check, attestation, statement = self._bundle(bundle, authority, digest)
             if attestation is not None:
@@ -321,11 +332,11 @@ class CosignVerifier:
             if ExtendedKeyUsageOID.CODE_SIGNING not in usage:
                 raise VerificationError("certificate is not for code signing")
         except (SigstoreError, VerificationError, x509.ExtensionNotFound) as exc:
-            return _fail("untrusted-certificate", str(exc)[:200], source), signer, "verified"
+            return _fail("untrusted-certificate", shorten(str(exc)), source), signer, "verified"
         try:
             IdentityPolicy(authority.identities).verify(certificate)
         except SigstoreError:
-            detail = f"certificate names {list(identity.subjects)} from {identity.issuer}"
+            detail = identity_mismatch_message(authority.identities, identity)
             return _fail("identity-mismatch", detail, source), signer, "verified"
         if not (certificate.not_valid_before_utc <= signed_at <= certificate.not_valid_after_utc):
             return _fail("untrusted-certificate", "signed outside the certificate's validity",
@@ -348,7 +359,7 @@ class CosignVerifier:
     # -- candidates ----------------------------------------------------------------------------
 
     def _simple_signing(
-        self, candidate: CosignSignature, authority: Authority, digest: Digest
+        self, candidate: CosignSignature, authority: Authority, digest: Digest, repository: str
     ) -> Check:
         failure, signer, tlog = self._signer(
             authority, candidate.signature, candidate.payload, candidate.certificate,
@@ -371,6 +382,13 @@ class CosignVerifier:
         if signed_digest != str(digest):
             return Check(False, "digest-mismatch",
                          f"signature is for {str(signed_digest)[:80]}, not {digest}",
+                         candidate.source, signer, tlog)  # fmt: skip
+        # (2b) ... and, where the authority asks, this repository.
+        if authority.match_docker_reference:
+            problem = docker_reference_problem(critical, repository)
+            if problem is not None:
+                return Check(False, "reference-mismatch", problem, candidate.source, signer, tlog)
+            return Check(True, "verified", "simple-signing payload names the digest and repository",
                          candidate.source, signer, tlog)  # fmt: skip
         return Check(True, "verified", "simple-signing payload names the digest",
                      candidate.source, signer, tlog)  # fmt: skip

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 __all__ = ["MESSAGE_LIMIT", "first_line", "shorten"]
 
-#: Long enough for an expectation and a finding with their identities and issuers.
-MESSAGE_LIMIT = 600
+#: Long enough for an expectation and a finding with long identities and issuers.
+MESSAGE_LIMIT = 2000
 
 
 def shorten(text: str, limit: int = MESSAGE_LIMIT) -> str:

@@ -69,7 +69,10 @@ def verifier() -> CosignVerifier:
 
 def _verify(verifier: CosignVerifier, candidate: CosignSignature, identity: KeylessIdentity):  # noqa: ANN202
     authority = Authority("ci", identities=(identity,))
-    return verifier.verify(Material((candidate,), (), (), ("sig-tag",), ()), authority, DIGEST)
+    return verifier.verify(
+        Material((candidate,), (), (), ("sig-tag",), ()), authority, DIGEST,
+        repository="registry.example.com/app",
+    )
 
 
 def test_every_keyless_step_passes_then_the_payload_is_checked(verifier: CosignVerifier) -> None:
