@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import load_der_x509_certificate
 from sigstore import dsse
 from sigstore.errors import Error as SigstoreError
+from sigstore.errors import MetadataError
 from sigstore.hashes import Hashed
 from sigstore.models import Bundle, TransparencyLogEntry, VerificationMaterial
 from sigstore_models.bundle.v1 import Bundle as BundleDocument
@@ -202,7 +203,7 @@ def _verify_keyless(
             verifier.verify_artifact(_hashed(artifact), bundle, policy)
             payload_type, payload = None, None
     except SigstoreError as exc:
-        raise _keyless_failure(exc) from exc
+        raise _keyless_failure(exc, trust) from exc
     except (ValueError, KeyError, TypeError) as exc:  # malformed inner structures
         raise _reject("malformed", f"malformed bundle: {_first_line(exc)}") from exc
     if payload is not None and artifact is not None:
@@ -238,7 +239,7 @@ def _verify_timestamped(
             artifact.content if artifact is not None else None,
         )
     except SigstoreError as exc:
-        raise _keyless_failure(exc) from exc
+        raise _keyless_failure(exc, trust) from exc
     except (ValueError, KeyError, TypeError) as exc:
         raise _reject("malformed", f"malformed bundle: {_first_line(exc)}") from exc
     if payload is not None and artifact is not None:
@@ -253,11 +254,25 @@ def _verify_timestamped(
     )
 
 
-def _keyless_failure(exc: SigstoreError) -> VerificationError:
+_MISSING_IN_ROOT = {
+    # sigstore-python's MetadataError texts -> what the configured root lacks.
+    "Did not find any Rekor keys in trusted root": "no transparency log",
+    "CTFE keys not found in trusted root": "no CT log",
+    "Fulcio certificates not found in trusted root": "no certificate authority",
+}
+
+
+def _keyless_failure(exc: SigstoreError, trust: TrustRoot) -> VerificationError:
     if isinstance(exc, IdentityMismatch):
         return _reject("identity-mismatch", _first_line(exc))
     if isinstance(exc, UntrustedMaterial):
         return _reject("untrusted", _first_line(exc))
+    if isinstance(exc, MetadataError):
+        missing = _MISSING_IN_ROOT.get(str(exc).strip(), "missing trust material")
+        return _reject(
+            "untrusted",
+            f"{missing} in the configured trusted root ({trust.name}): {_first_line(exc)}",
+        )
     return _reject("invalid", _first_line(exc))
 
 

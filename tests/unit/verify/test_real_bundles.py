@@ -106,6 +106,27 @@ def test_npm_provenance_with_a_changed_payload_is_rejected(tmp_path: Path) -> No
     assert _verify(tampered, NPM_TARBALL, NPM_IDENTITY) == (False, "DSSE: invalid signature")
 
 
+def test_npm_provenance_against_githubs_root_alone_lacks_the_certificate_authority() -> None:
+    assert _verify(NPM_BUNDLE, NPM_TARBALL, NPM_IDENTITY, GITHUB_ROOT) == (
+        False,
+        f"no certificate authority in the configured trusted root ({GITHUB_ROOT}) issued the "
+        "signing certificate (issuer CN=sigstore-intermediate,O=sigstore.dev) valid at "
+        "2023-08-29T15:40:23Z",
+    )
+
+
+def test_npm_provenance_against_a_root_without_its_transparency_log(tmp_path: Path) -> None:
+    root = json.loads(_public_good_json())
+    root["tlogs"] = []
+    path = tmp_path / "public-good-without-rekor.json"
+    path.write_text(json.dumps(root))
+    assert _verify(NPM_BUNDLE, NPM_TARBALL, NPM_IDENTITY, path) == (
+        False,
+        f"no transparency log in the configured trusted root ({path}): "
+        "Did not find any Rekor keys in trusted root",
+    )
+
+
 # -- GitHub attestations: GitHub's Fulcio + TSA, no transparency log -------------------------------
 
 
