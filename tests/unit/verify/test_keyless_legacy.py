@@ -125,3 +125,15 @@ def test_certificate_from_another_sigstore_is_not_trusted() -> None:
         "tlog-invalid",
         "tlog entry's signed timestamp does not verify",
     )
+
+
+def test_identity_mismatch_detail_keeps_the_expectation_and_the_finding(
+    verifier: CosignVerifier,
+) -> None:
+    expected = "https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1"
+    result = _verify(verifier, _cosign_layout(), KeylessIdentity(issuer=GITHUB, subject=expected))
+
+    assert result.detail == (
+        f"expected identity {expected} from issuer {GITHUB}, "
+        f"certificate names {BEACON} from issuer {GITHUB}"
+    )
