@@ -46,6 +46,8 @@ __all__ = [
     "BundleOutcome",
     "IN_TOTO_PAYLOAD_TYPE",
     "parse_in_toto_statement",
+    "statement_names_digest",
+    "statement_names_sha256",
     "verify_bundle",
 ]
 
@@ -127,7 +129,7 @@ def parse_in_toto_statement(payload: bytes) -> Mapping[str, Any]:
 
 
 def statement_names_sha256(statement: Mapping[str, Any], sha256_hex: str) -> bool:
-    return _statement_names(statement, "sha256", sha256_hex)
+    return statement_names_digest(statement, "sha256", sha256_hex)
 
 
 def _load(data: bytes) -> BundleDocument:
@@ -288,7 +290,9 @@ def _check_dsse_subject(payload_type: str | None, payload: bytes, artifact: Arti
     statement = parse_in_toto_statement(payload)
     if statement_names_sha256(statement, artifact.sha256.hex()):
         return
-    if artifact.sha512 is not None and _statement_names(statement, "sha512", artifact.sha512.hex()):
+    if artifact.sha512 is not None and statement_names_digest(
+        statement, "sha512", artifact.sha512.hex()
+    ):
         return
     raise _reject(
         "digest-mismatch",
@@ -298,7 +302,8 @@ def _check_dsse_subject(payload_type: str | None, payload: bytes, artifact: Arti
     )
 
 
-def _statement_names(statement: Mapping[str, Any], algorithm: str, hex_digest: str) -> bool:
+def statement_names_digest(statement: Mapping[str, Any], algorithm: str, hex_digest: str) -> bool:
+    """Some subject of the statement names ``algorithm:hex_digest`` (sha256 or sha512)."""
     for subject in statement.get("subject", []):
         digests = subject.get("digest") if isinstance(subject, Mapping) else None
         if isinstance(digests, Mapping) and digests.get(algorithm) == hex_digest:

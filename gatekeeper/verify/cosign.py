@@ -38,7 +38,7 @@ from gatekeeper.verify.authority import Authority
 from gatekeeper.verify.bundle import (
     IN_TOTO_PAYLOAD_TYPE,
     parse_in_toto_statement,
-    statement_names_sha256,
+    statement_names_digest,
     verify_bundle,
 )
 from gatekeeper.verify.discovery import (
@@ -465,7 +465,7 @@ class CosignVerifier:
             return check, _attestation_rejection(None, check), None
         predicate_type = str(statement["predicateType"])
         is_signature = predicate_type == COSIGN_SIGN_PREDICATE
-        if digest.algorithm != "sha256" or not statement_names_sha256(statement, digest.hex):
+        if not statement_names_digest(statement, digest.algorithm, digest.hex):
             check = Check(False, "digest-mismatch", "in-toto subject does not name the digest",
                           source, signer, tlog)  # fmt: skip
             rejection = None if is_signature else _attestation_rejection(predicate_type, check)

@@ -283,3 +283,13 @@ def test_cli_verifies_npm_provenance() -> None:
     result = _cli("--bundle", str(NPM_BUNDLE), "--certificate-identity", NPM_IDENTITY,
                   "--certificate-oidc-issuer", ACTIONS, str(NPM_TARBALL))
     assert (result.returncode, result.stdout.strip()) == (0, "verified"), result.stderr
+
+
+def test_statement_subjects_match_by_either_algorithm() -> None:
+    from gatekeeper.verify.bundle import statement_names_digest
+
+    statement = json.loads(base64.b64decode(json.loads(NPM_BUNDLE.read_bytes())["dsseEnvelope"]["payload"]))
+    sha512 = hashlib.sha512(NPM_TARBALL.read_bytes()).hexdigest()
+    assert statement_names_digest(statement, "sha512", sha512)
+    assert not statement_names_digest(statement, "sha256", sha512)
+    assert not statement_names_digest(statement, "sha512", "0" * 128)
