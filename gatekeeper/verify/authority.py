@@ -20,6 +20,13 @@ Example (YAML, under the lead's settings key ``signatures``)::
         authorities: [release, ci]
         threshold: 2
     unmatched: deny
+    version: 2                   # new configurations: match_docker_reference defaults to true
+
+``match_docker_reference`` (per authority): a simple-signing payload's
+``critical.identity.docker-reference`` must name the image's repository, so a signature copied
+to another repository is refused (containers/image ``matchRepository``). It defaults to ``true``
+with ``version: 2`` and to ``false`` without a version (configurations written before the option
+existed keep their behaviour; the collector logs a warning naming each such authority).
 """
 
 from __future__ import annotations
@@ -120,12 +127,18 @@ class Authority:
     keys: tuple[VerificationKey, ...] = ()
     identities: tuple[KeylessIdentity, ...] = ()
     tlog: bool = True
+    #: The simple-signing ``docker-reference`` must name the image's repository.
+    match_docker_reference: bool = True
+    #: ``match_docker_reference`` came from the version default, not from the authority.
+    match_docker_reference_defaulted: bool = False
 
     @classmethod
-    def from_mapping(cls, raw: object, *, where: str) -> Authority:
+    def from_mapping(
+        cls, raw: object, *, where: str, match_docker_reference_default: bool = True
+    ) -> Authority:
         if not isinstance(raw, Mapping):
             raise ConfigurationError(f"{where} must be an object")
-        unknown = set(raw) - {"name", "keys", "keyless", "tlog"}
+        unknown = set(raw) - {"name", "keys", "keyless", "tlog", "match_docker_reference"}
         if unknown:
             raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
         name = raw.get("name")
@@ -154,7 +167,11 @@ class Authority:
         if identities and not tlog:
             # Keyless certificates live ten minutes; only a log entry proves when they signed.
             raise ConfigurationError(f"{where}: keyless identities need tlog: true")
-        return cls(name, keys, identities, tlog)
+        match = raw.get("match_docker_reference", match_docker_reference_default)
+        if not isinstance(match, bool):
+            raise ConfigurationError(f"{where}.match_docker_reference must be true or false")
+        defaulted = "match_docker_reference" not in raw
+        return cls(name, keys, identities, tlog, match, defaulted)
 
     def fingerprint(self) -> dict[str, Any]:
         return {
@@ -162,6 +179,7 @@ class Authority:
             "keys": sorted(k.key_id for k in self.keys),
             "keyless": [i.describe() for i in self.identities],
             "tlog": self.tlog,
+            "match_docker_reference": self.match_docker_reference,
         }
 
 
@@ -217,6 +235,8 @@ class SignaturePolicySettings:
     max_payload_bytes: int = 256 * 1024
     max_predicate_bytes: int = 512 * 1024
     max_materials: int = 32
+    #: 1 (no ``version`` key): written before ``match_docker_reference``; 2: current.
+    version: int = 1
 
     def authority(self, name: str) -> Authority:
         for authority in self.authorities:
@@ -248,17 +268,23 @@ class SignaturePolicySettings:
         unknown = set(raw) - {
             "authorities", "images", "unmatched", "cache_ttl_seconds",
             "negative_cache_ttl_seconds", "cache_max_entries", "max_payload_bytes",
-            "max_predicate_bytes", "max_materials",
+            "max_predicate_bytes", "max_materials", "version",
         }  # fmt: skip
         if unknown:
             raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
+        version = raw.get("version", 1)
+        if isinstance(version, bool) or version not in (1, 2):
+            raise ConfigurationError(f"{where}.version must be 1 or 2")
         authorities_raw = raw.get("authorities")
         if not isinstance(authorities_raw, list) or not authorities_raw:
             raise ConfigurationError(f"{where}.authorities must be a non-empty list")
         authorities = tuple(
-            Authority.from_mapping(item, where=f"{where}.authorities[{i}]")
+            Authority.from_mapping(
+                item, where=f"{where}.authorities[{i}]",
+                match_docker_reference_default=version >= 2,
+            )
             for i, item in enumerate(authorities_raw)
-        )
+        )  # fmt: skip
         names = [a.name for a in authorities]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -294,6 +320,7 @@ class SignaturePolicySettings:
                 _positive(raw, "max_predicate_bytes", defaults.max_predicate_bytes, where)
             ),
             max_materials=int(_positive(raw, "max_materials", defaults.max_materials, where)),
+            version=int(version),
         )
 
 

@@ -66,6 +66,14 @@ class SignatureEvidenceCollector:
         self._cache: TtlCache[_Entry] = TtlCache(
             max_entries=settings.cache_max_entries, monotonic=monotonic
         )
+        for authority in settings.authorities:
+            if authority.match_docker_reference_defaulted and not authority.match_docker_reference:
+                log.warning(
+                    "signatures: authority %s does not compare the signed docker-reference with "
+                    "the image repository (a signature copied to another repository is accepted);"
+                    " set match_docker_reference, or version: 2 to make true the default",
+                    authority.name,
+                )
 
     def collect(
         self, reference: ImageReference, digest: Digest | None, context: EvidenceContext
@@ -148,7 +156,9 @@ class SignatureEvidenceCollector:
             max_items=self._settings.max_materials, deadline=context.deadline,
         )  # fmt: skip
         results = [
-            self._verifier.verify(material, self._settings.authority(name), digest)
+            self._verifier.verify(
+                material, self._settings.authority(name), digest, repository=reference.name
+            )
             for name in policy.authorities
         ]
         verified = [r for r in results if r.verified]

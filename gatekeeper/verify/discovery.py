@@ -31,6 +31,7 @@ __all__ = [
     "CosignSignature",
     "Material",
     "OversizedAttestation",
+    "decode_standard_base64",
     "find_material",
 ]
 
@@ -45,6 +46,13 @@ REKOR_BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
 BUNDLE_PREDICATE_ANNOTATION = "dev.sigstore.bundle.predicateType"
 #: cosign v2 annotates ``.att`` layers with the predicate type (unsigned: a claim only).
 PREDICATE_TYPE_ANNOTATION = "predicateType"
+
+
+def decode_standard_base64(text: str) -> bytes:
+    """Standard base64 as Go's ``base64.StdEncoding`` decodes it (what cosign reads): padding
+    required, no other alphabet, but carriage returns and newlines anywhere are ignored, so a
+    line-wrapped annotation decodes. Raises ``binascii.Error`` for anything else."""
+    return base64.b64decode(text.replace("\r", "").replace("\n", ""), validate=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +205,7 @@ class _Finder:
         if not encoded:
             raise InvalidInputError("signature annotation missing")
         try:
-            signature = base64.b64decode(encoded, validate=True)
+            signature = decode_standard_base64(encoded)
         except binascii.Error as exc:
             raise InvalidInputError("signature annotation is not base64") from exc
         return CosignSignature(
