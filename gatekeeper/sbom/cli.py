@@ -80,7 +80,7 @@ def evidence_command(
     max_bytes: MaxBytes = DEFAULT_MAX_BYTES,
     max_depth: MaxDepth = DEFAULT_MAX_DEPTH,
 ) -> None:
-    """Print the ``evidence.sbom`` section FILE would give an image (the policy's view)."""
+    """Print the ``evidence.sbom.documents`` entry FILE would give an image (policy view)."""
     data = _read(file, max_bytes)
     try:
         image_digest = parse_digest(digest, field="--digest") if digest else None
