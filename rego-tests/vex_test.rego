@@ -137,9 +137,9 @@ test_golden_vex_statement_waives_the_finding_of_its_digest if {
 		"finding_count": 1, "findings": [xz], "truncated": false,
 	}
 	inp := json.patch(golden, [{"op": "add", "path": "/images/0/evidence/scan", "value": scan}])
-	count(vulnerabilities.deny) == 0 with input as inp
+	count(vulnerabilities.deny) == 0 with input as inp with data.gatekeeper.config as {}
 	vulnerabilities.warn == {{
 		"image": golden.images[0].reference,
 		"message": concat("", [xz_text, " waived by VEX (not_affected: vulnerable_code_not_in_execute_path) from upload by sec-team"]),
-	}} with input as inp
+	}} with input as inp with data.gatekeeper.config as {}
 }
