@@ -70,7 +70,17 @@ not_collected := {"state": "not_collected", "reason": "no SBOM evidence was coll
 
 sbom_of(image) := object.get(image, ["evidence", "sbom"], not_collected)
 
-documents(image) := object.get(sbom_of(image), "documents", [])
+# An input of schema version 1 (a recorded decision replayed against this policy) carried one
+# document as the section itself: judge it as that one document, its source its binding method.
+documents(image) := docs if {
+	docs := sbom_of(image).documents
+} else := [object.union(sbom, {"source": source, "authority": null, "supplied_by": null})] if {
+	sbom := sbom_of(image)
+	is_array(sbom.components)
+	source := object.get(sbom, ["binding", "method"], "unknown")
+}
+
+else := []
 
 bound_from(image, sources) := [d |
 	some d in documents(image)
@@ -87,7 +97,9 @@ describe(d) := sprintf("%s by %s", [d.source, d.authority]) if is_string(d.autho
 
 else := sprintf("%s by %s", [d.source, d.supplied_by]) if is_string(d.supplied_by)
 
-else := d.source
+else := d.source if is_string(d.source)
+
+else := "an unknown source"
 
 described(docs) := concat(", ", sort({describe(d) | some d in docs}))
 

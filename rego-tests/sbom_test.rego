@@ -213,3 +213,24 @@ test_golden_banned_component_of_the_attested_sbom_denies_despite_a_clean_upload 
 	denies == {{"image": golden.images[0].reference, "message": "banned component pkg:npm/event-stream@3.3.6: malicious release (flatmap-stream) (listed by attestation by release)"}}
 	count(sbom.warn) == 0 with input as golden with data.gatekeeper.config as config
 }
+
+test_a_replayed_schema_1_input_is_judged_as_its_one_document if {
+	v1 := {
+		"present": true, "valid": true, "bound": true, "state": "bound", "reason": "bound by attestation",
+		"binding": {"method": "attestation", "named_digests": ["sha256:aaaa"]},
+		"component_count": 1, "truncated": false, "components": [component("pkg:npm/event-stream@3.3.6", ["MIT"])],
+	}
+	denies := sbom.deny with input as request("production", v1) with data.gatekeeper.config as config
+	denies == {{"image": ref, "message": "banned component pkg:npm/event-stream@3.3.6: malicious release (flatmap-stream) (listed by attestation)"}}
+	count(sbom.warn) == 0 with input as request("production", v1) with data.gatekeeper.config as config
+}
+
+test_a_replayed_schema_1_unbound_document_without_binding_method_is_named if {
+	v1 := {
+		"present": true, "valid": true, "bound": false, "state": "unbound", "reason": "not bound",
+		"binding": {"method": null, "named_digests": []},
+		"component_count": 1, "truncated": false, "components": [component("pkg:npm/event-stream@3.3.6", ["MIT"])],
+	}
+	denies := sbom.deny with input as request("development", v1) with data.gatekeeper.config as config
+	denies == {{"image": ref, "message": "banned component pkg:npm/event-stream@3.3.6: malicious release (flatmap-stream) (listed by an unknown source)"}}
+}
