@@ -165,6 +165,16 @@ warn contains {"image": image.reference, "message": msg} if {
 	msg := sbom.reason
 }
 
+# Beside a bound SBOM, a document that names another artifact or is invalid is not counted;
+# the decision says so rather than dropping it silently.
+warn contains {"image": image.reference, "message": msg} if {
+	some image in input.images
+	sbom_of(image).state == "bound"
+	some d in documents(image)
+	d.state in {"another_artifact", "invalid"}
+	msg := sprintf("SBOM from %s not counted: %s", [describe(d), d.reason])
+}
+
 deny contains {"image": image.reference, "message": msg} if {
 	settings.deny_truncated
 	some image in input.images

@@ -234,3 +234,12 @@ test_a_replayed_schema_1_unbound_document_without_binding_method_is_named if {
 	denies := sbom.deny with input as request("development", v1) with data.gatekeeper.config as config
 	denies == {{"image": ref, "message": "banned component pkg:npm/event-stream@3.3.6: malicious release (flatmap-stream) (listed by an unknown source)"}}
 }
+
+test_a_document_not_counted_beside_a_bound_one_is_named_in_a_warning if {
+	reason := "SBOM for another artifact: its attestation names sha256:bbbbbbbbbbbb, not sha256:aaaaaaaaaaaa"
+	other := object.union(document("attestation", "release", []), {"bound": false, "state": "another_artifact", "reason": reason, "components": []})
+	docs := [other, document("attestation", "release", [])]
+	count(sbom.deny) == 0 with input as request("production", section(docs)) with data.gatekeeper.config as {}
+	warns := sbom.warn with input as request("production", section(docs)) with data.gatekeeper.config as {}
+	warns == {{"image": ref, "message": concat("", ["SBOM from attestation by release not counted: ", reason])}}
+}
