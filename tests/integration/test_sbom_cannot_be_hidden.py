@@ -99,7 +99,7 @@ def gate(make_settings, policy_dir: Path, tmp_path: Path) -> Iterator[Gate]:  # 
     # Only SBOM evidence is under test: production's provenance requirement is lifted (images
     # are still signed, by the same key that attests their SBOM).
     config["signatures"]["environments"]["production"]["require_provenance"] = False
-    config["sbom"]["banned_components"] = [
+    config.setdefault("sbom", {})["banned_components"] = [
         {"purl": BANNED, "reason": "malicious release (flatmap-stream)"}
     ]
     data_file.write_text(json.dumps(data))

@@ -100,7 +100,9 @@ def gate(make_settings, policy_dir: Path, moto_url: str) -> Iterator[TestClient]
     config["signatures"]["environments"]["production"].update(
         {"require_signature": False, "require_provenance": False}
     )
-    config["sbom"]["environments"]["production"]["require_sbom"] = False
+    config.setdefault("sbom", {}).setdefault("environments", {}).setdefault("production", {})[
+        "require_sbom"
+    ] = False
     data_file.write_text(json.dumps(data))
     settings = make_settings(
         auth_hs256_secret=SECRET, insecure_disable_auth=False, ecr_endpoint_url=moto_url,
