@@ -88,10 +88,15 @@ class Gate:
         return answer
 
 
+@pytest.fixture(scope="module")
+def cosign() -> str:
+    # Module scope: read before make_settings clears the GATEKEEPER_* environment.
+    return cosign_binary("v2")
+
+
 @pytest.fixture
-def gate(make_settings, policy_dir: Path, tmp_path: Path) -> Iterator[Gate]:  # noqa: ANN001
+def gate(make_settings, cosign: str, policy_dir: Path, tmp_path: Path) -> Iterator[Gate]:  # noqa: ANN001
     host = registry_host()
-    cosign = cosign_binary("v2")
     keys = generate_key_pair(cosign, tmp_path / "keys")
     data_file = policy_dir / "data.json"
     data = json.loads(data_file.read_text())
@@ -210,3 +215,25 @@ def test_an_upload_listing_a_banned_component_still_denies_beside_a_clean_attest
         ("sbom", f"banned component {BANNED}: malicious release (flatmap-stream) "
                  "(listed by inline by ci-bot)"),
     ]  # fmt: skip
+
+
+def test_an_admission_review_after_a_clean_inline_sbom_and_upload_is_denied(gate: Gate) -> None:
+    image = _signed_with_banned_attested_sbom(gate, "admission-only")
+    digest = image.split("@", 1)[1]
+    assert gate.client.post(
+        "/v1/sboms", params={"image_digest": digest}, content=json.dumps(cyclonedx(1)),
+        headers={**PIPELINE, "Content-Type": "application/vnd.cyclonedx+json"},
+    ).status_code == 201  # fmt: skip
+    # An inline SBOM sent with a development evaluation is stored for the digest too.
+    other_environment = gate.client.post(
+        "/v1/evaluations", headers=PIPELINE,
+        json={"images": [image], "environment": "development",
+              "sboms": [{"image": 0, "document": cyclonedx(2)}]},
+    )  # fmt: skip
+    assert other_environment.status_code == 200, other_environment.text
+
+    review = gate.admit(image, "uid-admission-only")
+
+    assert review["allowed"] is False
+    assert review["status"]["code"] == 403
+    assert BANNED_BY_ATTESTATION in review["status"]["message"]
