@@ -452,7 +452,13 @@ def test_referrer_sbom_with_a_generic_layer_type_is_read_by_its_artifact_type(
 
     decision = _evaluate(world.service(), f"{name}@{digest}")
 
-    assert decision.verdict is Verdict.ALLOW
+    # A referrer alone is accepted with a warning in production (the proof is an attestation).
+    assert decision.verdict is Verdict.WARN
+    assert decision.violations == ()
+    assert [(w.policy, w.message) for w in decision.warnings] == [
+        ("sbom", "no SBOM from attestation in production: accepted with a warning on the SBOM "
+                 "from referrer"),
+    ]
     assert _document(decision)["component_count"] == 4
 
 
