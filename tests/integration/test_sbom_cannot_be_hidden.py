@@ -51,7 +51,9 @@ def bearer(*roles: str, sub: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-PIPELINE = bearer("pipeline", sub="ci-bot")
+def pipeline() -> dict[str, str]:
+    """A fresh token per request: a module-level token would expire in a long test run."""
+    return bearer("pipeline", sub="ci-bot")
 
 
 @dataclass
@@ -75,7 +77,7 @@ class Gate:
         response = self.client.post(
             "/v1/evaluations",
             json={"images": [image], "environment": "production", "namespace": "shop", **body},
-            headers=PIPELINE,
+            headers=pipeline(),
         )
         assert response.status_code == 200, response.text
         result: dict[str, Any] = response.json()
@@ -148,7 +150,7 @@ def test_a_clean_upload_neither_hides_it_now_nor_in_later_admission_reviews(gate
     upload = gate.client.post(
         "/v1/sboms", params={"image_digest": digest},
         content=json.dumps(cyclonedx(2)),
-        headers={**PIPELINE, "Content-Type": "application/vnd.cyclonedx+json"},
+        headers={**pipeline(), "Content-Type": "application/vnd.cyclonedx+json"},
     )  # fmt: skip
     assert upload.status_code == 201, upload.text
     assert upload.json()["state"] == "bound"
@@ -222,11 +224,11 @@ def test_an_admission_review_after_a_clean_inline_sbom_and_upload_is_denied(gate
     digest = image.split("@", 1)[1]
     assert gate.client.post(
         "/v1/sboms", params={"image_digest": digest}, content=json.dumps(cyclonedx(1)),
-        headers={**PIPELINE, "Content-Type": "application/vnd.cyclonedx+json"},
+        headers={**pipeline(), "Content-Type": "application/vnd.cyclonedx+json"},
     ).status_code == 201  # fmt: skip
     # An inline SBOM sent with a development evaluation is stored for the digest too.
     other_environment = gate.client.post(
-        "/v1/evaluations", headers=PIPELINE,
+        "/v1/evaluations", headers=pipeline(),
         json={"images": [image], "environment": "development",
               "sboms": [{"image": 0, "document": cyclonedx(2)}]},
     )  # fmt: skip

@@ -51,8 +51,11 @@ def bearer(*roles: str, sub: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-PUBLISHER = bearer("vex-publisher", sub="sec-team")
-PIPELINE = bearer("pipeline", sub="ci-bot")
+def publisher() -> dict[str, str]:
+    return bearer("vex-publisher", sub="sec-team")
+def pipeline() -> dict[str, str]:
+    """A fresh token per request: a module-level token would expire in a long test run."""
+    return bearer("pipeline", sub="ci-bot")
 
 
 def _purl(reference: ImageReference, digest: Digest) -> str:
@@ -121,7 +124,7 @@ def _image(moto_url: str, push_image: PushImage, *findings: tuple[Any, ...]) -> 
 
 def _decide(client: TestClient, reference: ImageReference) -> dict[str, Any]:
     response = client.post(
-        "/v1/evaluations", headers=PIPELINE,
+        "/v1/evaluations", headers=pipeline(),
         json={"images": [str(reference)], "environment": "production", "namespace": "shop"},
     )  # fmt: skip
     assert response.status_code == 200, response.text
@@ -150,7 +153,7 @@ def test_vex_waives_exactly_that_cve_for_that_digest(
     before = _decide(gate, named)
     assert _violations(before) == {XZ_DENIED, GLIBC_DENIED}
 
-    response = _upload(gate, openvex(named, named_digest), PUBLISHER)
+    response = _upload(gate, openvex(named, named_digest), publisher())
 
     assert response.status_code == 201, response.text
     body = response.json()
@@ -218,7 +221,7 @@ def test_vex_from_a_role_that_may_not_publish_is_ignored(
     }  # fmt: skip
     stored = gate.post(
         "/v1/sboms", params={"image_digest": str(digest)}, content=json.dumps(sbom_with_vex),
-        headers={**PIPELINE, "Content-Type": "application/vnd.cyclonedx+json"},
+        headers={**pipeline(), "Content-Type": "application/vnd.cyclonedx+json"},
     )  # fmt: skip
     assert stored.status_code == 201, stored.text
 
@@ -232,13 +235,13 @@ def test_vex_from_a_role_that_may_not_publish_is_ignored(
 def test_vex_naming_no_digest_or_malformed_is_refused_naming_the_path(gate: TestClient) -> None:
     no_digest = json.loads(openvex(*_fake_image()))
     no_digest["statements"][0]["products"] = [{"@id": "pkg:deb/debian/xz-utils@5.6.0"}]
-    response = _upload(gate, json.dumps(no_digest).encode(), PUBLISHER)
+    response = _upload(gate, json.dumps(no_digest).encode(), publisher())
     assert response.status_code == 422
     assert response.json()["field"] == "$.statements"
     assert "no statement names an image digest as its product" in response.json()["message"]
 
     unjustified = openvex(*_fake_image(), justification=None)
-    response = _upload(gate, unjustified, PUBLISHER)
+    response = _upload(gate, unjustified, publisher())
     assert response.status_code == 422
     assert response.json()["message"] == (
         "$.statements[0]: VEX document is invalid at $.statements[0]: not_affected needs a "
