@@ -20,6 +20,7 @@ from gatekeeper.api.middleware import BodySizeLimitMiddleware, RequestMetricsMid
 from gatekeeper.api.policy_routes import build_policy_router
 from gatekeeper.api.routes import build_router
 from gatekeeper.api.sbom_routes import build_sbom_router
+from gatekeeper.api.vex_routes import build_vex_router
 from gatekeeper.config import Settings
 from gatekeeper.errors import (
     ConfigurationError,
@@ -138,6 +139,14 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
             max_bytes=settings.sbom_max_bytes,
             upload_dependencies=[Depends(require_roles(Role.PIPELINE))],
             read_dependencies=[Depends(require_roles(Role.PIPELINE, Role.AUDITOR))],
+        )
+    )
+
+    app.include_router(
+        build_vex_router(
+            lambda request: request.app.state.container.vex_uploader,
+            max_bytes=settings.max_body_bytes,
+            upload_dependencies=[Depends(require_roles(Role.VEX_PUBLISHER, Role.POLICY_ADMIN))],
         )
     )
 

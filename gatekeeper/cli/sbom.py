@@ -87,7 +87,7 @@ def evidence_command(
     max_depth: MaxDepth = DEFAULT_MAX_DEPTH,
     output: OutputOption = OutputFormat.JSON,
 ) -> None:
-    """Print the ``evidence.sbom`` section FILE would give an image (the policy's view)."""
+    """Print the ``evidence.sbom.documents`` entry FILE would give an image (policy view)."""
     from gatekeeper.domain.reference import parse_digest
     from gatekeeper.sbom.binding import BindingMethod
     from gatekeeper.sbom.collector import SbomEvidenceCollector

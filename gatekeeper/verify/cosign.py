@@ -96,6 +96,7 @@ PREDICATE_KINDS: Mapping[str, str] = {
     "https://slsa.dev/provenance/v1": "slsa-provenance-v1",
     "https://cyclonedx.org/bom": "cyclonedx",
     "https://cosign.sigstore.dev/attestation/vuln/v1": "cosign-vuln",
+    "https://openvex.dev/ns": "openvex",
     "https://spdx.dev/Document": "spdx",
 }
 

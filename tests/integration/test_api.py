@@ -209,9 +209,13 @@ def test_inline_sbom_is_stored_bound_and_handed_to_policy(client):
         sboms=[{"image": 0, "document": cyclonedx([component])}],
     ).json()
     sbom = body["images"][0]["evidence"]["sbom"]
-    assert (sbom["state"], sbom["bound"], sbom["component_count"]) == ("bound", True, 1)
-    assert sbom["components"][0]["purl"] == "pkg:npm/left-pad@1.3.0"
-    assert sbom["sha256"] and sbom["binding"]["method"] == "upload"
+    assert sbom["state"] == "bound"
+    [document] = sbom["documents"]
+    assert (document["state"], document["bound"], document["component_count"]) == ("bound", True, 1)
+    assert document["components"][0]["purl"] == "pkg:npm/left-pad@1.3.0"
+    assert document["sha256"] and document["binding"]["method"] == "upload"
+    # kept as the caller's inline document (insecure local mode: the anonymous admin)
+    assert (document["source"], document["supplied_by"]) == ("inline", "anonymous (auth disabled)")
 
 
 def test_inline_sbom_for_a_tag_is_422(client):

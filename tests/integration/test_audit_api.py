@@ -173,15 +173,24 @@ MATRIX = [
     ("GET", "/v1/audit/export", {A, AD}),
     ("GET", "/v1/audit/verify", {A, AD}),
     ("POST", "/v1/sboms", {P, AD}),
+    ("POST", "/v1/vex", {PA, AD}),  # and vex-publisher: test_vex_publisher_may_upload_vex
     ("GET", "/v1/policies", {PA, A, AD}),
     ("GET", "/v1/exceptions", {PA, A, AD}),
     ("GET", "/healthz", None),
     ("GET", "/readyz", None),
 ]
 SBOM = {"bomFormat": "CycloneDX", "specVersion": "1.5", "version": 1, "components": []}
+VEX = {"@context": "https://openvex.dev/ns/v0.2.0", "@id": "https://example.com/vex/1",
+       "author": "sec", "timestamp": "2026-11-20T00:00:00Z", "version": 1,
+       "statements": [{"vulnerability": {"name": "CVE-2024-3094"},
+                       "products": [{"@id": f"pkg:oci/a@{DIGEST.replace(':', '%3A')}"}],
+                       "status": "fixed"}]}
 
 
 def call(client, method, path, headers):
+    if path == "/v1/vex":
+        return client.post(path, content=json.dumps(VEX),
+                           headers={**headers, "Content-Type": "application/json"})
     if path == "/v1/sboms":
         return client.post(
             path, params={"image_digest": DIGEST}, content=json.dumps(SBOM),
@@ -210,6 +219,14 @@ def test_role_matrix(client, method, path, allowed):
             assert response.status_code == 403, (role, response.text)
             assert response.json()["error"] == "forbidden"
             assert response.json()["message"].startswith(f"subject '{role}-bot' lacks the role")
+
+
+def test_vex_publisher_may_upload_vex_and_nothing_else(client):
+    publisher = bearer("vex-publisher", sub="sec-team")
+    assert call(client, "POST", "/v1/vex", publisher).status_code == 201
+    for method, path, allowed in MATRIX:
+        if allowed is not None and path != "/v1/vex":
+            assert call(client, method, path.replace("/{id}", "/x"), publisher).status_code == 403, path
 
 
 def test_export_cli_with_progress_and_summary(client, make_settings, signing_key, tmp_path, monkeypatch):

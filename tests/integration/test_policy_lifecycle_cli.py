@@ -146,7 +146,7 @@ def test_policy_input_prints_the_exact_document(cli_env):
         ],
         "mode": "enforce",
         "namespace": "payments",
-        "schema_version": "1",
+        "schema_version": "2",
         "source": "pipeline",
         "ticket": {"deploy_id": None, "intent_id": None, "plan_id": None, "ticket_id": "CHG-1"},
     }
