@@ -31,13 +31,14 @@ def legacy_namespace(control_plane: ControlPlane) -> str:
     return control_plane.namespace("legacy", labels={"gatekeeper.forge.dev/mode": "audit"})
 
 
-def enforce(control_plane: ControlPlane, namespace: str) -> None:
+def enforce(control_plane: ControlPlane, namespace: str, unsigned_image: str) -> None:
     """The policy changes under the running workload: the namespace is enforced from now on."""
     control_plane.kubectl("label", "namespace", namespace, "gatekeeper.forge.dev/mode-")
-    # The API server reads namespace labels from an informer: wait until enforce applies.
+    # The API server matches namespaceSelectors against its informer's copy of the namespace:
+    # wait until a new Pod with the unsigned image is really denied (a server-side dry run).
     control_plane.wait_for("the namespace to be enforced", lambda: control_plane.kubectl(
-        "get", "namespace", namespace, "-o", "jsonpath={.metadata.labels}").stdout.find(
-        "gatekeeper.forge.dev/mode") < 0)
+        "run", "probe", f"--image={unsigned_image}", "-n", namespace, "--dry-run=server",
+        check=False).returncode == 1)
 
 
 def _replica_sets(control_plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
@@ -53,7 +54,7 @@ def test_label_a_pod_admitted_under_an_older_policy(control_plane: ControlPlane,
     namespace = legacy_namespace(control_plane)
     image, _ = gatekeeper.image("legacy-unsigned", signed=False)
     control_plane.kubectl("run", "legacy", f"--image={image}", "-n", namespace)
-    enforce(control_plane, namespace)
+    enforce(control_plane, namespace, image)
 
     result = control_plane.kubectl("label", "pod", "legacy", "tier=db", "-n", namespace,
                                    check=False)
@@ -69,7 +70,7 @@ def test_scale_a_deployment_admitted_under_an_older_policy(control_plane: Contro
     image, _ = gatekeeper.image("legacy-unsigned", signed=False)
     control_plane.kubectl("create", "deployment", "legacy", f"--image={image}", "-n", namespace)
     control_plane.wait_for("the ReplicaSet", lambda: _replica_sets(control_plane, namespace))
-    enforce(control_plane, namespace)
+    enforce(control_plane, namespace, image)
 
     scaled = control_plane.kubectl("scale", "deployment/legacy", "--replicas=2", "-n", namespace)
 
