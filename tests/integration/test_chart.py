@@ -498,3 +498,27 @@ def test_network_policy_admits_the_webhook_port_and_keeps_sidecar_traffic_on_loo
     assert {"https", "opa-diagnostic", "metrics"} <= names
     # OPA's API listens on loopback only
     assert all(p["containerPort"] != 8181 for p in opa["ports"])
+
+
+def _pinned_opa_version() -> str:
+    """The OPA version scripts/install-tools builds (the embedded binary and every test's OPA)."""
+    for line in (REPO / "scripts" / "install-tools").read_text().splitlines():
+        words = line.split()
+        if words[:2] == ["go_tool", "opa"]:
+            return words[-1].removeprefix("v")
+    raise AssertionError("scripts/install-tools pins no opa")
+
+
+def test_sidecar_runs_the_same_pinned_opa_as_the_embedded_binary_and_the_tests() -> None:
+    _gatekeeper, opa = containers(render())
+    assert opa["image"] == f"ghcr.io/forge/opa:{_pinned_opa_version()}"
+    digest = "sha256:" + "a" * 64
+    _gatekeeper, opa = containers(render(f"opa.image.digest={digest}"))
+    assert opa["image"] == f"ghcr.io/forge/opa:{_pinned_opa_version()}@{digest}"
+
+
+def test_gatekeeper_pods_get_a_critical_priority_class_by_default() -> None:
+    pod = one(render(), "Deployment")["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    pod = one(render("priorityClassName="), "Deployment")["spec"]["template"]["spec"]
+    assert "priorityClassName" not in pod

@@ -42,6 +42,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
+{{/* The OPA sidecar image, pinned by digest when one is given. */}}
+{{- define "gatekeeper.opaImage" -}}
+{{- $opa := .Values.opa.image -}}
+{{- if $opa.digest -}}
+{{- printf "%s:%s@%s" $opa.repository $opa.tag $opa.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $opa.repository $opa.tag -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "gatekeeper.tlsSecretName" -}}
 {{- default (printf "%s-tls" (include "gatekeeper.fullname" .)) .Values.tls.secretName -}}
 {{- end -}}
