@@ -1,16 +1,25 @@
 """The admission use case: review in, answer out, within the time budget.
 
 (1) Decide whether the review is governed at all (operation, namespace, subresource, kind).
-(2) Extract every image with its path and parse it; a malformed one denies, addressed to its field.
+(2) Extract every image with its path and parse it; a malformed one denies, addressed to its
+    field. On UPDATE only the images ``oldObject`` did not carry are evaluated: relabelling or
+    scaling a workload admitted under an older policy is never blocked by the new one.
 (3) Resolve the enforcement mode and the ticket ids.
-(4) Evaluate in a worker thread with the evidence deadline set ``reserve`` before the budget
+(4) The same admission already decided (the mutating webhook for this uid, with these images)?
+    Answer from that decision: one evaluation and one record per admission
+    (:mod:`gatekeeper.webhook.reuse`). An UPDATE that changes no image is recorded as an allow
+    ("no image changed") without evaluation.
+(5) Evaluate in a worker thread with the evidence deadline set ``reserve`` before the budget
     ends, so collectors stop starting network steps while there is still time to run the policy
     and record the decision.
-(5) Wait at most until the budget ends. A review that is not answered by then is denied (or
-    admitted in a fail-open namespace) with a message naming what did not finish and the time
-    it had, instead of the API server's generic "context deadline exceeded".
-(6) Render the decision: field-addressed messages, warnings, audit annotations, and (mutating
+(6) Wait at most until the budget ends. A review that is not answered by then is denied (or
+    admitted where gate failures fail open) with a message naming what did not finish and the
+    time it had, instead of the API server's generic "context deadline exceeded".
+(7) Render the decision: field-addressed messages, warnings, audit annotations, and (mutating
     webhook) the JSONPatch pinning each tag to its verified digest.
+
+There is one entry point, :meth:`AdmissionHandler.handle` (async): the routes call it, and so do
+the unit tests.
 """
 
 from __future__ import annotations
@@ -22,7 +31,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -43,6 +51,7 @@ from gatekeeper.webhook.extraction import (
     EPHEMERAL_CONTAINERS,
     extract_images,
     find_pod_specs,
+    images_before,
 )
 from gatekeeper.webhook.metrics import AdmissionMetrics
 from gatekeeper.webhook.response import (
@@ -52,10 +61,12 @@ from gatekeeper.webhook.response import (
     build_plain_response,
     join_message,
 )
+from gatekeeper.webhook.reuse import AdmissionKey, DecisionReuse
 from gatekeeper.webhook.review import (
     AdmissionRequest,
     AdmissionResponse,
     AdmissionReview,
+    Operation,
     WebhookKind,
 )
 from gatekeeper.webhook.scope import (
@@ -83,7 +94,9 @@ _RESERVE_MAX_SECONDS = 1.0
 class Evaluator(Protocol):
     """What the webhook needs from :class:`gatekeeper.service.EvaluationService`."""
 
-    def evaluate(self, request: EvaluationRequest, *, deadline: float | None = None) -> Decision:
+    def evaluate(
+        self, request: EvaluationRequest, *, deadline: float | None = None, record: bool = True
+    ) -> Decision:
         ...
 
     def record_rejection(
@@ -98,6 +111,7 @@ class Evaluator(Protocol):
         verdict: Verdict,
         violations: Sequence[Violation],
         error: str | None = None,
+        record: bool = True,
     ) -> Decision:
         ...
 
@@ -106,9 +120,25 @@ class Evaluator(Protocol):
 class _Prepared:
     uid: str
     namespace: str
+    webhook: WebhookKind
+    #: Only the images to evaluate (on UPDATE: those ``oldObject`` did not carry).
     request: EvaluationRequest
     images: tuple[LocatedImage, ...]
     warnings: tuple[str, ...]
+    #: Image strings of ``oldObject`` (UPDATE), and how many of the object's were among them.
+    old_images: frozenset[str]
+    unchanged: int
+    #: Why a gate failure admits here (fail-open namespace, or the mode's setting), or None.
+    fail_open: str | None
+    #: False for a dry run when dry runs are not recorded.
+    record: bool
+
+    @property
+    def mode(self) -> EnforcementMode:
+        return self.request.mode
+
+    def reuse_key(self, images: frozenset[str]) -> AdmissionKey:
+        return AdmissionKey(self.uid, self.namespace, self.mode, self.request.dry_run, images)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,13 +169,17 @@ class AdmissionHandler:
         self._executor = ThreadPoolExecutor(
             max_workers=settings.max_workers, thread_name_prefix="gatekeeper-admission"
         )
+        self._reuse = DecisionReuse(
+            ttl_seconds=settings.reuse_ttl_seconds, max_entries=settings.reuse_max_entries,
+            monotonic=monotonic,
+        )
 
     def close(self) -> None:
         """Stop accepting work; wait for evaluations already running, so that their decisions
         (late ones included) are recorded before shutdown. Queued ones are cancelled."""
         self._executor.shutdown(wait=True, cancel_futures=True)
 
-    # -- entry points ---------------------------------------------------------------------
+    # -- the entry point ------------------------------------------------------------------
 
     async def handle(
         self,
@@ -155,13 +189,13 @@ class AdmissionHandler:
         path_mode: EnforcementMode | None = None,
         received_at: float | None = None,
     ) -> AdmissionResponse:
-        """Answer ``review`` (async: the event loop is never blocked by an evaluation)."""
+        """Answer ``review``; the event loop is never blocked by an evaluation or a record."""
         started = self._monotonic() if received_at is None else received_at
-        response = await self._answer_async(review, webhook, path_mode, started)
+        response = await self._answer(review, webhook, path_mode, started)
         self._observe(webhook, response, started)
         return response
 
-    async def _answer_async(
+    async def _answer(
         self,
         review: AdmissionReview,
         webhook: WebhookKind,
@@ -171,54 +205,31 @@ class AdmissionHandler:
         prepared = self._prepare_safely(review, webhook, path_mode)
         if isinstance(prepared, AdmissionResponse):
             return prepared
+        loop = asyncio.get_running_loop()
         if isinstance(prepared, _Rejected):
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(None, self._reject, prepared)
+            return await loop.run_in_executor(self._executor, self._reject, prepared)
+        # (4) the same admission, already decided by the mutating webhook?
+        reused = self._reuse.find(
+            prepared.reuse_key(frozenset(i.location.image for i in prepared.images)))
+        if reused is not None:
+            return self._render(prepared, reused, reused=True)
+        if not prepared.images:
+            try:
+                decision = await loop.run_in_executor(self._executor, self._record_unchanged,
+                                                      prepared)
+            except Exception as exc:  # every failure must become an answer
+                return self._failed(prepared, exc)
+            return self._render(prepared, decision)
+        # (5) and (6)
         future = self._submit(prepared, started)
         remaining = max(0.0, started + self.settings.budget_seconds - self._monotonic())
         try:
             decision = await asyncio.wait_for(asyncio.wrap_future(future), timeout=remaining)
         except TimeoutError:
-            return self._out_of_time(prepared, future)
+            return await loop.run_in_executor(None, self._out_of_time, prepared, future)
         except Exception as exc:  # every failure must become an answer
             return self._failed(prepared, exc)
-        return self._render(prepared, decision, webhook)
-
-    def handle_sync(
-        self,
-        review: AdmissionReview,
-        *,
-        webhook: WebhookKind,
-        path_mode: EnforcementMode | None = None,
-        received_at: float | None = None,
-    ) -> AdmissionResponse:
-        """Blocking twin of :meth:`handle` (CLI, tests, non-async servers)."""
-        started = self._monotonic() if received_at is None else received_at
-        response = self._answer_sync(review, webhook, path_mode, started)
-        self._observe(webhook, response, started)
-        return response
-
-    def _answer_sync(
-        self,
-        review: AdmissionReview,
-        webhook: WebhookKind,
-        path_mode: EnforcementMode | None,
-        started: float,
-    ) -> AdmissionResponse:
-        prepared = self._prepare_safely(review, webhook, path_mode)
-        if isinstance(prepared, AdmissionResponse):
-            return prepared
-        if isinstance(prepared, _Rejected):
-            return self._reject(prepared)
-        future = self._submit(prepared, started)
-        remaining = max(0.0, started + self.settings.budget_seconds - self._monotonic())
-        try:
-            decision = future.result(timeout=remaining)
-        except FutureTimeoutError:
-            return self._out_of_time(prepared, future)
-        except Exception as exc:  # every failure must become an answer
-            return self._failed(prepared, exc)
-        return self._render(prepared, decision, webhook)
+        return self._render(prepared, decision)
 
     def _observe(self, webhook: WebhookKind, response: AdmissionResponse, started: float) -> None:
         if self.metrics is not None:
@@ -266,7 +277,7 @@ class AdmissionHandler:
                 message=f"not evaluated: {kind or 'object'} has no pod template",
                 outcome="not_evaluated",
             )
-        # (2) images with their paths
+        # (2) images with their paths; on UPDATE, those that are new or changed
         try:
             located, invalid = self._locate_images(request)
         except InvalidInputError as exc:
@@ -279,11 +290,15 @@ class AdmissionHandler:
                 request.uid, allowed=True, code=200, message="not evaluated: no images",
                 outcome="not_evaluated",
             )
+        old_images = self._images_before(request)
+        changed = tuple(i for i in located if i.location.image not in old_images)
+        invalid = [v for v in invalid if v.image not in old_images]
         # (3) mode and ticket
         mode = resolve_mode(self.settings, request.namespace, path_mode, obj)
+        fail_open = self.settings.fail_open_reason(request.namespace, mode)
         ticket, ticket_warnings = read_ticket(obj)
         references: dict[str, ImageReference] = {}
-        for item in located:
+        for item in changed:
             references.setdefault(item.reference.original, item.reference)
         evaluation = EvaluationRequest(
             images=tuple(references.values()),
@@ -297,12 +312,29 @@ class AdmissionHandler:
             context={"admission": {
                 **_admission_context(request, webhook),
                 "fail_open": request.namespace in self.settings.fail_open_namespaces,
+                **({"unchanged_images": sorted({i.location.image for i in located
+                                                if i.location.image in old_images})}
+                   if old_images else {}),
             }},
+            gate_failure_admits=fail_open is not None and mode is not EnforcementMode.ENFORCE,
         )
         if invalid:
             message = join_message([v.message for v in invalid], "")
             return _Rejected(request.uid, evaluation, tuple(invalid), message)
-        return _Prepared(request.uid, request.namespace, evaluation, located, ticket_warnings)
+        return _Prepared(
+            uid=request.uid, namespace=request.namespace, webhook=webhook, request=evaluation,
+            images=changed, warnings=ticket_warnings, old_images=old_images,
+            unchanged=len({i.location.image for i in located} & old_images),
+            fail_open=fail_open,
+            record=self.settings.record_dry_run or not request.dry_run,
+        )
+
+    def _images_before(self, request: AdmissionRequest) -> frozenset[str]:
+        if request.operation is not Operation.UPDATE:
+            return frozenset()
+        if is_ephemeral_containers_update(request):
+            return images_before(request.old_object, "Pod", (EPHEMERAL_CONTAINERS,))
+        return images_before(request.old_object, request.kind.kind, CONTAINER_LISTS)
 
     def _reject(self, rejected: _Rejected) -> AdmissionResponse:
         """Record the refusal (every answer is in the trail), then answer 400 naming the fields."""
@@ -351,32 +383,55 @@ class AdmissionHandler:
             located.append(LocatedImage(location, reference))
         return tuple(located), invalid
 
+    def _record_unchanged(self, prepared: _Prepared) -> Decision:
+        """(4) An UPDATE that changes no image: admitted and recorded as such."""
+        return self._evaluator.record_without_evaluation(
+            prepared.request, verdict=Verdict.ALLOW, violations=(), record=prepared.record
+        )
+
     def _submit(self, prepared: _Prepared, started: float) -> Future[Decision]:
         budget = self.settings.budget_seconds
         reserve = min(_RESERVE_MAX_SECONDS, budget * _RESERVE_SHARE)
         evidence_deadline = started + budget - reserve
         return self._executor.submit(
-            self._evaluator.evaluate, prepared.request, deadline=evidence_deadline
+            self._evaluator.evaluate, prepared.request, deadline=evidence_deadline,
+            record=prepared.record,
         )
 
     def _render(
-        self, prepared: _Prepared, decision: Decision, webhook: WebhookKind
+        self, prepared: _Prepared, decision: Decision, *, reused: bool = False
     ) -> AdmissionResponse:
-        # (6)
+        # (7)
+        gate_failed = bool(decision.violations) and any(
+            v.policy in _GATE_FAILURES for v in decision.violations)
         if (
             not decision.allowed
-            and prepared.namespace in self.settings.fail_open_namespaces
-            and decision.violations
+            and prepared.mode is EnforcementMode.ENFORCE
+            and prepared.fail_open is not None
+            and gate_failed
             and all(v.policy in _GATE_FAILURES for v in decision.violations)
         ):
             return self._fail_open_decision(prepared, decision)
+        gate_note: str | None = None
+        if gate_failed and prepared.mode is not EnforcementMode.ENFORCE:
+            how = "open" if decision.allowed else "closed"
+            gate_note = (f"evidence could not be gathered, and gate failures fail {how} in "
+                         f"{prepared.mode.value} mode")
+            if not decision.allowed:
+                gate_note = f"denied in {prepared.mode.value} mode: {gate_note}"
         response = build_decision_response(
             prepared.uid,
             decision,
             prepared.images,
-            mutate=webhook == "mutate",
+            mutate=prepared.webhook == "mutate",
             extra_warnings=prepared.warnings,
+            unchanged=prepared.unchanged,
+            reused=reused,
+            gate_note=gate_note,
+            recorded=prepared.record,
         )
+        if not reused and response.allowed:
+            self._reuse.remember(prepared.reuse_key(_after_patch(prepared, response)), decision)
         if not response.allowed:
             log.info(
                 "admission denied uid=%s namespace=%s decision=%s: %s",
@@ -385,12 +440,12 @@ class AdmissionHandler:
         return response
 
     def _fail_open_decision(self, prepared: _Prepared, decision: Decision) -> AdmissionResponse:
-        """The gate failed (deadline, registry, policy engine) in a fail-open namespace."""
+        """The gate failed (deadline, registry, policy engine) where gate failures admit."""
         lines = address_findings(decision.violations, prepared.images)
         message = join_message(
             lines, f" (decision {decision.decision_id}, recorded as {decision.verdict.value})"
         )
-        warning = f"admitted without a complete decision (fail-open namespace): {message}"
+        warning = f"admitted without a complete decision ({prepared.fail_open}): {message}"
         log.warning("FAIL-OPEN admission uid=%s namespace=%s decision=%s: %s",
                     prepared.uid, prepared.namespace, decision.decision_id, message)
         return build_plain_response(
@@ -431,14 +486,14 @@ class AdmissionHandler:
     def _record_out_of_time(self, prepared: _Prepared, message: str) -> str | None:
         """Record the answer given at the deadline (every answer is in the trail) and link the
         evaluation still running to it: when it finishes, its own record names this one."""
-        fail_open = prepared.namespace in self.settings.fail_open_namespaces
         context = copy.deepcopy(dict(prepared.request.context))
         try:
             decision = self._evaluator.record_without_evaluation(
                 dataclasses.replace(prepared.request, context=context),
-                verdict=Verdict.WARN if fail_open else Verdict.DENY,
+                verdict=Verdict.WARN if prepared.fail_open else Verdict.DENY,
                 violations=(Violation(DEADLINE_POLICY, message),),
                 error=message,
+                record=prepared.record,
             )
         except GatekeeperError as exc:
             log.error("admission uid=%s: out-of-time answer not recorded: %s",
@@ -470,9 +525,9 @@ class AdmissionHandler:
         outcome: str,
         annotations: Mapping[str, str] | None = None,
     ) -> AdmissionResponse:
-        """Deny, or admit with a warning when the namespace is configured fail-open."""
-        if prepared.namespace in self.settings.fail_open_namespaces:
-            warning = f"admitted without a decision (fail-open namespace): {message}"
+        """Deny, or admit with a warning where gate failures fail open (namespace or mode)."""
+        if prepared.fail_open is not None:
+            warning = f"admitted without a decision ({prepared.fail_open}): {message}"
             log.warning("FAIL-OPEN admission uid=%s namespace=%s: %s",
                         prepared.uid, prepared.namespace, message)
             return build_plain_response(
@@ -480,6 +535,9 @@ class AdmissionHandler:
                 warnings=[warning, *prepared.warnings],
                 annotations={"fail-open": "true", **(annotations or {})}, outcome="fail_open",
             )
+        if prepared.mode is not EnforcementMode.ENFORCE:
+            message = (f"denied in {prepared.mode.value} mode: gate failures fail closed in "
+                       f"{prepared.mode.value} mode: {message}")
         return build_plain_response(
             prepared.uid, allowed=False, code=code, message=message, warnings=prepared.warnings,
             outcome=outcome, annotations=annotations,
@@ -494,6 +552,14 @@ def _log_late(uid: str, future: Future[Decision]) -> None:
         "late decision %s (verdict %s) recorded for admission uid=%s, answered as out of time",
         decision.decision_id, decision.verdict.value, uid,
     )
+
+
+def _after_patch(prepared: _Prepared, response: AdmissionResponse) -> frozenset[str]:
+    """The evaluated images as the validating webhook will see them: each pinned by the patch
+    (mutating webhook), less those ``oldObject`` carried already (not evaluated there)."""
+    pinned = {op["path"]: op["value"] for op in response.patch}
+    after = {pinned.get(i.location.json_pointer, i.location.image) for i in prepared.images}
+    return frozenset(after - prepared.old_images)
 
 
 def _admission_context(request: AdmissionRequest, webhook: WebhookKind) -> Mapping[str, Any]:
