@@ -21,6 +21,7 @@ from gatekeeper.api.policy_routes import build_policy_router
 from gatekeeper.api.routes import build_router
 from gatekeeper.api.sbom_routes import build_sbom_router
 from gatekeeper.config import Settings
+from gatekeeper.domain import EnforcementMode
 from gatekeeper.errors import (
     ConfigurationError,
     GatekeeperError,
@@ -64,6 +65,14 @@ def _status_for(error: GatekeeperError) -> int:
     return 503
 
 
+#: What a gate failure does per mode unless GATEKEEPER_ADMISSION_GATE_FAILURE says otherwise.
+_GATE_FAILURE_DEFAULTS = {
+    EnforcementMode.ENFORCE: "closed",
+    EnforcementMode.WARN: "open",
+    EnforcementMode.AUDIT: "open",
+}
+
+
 def admission_settings(settings: Settings) -> AdmissionSettings:
     """The webhook's settings (raises ConfigurationError for a budget >= the timeout)."""
     return AdmissionSettings(
@@ -77,6 +86,14 @@ def admission_settings(settings: Settings) -> AdmissionSettings:
         budget_seconds=settings.admission_budget_seconds,
         max_review_bytes=settings.admission_max_review_bytes,
         max_workers=settings.admission_max_workers,
+        gate_failure_open_modes=frozenset(
+            mode for mode, what in {**_GATE_FAILURE_DEFAULTS,
+                                    **settings.admission_gate_failure}.items()
+            if what == "open"
+        ),
+        record_dry_run=settings.admission_record_dry_run,
+        reuse_ttl_seconds=settings.admission_reuse_ttl_seconds,
+        reuse_max_entries=settings.admission_reuse_max_entries,
     )
 
 
