@@ -34,6 +34,7 @@ from gatekeeper.webhook import (
     AdmissionSettings,
     build_admission_router,
 )
+from gatekeeper.webhook.tls import AdmissionClientCertificateGate
 from gatekeeper.wiring import Container, build_container
 
 __all__ = ["create_app", "format_location"]
@@ -192,4 +193,7 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
         },
     )
     app.add_middleware(RequestMetricsMiddleware, metrics=owned.metrics)
+    if settings.tls_client_ca_file is not None:
+        # Only the admission endpoints need the API server's certificate (see webhook/tls.py).
+        app.add_middleware(AdmissionClientCertificateGate)
     return app

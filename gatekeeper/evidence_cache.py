@@ -72,6 +72,12 @@ class EvidenceCache:
             self.hits += 1
             return copy.deepcopy(entry[1])
 
+    def contains(self, key: EvidenceKey) -> bool:
+        """Whether :meth:`get` would answer (without counting a hit or a miss)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return entry is not None and entry[0] > self._monotonic()
+
     def put(self, key: EvidenceKey, evidence: Mapping[str, Any]) -> None:
         expires = self._monotonic() + self._ttl
         with self._lock:

@@ -211,9 +211,9 @@ class EvaluationService:
         if (
             self._prefilter is None
             or request.mode is not EnforcementMode.ENFORCE
-            or not (self._collectors or self._resolver is not None)
+            or all(self._nothing_to_fetch(ref, request) for ref in request.images)
         ):
-            return {}
+            return {}  # nothing would be fetched: the policy evaluation alone decides
         document = build_policy_input(
             request, [(ref, ref.digest, {}) for ref in request.images], created_at
         )
@@ -306,6 +306,19 @@ class EvaluationService:
                 evidence[collector.name] = {"status": "error", "reason": exc.message}
                 failures.append(f"{collector.name} evidence not gathered: {exc.message}")
         return _GatheredImage(reference, digest, evidence, tuple(failures))
+
+    def _nothing_to_fetch(self, reference: ImageReference, request: EvaluationRequest) -> bool:
+        """True when gathering ``reference`` needs no registry: pinned, and either no
+        collector is configured or its evidence is in the cache of admitted digests."""
+        if reference.digest is None:
+            return self._resolver is None and not self._collectors
+        if not self._collectors:
+            return True
+        return (
+            request.source is Source.ADMISSION
+            and self._evidence_cache is not None
+            and self._evidence_cache.contains(_evidence_key(reference, reference.digest, request))
+        )
 
     def _remember_evidence(
         self, request: EvaluationRequest, gathered: Sequence[_GatheredImage]

@@ -430,7 +430,7 @@ class AdmissionHandler:
             gate_note=gate_note,
             recorded=prepared.record,
         )
-        if not reused and response.allowed:
+        if prepared.webhook == "mutate" and not reused and response.allowed:
             self._reuse.remember(prepared.reuse_key(_after_patch(prepared, response)), decision)
         if not response.allowed:
             log.info(

@@ -86,7 +86,9 @@ calls the path of that mode, so the gatekeeper learns the mode without reading n
 {{- range $mode := $modes }}
 - name: {{ if $mode }}{{ $kind }}-{{ $mode }}{{ else }}{{ $kind }}{{ end }}.gatekeeper.forge.dev
   admissionReviewVersions: ["v1"]
-  sideEffects: None
+  # A dry run is decided like any request; its record is flagged dry_run (or not written,
+  # admission.recordDryRun=false): no side effect a dry run must avoid.
+  sideEffects: NoneOnDryRun
   failurePolicy: {{ $root.Values.admission.failurePolicy }}
   matchPolicy: Equivalent
   timeoutSeconds: {{ $root.Values.admission.timeoutSeconds }}
@@ -94,11 +96,15 @@ calls the path of that mode, so the gatekeeper learns the mode without reading n
   reinvocationPolicy: {{ $root.Values.admission.mutating.reinvocationPolicy }}
   {{- end }}
   clientConfig:
+    {{- if $root.Values.admission.url }}
+    url: {{ printf "%s/admission/%s%s" (trimSuffix "/" $root.Values.admission.url) $kind (ternary (printf "/%s" $mode) "" (ne $mode "")) | quote }}
+    {{- else }}
     service:
       name: {{ include "gatekeeper.fullname" $root }}
       namespace: {{ $root.Release.Namespace }}
       path: /admission/{{ $kind }}{{ if $mode }}/{{ $mode }}{{ end }}
       port: {{ $root.Values.service.port }}
+    {{- end }}
     {{- if $.caBundle }}
     caBundle: {{ $.caBundle }}
     {{- end }}
