@@ -17,7 +17,7 @@ gathered without a failure writes it; a pipeline evaluation always gathers afres
 
 from __future__ import annotations
 
-import copy
+import json
 import threading
 import time
 from collections import OrderedDict
@@ -53,7 +53,9 @@ class EvidenceCache:
         self._ttl = ttl_seconds
         self._max = max_entries
         self._monotonic = monotonic
-        self._entries: OrderedDict[EvidenceKey, tuple[float, dict[str, Any]]] = OrderedDict()
+        #: Kept as JSON text: every ``get`` hands out a fresh copy (nothing shared between
+        #: decisions) at the cost of one C-speed parse, not a Python deep copy.
+        self._entries: OrderedDict[EvidenceKey, tuple[float, str]] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -70,7 +72,9 @@ class EvidenceCache:
                 return None
             self._entries.move_to_end(key)
             self.hits += 1
-            return copy.deepcopy(entry[1])
+            text = entry[1]
+        evidence: dict[str, Any] = json.loads(text)
+        return evidence
 
     def contains(self, key: EvidenceKey) -> bool:
         """Whether :meth:`get` would answer (without counting a hit or a miss)."""
@@ -80,8 +84,9 @@ class EvidenceCache:
 
     def put(self, key: EvidenceKey, evidence: Mapping[str, Any]) -> None:
         expires = self._monotonic() + self._ttl
+        text = json.dumps(evidence, separators=(",", ":"))
         with self._lock:
-            self._entries[key] = (expires, copy.deepcopy(dict(evidence)))
+            self._entries[key] = (expires, text)
             self._entries.move_to_end(key)
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
