@@ -322,7 +322,8 @@ def test_irsa_annotation_and_database_secret() -> None:
         (("opa.bundlePolling.minDelaySeconds=10",), "must not exceed opa.bundlePolling"),
         (("policies.archiveKey=p.tar.gz",), "set policies.existingConfigMap too"),
         (("audit.retentionDays=0",), "minimum: got 0, want 1"),
-        (("tls.clientCA=-----BEGIN CERTIFICATE-----",), "tls.clientCA is not supported"),
+        (("admission.url=http://gatekeeper.example.com",), "admission.url"),
+        (("admission.gateFailure.warn=maybe",), "value must be one of 'open', 'closed'"),
     ],
 )
 def test_bad_values_are_refused_with_a_clear_message(sets: tuple[str, ...], message: str) -> None:
@@ -498,3 +499,28 @@ def test_network_policy_admits_the_webhook_port_and_keeps_sidecar_traffic_on_loo
     assert {"https", "opa-diagnostic", "metrics"} <= names
     # OPA's API listens on loopback only
     assert all(p["containerPort"] != 8181 for p in opa["ports"])
+
+
+def test_client_ca_is_mounted_for_the_admission_endpoints() -> None:
+    docs = render("tls.clientCA=-----BEGIN CERTIFICATE-----")
+    gatekeeper, _ = containers(docs)
+    assert env_of(gatekeeper)["GATEKEEPER_TLS_CLIENT_CA_FILE"] == "/etc/gatekeeper/client-ca/ca.crt"
+    assert volume(docs, "client-ca") == {"name": "client-ca",
+                                         "configMap": {"name": "gk-gatekeeper-client-ca"}}
+    [config] = [d for d in by_kind(docs, "ConfigMap")
+                if d["metadata"]["name"] == "gk-gatekeeper-client-ca"]
+    assert config["data"] == {"ca.crt": "-----BEGIN CERTIFICATE-----"}
+
+
+def test_webhooks_call_a_url_with_a_ca_bundle_and_declare_no_side_effects_on_dry_run() -> None:
+    docs = render("admission.url=https://gk.example.com:8443/", "tls.mode=secret",
+                  "tls.secretName=gk-tls", "tls.caBundle=PEM")
+    validating = one(docs, "ValidatingWebhookConfiguration")
+    assert [w["clientConfig"] for w in validating["webhooks"]] == [
+        {"url": f"https://gk.example.com:8443/admission/validate{mode}", "caBundle": "UEVN"}
+        for mode in ("", "/warn", "/audit")]
+    assert {w["sideEffects"] for w in validating["webhooks"]} == {"NoneOnDryRun"}
+    gatekeeper, _ = containers(docs)
+    assert env_of(gatekeeper)["GATEKEEPER_ADMISSION_GATE_FAILURE"] == (
+        '{"audit":"open","enforce":"closed","warn":"open"}')
+    assert env_of(gatekeeper)["GATEKEEPER_ADMISSION_RECORD_DRY_RUN"] == "true"

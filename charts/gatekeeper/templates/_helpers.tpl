@@ -172,9 +172,6 @@ loads the policies, so every decision would be a deny.
 {{- if and .Values.policies.archiveKey (not .Values.policies.existingConfigMap) -}}
 {{- fail "policies.archiveKey names a key of policies.existingConfigMap: set policies.existingConfigMap too" -}}
 {{- end -}}
-{{- if .Values.tls.clientCA -}}
-{{- fail "tls.clientCA is not supported with the OPA sidecar: the gatekeeper's only listener would then require client certificates, and the sidecar (which polls GET /v1/policies/bundle on it with a bearer token) cannot present one; leave tls.clientCA empty" -}}
-{{- end -}}
 {{- end -}}
 
 {{/* The name the serving certificate carries and that resolves to 127.0.0.1 inside the pod
