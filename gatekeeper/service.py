@@ -197,7 +197,7 @@ class EvaluationService:
             verdict = (apply_enforcement_mode(request.mode, failed, ())
                        if request.gate_failure_admits else Verdict.DENY)
             return _Outcome(verdict, failed, (), None, error, policy_input, ())
-        violations = _decisive_first(evidence_violations + result.violations, decisive)
+        violations = evidence_violations + _decisive_first(result.violations, decisive)
         verdict = apply_enforcement_mode(request.mode, violations, result.warnings)
         if evidence_violations and not request.gate_failure_admits:
             verdict = Verdict.DENY  # evidence we could not gather fails closed in every mode
@@ -381,10 +381,13 @@ class _Outcome:
 def _decisive_first(
     violations: tuple[Violation, ...], decisive: Mapping[str, tuple[Violation, ...]]
 ) -> tuple[Violation, ...]:
-    """The violations the network-free rules found come first (stable otherwise), so that the
-    reason that decided an image leads its lines in the answer."""
+    """Per image, the violations the network-free rules found come first (the policy's order
+    otherwise), so that the reason that decided an image leads its lines in the answer."""
+    if not decisive:
+        return violations
     first = {v for found in decisive.values() for v in found}
-    return tuple(sorted(violations, key=lambda v: 0 if v in first else 1))
+    order = {image: index for index, image in enumerate(dict.fromkeys(v.image for v in violations))}
+    return tuple(sorted(violations, key=lambda v: (order[v.image], 0 if v in first else 1)))
 
 
 def _evidence_key(

@@ -55,3 +55,11 @@ test_waived_finding_is_not_prefiltered if {
 		with data.gatekeeper.exceptions as [exception]
 	every f in found { f.item.image != "nginx" }
 }
+
+test_skipped_scan_evidence_is_not_judged_incomplete if {
+	skipped := {"state": "skipped", "status": "skipped", "reason": "not gathered: registry not allowed"}
+	image := object.union(data.golden.pipeline_production_pinned.images[0], {"evidence": {"scan": skipped}})
+	document := object.union(data.golden.pipeline_production_pinned, {"images": [image]})
+	denies := data.gatekeeper.rules.vulnerabilities.deny with input as document
+	every d in denies { not contains(d.message, "not complete") }
+}
