@@ -31,50 +31,33 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from gatekeeper.domain import (
     Decision,
     EnforcementMode,
     EvaluationRequest,
-    ImageReference,
-    Source,
     Verdict,
     Violation,
-    parse_image_reference,
 )
-from gatekeeper.errors import GatekeeperError, InvalidInputError, StorageError
-from gatekeeper.service import DEADLINE_POLICY, ENGINE_POLICY, EVIDENCE_POLICY, INPUT_POLICY
-from gatekeeper.webhook.extraction import (
-    CONTAINER_LISTS,
-    EPHEMERAL_CONTAINERS,
-    extract_images,
-    find_pod_specs,
-    images_before,
-)
+from gatekeeper.errors import GatekeeperError, StorageError
+from gatekeeper.service import DEADLINE_POLICY, ENGINE_POLICY, EVIDENCE_POLICY
 from gatekeeper.webhook.metrics import AdmissionMetrics
+from gatekeeper.webhook.prepare import Prepared, Rejected, prepare_review
 from gatekeeper.webhook.response import (
-    LocatedImage,
     address_findings,
     build_decision_response,
     build_plain_response,
     join_message,
 )
-from gatekeeper.webhook.reuse import AdmissionKey, DecisionReuse
+from gatekeeper.webhook.reuse import DecisionReuse
 from gatekeeper.webhook.review import (
-    AdmissionRequest,
     AdmissionResponse,
     AdmissionReview,
-    Operation,
     WebhookKind,
 )
 from gatekeeper.webhook.scope import (
     AdmissionSettings,
-    is_ephemeral_containers_update,
-    read_ticket,
-    resolve_mode,
-    why_not_governed,
 )
 
 __all__ = ["AdmissionHandler", "Evaluator"]
@@ -114,41 +97,6 @@ class Evaluator(Protocol):
         record: bool = True,
     ) -> Decision:
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class _Prepared:
-    uid: str
-    namespace: str
-    webhook: WebhookKind
-    #: Only the images to evaluate (on UPDATE: those ``oldObject`` did not carry).
-    request: EvaluationRequest
-    images: tuple[LocatedImage, ...]
-    warnings: tuple[str, ...]
-    #: Image strings of ``oldObject`` (UPDATE), and how many of the object's were among them.
-    old_images: frozenset[str]
-    unchanged: int
-    #: Why a gate failure admits here (fail-open namespace, or the mode's setting), or None.
-    fail_open: str | None
-    #: False for a dry run when dry runs are not recorded.
-    record: bool
-
-    @property
-    def mode(self) -> EnforcementMode:
-        return self.request.mode
-
-    def reuse_key(self, images: frozenset[str]) -> AdmissionKey:
-        return AdmissionKey(self.uid, self.namespace, self.mode, self.request.dry_run, images)
-
-
-@dataclass(frozen=True, slots=True)
-class _Rejected:
-    """A review refused before evaluation (malformed image references); recorded as a deny."""
-
-    uid: str
-    request: EvaluationRequest
-    violations: tuple[Violation, ...]
-    message: str
 
 
 class AdmissionHandler:
@@ -206,7 +154,7 @@ class AdmissionHandler:
         if isinstance(prepared, AdmissionResponse):
             return prepared
         loop = asyncio.get_running_loop()
-        if isinstance(prepared, _Rejected):
+        if isinstance(prepared, Rejected):
             return await loop.run_in_executor(self._executor, self._reject, prepared)
         # (4) the same admission, already decided by the mutating webhook?
         reused = self._reuse.find(
@@ -239,9 +187,9 @@ class AdmissionHandler:
 
     def _prepare_safely(
         self, review: AdmissionReview, webhook: WebhookKind, path_mode: EnforcementMode | None
-    ) -> _Prepared | _Rejected | AdmissionResponse:
+    ) -> Prepared | Rejected | AdmissionResponse:
         try:
-            return self._prepare(review, webhook, path_mode)
+            return prepare_review(review, webhook, path_mode, self.settings)
         except Exception:  # a bug here must still answer the API server, closed
             uid = review.request.uid if review.request else ""
             log.exception("admission uid=%s: unexpected error preparing the review", uid)
@@ -250,93 +198,7 @@ class AdmissionHandler:
                 message=f"internal error reading review {uid} (see gatekeeper logs)",
             )
 
-    def _prepare(
-        self, review: AdmissionReview, webhook: WebhookKind, path_mode: EnforcementMode | None
-    ) -> _Prepared | _Rejected | AdmissionResponse:
-        request = review.request
-        if request is None:  # parse_admission_review refuses these; kept for direct callers
-            raise InvalidInputError("AdmissionReview has no request", field="request")
-        # (1) governed?
-        reason = why_not_governed(request, self.settings)
-        if reason is not None:
-            return build_plain_response(
-                request.uid, allowed=True, code=200, message=f"not evaluated: {reason}",
-                outcome="not_evaluated",
-            )
-        obj = request.object
-        if obj is None:
-            return build_plain_response(
-                request.uid, allowed=False, code=400,
-                message=f"{request.operation.value} request carries no object to evaluate",
-                outcome="invalid_object",
-            )
-        kind = request.kind.kind
-        if not find_pod_specs(obj, "Pod" if is_ephemeral_containers_update(request) else kind):
-            return build_plain_response(
-                request.uid, allowed=True, code=200,
-                message=f"not evaluated: {kind or 'object'} has no pod template",
-                outcome="not_evaluated",
-            )
-        # (2) images with their paths; on UPDATE, those that are new or changed
-        try:
-            located, invalid = self._locate_images(request)
-        except InvalidInputError as exc:
-            return build_plain_response(
-                request.uid, allowed=False, code=400, message=f"invalid object: {exc.message}",
-                outcome="invalid_object",
-            )
-        if not located and not invalid:
-            return build_plain_response(
-                request.uid, allowed=True, code=200, message="not evaluated: no images",
-                outcome="not_evaluated",
-            )
-        old_images = self._images_before(request)
-        changed = tuple(i for i in located if i.location.image not in old_images)
-        invalid = [v for v in invalid if v.image not in old_images]
-        # (3) mode and ticket
-        mode = resolve_mode(self.settings, request.namespace, path_mode, obj)
-        fail_open = self.settings.fail_open_reason(request.namespace, mode)
-        ticket, ticket_warnings = read_ticket(obj)
-        references: dict[str, ImageReference] = {}
-        for item in changed:
-            references.setdefault(item.reference.original, item.reference)
-        evaluation = EvaluationRequest(
-            images=tuple(references.values()),
-            source=Source.ADMISSION,
-            environment=self.settings.environment,
-            namespace=request.namespace or None,
-            ticket=ticket,
-            mode=mode,
-            dry_run=request.dry_run,
-            caller=request.user_info.username or None,
-            context={"admission": {
-                **_admission_context(request, webhook),
-                "fail_open": request.namespace in self.settings.fail_open_namespaces,
-                **({"unchanged_images": sorted({i.location.image for i in located
-                                                if i.location.image in old_images})}
-                   if old_images else {}),
-            }},
-            gate_failure_admits=fail_open is not None and mode is not EnforcementMode.ENFORCE,
-        )
-        if invalid:
-            message = join_message([v.message for v in invalid], "")
-            return _Rejected(request.uid, evaluation, tuple(invalid), message)
-        return _Prepared(
-            uid=request.uid, namespace=request.namespace, webhook=webhook, request=evaluation,
-            images=changed, warnings=ticket_warnings, old_images=old_images,
-            unchanged=len({i.location.image for i in located} & old_images),
-            fail_open=fail_open,
-            record=self.settings.record_dry_run or not request.dry_run,
-        )
-
-    def _images_before(self, request: AdmissionRequest) -> frozenset[str]:
-        if request.operation is not Operation.UPDATE:
-            return frozenset()
-        if is_ephemeral_containers_update(request):
-            return images_before(request.old_object, "Pod", (EPHEMERAL_CONTAINERS,))
-        return images_before(request.old_object, request.kind.kind, CONTAINER_LISTS)
-
-    def _reject(self, rejected: _Rejected) -> AdmissionResponse:
+    def _reject(self, rejected: Rejected) -> AdmissionResponse:
         """Record the refusal (every answer is in the trail), then answer 400 naming the fields."""
         try:
             decision = self._evaluator.record_rejection(rejected.request, rejected.violations)
@@ -354,42 +216,13 @@ class AdmissionHandler:
             annotations={"decision-id": decision.decision_id, "verdict": "deny"},
         )
 
-    def _locate_images(
-        self, request: AdmissionRequest
-    ) -> tuple[tuple[LocatedImage, ...], list[Violation]]:
-        assert request.object is not None
-        if is_ephemeral_containers_update(request):
-            locations = extract_images(
-                request.object, "Pod", container_lists=(EPHEMERAL_CONTAINERS,)
-            )
-        else:
-            locations = extract_images(
-                request.object, request.kind.kind, container_lists=CONTAINER_LISTS
-            )
-        located: list[LocatedImage] = []
-        invalid: list[Violation] = []
-        for location in locations:  # object order: init, regular, ephemeral containers
-            try:
-                reference = parse_image_reference(location.image, field=location.field_path)
-            except InvalidInputError as exc:
-                invalid.append(
-                    Violation(
-                        INPUT_POLICY,
-                        f"{location.field_path} ({location.image:.300}): {exc.message}",
-                        location.image[:300],
-                    )
-                )
-                continue
-            located.append(LocatedImage(location, reference))
-        return tuple(located), invalid
-
-    def _record_unchanged(self, prepared: _Prepared) -> Decision:
+    def _record_unchanged(self, prepared: Prepared) -> Decision:
         """(4) An UPDATE that changes no image: admitted and recorded as such."""
         return self._evaluator.record_without_evaluation(
             prepared.request, verdict=Verdict.ALLOW, violations=(), record=prepared.record
         )
 
-    def _submit(self, prepared: _Prepared, started: float) -> Future[Decision]:
+    def _submit(self, prepared: Prepared, started: float) -> Future[Decision]:
         budget = self.settings.budget_seconds
         reserve = min(_RESERVE_MAX_SECONDS, budget * _RESERVE_SHARE)
         evidence_deadline = started + budget - reserve
@@ -399,7 +232,7 @@ class AdmissionHandler:
         )
 
     def _render(
-        self, prepared: _Prepared, decision: Decision, *, reused: bool = False
+        self, prepared: Prepared, decision: Decision, *, reused: bool = False
     ) -> AdmissionResponse:
         # (7)
         gate_failed = bool(decision.violations) and any(
@@ -439,7 +272,7 @@ class AdmissionHandler:
             )
         return response
 
-    def _fail_open_decision(self, prepared: _Prepared, decision: Decision) -> AdmissionResponse:
+    def _fail_open_decision(self, prepared: Prepared, decision: Decision) -> AdmissionResponse:
         """The gate failed (deadline, registry, policy engine) where gate failures admit."""
         lines = address_findings(decision.violations, prepared.images)
         message = join_message(
@@ -456,7 +289,7 @@ class AdmissionHandler:
             outcome="fail_open",
         )
 
-    def _out_of_time(self, prepared: _Prepared, future: Future[Decision]) -> AdmissionResponse:
+    def _out_of_time(self, prepared: Prepared, future: Future[Decision]) -> AdmissionResponse:
         # (5) name what did not finish, and the time it had
         budget = self.settings.budget_seconds
         if future.cancel():
@@ -483,7 +316,7 @@ class AdmissionHandler:
             outcome="out_of_time", annotations={"decision-id": recorded},
         )
 
-    def _record_out_of_time(self, prepared: _Prepared, message: str) -> str | None:
+    def _record_out_of_time(self, prepared: Prepared, message: str) -> str | None:
         """Record the answer given at the deadline (every answer is in the trail) and link the
         evaluation still running to it: when it finishes, its own record names this one."""
         context = copy.deepcopy(dict(prepared.request.context))
@@ -504,7 +337,7 @@ class AdmissionHandler:
             admission["answered_by"] = decision.decision_id
         return decision.decision_id
 
-    def _failed(self, prepared: _Prepared, exc: Exception) -> AdmissionResponse:
+    def _failed(self, prepared: Prepared, exc: Exception) -> AdmissionResponse:
         if isinstance(exc, StorageError):
             message = f"decision could not be recorded, so it is not answered: {exc.message}"
             log.error("admission uid=%s: %s", prepared.uid, exc.render())
@@ -518,7 +351,7 @@ class AdmissionHandler:
 
     def _fail(
         self,
-        prepared: _Prepared,
+        prepared: Prepared,
         *,
         code: int,
         message: str,
@@ -554,28 +387,9 @@ def _log_late(uid: str, future: Future[Decision]) -> None:
     )
 
 
-def _after_patch(prepared: _Prepared, response: AdmissionResponse) -> frozenset[str]:
+def _after_patch(prepared: Prepared, response: AdmissionResponse) -> frozenset[str]:
     """The evaluated images as the validating webhook will see them: each pinned by the patch
     (mutating webhook), less those ``oldObject`` carried already (not evaluated there)."""
     pinned = {op["path"]: op["value"] for op in response.patch}
     after = {pinned.get(i.location.json_pointer, i.location.image) for i in prepared.images}
     return frozenset(after - prepared.old_images)
-
-
-def _admission_context(request: AdmissionRequest, webhook: WebhookKind) -> Mapping[str, Any]:
-    """The request facts given to the policy (``input.context.admission``) and the audit."""
-    metadata = request.object.get("metadata") if request.object else None
-    name = request.name
-    if not name and isinstance(metadata, Mapping):
-        generate_name = metadata.get("generateName")
-        name = generate_name if isinstance(generate_name, str) else ""
-    return {
-        "webhook": webhook,
-        "uid": request.uid,
-        "operation": request.operation.value,
-        "kind": request.kind.kind,
-        "group": request.kind.group,
-        "sub_resource": request.sub_resource or None,
-        "name": name or None,
-        "user": request.user_info.username or None,
-    }

@@ -474,7 +474,7 @@ def test_a_bug_while_reading_the_review_still_answers_closed(monkeypatch) -> Non
     def broken(*_args, **_kwargs):
         raise KeyError("bug")
 
-    monkeypatch.setattr("gatekeeper.webhook.handler.read_ticket", broken)
+    monkeypatch.setattr("gatekeeper.webhook.prepare.read_ticket", broken)
     response = answer(handler, review("daemonset-create"), webhook="validate")
     assert (response.allowed, response.code, response.outcome) == (False, 500, "failed")
     assert response.message == (
