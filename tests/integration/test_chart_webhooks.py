@@ -82,25 +82,29 @@ EXTERNAL_URL = "https://gatekeeper.example.com:8443"
 
 
 def kustomize_overlay() -> dict[tuple[str, str], dict[str, Any]]:
-    """``webhooks/out-of-cluster`` rendered: by kubectl when available, else its patches applied
-    to the base here (the same RFC 6902 operations kustomize applies; deletes drop the doc)."""
+    """``webhooks/out-of-cluster`` rendered by kubectl, or its plain resources read directly."""
     if KUBECTL:
         text = subprocess.run([KUBECTL, "kustomize", str(OVERLAY)], capture_output=True,
                               text=True, check=True, timeout=60).stdout
-        return {_key(doc): _comparable(doc) for doc in yaml.safe_load_all(text) if doc}
-    import jsonpatch
+        docs = list(yaml.safe_load_all(text))
+    else:
+        kustomization = yaml.safe_load((OVERLAY / "kustomization.yaml").read_text())
+        assert set(kustomization) == {"apiVersion", "kind", "resources"}
+        docs = [doc for name in kustomization["resources"]
+                for doc in yaml.safe_load_all((OVERLAY / name).read_text())]
+    return {_key(doc): _comparable(doc) for doc in docs if doc}
 
-    kustomization = yaml.safe_load((OVERLAY / "kustomization.yaml").read_text())
-    assert kustomization["resources"] == [".."]
-    docs = kustomize_base()
-    for entry in kustomization["patches"]:
-        key = (entry["target"]["kind"], entry["target"]["name"])
-        patch = yaml.safe_load(entry["patch"])
-        if isinstance(patch, dict) and patch.get("$patch") == "delete":
-            del docs[key]
-        else:
-            docs[key] = jsonpatch.apply_patch(docs[key], patch)
-    return docs
+
+def test_out_of_cluster_overlay_is_the_base_with_a_url_instead_of_the_service() -> None:
+    base = kustomize_base()
+    for key, config in kustomize_overlay().items():
+        expected = dict(base[key])
+        expected["metadata"] = {k: v for k, v in expected["metadata"].items()
+                                if k != "annotations"}
+        expected["webhooks"] = [
+            {**webhook, "clientConfig": config["webhooks"][index]["clientConfig"]}
+            for index, webhook in enumerate(expected["webhooks"])]
+        assert config == expected, f"webhooks/out-of-cluster differs from webhooks/ for {key}"
 
 
 def test_out_of_cluster_overlay_calls_a_url_with_a_ca_bundle_without_cert_manager() -> None:
