@@ -151,7 +151,7 @@ def test_webhook_configurations_are_safe_by_default() -> None:
         "/admission/mutate", "/admission/mutate/warn", "/admission/mutate/audit"]
     for webhook in validating + mutating:
         assert webhook["failurePolicy"] == "Fail"
-        assert webhook["sideEffects"] == "None"
+        assert webhook["sideEffects"] == "NoneOnDryRun"
         assert webhook["admissionReviewVersions"] == ["v1"]
         assert webhook["matchPolicy"] == "Equivalent"
         assert webhook["timeoutSeconds"] == 10
@@ -322,7 +322,7 @@ def test_irsa_annotation_and_database_secret() -> None:
         (("opa.bundlePolling.minDelaySeconds=10",), "must not exceed opa.bundlePolling"),
         (("policies.archiveKey=p.tar.gz",), "set policies.existingConfigMap too"),
         (("audit.retentionDays=0",), "minimum: got 0, want 1"),
-        (("admission.url=http://gatekeeper.example.com",), "admission.url"),
+        (("admission.url=http://gatekeeper.example.com",), "at '/admission/url'"),
         (("admission.gateFailure.warn=maybe",), "value must be one of 'open', 'closed'"),
     ],
 )
