@@ -143,10 +143,11 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
             insecure_disable_auth=settings.insecure_disable_auth,
         ),
     )
+    # First: the API server's calls are the hot path, and routes are matched in order.
+    app.include_router(build_admission_router(admission))
     app.include_router(build_router())
     app.include_router(build_audit_router())
     app.include_router(build_policy_router())
-    app.include_router(build_admission_router(admission))
     app.include_router(
         build_sbom_router(
             lambda request: request.app.state.container.sbom_uploader,
