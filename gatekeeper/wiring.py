@@ -16,6 +16,7 @@ from gatekeeper.bridges import AttestedSbomSource, AttestedVexSource, ReferrerSb
 from gatekeeper.config import Settings
 from gatekeeper.domain import EvidenceCollector, PolicyEngine
 from gatekeeper.errors import ConfigurationError
+from gatekeeper.evidence_cache import EvidenceCache
 from gatekeeper.metrics import Metrics
 from gatekeeper.policy import EmbeddedOpa, OpaPolicyEngine
 from gatekeeper.policy.bundle import PolicyFiles
@@ -324,6 +325,15 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         audit_log=audit_log,
         collectors=collectors,
         digest_resolver=registry if settings.resolve_digests else None,
+        prefilter=engine if isinstance(engine, OpaPolicyEngine) else None,
+        evidence_cache=(
+            EvidenceCache(
+                ttl_seconds=settings.evidence_cache_ttl_seconds,
+                max_entries=settings.evidence_cache_max_entries,
+            )
+            if settings.evidence_cache_ttl_seconds > 0
+            else None
+        ),
     )
     lifecycle = create_policy_lifecycle(
         database=audit_log.engine,

@@ -277,7 +277,9 @@ deny contains {"image": image.reference, "message": msg} if {
 	msg := sprintf("vulnerability scan is not complete (%s: %s); %s requires a complete scan", [scan.state, scan.reason, input.environment])
 }
 
-incomplete_denies(state) if not state in {"not_applicable", "not_collected"}
+# "skipped": not gathered because network-free rules already deny the image (the gatekeeper
+# gathers it after all should the decision not deny the image).
+incomplete_denies(state) if not state in {"not_applicable", "not_collected", "skipped"}
 
 incomplete_denies("not_collected") if settings.deny_when_not_collected
 

@@ -118,7 +118,7 @@ def serve(
     if settings.tls_cert_file or settings.tls_key_file:
         if not (settings.tls_cert_file and settings.tls_key_file):
             fail("GATEKEEPER_TLS_CERT_FILE and GATEKEEPER_TLS_KEY_FILE go together")
-        from gatekeeper.webhook.tls import ReloadingServerContext
+        from gatekeeper.webhook.tls import ClientCertificateProtocol, ReloadingServerContext
 
         tls = ReloadingServerContext(
             settings.tls_cert_file, settings.tls_key_file,
@@ -126,6 +126,8 @@ def serve(
             check_interval=settings.tls_reload_interval_seconds,
         )
         tls_options["ssl_context_factory"] = lambda _config, _default: tls.context
+        # Tells the app whether the peer presented a verified client certificate.
+        tls_options["http"] = ClientCertificateProtocol
     scheme = "https" if tls_options else "http"
     url = f"{scheme}://{settings.host}:{settings.port}"
     if settings.insecure_disable_auth:
