@@ -371,7 +371,8 @@ class EvaluationService:
         context = EvidenceContext(
             environment=request.environment, namespace=request.namespace, deadline=deadline
         )
-        gathered = [self._gather(ref, context) for ref in request.images]
+        # Full evidence for every image: `policy input` shows what the policy could read.
+        gathered = [self._gather(ref, context, request, ()) for ref in request.images]
         document = build_policy_input(
             request, [(g.reference, g.digest, g.evidence) for g in gathered], now
         )
