@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.verify.keys import VerificationKey, load_public_key
+from gatekeeper.verify.notation_policy import NotationTrust
 
 __all__ = [
     "Authority",
@@ -120,12 +121,14 @@ class Authority:
     keys: tuple[VerificationKey, ...] = ()
     identities: tuple[KeylessIdentity, ...] = ()
     tlog: bool = True
+    #: A Notation authority (trust stores + trust policy) instead of cosign keys/identities.
+    notation: NotationTrust | None = None
 
     @classmethod
     def from_mapping(cls, raw: object, *, where: str) -> Authority:
         if not isinstance(raw, Mapping):
             raise ConfigurationError(f"{where} must be an object")
-        unknown = set(raw) - {"name", "keys", "keyless", "tlog"}
+        unknown = set(raw) - {"name", "keys", "keyless", "tlog", "notation"}
         if unknown:
             raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
         name = raw.get("name")
@@ -133,6 +136,13 @@ class Authority:
             raise ConfigurationError(
                 f"{where}.name must be a lowercase name ([a-z0-9][a-z0-9_.-]*, <= 63 characters)"
             )
+        if "notation" in raw:
+            if set(raw) & {"keys", "keyless", "tlog"}:
+                raise ConfigurationError(
+                    f"{where}: a notation authority takes no keys, keyless or tlog"
+                )
+            return cls(name, notation=NotationTrust.from_mapping(raw["notation"],
+                                                                 where=f"{where}.notation"))
         keys_raw = raw.get("keys", [])
         if not isinstance(keys_raw, list) or not all(isinstance(k, str) for k in keys_raw):
             raise ConfigurationError(f"{where}.keys must be a list of PEM public keys")
@@ -157,6 +167,8 @@ class Authority:
         return cls(name, keys, identities, tlog)
 
     def fingerprint(self) -> dict[str, Any]:
+        if self.notation is not None:
+            return {"name": self.name, "notation": self.notation.fingerprint()}
         return {
             "name": self.name,
             "keys": sorted(k.key_id for k in self.keys),

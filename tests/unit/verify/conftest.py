@@ -144,6 +144,8 @@ class FakeManifest:
     annotations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     artifact_type: str | None = None
     subject: FakeDescriptor | None = None
+    config: FakeDescriptor | None = None
+    content: bytes = b""
 
 
 @dataclass(frozen=True)
