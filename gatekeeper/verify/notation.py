@@ -183,6 +183,10 @@ class NotationVerifier:
         validations["integrity"] = "passed"
         chain = envelope.certificates
         signer.update(_signer(envelope))
+        extra.update(
+            signing_time=_iso(envelope.signing_time or envelope.authentic_signing_time),
+            expiry=_iso(envelope.expiry),
+        )
         signed_at = envelope.authentic_signing_time
         for check, step in (
             ("authenticity", partial(self._authenticity, envelope, trust, policy)),
@@ -206,10 +210,6 @@ class NotationVerifier:
         if envelope.expiry is not None and policy.action("expiry") is Action.ENFORCE:
             ends.append(envelope.expiry)
         detail = "all validations passed" if not logged else f"{len(logged)} logged failure(s)"
-        extra.update(
-            signing_time=_iso(envelope.signing_time or envelope.authentic_signing_time),
-            expiry=_iso(envelope.expiry),
-        )
         return finish(True, "verified", detail), min(ends)
 
     def _authenticity(self, envelope: Envelope, trust: NotationTrust, policy: TrustPolicy) -> str:

@@ -1,0 +1,250 @@
+"""Notation signatures end to end: images in the loopback registry signed by the real
+``notation`` CLI (JWS and COSE, its ``cert generate-test`` CA), decided by the real application
+(``create_app``: digest resolution, the ``signatures`` collector, embedded OPA with the shipped
+policies, SQLite audit) through ``POST /v1/evaluations`` and ``POST /admission/validate``.
+
+Needs ``scripts/test-servers`` (registry, ``GATEKEEPER_NOTATION``); skips only when it is not running.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+from fastapi.testclient import TestClient
+
+from gatekeeper.app import create_app
+from gatekeeper.config import load_settings
+from gatekeeper.domain.reference import parse_digest
+from tests.integration.cosign_fixtures import push_image, registry_host
+from tests.integration.notation_fixtures import NotationCli, RegistryWriter, notation_binary
+from tests.integration.test_admission_signatures import deployment_review
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+TRUSTED = "wabbit-networks.io"
+UNTRUSTED = "untrusted.example"
+FORMATS = ["jws", "cose"]
+
+
+def trust_policy(name: str, scopes: list[str]) -> dict[str, Any]:
+    return {
+        "version": "1.0",
+        "trustPolicies": [{
+            "name": name,
+            "registryScopes": scopes,
+            "signatureVerification": {"level": "strict"},
+            "trustStores": ["ca:wabbit-networks"],
+            "trustedIdentities": [f"x509.subject: C=US, ST=WA, O=Notary, CN={TRUSTED}"],
+        }],
+    }  # fmt: skip
+
+
+@dataclass
+class Gate:
+    client: TestClient
+    host: str
+    notation: NotationCli
+    workdir: Path
+
+    def image(self, *, key: str | None, signature_format: str = "jws",
+              expiry: str | None = None, prefix: str = "notation") -> tuple[str, str]:  # fmt: skip
+        repository = f"{prefix}/{uuid.uuid4().hex[:12]}"
+        digest = push_image(self.host, f"{repository}:1.0", repository, self.workdir)
+        if key is not None:
+            self.notation.sign(f"{self.host}/{repository}@{digest}", key=key,
+                               signature_format=signature_format, expiry=expiry)  # fmt: skip
+        return f"{self.host}/{repository}:1.0", str(digest)
+
+    def evaluate(self, image: str) -> dict[str, Any]:
+        response = self.client.post(
+            "/v1/evaluations", json={"images": [image], "environment": "staging"}
+        )
+        assert response.status_code == 200, response.text
+        decision: dict[str, Any] = response.json()
+        return decision
+
+    def admit(self, image: str, uid: str) -> dict[str, Any]:
+        response = self.client.post("/admission/validate", json=deployment_review(uid, [image]))
+        assert response.status_code == 200, response.text
+        answer: dict[str, Any] = response.json()["response"]
+        return answer
+
+
+@pytest.fixture(scope="module")
+def gate(opa_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
+    host = registry_host()
+    notation = NotationCli(notation_binary(), tmp_path_factory.mktemp("notation-home"))
+    trusted_pem = notation.generate_test_key(TRUSTED)
+    notation.generate_test_key(UNTRUSTED)
+    workdir = tmp_path_factory.mktemp("gate")
+    policy_dir = workdir / "policies"
+    shutil.copytree(REPO / "policies", policy_dir)
+    signatures = {
+        "authorities": [
+            {"name": "wabbit", "notation": {
+                "trust_store": {"ca:wabbit-networks": [trusted_pem]},
+                "trust_policy": trust_policy("all-images", ["*"])}},
+            {"name": "wabbit-elsewhere", "notation": {
+                "trust_store": {"ca:wabbit-networks": [trusted_pem]},
+                "trust_policy": trust_policy("elsewhere", [f"{host}/elsewhere/app"])}},
+        ],
+        "images": [
+            {"glob": f"{host}/notation-scope/**", "authorities": ["wabbit-elsewhere"]},
+            {"glob": f"{host}/**", "authorities": ["wabbit"]},
+        ],
+    }  # fmt: skip
+    with pytest.MonkeyPatch.context() as env:
+        for name in list(os.environ):
+            if name.startswith("GATEKEEPER_") and not name.startswith("GATEKEEPER_TEST_"):
+                env.delenv(name)
+        settings = load_settings(
+            database_url=f"sqlite:///{workdir / 'audit.db'}", opa_binary=opa_binary,
+            policy_dir=policy_dir, policy_tests_dir=REPO / "rego-tests", metrics_port=0,
+            insecure_disable_auth=True, audit_spool_dir=workdir / "audit-spool",
+            resolve_digests=True, default_environment="staging", trusted_root="none",
+            registry={"hosts": [{"host": host, "plain_http": True}]}, signatures=signatures,
+        )  # fmt: skip
+        with TestClient(create_app(settings)) as client:
+            yield Gate(client, host, notation, workdir)
+
+
+def denial(decision: dict[str, Any], image: str, reason: str, detail: str) -> str:
+    digest = decision["images"][0]["digest"]
+    authority = decision["images"][0]["evidence"]["signatures"]["policy"]["authorities"][0]
+    return (
+        f"image {image}@{digest}: {reason}; 0 of 1 required authorities verified "
+        f"[{authority}: {reason} ({detail})]"
+    )
+
+
+def only_violation(decision: dict[str, Any]) -> str:
+    assert decision["verdict"] == "deny", decision
+    assert [v["policy"] for v in decision["violations"]] == ["signatures"], decision["violations"]
+    message: str = decision["violations"][0]["message"]
+    return message
+
+
+@pytest.mark.parametrize("signature_format", FORMATS)
+def test_signed_image_is_allowed_through_the_rest_api(gate: Gate, signature_format: str) -> None:
+    image, digest = gate.image(key=TRUSTED, signature_format=signature_format)
+
+    decision = gate.evaluate(image)
+
+    assert decision["verdict"] == "allow", decision["violations"]
+    assert decision["images"][0]["digest"] == digest
+    evidence = decision["images"][0]["evidence"]["signatures"]
+    assert evidence["status"] == "verified"
+    authority = evidence["authorities"]["wabbit"]
+    assert authority["kind"] == "notation"
+    assert authority["trust_policy"]["name"] == "all-images"
+    (signature,) = authority["signatures"]
+    assert signature["format"] == signature_format
+    assert signature["signing_scheme"] == "notary.x509"
+    assert signature["signer"]["subject"] == f"CN={TRUSTED},O=Notary,L=Seattle,ST=WA,C=US"
+    assert signature["validations"] == {
+        "integrity": "passed", "authenticity": "passed", "authenticTimestamp": "passed",
+        "expiry": "passed (no expiry)", "revocation": "passed (no revocation information)",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("signature_format", FORMATS)
+def test_signed_image_is_admitted(gate: Gate, signature_format: str) -> None:
+    image, _ = gate.image(key=TRUSTED, signature_format=signature_format)
+
+    answer = gate.admit(image, f"uid-notation-{signature_format}")
+
+    assert answer["allowed"] is True, answer["status"]
+
+
+def _flip_signature(envelope: bytes) -> bytes:
+    """Change one bit of the primitive signature, leaving the envelope well-formed."""
+    if envelope.startswith(b"{"):
+        document = json.loads(envelope)
+        raw = bytearray(base64.urlsafe_b64decode(document["signature"] + "=="))
+        raw[-1] ^= 0x01
+        document["signature"] = base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
+        return json.dumps(document).encode()
+    message = cbor2.loads(envelope)
+    protected, unprotected, payload, signature = message.value
+    changed = bytearray(signature)
+    changed[-1] ^= 0x01
+    return cbor2.dumps(cbor2.CBORTag(18, [protected, dict(unprotected), payload, bytes(changed)]))
+
+
+@pytest.mark.parametrize("signature_format", FORMATS)
+def test_tampered_envelope_is_denied(gate: Gate, signature_format: str) -> None:
+    image, digest = gate.image(key=TRUSTED, signature_format=signature_format)
+    writer = RegistryWriter(gate.host)
+    try:
+        repository = image.split("/", 1)[1].rsplit(":", 1)[0]
+        writer.replace_signatures(repository, parse_digest(digest), _flip_signature)
+    finally:
+        writer.close()
+
+    decision = gate.evaluate(image)
+    answer = gate.admit(image, f"uid-tampered-{signature_format}")
+
+    expected = denial(decision, image, "signature invalid",
+                      f"integrity: {signature_format.upper()} signature does not verify with its "
+                      "signing certificate")  # fmt: skip
+    assert only_violation(decision) == expected
+    assert answer["allowed"] is False
+    assert answer["status"]["message"].startswith(
+        f"spec.template.spec.containers[0].image ({image}): {expected}"
+    )
+
+
+@pytest.mark.parametrize("signature_format", FORMATS)
+def test_untrusted_chain_is_denied(gate: Gate, signature_format: str) -> None:
+    image, _ = gate.image(key=UNTRUSTED, signature_format=signature_format)
+
+    decision = gate.evaluate(image)
+
+    subject = f"CN={UNTRUSTED},O=Notary,L=Seattle,ST=WA,C=US"
+    assert only_violation(decision) == denial(
+        decision, image, "certificate not trusted",
+        f"authenticity: certificate chain of {subject} (root {subject}) does not lead to a "
+        "certificate in ca:wabbit-networks",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("signature_format", FORMATS)
+def test_expired_signature_is_denied(gate: Gate, signature_format: str) -> None:
+    image, _ = gate.image(key=TRUSTED, signature_format=signature_format, expiry="1s")
+    time.sleep(1.5)  # notation's smallest expiry is one second from the signing time
+
+    decision = gate.evaluate(image)
+
+    authority = decision["images"][0]["evidence"]["signatures"]["authorities"]["wabbit"]
+    (signature,) = authority["signatures"]
+    assert signature["validations"]["expiry"] == "failed"
+    assert signature["expiry"].endswith("Z")
+    assert only_violation(decision) == denial(
+        decision, image, "signature expired", f"expiry: signature expired at {signature['expiry']}"
+    )
+
+
+@pytest.mark.parametrize("signature_format", FORMATS)
+def test_wrong_registry_scope_is_denied(gate: Gate, signature_format: str) -> None:
+    image, _ = gate.image(key=TRUSTED, signature_format=signature_format, prefix="notation-scope")
+    repository = image.rsplit(":", 1)[0]
+
+    decision = gate.evaluate(image)
+
+    assert only_violation(decision) == denial(
+        decision, image, "no Notation trust policy covers this repository",
+        f"no trust policy has {repository} in its registryScopes "
+        f"(scopes: {gate.host}/elsewhere/app)",
+    )  # fmt: skip
