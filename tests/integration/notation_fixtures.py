@@ -125,6 +125,31 @@ class RegistryWriter:
         return {"mediaType": media_type, "size": len(data),
                 "digest": "sha256:" + hashlib.sha256(data).hexdigest()}  # fmt: skip
 
+    def add_signature(
+        self, repository: str, subject: Digest, envelope: bytes, media_type: str
+    ) -> None:
+        """Store an envelope as a Notation signature of ``subject`` the way ``notation sign``
+        does by default: a manifest with that subject, listed in the referrers tag index."""
+        image = self.client.get(
+            f"{self.base}/{repository}/manifests/{subject}", headers={"Accept": OCI_MANIFEST}
+        )
+        image.raise_for_status()
+        empty = self.put_blob(repository, b"{}")
+        layer = self.put_blob(repository, envelope)
+        manifest = {
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "artifactType": "application/vnd.cncf.notary.signature",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+            "layers": [{"mediaType": media_type, "digest": layer, "size": len(envelope)}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": str(subject),
+                        "size": len(image.content)},
+        }  # fmt: skip
+        written = self.put_manifest(repository, _digest_reference(manifest), manifest,
+                                    OCI_MANIFEST)  # fmt: skip
+        descriptor = written | {"artifactType": "application/vnd.cncf.notary.signature"}
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [descriptor]}
+        self.put_manifest(repository, subject.cosign_tag_prefix, index, OCI_INDEX)
+
     def replace_signatures(
         self, repository: str, subject: Digest, change_envelope: Any
     ) -> None:

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,20 @@ from gatekeeper.app import create_app
 from gatekeeper.config import load_settings
 from gatekeeper.domain.reference import parse_digest
 from tests.integration.cosign_fixtures import push_image, registry_host
-from tests.integration.notation_fixtures import NotationCli, RegistryWriter, notation_binary
+from tests.integration.notation_fixtures import (
+    OCI_MANIFEST,
+    NotationCli,
+    RegistryWriter,
+    notation_binary,
+)
 from tests.integration.test_admission_signatures import deployment_review
+from tests.unit.verify.notation_helpers import (
+    PROFILE,
+    EnvelopeSpec,
+    Target,
+    make_chain,
+    trust_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +49,8 @@ REPO = Path(__file__).resolve().parents[2]
 TRUSTED = "wabbit-networks.io"
 UNTRUSTED = "untrusted.example"
 FORMATS = ["jws", "cose"]
+#: A locally made chain standing in for AWS Signer's root -> issuing CA -> signing certificate.
+AWS_SIGNER_CHAIN = make_chain(organization="AWS Signer Test")
 
 
 def trust_policy(name: str, scopes: list[str]) -> dict[str, Any]:
@@ -99,8 +114,12 @@ def gate(opa_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             {"name": "wabbit-elsewhere", "notation": {
                 "trust_store": {"ca:wabbit-networks": [trusted_pem]},
                 "trust_policy": trust_policy("elsewhere", [f"{host}/elsewhere/app"])}},
+            {"name": "aws-signer", "notation": trust_config(
+                {"signingAuthority:aws-signer-ts": [AWS_SIGNER_CHAIN.root_pem]},
+                identities=[PROFILE], override={"revocation": "log"})},
         ],
         "images": [
+            {"glob": f"{host}/aws-signer/**", "authorities": ["aws-signer"]},
             {"glob": f"{host}/notation-scope/**", "authorities": ["wabbit-elsewhere"]},
             {"glob": f"{host}/**", "authorities": ["wabbit"]},
         ],
@@ -248,3 +267,56 @@ def test_wrong_registry_scope_is_denied(gate: Gate, signature_format: str) -> No
         f"no trust policy has {repository} in its registryScopes "
         f"(scopes: {gate.host}/elsewhere/app)",
     )  # fmt: skip
+
+
+def push_aws_signer_signature(gate: Gate, signature_format: str, profile_version: str) -> str:
+    image, digest = gate.image(key=None, prefix="aws-signer")
+    repository = image.split("/", 1)[1].rsplit(":", 1)[0]
+    writer = RegistryWriter(gate.host)
+    try:
+        served = writer.client.get(f"{writer.base}/{repository}/manifests/{digest}",
+                                   headers={"Accept": OCI_MANIFEST})  # fmt: skip
+        target = Target(parse_digest(digest), len(served.content))
+        spec = EnvelopeSpec(AWS_SIGNER_CHAIN, target.payload(),
+                            signing_time=datetime.now(UTC)).aws_signer(profile_version)  # fmt: skip
+        envelope, media_type = (
+            (spec.jws(), "application/jose+json") if signature_format == "jws"
+            else (spec.cose(), "application/cose")
+        )  # fmt: skip
+        writer.add_signature(repository, parse_digest(digest), envelope, media_type)
+    finally:
+        writer.close()
+    return image
+
+
+@pytest.mark.parametrize("signature_format", FORMATS)
+def test_aws_signer_signing_profile_is_allowed_and_its_unqueried_revocation_warned(
+    gate: Gate, signature_format: str
+) -> None:
+    image = push_aws_signer_signature(gate, signature_format, f"{PROFILE}/AbCdEf1234")
+
+    decision = gate.evaluate(image)
+
+    # Admitted; the check the trust policy only logs is a policy warning, so the verdict is warn.
+    assert (decision["verdict"], decision["allowed"]) == ("warn", True), decision["violations"]
+    authority = decision["images"][0]["evidence"]["signatures"]["authorities"]["aws-signer"]
+    assert authority["verified_signers"][0]["signing_profile_version"] == f"{PROFILE}/AbCdEf1234"
+    assert [w["message"] for w in decision["warnings"]] == [
+        'authority "aws-signer" verified with a failure its Notation trust policy "images" '
+        "(level strict) only logs: revocation: AWS Signer profile and job revocation "
+        "(GetRevocationStatus) is not queried by this gatekeeper; set override revocation: log "
+        "or skip to accept that"
+    ]
+
+
+@pytest.mark.parametrize("signature_format", FORMATS)
+def test_aws_signer_other_signing_profile_is_denied(gate: Gate, signature_format: str) -> None:
+    other = PROFILE.replace("release_profile", "someone_else") + "/AbCdEf1234"
+    image = push_aws_signer_signature(gate, signature_format, other)
+
+    decision = gate.evaluate(image)
+
+    assert only_violation(decision) == denial(
+        decision, image, "identity mismatch",
+        f"authenticity: expected signing profile {PROFILE}, signature names {other}",
+    )
