@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from gatekeeper.domain.reference import Digest
 from gatekeeper.errors import VerificationError
@@ -43,6 +45,7 @@ from gatekeeper.verify.notation_envelope import (
     SCHEME_SIGNING_AUTHORITY,
     Envelope,
     parse_envelope,
+    reject_duplicate_keys,
     verify_integrity,
 )
 from gatekeeper.verify.notation_policy import Action, NotationTrust, TrustPolicy
@@ -86,10 +89,13 @@ class NotationVerifier:
     def __init__(self, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._now = now
         self._crl_checkers: dict[str, CrlRevocationChecker] = {}
+        self._lock = threading.Lock()
 
     def _crls(self, authority: str, trust: NotationTrust) -> CrlRevocationChecker:
-        checker = self._crl_checkers.get(authority)
-        if checker is None:
+        with self._lock:
+            checker = self._crl_checkers.get(authority)
+            if checker is not None:
+                return checker
             checker = CrlRevocationChecker(
                 trust.revocation.crls, timeout_seconds=trust.revocation.timeout_seconds,
                 now=self._now,
@@ -326,7 +332,7 @@ def _check_plugin(envelope: Envelope) -> None:
 
 def _check_payload(payload: bytes, target: TargetArtifact) -> None:
     try:
-        document = json.loads(payload)
+        document = json.loads(payload, object_pairs_hook=reject_duplicate_keys)
         descriptor = document["targetArtifact"]
         fields = (descriptor["mediaType"], descriptor["digest"], descriptor["size"])
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as exc:
@@ -356,13 +362,18 @@ def _expiry(envelope: Envelope, now: datetime) -> str:
 
 
 def _names_revocation_service(certificate: x509.Certificate) -> bool:
-    for kind in (x509.CRLDistributionPoints, x509.AuthorityInformationAccess):
-        try:
-            certificate.extensions.get_extension_for_class(kind)
-        except x509.ExtensionNotFound:
-            continue
+    """A CRL distribution point, or an OCSP responder in the authority information access."""
+    extensions = certificate.extensions
+    try:
+        extensions.get_extension_for_class(x509.CRLDistributionPoints)
         return True
-    return False
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        access = extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except x509.ExtensionNotFound:
+        return False
+    return any(d.access_method == AuthorityInformationAccessOID.OCSP for d in access)
 
 
 def _signer(envelope: Envelope) -> dict[str, Any]:

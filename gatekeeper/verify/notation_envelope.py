@@ -40,6 +40,7 @@ __all__ = [
     "Envelope",
     "expected_algorithm",
     "parse_envelope",
+    "reject_duplicate_keys",
     "verify_integrity",
 ]
 
@@ -118,7 +119,8 @@ def _b64url(text: object, what: str) -> bytes:
         raise _fail(f"JWS {what} is not base64url") from exc
 
 
-def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` hook: a JSON object naming a key twice is refused."""
     keys = [key for key, _ in pairs]
     if len(set(keys)) != len(keys):
         # Two verifiers could read two different values: refuse the ambiguity.
@@ -128,7 +130,7 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _json(data: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(data, object_pairs_hook=_unique_object)
+        value = json.loads(data, object_pairs_hook=reject_duplicate_keys)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _fail(f"{what} is not a JSON object without duplicate keys") from exc
     if not isinstance(value, dict):

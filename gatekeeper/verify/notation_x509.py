@@ -19,6 +19,7 @@ from typing import TypeVar
 
 import httpx
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -129,7 +130,7 @@ def verify_chain(chain: Sequence[x509.Certificate]) -> None:
     for child, parent in zip(chain, chain[1:], strict=False):
         try:
             child.verify_directly_issued_by(parent)
-        except (ValueError, TypeError, Exception) as exc:  # noqa: BLE001 - InvalidSignature & co
+        except (ValueError, TypeError, InvalidSignature) as exc:
             raise _untrusted(
                 f"certificate {describe(child)} is not issued by the next one in the chain "
                 f"({describe(parent)})"
@@ -137,7 +138,7 @@ def verify_chain(chain: Sequence[x509.Certificate]) -> None:
     root = chain[-1]
     try:
         root.verify_directly_issued_by(root)
-    except (ValueError, TypeError, Exception) as exc:  # noqa: BLE001
+    except (ValueError, TypeError, InvalidSignature) as exc:
         raise _untrusted(
             f"certificate chain does not end with a self-signed root ({describe(root)})"
         ) from exc
@@ -216,14 +217,17 @@ class CrlRevocationChecker:
                 with client.stream("GET", source) as response:
                     if response.status_code != 200:
                         raise VerificationError(f"HTTP {response.status_code}")
-                    data = b""
+                    received = bytearray()
                     for chunk in response.iter_bytes():
-                        data += chunk
-                        if len(data) > _MAX_CRL_BYTES:
+                        received += chunk
+                        if len(received) > _MAX_CRL_BYTES:
                             raise VerificationError("larger than 8 MiB")
-                    return data
+                    return bytes(received)
         with open(source, "rb") as handle:  # noqa: PTH123 - a configured CRL file
-            return handle.read(_MAX_CRL_BYTES + 1)
+            data = handle.read(_MAX_CRL_BYTES + 1)
+        if len(data) > _MAX_CRL_BYTES:
+            raise VerificationError("larger than 8 MiB")
+        return data
 
     def check(
         self, chain: Sequence[x509.Certificate], signed_at: datetime | None

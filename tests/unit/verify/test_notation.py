@@ -556,3 +556,25 @@ def test_revocation_after_the_authentic_signing_time_does_not_revoke(
     result = verify(trust, (spec, "jws"))
 
     assert result.verified, result.detail
+
+
+def test_chain_naming_a_crl_service_needs_configured_crls(chain: Chain) -> None:
+    with_cdp = make_chain(leaf_extensions=[
+        (x509.KeyUsage(True, False, False, False, False, False, False, False, False), True),
+        (x509.CRLDistributionPoints([x509.DistributionPoint(
+            [x509.UniformResourceIdentifier("http://crl.acme.example/signing.crl")],
+            None, None, None)]), False),
+    ])  # fmt: skip
+    spec = EnvelopeSpec(with_cdp, target().payload())
+
+    strict = verify(ca_trust(with_cdp), (spec, "jws"))
+    skipped = verify(ca_trust(with_cdp, override={"revocation": "skip"}), (spec, "jws"))
+
+    assert (strict.reason, strict.detail) == (
+        "revocation-unavailable",
+        "revocation: certificate CN=SecureBuilder,O=Acme Rockets,L=Seattle,ST=WA,C=US names a "
+        "CRL or OCSP service, which is not contacted; configure revocation.crls or override "
+        "revocation",
+    )
+    assert skipped.verified
+    assert evidence(skipped)["signatures"][0]["validations"]["revocation"] == "skipped"
