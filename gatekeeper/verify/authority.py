@@ -1,7 +1,7 @@
 """Authorities and image policies: who may sign what, as validated frozen configuration.
 
-The security team names *authorities* (trusted keys, or keyless identities with their OIDC
-issuer) and attaches them to image globs with an m-of-n threshold. Images no glob matches follow
+The security team names *authorities* (trusted keys, keyless identities with their OIDC
+issuer, or Notation trust stores and trust policies) and attaches them to image globs with an m-of-n threshold. Images no glob matches follow
 ``unmatched`` (``deny`` unless configured otherwise). ``from_mapping`` validates everything and
 says which field is wrong; an empty authority list is an error, never "trust nothing silently".
 
@@ -15,6 +15,10 @@ Example (YAML, under the lead's settings key ``signatures``)::
         keyless:
           - issuer: https://token.actions.githubusercontent.com
             subject_regex: ^https://github\\.com/acme/.+/\\.github/workflows/release\\.yml@refs/tags/v.*$
+      - name: wabbit             # Notation (Notary Project) / AWS Signer, see notation_policy.py
+        notation:
+          trust_store: {"ca:wabbit-networks": ["-----BEGIN CERTIFICATE-----\\n..."]}
+          trust_policy: {version: "1.0", trustPolicies: [...]}   # trustpolicy.json as is
     images:
       - glob: registry.acme.io/prod/**
         authorities: [release, ci]

@@ -50,7 +50,7 @@ TRUSTED = "wabbit-networks.io"
 UNTRUSTED = "untrusted.example"
 FORMATS = ["jws", "cose"]
 #: A locally made chain standing in for AWS Signer's root -> issuing CA -> signing certificate.
-AWS_SIGNER_CHAIN = make_chain(organization="AWS Signer Test")
+AWS_SIGNER_CHAIN = make_chain(organization="AWS Signer Test", now=datetime.now(UTC))
 
 
 def trust_policy(name: str, scopes: list[str]) -> dict[str, Any]:

@@ -111,19 +111,24 @@ def make_chain(
     *,
     organization: str = "Acme Rockets",
     leaf_subject: str = "SecureBuilder",
-    leaf_not_after: datetime = NOW + timedelta(days=365),
+    leaf_not_after: datetime | None = None,
     leaf_extensions: list[tuple[x509.ExtensionType, bool]] | None = None,
+    now: datetime = NOW,
 ) -> Chain:
+    """Valid from ``now`` - 30 days to ``now`` + 1 year (the leaf until ``leaf_not_after``)."""
+    window = {"not_before": now - timedelta(days=30), "not_after": now + timedelta(days=365)}
     root_key = ec.generate_private_key(ec.SECP384R1())
     intermediate_key = ec.generate_private_key(ec.SECP256R1())
     leaf_key = leaf_key or ec.generate_private_key(ec.SECP256R1())
     root_name = name(f"{organization} Root CA", organization)
     intermediate_name = name(f"{organization} Signing CA", organization)
-    root = certificate(root_name, root_key, root_name, root_key, ca=True)
-    intermediate = certificate(intermediate_name, intermediate_key, root_name, root_key, ca=True)
+    root = certificate(root_name, root_key, root_name, root_key, ca=True, **window)
+    intermediate = certificate(intermediate_name, intermediate_key, root_name, root_key, ca=True,
+                               **window)  # fmt: skip
     leaf = certificate(
         name(leaf_subject, organization), leaf_key, intermediate_name, intermediate_key,
-        ca=False, not_after=leaf_not_after, extensions=leaf_extensions,
+        ca=False, not_before=window["not_before"], not_after=leaf_not_after or window["not_after"],
+        extensions=leaf_extensions,
     )  # fmt: skip
     return Chain(leaf_key, leaf, intermediate, root, root_key, intermediate_key)
 
