@@ -60,6 +60,7 @@ from gatekeeper.verify.notation_x509 import (
 __all__ = ["NotationVerifier", "TargetArtifact"]
 
 _KIND = {"kind": "notation"}
+_FORMATS = {"application/jose+json": "jws", "application/cose": "cose"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +139,8 @@ class NotationVerifier:
                 tuple(c for c, _ in checks), extra | {"logged": logged},
                 valid_until=max(ends) if len(ends) == len(verified) else None,
             )  # fmt: skip
-        first = checks[0][0]
+        # The signature that got furthest says most (an untrusted chain over a garbled blob).
+        first = max((c for c, _ in checks), key=_progress)
         return self._result(name, False, first.reason, first.detail,
                             tuple(c for c, _ in checks), extra)  # fmt: skip
 
@@ -164,7 +166,7 @@ class NotationVerifier:
         logged: list[str] = []
         signer: dict[str, Any] = {}
         extra: dict[str, Any] = {
-            "format": signature.media_type,
+            "format": _FORMATS.get(signature.media_type, signature.media_type),
             "manifest": signature.manifest_digest,
         }
 
@@ -318,6 +320,11 @@ class NotationVerifier:
                           "queried by this gatekeeper; set override revocation: log or skip "
                           "to accept that")  # fmt: skip
         return outcome
+
+
+def _progress(check: Check) -> int:
+    validations = check.extra.get("validations", {})
+    return sum(1 for outcome in validations.values() if str(outcome).startswith("passed"))
 
 
 def _check_plugin(envelope: Envelope) -> None:

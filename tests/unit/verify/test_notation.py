@@ -578,3 +578,13 @@ def test_chain_naming_a_crl_service_needs_configured_crls(chain: Chain) -> None:
     )
     assert skipped.verified
     assert evidence(skipped)["signatures"][0]["validations"]["revocation"] == "skipped"
+
+
+def test_the_signature_that_got_furthest_gives_the_reason(chain: Chain) -> None:
+    garbled = EnvelopeSpec(chain, target().payload(), signing_key=make_chain().leaf_key)
+    untrusted = EnvelopeSpec(make_chain(organization="Evil Corp"), target().payload())
+
+    result = verify(ca_trust(chain), (garbled, "cose"), (untrusted, "jws"))
+
+    assert result.reason == "untrusted-certificate"
+    assert [s["format"] for s in evidence(result)["signatures"]] == ["cose", "jws"]
