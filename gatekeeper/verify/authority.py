@@ -1,8 +1,9 @@
 """Authorities and image policies: who may sign what, as validated frozen configuration.
 
 The security team names *authorities* (trusted keys, keyless identities with their OIDC
-issuer, or Notation trust stores and trust policies) and attaches them to image globs with an m-of-n threshold. Images no glob matches follow
-``unmatched`` (``deny`` unless configured otherwise). ``from_mapping`` validates everything and
+issuer, or Notation trust stores and trust policies) and attaches them to image globs with an
+m-of-n threshold. Images no glob matches follow ``unmatched`` (``deny`` unless configured
+otherwise). ``from_mapping`` validates everything and
 says which field is wrong; an empty authority list is an error, never "trust nothing silently".
 
 Example (YAML, under the lead's settings key ``signatures``)::
