@@ -24,7 +24,7 @@ from typing import Any
 
 import cbor2
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -39,6 +39,7 @@ __all__ = [
     "SCHEME_X509",
     "Envelope",
     "expected_algorithm",
+    "load_certificate",
     "parse_envelope",
     "reject_duplicate_keys",
     "verify_integrity",
@@ -324,7 +325,7 @@ def _envelope(
     if len(ders) > _MAX_CERTIFICATES:
         raise _fail(f"certificate chain is longer than {_MAX_CERTIFICATES}")
     try:
-        certificates = tuple(x509.load_der_x509_certificate(der) for der in ders)
+        certificates = tuple(load_certificate(der) for der in ders)
     except ValueError as exc:
         raise _fail("certificate chain holds a value that is not a DER certificate") from exc
     min_version = headers.get(H_PLUGIN_MIN_VERSION)
@@ -351,6 +352,23 @@ def _envelope(
         has_timestamp_signature=has_timestamp,
         signing_agent=signing_agent,
     )
+
+
+def load_certificate(der: bytes) -> x509.Certificate:
+    """A DER certificate, every field the verifier reads parsed now (``cryptography`` parses
+    lazily, so a corrupt issuer would otherwise surface later, mid-verification).
+
+    Raises ``ValueError`` for anything that does not parse."""
+    try:
+        certificate = x509.load_der_x509_certificate(der)
+        _ = (certificate.subject.rfc4514_string(), certificate.issuer.rfc4514_string(),
+             certificate.extensions, certificate.public_key(), certificate.signature_hash_algorithm,
+             certificate.not_valid_before_utc, certificate.not_valid_after_utc,
+             certificate.serial_number)  # fmt: skip
+    except (ValueError, x509.InvalidVersion, UnsupportedAlgorithm, x509.DuplicateExtension,
+            x509.UnsupportedGeneralNameType) as exc:  # fmt: skip
+        raise ValueError(f"certificate does not parse: {type(exc).__name__}") from exc
+    return certificate
 
 
 def parse_envelope(data: bytes, media_type: str) -> Envelope:

@@ -26,9 +26,10 @@ from enum import StrEnum
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 
 from gatekeeper.errors import ConfigurationError
+from gatekeeper.verify.notation_envelope import load_certificate
 
 __all__ = [
     "CHECKS",
@@ -289,10 +290,13 @@ def _load_certificates(item: object, *, where: str) -> list[x509.Certificate]:
             raise ConfigurationError(f"{where}: cannot read {item}: {exc.strerror}") from exc
     try:
         if b"-----BEGIN" in data:
-            certificates = x509.load_pem_x509_certificates(data)
+            certificates = [
+                load_certificate(c.public_bytes(serialization.Encoding.DER))
+                for c in x509.load_pem_x509_certificates(data)
+            ]
         else:
-            certificates = [x509.load_der_x509_certificate(data)]
-    except ValueError as exc:
+            certificates = [load_certificate(data)]
+    except (ValueError, x509.InvalidVersion) as exc:
         raise ConfigurationError(f"{where}: not an X.509 certificate (PEM or DER)") from exc
     return certificates
 

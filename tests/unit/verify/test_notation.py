@@ -588,3 +588,29 @@ def test_the_signature_that_got_furthest_gives_the_reason(chain: Chain) -> None:
 
     assert result.reason == "untrusted-certificate"
     assert [s["format"] for s in evidence(result)["signatures"]] == ["cose", "jws"]
+
+
+@pytest.mark.parametrize("key_type", ["ec", "rsa"])
+@pytest.mark.parametrize("envelope_format", FORMATS)
+def test_every_single_byte_corruption_is_a_value_never_an_exception(
+    chain: Chain, envelope_format: str, key_type: str
+) -> None:
+    if key_type == "rsa":
+        chain = make_chain(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    good = EnvelopeSpec(chain, target().payload()).signature(envelope_format)
+    verifier = NotationVerifier(now=lambda: NOW)
+    trust = NotationTrust.from_mapping(ca_trust(chain), where="n")
+    outcomes: dict[str, int] = {}
+    for position in range(0, len(good.envelope), 3):
+        corrupted = bytearray(good.envelope)
+        corrupted[position] ^= 0x5A
+        signature = NotationSignature(bytes(corrupted), good.media_type, "m", "s")
+
+        result = verifier.verify("acme", trust, [signature], REPOSITORY, target().artifact)
+
+        outcomes[result.reason] = outcomes.get(result.reason, 0) + 1
+    assert set(outcomes) <= {"verified", "malformed", "invalid", "unsupported",
+                             "digest-mismatch", "untrusted-certificate", "identity-mismatch"}  # fmt: skip
+    # Only bytes outside what is signed or chained (the signing agent, JSON whitespace) may
+    # change without failing; everything else fails.
+    assert outcomes.get("verified", 0) < sum(outcomes.values()) // 10, outcomes
