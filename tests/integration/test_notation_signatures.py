@@ -12,6 +12,8 @@ import base64
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from typing import Any
 
 import cbor2
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
@@ -320,3 +323,40 @@ def test_aws_signer_other_signing_profile_is_denied(gate: Gate, signature_format
         decision, image, "identity mismatch",
         f"authenticity: expected signing profile {PROFILE}, signature names {other}",
     )
+
+
+def test_gatekeeper_verify_reads_a_notation_authority_from_the_yaml_file(gate: Gate) -> None:
+    """``gatekeeper verify`` as a process, configured by a YAML file whose trust store names a
+    certificate file (what a mounted ConfigMap/Secret gives)."""
+    signed, _ = gate.image(key=TRUSTED, signature_format="cose")
+    untrusted, _ = gate.image(key=UNTRUSTED, signature_format="jws")
+    certificate = gate.workdir / "wabbit-root.crt"
+    certificate.write_text((gate.notation.config_dir / "localkeys" / f"{TRUSTED}.crt").read_text())
+    config = gate.workdir / "gatekeeper.yaml"
+    config.write_text(yaml.safe_dump({
+        "registry": {"hosts": [{"host": gate.host, "plain_http": True}]},
+        "trusted_root": "none", "ecr_auth": False,
+        "signatures": {
+            "authorities": [{"name": "wabbit", "notation": {
+                "trust_store": {"ca:wabbit-networks": [str(certificate)]},
+                "trust_policy": trust_policy("all-images", ["*"])}}],
+            "images": [{"glob": f"{gate.host}/**", "authorities": ["wabbit"]}],
+        },
+    }))  # fmt: skip
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("GATEKEEPER_") or k.startswith("GATEKEEPER_TEST_")}  # fmt: skip
+    env.update(GATEKEEPER_CONFIG=str(config), GATEKEEPER_INSECURE_DISABLE_AUTH="true",
+               GATEKEEPER_DATABASE_URL=f"sqlite:///{gate.workdir / 'cli.db'}")  # fmt: skip
+
+    def verify(image: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "gatekeeper", "verify", image], env=env,
+                              capture_output=True, text=True, timeout=120, cwd=REPO, check=False)  # fmt: skip
+
+    allowed, denied = verify(signed), verify(untrusted)
+
+    assert allowed.returncode == 0, allowed.stderr
+    evidence = json.loads(allowed.stdout)
+    assert evidence["authorities"]["wabbit"]["signatures"][0]["format"] == "cose"
+    assert denied.returncode == 1
+    assert "certificate not trusted" in denied.stderr
+    assert "does not lead to a certificate in ca:wabbit-networks" in denied.stderr
