@@ -67,7 +67,7 @@ class SignatureEvidenceCollector:
         self._metrics = metrics
         self._verifier = CosignVerifier(trust, max_predicate_bytes=settings.max_predicate_bytes)
         self._now = now
-        self._notation = NotationVerifier(now=now)
+        self._notation = NotationVerifier(now=now, monotonic=monotonic)
         self._config_hash = settings.config_hash()
         self._cache: TtlCache[_Entry] = TtlCache(
             max_entries=settings.cache_max_entries, monotonic=monotonic
@@ -161,7 +161,7 @@ class SignatureEvidenceCollector:
         results = [
             self._notation.verify(
                 authority.name, authority.notation, material.notation, reference.name, target,
-                material.problems,
+                material.problems, deadline=context.deadline,
             )
             if authority.notation is not None
             else self._verifier.verify(material, authority, digest)

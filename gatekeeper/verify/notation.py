@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,7 +37,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from gatekeeper.domain.reference import Digest
-from gatekeeper.errors import VerificationError
+from gatekeeper.errors import UpstreamUnavailableError, VerificationError
 from gatekeeper.verify.cosign import AuthorityResult, Check
 from gatekeeper.verify.discovery import NotationSignature
 from gatekeeper.verify.notation_envelope import (
@@ -87,8 +88,14 @@ def _failure(exc: VerificationError, default: str) -> _Failed:
 class NotationVerifier:
     """Thread-safe; holds one CRL checker per authority (their caches live as long as it)."""
 
-    def __init__(self, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._now = now
+        self._monotonic = monotonic
         self._crl_checkers: dict[str, CrlRevocationChecker] = {}
         self._lock = threading.Lock()
 
@@ -112,7 +119,11 @@ class NotationVerifier:
         repository_uri: str,
         target: TargetArtifact | None,
         problems: Sequence[str] = (),
+        *,
+        deadline: float | None = None,
     ) -> AuthorityResult:
+        """Raises ``UpstreamUnavailableError`` when a CRL must be fetched and ``deadline`` (a
+        ``monotonic()`` value) has passed; every other outcome is a result."""
         policy = trust.policy_for(repository_uri)
         if policy is None:
             scopes = sorted({s for p in trust.policies for s in p.registry_scopes})
@@ -129,7 +140,9 @@ class NotationVerifier:
         if not signatures or target is None:
             detail = "; ".join(problems) or "no Notation signature for this digest"
             return self._result(name, False, "no-signature", detail, (), extra)
-        checks = [self._one(signature, name, trust, policy, target) for signature in signatures]
+        checks = [
+            self._one(signature, name, trust, policy, target, deadline) for signature in signatures
+        ]
         verified = [check for check, _ in checks if check.ok]
         if verified:
             ends = [until for check, until in checks if check.ok and until is not None]
@@ -160,6 +173,7 @@ class NotationVerifier:
         trust: NotationTrust,
         policy: TrustPolicy,
         target: TargetArtifact,
+        deadline: float | None,
     ) -> tuple[Check, datetime | None]:
         now = self._now()
         validations: dict[str, str] = {}
@@ -200,7 +214,7 @@ class NotationVerifier:
             ("authenticity", partial(self._authenticity, envelope, trust, policy)),
             ("authenticTimestamp", partial(self._timestamp, envelope, policy, now)),
             ("expiry", partial(_expiry, envelope, now)),
-            ("revocation", partial(self._revocation, name, trust, envelope, signed_at)),
+            ("revocation", partial(self._revocation, name, trust, envelope, signed_at, deadline)),
         ):
             action = policy.action(check)
             if action is Action.SKIP:
@@ -293,12 +307,23 @@ class NotationVerifier:
         return "passed"
 
     def _revocation(
-        self, name: str, trust: NotationTrust, envelope: Envelope, signed_at: datetime | None
+        self,
+        name: str,
+        trust: NotationTrust,
+        envelope: Envelope,
+        signed_at: datetime | None,
+        deadline: float | None,
     ) -> str:
         chain = envelope.certificates
         checker = self._crls(name, trust)
         if checker.configured:
-            result = checker.check(chain, signed_at)
+            time_left = None if deadline is None else deadline - self._monotonic()
+            if time_left is not None and time_left <= 0:
+                raise UpstreamUnavailableError(
+                    f"no time left in the budget to check the CRLs of authority {name}",
+                    context={"authority": name},
+                )
+            result = checker.check(chain, signed_at, time_left=time_left)
             if result.status != "good":
                 raise _Failed("revoked" if result.status == "revoked" else "revocation-unavailable",
                               result.detail)  # fmt: skip

@@ -187,14 +187,14 @@ class CrlRevocationChecker:
     def configured(self) -> bool:
         return bool(self._sources)
 
-    def _load(self, source: str) -> _CachedCrl:
+    def _load(self, source: str, timeout: float) -> _CachedCrl:
         now = self._now()
         with self._lock:
             cached = self._cache.get(source)
             if cached is not None and now < cached.refresh_after:
                 return cached
         try:
-            data = self._read(source)
+            data = self._read(source, timeout)
             crl = (
                 x509.load_pem_x509_crl(data)
                 if b"-----BEGIN" in data
@@ -211,9 +211,9 @@ class CrlRevocationChecker:
             self._cache[source] = entry
         return entry
 
-    def _read(self, source: str) -> bytes:
+    def _read(self, source: str, timeout: float) -> bytes:
         if source.startswith(("http://", "https://")):
-            with httpx.Client(timeout=self._timeout, transport=self._transport) as client:
+            with httpx.Client(timeout=timeout, transport=self._transport) as client:
                 with client.stream("GET", source) as response:
                     if response.status_code != 200:
                         raise VerificationError(f"HTTP {response.status_code}")
@@ -230,17 +230,24 @@ class CrlRevocationChecker:
         return data
 
     def check(
-        self, chain: Sequence[x509.Certificate], signed_at: datetime | None
+        self,
+        chain: Sequence[x509.Certificate],
+        signed_at: datetime | None,
+        *,
+        time_left: float | None = None,
     ) -> RevocationResult:
         """From root to leaf: a certificate whose issuer publishes one of the configured CRLs
         is looked up in it. A listed serial is revoked unless its invalidity date is after an
         authentic signing time; a CRL that cannot be loaded, fails its signature or is past
-        its ``nextUpdate`` makes the result "unavailable"."""
+        its ``nextUpdate`` makes the result "unavailable". ``time_left`` (seconds) caps each
+        download below the configured timeout."""
         now = self._now()
         crls: list[x509.CertificateRevocationList] = []
         problems: list[str] = []
+        # A download never outlasts the evaluation's budget (the webhook answers in time).
+        timeout = self._timeout if time_left is None else min(self._timeout, time_left)
         for source in self._sources:
-            entry = self._load(source)
+            entry = self._load(source, timeout)
             if entry.crl is not None:
                 crls.append(entry.crl)
             else:

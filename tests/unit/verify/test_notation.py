@@ -7,6 +7,7 @@ import base64
 import http.server
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from gatekeeper.errors import UpstreamUnavailableError
 from gatekeeper.verify.cosign import AuthorityResult
 from gatekeeper.verify.discovery import NotationSignature
 from gatekeeper.verify.notation import NotationVerifier
@@ -450,6 +452,8 @@ def crl_server() -> Iterator[tuple[str, dict[str, bytes]]]:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if "delay" in served:
+                time.sleep(float(served["delay"]))
             body = served.get(self.path)
             self.send_response(200 if body is not None else 404)
             self.end_headers()
@@ -614,3 +618,32 @@ def test_every_single_byte_corruption_is_a_value_never_an_exception(
     # Only bytes outside what is signed or chained (the signing agent, JSON whitespace) may
     # change without failing; everything else fails.
     assert outcomes.get("verified", 0) < sum(outcomes.values()) // 10, outcomes
+
+
+def test_crl_download_never_outlasts_the_evaluation_budget(
+    chain: Chain, crl_server: tuple[str, dict[str, bytes]]
+) -> None:
+    url, served = crl_server
+    served["/slow.crl"] = crl(chain, revoked=[])
+    served["delay"] = b"3"  # seconds the server waits before answering
+    trust = NotationTrust.from_mapping(
+        ca_trust(chain, revocation={"crls": [f"{url}/slow.crl"], "timeout_seconds": 30}), where="n"
+    )
+    signature = EnvelopeSpec(chain, target().payload()).signature("jws")
+    verifier = NotationVerifier(now=lambda: NOW)
+
+    started = time.monotonic()
+    result = verifier.verify("acme", trust, [signature], REPOSITORY, target().artifact,
+                             deadline=time.monotonic() + 0.5)  # fmt: skip
+    elapsed = time.monotonic() - started
+    with pytest.raises(UpstreamUnavailableError) as raised:
+        NotationVerifier(now=lambda: NOW).verify(
+            "acme", trust, [signature], REPOSITORY, target().artifact,
+            deadline=time.monotonic() - 1,
+        )  # fmt: skip
+
+    assert (result.reason, result.detail) == (
+        "revocation-unavailable", f"revocation: CRL {url}/slow.crl could not be loaded (ReadTimeout)"
+    )
+    assert elapsed < 2.5
+    assert raised.value.message == "no time left in the budget to check the CRLs of authority acme"
