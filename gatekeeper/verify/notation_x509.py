@@ -207,6 +207,8 @@ class CrlRevocationChecker:
             log.warning("CRL %s could not be loaded: %s", source, message)
             entry = _CachedCrl(None, f"CRL {source} could not be loaded ({message})",
                                now.replace(microsecond=0) + _RETRY)  # fmt: skip
+            if isinstance(exc, httpx.TimeoutException) and timeout < self._timeout:
+                return entry  # cut short by this evaluation's budget: the next one tries again
         with self._lock:
             self._cache[source] = entry
         return entry
