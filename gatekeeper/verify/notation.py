@@ -146,7 +146,9 @@ class NotationVerifier:
         verified = [check for check, _ in checks if check.ok]
         if verified:
             ends = [until for check, until in checks if check.ok and until is not None]
-            logged = [entry for check in verified for entry in check.extra.get("logged", [])]
+            # Notation passes on one signature: the cleanest one speaks for the authority.
+            best = min(verified, key=lambda check: len(check.extra.get("logged", [])))
+            logged = list(best.extra.get("logged", []))
             return self._result(
                 name, True, "verified", f"{len(verified)} valid signature(s)",
                 tuple(c for c, _ in checks), extra | {"logged": logged},

@@ -647,3 +647,16 @@ def test_crl_download_never_outlasts_the_evaluation_budget(
     )
     assert elapsed < 2.5
     assert raised.value.message == "no time left in the budget to check the CRLs of authority acme"
+
+
+def test_a_clean_signature_beside_an_expired_one_leaves_nothing_logged(chain: Chain) -> None:
+    expired = EnvelopeSpec(chain, target().payload(), expiry=NOW - timedelta(seconds=1))
+    clean = EnvelopeSpec(chain, target().payload())
+
+    result = verify(ca_trust(chain, level="permissive"), (expired, "jws"), (clean, "cose"))
+
+    assert result.verified
+    assert evidence(result)["logged"] == []
+    assert evidence(result)["signatures"][0]["logged"] == [
+        "expiry: signature expired at 2026-11-30T11:59:59Z"
+    ]
