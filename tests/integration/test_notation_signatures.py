@@ -151,6 +151,16 @@ def denial(decision: dict[str, Any], image: str, reason: str, detail: str) -> st
     )
 
 
+def assert_admission_denied(answer: dict[str, Any], image: str, expected: str) -> None:
+    """The AdmissionReview answer names the field, the image and the same reason."""
+    assert answer["allowed"] is False
+    assert answer["status"]["code"] == 403
+    decision_id = answer["auditAnnotations"]["decision-id"]
+    assert answer["status"]["message"] == (
+        f"spec.template.spec.containers[0].image ({image}): {expected} (decision {decision_id})"
+    )
+
+
 def only_violation(decision: dict[str, Any]) -> str:
     assert decision["verdict"] == "deny", decision
     assert [v["policy"] for v in decision["violations"]] == ["signatures"], decision["violations"]
@@ -222,10 +232,7 @@ def test_tampered_envelope_is_denied(gate: Gate, signature_format: str) -> None:
                       f"integrity: {signature_format.upper()} signature does not verify with its "
                       "signing certificate")  # fmt: skip
     assert only_violation(decision) == expected
-    assert answer["allowed"] is False
-    assert answer["status"]["message"].startswith(
-        f"spec.template.spec.containers[0].image ({image}): {expected}"
-    )
+    assert_admission_denied(answer, image, expected)
 
 
 @pytest.mark.parametrize("signature_format", FORMATS)
@@ -233,13 +240,16 @@ def test_untrusted_chain_is_denied(gate: Gate, signature_format: str) -> None:
     image, _ = gate.image(key=UNTRUSTED, signature_format=signature_format)
 
     decision = gate.evaluate(image)
+    answer = gate.admit(image, f"uid-untrusted-{signature_format}")
 
     subject = f"CN={UNTRUSTED},O=Notary,L=Seattle,ST=WA,C=US"
-    assert only_violation(decision) == denial(
+    expected = denial(
         decision, image, "certificate not trusted",
         f"authenticity: certificate chain of {subject} (root {subject}) does not lead to a "
         "certificate in ca:wabbit-networks",
     )  # fmt: skip
+    assert only_violation(decision) == expected
+    assert_admission_denied(answer, image, expected)
 
 
 @pytest.mark.parametrize("signature_format", FORMATS)
@@ -248,14 +258,17 @@ def test_expired_signature_is_denied(gate: Gate, signature_format: str) -> None:
     time.sleep(1.5)  # notation's smallest expiry is one second from the signing time
 
     decision = gate.evaluate(image)
+    answer = gate.admit(image, f"uid-expired-{signature_format}")
 
     authority = decision["images"][0]["evidence"]["signatures"]["authorities"]["wabbit"]
     (signature,) = authority["signatures"]
     assert signature["validations"]["expiry"] == "failed"
     assert signature["expiry"].endswith("Z")
-    assert only_violation(decision) == denial(
+    expected = denial(
         decision, image, "signature expired", f"expiry: signature expired at {signature['expiry']}"
     )
+    assert only_violation(decision) == expected
+    assert_admission_denied(answer, image, expected)
 
 
 @pytest.mark.parametrize("signature_format", FORMATS)
@@ -264,12 +277,15 @@ def test_wrong_registry_scope_is_denied(gate: Gate, signature_format: str) -> No
     repository = image.rsplit(":", 1)[0]
 
     decision = gate.evaluate(image)
+    answer = gate.admit(image, f"uid-scope-{signature_format}")
 
-    assert only_violation(decision) == denial(
+    expected = denial(
         decision, image, "no Notation trust policy covers this repository",
         f"no trust policy has {repository} in its registryScopes "
         f"(scopes: {gate.host}/elsewhere/app)",
     )  # fmt: skip
+    assert only_violation(decision) == expected
+    assert_admission_denied(answer, image, expected)
 
 
 def push_aws_signer_signature(gate: Gate, signature_format: str, profile_version: str) -> str:
