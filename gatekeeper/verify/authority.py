@@ -1,8 +1,9 @@
 """Authorities and image policies: who may sign what, as validated frozen configuration.
 
-The security team names *authorities* (trusted keys, or keyless identities with their OIDC
-issuer) and attaches them to image globs with an m-of-n threshold. Images no glob matches follow
-``unmatched`` (``deny`` unless configured otherwise). ``from_mapping`` validates everything and
+The security team names *authorities* (trusted keys, keyless identities with their OIDC
+issuer, or Notation trust stores and trust policies) and attaches them to image globs with an
+m-of-n threshold. Images no glob matches follow ``unmatched`` (``deny`` unless configured
+otherwise). ``from_mapping`` validates everything and
 says which field is wrong; an empty authority list is an error, never "trust nothing silently".
 
 Example (YAML, under the lead's settings key ``signatures``)::
@@ -15,6 +16,10 @@ Example (YAML, under the lead's settings key ``signatures``)::
         keyless:
           - issuer: https://token.actions.githubusercontent.com
             subject_regex: ^https://github\\.com/acme/.+/\\.github/workflows/release\\.yml@refs/tags/v.*$
+      - name: wabbit             # Notation (Notary Project) / AWS Signer, see notation_policy.py
+        notation:
+          trust_store: {"ca:wabbit-networks": ["-----BEGIN CERTIFICATE-----\\n..."]}
+          trust_policy: {version: "1.0", trustPolicies: [...]}   # trustpolicy.json as is
     images:
       - glob: registry.acme.io/prod/**
         authorities: [release, ci]
@@ -40,6 +45,7 @@ from typing import Any, Literal
 
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.verify.keys import VerificationKey, load_public_key
+from gatekeeper.verify.notation_policy import NotationTrust
 
 __all__ = [
     "Authority",
@@ -131,6 +137,8 @@ class Authority:
     match_docker_reference: bool = True
     #: ``match_docker_reference`` came from the version default, not from the authority.
     match_docker_reference_defaulted: bool = False
+    #: A Notation authority (trust stores + trust policy) instead of cosign keys/identities.
+    notation: NotationTrust | None = None
 
     @classmethod
     def from_mapping(
@@ -138,7 +146,8 @@ class Authority:
     ) -> Authority:
         if not isinstance(raw, Mapping):
             raise ConfigurationError(f"{where} must be an object")
-        unknown = set(raw) - {"name", "keys", "keyless", "tlog", "match_docker_reference"}
+        unknown = set(raw) - {"name", "keys", "keyless", "tlog", "match_docker_reference",
+                              "notation"}
         if unknown:
             raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
         name = raw.get("name")
@@ -146,6 +155,13 @@ class Authority:
             raise ConfigurationError(
                 f"{where}.name must be a lowercase name ([a-z0-9][a-z0-9_.-]*, <= 63 characters)"
             )
+        if "notation" in raw:
+            if set(raw) & {"keys", "keyless", "tlog", "match_docker_reference"}:
+                raise ConfigurationError(
+                    f"{where}: a notation authority takes no keys, keyless or tlog"
+                )
+            return cls(name, notation=NotationTrust.from_mapping(raw["notation"],
+                                                                 where=f"{where}.notation"))
         keys_raw = raw.get("keys", [])
         if not isinstance(keys_raw, list) or not all(isinstance(k, str) for k in keys_raw):
             raise ConfigurationError(f"{where}.keys must be a list of PEM public keys")
@@ -174,6 +190,8 @@ class Authority:
         return cls(name, keys, identities, tlog, match, defaulted)
 
     def fingerprint(self) -> dict[str, Any]:
+        if self.notation is not None:
+            return {"name": self.name, "notation": self.notation.fingerprint()}
         return {
             "name": self.name,
             "keys": sorted(k.key_id for k in self.keys),

@@ -87,6 +87,14 @@ REASON_MESSAGES: Mapping[str, str] = {
     "no-trust-root": "no trusted root for tlog verification",
     "untrusted": "not trusted by the configured trusted root",
     "reference-mismatch": "signed for another repository",
+    # Notation (gatekeeper/verify/notation.py)
+    "scope-mismatch": "no Notation trust policy covers this repository",
+    "skipped": "verification skipped by the Notation trust policy",
+    "unsupported": "unsupported signature feature",
+    "outside-validity": "certificate chain not valid at signing time",
+    "expired": "signature expired",
+    "revoked": "certificate revoked",
+    "revocation-unavailable": "revocation status unavailable",
 }
 # A reason from a candidate that got past the signer check says more than "another key".
 _LEAST_INFORMATIVE = ("no-key", "other-key")
@@ -111,9 +119,11 @@ class Check:
     source: str
     signer: Mapping[str, Any] = field(default_factory=dict)
     tlog: str = "not-checked"
+    #: Fields of other signature kinds (Notation: format, scheme, validations).
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def as_evidence(self) -> dict[str, Any]:
-        return {
+        return dict(self.extra) | {
             "verified": self.ok,
             "reason": REASON_MESSAGES.get(self.reason, self.reason),
             "reason_code": self.reason,
@@ -147,10 +157,14 @@ class AuthorityResult:
     rejected_attestations: tuple[dict[str, Any], ...]
     #: The verified statements behind ``attestations`` (not part of the evidence).
     statements: tuple[VerifiedStatement, ...] = ()
+    #: When a verified result stops being true on its own (signature expiry, certificate end).
+    valid_until: datetime | None = None
+    #: Fields of other signature kinds (Notation: kind, trust policy, logged failures).
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def as_evidence(self) -> dict[str, Any]:
         identities = [dict(check.signer) for check in self.signatures if check.ok and check.signer]
-        return {
+        return dict(self.extra) | {
             "verified": self.verified,
             "reason": REASON_MESSAGES.get(self.reason, self.reason),
             "reason_code": self.reason,
