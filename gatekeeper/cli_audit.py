@@ -59,6 +59,7 @@ def _open(settings: Any, *, signing: bool) -> Any:
             settings.database_url,
             signing_key_file=Path(key_file) if key_file else None,
             checkpoint_every=_setting(settings, "audit_checkpoint_every", 1000),
+            generate_embedded_key=signing,
         )
         audit.migrate()
     except GatekeeperError as exc:
@@ -68,9 +69,12 @@ def _open(settings: Any, *, signing: bool) -> Any:
 
 def _public_key(settings: Any, option: Path | None) -> Any:
     from gatekeeper.audit.chain import load_public_key
+    from gatekeeper.audit.embedded_key import embedded_key_path
 
+    embedded = embedded_key_path(settings.database_url)  # the embedded default's own key
     candidates = [option, _setting(settings, "audit_public_key_file"),
-                  _setting(settings, "audit_signing_key_file")]
+                  _setting(settings, "audit_signing_key_file"),
+                  embedded if embedded is not None and embedded.exists() else None]
     for candidate in candidates:
         if candidate:
             try:
@@ -185,10 +189,14 @@ def verify(
         from gatekeeper.audit.chain import load_public_key
         from gatekeeper.audit.export import verify_export_file
 
-        if public_key is None:
+        # Without --public-key: the configured key, or the embedded default's generated one.
+        key = _public_key(_settings(), None) if public_key is None else None
+        if public_key is None and key is None:
             _fail("verifying an export needs the public key of its checkpoints: --public-key FILE")
         try:
-            key = load_public_key(public_key)
+            if key is None:
+                assert public_key is not None  # checked above
+                key = load_public_key(public_key)
             report = verify_export_file(file, key)
         except ChainBrokenError as exc:
             _fail(f"export verification FAILED: {exc.message}", EXIT_FAILED)

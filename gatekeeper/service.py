@@ -10,10 +10,13 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from opentelemetry import trace  # the API only: the SDK and exporter live in the adapters
 
 from gatekeeper.domain import (
     AuditLog,
@@ -31,6 +34,7 @@ from gatekeeper.domain import (
     apply_enforcement_mode,
     build_policy_input,
 )
+from gatekeeper.domain.ports import EvaluationObserver
 from gatekeeper.errors import GatekeeperError, PolicyEngineError
 
 __all__ = [
@@ -76,12 +80,49 @@ def new_decision_id() -> str:
     return str(uuid.UUID(int=value))
 
 
+def _request_attributes(request: EvaluationRequest) -> dict[str, str]:
+    """Span attributes that correlate a decision with the platform's ticket chain."""
+    attributes = {
+        "gatekeeper.source": request.source.value,
+        "gatekeeper.environment": request.environment,
+        "gatekeeper.mode": request.mode.value,
+        "gatekeeper.image_count": str(len(request.images)),
+    }
+    if request.namespace:
+        attributes["gatekeeper.namespace"] = request.namespace
+    for name, value in request.ticket.as_dict().items():
+        if value:
+            attributes[name] = value  # intent_id, plan_id, ticket_id, deploy_id
+    return attributes
+
+
+def _outcome_of(section: Mapping[str, Any]) -> str:
+    """A short, bounded label for a collector's result (its own status or state word)."""
+    for key in ("status", "state"):
+        value = section.get(key)
+        if isinstance(value, str) and value and len(value) <= 40:
+            return value
+    return "ok"
+
+
 @dataclass(frozen=True, slots=True)
 class _GatheredImage:
     reference: ImageReference
     digest: Digest | None
     evidence: dict[str, Any]
     failures: tuple[str, ...]
+
+
+class _Step:
+    """The outcome of one evidence step, set by the code inside the step."""
+
+    def __init__(self, span: trace.Span) -> None:
+        self.span = span
+        self.outcome = "ok"
+
+    def fail(self, reason: str) -> None:
+        self.outcome = "error"
+        self.span.set_status(trace.StatusCode.ERROR, reason)
 
 
 class EvaluationService:
@@ -96,6 +137,8 @@ class EvaluationService:
         digest_resolver: DigestResolver | None = None,
         clock: SystemClock | None = None,
         id_factory: Callable[[], str] = new_decision_id,
+        tracer: trace.Tracer | None = None,
+        observers: Sequence[EvaluationObserver] = (),
     ) -> None:
         self._engine = policy_engine
         self._audit = audit_log
@@ -103,6 +146,8 @@ class EvaluationService:
         self._resolver = digest_resolver
         self._clock = clock or SystemClock()
         self._new_id = id_factory
+        self._tracer = tracer or trace.NoOpTracer()
+        self._observers = tuple(observers)
 
     def evaluate(self, request: EvaluationRequest, *, deadline: float | None = None) -> Decision:
         """Decide on ``request`` and record the decision before returning it.
@@ -110,6 +155,14 @@ class EvaluationService:
         Never raises for a deny. Raises :class:`~gatekeeper.errors.StorageError` when the
         decision cannot be recorded: an unrecorded decision must not be answered.
         """
+        # One trace per decision: a child of the caller's span when the request carried a
+        # W3C traceparent (the HTTP instrumentation made it current), else a new root.
+        with self._tracer.start_as_current_span(
+            "gatekeeper.decision", attributes=_request_attributes(request)
+        ):
+            return self._evaluate(request, deadline)
+
+    def _evaluate(self, request: EvaluationRequest, deadline: float | None) -> Decision:
         started = self._clock.monotonic()
         created_at = self._clock.now()
         context = EvidenceContext(
@@ -126,7 +179,14 @@ class EvaluationService:
         )
         error: str | None = None
         try:
-            result = self._engine.evaluate(policy_input)
+            with self._tracer.start_as_current_span("gatekeeper.policy.opa") as opa_span:
+                try:
+                    result = self._engine.evaluate(policy_input)
+                except PolicyEngineError as exc:
+                    opa_span.set_status(trace.StatusCode.ERROR, exc.message)
+                    raise
+                opa_span.set_attribute("gatekeeper.policy_revision", result.revision or "")
+                opa_span.set_attribute("gatekeeper.violation_count", len(result.violations))
             violations = evidence_violations + result.violations
             warnings = result.warnings
             revision: str | None = result.revision
@@ -194,26 +254,60 @@ class EvaluationService:
             context=request.context,
             exceptions=exceptions,
         )
-        self._audit.record(decision)
+        current = trace.get_current_span()
+        current.set_attribute("gatekeeper.decision_id", decision.decision_id)
+        current.set_attribute("gatekeeper.verdict", decision.verdict.value)
+        with self._tracer.start_as_current_span(
+            "gatekeeper.audit.write",
+            attributes={"gatekeeper.decision_id": decision.decision_id},
+        ) as audit_span:
+            try:
+                self._audit.record(decision)
+            except GatekeeperError as exc:
+                audit_span.set_status(trace.StatusCode.ERROR, exc.message)
+                raise
+        for observer in self._observers:
+            observer.decision_recorded(decision)
         return decision
 
     def _gather(self, reference: ImageReference, context: EvidenceContext) -> _GatheredImage:
         digest = reference.digest
         evidence: dict[str, Any] = {}
         failures: list[str] = []
+        image = {"gatekeeper.image": reference.original}
         if digest is None and self._resolver is not None:
-            try:
-                digest = self._resolver.resolve(reference, context)
-            except GatekeeperError as exc:
-                failures.append(f"digest not resolved: {exc.message}")
+            with self._step("digest", image) as step:
+                try:
+                    digest = self._resolver.resolve(reference, context)
+                    step.outcome = "resolved"
+                except GatekeeperError as exc:
+                    step.fail(exc.message)
+                    failures.append(f"digest not resolved: {exc.message}")
         for collector in self._collectors:
-            try:
-                section: Mapping[str, Any] = collector.collect(reference, digest, context)
-                evidence[collector.name] = dict(section)
-            except GatekeeperError as exc:
-                evidence[collector.name] = {"status": "error", "reason": exc.message}
-                failures.append(f"{collector.name} evidence not gathered: {exc.message}")
+            with self._step(collector.name, image) as step:
+                try:
+                    section: Mapping[str, Any] = collector.collect(reference, digest, context)
+                    evidence[collector.name] = dict(section)
+                    step.outcome = _outcome_of(section)
+                except GatekeeperError as exc:
+                    step.fail(exc.message)
+                    evidence[collector.name] = {"status": "error", "reason": exc.message}
+                    failures.append(f"{collector.name} evidence not gathered: {exc.message}")
         return _GatheredImage(reference, digest, evidence, tuple(failures))
+
+    @contextmanager
+    def _step(self, name: str, attributes: Mapping[str, str]) -> Iterator[_Step]:
+        """A span and a timing for one evidence step; the observers hear its outcome."""
+        started = self._clock.monotonic()
+        with self._tracer.start_as_current_span(
+            f"gatekeeper.evidence.{name}", attributes=dict(attributes)
+        ) as span:
+            step = _Step(span)
+            yield step
+            span.set_attribute("gatekeeper.outcome", step.outcome)
+        seconds = self._clock.monotonic() - started
+        for observer in self._observers:
+            observer.evidence_step(name, step.outcome, seconds)
 
     def record_rejection(
         self, request: EvaluationRequest, violations: Sequence[Violation]
@@ -234,14 +328,17 @@ class EvaluationService:
         that ran out); ``violations`` say why. Raises StorageError like :meth:`evaluate`."""
         if not violations:
             raise ValueError("an answer without evaluation needs at least one violation")
-        return self._record(
+        with self._tracer.start_as_current_span(
+            "gatekeeper.decision", attributes=_request_attributes(request)
+        ):
+            return self._record(
             request,
             created_at=self._clock.now(),
             verdict=verdict,
-            images=tuple(ImageResult(ref, ref.digest, {}) for ref in request.images),
-            violations=tuple(violations),
-            error=error,
-        )
+                images=tuple(ImageResult(ref, ref.digest, {}) for ref in request.images),
+                violations=tuple(violations),
+                error=error,
+            )
 
     def get_decision(self, decision_id: str) -> Decision:
         return self._audit.get(decision_id)

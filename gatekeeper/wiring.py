@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from gatekeeper import __version__
 from gatekeeper.audit import SqlAuditLog, open_audit_log
 from gatekeeper.bridges import AttestedSbomSource, ReferrerSbomSource
 from gatekeeper.config import Settings
@@ -46,6 +47,7 @@ from gatekeeper.sbom import (
 )
 from gatekeeper.scans import EcrScanSource, ScanEvidenceCollector
 from gatekeeper.service import EvaluationService
+from gatekeeper.tracing import Tracing, build_tracing
 from gatekeeper.verify import SignatureEvidenceCollector, SignaturePolicySettings, TrustRoot
 
 __all__ = [
@@ -80,7 +82,9 @@ def find_opa_binary(settings: Settings) -> str:
 _MAX_DOCKER_CONFIG_BYTES = 1 << 20
 
 
-def build_registry_client(settings: Settings) -> OciRegistryClient:
+def build_registry_client(
+    settings: Settings, metrics: Metrics | None = None
+) -> OciRegistryClient:
     """Registry client with credentials: settings first, then docker config.json, then ECR."""
     registry_settings = RegistryClientSettings.from_mapping(settings.registry)
     providers: list[CredentialProvider] = [
@@ -107,7 +111,10 @@ def build_registry_client(settings: Settings) -> OciRegistryClient:
         import boto3  # only the composition root knows that boto3 is behind ECR tokens
 
         providers.append(EcrCredentials(lambda region: boto3.client("ecr", region_name=region)))
-    return OciRegistryClient(registry_settings, credentials=ChainedCredentials(providers))
+    return OciRegistryClient(
+        registry_settings, credentials=ChainedCredentials(providers),
+        on_request=metrics.registry_request if metrics is not None else None,
+    )
 
 
 def load_trust_root(name: str) -> TrustRoot:
@@ -124,6 +131,23 @@ def load_trust_root(name: str) -> TrustRoot:
     except OSError as exc:
         raise ConfigurationError(f"cannot read trusted root {path}: {exc.strerror}") from exc
     return TrustRoot.from_json(data, name=str(path))
+
+
+def trust_root_written_at(name: str) -> float | None:
+    """When the trust root in use was written (its file's mtime), for the age metric."""
+    from importlib import resources
+
+    try:
+        if name in ("public-good", "staging"):
+            directory = {"public-good": "https%3A%2F%2Ftuf-repo-cdn.sigstore.dev",
+                         "staging": "https%3A%2F%2Ftuf-repo-cdn.sigstage.dev"}[name]
+            shipped = resources.files("sigstore").joinpath("_store", directory, "trusted_root.json")
+            return Path(str(shipped)).stat().st_mtime
+        if name == "none":
+            return None
+        return Path(name).stat().st_mtime
+    except OSError:
+        return None
 
 
 def build_signature_collector(
@@ -158,6 +182,8 @@ class Container:
     policy_state_tmp: Path | None = None
     collectors: list[EvidenceCollector] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    tracing: Tracing = field(default_factory=lambda: build_tracing(
+        None, service_name="", sample_ratio=1.0, version=__version__))
     started: bool = False
 
     def start(self) -> None:
@@ -202,6 +228,7 @@ class Container:
         self.audit_log.close()
         if self.policy_state_tmp is not None:
             shutil.rmtree(self.policy_state_tmp, ignore_errors=True)
+        self.tracing.shutdown()  # flushes the spans still in the batch
         self.started = False
 
     @property
@@ -214,6 +241,11 @@ class Container:
 def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Container:
     """Build (but do not start) every component for ``settings``."""
     metrics = metrics or Metrics()
+    metrics.set_build_info(__version__)
+    tracing = build_tracing(
+        settings.tracing_otlp_endpoint, service_name=settings.tracing_service_name,
+        sample_ratio=settings.tracing_sample_ratio, version=__version__,
+    )
     embedded: EmbeddedOpa | None = None
     engine: PolicyEngine
     opa_binary = find_opa_binary(settings)  # also checks and replays candidates
@@ -255,7 +287,11 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         retention_days=settings.audit_retention_days,
         metrics=metrics,
     )
-    registry = build_registry_client(settings)
+    metrics.track_checkpoints(audit_log.checkpoint_status)
+    metrics.track_trust_root(
+        trust_root_written_at(settings.trusted_root) if settings.signatures is not None else None
+    )
+    registry = build_registry_client(settings, metrics)
     collectors: list[EvidenceCollector] = []
     signature_collector = build_signature_collector(settings, registry, metrics)
     if signature_collector is not None:
@@ -290,6 +326,7 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
                     max_attempts=settings.ecr_max_attempts,
                     read_timeout=settings.ecr_timeout_seconds,
                     max_findings=settings.scan_max_findings,
+                    on_call=metrics.ecr_call,
                 ),
                 ttl_seconds=settings.scan_cache_ttl_seconds,
                 pending_ttl_seconds=settings.scan_pending_cache_ttl_seconds,
@@ -304,6 +341,8 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         audit_log=audit_log,
         collectors=collectors,
         digest_resolver=registry if settings.resolve_digests else None,
+        tracer=tracing.tracer,
+        observers=[metrics],
     )
     lifecycle = create_policy_lifecycle(
         database=audit_log.engine,
@@ -326,4 +365,5 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         sbom_validator=validator,
         embedded_opa=embedded,
         collectors=collectors,
+        tracing=tracing,
     )

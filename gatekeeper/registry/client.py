@@ -80,8 +80,11 @@ class OciRegistryClient:
         transport: httpx.BaseTransport | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        on_request: Callable[[str, str], None] | None = None,
     ) -> None:
         self._settings = settings or RegistryClientSettings()
+        #: Told ``(operation, outcome)`` after every registry round trip (metrics).
+        self._on_request = on_request
         self._credentials = credentials
         self._transport = transport
         self._monotonic = monotonic
@@ -354,6 +357,18 @@ class OciRegistryClient:
                 self._clients[host_settings.host] = client
             return client
 
+    def _observe(self, operation: str, answer: Answer | None, error: Exception | None) -> None:
+        if self._on_request is None:
+            return
+        if answer is not None:
+            status = answer.status
+            outcome = str(status) if status in (401, 403, 404, 429) else f"{status // 100}xx"
+        elif isinstance(error, httpx.TimeoutException):
+            outcome = "timeout"
+        else:
+            outcome = "unreachable"
+        self._on_request(operation, outcome)
+
     def _base_url(self, host_settings: RegistryHostSettings) -> str:
         host = "registry-1.docker.io" if host_settings.host == "docker.io" else host_settings.host
         return f"{'http' if host_settings.plain_http else 'https'}://{host}"
@@ -415,6 +430,7 @@ class OciRegistryClient:
                 failure, error = "timed out", exc
             except httpx.TransportError as exc:
                 failure, error = f"unreachable ({type(exc).__name__})", exc
+            self._observe(method.lower(), answer, error)
             if answer is not None:
                 if answer.status == 401 and not authorised_once:
                     authorised_once = True
@@ -524,15 +540,18 @@ class OciRegistryClient:
                 token_what,
             )
         except httpx.TimeoutException as exc:
+            self._observe("token", None, exc)
             raise UpstreamUnavailableError(
                 f"registry {registry} token service timed out {what}",
                 context={"registry": registry},
             ) from exc
         except httpx.TransportError as exc:
+            self._observe("token", None, exc)
             raise UpstreamUnavailableError(
                 f"registry {registry} token service unreachable {what}",
                 context={"registry": registry},
             ) from exc
+        self._observe("token", token_answer, None)
         if token_answer.status != 200:
             raise UpstreamUnavailableError(
                 f"registry {registry} token service answered {token_answer.status} {what}",
