@@ -97,7 +97,9 @@ def _parse_time(value: str | None, option: str) -> datetime | None:
 @audit_app.command("export")
 def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write")],
-    output_format: Annotated[str, typer.Option("--format", help="jsonl or csv")] = "jsonl",
+    output_format: Annotated[
+        str, typer.Option("--format", help="jsonl, csv, or opa (OPA decision-log events)")
+    ] = "jsonl",
     since: Annotated[str | None, typer.Option(help="Records at or after this time")] = None,
     until: Annotated[str | None, typer.Option(help="Records before this time")] = None,
     ticket_id: Annotated[str | None, typer.Option("--ticket-id")] = None,
@@ -114,8 +116,8 @@ def export(
     from gatekeeper.audit.export import iter_export, plan_export
     from gatekeeper.domain import DecisionQuery, Verdict, parse_digest
 
-    if output_format not in ("jsonl", "csv"):
-        _fail(f"--format must be jsonl or csv, not {output_format!r}")
+    if output_format not in ("jsonl", "csv", "opa"):
+        _fail(f"--format must be jsonl, csv or opa, not {output_format!r}")
     try:
         query = DecisionQuery(
             since=_parse_time(since, "--since"), until=_parse_time(until, "--until"),
@@ -138,10 +140,18 @@ def export(
             console=_stderr_console(), transient=True,
         ) as progress, temporary.open("w", encoding="utf-8", newline="") as handle:
             task = progress.add_task("export", total=plan.entries)
-            for chunk in iter_export(
-                audit, plan, output_format,  # type: ignore[arg-type]
-                progress=lambda n: progress.advance(task, n),
-            ):
+            if output_format == "opa":  # matching records only, as OPA decision-log events
+                from gatekeeper import __version__
+                from gatekeeper.audit.opa_log import iter_opa_export
+
+                chunks = iter_opa_export(audit, plan, version=__version__,
+                                         progress=lambda n: progress.advance(task, n))
+            else:
+                chunks = iter_export(
+                    audit, plan, output_format,  # type: ignore[arg-type]
+                    progress=lambda n: progress.advance(task, n),
+                )
+            for chunk in chunks:
                 handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
@@ -158,6 +168,13 @@ def export(
         typer.echo(
             f"exported 0 records to {output}; it ends with the checkpoint at record "
             f"{plan.checkpoint.seq} (key {plan.checkpoint.key_id})"
+        )
+        return
+    if output_format == "opa":
+        typer.echo(
+            f"exported the matching records of {plan.first_seq}..{plan.end_seq} to {output} as "
+            "OPA decision-log events (chain fields in each; the jsonl export is the one "
+            "verified offline)"
         )
         return
     typer.echo(

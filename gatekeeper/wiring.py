@@ -13,6 +13,7 @@ import httpx
 
 from gatekeeper import __version__
 from gatekeeper.audit import SqlAuditLog, open_audit_log
+from gatekeeper.audit.opa_log import DecisionLogFile
 from gatekeeper.bridges import AttestedSbomSource, ReferrerSbomSource
 from gatekeeper.config import Settings
 from gatekeeper.domain import EvidenceCollector, PolicyEngine
@@ -20,6 +21,7 @@ from gatekeeper.errors import ConfigurationError
 from gatekeeper.metrics import Metrics
 from gatekeeper.policy import EmbeddedOpa, OpaPolicyEngine
 from gatekeeper.policy.bundle import PolicyFiles
+from gatekeeper.policy.bundle_signing import BundleSigner
 from gatekeeper.policy.lifecycle import (
     PolicyLifecycle,
     PolicyStatePaths,
@@ -182,6 +184,8 @@ class Container:
     policy_state_tmp: Path | None = None
     collectors: list[EvidenceCollector] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    #: Signs the policy bundles served to OPA sidecars (None: served unsigned).
+    bundle_signer: BundleSigner | None = None
     tracing: Tracing = field(default_factory=lambda: build_tracing(
         None, service_name="", sample_ratio=1.0, version=__version__))
     started: bool = False
@@ -342,7 +346,10 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         collectors=collectors,
         digest_resolver=registry if settings.resolve_digests else None,
         tracer=tracing.tracer,
-        observers=[metrics],
+        observers=[metrics] + (
+            [DecisionLogFile(settings.decision_log_file, version=__version__)]
+            if settings.decision_log_file is not None else []
+        ),
     )
     lifecycle = create_policy_lifecycle(
         database=audit_log.engine,
@@ -366,4 +373,7 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         embedded_opa=embedded,
         collectors=collectors,
         tracing=tracing,
+        bundle_signer=BundleSigner.from_file(
+            settings.bundle_signing_key_file, settings.bundle_signing_key_id
+        ) if settings.bundle_signing_key_file is not None else None,
     )

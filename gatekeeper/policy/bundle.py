@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from gatekeeper.errors import InvalidInputError
+from gatekeeper.policy.bundle_signing import BundleSigner
 from gatekeeper.policy.revision import POLICY_FILE_SUFFIXES, hash_policy_files
 
 __all__ = [
@@ -260,14 +261,17 @@ def bundle_roots(files: PolicyFiles) -> list[str]:
     return sorted(roots)
 
 
-def build_opa_bundle(files: PolicyFiles) -> bytes:
+def build_opa_bundle(files: PolicyFiles, signer: BundleSigner | None = None) -> bytes:
     """An OPA bundle (``tar.gz``) of the policy files, revision = the revision id.
 
     Deterministic (sorted members, zero mtimes), loadable by ``opa run --bundle`` or an OPA
-    sidecar's bundle service. Tests are not included: OPA would serve them as policies.
+    sidecar's bundle service. Tests are not included: OPA would serve them as policies. With a
+    ``signer`` the bundle carries ``.signatures.json`` (see :mod:`.bundle_signing`).
     """
     manifest = {"revision": files.revision_id, "roots": bundle_roots(files)}
     entries = {".manifest": json.dumps(manifest, sort_keys=True).encode(), **files.policies}
+    if signer is not None:  # OPA verifies it with the key its configuration names
+        entries[".signatures.json"] = signer.signatures_file(entries)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as archive:
         for name in sorted(entries):

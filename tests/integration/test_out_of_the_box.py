@@ -16,12 +16,15 @@ import time
 from pathlib import Path
 
 import httpx
+import jsonschema_rs
 import pytest
 
 from gatekeeper.audit.embedded_key import EMBEDDED_KEY_SUFFIX
 
 REPO = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "34" * 32
+OPA_EVENT = jsonschema_rs.validator_for(json.loads(
+    (REPO / "tests/assets/opa/decision-log-event.schema.json").read_text()))
 
 
 def _free_port() -> int:
@@ -110,7 +113,22 @@ def test_scripts_run_then_audit_export_and_offline_verify(run_env, tmp_path):
     assert verified.returncode == 0, verified.stderr
     assert verified.stdout.startswith("export verified: 1 record"), verified.stdout
 
-    # (3) a second start reuses the key (the export above still verifies)
+    # (3) the same trail as OPA decision-log events, for tools that read OPA's decision logs
+    events_file = tmp_path / "trail.opa.jsonl"
+    opa = _cli(run_env, "audit", "export", "--format", "opa", "--ticket-id", "CHG-1",
+               "--output", str(events_file))
+    assert opa.returncode == 0, opa.stderr
+    events = [json.loads(line) for line in events_file.read_text().splitlines()]
+    assert len(events) == 1
+    event, record = events[0], lines[1]
+    assert OPA_EVENT.is_valid(event), list(OPA_EVENT.iter_errors(event))
+    assert event["decision_id"] == record["decision"]["decision_id"] == answer.json()["decision_id"]
+    assert event["bundles"] == {"gatekeeper": {"revision": record["decision"]["policy_revision"]}}
+    assert event["input"]["ticket"]["ticket_id"] == "CHG-1"
+    assert event["chain"]["record_hash"] == record["record_hash"]
+    assert event["result"]["verdict"] == record["decision"]["verdict"]
+
+    # (4) a second start reuses the key (the export above still verifies)
     server, url = _start(run_env, _free_port())
     try:
         again = httpx.get(f"{url}/readyz").json()["audit_signing_key"]
