@@ -79,6 +79,9 @@ class PolicyFiles:
 
     policies: Mapping[str, bytes]
     tests: Mapping[str, bytes] = field(default_factory=dict)
+    #: The ``.signatures.json`` of an uploaded OPA bundle, kept as it came (not part of the
+    #: revision id: the same policies signed twice are one revision).
+    uploaded_signatures: bytes | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not any(name.endswith(".rego") for name in self.policies):
@@ -92,6 +95,8 @@ class PolicyFiles:
             )
         if len(self.policies) + len(self.tests) > MAX_FILES:
             raise InvalidInputError(f"candidate has more than {MAX_FILES} files")
+        if self.uploaded_signatures is not None:
+            _check_signatures_file(self.uploaded_signatures)
         for part, files in (("policies", self.policies), ("tests", self.tests)):
             for name, content in files.items():
                 try:
@@ -178,6 +183,7 @@ class PolicyFiles:
         is_opa_bundle = ".manifest" in members
         policies: dict[str, bytes] = {}
         tests: dict[str, bytes] = {}
+        signatures = members.get(".signatures.json")
         for name, content in members.items():
             if name in (".manifest", ".signatures.json"):
                 continue
@@ -194,7 +200,7 @@ class PolicyFiles:
                     f"tarball member {name!r} is outside policies/ and tests/ "
                     "(or upload an OPA bundle with a .manifest)"
                 )
-        return cls(policies, tests)
+        return cls(policies, tests, uploaded_signatures=signatures)
 
     def file_listing(self) -> dict[str, list[dict[str, Any]]]:
         """Names and sizes, for API answers that do not carry the contents."""
@@ -222,6 +228,23 @@ class PolicyFiles:
             if name.endswith(".rego"):
                 found.update(_PACKAGE_RE.findall(content.decode()))
         return found
+
+
+def _check_signatures_file(content: bytes) -> None:
+    """An uploaded ``.signatures.json`` must have OPA's shape: ``{"signatures": [JWT, ...]}``."""
+    try:
+        document = json.loads(content)
+    except ValueError as exc:
+        raise InvalidInputError(
+            ".signatures.json is not JSON", field=".signatures.json"
+        ) from exc
+    tokens = document.get("signatures") if isinstance(document, dict) else None
+    if not isinstance(tokens, list) or not tokens or not all(
+        isinstance(t, str) and t.count(".") == 2 for t in tokens
+    ):
+        raise InvalidInputError(
+            '.signatures.json must be {"signatures": ["<JWT>", ...]}', field=".signatures.json"
+        )
 
 
 def _write_tree(directory: Path, files: Mapping[str, bytes]) -> None:

@@ -149,3 +149,37 @@ def test_file_hashes_match_what_opa_sign_computes(opa_binary, tmp_path):
     token = json.loads((out / ".signatures.json").read_text())["signatures"][0]
     signed = {f["name"]: f["hash"] for f in jwt.decode(token, options={"verify_signature": False})["files"]}
     assert signed == {name: file_hash(name, content) for name, content in files.items()}
+
+
+def test_an_uploaded_bundles_signatures_are_kept(client, tmp_path):
+    from gatekeeper.policy.bundle import PolicyFiles, build_opa_bundle
+    from gatekeeper.policy.bundle_signing import BundleSigner
+
+    repo = Path(__file__).resolve().parents[2]
+    shipped = PolicyFiles.from_directory(repo / "policies")
+    extra = b"package gatekeeper.rules.extra\n\nimport rego.v1\n\ndeny contains msg if {\n" \
+            b"\tinput.environment == \"nowhere\"\n\tmsg := \"nowhere\"\n}\n"
+    candidate = PolicyFiles({**shipped.policies, "extra.rego": extra})
+    bundle = build_opa_bundle(candidate, BundleSigner(ec.generate_private_key(ec.SECP256R1()),
+                                                      "security-team"))
+    with tarfile.open(fileobj=io.BytesIO(bundle), mode="r:gz") as archive:
+        sent = json.loads(archive.extractfile("/.signatures.json").read())
+    answer = client.post("/v1/policies/revisions", content=bundle,
+                         headers={"Content-Type": "application/gzip"})
+    assert answer.status_code in (201, 422), answer.text  # an OPA bundle ships no tests
+    revision = candidate.revision_id
+    stored = client.get(f"/v1/policies/revisions/{revision}").json()
+    assert stored["uploaded_signatures"] == sent
+
+    broken = io.BytesIO()
+    with tarfile.open(fileobj=broken, mode="w:gz") as archive:
+        for name, content in {".manifest": b'{"revision": "x"}', "main.rego": extra,
+                              ".signatures.json": b'{"signatures": "nope"}'}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            archive.addfile(info, io.BytesIO(content))
+    refused = client.post("/v1/policies/revisions", content=broken.getvalue(),
+                          headers={"Content-Type": "application/gzip"})
+    assert refused.status_code == 422
+    assert refused.json()["message"] == (
+        '.signatures.json: .signatures.json must be {"signatures": ["<JWT>", ...]}')
