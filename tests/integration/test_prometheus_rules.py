@@ -70,3 +70,13 @@ def test_dashboard_and_rules_are_optional(tmp_path):
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     dashboard = json.loads(config_map["data"]["forge-gatekeeper.json"])
     assert dashboard == json.loads((CHART / "files/grafana-dashboard.json").read_text())
+
+
+def test_sidecar_decision_logs_are_optional():
+    def opa_config(*sets):
+        (config_map,) = [d for d in render(*sets) if d["kind"] == "ConfigMap"
+                         and "config.yaml" in d.get("data", {})]
+        return yaml.safe_load(config_map["data"]["config.yaml"])
+
+    assert "decision_logs" not in opa_config()
+    assert opa_config("opa.decisionLogs.console=true")["decision_logs"] == {"console": True}
