@@ -66,7 +66,8 @@ def test_pipeline_trace_is_continued_and_stored_with_the_ticket_ids(make_setting
         "gatekeeper.evidence.sbom"})
     spans = {span["operationName"]: span for span in stored["spans"]}
     # (1) the caller's trace continues: the server span's parent is the caller's span
-    server = next(s for s in stored["spans"] if s["operationName"].startswith("POST "))
+    (server,) = [s for s in stored["spans"] if _tags(s).get("span.kind") == "server"]
+    assert server["operationName"] == "POST /v1/evaluations"
     assert [(r["refType"], r["traceID"], r["spanID"]) for r in server["references"]] == [
         ("CHILD_OF", caller_trace, caller_span)]
     # (2) the decision span carries the four ids, the decision id and the verdict
