@@ -267,7 +267,11 @@ class EvaluationService:
                 audit_span.set_status(trace.StatusCode.ERROR, exc.message)
                 raise
         for observer in self._observers:
-            observer.decision_recorded(decision)
+            try:
+                observer.decision_recorded(decision)
+            except Exception:  # the decision is recorded; telemetry must never undo the answer
+                log.exception("observer %s failed on decision %s",
+                              type(observer).__name__, decision.decision_id)
         return decision
 
     def _gather(self, reference: ImageReference, context: EvidenceContext) -> _GatheredImage:
@@ -307,7 +311,10 @@ class EvaluationService:
             span.set_attribute("gatekeeper.outcome", step.outcome)
         seconds = self._clock.monotonic() - started
         for observer in self._observers:
-            observer.evidence_step(name, step.outcome, seconds)
+            try:
+                observer.evidence_step(name, step.outcome, seconds)
+            except Exception:  # telemetry must never change a decision
+                log.exception("observer %s failed on step %s", type(observer).__name__, name)
 
     def record_rejection(
         self, request: EvaluationRequest, violations: Sequence[Violation]

@@ -121,3 +121,19 @@ def test_tracing_is_off_by_default():
     tracing = build_tracing(None, service_name="x", sample_ratio=1.0, version="0")
     assert not tracing.enabled
     assert isinstance(tracing.tracer, trace.NoOpTracer)
+
+
+def test_a_failing_observer_never_changes_the_answer(caplog):
+    class Broken:
+        def evidence_step(self, step, outcome, seconds):
+            raise RuntimeError("disk full")
+
+        def decision_recorded(self, decision):
+            raise RuntimeError("disk full")
+
+    audit = FakeAuditLog()
+    service = EvaluationService(policy_engine=FakePolicyEngine(), audit_log=audit,
+                                collectors=[SignatureCollector()], observers=[Broken()])
+    decision = service.evaluate(_request())
+    assert decision.verdict is Verdict.ALLOW and audit.records == [decision]
+    assert f"observer Broken failed on decision {decision.decision_id}" in caplog.text
