@@ -51,3 +51,20 @@ def test_load_settings_warns_about_a_misspelled_variable(monkeypatch, caplog):
         "unknown environment variable GATEKEEPER_SCAN_MAX_FINDING is ignored "
         "(did you mean GATEKEEPER_SCAN_MAX_FINDINGS?)"
     ]
+
+
+def test_copy_paste_curl_bodies_are_valid_json():
+    import json
+
+    blocks = re.findall(r"```(?:sh|bash)\n(.*?)```", README, re.S)
+    bodies = [
+        body for block in blocks
+        for body in re.findall(r"curl [^\n]*?-d '(\{.*?\})'", block, re.S)
+    ]
+    assert len(bodies) >= 4  # evaluations, exceptions, and the walkthrough's
+    for body in bodies:
+        # shell splices ('"$VAR"') become a sample value, as the shell would
+        text = re.sub(r"'\"\$\(date[^\n]*?\)\"'", "X", body)
+        text = re.sub(r"'\"\$\w+\"'", "X", text)
+        document = json.loads(text)
+        assert isinstance(document, dict) and document, body
