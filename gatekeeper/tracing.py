@@ -54,6 +54,15 @@ class Tracing:
             app, tracer_provider=self.provider, excluded_urls="healthz,readyz,docs,openapi.json"
         )
 
+    def instrument_http_client(self, client: Any) -> None:
+        """Client spans for an httpx client (registry round trips), children of the evidence
+        step that made them; the W3C context travels with the request."""
+        if self.provider is None:
+            return
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+        HTTPXClientInstrumentor.instrument_client(client, tracer_provider=self.provider)
+
     def flush(self, timeout_millis: int = 5000) -> bool:
         return self.provider.force_flush(timeout_millis) if self.provider else True
 

@@ -85,7 +85,7 @@ _MAX_DOCKER_CONFIG_BYTES = 1 << 20
 
 
 def build_registry_client(
-    settings: Settings, metrics: Metrics | None = None
+    settings: Settings, metrics: Metrics | None = None, tracing: Tracing | None = None
 ) -> OciRegistryClient:
     """Registry client with credentials: settings first, then docker config.json, then ECR."""
     registry_settings = RegistryClientSettings.from_mapping(settings.registry)
@@ -116,6 +116,8 @@ def build_registry_client(
     return OciRegistryClient(
         registry_settings, credentials=ChainedCredentials(providers),
         on_request=metrics.registry_request if metrics is not None else None,
+        on_client=tracing.instrument_http_client if tracing is not None and tracing.enabled
+        else None,
     )
 
 
@@ -295,7 +297,7 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
     metrics.track_trust_root(
         trust_root_written_at(settings.trusted_root) if settings.signatures is not None else None
     )
-    registry = build_registry_client(settings, metrics)
+    registry = build_registry_client(settings, metrics, tracing)
     collectors: list[EvidenceCollector] = []
     signature_collector = build_signature_collector(settings, registry, metrics)
     if signature_collector is not None:

@@ -81,10 +81,13 @@ class OciRegistryClient:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         on_request: Callable[[str, str], None] | None = None,
+        on_client: Callable[[httpx.Client], None] | None = None,
     ) -> None:
         self._settings = settings or RegistryClientSettings()
         #: Told ``(operation, outcome)`` after every registry round trip (metrics).
         self._on_request = on_request
+        #: Called with each new per-host HTTP client (tracing instruments it).
+        self._on_client = on_client
         self._credentials = credentials
         self._transport = transport
         self._monotonic = monotonic
@@ -354,6 +357,8 @@ class OciRegistryClient:
                     headers={"User-Agent": self._settings.user_agent},
                     limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
                 )
+                if self._on_client is not None:
+                    self._on_client(client)
                 self._clients[host_settings.host] = client
             return client
 

@@ -110,3 +110,33 @@ def test_admission_decision_is_a_trace_of_its_own(make_settings):
     (stored,) = found
     decision_span = next(s for s in stored["spans"] if s["operationName"] == "gatekeeper.decision")
     assert _tags(decision_span)["gatekeeper.source"] == "admission"
+
+
+def test_registry_round_trips_are_spans_of_the_digest_step(make_settings, tmp_path):
+    from tests.integration.cosign_fixtures import push_image, registry_host, unique_repository
+
+    host = registry_host()
+    repository = unique_repository("traced")
+    digest = push_image(host, f"{repository}:1.0", "traced", tmp_path)
+    service = f"forge-gatekeeper-test-{secrets.token_hex(4)}"
+    settings = make_settings(
+        tracing_otlp_endpoint=OTLP, tracing_service_name=service, resolve_digests=True,
+        registry={"hosts": [{"host": host, "plain_http": True}]})
+    caller_trace = secrets.token_hex(16)
+    with TestClient(create_app(settings)) as client:
+        answer = client.post(
+            "/v1/evaluations",
+            json={"images": [f"{host}/{repository}:1.0"], "environment": "development"},
+            headers={"traceparent": f"00-{caller_trace}-{secrets.token_hex(8)}-01"},
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["images"][0]["digest"] == str(digest)
+    stored = _trace(caller_trace, service, need={"gatekeeper.evidence.digest", "gatekeeper.decision"})
+    step = next(s for s in stored["spans"] if s["operationName"] == "gatekeeper.evidence.digest")
+    assert _tags(step)["gatekeeper.outcome"] == "resolved"
+    round_trips = [s for s in stored["spans"]
+                   if s["references"] and s["references"][0]["spanID"] == step["spanID"]]
+    assert round_trips, "no registry round trip under the digest step"
+    assert {_tags(s).get("span.kind") for s in round_trips} == {"client"}
+    assert any(str(_tags(s).get("http.response.status_code", _tags(s).get("http.status_code")))
+               == "200" for s in round_trips)
