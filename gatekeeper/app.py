@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from gatekeeper import __version__
 from gatekeeper.api.audit_routes import build_audit_router
 from gatekeeper.api.auth import Authenticator, Role, install_auth, require_roles
+from gatekeeper.api.docs import install_docs
 from gatekeeper.api.middleware import BodySizeLimitMiddleware, RequestMetricsMiddleware
 from gatekeeper.api.policy_routes import build_policy_router
 from gatekeeper.api.routes import build_router
@@ -114,7 +115,9 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
     owned = container or build_container(settings)
     admission = AdmissionHandler(
         owned.service, admission_settings(settings),
-        metrics=AdmissionMetrics(owned.metrics.registry),
+        metrics=AdmissionMetrics(
+            owned.metrics.registry, budget_seconds=settings.admission_budget_seconds
+        ),
     )
 
     @asynccontextmanager
@@ -132,7 +135,11 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
         version=__version__,
         description="Verify container images, decide with OPA Rego, record every decision.",
         lifespan=lifespan,
+        docs_url=None,  # served from bundled assets by install_docs, not from a CDN
+        redoc_url=None,
     )
+    install_docs(app, title="Forge Gatekeeper")
+    owned.tracing.instrument_app(app)
     app.state.container = owned
     app.state.policy_lifecycle = owned.policy_lifecycle
     secret = settings.auth_hs256_secret  # a str when it came as a load_settings() override

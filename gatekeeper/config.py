@@ -7,7 +7,10 @@ named by ``GATEKEEPER_CONFIG`` (keys are the field names below), then the defaul
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,9 +21,17 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from gatekeeper.domain import EnforcementMode
 from gatekeeper.errors import ConfigurationError
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "load_settings", "unknown_environment_variables"]
+
+log = logging.getLogger(__name__)
 
 _MAX_CONFIG_BYTES = 1 << 20
+_ENV_PREFIX = "GATEKEEPER_"
+#: ``GATEKEEPER_*`` variables that are not settings but are read by the scripts and tests.
+_NOT_SETTINGS = frozenset({
+    "CONFIG", "SKIP_VENV", "COSIGN_V2", "COSIGN_V3", "HELM", "KUBECTL",
+})
+_NOT_SETTINGS_PREFIXES = ("TEST_",)
 
 
 class Settings(BaseSettings):
@@ -175,6 +186,22 @@ class Settings(BaseSettings):
     scan_pending_cache_ttl_seconds: float = Field(default=30, ge=0)
     scan_max_findings: int = Field(default=2000, gt=0)
 
+    # --- observability (issue 15) ------------------------------------------------------------
+    #: OTLP/HTTP endpoint of the trace collector (``http://collector:4318``); unset: no tracing.
+    tracing_otlp_endpoint: str | None = None
+    #: ``service.name`` of the exported spans.
+    tracing_service_name: str = "forge-gatekeeper"
+    #: Share of new traces sampled (0..1); a caller's sampled ``traceparent`` is always followed.
+    tracing_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    #: Also send every recorded decision, in OPA's decision-log event shape, as JSON lines
+    #: appended to this file (a log shipper's input); unset: no stream.
+    decision_log_file: Path | None = None
+    #: Private key (PEM: RSA for RS256, EC P-256 for ES256) that signs the served policy
+    #: bundles (``.signatures.json``); unset: bundles are served unsigned.
+    bundle_signing_key_file: Path | None = None
+    #: ``keyid`` named in the bundle signature (the sidecar's ``keys`` entry).
+    bundle_signing_key_id: str = "gatekeeper"
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -211,12 +238,35 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def unknown_environment_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``GATEKEEPER_*`` variables that name no setting, each with the closest known name."""
+    fields = sorted(name.upper() for name in Settings.model_fields)
+    known = {_ENV_PREFIX + name for name in fields}
+    unknown: list[tuple[str, str | None]] = []
+    for name in sorted(environ):
+        if not name.startswith(_ENV_PREFIX) or name in known:
+            continue
+        rest = name[len(_ENV_PREFIX):]
+        if rest in _NOT_SETTINGS or rest.startswith(_NOT_SETTINGS_PREFIXES):
+            continue
+        # compared without the shared prefix, which would make every name look close
+        close = difflib.get_close_matches(rest, fields, n=1, cutoff=0.75)
+        unknown.append((name, _ENV_PREFIX + close[0] if close else None))
+    return unknown
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings from the environment (and ``GATEKEEPER_CONFIG``).
 
     ``overrides`` (command-line flags, already typed) win over every other source.
     Raises :class:`ConfigurationError` naming the offending key.
     """
+    for name, closest in unknown_environment_variables(os.environ):
+        # pydantic-settings ignores them silently; a misspelled key would silently not apply
+        log.warning(
+            "unknown environment variable %s is ignored%s", name,
+            f" (did you mean {closest}?)" if closest else "",
+        )
     file_values: dict[str, Any] = {}
     config_path = os.environ.get("GATEKEEPER_CONFIG")
     if config_path:

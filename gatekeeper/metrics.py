@@ -1,52 +1,171 @@
-"""Prometheus metrics, on a registry of our own (so tests and several apps never collide)."""
+"""Prometheus metrics, on a registry of our own (so tests and several apps never collide).
+
+Every name starts with ``forge_gatekeeper_``: plain ``gatekeeper_`` collides with OPA
+Gatekeeper's metrics in a shared Prometheus. The names this release renamed are also exposed
+under their old ``gatekeeper_`` names (:class:`LegacyNames`) for one release, then dropped.
+"""
 
 from __future__ import annotations
 
+import platform
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
-__all__ = ["Metrics"]
+from gatekeeper.domain import Decision
+
+__all__ = ["LEGACY_PREFIX", "PREFIX", "LegacyNames", "Metrics"]
+
+PREFIX = "forge_gatekeeper_"
+#: The prefix of the names before this release, still exposed until the next one.
+LEGACY_PREFIX = "gatekeeper_"
 
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
+class LegacyNames(Collector):
+    """Re-exposes metrics under their old ``gatekeeper_`` names (deprecated, one release)."""
+
+    def __init__(self, metrics: Iterable[Collector]) -> None:
+        self._metrics = tuple(metrics)
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._metrics:
+            for family in metric.collect():
+                old = family.name.replace(PREFIX, LEGACY_PREFIX, 1)
+                copy = Metric(old, family.documentation + " (deprecated name)", family.type)
+                for sample in family.samples:
+                    copy.add_sample(
+                        sample.name.replace(PREFIX, LEGACY_PREFIX, 1), sample.labels,
+                        sample.value, sample.timestamp, sample.exemplar,
+                    )
+                yield copy
+
+
+def _age(timestamp: Callable[[], float | None]) -> Callable[[], float]:
+    def age() -> float:
+        value = timestamp()
+        return float("nan") if value is None else max(0.0, time.time() - value)
+
+    return age
+
+
 @dataclass
 class Metrics:
+    """Every metric of the gatekeeper; also the service's :class:`EvaluationObserver`."""
+
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
-        r = self.registry
+        r, p = self.registry, PREFIX
         self.decisions = Counter(
-            "gatekeeper_decisions_total", "Decisions by verdict and source",
+            f"{p}decisions_total", "Recorded decisions by verdict and source (every door)",
             ["verdict", "source"], registry=r,
         )
         self.request_latency = Histogram(
-            "gatekeeper_http_request_duration_seconds", "HTTP request latency per route",
+            f"{p}http_request_duration_seconds", "HTTP request latency per route",
             ["method", "route", "status"], buckets=_FAST_BUCKETS, registry=r,
         )
         self.opa_evaluations = Counter(
-            "gatekeeper_opa_evaluations_total", "OPA evaluations by outcome",
-            ["outcome"], registry=r,
+            f"{p}opa_evaluations_total", "OPA evaluations by outcome", ["outcome"], registry=r,
         )
         self.opa_latency = Histogram(
-            "gatekeeper_opa_evaluation_duration_seconds", "OPA evaluation latency",
+            f"{p}opa_evaluation_duration_seconds", "OPA evaluation latency",
             buckets=_FAST_BUCKETS, registry=r,
         )
         self.opa_restarts = Counter(
-            "gatekeeper_opa_restarts_total", "Restarts of the embedded OPA child", registry=r
+            f"{p}opa_restarts_total", "Restarts of the embedded OPA child", registry=r
         )
         self.audit_writes = Counter(
-            "gatekeeper_audit_writes_total", "Audit writes by outcome", ["outcome"], registry=r
+            f"{p}audit_writes_total", "Audit writes by outcome", ["outcome"], registry=r
         )
         self.db_queries = Histogram(
-            "gatekeeper_db_query_duration_seconds", "Audit store query latency",
+            f"{p}db_query_duration_seconds", "Audit store query latency",
             ["operation"], buckets=_FAST_BUCKETS, registry=r,
         )
         self.cache = Counter(
-            "gatekeeper_evidence_cache_total", "Evidence cache lookups", ["cache", "result"],
+            f"{p}evidence_cache_total", "Evidence cache lookups", ["cache", "result"],
             registry=r,
         )
         self.spool_depth = Gauge(
-            "gatekeeper_audit_spool_depth", "Decisions waiting in the local spool", registry=r
+            f"{p}audit_spool_depth", "Decisions waiting in the local spool", registry=r
         )
+        r.register(LegacyNames([
+            self.decisions, self.request_latency, self.opa_evaluations, self.opa_latency,
+            self.opa_restarts, self.audit_writes, self.db_queries, self.cache, self.spool_depth,
+        ]))
+        # --- new in this release (no legacy names) ---------------------------------------
+        self.policy_results = Counter(
+            f"{p}policy_results_total",
+            "Violations and warnings in recorded decisions, per policy (rule package)",
+            ["policy", "kind"], registry=r,
+        )
+        self.evidence_steps = Counter(
+            f"{p}evidence_steps_total",
+            "Evidence steps (digest resolution and each verifier) by outcome",
+            ["step", "outcome"], registry=r,
+        )
+        self.evidence_latency = Histogram(
+            f"{p}evidence_step_duration_seconds", "Latency of one evidence step per image",
+            ["step"], buckets=_FAST_BUCKETS, registry=r,
+        )
+        self.registry_requests = Counter(
+            f"{p}registry_requests_total",
+            "OCI registry round trips by operation and outcome (status class, timeout, ...)",
+            ["operation", "outcome"], registry=r,
+        )
+        self.ecr_calls = Counter(
+            f"{p}ecr_calls_total", "ECR API calls by operation and outcome (ok or error code)",
+            ["operation", "outcome"], registry=r,
+        )
+        self.trust_root_age = Gauge(
+            f"{p}trust_root_age_seconds",
+            "Age of the Sigstore trust root in use (since its file was written)", registry=r,
+        )
+        self.last_checkpoint_age = Gauge(
+            f"{p}audit_last_checkpoint_age_seconds",
+            "Time since the newest signed audit checkpoint (NaN: none yet)", registry=r,
+        )
+        self.uncovered_records = Gauge(
+            f"{p}audit_unsigned_records",
+            "Recorded decisions not yet covered by a signed checkpoint", registry=r,
+        )
+        self.last_checkpoint_age.set_function(lambda: float("nan"))
+        self.trust_root_age.set_function(lambda: float("nan"))
+        self.build_info = Info(f"{p}build", "Version of the running gatekeeper", registry=r)
+
+    # --- wiring helpers ---------------------------------------------------------------------
+
+    def set_build_info(self, version: str, **extra: str) -> None:
+        self.build_info.info({"version": version, "python": platform.python_version(), **extra})
+
+    def track_checkpoints(self, status: Callable[[], tuple[float | None, int]]) -> None:
+        """``status()`` is (newest checkpoint time in epoch seconds, records after it)."""
+        self.last_checkpoint_age.set_function(_age(lambda: status()[0]))
+        self.uncovered_records.set_function(lambda: float(status()[1]))
+
+    def track_trust_root(self, written_at: float | None) -> None:
+        self.trust_root_age.set_function(_age(lambda: written_at))
+
+    def registry_request(self, operation: str, outcome: str) -> None:
+        self.registry_requests.labels(operation, outcome).inc()
+
+    def ecr_call(self, operation: str, outcome: str) -> None:
+        self.ecr_calls.labels(operation, outcome).inc()
+
+    # --- EvaluationObserver -----------------------------------------------------------------
+
+    def evidence_step(self, step: str, outcome: str, seconds: float) -> None:
+        self.evidence_steps.labels(step, outcome).inc()
+        self.evidence_latency.labels(step).observe(seconds)
+
+    def decision_recorded(self, decision: Decision) -> None:
+        self.decisions.labels(decision.verdict.value, decision.source.value).inc()
+        for violation in decision.violations:
+            self.policy_results.labels(violation.policy, "violation").inc()
+        for warning in decision.warnings:
+            self.policy_results.labels(warning.policy, "warning").inc()

@@ -10,10 +10,13 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from opentelemetry import trace  # the API only: the SDK and exporter live in the adapters
 
 from gatekeeper.domain import (
     AuditLog,
@@ -33,7 +36,7 @@ from gatekeeper.domain import (
     apply_enforcement_mode,
     build_policy_input,
 )
-from gatekeeper.domain.ports import PolicyPrefilter
+from gatekeeper.domain.ports import EvaluationObserver, PolicyPrefilter
 from gatekeeper.errors import GatekeeperError, PolicyEngineError
 from gatekeeper.evidence_cache import EvidenceCache, EvidenceKey
 
@@ -80,6 +83,31 @@ def new_decision_id() -> str:
     return str(uuid.UUID(int=value))
 
 
+def _request_attributes(request: EvaluationRequest) -> dict[str, str]:
+    """Span attributes that correlate a decision with the platform's ticket chain."""
+    attributes = {
+        "gatekeeper.source": request.source.value,
+        "gatekeeper.environment": request.environment,
+        "gatekeeper.mode": request.mode.value,
+        "gatekeeper.image_count": str(len(request.images)),
+    }
+    if request.namespace:
+        attributes["gatekeeper.namespace"] = request.namespace
+    for name, value in request.ticket.as_dict().items():
+        if value:
+            attributes[name] = value  # intent_id, plan_id, ticket_id, deploy_id
+    return attributes
+
+
+def _outcome_of(section: Mapping[str, Any]) -> str:
+    """A short, bounded label for a collector's result (its own status or state word)."""
+    for key in ("status", "state"):
+        value = section.get(key)
+        if isinstance(value, str) and value and len(value) <= 40:
+            return value
+    return "ok"
+
+
 @dataclass(frozen=True, slots=True)
 class _GatheredImage:
     reference: ImageReference
@@ -90,6 +118,18 @@ class _GatheredImage:
     cached: bool = False
     #: Not gathered: network-free rules already deny the image (see ``_prefilter``).
     skipped: bool = False
+
+
+class _Step:
+    """The outcome of one evidence step, set by the code inside the step."""
+
+    def __init__(self, span: trace.Span) -> None:
+        self.span = span
+        self.outcome = "ok"
+
+    def fail(self, reason: str) -> None:
+        self.outcome = "error"
+        self.span.set_status(trace.StatusCode.ERROR, reason)
 
 
 class EvaluationService:
@@ -106,6 +146,8 @@ class EvaluationService:
         id_factory: Callable[[], str] = new_decision_id,
         prefilter: PolicyPrefilter | None = None,
         evidence_cache: EvidenceCache | None = None,
+        tracer: trace.Tracer | None = None,
+        observers: Sequence[EvaluationObserver] = (),
     ) -> None:
         self._engine = policy_engine
         self._audit = audit_log
@@ -115,6 +157,8 @@ class EvaluationService:
         self._new_id = id_factory
         self._prefilter = prefilter
         self._evidence_cache = evidence_cache
+        self._tracer = tracer or trace.NoOpTracer()
+        self._observers = tuple(observers)
 
     def evaluate(
         self, request: EvaluationRequest, *, deadline: float | None = None, record: bool = True
@@ -134,6 +178,16 @@ class EvaluationService:
             that is not a subset of ``deny``), its evidence is gathered and the policy asked
             again: a skipped image is never admitted.
         """
+        # One trace per decision: a child of the caller's span when the request carried a
+        # W3C traceparent (the HTTP instrumentation made it current), else a new root.
+        with self._tracer.start_as_current_span(
+            "gatekeeper.decision", attributes=_request_attributes(request)
+        ):
+            return self._evaluate(request, deadline, record)
+
+    def _evaluate(
+        self, request: EvaluationRequest, deadline: float | None, record: bool
+    ) -> Decision:
         started = self._clock.monotonic()
         created_at = self._clock.now()
         context = EvidenceContext(
@@ -189,7 +243,14 @@ class EvaluationService:
             for reason in g.failures
         )
         try:
-            result = self._engine.evaluate(policy_input)
+            with self._tracer.start_as_current_span("gatekeeper.policy.opa") as opa_span:
+                try:
+                    result = self._engine.evaluate(policy_input)
+                except PolicyEngineError as exc:
+                    opa_span.set_status(trace.StatusCode.ERROR, exc.message)
+                    raise
+                opa_span.set_attribute("gatekeeper.policy_revision", result.revision or "")
+                opa_span.set_attribute("gatekeeper.violation_count", len(result.violations))
         except PolicyEngineError as exc:
             log.error("policy engine failed: %s", exc.render())
             error = f"policy engine unavailable: {exc.message}"
@@ -267,8 +328,25 @@ class EvaluationService:
             context=request.context,
             exceptions=exceptions,
         )
+        current = trace.get_current_span()
+        current.set_attribute("gatekeeper.decision_id", decision.decision_id)
+        current.set_attribute("gatekeeper.verdict", decision.verdict.value)
         if record:
-            self._audit.record(decision)
+            with self._tracer.start_as_current_span(
+                "gatekeeper.audit.write",
+                attributes={"gatekeeper.decision_id": decision.decision_id},
+            ) as audit_span:
+                try:
+                    self._audit.record(decision)
+                except GatekeeperError as exc:
+                    audit_span.set_status(trace.StatusCode.ERROR, exc.message)
+                    raise
+        for observer in self._observers:
+            try:
+                observer.decision_recorded(decision)
+            except Exception:  # the decision is answered; telemetry must never undo it
+                log.exception("observer %s failed on decision %s",
+                              type(observer).__name__, decision.decision_id)
         return decision
 
     def _gather(
@@ -289,22 +367,29 @@ class EvaluationService:
         digest = reference.digest
         evidence: dict[str, Any] = {}
         failures: list[str] = []
+        image = {"gatekeeper.image": reference.original}
         if digest is None and self._resolver is not None:
-            try:
-                digest = self._resolver.resolve(reference, context)
-            except GatekeeperError as exc:
-                failures.append(f"digest not resolved: {exc.message}")
+            with self._step("digest", image) as step:
+                try:
+                    digest = self._resolver.resolve(reference, context)
+                    step.outcome = "resolved"
+                except GatekeeperError as exc:
+                    step.fail(exc.message)
+                    failures.append(f"digest not resolved: {exc.message}")
         if digest is not None and request.source is Source.ADMISSION and self._evidence_cache:
             cached = self._evidence_cache.get(_evidence_key(reference, digest, request))
             if cached is not None:
                 return _GatheredImage(reference, digest, cached, (), cached=True)
         for collector in self._collectors:
-            try:
-                section: Mapping[str, Any] = collector.collect(reference, digest, context)
-                evidence[collector.name] = dict(section)
-            except GatekeeperError as exc:
-                evidence[collector.name] = {"status": "error", "reason": exc.message}
-                failures.append(f"{collector.name} evidence not gathered: {exc.message}")
+            with self._step(collector.name, image) as step:
+                try:
+                    section: Mapping[str, Any] = collector.collect(reference, digest, context)
+                    evidence[collector.name] = dict(section)
+                    step.outcome = _outcome_of(section)
+                except GatekeeperError as exc:
+                    step.fail(exc.message)
+                    evidence[collector.name] = {"status": "error", "reason": exc.message}
+                    failures.append(f"{collector.name} evidence not gathered: {exc.message}")
         return _GatheredImage(reference, digest, evidence, tuple(failures))
 
     def _nothing_to_fetch(self, reference: ImageReference, request: EvaluationRequest) -> bool:
@@ -332,6 +417,23 @@ class EvaluationService:
                 _evidence_key(image.reference, image.digest, request), image.evidence
             )
 
+    @contextmanager
+    def _step(self, name: str, attributes: Mapping[str, str]) -> Iterator[_Step]:
+        """A span and a timing for one evidence step; the observers hear its outcome."""
+        started = self._clock.monotonic()
+        with self._tracer.start_as_current_span(
+            f"gatekeeper.evidence.{name}", attributes=dict(attributes)
+        ) as span:
+            step = _Step(span)
+            yield step
+            span.set_attribute("gatekeeper.outcome", step.outcome)
+        seconds = self._clock.monotonic() - started
+        for observer in self._observers:
+            try:
+                observer.evidence_step(name, step.outcome, seconds)
+            except Exception:  # telemetry must never change a decision
+                log.exception("observer %s failed on step %s", type(observer).__name__, name)
+
     def record_rejection(
         self, request: EvaluationRequest, violations: Sequence[Violation]
     ) -> Decision:
@@ -353,15 +455,18 @@ class EvaluationService:
         was given. Raises StorageError like :meth:`evaluate`."""
         if not violations and verdict is not Verdict.ALLOW:
             raise ValueError("a deny or warn without evaluation needs at least one violation")
-        return self._record(
-            request,
-            created_at=self._clock.now(),
-            verdict=verdict,
-            images=tuple(ImageResult(ref, ref.digest, {}) for ref in request.images),
-            violations=tuple(violations),
-            error=error,
-            record=record,
-        )
+        with self._tracer.start_as_current_span(
+            "gatekeeper.decision", attributes=_request_attributes(request)
+        ):
+            return self._record(
+                request,
+                created_at=self._clock.now(),
+                verdict=verdict,
+                images=tuple(ImageResult(ref, ref.digest, {}) for ref in request.images),
+                violations=tuple(violations),
+                error=error,
+                record=record,
+            )
 
     def policy_input(
         self, request: EvaluationRequest, *, now: datetime, deadline: float | None = None

@@ -11,7 +11,9 @@ from typing import Any
 
 import httpx
 
+from gatekeeper import __version__
 from gatekeeper.audit import SqlAuditLog, open_audit_log
+from gatekeeper.audit.opa_log import DecisionLogFile
 from gatekeeper.bridges import AttestedSbomSource, AttestedVexSource, ReferrerSbomSource
 from gatekeeper.config import Settings
 from gatekeeper.domain import EvidenceCollector, PolicyEngine
@@ -20,6 +22,7 @@ from gatekeeper.evidence_cache import EvidenceCache
 from gatekeeper.metrics import Metrics
 from gatekeeper.policy import EmbeddedOpa, OpaPolicyEngine
 from gatekeeper.policy.bundle import PolicyFiles
+from gatekeeper.policy.bundle_signing import BundleSigner
 from gatekeeper.policy.lifecycle import (
     PolicyLifecycle,
     PolicyStatePaths,
@@ -48,6 +51,7 @@ from gatekeeper.sbom import (
 )
 from gatekeeper.scans import EcrScanSource, ScanEvidenceCollector
 from gatekeeper.service import EvaluationService
+from gatekeeper.tracing import Tracing, build_tracing
 from gatekeeper.verify import SignatureEvidenceCollector, SignaturePolicySettings, TrustRoot
 from gatekeeper.vex import (
     SqlVexStore,
@@ -90,7 +94,9 @@ def find_opa_binary(settings: Settings) -> str:
 _MAX_DOCKER_CONFIG_BYTES = 1 << 20
 
 
-def build_registry_client(settings: Settings) -> OciRegistryClient:
+def build_registry_client(
+    settings: Settings, metrics: Metrics | None = None, tracing: Tracing | None = None
+) -> OciRegistryClient:
     """Registry client with credentials: settings first, then docker config.json, then ECR."""
     registry_settings = RegistryClientSettings.from_mapping(settings.registry)
     providers: list[CredentialProvider] = [
@@ -117,7 +123,12 @@ def build_registry_client(settings: Settings) -> OciRegistryClient:
         import boto3  # only the composition root knows that boto3 is behind ECR tokens
 
         providers.append(EcrCredentials(lambda region: boto3.client("ecr", region_name=region)))
-    return OciRegistryClient(registry_settings, credentials=ChainedCredentials(providers))
+    return OciRegistryClient(
+        registry_settings, credentials=ChainedCredentials(providers),
+        on_request=metrics.registry_request if metrics is not None else None,
+        on_client=tracing.instrument_http_client if tracing is not None and tracing.enabled
+        else None,
+    )
 
 
 def load_trust_root(name: str) -> TrustRoot:
@@ -134,6 +145,23 @@ def load_trust_root(name: str) -> TrustRoot:
     except OSError as exc:
         raise ConfigurationError(f"cannot read trusted root {path}: {exc.strerror}") from exc
     return TrustRoot.from_json(data, name=str(path))
+
+
+def trust_root_written_at(name: str) -> float | None:
+    """When the trust root in use was written (its file's mtime), for the age metric."""
+    from importlib import resources
+
+    try:
+        if name in ("public-good", "staging"):
+            directory = {"public-good": "https%3A%2F%2Ftuf-repo-cdn.sigstore.dev",
+                         "staging": "https%3A%2F%2Ftuf-repo-cdn.sigstage.dev"}[name]
+            shipped = resources.files("sigstore").joinpath("_store", directory, "trusted_root.json")
+            return Path(str(shipped)).stat().st_mtime
+        if name == "none":
+            return None
+        return Path(name).stat().st_mtime
+    except OSError:
+        return None
 
 
 def build_signature_collector(
@@ -170,6 +198,10 @@ class Container:
     policy_state_tmp: Path | None = None
     collectors: list[EvidenceCollector] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    #: Signs the policy bundles served to OPA sidecars (None: served unsigned).
+    bundle_signer: BundleSigner | None = None
+    tracing: Tracing = field(default_factory=lambda: build_tracing(
+        None, service_name="", sample_ratio=1.0, version=__version__))
     started: bool = False
 
     def start(self) -> None:
@@ -216,6 +248,7 @@ class Container:
         self.audit_log.close()
         if self.policy_state_tmp is not None:
             shutil.rmtree(self.policy_state_tmp, ignore_errors=True)
+        self.tracing.shutdown()  # flushes the spans still in the batch
         self.started = False
 
     @property
@@ -228,6 +261,11 @@ class Container:
 def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Container:
     """Build (but do not start) every component for ``settings``."""
     metrics = metrics or Metrics()
+    metrics.set_build_info(__version__)
+    tracing = build_tracing(
+        settings.tracing_otlp_endpoint, service_name=settings.tracing_service_name,
+        sample_ratio=settings.tracing_sample_ratio, version=__version__,
+    )
     embedded: EmbeddedOpa | None = None
     engine: PolicyEngine
     opa_binary = find_opa_binary(settings)  # also checks and replays candidates
@@ -269,7 +307,11 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         retention_days=settings.audit_retention_days,
         metrics=metrics,
     )
-    registry = build_registry_client(settings)
+    metrics.track_checkpoints(audit_log.checkpoint_status)
+    metrics.track_trust_root(
+        trust_root_written_at(settings.trusted_root) if settings.signatures is not None else None
+    )
+    registry = build_registry_client(settings, metrics, tracing)
     collectors: list[EvidenceCollector] = []
     signature_collector = build_signature_collector(settings, registry, metrics)
     if signature_collector is not None:
@@ -304,6 +346,7 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
                     max_attempts=settings.ecr_max_attempts,
                     read_timeout=settings.ecr_timeout_seconds,
                     max_findings=settings.scan_max_findings,
+                    on_call=metrics.ecr_call,
                 ),
                 ttl_seconds=settings.scan_cache_ttl_seconds,
                 pending_ttl_seconds=settings.scan_pending_cache_ttl_seconds,
@@ -334,6 +377,11 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
             if settings.evidence_cache_ttl_seconds > 0
             else None
         ),
+        tracer=tracing.tracer,
+        observers=[metrics] + (
+            [DecisionLogFile(settings.decision_log_file, version=__version__)]
+            if settings.decision_log_file is not None else []
+        ),
     )
     lifecycle = create_policy_lifecycle(
         database=audit_log.engine,
@@ -358,4 +406,8 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         collectors=collectors,
         vex_store=vex_store,
         vex_uploader=VexUploader(vex_store, limits=vex_limits),
+        tracing=tracing,
+        bundle_signer=BundleSigner.from_file(
+            settings.bundle_signing_key_file, settings.bundle_signing_key_id
+        ) if settings.bundle_signing_key_file is not None else None,
     )

@@ -36,8 +36,10 @@ def _audit_log(request: Request) -> SqlAuditLog:
 
 
 def audit_readiness(audit: SqlAuditLog) -> dict[str, Any]:
-    """Fields for ``/readyz``: the spool depth (decisions waiting for the database)."""
-    return {"audit_spool_depth": audit.spool_depth}
+    """Fields for ``/readyz``: the spool depth (decisions waiting for the database) and where
+    the checkpoint signing key came from (a key generated for the embedded default says so)."""
+    return {"audit_spool_depth": audit.spool_depth,
+            "audit_signing_key": dict(audit.signing_key_info)}
 
 
 def build_audit_router() -> APIRouter:

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from gatekeeper.api.auth import Principal, Role, require_roles
 from gatekeeper.errors import ConfigurationError, InvalidInputError, NotFoundError
 from gatekeeper.policy.bundle import PolicyFiles, build_opa_bundle
+from gatekeeper.policy.bundle_signing import BundleSigner
 from gatekeeper.policy.exceptions import format_instant
 from gatekeeper.policy.lifecycle import PolicyLifecycle
 from gatekeeper.policy.store import (
@@ -99,6 +100,13 @@ def _files_from_json(body: dict[str, Any]) -> PolicyFiles:
     return PolicyFiles.from_text(policies, tests)
 
 
+def _bundle_signer(request: Request) -> BundleSigner | None:
+    """The key served bundles are signed with (``GATEKEEPER_BUNDLE_SIGNING_KEY_FILE``)."""
+    container = getattr(request.app.state, "container", None)
+    signer: BundleSigner | None = getattr(container, "bundle_signer", None)
+    return signer
+
+
 def build_policy_router(
     lifecycle_of: Callable[[Request], PolicyLifecycle] = lifecycle_from_state,
 ) -> APIRouter:
@@ -176,7 +184,7 @@ def build_policy_router(
     def get_bundle(revision_id: str, request: Request, _principal: reader) -> Response:
         record = lifecycle_of(request).store.get_revision(revision_id)
         return Response(
-            build_opa_bundle(record.files),
+            build_opa_bundle(record.files, _bundle_signer(request)),
             media_type="application/gzip",
             headers={"ETag": f'"{record.revision_id}"'},
         )
@@ -194,7 +202,8 @@ def build_policy_router(
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers={"ETag": etag})
         return Response(
-            build_opa_bundle(record.files), media_type="application/gzip", headers={"ETag": etag}
+            build_opa_bundle(record.files, _bundle_signer(request)),
+            media_type="application/gzip", headers={"ETag": etag},
         )
 
     @router.post("/v1/policies/revisions/{revision_id}/activate")

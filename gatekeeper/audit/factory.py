@@ -7,6 +7,7 @@ from pathlib import Path
 
 from gatekeeper.audit.chain import CheckpointSigner, load_public_key, load_signing_key
 from gatekeeper.audit.database import create_database_engine
+from gatekeeper.audit.embedded_key import embedded_key_path, ensure_embedded_key
 from gatekeeper.audit.spool import DurableSpool
 from gatekeeper.audit.sql import AuditSettings, SqlAuditLog
 from gatekeeper.metrics import Metrics
@@ -28,12 +29,30 @@ def open_audit_log(
     retention_days: int | None = None,
     metrics: Metrics | None = None,
     read_only: bool = False,
+    generate_embedded_key: bool = True,
 ) -> SqlAuditLog:
     """An (unmigrated) :class:`SqlAuditLog`; a bad key is a ConfigurationError naming it.
 
-    ``read_only`` (a reader such as ``gatekeeper decisions show``) skips the warning about
-    unsigned checkpoints, which concerns writers."""
+    With no ``signing_key_file`` and a SQLite file as the store (the embedded default), the
+    key beside the database is used, generated on first use unless ``generate_embedded_key``
+    is false (see :mod:`gatekeeper.audit.embedded_key`). ``read_only`` (a reader such as
+    ``gatekeeper decisions show``) skips the warning about unsigned checkpoints, which concerns
+    writers.
+    """
     signer = CheckpointSigner(load_signing_key(signing_key_file)) if signing_key_file else None
+    key_info: dict[str, str] = {"source": "none"}
+    if signer is not None:
+        key_info = {"source": "configured", "file": str(signing_key_file),
+                    "key_id": signer.key_id}
+    elif (embedded := embedded_key_path(database_url)) is not None and (
+        generate_embedded_key or embedded.exists()
+    ):
+        generated = ensure_embedded_key(embedded)
+        signer = CheckpointSigner(load_signing_key(generated.path))
+        key_info = generated.describe()
+        if not generated.created:
+            log.info("audit checkpoints are signed with the embedded key %s (key id %s)",
+                     generated.path, generated.key_id)
     audit = SqlAuditLog(
         create_database_engine(database_url),
         metrics=metrics,
@@ -46,6 +65,7 @@ def open_audit_log(
             retention_days=retention_days,
         ),
     )
+    audit.signing_key_info = key_info
     if public_key_file is not None:
         audit.verify_key = load_public_key(public_key_file)
     elif signer is None and not read_only:

@@ -139,6 +139,8 @@ class SqlAuditLog:
         self.signer = signer
         #: The key checkpoints are verified with: the signer's, or a configured public key.
         self.verify_key = signer.public_key if signer is not None else None
+        #: Where the signing key came from (``/readyz``): configured, generated, embedded, none.
+        self.signing_key_info: dict[str, str] = {"source": "configured" if signer else "none"}
         self.settings = settings or AuditSettings()
         self._where = describe_url(str(engine.url.render_as_string(hide_password=False)))
         self._cond = threading.Condition()
@@ -517,6 +519,24 @@ class SqlAuditLog:
                 connection.execute(sa.text("SELECT 1"))
         except SQLAlchemyError as exc:
             raise StorageError(f"audit store {self._where} unreachable") from exc
+
+    def checkpoint_status(self) -> tuple[float | None, int]:
+        """(epoch seconds of the newest signed checkpoint or None, records not yet covered by
+        one); read at each metrics scrape. An unreachable store reads as (None, 0)."""
+        try:
+            with self._engine.connect() as connection:
+                head = connection.execute(
+                    sa.select(chain_head).where(chain_head.c.id == 1)
+                ).first()
+        except SQLAlchemyError:
+            return None, 0
+        if head is None:
+            return None, 0
+        uncovered = int(head.seq) - int(head.checkpoint_seq)
+        if int(head.checkpoint_seq) == 0 or head.checkpoint_at is None:
+            return None, uncovered
+        at = head.checkpoint_at
+        return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp(), uncovered
 
     # -- retention -------------------------------------------------------------------------
 

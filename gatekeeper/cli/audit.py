@@ -44,7 +44,8 @@ TimeOption = Annotated[
 def export(
     file: Annotated[Path, typer.Option("--file", metavar="FILE", help="File to write")],
     file_format: Annotated[
-        str, typer.Option("--format", metavar="[jsonl|csv]", help="File format")
+        str, typer.Option("--format", metavar="[jsonl|csv|opa]",
+                          help="File format (opa: OPA decision-log events)")
     ] = "jsonl",
     since: TimeOption = None,
     until: TimeOption = None,
@@ -66,8 +67,8 @@ def export(
     from gatekeeper.domain import DecisionQuery, Verdict, parse_digest
     from gatekeeper.domain.wording import counted
 
-    if file_format not in ("jsonl", "csv"):
-        fail(f"--format must be jsonl or csv, not {file_format!r}")
+    if file_format not in ("jsonl", "csv", "opa"):
+        fail(f"--format must be jsonl, csv or opa, not {file_format!r}")
     if verdict is not None and verdict not in {v.value for v in Verdict}:
         fail(f"--verdict must be allow, warn or deny, not {verdict!r}")
     now = datetime.now(UTC)
@@ -91,10 +92,18 @@ def export(
             console=_stderr_console(), transient=True,
         ) as progress, temporary.open("w", encoding="utf-8", newline="") as handle:
             task = progress.add_task("export", total=plan.entries)
-            for chunk in iter_export(
-                audit, plan, file_format,  # type: ignore[arg-type]
-                progress=lambda n: progress.advance(task, n),
-            ):
+            if file_format == "opa":  # matching records only, as OPA decision-log events
+                from gatekeeper import __version__
+                from gatekeeper.audit.opa_log import iter_opa_export
+
+                chunks = iter_opa_export(audit, plan, version=__version__,
+                                         progress=lambda n: progress.advance(task, n))
+            else:
+                chunks = iter_export(
+                    audit, plan, file_format,  # type: ignore[arg-type]
+                    progress=lambda n: progress.advance(task, n),
+                )
+            for chunk in chunks:
                 handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
@@ -108,6 +117,13 @@ def export(
         typer.echo(
             f"exported 0 records to {file}; it ends with the checkpoint at record "
             f"{plan.checkpoint.seq} (key {plan.checkpoint.key_id})"
+        )
+        return
+    if file_format == "opa":
+        typer.echo(
+            f"exported the matching records of {plan.first_seq}..{plan.end_seq} to {file} as "
+            "OPA decision-log events (chain fields in each; the jsonl export is the one "
+            "verified offline)"
         )
         return
     typer.echo(
@@ -137,6 +153,17 @@ def _export_remote(server: str, query: Any, file: Path, file_format: str) -> Non
         f"{headers.get('x-gatekeeper-checkpoint-seq', '?')}; verify offline with: "
         f"gatekeeper audit verify --file {file} --public-key PUBLIC_KEY"
     )
+
+
+def _configured_public_key(settings: Any) -> Path | None:
+    """The checkpoint key the settings name, else the embedded default's generated key."""
+    from gatekeeper.audit.embedded_key import embedded_key_path
+
+    embedded = embedded_key_path(settings.database_url)
+    candidates = [settings.audit_public_key_file, settings.audit_signing_key_file,
+                  embedded if embedded is not None and embedded.exists() else None]
+    chosen = next((candidate for candidate in candidates if candidate), None)
+    return Path(chosen) if chosen else None
 
 
 def _stderr_console() -> Any:
@@ -176,11 +203,13 @@ def verify(
     if file is not None:
         from gatekeeper.audit.export import verify_export_file
 
-        if public_key is None:
+        # Without --public-key: the configured key, or the embedded default's generated one.
+        chosen = public_key or _configured_public_key(load_settings())
+        if chosen is None:
             fail("verifying an export needs the public key of its checkpoints: --public-key FILE")
         try:
             with waiting(f"verifying {file}"):
-                report = verify_export_file(file, load_public_key(public_key))
+                report = verify_export_file(file, load_public_key(chosen))
         except OSError as exc:
             fail(f"cannot read {file}: {exc.strerror}")
         typer.echo(report.summary())
@@ -188,8 +217,7 @@ def verify(
     from gatekeeper.audit.verify import verify_database
 
     settings = load_settings()
-    candidates = [public_key, settings.audit_public_key_file, settings.audit_signing_key_file]
-    chosen = next((candidate for candidate in candidates if candidate), None)
+    chosen = public_key or _configured_public_key(settings)
     key = load_public_key(Path(chosen)) if chosen else None
     started = parse_time(since, option="--since") if since else None
     audit = open_audit(settings, signing=False)

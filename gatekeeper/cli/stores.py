@@ -45,6 +45,7 @@ def open_audit(settings: Settings, *, signing: bool) -> SqlAuditLog:
         signing_key_file=settings.audit_signing_key_file if signing else None,
         checkpoint_every=settings.audit_checkpoint_every,
         read_only=not signing,
+        generate_embedded_key=signing,
     )
     audit.migrate()
     return audit

@@ -125,3 +125,16 @@ class Clock(Protocol):
 
 
 __all__ += ["DigestResolver"]
+
+
+class EvaluationObserver(Protocol):
+    """Told what the service did (metrics, decision-log streams); must not raise or block."""
+
+    def evidence_step(self, step: str, outcome: str, seconds: float) -> None:
+        """One evidence step (``digest`` or a collector's name) ended with ``outcome``."""
+
+    def decision_recorded(self, decision: Decision) -> None:
+        """``decision`` is in the audit trail (called for every decision, from both doors)."""
+
+
+__all__ += ["EvaluationObserver"]

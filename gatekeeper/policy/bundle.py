@@ -27,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from gatekeeper.errors import InvalidInputError
+from gatekeeper.policy.bundle_signing import BundleSigner
 from gatekeeper.policy.revision import POLICY_FILE_SUFFIXES, hash_policy_files
 
 __all__ = [
@@ -78,6 +79,9 @@ class PolicyFiles:
 
     policies: Mapping[str, bytes]
     tests: Mapping[str, bytes] = field(default_factory=dict)
+    #: The ``.signatures.json`` of an uploaded OPA bundle, kept as it came (not part of the
+    #: revision id: the same policies signed twice are one revision).
+    uploaded_signatures: bytes | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not any(name.endswith(".rego") for name in self.policies):
@@ -91,6 +95,8 @@ class PolicyFiles:
             )
         if len(self.policies) + len(self.tests) > MAX_FILES:
             raise InvalidInputError(f"candidate has more than {MAX_FILES} files")
+        if self.uploaded_signatures is not None:
+            _check_signatures_file(self.uploaded_signatures)
         for part, files in (("policies", self.policies), ("tests", self.tests)):
             for name, content in files.items():
                 try:
@@ -177,6 +183,7 @@ class PolicyFiles:
         is_opa_bundle = ".manifest" in members
         policies: dict[str, bytes] = {}
         tests: dict[str, bytes] = {}
+        signatures = members.get(".signatures.json")
         for name, content in members.items():
             if name in (".manifest", ".signatures.json"):
                 continue
@@ -193,7 +200,7 @@ class PolicyFiles:
                     f"tarball member {name!r} is outside policies/ and tests/ "
                     "(or upload an OPA bundle with a .manifest)"
                 )
-        return cls(policies, tests)
+        return cls(policies, tests, uploaded_signatures=signatures)
 
     def file_listing(self) -> dict[str, list[dict[str, Any]]]:
         """Names and sizes, for API answers that do not carry the contents."""
@@ -221,6 +228,23 @@ class PolicyFiles:
             if name.endswith(".rego"):
                 found.update(_PACKAGE_RE.findall(content.decode()))
         return found
+
+
+def _check_signatures_file(content: bytes) -> None:
+    """An uploaded ``.signatures.json`` must have OPA's shape: ``{"signatures": [JWT, ...]}``."""
+    try:
+        document = json.loads(content)
+    except ValueError as exc:
+        raise InvalidInputError(
+            ".signatures.json is not JSON", field=".signatures.json"
+        ) from exc
+    tokens = document.get("signatures") if isinstance(document, dict) else None
+    if not isinstance(tokens, list) or not tokens or not all(
+        isinstance(t, str) and t.count(".") == 2 for t in tokens
+    ):
+        raise InvalidInputError(
+            '.signatures.json must be {"signatures": ["<JWT>", ...]}', field=".signatures.json"
+        )
 
 
 def _write_tree(directory: Path, files: Mapping[str, bytes]) -> None:
@@ -260,14 +284,17 @@ def bundle_roots(files: PolicyFiles) -> list[str]:
     return sorted(roots)
 
 
-def build_opa_bundle(files: PolicyFiles) -> bytes:
+def build_opa_bundle(files: PolicyFiles, signer: BundleSigner | None = None) -> bytes:
     """An OPA bundle (``tar.gz``) of the policy files, revision = the revision id.
 
     Deterministic (sorted members, zero mtimes), loadable by ``opa run --bundle`` or an OPA
-    sidecar's bundle service. Tests are not included: OPA would serve them as policies.
+    sidecar's bundle service. Tests are not included: OPA would serve them as policies. With a
+    ``signer`` the bundle carries ``.signatures.json`` (see :mod:`.bundle_signing`).
     """
     manifest = {"revision": files.revision_id, "roots": bundle_roots(files)}
     entries = {".manifest": json.dumps(manifest, sort_keys=True).encode(), **files.policies}
+    if signer is not None:  # OPA verifies it with the key its configuration names
+        entries[".signatures.json"] = signer.signatures_file(entries)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as archive:
         for name in sorted(entries):

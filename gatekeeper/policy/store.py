@@ -70,6 +70,8 @@ revisions = sa.Table(
     sa.Column("policies", sa.Text, nullable=False),
     sa.Column("tests", sa.Text, nullable=False),
     sa.Column("check_report", sa.Text, nullable=False),
+    # v2: the .signatures.json an uploaded OPA bundle came with, kept as it came
+    sa.Column("uploaded_signatures", sa.Text),
 )
 
 events = sa.Table(
@@ -115,9 +117,18 @@ def _v1_initial(connection: Connection) -> None:
         table.create(connection, checkfirst=True)
 
 
+def _v2_uploaded_signatures(connection: Connection) -> None:
+    # v1 creates the table from the current definition, which already has the column
+    columns = {c["name"] for c in sa.inspect(connection).get_columns(revisions.name)}
+    if "uploaded_signatures" not in columns:
+        connection.execute(sa.text(
+            f"ALTER TABLE {revisions.name} ADD COLUMN uploaded_signatures TEXT"))
+
+
 #: Ordered, append-only list of (version, description, step). Never edit a released step.
 MIGRATIONS: list[Migration] = [
     (1, "policy revisions, lifecycle events, exceptions", _v1_initial),
+    (2, "keep the .signatures.json of uploaded bundles", _v2_uploaded_signatures),
 ]
 
 ACTIVATE, ROLLBACK = "activate", "rollback"
@@ -157,6 +168,8 @@ class RevisionRecord:
             "checks": self.report.as_dict(),
             "files": self.files.file_listing(),
         }
+        if self.files.uploaded_signatures is not None:
+            document["uploaded_signatures"] = json.loads(self.files.uploaded_signatures)
         if contents:
             document["contents"] = self.files.as_text()
         return document
@@ -263,6 +276,8 @@ class SqlPolicyStore:
             "policies": _dumps(files.as_text()["policies"]),
             "tests": _dumps(files.as_text()["tests"]),
             "check_report": _dumps(report.as_dict()),
+            "uploaded_signatures": files.uploaded_signatures.decode()
+            if files.uploaded_signatures is not None else None,
         }
         try:
             with self._begin("store revision") as connection:
@@ -291,7 +306,11 @@ class SqlPolicyStore:
             source=row.source,
             status=row.status,
             description=row.description,
-            files=PolicyFiles(policies, tests),
+            files=PolicyFiles(
+                policies, tests,
+                uploaded_signatures=row.uploaded_signatures.encode()
+                if row.uploaded_signatures else None,
+            ),
             report=CheckReport.from_dict(json.loads(row.check_report)),
         )
 

@@ -80,8 +80,14 @@ class OciRegistryClient:
         transport: httpx.BaseTransport | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        on_request: Callable[[str, str], None] | None = None,
+        on_client: Callable[[httpx.Client], None] | None = None,
     ) -> None:
         self._settings = settings or RegistryClientSettings()
+        #: Told ``(operation, outcome)`` after every registry round trip (metrics).
+        self._on_request = on_request
+        #: Called with each new per-host HTTP client (tracing instruments it).
+        self._on_client = on_client
         self._credentials = credentials
         self._transport = transport
         self._monotonic = monotonic
@@ -351,8 +357,22 @@ class OciRegistryClient:
                     headers={"User-Agent": self._settings.user_agent},
                     limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
                 )
+                if self._on_client is not None:
+                    self._on_client(client)
                 self._clients[host_settings.host] = client
             return client
+
+    def _observe(self, operation: str, answer: Answer | None, error: Exception | None) -> None:
+        if self._on_request is None:
+            return
+        if answer is not None:
+            status = answer.status
+            outcome = str(status) if status in (401, 403, 404, 429) else f"{status // 100}xx"
+        elif isinstance(error, httpx.TimeoutException):
+            outcome = "timeout"
+        else:
+            outcome = "unreachable"
+        self._on_request(operation, outcome)
 
     def _base_url(self, host_settings: RegistryHostSettings) -> str:
         host = "registry-1.docker.io" if host_settings.host == "docker.io" else host_settings.host
@@ -415,6 +435,7 @@ class OciRegistryClient:
                 failure, error = "timed out", exc
             except httpx.TransportError as exc:
                 failure, error = f"unreachable ({type(exc).__name__})", exc
+            self._observe(method.lower(), answer, error)
             if answer is not None:
                 if answer.status == 401 and not authorised_once:
                     authorised_once = True
@@ -524,15 +545,18 @@ class OciRegistryClient:
                 token_what,
             )
         except httpx.TimeoutException as exc:
+            self._observe("token", None, exc)
             raise UpstreamUnavailableError(
                 f"registry {registry} token service timed out {what}",
                 context={"registry": registry},
             ) from exc
         except httpx.TransportError as exc:
+            self._observe("token", None, exc)
             raise UpstreamUnavailableError(
                 f"registry {registry} token service unreachable {what}",
                 context={"registry": registry},
             ) from exc
+        self._observe("token", token_answer, None)
         if token_answer.status != 200:
             raise UpstreamUnavailableError(
                 f"registry {registry} token service answered {token_answer.status} {what}",

@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -268,6 +268,7 @@ class EcrScanSource:
         max_pages: int = 50,
         max_findings: int = 2000,
         session: boto3.session.Session | None = None,
+        on_call: Callable[[str, str], None] | None = None,
     ) -> None:
         if not 1 <= page_size <= 1000:
             raise ConfigurationError("ECR page size must be between 1 and 1000")
@@ -283,6 +284,8 @@ class EcrScanSource:
         self._max_pages = max_pages
         self._max_findings = max_findings
         self._session = session
+        #: Told ``(operation, outcome)`` after every ECR API call (metrics).
+        self._on_call = on_call
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -299,8 +302,21 @@ class EcrScanSource:
                     "ecr", region_name=region, endpoint_url=self._endpoint_url,
                     config=self._config,
                 )
+                if self._on_call is not None:
+                    client.meta.events.register("after-call.ecr", self._after_call)
+                    client.meta.events.register("after-call-error.ecr", self._after_call_error)
                 self._clients[region] = client
             return client
+
+    def _after_call(self, *, model: Any, parsed: Mapping[str, Any], **_: Any) -> None:
+        # botocore calls this once per API call (after its retries), with the parsed answer.
+        code = (parsed.get("Error") or {}).get("Code") if isinstance(parsed, Mapping) else None
+        if self._on_call is not None:
+            self._on_call(str(model.name), str(code) if code else "ok")
+
+    def _after_call_error(self, *, model: Any, exception: Exception, **_: Any) -> None:
+        if self._on_call is not None:
+            self._on_call(str(model.name), type(exception).__name__)
 
     def fetch(
         self, reference: ImageReference, digest: Digest, context: EvidenceContext

@@ -8,7 +8,9 @@ at the edge as malformed.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gatekeeper.metrics import PREFIX, LegacyNames
 
 __all__ = ["AdmissionMetrics", "Outcome"]
 
@@ -19,22 +21,31 @@ Outcome = str  # one of the label values listed in the module docstring
 
 
 class AdmissionMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, budget_seconds: float | None = None) -> None:
         self.reviews = Counter(
-            "gatekeeper_admission_reviews_total",
+            f"{PREFIX}admission_reviews_total",
             "AdmissionReviews answered, by webhook and outcome",
             ["webhook", "outcome"], registry=registry,
         )
         self.duration = Histogram(
-            "gatekeeper_admission_review_duration_seconds",
+            f"{PREFIX}admission_review_duration_seconds",
             "Time from receiving an AdmissionReview to answering it",
             ["webhook"], buckets=_BUCKETS, registry=registry,
         )
         self.rejected = Counter(
-            "gatekeeper_admission_rejected_requests_total",
+            f"{PREFIX}admission_rejected_requests_total",
             "Requests refused before evaluation (not JSON, not v1, too large, bad path)",
             ["webhook", "status"], registry=registry,
         )
+        registry.register(LegacyNames([self.reviews, self.duration, self.rejected]))
+        #: The internal budget, so alerts compare latency with it ("near its budget").
+        self.budget = Gauge(
+            f"{PREFIX}admission_budget_seconds",
+            "Internal time budget of one AdmissionReview (below the webhook timeout)",
+            registry=registry,
+        )
+        if budget_seconds is not None:
+            self.budget.set(budget_seconds)
 
     def observe(self, webhook: str, outcome: Outcome, seconds: float) -> None:
         self.reviews.labels(webhook=webhook, outcome=outcome).inc()

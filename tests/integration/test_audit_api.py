@@ -159,7 +159,14 @@ def test_verify_route(client):
 
 
 def test_readiness_fields(app, client):
-    assert audit_readiness(app.state.container.audit_log) == {"audit_spool_depth": 0}
+    audit = app.state.container.audit_log
+    assert audit_readiness(audit) == {
+        "audit_spool_depth": 0,
+        # issue 15: where the checkpoint key came from (here: GATEKEEPER_AUDIT_SIGNING_KEY_FILE)
+        "audit_signing_key": {"source": "configured", "file": audit.signing_key_info["file"],
+                              "key_id": audit.signer.key_id},
+    }
+    assert audit.signing_key_info["file"].endswith("audit-signing.pem")
 
 
 # -- the role matrix -------------------------------------------------------------------------

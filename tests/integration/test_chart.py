@@ -29,7 +29,7 @@ AUTH_REQUIRED = (
 KUBE_VERSION = "1.31.0"
 NAMESPACE = "gatekeeper-system"
 #: Custom resources (cert-manager, prometheus-operator) have no schema in kubernetes-validate.
-CUSTOM_KINDS = {"Certificate", "Issuer", "ServiceMonitor"}
+CUSTOM_KINDS = {"Certificate", "Issuer", "ServiceMonitor", "PrometheusRule"}
 
 HELM = os.environ.get("GATEKEEPER_HELM")
 pytestmark = pytest.mark.skipif(not HELM, reason="GATEKEEPER_HELM (path of helm) is not set")
@@ -91,6 +91,9 @@ VALUE_SETS = {
         "admission.extraRules[0].resources={rollouts}",
         "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/gk",
         "admission.failOpenNamespaces={sandbox}",
+        # issue 15: alerts, dashboard, the sidecar's own decision log
+        "metrics.prometheusRule.enabled=true", "metrics.grafanaDashboard.enabled=true",
+        "opa.decisionLogs.console=true",
     ),
     "minimal": ("admission.labelledModes=false", "admission.mutating.enabled=false",
                 "autoscaling.enabled=false", "podDisruptionBudget.enabled=false",

@@ -39,7 +39,7 @@ def store(request, tmp_path):
     clock = {"now": NOW}
     store = SqlPolicyStore(engine, clock=lambda: clock["now"])
     store.clock = clock  # type: ignore[attr-defined]
-    assert store.migrate() == [1]
+    assert store.migrate() == [1, 2]
     assert store.migrate() == []
     yield store
     engine.dispose()
@@ -118,3 +118,17 @@ def test_exceptions_numbered_revoked_once_and_audited(store):
     ]
     assert store.verify_chain() == 3
     assert store.active_revision_id() is None  # exception events never move the pointer
+
+
+def test_v2_adds_the_signatures_column_to_a_v1_store(tmp_path):
+    engine = create_database_engine(f"sqlite:///{tmp_path / 'v1.db'}")
+    store = SqlPolicyStore(engine)
+    store.migrate()
+    with engine.begin() as connection:  # back to what a v1 release left behind
+        connection.execute(sa.text(
+            "ALTER TABLE gatekeeper_policy_revisions DROP COLUMN uploaded_signatures"))
+        connection.execute(sa.text("DELETE FROM gatekeeper_policy_migrations WHERE version = 2"))
+    assert store.migrate() == [2]
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("gatekeeper_policy_revisions")}
+    assert "uploaded_signatures" in columns
+    engine.dispose()
