@@ -20,9 +20,12 @@ from gatekeeper.api.middleware import BodySizeLimitMiddleware, RequestMetricsMid
 from gatekeeper.api.policy_routes import build_policy_router
 from gatekeeper.api.routes import build_router
 from gatekeeper.api.sbom_routes import build_sbom_router
+from gatekeeper.api.vex_routes import build_vex_router
 from gatekeeper.config import Settings
+from gatekeeper.domain import EnforcementMode
 from gatekeeper.errors import (
     ConfigurationError,
+    ConflictError,
     GatekeeperError,
     InvalidInputError,
     NotFoundError,
@@ -33,6 +36,7 @@ from gatekeeper.webhook import (
     AdmissionSettings,
     build_admission_router,
 )
+from gatekeeper.webhook.tls import AdmissionClientCertificateGate
 from gatekeeper.wiring import Container, build_container
 
 __all__ = ["create_app", "format_location"]
@@ -59,9 +63,19 @@ def _status_for(error: GatekeeperError) -> int:
         return 422
     if isinstance(error, NotFoundError):
         return 404
+    if isinstance(error, ConflictError):
+        return 409
     if isinstance(error, ConfigurationError):
         return 500
     return 503
+
+
+#: What a gate failure does per mode unless GATEKEEPER_ADMISSION_GATE_FAILURE says otherwise.
+_GATE_FAILURE_DEFAULTS = {
+    EnforcementMode.ENFORCE: "closed",
+    EnforcementMode.WARN: "open",
+    EnforcementMode.AUDIT: "open",
+}
 
 
 def admission_settings(settings: Settings) -> AdmissionSettings:
@@ -77,6 +91,14 @@ def admission_settings(settings: Settings) -> AdmissionSettings:
         budget_seconds=settings.admission_budget_seconds,
         max_review_bytes=settings.admission_max_review_bytes,
         max_workers=settings.admission_max_workers,
+        gate_failure_open_modes=frozenset(
+            mode for mode, what in {**_GATE_FAILURE_DEFAULTS,
+                                    **settings.admission_gate_failure}.items()
+            if what == "open"
+        ),
+        record_dry_run=settings.admission_record_dry_run,
+        reuse_ttl_seconds=settings.admission_reuse_ttl_seconds,
+        reuse_max_entries=settings.admission_reuse_max_entries,
     )
 
 
@@ -125,16 +147,25 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
             insecure_disable_auth=settings.insecure_disable_auth,
         ),
     )
+    # First: the API server's calls are the hot path, and routes are matched in order.
+    app.include_router(build_admission_router(admission))
     app.include_router(build_router())
     app.include_router(build_audit_router())
     app.include_router(build_policy_router())
-    app.include_router(build_admission_router(admission))
     app.include_router(
         build_sbom_router(
             lambda request: request.app.state.container.sbom_uploader,
             max_bytes=settings.sbom_max_bytes,
             upload_dependencies=[Depends(require_roles(Role.PIPELINE))],
             read_dependencies=[Depends(require_roles(Role.PIPELINE, Role.AUDITOR))],
+        )
+    )
+
+    app.include_router(
+        build_vex_router(
+            lambda request: request.app.state.container.vex_uploader,
+            max_bytes=settings.max_body_bytes,
+            upload_dependencies=[Depends(require_roles(Role.VEX_PUBLISHER, Role.POLICY_ADMIN))],
         )
     )
 
@@ -175,4 +206,7 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
         },
     )
     app.add_middleware(RequestMetricsMiddleware, metrics=owned.metrics)
+    if settings.tls_client_ca_file is not None:
+        # Only the admission endpoints need the API server's certificate (see webhook/tls.py).
+        app.add_middleware(AdmissionClientCertificateGate)
     return app

@@ -1,4 +1,4 @@
-"""SBOM sources that bridge independent packages: verified attestations and OCI referrers.
+"""SBOM and VEX sources that bridge independent packages: verified attestations, OCI referrers.
 
 ``gatekeeper.sbom``, ``gatekeeper.verify`` and ``gatekeeper.registry`` are independent siblings
 in the layer contract (pyproject ``[tool.importlinter]``); the adapters that let the SBOM
@@ -15,6 +15,9 @@ collector read what the other two found live here, one layer up, and ``wiring`` 
   ``attach sbom`` tags ``sha256-<hex>.sbom``. Bound by the referrer manifest's own ``subject``
   (never by the index entry that lists it), or by the digest the ``.sbom`` tag names.
 
+* :class:`AttestedVexSource` - OpenVEX / CycloneDX VEX predicates of statements the
+  ``signatures`` collector verified for the digest (``gatekeeper.vex`` reads no registry).
+
 Unreadable documents (too large, corrupt blob, no SBOM layer) become candidates with a
 ``problem``, i.e. the evidence state ``invalid``; transient registry trouble raises
 :class:`~gatekeeper.errors.UpstreamUnavailableError`, as every collector does.
@@ -25,7 +28,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 from gatekeeper.domain.ports import EvidenceContext
 from gatekeeper.domain.reference import Digest, ImageReference
@@ -37,13 +41,21 @@ from gatekeeper.sbom.attestation import (
     is_sbom_predicate,
 )
 from gatekeeper.sbom.binding import BindingMethod
-from gatekeeper.sbom.interface import SbomCandidate
+from gatekeeper.sbom.interface import SbomCandidate, SbomSourceKind
 from gatekeeper.sbom.parsing import SbomDocumentError
 from gatekeeper.verify.cache import TtlCache
 from gatekeeper.verify.collector import SignatureEvidenceCollector
 from gatekeeper.verify.ports import DescriptorView, ManifestView, RegistryReader
+from gatekeeper.vex import (
+    VexCandidate,
+    VexDocument,
+    VexDocumentError,
+    VexLimits,
+    is_openvex_predicate,
+    parse_vex_document,
+)
 
-__all__ = ["SBOM_MEDIA_TYPES", "AttestedSbomSource", "ReferrerSbomSource"]
+__all__ = ["SBOM_MEDIA_TYPES", "AttestedSbomSource", "AttestedVexSource", "ReferrerSbomSource"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +106,9 @@ class AttestedSbomSource:
                 )  # fmt: skip
             if candidate is None:
                 continue
+            candidate = replace(
+                candidate, source=SbomSourceKind.ATTESTATION.value, authority=verified.authority
+            )
             key = hashlib.sha256(candidate.content).hexdigest() + (candidate.problem or "")
             if key not in seen:  # one statement verified by several authorities
                 seen.add(key)
@@ -276,3 +291,48 @@ class ReferrerSbomSource:
     @staticmethod
     def _problem(origin: str, subjects: tuple[str, ...], problem: str) -> SbomCandidate:
         return SbomCandidate(b"", BindingMethod.REFERRER, subjects, origin, problem)
+
+
+class AttestedVexSource:
+    """VEX from in-toto statements the ``signatures`` collector verified for the digest: an
+    OpenVEX predicate (``cosign attest --type openvex``), or a CycloneDX predicate whose
+    ``vulnerabilities`` carry an ``analysis``. An attestation by an unknown key is never
+    verified, so it never gets here."""
+
+    name = "attestation"
+
+    def __init__(self, signatures: SignatureEvidenceCollector, limits: VexLimits) -> None:
+        self._signatures = signatures
+        self._limits = limits
+
+    def find(
+        self, reference: ImageReference, digest: Digest, context: EvidenceContext
+    ) -> Sequence[VexCandidate]:
+        candidates: list[VexCandidate] = []
+        seen: set[str] = set()
+        for verified in self._signatures.verified_statements(reference, digest, context):
+            openvex = is_openvex_predicate(verified.predicate_type)
+            if not openvex and not verified.predicate_type.startswith("https://cyclonedx.org/bom"):
+                continue
+            predicate = verified.statement.get("predicate")
+            if isinstance(predicate, Mapping) and set(predicate) <= {"Data", "Timestamp"}:
+                predicate = predicate.get("Data")  # cosign before 2.x wrapped predicates
+            if not openvex and not (
+                isinstance(predicate, Mapping) and predicate.get("vulnerabilities")
+            ):
+                continue  # an SBOM without vulnerabilities says nothing about exploitability
+            origin = f"attestation verified by {verified.authority} ({verified.source})"
+            try:
+                document: VexDocument | None = parse_vex_document(predicate, self._limits)
+                problem = None
+            except VexDocumentError as exc:
+                document, problem = None, exc.message
+            key = (document.sha256 if document else "") + (problem or "")
+            if key in seen:  # one statement verified by several authorities
+                continue
+            seen.add(key)
+            candidates.append(
+                VexCandidate(document, "attestation", origin, authority=verified.authority,
+                             problem=problem)  # fmt: skip
+            )
+        return tuple(candidates)

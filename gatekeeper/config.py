@@ -129,6 +129,22 @@ class Settings(BaseSettings):
     admission_max_review_bytes: int = Field(default=4 << 20, ge=1024)
     #: Reviews evaluated at once; more wait, within their budget.
     admission_max_workers: int = Field(default=16, ge=1, le=256)
+    #: Per mode, what a gate failure (evidence not gathered, policy engine down, budget spent)
+    #: does: ``closed`` denies, ``open`` admits with a warning naming the mode and the reason.
+    #: Modes left out keep their default (enforce closed, warn and audit open).
+    admission_gate_failure: dict[EnforcementMode, Literal["open", "closed"]] = Field(
+        default_factory=dict
+    )
+    #: Record dry-run admissions (flagged dry_run); false: decide them without a record.
+    admission_record_dry_run: bool = True
+    #: The validating webhook reuses the mutating webhook's decision for the same admission
+    #: (uid, images as pinned) this long; 0 turns reuse off (every webhook call is evaluated).
+    admission_reuse_ttl_seconds: float = Field(default=60.0, ge=0, le=600)
+    admission_reuse_max_entries: int = Field(default=4096, ge=1, le=1_000_000)
+    #: Evidence of digests admitted by an admission decision, reused for the objects the
+    #: controllers create from it (ReplicaSets, Pods) this long; 0 turns the cache off.
+    evidence_cache_ttl_seconds: float = Field(default=60.0, ge=0, le=3600)
+    evidence_cache_max_entries: int = Field(default=4096, ge=1, le=1_000_000)
 
     # --- TLS of the listener (the API server only calls webhooks over HTTPS) ------------------
     #: PEM certificate and key; both or neither. Reloaded when the files change.

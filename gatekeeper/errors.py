@@ -11,8 +11,11 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
+    "AmbiguousIdError",
     "ConfigurationError",
+    "ConflictError",
     "GatekeeperError",
+    "IntegrityError",
     "InvalidInputError",
     "NotFoundError",
     "PolicyEngineError",
@@ -34,11 +37,22 @@ class GatekeeperError(Exception):
         self.context: dict[str, Any] = dict(context or {})
 
     def render(self) -> str:
-        """A one-line rendering for humans (CLI, logs)."""
+        """One line with the structured context, for logs."""
         if not self.context:
             return self.message
         details = ", ".join(f"{key}={value}" for key, value in sorted(self.context.items()))
         return f"{self.message} ({details})"
+
+    def user_message(self) -> str:
+        """What a user is shown (CLI, API ``message``): safe to print, no log context."""
+        return self.message
+
+    def diagnostics(self, *, verbose: bool = False) -> str:
+        """The user message and, when ``verbose``, the structured context one key a line."""
+        text = self.user_message()
+        if verbose and self.context:
+            text += "".join(f"\n  {key}: {value}" for key, value in sorted(self.context.items()))
+        return text
 
 
 class InvalidInputError(GatekeeperError):
@@ -55,6 +69,26 @@ class InvalidInputError(GatekeeperError):
         super().__init__(message, context=merged)
         self.field = field
 
+    def user_message(self) -> str:
+        """``field: message``: the user learns which field or option is wrong."""
+        if self.field and not self.message.startswith(f"{self.field}:"):
+            return f"{self.field}: {self.message}"
+        return self.message
+
+
+class AmbiguousIdError(InvalidInputError):
+    """An abbreviated id matches more than one record; the message lists the candidates."""
+
+    kind = "ambiguous_id"
+
+    def __init__(self, prefix: str, candidates: list[str], *, field: str | None = None) -> None:
+        shown = ", ".join(candidates[:10]) + (", ..." if len(candidates) > 10 else "")
+        super().__init__(
+            f"{prefix!r} matches more than one id ({shown}); give more of the id", field=field
+        )
+        self.prefix = prefix
+        self.candidates = list(candidates)
+
 
 class NotFoundError(GatekeeperError):
     """The thing asked for does not exist."""
@@ -62,10 +96,22 @@ class NotFoundError(GatekeeperError):
     kind = "not_found"
 
 
+class ConflictError(GatekeeperError):
+    """The request is well-formed but the current state forbids it (HTTP 409)."""
+
+    kind = "conflict"
+
+
 class VerificationError(GatekeeperError):
     """Cryptographic or binding verification failed (material is present but not trusted)."""
 
     kind = "verification_failed"
+
+
+class IntegrityError(GatekeeperError):
+    """Stored or exported records do not verify: changed, removed, inserted or cut short."""
+
+    kind = "integrity_failed"
 
 
 class PolicyEngineError(GatekeeperError):

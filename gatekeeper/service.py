@@ -20,18 +20,22 @@ from gatekeeper.domain import (
     Decision,
     Digest,
     DigestResolver,
+    EnforcementMode,
     EvaluationRequest,
     EvidenceCollector,
     EvidenceContext,
     ImageReference,
     ImageResult,
     PolicyEngine,
+    Source,
     Verdict,
     Violation,
     apply_enforcement_mode,
     build_policy_input,
 )
+from gatekeeper.domain.ports import PolicyPrefilter
 from gatekeeper.errors import GatekeeperError, PolicyEngineError
+from gatekeeper.evidence_cache import EvidenceCache, EvidenceKey
 
 __all__ = [
     "DEADLINE_POLICY",
@@ -82,6 +86,10 @@ class _GatheredImage:
     digest: Digest | None
     evidence: dict[str, Any]
     failures: tuple[str, ...]
+    #: Evidence came from the cache of admitted digests (no registry round trip).
+    cached: bool = False
+    #: Not gathered: network-free rules already deny the image (see ``_prefilter``).
+    skipped: bool = False
 
 
 class EvaluationService:
@@ -96,6 +104,8 @@ class EvaluationService:
         digest_resolver: DigestResolver | None = None,
         clock: SystemClock | None = None,
         id_factory: Callable[[], str] = new_decision_id,
+        prefilter: PolicyPrefilter | None = None,
+        evidence_cache: EvidenceCache | None = None,
     ) -> None:
         self._engine = policy_engine
         self._audit = audit_log
@@ -103,19 +113,73 @@ class EvaluationService:
         self._resolver = digest_resolver
         self._clock = clock or SystemClock()
         self._new_id = id_factory
+        self._prefilter = prefilter
+        self._evidence_cache = evidence_cache
 
-    def evaluate(self, request: EvaluationRequest, *, deadline: float | None = None) -> Decision:
+    def evaluate(
+        self, request: EvaluationRequest, *, deadline: float | None = None, record: bool = True
+    ) -> Decision:
         """Decide on ``request`` and record the decision before returning it.
 
         Never raises for a deny. Raises :class:`~gatekeeper.errors.StorageError` when the
         decision cannot be recorded: an unrecorded decision must not be answered.
+        ``record=False`` (dry-run admissions when so configured) decides without recording.
+
+        (1) Network-free rules first (``data.gatekeeper.main.prefilter``, enforce mode only): an
+            image they deny is not fetched from any registry.
+        (2) Evidence per image (from the cache of admitted digests for admission requests).
+        (3) One policy evaluation over the whole input; the reasons that decided an image
+            without evidence come first among its violations.
+        (4) Should the full policy not deny an image whose evidence was skipped (a prefilter
+            that is not a subset of ``deny``), its evidence is gathered and the policy asked
+            again: a skipped image is never admitted.
         """
         started = self._clock.monotonic()
         created_at = self._clock.now()
         context = EvidenceContext(
             environment=request.environment, namespace=request.namespace, deadline=deadline
         )
-        gathered = [self._gather(ref, context) for ref in request.images]
+        decisive = self._prefilter_violations(request, created_at)  # (1)
+        gathered = [
+            self._gather(ref, context, request, decisive.get(ref.original, ()))
+            for ref in request.images
+        ]  # (2)
+        while True:
+            outcome = self._decide(request, gathered, created_at, decisive)  # (3)
+            denied_images = {v.image for v in outcome.violations}
+            undecided = [g for g in gathered if g.skipped and g.reference.original not in
+                         denied_images]
+            if not undecided or outcome.error is not None:
+                break
+            log.warning("prefilter denied %s but the policy did not: gathering its evidence",
+                        ", ".join(g.reference.original for g in undecided))
+            decisive = {}
+            gathered = [self._gather(g.reference, context, request, ()) if g.skipped else g
+                        for g in gathered]  # (4)
+        if request.source is Source.ADMISSION and outcome.verdict is not Verdict.DENY:
+            self._remember_evidence(request, gathered)
+        return self._record(
+            request,
+            created_at=created_at,
+            verdict=outcome.verdict,
+            images=tuple(ImageResult(g.reference, g.digest, g.evidence) for g in gathered),
+            violations=outcome.violations,
+            warnings=outcome.warnings,
+            revision=outcome.revision,
+            error=outcome.error,
+            latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
+            policy_input=outcome.policy_input,
+            exceptions=outcome.exceptions,
+            record=record,
+        )
+
+    def _decide(
+        self,
+        request: EvaluationRequest,
+        gathered: Sequence[_GatheredImage],
+        created_at: datetime,
+        decisive: Mapping[str, tuple[Violation, ...]],
+    ) -> _Outcome:
         policy_input = build_policy_input(
             request, [(g.reference, g.digest, g.evidence) for g in gathered], created_at
         )
@@ -124,38 +188,46 @@ class EvaluationService:
             for g in gathered
             for reason in g.failures
         )
-        error: str | None = None
         try:
             result = self._engine.evaluate(policy_input)
-            violations = evidence_violations + result.violations
-            warnings = result.warnings
-            revision: str | None = result.revision
-            exceptions = result.exceptions
-            verdict = apply_enforcement_mode(request.mode, violations, warnings)
-            if evidence_violations:
-                verdict = Verdict.DENY  # evidence we could not gather fails closed in every mode
         except PolicyEngineError as exc:
             log.error("policy engine failed: %s", exc.render())
             error = f"policy engine unavailable: {exc.message}"
-            violations = (*evidence_violations, Violation(ENGINE_POLICY, error))
-            warnings = ()
-            revision = None
-            exceptions = ()
-            verdict = Verdict.DENY
+            failed = (*evidence_violations, Violation(ENGINE_POLICY, error))
+            verdict = (apply_enforcement_mode(request.mode, failed, ())
+                       if request.gate_failure_admits else Verdict.DENY)
+            return _Outcome(verdict, failed, (), None, error, policy_input, ())
+        violations = evidence_violations + _decisive_first(result.violations, decisive)
+        verdict = apply_enforcement_mode(request.mode, violations, result.warnings)
+        if evidence_violations and not request.gate_failure_admits:
+            verdict = Verdict.DENY  # evidence we could not gather fails closed in every mode
+        return _Outcome(verdict, violations, result.warnings, result.revision, None,
+                        policy_input, result.exceptions)
 
-        return self._record(
-            request,
-            created_at=created_at,
-            verdict=verdict,
-            images=tuple(ImageResult(g.reference, g.digest, g.evidence) for g in gathered),
-            violations=violations,
-            warnings=warnings,
-            revision=revision,
-            error=error,
-            latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
-            policy_input=policy_input,
-            exceptions=exceptions,
+    def _prefilter_violations(
+        self, request: EvaluationRequest, created_at: datetime
+    ) -> dict[str, tuple[Violation, ...]]:
+        """(1) Violations of the network-free rules, by image, when they will deny anyway."""
+        if (
+            self._prefilter is None
+            or request.mode is not EnforcementMode.ENFORCE
+            or all(self._nothing_to_fetch(ref, request) for ref in request.images)
+        ):
+            return {}  # nothing would be fetched: the policy evaluation alone decides
+        document = build_policy_input(
+            request, [(ref, ref.digest, {}) for ref in request.images], created_at
         )
+        document["prefilter"] = {"digests_resolved": self._resolver is not None}
+        try:
+            found = self._prefilter.prefilter(document)
+        except PolicyEngineError as exc:  # the full evaluation decides (and fails closed)
+            log.warning("policy prefilter failed, gathering all evidence: %s", exc.message)
+            return {}
+        by_image: dict[str, tuple[Violation, ...]] = {}
+        for violation in found:
+            if violation.image is not None:
+                by_image[violation.image] = (*by_image.get(violation.image, ()), violation)
+        return by_image
 
     def _record(
         self,
@@ -171,6 +243,7 @@ class EvaluationService:
         latency_ms: float = 0.0,
         policy_input: Mapping[str, Any] | None = None,
         exceptions: tuple[Mapping[str, Any], ...] = (),
+        record: bool = True,
     ) -> Decision:
         """Build the decision from the request's own fields, record it, return it."""
         decision = Decision(
@@ -194,10 +267,25 @@ class EvaluationService:
             context=request.context,
             exceptions=exceptions,
         )
-        self._audit.record(decision)
+        if record:
+            self._audit.record(decision)
         return decision
 
-    def _gather(self, reference: ImageReference, context: EvidenceContext) -> _GatheredImage:
+    def _gather(
+        self,
+        reference: ImageReference,
+        context: EvidenceContext,
+        request: EvaluationRequest,
+        decisive: tuple[Violation, ...],
+    ) -> _GatheredImage:
+        if decisive:  # (1) denied by network-free rules: nothing is fetched for it
+            reason = "not gathered: " + "; ".join(v.message for v in decisive)
+            skipped = {"status": "skipped", "state": "skipped", "reason": reason}
+            return _GatheredImage(
+                reference, reference.digest,
+                {collector.name: dict(skipped) for collector in self._collectors},
+                (), skipped=True,
+            )
         digest = reference.digest
         evidence: dict[str, Any] = {}
         failures: list[str] = []
@@ -206,6 +294,10 @@ class EvaluationService:
                 digest = self._resolver.resolve(reference, context)
             except GatekeeperError as exc:
                 failures.append(f"digest not resolved: {exc.message}")
+        if digest is not None and request.source is Source.ADMISSION and self._evidence_cache:
+            cached = self._evidence_cache.get(_evidence_key(reference, digest, request))
+            if cached is not None:
+                return _GatheredImage(reference, digest, cached, (), cached=True)
         for collector in self._collectors:
             try:
                 section: Mapping[str, Any] = collector.collect(reference, digest, context)
@@ -214,6 +306,31 @@ class EvaluationService:
                 evidence[collector.name] = {"status": "error", "reason": exc.message}
                 failures.append(f"{collector.name} evidence not gathered: {exc.message}")
         return _GatheredImage(reference, digest, evidence, tuple(failures))
+
+    def _nothing_to_fetch(self, reference: ImageReference, request: EvaluationRequest) -> bool:
+        """True when gathering ``reference`` needs no registry: pinned, and either no
+        collector is configured or its evidence is in the cache of admitted digests."""
+        if reference.digest is None:
+            return self._resolver is None and not self._collectors
+        if not self._collectors:
+            return True
+        return (
+            request.source is Source.ADMISSION
+            and self._evidence_cache is not None
+            and self._evidence_cache.contains(_evidence_key(reference, reference.digest, request))
+        )
+
+    def _remember_evidence(
+        self, request: EvaluationRequest, gathered: Sequence[_GatheredImage]
+    ) -> None:
+        if self._evidence_cache is None:
+            return
+        for image in gathered:
+            if image.digest is None or image.failures or image.skipped or image.cached:
+                continue
+            self._evidence_cache.put(
+                _evidence_key(image.reference, image.digest, request), image.evidence
+            )
 
     def record_rejection(
         self, request: EvaluationRequest, violations: Sequence[Violation]
@@ -229,11 +346,13 @@ class EvaluationService:
         verdict: Verdict,
         violations: Sequence[Violation],
         error: str | None = None,
+        record: bool = True,
     ) -> Decision:
         """Record an answer the gate gave without a policy decision (refused input, a deadline
-        that ran out); ``violations`` say why. Raises StorageError like :meth:`evaluate`."""
-        if not violations:
-            raise ValueError("an answer without evaluation needs at least one violation")
+        that ran out, an update that changed no image); ``violations`` say why a deny or warn
+        was given. Raises StorageError like :meth:`evaluate`."""
+        if not violations and verdict is not Verdict.ALLOW:
+            raise ValueError("a deny or warn without evaluation needs at least one violation")
         return self._record(
             request,
             created_at=self._clock.now(),
@@ -241,7 +360,52 @@ class EvaluationService:
             images=tuple(ImageResult(ref, ref.digest, {}) for ref in request.images),
             violations=tuple(violations),
             error=error,
+            record=record,
         )
+
+    def policy_input(
+        self, request: EvaluationRequest, *, now: datetime, deadline: float | None = None
+    ) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """The input document :meth:`evaluate` would give the policy for ``request`` at ``now``
+        (evidence gathered the same way), and what could not be gathered. Nothing is recorded."""
+        context = EvidenceContext(
+            environment=request.environment, namespace=request.namespace, deadline=deadline
+        )
+        # Full evidence for every image: `policy input` shows what the policy could read.
+        gathered = [self._gather(ref, context, request, ()) for ref in request.images]
+        document = build_policy_input(
+            request, [(g.reference, g.digest, g.evidence) for g in gathered], now
+        )
+        return dict(document), tuple(reason for g in gathered for reason in g.failures)
 
     def get_decision(self, decision_id: str) -> Decision:
         return self._audit.get(decision_id)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    verdict: Verdict
+    violations: tuple[Violation, ...]
+    warnings: tuple[Violation, ...]
+    revision: str | None
+    error: str | None
+    policy_input: Mapping[str, Any]
+    exceptions: tuple[Mapping[str, Any], ...]
+
+
+def _decisive_first(
+    violations: tuple[Violation, ...], decisive: Mapping[str, tuple[Violation, ...]]
+) -> tuple[Violation, ...]:
+    """Per image, the violations the network-free rules found come first (the policy's order
+    otherwise), so that the reason that decided an image leads its lines in the answer."""
+    if not decisive:
+        return violations
+    first = {v for found in decisive.values() for v in found}
+    order = {image: index for index, image in enumerate(dict.fromkeys(v.image for v in violations))}
+    return tuple(sorted(violations, key=lambda v: (order[v.image], 0 if v in first else 1)))
+
+
+def _evidence_key(
+    reference: ImageReference, digest: Digest, request: EvaluationRequest
+) -> EvidenceKey:
+    return EvidenceKey(reference.name, str(digest), request.environment, request.namespace)

@@ -12,10 +12,11 @@ from typing import Any
 import httpx
 
 from gatekeeper.audit import SqlAuditLog, open_audit_log
-from gatekeeper.bridges import AttestedSbomSource, ReferrerSbomSource
+from gatekeeper.bridges import AttestedSbomSource, AttestedVexSource, ReferrerSbomSource
 from gatekeeper.config import Settings
 from gatekeeper.domain import EvidenceCollector, PolicyEngine
 from gatekeeper.errors import ConfigurationError
+from gatekeeper.evidence_cache import EvidenceCache
 from gatekeeper.metrics import Metrics
 from gatekeeper.policy import EmbeddedOpa, OpaPolicyEngine
 from gatekeeper.policy.bundle import PolicyFiles
@@ -40,6 +41,7 @@ from gatekeeper.sbom import (
     JsonLimits,
     NormalisationLimits,
     SbomEvidenceCollector,
+    SbomSource,
     SbomUploader,
     SqlSbomStore,
     StoredSbomSource,
@@ -47,6 +49,14 @@ from gatekeeper.sbom import (
 from gatekeeper.scans import EcrScanSource, ScanEvidenceCollector
 from gatekeeper.service import EvaluationService
 from gatekeeper.verify import SignatureEvidenceCollector, SignaturePolicySettings, TrustRoot
+from gatekeeper.vex import (
+    SqlVexStore,
+    StoredVexSource,
+    VexEvidenceCollector,
+    VexLimits,
+    VexSource,
+    VexUploader,
+)
 
 __all__ = [
     "Container",
@@ -153,6 +163,8 @@ class Container:
     sbom_uploader: SbomUploader
     sbom_validator: CycloneDxValidator
     embedded_opa: EmbeddedOpa | None = None
+    vex_store: SqlVexStore | None = None
+    vex_uploader: VexUploader | None = None
     policy_lifecycle: PolicyLifecycle | None = None
     #: A temporary policy state directory this container created (removed on stop).
     policy_state_tmp: Path | None = None
@@ -167,6 +179,8 @@ class Container:
         self.audit_log.migrate()  # also replays what a previous run left in the spool
         self.audit_log.start()  # spool replay, time-based checkpoints, retention
         self.sbom_store.create_tables()
+        if self.vex_store is not None:
+            self.vex_store.create_tables()
         self.sbom_validator.warm_up()
         lifecycle, settings = self.policy_lifecycle, self.settings
         if lifecycle is not None:
@@ -264,18 +278,18 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
     validator = CycloneDxValidator()
     json_limits = JsonLimits(settings.sbom_max_bytes, settings.sbom_max_depth)
     sbom_store = SqlSbomStore(audit_log.engine)
+    # Every source is read and every document reaches the policy (an upload never hides an
+    # attested SBOM). Attestations and referrers are read from the registry per image only
+    # where it is read for cosign material already (signatures configured).
+    sbom_sources: list[SbomSource] = []
+    if signature_collector is not None:
+        sbom_sources += [
+            AttestedSbomSource(signature_collector),
+            ReferrerSbomSource(registry, max_bytes=json_limits.max_bytes),
+        ]
+    sbom_sources.append(StoredSbomSource(sbom_store))
     sbom_collector = SbomEvidenceCollector(
-        # Attestations and referrers are read from the registry per image only where it is
-        # read for cosign material already (signatures configured).
-        sources=[StoredSbomSource(sbom_store)]
-        + (
-            [
-                AttestedSbomSource(signature_collector),
-                ReferrerSbomSource(registry, max_bytes=json_limits.max_bytes),
-            ]
-            if signature_collector is not None
-            else []
-        ),
+        sources=sbom_sources,
         validator=validator,
         json_limits=json_limits,
         normalisation_limits=NormalisationLimits(max_components=settings.sbom_max_components),
@@ -296,6 +310,13 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
                 metrics=metrics,
             )
         )
+    # VEX: attested by an authority of the image policy, or uploaded by a VEX publisher.
+    vex_store = SqlVexStore(audit_log.engine)
+    vex_limits = VexLimits()
+    vex_sources: list[VexSource] = [StoredVexSource(vex_store, limits=vex_limits)]
+    if signature_collector is not None:
+        vex_sources.insert(0, AttestedVexSource(signature_collector, vex_limits))
+    collectors.append(VexEvidenceCollector(vex_sources))
     uploader = SbomUploader(
         store=sbom_store, collector=sbom_collector, validator=validator, json_limits=json_limits
     )
@@ -304,6 +325,15 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         audit_log=audit_log,
         collectors=collectors,
         digest_resolver=registry if settings.resolve_digests else None,
+        prefilter=engine if isinstance(engine, OpaPolicyEngine) else None,
+        evidence_cache=(
+            EvidenceCache(
+                ttl_seconds=settings.evidence_cache_ttl_seconds,
+                max_entries=settings.evidence_cache_max_entries,
+            )
+            if settings.evidence_cache_ttl_seconds > 0
+            else None
+        ),
     )
     lifecycle = create_policy_lifecycle(
         database=audit_log.engine,
@@ -326,4 +356,6 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         sbom_validator=validator,
         embedded_opa=embedded,
         collectors=collectors,
+        vex_store=vex_store,
+        vex_uploader=VexUploader(vex_store, limits=vex_limits),
     )

@@ -11,6 +11,13 @@ deny contains {"image": image.reference, "message": msg} if {
 	msg := sprintf("image has no verified digest; environment %q requires one", [input.environment])
 }
 
+# Before evidence (input.prefilter set by the gatekeeper): a reference without a digest stays
+# without one when the gatekeeper does not resolve tags, so the deny above is certain.
+prefilter contains finding if {
+	input.prefilter.digests_resolved == false
+	some finding in deny
+}
+
 warn contains {"image": image.reference, "message": "tag \"latest\" is mutable; deploy a version tag or a digest"} if {
 	some image in input.images
 	image.tag == "latest"

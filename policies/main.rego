@@ -37,6 +37,18 @@ deny contains finding if {
 	count(applied(finding)) == 0
 }
 
+# Violations that need no evidence (rule packages' "prefilter" sets: registry allow-list,
+# digest required), with exceptions applied like above. The gatekeeper asks for them first,
+# with an input whose images carry no evidence, and fetches nothing for an image they deny;
+# the full decision above still decides, and lists these reasons first. A rule package's
+# "prefilter" must only hold findings its "deny" also holds (rego-tests check the shipped ones).
+prefilter contains finding if {
+	some name, rules in data.gatekeeper.rules
+	some item in rules.prefilter
+	finding := {"policy": name, "item": item}
+	count(applied(finding)) == 0
+}
+
 warn contains {"policy": name, "item": item} if {
 	some name, rules in data.gatekeeper.rules
 	some item in rules.warn

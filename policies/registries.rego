@@ -16,3 +16,6 @@ allowed(patterns, host) if {
 	some pattern in patterns
 	glob.match(pattern, [".", ":"], host)
 }
+
+# The allow-list reads only the reference: decided before any evidence is fetched.
+prefilter contains finding if some finding in deny

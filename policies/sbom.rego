@@ -1,12 +1,20 @@
 # SBOM: decide on input.images[].evidence.sbom (CycloneDX or SPDX, validated, normalised and
-# bound to the image digest by gatekeeper/sbom).
+# bound to the image digest by gatekeeper/sbom). Every SBOM found for the image is in
+# evidence.sbom.documents, each with its "source" (attestation, referrer, upload, inline),
+# the "authority" that attested it and who "supplied_by" it (the uploader's token subject).
 #
 # Settings live in data.gatekeeper.config.sbom; anything left out falls back to the defaults:
 #
-#   environments.<env>.require_sbom     deny when no valid SBOM was found
-#   environments.<env>.require_bound    deny unless the SBOM is bound to the image digest
-#   environments.<env>.deny_truncated   deny when the component list was cut (a banned component
-#                                       could hide past the cap)
+#   environments.<env>.require_sbom     deny unless a bound SBOM from a proof source (or, with a
+#                                       warning, from a warn source) was found
+#   environments.<env>.proof_sources    sources whose bound SBOM counts as proof
+#   environments.<env>.warn_sources     sources whose bound SBOM, without proof, is accepted with
+#                                       a warning; any other source does not count at all
+#   environments.<env>.require_bound    deny when nothing is bound and an SBOM names another
+#                                       artifact or no digest at all
+#   environments.<env>.deny_truncated   deny when a component list was cut, or when more SBOMs
+#                                       were stored for the digest than the gatekeeper reads (a
+#                                       banned component could hide past the cap)
 #   environments.<env>.deny_when_not_collected
 #                                       with require_sbom: also deny when the input has no
 #                                       evidence.sbom at all, i.e. the gatekeeper runs without its
@@ -18,17 +26,20 @@
 #   banned_licenses    [{"id": glob over SPDX ids, e.g. "AGPL-*", "reason",
 #                        optional "environments"}]
 #
-# Banned components and licences are checked in every SBOM that may describe the image
-# (bound, or unbound where binding is not required); the components of an SBOM for another
-# artifact are never listed, so they can neither deny nor allow.
+# Banned components and licences are checked in EVERY document that may describe the image
+# (bound, or unbound), whatever its source: a caller can add an SBOM, never hide one. The
+# components of an SBOM for another artifact are never listed, so they can neither deny nor
+# allow.
 package gatekeeper.rules.sbom
 
 import data.gatekeeper.config
 
+all_sources := ["attestation", "referrer", "upload", "inline"]
+
 default_settings := {
-	"development": {"require_sbom": false, "require_bound": false, "deny_truncated": false, "deny_when_not_collected": false},
-	"staging": {"require_sbom": false, "require_bound": true, "deny_truncated": false, "deny_when_not_collected": false},
-	"production": {"require_sbom": true, "require_bound": true, "deny_truncated": true, "deny_when_not_collected": false},
+	"development": {"require_sbom": false, "require_bound": false, "deny_truncated": false, "deny_when_not_collected": false, "proof_sources": all_sources, "warn_sources": []},
+	"staging": {"require_sbom": false, "require_bound": true, "deny_truncated": false, "deny_when_not_collected": false, "proof_sources": all_sources, "warn_sources": []},
+	"production": {"require_sbom": true, "require_bound": true, "deny_truncated": true, "deny_when_not_collected": false, "proof_sources": ["attestation"], "warn_sources": ["referrer", "upload", "inline"]},
 }
 
 # Unknown environments get production's settings (policies/environments.rego denies them too).
@@ -59,6 +70,39 @@ not_collected := {"state": "not_collected", "reason": "no SBOM evidence was coll
 
 sbom_of(image) := object.get(image, ["evidence", "sbom"], not_collected)
 
+# An input of schema version 1 (a recorded decision replayed against this policy) carried one
+# document as the section itself: judge it as that one document, its source its binding method.
+documents(image) := docs if {
+	docs := sbom_of(image).documents
+} else := [object.union(sbom, {"source": source, "authority": null, "supplied_by": null})] if {
+	sbom := sbom_of(image)
+	is_array(sbom.components)
+	source := object.get(sbom, ["binding", "method"], "unknown")
+}
+
+else := []
+
+bound_from(image, sources) := [d |
+	some d in documents(image)
+	d.state == "bound"
+	d.source in sources
+]
+
+proof(image) := bound_from(image, settings.proof_sources)
+
+tolerated(image) := bound_from(image, settings.warn_sources)
+
+# "attestation by release", "upload by ci-bot", "referrer".
+describe(d) := sprintf("%s by %s", [d.source, d.authority]) if is_string(d.authority)
+
+else := sprintf("%s by %s", [d.source, d.supplied_by]) if is_string(d.supplied_by)
+
+else := d.source if is_string(d.source)
+
+else := "an unknown source"
+
+described(docs) := concat(", ", sort({describe(d) | some d in docs}))
+
 # --- presence and binding -------------------------------------------------------------------
 
 deny contains {"image": image.reference, "message": msg} if {
@@ -70,6 +114,30 @@ deny contains {"image": image.reference, "message": msg} if {
 }
 
 required_state(state) if state in {"missing", "invalid"}
+
+# Bound SBOMs were found, but none from a source this environment accepts.
+deny contains {"image": image.reference, "message": msg} if {
+	settings.require_sbom
+	some image in input.images
+	sbom_of(image).state == "bound"
+	count(proof(image)) == 0
+	count(tolerated(image)) == 0
+	msg := sprintf(
+		"an SBOM is required in %s: only SBOMs from %s were found, which do not count as proof there (accepted: %s)",
+		[input.environment, described(bound_from(image, all_sources)), concat(", ", settings.proof_sources)],
+	)
+}
+
+warn contains {"image": image.reference, "message": msg} if {
+	settings.require_sbom
+	some image in input.images
+	count(proof(image)) == 0
+	count(tolerated(image)) > 0
+	msg := sprintf(
+		"no SBOM from %s in %s: accepted with a warning on the SBOM from %s",
+		[concat(" or ", settings.proof_sources), input.environment, described(tolerated(image))],
+	)
+}
 
 required_state("not_collected") if settings.deny_when_not_collected
 
@@ -97,39 +165,83 @@ warn contains {"image": image.reference, "message": msg} if {
 	msg := sbom.reason
 }
 
+# Beside a bound SBOM, a document that names another artifact or is invalid is not counted;
+# the decision says so rather than dropping it silently.
+warn contains {"image": image.reference, "message": msg} if {
+	some image in input.images
+	sbom_of(image).state == "bound"
+	some d in documents(image)
+	d.state in {"another_artifact", "invalid"}
+	msg := sprintf("SBOM from %s not counted: %s", [describe(d), d.reason])
+}
+
 deny contains {"image": image.reference, "message": msg} if {
 	settings.deny_truncated
 	some image in input.images
-	sbom := sbom_of(image)
-	sbom.truncated == true
+	some d in documents(image)
+	d.truncated == true
 	msg := sprintf(
-		"the SBOM lists %d components, more than the gatekeeper evaluates; %s needs a complete list",
-		[sbom.component_count, input.environment],
+		"the SBOM from %s lists %d components, more than the gatekeeper evaluates; %s needs a complete list",
+		[describe(d), d.component_count, input.environment],
+	)
+}
+
+deny contains {"image": image.reference, "message": msg} if {
+	settings.deny_truncated
+	some image in input.images
+	sbom_of(image).documents_truncated == true
+	msg := sprintf(
+		"more SBOMs are stored for the image digest than the gatekeeper reads; %s needs every one",
+		[input.environment],
 	)
 }
 
 # --- banned components and licences ---------------------------------------------------------
 
+# One message per banned component, naming every document that lists it.
 deny contains {"image": image.reference, "message": msg} if {
 	some image in input.images
-	some component in sbom_of(image).components
+	some [purl, reason] in banned_purls(image)
+	msg := sprintf("banned component %s: %s (listed by %s)", [purl, reason, described(listing_purl(image, purl))])
+}
+
+banned_purls(image) := {[component.purl, object.get(banned, "reason", "listed as banned")] |
+	some d in documents(image)
+	some component in d.components
 	is_string(component.purl)
 	some banned in banned_components
 	glob.match(banned.purl, anything, component.purl)
-	msg := sprintf("banned component %s: %s", [component.purl, object.get(banned, "reason", "listed as banned")])
 }
+
+listing_purl(image, purl) := [d |
+	some d in documents(image)
+	some component in d.components
+	component.purl == purl
+]
 
 deny contains {"image": image.reference, "message": msg} if {
 	some image in input.images
-	some component in sbom_of(image).components
+	some [name, licence, reason] in banned_licences_found(image)
+	msg := sprintf(
+		"component %s is under banned licence %s: %s (listed by %s)",
+		[name, licence, reason, described(listing_licence(image, name, licence))],
+	)
+}
+
+banned_licences_found(image) := {[component_name(component), licence, object.get(banned, "reason", "listed as banned")] |
+	some d in documents(image)
+	some component in d.components
 	some licence in component.license_ids
 	some banned in banned_licenses
 	glob.match(banned.id, anything, licence)
-	msg := sprintf(
-		"component %s is under banned licence %s: %s",
-		[component_name(component), licence, object.get(banned, "reason", "listed as banned")],
-	)
 }
+
+listing_licence(image, name, licence) := [d |
+	some d in documents(image)
+	some component in d.components
+	component_name(component) == name
+	licence in component.license_ids
+]
 
 component_name(c) := c.purl if is_string(c.purl)
 

@@ -12,14 +12,19 @@
 #                            allowed builder
 #   allowed_builders         globs over builder ids ("*" crosses "/")
 #   deny_when_not_collected  with require_signature: deny when there is no evidence.signatures
+#   allow_skipped_verification  with require_signature: accept an authority whose Notation trust
+#                            policy has level "skip" for the image (it verifies nothing)
+#
+# Notation authorities (evidence "kind": "notation") count towards the threshold like cosign
+# ones; failures their trust policy only logs ("logged", levels permissive/audit) are warnings.
 package gatekeeper.rules.signatures
 
 import data.gatekeeper.config
 
 default_settings := {
-	"development": {"require_signature": false, "required_authorities": [], "require_provenance": false, "allowed_builders": [], "deny_when_not_collected": false},
-	"staging": {"require_signature": true, "required_authorities": [], "require_provenance": false, "allowed_builders": [], "deny_when_not_collected": true},
-	"production": {"require_signature": true, "required_authorities": [], "require_provenance": true, "allowed_builders": [], "deny_when_not_collected": true},
+	"development": {"require_signature": false, "required_authorities": [], "require_provenance": false, "allowed_builders": [], "deny_when_not_collected": false, "allow_skipped_verification": true},
+	"staging": {"require_signature": true, "required_authorities": [], "require_provenance": false, "allowed_builders": [], "deny_when_not_collected": true, "allow_skipped_verification": true},
+	"production": {"require_signature": true, "required_authorities": [], "require_provenance": true, "allowed_builders": [], "deny_when_not_collected": true, "allow_skipped_verification": false},
 }
 
 settings := object.union(base, configured) if {
@@ -88,3 +93,30 @@ any_allowed(image) if {
 concat_or_none(items) := "none" if count(items) == 0
 
 concat_or_none(items) := concat(", ", items) if count(items) > 0
+
+authorities(image) := object.get(image, ["evidence", "signatures", "authorities"], {})
+
+deny contains {"image": image.reference, "message": msg} if {
+	settings.require_signature
+	not settings.allow_skipped_verification
+	some image in input.images
+	some name, authority in authorities(image)
+	authority.skipped == true
+	msg := sprintf("authority %q does not verify this image (Notation trust policy %q has level skip); %s does not accept skipped verification", [name, authority.trust_policy.name, input.environment])
+}
+
+warn contains {"image": image.reference, "message": msg} if {
+	settings.allow_skipped_verification
+	some image in input.images
+	some name, authority in authorities(image)
+	authority.skipped == true
+	msg := sprintf("authority %q does not verify this image (Notation trust policy %q has level skip)", [name, authority.trust_policy.name])
+}
+
+warn contains {"image": image.reference, "message": msg} if {
+	some image in input.images
+	some name, authority in authorities(image)
+	authority.verified == true
+	some failure in object.get(authority, "logged", [])
+	msg := sprintf("authority %q verified with a failure its Notation trust policy %q (level %s) only logs: %s", [name, authority.trust_policy.name, authority.trust_policy.level, failure])
+}

@@ -15,8 +15,19 @@
 #                      input has no evidence.scan at all, i.e. the gatekeeper runs without its scan
 #                      collector (false: such inputs are not judged here); set it wherever the
 #                      collector is wired
+#   environments.<env>.vex_sources  sources whose VEX statements may waive a finding (default
+#                      ["attestation", "upload"]: attested by an authority of the image policy,
+#                      or uploaded by a vex-publisher / policy-admin; nothing else ever reaches
+#                      evidence.vex)
+#   environments.<env>.vex_waiving_statuses  VEX statuses that waive (default not_affected, fixed)
 #   cve_exceptions  [{"id", "ticket_id", "expires_at", "reason", optional "images" (globs over
 #                   registry/repository), "packages", "environments"}]
+#
+# VEX (input.images[].evidence.vex.statements): a statement waives a finding when its source is
+# trusted here, its status waives, it names the finding's CVE (or an alias), its products name
+# THIS image's digest, and its packages (when it names any) include the finding's package. A
+# trusted statement saying "affected" for the same CVE and digest wins: nothing is waived and a
+# warning says so. Every waiver is a warning naming the status, justification and source.
 #
 # Time is input.evaluated_at (RFC 3339, set by the gatekeeper). An exception applies while
 # evaluated_at < expires_at; once expired it stops applying, and the deny says so. Without
@@ -35,6 +46,8 @@ default_settings := {
 		"require_complete_scan": false,
 		"require_scanner": false,
 		"deny_when_not_collected": false,
+		"vex_sources": ["attestation", "upload"],
+		"vex_waiving_statuses": ["not_affected", "fixed"],
 	},
 	"staging": {
 		"deny_severities": ["CRITICAL"],
@@ -45,6 +58,8 @@ default_settings := {
 		"require_complete_scan": false,
 		"require_scanner": false,
 		"deny_when_not_collected": false,
+		"vex_sources": ["attestation", "upload"],
+		"vex_waiving_statuses": ["not_affected", "fixed"],
 	},
 	"production": {
 		"deny_severities": ["CRITICAL", "HIGH"],
@@ -55,6 +70,8 @@ default_settings := {
 		"require_complete_scan": true,
 		"require_scanner": false,
 		"deny_when_not_collected": false,
+		"vex_sources": ["attestation", "upload"],
+		"vex_waiving_statuses": ["not_affected", "fixed"],
 	},
 }
 
@@ -134,6 +151,8 @@ image_in_scope(patterns, image) if {
 	glob.match(pattern, ["/"], sprintf("%s/%s", [image.registry, image.repository]))
 }
 
+waived(image, finding) if count(vex_waivers(image, finding)) > 0
+
 waived(image, finding) if {
 	some e in cve_exceptions
 	exception_matches(e, image, finding)
@@ -165,6 +184,76 @@ warn contains {"image": image.reference, "message": msg} if {
 	msg := sprintf("%s waived by exception (ticket %s, expires %s)", [finding_text(finding), e.ticket_id, e.expires_at])
 }
 
+# --- VEX ---------------------------------------------------------------------------------------
+
+vex_statements(image) := [s |
+	some s in object.get(image, ["evidence", "vex", "statements"], [])
+	s.source in settings.vex_sources
+	is_string(image.digest)
+	image.digest in s.products
+]
+
+vex_names(s, finding) if s.vulnerability == finding.id
+
+vex_names(s, finding) if finding.id in s.aliases
+
+vex_package_matches(s, _) if count(s.packages) == 0
+
+vex_package_matches(s, finding) if finding.package in s.packages
+
+vex_about(image, finding) := [s |
+	some s in vex_statements(image)
+	vex_names(s, finding)
+	vex_package_matches(s, finding)
+]
+
+vex_contradicted(image, finding) if {
+	some s in vex_about(image, finding)
+	s.status == "affected"
+}
+
+vex_waivers(image, finding) := [s |
+	not vex_contradicted(image, finding)
+	some s in vex_about(image, finding)
+	s.status in settings.vex_waiving_statuses
+]
+
+vex_reason(s) := sprintf("%s: %s", [s.status, s.justification]) if is_string(s.justification)
+
+else := sprintf("%s: %s", [s.status, s.impact_statement]) if is_string(s.impact_statement)
+
+else := s.status
+
+vex_source(s) := sprintf("attestation by %s", [s.authority]) if {
+	s.source == "attestation"
+	is_string(s.authority)
+} else := sprintf("upload by %s", [s.supplied_by]) if {
+	s.source == "upload"
+	is_string(s.supplied_by)
+} else := s.source
+
+warn contains {"image": image.reference, "message": msg} if {
+	some image in input.images
+	scan := scan_of(image)
+	findings_available(scan)
+	some finding in scan.findings
+	denied(finding)
+	some s in vex_waivers(image, finding)
+	msg := sprintf("%s waived by VEX (%s) from %s", [finding_text(finding), vex_reason(s), vex_source(s)])
+}
+
+warn contains {"image": image.reference, "message": msg} if {
+	some image in input.images
+	scan := scan_of(image)
+	findings_available(scan)
+	some finding in scan.findings
+	denied(finding)
+	vex_contradicted(image, finding)
+	some s in vex_about(image, finding)
+	s.status in settings.vex_waiving_statuses
+	msg := sprintf("%s not waived by VEX (%s) from %s: a trusted statement says affected", [finding.id, vex_reason(s), vex_source(s)])
+}
+
 # --- counts -------------------------------------------------------------------------------------
 
 deny contains {"image": image.reference, "message": msg} if {
@@ -188,7 +277,9 @@ deny contains {"image": image.reference, "message": msg} if {
 	msg := sprintf("vulnerability scan is not complete (%s: %s); %s requires a complete scan", [scan.state, scan.reason, input.environment])
 }
 
-incomplete_denies(state) if not state in {"not_applicable", "not_collected"}
+# "skipped": not gathered because network-free rules already deny the image (the gatekeeper
+# gathers it after all should the decision not deny the image).
+incomplete_denies(state) if not state in {"not_applicable", "not_collected", "skipped"}
 
 incomplete_denies("not_collected") if settings.deny_when_not_collected
 

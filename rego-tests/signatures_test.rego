@@ -60,3 +60,34 @@ test_missing_evidence_is_denied_where_required if {
 	denies := signatures.deny with input as input_doc with data.gatekeeper.config as config
 	denies == {{"image": ref, "message": "no signature evidence was collected; staging requires signatures"}}
 }
+
+notation_authority(verified, extra) := object.union(
+	{"kind": "notation", "verified": verified, "reason": "verified", "trust_policy": {"name": "images", "level": "permissive"}, "logged": []},
+	extra,
+)
+
+test_notation_authorities_count_towards_the_threshold_like_cosign_ones if {
+	two := {"acme": notation_authority(true, {}), "release": {"verified": true, "reason": "verified"}}
+	denies := signatures.deny with input as request("staging", section("verified", two, [])) with data.gatekeeper.config as config
+	count(denies) == 0
+	short := {"acme": notation_authority(false, {"reason": "signature expired"}), "release": {"verified": true}}
+	denied := signatures.deny with input as request("staging", section("unverified", short, [])) with data.gatekeeper.config as config
+	denied == {{"image": ref, "message": "image registry.example.com/shop/api:1.0@sha256:aaaa: no signature found; 0 of 1 required authorities verified"}}
+}
+
+test_logged_notation_failures_are_warnings if {
+	logged := {"acme": notation_authority(true, {"logged": ["expiry: signature expired at 2026-11-30T11:59:59Z"]})}
+	warnings := signatures.warn with input as request("staging", section("verified", logged, [])) with data.gatekeeper.config as config
+	warnings == {{"image": ref, "message": "authority \"acme\" verified with a failure its Notation trust policy \"images\" (level permissive) only logs: expiry: signature expired at 2026-11-30T11:59:59Z"}}
+}
+
+test_skipped_verification_is_denied_in_production_and_warned_elsewhere if {
+	skipped := {"acme": notation_authority(true, {"skipped": true, "reason": "verification skipped by the Notation trust policy", "trust_policy": {"name": "legacy", "level": "skip"}})}
+	sig := section("verified", skipped, [])
+	production := signatures.deny with input as request("production", sig) with data.gatekeeper.config as config
+	{"image": ref, "message": "authority \"acme\" does not verify this image (Notation trust policy \"legacy\" has level skip); production does not accept skipped verification"} in production
+	staging := signatures.deny with input as request("staging", sig) with data.gatekeeper.config as config
+	count(staging) == 0
+	warnings := signatures.warn with input as request("staging", sig) with data.gatekeeper.config as config
+	warnings == {{"image": ref, "message": "authority \"acme\" does not verify this image (Notation trust policy \"legacy\" has level skip)"}}
+}

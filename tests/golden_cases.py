@@ -7,17 +7,23 @@ rewrites them after an intended change of the input schema.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from gatekeeper.domain import (
+    Digest,
     EvaluationRequest,
+    EvidenceContext,
+    ImageReference,
     Source,
     Ticket,
     build_policy_input,
     parse_image_reference,
 )
+from gatekeeper.sbom import BindingMethod, SbomCandidate, SbomEvidenceCollector
+from gatekeeper.vex import VexCandidate, VexEvidenceCollector, parse_vex_document
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "rego-tests" / "golden"
 EVALUATED_AT = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -27,6 +33,57 @@ DIGEST = "sha256:" + "ab" * 32
 def _input(request: EvaluationRequest) -> dict[str, Any]:
     images = [(ref, ref.digest, {}) for ref in request.images]
     return build_policy_input(request, images, EVALUATED_AT)
+
+
+class _Candidates:
+    """A source of fixed SBOM or VEX candidates (both collectors call ``find``)."""
+
+    name = "golden"
+
+    def __init__(self, *candidates: Any) -> None:
+        self.candidates = candidates
+
+    def find(self, reference: ImageReference, digest: Digest | None, context: Any) -> Any:
+        return self.candidates
+
+
+def _cyclonedx(*purls: str) -> bytes:
+    components = [{"type": "library", "name": purl.rsplit("/", 1)[-1].split("@")[0],
+                   "version": purl.rsplit("@", 1)[-1], "purl": purl} for purl in purls]
+    return json.dumps({"bomFormat": "CycloneDX", "specVersion": "1.6", "version": 1,
+                       "components": components}).encode()  # fmt: skip
+
+
+def _sources_input(request: EvaluationRequest) -> dict[str, Any]:
+    """Every SBOM of the digest with its source (issue 10.1) and a VEX statement (14.4)."""
+    [reference] = request.images
+    sbom = SbomEvidenceCollector(sources=[_Candidates(
+        SbomCandidate(_cyclonedx("pkg:npm/event-stream@3.3.6", "pkg:npm/left-pad@1.3.0"),
+                      BindingMethod.ATTESTATION, (DIGEST,),
+                      "attestation verified by release (att-tag)", source="attestation",
+                      authority="release"),
+        SbomCandidate(_cyclonedx("pkg:npm/left-pad@1.3.0"), BindingMethod.UPLOAD, (DIGEST,),
+                      "upload 1 by ci-bot", source="upload", supplied_by="ci-bot"),
+    )])  # fmt: skip
+    vex_document = parse_vex_document({
+        "@context": "https://openvex.dev/ns/v0.2.0", "@id": "https://example.com/vex/1",
+        "author": "security@example.com", "timestamp": "2026-11-20T00:00:00Z", "version": 1,
+        "statements": [{
+            "vulnerability": {"name": "CVE-2024-3094"},
+            "products": [{"@id": f"pkg:oci/api@{DIGEST.replace(':', '%3A')}",
+                          "subcomponents": [{"@id": "pkg:deb/debian/xz-utils@5.6.0"}]}],
+            "status": "not_affected", "justification": "vulnerable_code_not_in_execute_path",
+        }],
+    })  # fmt: skip
+    vex = VexEvidenceCollector([_Candidates(
+        VexCandidate(vex_document, "upload", "vex upload 1", supplied_by="sec-team"),
+    )])  # fmt: skip
+    context = EvidenceContext(environment=request.environment, namespace=request.namespace)
+    evidence = {
+        "sbom": dict(sbom.collect(reference, reference.digest, context)),
+        "vex": dict(vex.collect(reference, reference.digest, context)),
+    }
+    return build_policy_input(request, [(reference, reference.digest, evidence)], EVALUATED_AT)
 
 
 def golden_inputs() -> dict[str, dict[str, Any]]:
@@ -51,6 +108,15 @@ def golden_inputs() -> dict[str, dict[str, Any]]:
                     parse_image_reference("registry.example.com.evil.io/payments/api:1.4"),
                     parse_image_reference("nginx"),
                 ),
+                source=Source.PIPELINE,
+                environment="production",
+                namespace="payments",
+                ticket=ticket,
+            )
+        ),
+        "pipeline_production_sbom_sources": _sources_input(
+            EvaluationRequest(
+                images=(parse_image_reference(f"registry.example.com/payments/api@{DIGEST}"),),
                 source=Source.PIPELINE,
                 environment="production",
                 namespace="payments",

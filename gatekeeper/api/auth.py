@@ -64,6 +64,8 @@ class Role(enum.StrEnum):
     PIPELINE = "pipeline"
     AUDITOR = "auditor"
     POLICY_ADMIN = "policy-admin"
+    #: May upload VEX documents (``POST /v1/vex``), which waive vulnerability findings.
+    VEX_PUBLISHER = "vex-publisher"
     ADMIN = "admin"
 
 

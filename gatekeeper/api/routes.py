@@ -25,7 +25,7 @@ from gatekeeper.domain import (
 )
 from gatekeeper.domain.ports import HealthCheck
 from gatekeeper.errors import GatekeeperError, InvalidInputError
-from gatekeeper.sbom import SbomDocumentError
+from gatekeeper.sbom import SbomDocumentError, SbomSourceKind
 from gatekeeper.wiring import Container
 
 __all__ = ["build_router", "parse_evaluation_body", "upload_inline_sboms"]
@@ -65,7 +65,8 @@ def parse_evaluation_body(
 def upload_inline_sboms(
     container: Container, body: EvaluationBody, evaluation: EvaluationRequest
 ) -> None:
-    """Store the SBOMs sent inline, bound to the digest of the image they name."""
+    """Store the SBOMs sent inline, bound to the digest of the image they name. They are kept
+    as ``inline`` documents of the caller, beside (never instead of) every other SBOM."""
     for index, inline in enumerate(body.sboms):
         field = f"sboms[{index}]"
         if inline.image >= len(evaluation.images):
@@ -88,6 +89,7 @@ def upload_inline_sboms(
                 digest,
                 ticket_id=evaluation.ticket.ticket_id,
                 uploaded_by=evaluation.caller,
+                source=SbomSourceKind.INLINE,
             )
         except SbomDocumentError as exc:
             raise InvalidInputError(

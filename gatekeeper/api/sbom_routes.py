@@ -73,6 +73,7 @@ def _metadata(stored: StoredSbom) -> dict[str, Any]:
         "uploaded_at": stored.uploaded_at.isoformat().replace("+00:00", "Z"),
         "ticket_id": stored.ticket_id,
         "uploaded_by": stored.uploaded_by,
+        "source": stored.source,
     }
 
 

@@ -35,6 +35,7 @@ from gatekeeper.audit.schema import checkpoints, decisions
 from gatekeeper.audit.sql import SqlAuditLog
 from gatekeeper.audit.verify import ChainBrokenError, ChainVerifier, VerificationReport
 from gatekeeper.domain import DecisionQuery
+from gatekeeper.domain.wording import counted
 from gatekeeper.errors import InvalidInputError, StorageError
 
 __all__ = [
@@ -264,9 +265,10 @@ class ExportReport:
     def summary(self) -> str:
         chain = self.chain
         return (
-            f"export verified: {self.records} records and {self.links} chain links "
-            f"({chain.first_seq or 0}..{chain.last_seq or 0}), {chain.checkpoints} signed "
-            f"checkpoints, covered by the checkpoint at record {chain.last_checkpoint_seq}"
+            f"export verified: {counted(self.records, 'record')} and "
+            f"{counted(self.links, 'chain link')} ({chain.first_seq or 0}..{chain.last_seq or 0}), "
+            f"{counted(chain.checkpoints, 'signed checkpoint')}, covered by the checkpoint at "
+            f"record {chain.last_checkpoint_seq}"
         )
 
 
@@ -293,6 +295,15 @@ def _entries(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def verify_export_file(path: Path, public_key: Ed25519PublicKey) -> ExportReport:
     """Verify an export offline; raises ChainBrokenError naming the first bad record."""
+    try:
+        return _verify_export_file(path, public_key)
+    except ChainBrokenError as exc:
+        if exc.subject == "export":
+            raise
+        raise ChainBrokenError(exc.seq, exc.message, subject="export") from exc
+
+
+def _verify_export_file(path: Path, public_key: Ed25519PublicKey) -> ExportReport:
     verifier = ChainVerifier((), public_key, anchored_start=False, require_final_checkpoint=True)
     records = links = 0
     saw_final_checkpoint = False
@@ -323,7 +334,8 @@ def verify_export_file(path: Path, public_key: Ed25519PublicKey) -> ExportReport
                     content = bytes(rfc8785.dumps(decision))
                 if sha256_hex(content) != decision_sha:
                     raise ChainBrokenError(
-                        seq, f"record {seq} changed: its decision does not match its digest"
+                        seq, f"record {seq} changed: its decision does not match its digest",
+                        subject="export",
                     )
                 records += 1
             else:

@@ -27,8 +27,12 @@ def open_audit_log(
     batch_size: int = 256,
     retention_days: int | None = None,
     metrics: Metrics | None = None,
+    read_only: bool = False,
 ) -> SqlAuditLog:
-    """An (unmigrated) :class:`SqlAuditLog`; a bad key is a ConfigurationError naming it."""
+    """An (unmigrated) :class:`SqlAuditLog`; a bad key is a ConfigurationError naming it.
+
+    ``read_only`` (a reader such as ``gatekeeper decisions show``) skips the warning about
+    unsigned checkpoints, which concerns writers."""
     signer = CheckpointSigner(load_signing_key(signing_key_file)) if signing_key_file else None
     audit = SqlAuditLog(
         create_database_engine(database_url),
@@ -44,7 +48,7 @@ def open_audit_log(
     )
     if public_key_file is not None:
         audit.verify_key = load_public_key(public_key_file)
-    elif signer is None:
+    elif signer is None and not read_only:
         log.warning(
             "no audit signing key (GATEKEEPER_AUDIT_SIGNING_KEY_FILE): the trail is hash-chained "
             "but no checkpoints are signed, so exports cannot be verified offline"

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -61,7 +62,13 @@ from gatekeeper.audit.schema import (
 )
 from gatekeeper.audit.spool import DurableSpool
 from gatekeeper.domain import Decision, DecisionPage, DecisionQuery, decision_from_dict
-from gatekeeper.errors import GatekeeperError, InvalidInputError, NotFoundError, StorageError
+from gatekeeper.errors import (
+    AmbiguousIdError,
+    GatekeeperError,
+    InvalidInputError,
+    NotFoundError,
+    StorageError,
+)
 from gatekeeper.metrics import Metrics
 
 __all__ = [
@@ -79,6 +86,10 @@ log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 500
 _REPLAY_RETRY_SECONDS = 1.0
+#: An abbreviated decision id (``gatekeeper decisions show 0193a5``): hex digits and dashes.
+_ID_PREFIX = re.compile(r"[0-9a-f][0-9a-f-]{0,35}")
+#: How many ids an ambiguous prefix names.
+_PREFIX_CANDIDATES = 10
 
 
 def _is_unreachable(exc: SQLAlchemyError) -> bool:
@@ -451,12 +462,29 @@ class SqlAuditLog:
     # -- reading ---------------------------------------------------------------------------
 
     def get(self, decision_id: str) -> Decision:
+        """The decision with this id, or with the one id that starts with it (an abbreviated
+        id: hex digits and dashes); AmbiguousIdError lists the ids a prefix matches."""
         statement = sa.select(decisions.c.document, decisions.c.policy_input).where(
             decisions.c.decision_id == decision_id
         )
         try:
             with self._timed("get"), self._engine.connect() as connection:
                 row = connection.execute(statement).first()
+                if row is None and _ID_PREFIX.fullmatch(decision_id):
+                    matches = connection.execute(
+                        sa.select(decisions.c.decision_id)
+                        .where(decisions.c.decision_id.startswith(decision_id))
+                        .order_by(decisions.c.decision_id)
+                        .limit(_PREFIX_CANDIDATES + 1)
+                    ).scalars().all()
+                    if len(matches) > 1:
+                        raise AmbiguousIdError(decision_id, list(matches), field="decision_id")
+                    if matches:
+                        row = connection.execute(
+                            sa.select(decisions.c.document, decisions.c.policy_input).where(
+                                decisions.c.decision_id == matches[0]
+                            )
+                        ).first()
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot read audit store {self._where}") from exc
         if row is None:

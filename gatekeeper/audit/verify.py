@@ -34,20 +34,28 @@ from gatekeeper.audit.chain import (
     sha256_hex,
     verify_checkpoint_signature,
 )
-from gatekeeper.errors import StorageError
+from gatekeeper.domain.wording import counted
+from gatekeeper.errors import IntegrityError, StorageError
 
 __all__ = ["ChainBrokenError", "ChainVerifier", "VerificationReport", "verify_database"]
 
 _RENUMBER_SEARCH = 64
 
 
-class ChainBrokenError(Exception):
-    """The trail does not verify; ``seq`` is the record named in ``message``."""
+class ChainBrokenError(IntegrityError):
+    """The trail does not verify; ``seq`` is the record named in ``message``.
 
-    def __init__(self, seq: int, message: str) -> None:
-        super().__init__(message)
+    ``subject`` says what was verified (``audit`` for the store, ``export`` for a file); the
+    user sees ``<subject> verification FAILED: <message>``.
+    """
+
+    def __init__(self, seq: int, message: str, *, subject: str = "audit") -> None:
+        super().__init__(message, context={"record": seq})
         self.seq = seq
-        self.message = message
+        self.subject = subject
+
+    def user_message(self) -> str:
+        return f"{self.subject} verification FAILED: {self.message}"
 
 
 @dataclass
@@ -71,12 +79,15 @@ class VerificationReport:
         if self.records == 0:
             span = "no records"
         else:
-            span = f"{self.records} records ({self.first_seq}..{self.last_seq})"
-        text = f"audit trail verified: {span}, {self.checkpoints} signed checkpoints"
+            span = f"{counted(self.records, 'record')} ({self.first_seq}..{self.last_seq})"
+        text = f"audit trail verified: {span}, {counted(self.checkpoints, 'signed checkpoint')}"
         if self.last_checkpoint_seq is not None:
             text += f", last at record {self.last_checkpoint_seq}"
         if self.uncovered > 0:
-            text += f"; {self.uncovered} records after it are chained but not yet signed"
+            verb = "is" if self.uncovered == 1 else "are"
+            text += (
+                f"; {counted(self.uncovered, 'record')} after it {verb} chained but not yet signed"
+            )
         if self.pruned_through:
             text += f"; records 1..{self.pruned_through} pruned by retention"
         return text

@@ -100,6 +100,10 @@ class EvaluationRequest:
     dry_run: bool = False
     caller: str | None = None
     context: Mapping[str, Any] = field(default_factory=dict)
+    #: Evidence that could not be gathered (registry unreachable ...) is a gate failure. False:
+    #: it denies in every mode (fail closed). True: it counts as a violation like any other,
+    #: so it denies in ``enforce`` and is reported in ``warn`` / ``audit`` (fail open there).
+    gate_failure_admits: bool = False
 
 
 @dataclass(frozen=True, slots=True)

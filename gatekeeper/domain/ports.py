@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from gatekeeper.domain.decision import Decision, PolicyResult, Verdict
+from gatekeeper.domain.decision import Decision, PolicyResult, Verdict, Violation
 from gatekeeper.domain.reference import Digest, ImageReference
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "EvidenceContext",
     "HealthCheck",
     "PolicyEngine",
+    "PolicyPrefilter",
 ]
 
 
@@ -35,6 +36,16 @@ class PolicyEngine(Protocol):
 
     def check_health(self) -> None:
         """Raise :class:`~gatekeeper.errors.PolicyEngineError` when not ready."""
+        ...
+
+
+class PolicyPrefilter(Protocol):
+    """The policy's network-free rules (``data.gatekeeper.main.prefilter``), asked before any
+    evidence is gathered: registry allow-list, digest required, with exceptions applied."""
+
+    def prefilter(self, policy_input: Mapping[str, Any]) -> tuple[Violation, ...]:
+        """Violations that hold whatever the evidence; () when the policy defines none.
+        Raise :class:`~gatekeeper.errors.PolicyEngineError` when it cannot answer."""
         ...
 
 

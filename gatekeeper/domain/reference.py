@@ -31,6 +31,7 @@ __all__ = [
 DOCKER_HUB = "docker.io"
 _DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 _MAX_NAME_LENGTH = 255
+_WHITESPACE = re.compile(r"\s")
 _MAX_REFERENCE_LENGTH = 4096
 
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
@@ -141,7 +142,7 @@ def parse_image_reference(text: str, *, field: str = "image") -> ImageReference:
         raise InvalidInputError(
             f"image reference is longer than {_MAX_REFERENCE_LENGTH} characters", field=field
         )
-    if text != text.strip() or any(ch.isspace() for ch in text):
+    if _WHITESPACE.search(text):  # \s is str.isspace() for str patterns; one C scan
         raise InvalidInputError(
             f"invalid image reference {text!r}: contains whitespace", field=field
         )

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gatekeeper.errors import ConfigurationError, PolicyEngineError
+from gatekeeper.errors import ConfigurationError, InvalidInputError, PolicyEngineError
 from gatekeeper.policy.bundle import RESERVED_ROOT, PolicyFiles, bundle_roots
 
-__all__ = ["CheckProblem", "CheckReport", "OpaCandidateChecker"]
+__all__ = ["CheckProblem", "CheckReport", "OpaCandidateChecker", "OpaTestOutcome", "OpaTestRun"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +94,35 @@ class CheckReport:
         if len(others) > 5:
             parts.append(f"and {len(others) - 5} more problems")
         return "; ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class OpaTestOutcome:
+    """One ``opa test`` result; ``file`` as opa names it (relative to the roots given)."""
+
+    package: str
+    name: str
+    passed: bool
+    message: str | None = None
+    file: str | None = None
+    line: int | None = None
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.package}.{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class OpaTestRun:
+    """``opa test`` over directories in place: outcomes in source order, coverage in percent."""
+
+    outcomes: tuple[OpaTestOutcome, ...]
+    coverage: float
+    succeeded: bool
+
+    @property
+    def failed(self) -> tuple[OpaTestOutcome, ...]:
+        return tuple(o for o in self.outcomes if not o.passed)
 
 
 class OpaCandidateChecker:
@@ -177,6 +206,22 @@ class OpaCandidateChecker:
             opa_version=self.version(),
         )
 
+    def run_tests(self, roots: list[Path], *, cwd: Path) -> OpaTestRun:
+        """``opa test`` (then ``--coverage``) over ``roots`` where they are: the authoring loop
+        (``gatekeeper policy test``). Raises InvalidInputError when opa cannot run the tests."""
+        arguments = [str(root) for root in roots]
+        result = self._run(["test", "--format", "json", *arguments], cwd)
+        outcomes = _test_outcomes(result.stdout)
+        if outcomes is None:
+            text = (result.stderr or result.stdout).strip()[:2000]
+            raise InvalidInputError(f"opa test failed: {text}")
+        covered = self._run(["test", "--coverage", "--format", "json", *arguments], cwd)
+        try:
+            coverage = float(json.loads(covered.stdout).get("coverage", 0.0))
+        except (ValueError, AttributeError):
+            coverage = 0.0
+        return OpaTestRun(tuple(outcomes), coverage, result.returncode == 0)
+
     def _format_problem(self, root: Path, name: str) -> CheckProblem:
         path = root / name
         formatted = self._run(["fmt", name], root).stdout.splitlines()
@@ -192,34 +237,21 @@ class OpaCandidateChecker:
         self, root: Path, roots: list[str]
     ) -> tuple[int, int, list[str], list[CheckProblem]]:
         result = self._run(["test", "--format", "json", *roots], root)
-        try:
-            outcomes = json.loads(result.stdout) if result.stdout.strip() else []
-        except ValueError:
-            outcomes = None
-        if not isinstance(outcomes, list):
+        outcomes = _test_outcomes(result.stdout)
+        if outcomes is None:
             return 0, 0, [], list(_parse_check_errors(result.stdout, result.stderr, "test"))
         failed: list[str] = []
         problems: list[CheckProblem] = []
-        # opa test runs packages in parallel: report in source order, so answers are stable.
-        outcomes.sort(
-            key=lambda o: (
-                str((o.get("location") or {}).get("file", "")),
-                int((o.get("location") or {}).get("row", 0)),
-            )
-        )
         for outcome in outcomes:
-            name = f"{outcome.get('package', '')}.{outcome.get('name', '')}"
-            location = outcome.get("location") or {}
-            if outcome.get("fail") or outcome.get("error"):
-                failed.append(name)
-                error = outcome.get("error")
-                detail = error.get("message") if isinstance(error, dict) else None
+            if not outcome.passed:
+                failed.append(outcome.qualified_name)
                 problems.append(
                     CheckProblem(
                         "test",
-                        f"test {name} failed" + (f": {detail}" if detail else ""),
-                        location.get("file"),
-                        location.get("row"),
+                        f"test {outcome.qualified_name} failed"
+                        + (f": {outcome.message}" if outcome.message else ""),
+                        outcome.file,
+                        outcome.line,
                     )
                 )
         if result.returncode != 0 and not failed:
@@ -227,6 +259,32 @@ class OpaCandidateChecker:
                 CheckProblem("test", f"opa test failed: {result.stderr.strip()[:500]}")
             )
         return len(outcomes), len(outcomes) - len(failed), failed, problems
+
+
+def _test_outcomes(stdout: str) -> list[OpaTestOutcome] | None:
+    """``opa test --format json`` in source order (opa runs packages in parallel), or None."""
+    try:
+        raw = json.loads(stdout) if stdout.strip() else []
+    except ValueError:
+        return None
+    if not isinstance(raw, list):
+        return None
+    outcomes: list[OpaTestOutcome] = []
+    for item in raw:
+        location = item.get("location") or {}
+        error = item.get("error")
+        outcomes.append(
+            OpaTestOutcome(
+                package=str(item.get("package", "")),
+                name=str(item.get("name", "")),
+                passed=not (item.get("fail") or error),
+                message=str(error.get("message")) if isinstance(error, dict) else None,
+                file=location.get("file"),
+                line=location.get("row"),
+            )
+        )
+    outcomes.sort(key=lambda o: (str(o.file or ""), int(o.line or 0)))
+    return outcomes
 
 
 def _structure_problems(files: PolicyFiles) -> list[CheckProblem]:

@@ -21,9 +21,11 @@ from gatekeeper.errors import PolicyEngineError
 from gatekeeper.metrics import Metrics
 from gatekeeper.policy.revision import hash_policy_files
 
-__all__ = ["DECISION_PATH", "OpaPolicyEngine", "parse_decision"]
+__all__ = ["DECISION_PATH", "PREFILTER_PATH", "OpaPolicyEngine", "parse_decision"]
 
 DECISION_PATH = "/v1/data/gatekeeper/main/decision"
+#: Network-free violations, asked before evidence is gathered (absent in older policy sets).
+PREFILTER_PATH = "/v1/data/gatekeeper/main/prefilter"
 _REMOTE_REVISION_TTL = 5.0
 
 
@@ -137,6 +139,16 @@ class OpaPolicyEngine:
             if self._metrics is not None:
                 self._metrics.opa_evaluations.labels(outcome).inc()
                 self._metrics.opa_latency.observe(time.perf_counter() - started)
+
+    def prefilter(self, policy_input: Mapping[str, Any]) -> tuple[Violation, ...]:
+        """``data.gatekeeper.main.prefilter`` for an evidence-free input; () when undefined."""
+        body = self._post(PREFILTER_PATH, {"input": policy_input})
+        if not isinstance(body, dict) or "result" not in body:
+            return ()  # a policy set without a prefilter: every image's evidence is gathered
+        found = body["result"]
+        if not isinstance(found, list):
+            raise PolicyEngineError("data.gatekeeper.main.prefilter is not a list")
+        return _sorted([_parse_finding(raw, "prefilter") for raw in found])
 
     def revision(self) -> str:
         if self._local_revision is not None:

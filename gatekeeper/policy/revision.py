@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from pathlib import Path
 
@@ -20,6 +21,22 @@ def _policy_files(directory: Path) -> list[Path]:
         and path.suffix in POLICY_FILE_SUFFIXES
         and not any(part.startswith(".") for part in path.relative_to(directory).parts)
     )
+
+
+def _stamp_files(directory: Path, prefix: str = "") -> list[tuple[str, int, int]]:
+    """``(relative path, mtime_ns, size)`` of what :func:`_policy_files` would list."""
+    found: list[tuple[str, int, int]] = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            relative = f"{prefix}{entry.name}"
+            if entry.is_dir(follow_symlinks=False):  # as Path.rglob: no symlinked directories
+                found += _stamp_files(Path(entry.path), f"{relative}/")
+            elif entry.is_file() and os.path.splitext(entry.name)[1] in POLICY_FILE_SUFFIXES:
+                stat = entry.stat()
+                found.append((relative, stat.st_mtime_ns, stat.st_size))
+    return found
 
 
 def hash_policy_files(files: dict[str, bytes]) -> str:
@@ -42,14 +59,12 @@ class DirectoryRevision:
         self._revision = ""
 
     def current(self) -> str:
-        files = _policy_files(self._directory)
-        stamp = tuple(
-            (str(p.relative_to(self._directory)), p.stat().st_mtime_ns, p.stat().st_size)
-            for p in files
-        )
+        # Called for every decision: one scandir walk (stat results come with the entries),
+        # the files re-read and re-hashed only when a name, size or mtime changed.
+        stamp = tuple(sorted(_stamp_files(self._directory)))
         with self._lock:
             if stamp != self._stamp:
-                contents = {str(p.relative_to(self._directory)): p.read_bytes() for p in files}
+                contents = {name: (self._directory / name).read_bytes() for name, _, _ in stamp}
                 self._revision = hash_policy_files(contents)
                 self._stamp = stamp
             return self._revision

@@ -22,9 +22,17 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError as UniqueViolation
+from sqlalchemy.exc import SQLAlchemyError
 
-from gatekeeper.errors import GatekeeperError, InvalidInputError, NotFoundError, StorageError
+from gatekeeper.errors import (
+    ConflictError,
+    GatekeeperError,
+    IntegrityError,
+    InvalidInputError,
+    NotFoundError,
+    StorageError,
+)
 from gatekeeper.migrations import Migration, apply_migrations, migration_table
 from gatekeeper.policy.bundle import PolicyFiles
 from gatekeeper.policy.checks import CheckReport
@@ -116,10 +124,8 @@ ACTIVATE, ROLLBACK = "activate", "rollback"
 EXCEPTION_CREATE, EXCEPTION_REVOKE = "exception.create", "exception.revoke"
 
 
-class PolicyConflictError(GatekeeperError):
+class PolicyConflictError(ConflictError):
     """The request is well-formed but the lifecycle state forbids it (HTTP 409)."""
-
-    kind = "conflict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +268,7 @@ class SqlPolicyStore:
             with self._begin("store revision") as connection:
                 connection.execute(revisions.insert().values(**row))
         except StorageError as exc:
-            if isinstance(exc.__cause__, IntegrityError):  # stored concurrently: same content
+            if isinstance(exc.__cause__, UniqueViolation):  # stored concurrently: same content
                 stored = self._find_revision(revision_id)
                 if stored is not None:
                     return stored, False
@@ -355,7 +361,7 @@ class SqlPolicyStore:
                 with self._begin(what) as connection:
                     return step(connection)
             except StorageError as exc:
-                if not isinstance(exc.__cause__, IntegrityError):
+                if not isinstance(exc.__cause__, UniqueViolation):
                     raise
         raise StorageError(f"cannot {what}: too many concurrent policy changes, retry")
 
@@ -435,7 +441,7 @@ class SqlPolicyStore:
         ]
 
     def verify_chain(self) -> int:
-        """Recompute every event hash; return the count, raise StorageError at the first break."""
+        """Recompute every event hash; return the count, raise IntegrityError at the first break."""
         with self._begin("verify the policy event chain") as connection:
             rows = connection.execute(sa.select(events).order_by(events.c.seq)).all()
         prev_seq, prev_hash = 0, _GENESIS_HASH
@@ -447,7 +453,7 @@ class SqlPolicyStore:
             if r.prev_seq != prev_seq or r.prev_hash != prev_hash or (
                 _event_hash(prev_hash, body) != r.entry_hash
             ):
-                raise StorageError(f"policy event chain broken at seq {r.seq}")
+                raise IntegrityError(f"policy event chain broken at seq {r.seq}")
             prev_seq, prev_hash = r.seq, r.entry_hash
         return len(rows)
 

@@ -2,12 +2,19 @@
 
 Entry points: :class:`SbomEvidenceCollector` (the ``sbom`` evidence section),
 :class:`SbomUploader` (``POST /v1/sboms``), :class:`SqlSbomStore`, ``sbom_app`` in
-:mod:`gatekeeper.sbom.cli` (``gatekeeper sbom validate``).
+:mod:`gatekeeper.cli.sbom` (``gatekeeper sbom validate``).
 """
 
 from gatekeeper.sbom.binding import Binding, BindingMethod, SbomState, bind_sbom
 from gatekeeper.sbom.collector import SbomEvidenceCollector, StoredSbomSource
-from gatekeeper.sbom.interface import SbomCandidate, SbomSource, SbomStore, SbomUpload, StoredSbom
+from gatekeeper.sbom.interface import (
+    SbomCandidate,
+    SbomSource,
+    SbomSourceKind,
+    SbomStore,
+    SbomUpload,
+    StoredSbom,
+)
 from gatekeeper.sbom.normalise import NormalisationLimits, NormalisedSbom, normalise_sbom
 from gatekeeper.sbom.parsing import JsonLimits, SbomDocumentError, load_bounded_json
 from gatekeeper.sbom.store import SqlSbomStore
@@ -32,6 +39,7 @@ __all__ = [
     "SbomDocumentError",
     "SbomEvidenceCollector",
     "SbomSource",
+    "SbomSourceKind",
     "SbomState",
     "SbomStore",
     "SbomUpload",

@@ -1,18 +1,27 @@
 """The ``sbom`` evidence collector: find, validate, normalise and bind SBOMs for an image.
 
-Its section, ``input.images[].evidence.sbom``::
+Every SBOM found for the image reaches the policy, each with where it came from: a caller can
+add documents, never hide one (issue 10.1: a clean upload used to replace an attested SBOM that
+listed a banned component). Its section, ``input.images[].evidence.sbom``::
 
-    {"present": true, "valid": true, "bound": true, "state": "bound",
-     "reason": "bound by upload", "format": "cyclonedx", "spec_version": "1.6",
-     "sha256": "...", "origin": "upload ...",
-     "binding": {"method": "upload", "named_digests": [...]},
-     "component_count": 2000, "truncated": false, "components": [...]}
+    {"present": true, "state": "bound", "reason": "2 SBOMs bound to the image digest: ...",
+     "document_count": 2, "documents_truncated": false,
+     "documents": [
+       {"source": "attestation", "authority": "release", "supplied_by": null,
+        "present": true, "valid": true, "bound": true, "state": "bound",
+        "reason": "bound by attestation", "format": "cyclonedx", "spec_version": "1.6",
+        "sha256": "...", "origin": "attestation verified by release (att-tag) (...)",
+        "binding": {"method": "attestation", "named_digests": [...]},
+        "component_count": 2000, "truncated": false, "components": [...]},
+       {"source": "upload", "authority": null, "supplied_by": "ci-bot", ...}]}
 
-``state`` is one of ``bound``, ``unbound``, ``another_artifact``, ``invalid``, ``missing``.
-The first bound candidate wins (sources are asked in the order given); otherwise the most
-telling negative is reported: another artifact, then invalid, then unbound. Components are
-listed for bound and unbound documents only: the components of another artifact say nothing
-about this image.
+``source`` is ``attestation`` (verified for ``authority``), ``referrer``, ``upload`` or
+``inline`` (``supplied_by``: the token subject); ``policies/sbom.rego`` decides per environment
+which sources count as proof. The summary ``state`` is ``bound`` when any document is bound,
+else the most telling negative (another artifact, then invalid, then unbound), else
+``missing``; ``reason`` is that document's. A document's state is one of ``bound``,
+``unbound``, ``another_artifact``, ``invalid``. Components are listed for bound and unbound
+documents only: the components of another artifact say nothing about this image.
 """
 
 from __future__ import annotations
@@ -26,17 +35,35 @@ from typing import Any
 from gatekeeper.domain.ports import EvidenceContext
 from gatekeeper.domain.reference import Digest, ImageReference
 from gatekeeper.sbom.binding import BindingMethod, SbomState, bind_sbom
-from gatekeeper.sbom.interface import SbomCandidate, SbomSource, SbomStore
+from gatekeeper.sbom.interface import (
+    SbomCandidate,
+    SbomSource,
+    SbomStore,
+    StoredSbom,
+)
 from gatekeeper.sbom.normalise import NormalisationLimits, NormalisedSbom, normalise_sbom
 from gatekeeper.sbom.parsing import JsonLimits, SbomDocumentError, paused_gc
 from gatekeeper.sbom.validation import CycloneDxValidator, parse_sbom_document
 
-__all__ = ["SbomEvidenceCollector", "StoredSbomSource", "missing_sbom_evidence"]
+__all__ = [
+    "SbomEvidenceCollector",
+    "StoredSbomSource",
+    "missing_sbom_evidence",
+    "upload_candidate",
+]
 
 _NEGATIVE_PREFERENCE = (SbomState.ANOTHER_ARTIFACT, SbomState.INVALID, SbomState.UNBOUND)
 
 
 def missing_sbom_evidence(reason: str = "no SBOM found for the image") -> dict[str, Any]:
+    """The section when no document was found (or none could be looked for)."""
+    return {
+        "present": False, "state": SbomState.MISSING.value, "reason": reason,
+        "document_count": 0, "documents_truncated": False, "documents": [],
+    }
+
+
+def _unread_document(reason: str) -> dict[str, Any]:
     return {
         "present": False, "valid": False, "bound": False, "state": SbomState.MISSING.value,
         "reason": reason, "format": None, "spec_version": None, "sha256": None, "origin": None,
@@ -45,12 +72,30 @@ def missing_sbom_evidence(reason: str = "no SBOM found for the image") -> dict[s
     }
 
 
+def upload_candidate(stored: StoredSbom, method: BindingMethod) -> SbomCandidate:
+    """A stored upload or inline SBOM as a candidate, naming who supplied it."""
+    return SbomCandidate(
+        content=stored.content,
+        method=method,
+        subjects=(stored.image_digest,),
+        origin=f"{stored.source} {stored.id}"
+        + (f" by {stored.uploaded_by}" if stored.uploaded_by else "")
+        + (f" (ticket {stored.ticket_id})" if stored.ticket_id else ""),
+        source=stored.source,
+        supplied_by=stored.uploaded_by,
+    )
+
+
 class StoredSbomSource:
-    """Uploaded SBOMs (``POST /v1/sboms``, inline in evaluations) as candidates."""
+    """Uploaded SBOMs (``POST /v1/sboms``, inline in evaluations) as candidates.
+
+    Reads up to ``limit`` documents, newest first, plus one: when there are more, the section
+    says ``documents_truncated`` (the policy denies that where it needs the complete picture),
+    so piling up uploads cannot push an older one out of sight silently."""
 
     name = "upload"
 
-    def __init__(self, store: SbomStore, *, limit: int = 3) -> None:
+    def __init__(self, store: SbomStore, *, limit: int = 16) -> None:
         self._store = store
         self._limit = limit
 
@@ -59,16 +104,15 @@ class StoredSbomSource:
     ) -> Sequence[SbomCandidate]:
         if digest is None:
             return ()
-        return tuple(
-            SbomCandidate(
-                content=stored.content,
-                method=BindingMethod.UPLOAD,
-                subjects=(stored.image_digest,),
-                origin=f"upload {stored.id}"
-                + (f" (ticket {stored.ticket_id})" if stored.ticket_id else ""),
-            )
-            for stored in self._store.find_for_digest(digest, limit=self._limit)
-        )
+        stored = self._store.find_for_digest(digest, limit=self._limit + 1)
+        candidates = [upload_candidate(item, BindingMethod.UPLOAD) for item in stored]
+        if len(candidates) > self._limit:
+            return (*candidates[: self._limit], _TRUNCATED)
+        return tuple(candidates)
+
+
+#: Marker candidate: a source had more documents than it reads.
+_TRUNCATED = SbomCandidate(b"", None, (), "truncated", problem="truncated")
 
 
 class SbomEvidenceCollector:
@@ -124,9 +168,14 @@ class SbomEvidenceCollector:
             if candidate.problem is not None
             else self._normalised(candidate.content)
         )
+        source = {
+            "source": candidate.source or (candidate.method.value if candidate.method else None),
+            "authority": candidate.authority,
+            "supplied_by": candidate.supplied_by,
+        }
         if isinstance(outcome, SbomDocumentError):
             unread = candidate.problem is not None  # no content: nothing to hash
-            evidence = missing_sbom_evidence(f"SBOM is invalid: {outcome.message}")
+            evidence = source | _unread_document(f"SBOM is invalid: {outcome.message}")
             evidence.update(
                 present=True, state=SbomState.INVALID.value, origin=candidate.origin,
                 sha256=None if unread else hashlib.sha256(candidate.content).hexdigest(),
@@ -136,7 +185,7 @@ class SbomEvidenceCollector:
             return evidence
         binding = bind_sbom(outcome, digest, method=candidate.method, subjects=candidate.subjects)
         keep_components = binding.state in (SbomState.BOUND, SbomState.UNBOUND)
-        return {
+        return source | {
             "present": True,
             "valid": True,
             "bound": binding.bound,
@@ -160,14 +209,50 @@ class SbomEvidenceCollector:
     def collect(
         self, reference: ImageReference, digest: Digest | None, context: EvidenceContext
     ) -> Mapping[str, Any]:
-        negatives: dict[str, dict[str, Any]] = {}
+        documents: list[dict[str, Any]] = []
+        seen: set[tuple[Any, ...]] = set()
+        truncated = False
         for source in self._sources:
             for candidate in source.find(reference, digest, context):
-                evidence = self.evaluate_candidate(candidate, digest)
-                if evidence["bound"]:
-                    return evidence
-                negatives.setdefault(evidence["state"], evidence)
-        for state in _NEGATIVE_PREFERENCE:
-            if state.value in negatives:
-                return negatives[state.value]
-        return missing_sbom_evidence()
+                if candidate is _TRUNCATED:
+                    truncated = True
+                    continue
+                document = self.evaluate_candidate(candidate, digest)
+                key = (document["source"], document["authority"], document["supplied_by"],
+                       document["sha256"], document["reason"])  # fmt: skip
+                if key not in seen:  # the same statement found twice (tag and referrer)
+                    seen.add(key)
+                    documents.append(document)
+        if not documents:
+            return missing_sbom_evidence() | {"documents_truncated": truncated}
+        return {
+            **_summary(documents),
+            "document_count": len(documents),
+            "documents_truncated": truncated,
+            "documents": documents,
+        }
+
+
+def _describe(document: Mapping[str, Any]) -> str:
+    """``attestation by release``, ``upload by ci-bot``: a document's source for humans."""
+    who = document.get("authority") or document.get("supplied_by")
+    return f"{document['source']} by {who}" if who else str(document["source"])
+
+
+def _summary(documents: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    bound = [d for d in documents if d["state"] == SbomState.BOUND.value]
+    if bound:
+        sources = ", ".join(sorted({_describe(d) for d in bound}))
+        noun = "SBOM" if len(bound) == 1 else "SBOMs"
+        return {
+            "present": True, "state": SbomState.BOUND.value,
+            "reason": f"{len(bound)} {noun} bound to the image digest: {sources}",
+        }  # fmt: skip
+    by_state: dict[str, Mapping[str, Any]] = {}
+    for document in documents:
+        by_state.setdefault(document["state"], document)
+    for state in _NEGATIVE_PREFERENCE:
+        if state.value in by_state:
+            reason = by_state[state.value]["reason"]
+            return {"present": True, "state": state.value, "reason": reason}
+    return {"present": False, "state": SbomState.MISSING.value, "reason": "no SBOM found"}

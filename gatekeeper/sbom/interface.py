@@ -9,6 +9,7 @@ of what they found.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +19,14 @@ from gatekeeper.domain.ports import EvidenceContext
 from gatekeeper.domain.reference import Digest, ImageReference
 from gatekeeper.sbom.binding import BindingMethod
 
-__all__ = ["SbomCandidate", "SbomSource", "SbomStore", "SbomUpload", "StoredSbom"]
+__all__ = [
+    "SbomCandidate",
+    "SbomSource",
+    "SbomSourceKind",
+    "SbomStore",
+    "SbomUpload",
+    "StoredSbom",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +42,21 @@ class SbomCandidate:
     #: Why the document itself could not be read (too large to fetch, corrupt blob): the
     #: candidate is then reported as an invalid SBOM, never raised.
     problem: str | None = None
+    #: Which kind of source found it (:class:`SbomSourceKind`); ``None``: the binding method.
+    source: str | None = None
+    #: The authority whose signature verified it (attestations only).
+    authority: str | None = None
+    #: Who supplied it: the token subject of an upload or inline SBOM.
+    supplied_by: str | None = None
+
+
+class SbomSourceKind(enum.StrEnum):
+    """Where an SBOM came from; ``policies/`` decides per environment which kinds are proof."""
+
+    ATTESTATION = "attestation"  # a cosign attestation verified for an authority
+    REFERRER = "referrer"  # an OCI referrer / ``cosign attach sbom`` (anyone who can push)
+    UPLOAD = "upload"  # ``POST /v1/sboms`` (a token with the pipeline role)
+    INLINE = "inline"  # ``"sboms": [...]`` in ``POST /v1/evaluations``
 
 
 class SbomSource(Protocol):
@@ -62,6 +85,8 @@ class SbomUpload:
     component_count: int
     ticket_id: str | None = None
     uploaded_by: str | None = None
+    #: ``upload`` (``POST /v1/sboms``) or ``inline`` (in ``POST /v1/evaluations``).
+    source: str = "upload"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +102,7 @@ class StoredSbom:
     ticket_id: str | None
     uploaded_by: str | None
     content: bytes
+    source: str = "upload"
 
 
 class SbomStore(Protocol):
@@ -88,7 +114,7 @@ class SbomStore(Protocol):
         ...
 
     def find_for_digest(self, image_digest: Digest, *, limit: int = 5) -> Sequence[StoredSbom]:
-        """Newest first."""
+        """Newest first, at most ``limit``."""
         ...
 
     def get(self, sbom_id: str) -> StoredSbom:

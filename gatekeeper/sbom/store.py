@@ -40,6 +40,8 @@ sboms = sa.Table(
     sa.Column("ticket_id", sa.String(256)),
     sa.Column("uploaded_by", sa.String(256)),
     sa.Column("content_zlib", sa.LargeBinary, nullable=False),
+    # ``upload`` or ``inline``; NULL in rows written before the column existed (uploads).
+    sa.Column("source", sa.String(16)),
     sa.UniqueConstraint("image_digest", "sha256", name="uq_gatekeeper_sboms_digest_sha256"),
     sa.Index("ix_gatekeeper_sboms_image_digest_uploaded_at", "image_digest", "uploaded_at"),
 )
@@ -52,6 +54,10 @@ def create_sbom_tables(connection: Connection) -> None:
         # audit store's migrations use 7366201; this key is the SBOM table's own).
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(7366202)"))
     sboms.create(connection, checkfirst=True)
+    # A table created before the ``source`` column: add it (NULL reads as ``upload``).
+    columns = {column["name"] for column in sa.inspect(connection).get_columns(sboms.name)}
+    if "source" not in columns:
+        connection.execute(sa.text(f"ALTER TABLE {sboms.name} ADD COLUMN source VARCHAR(16)"))
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -93,6 +99,7 @@ class SqlSbomStore:
             ticket_id=row.ticket_id,
             uploaded_by=row.uploaded_by,
             content=zlib.decompress(row.content_zlib),
+            source=row.source or "upload",
         )
 
     def _find_same(self, connection: Connection, upload: SbomUpload) -> StoredSbom | None:
@@ -117,6 +124,7 @@ class SqlSbomStore:
             "ticket_id": upload.ticket_id,
             "uploaded_by": upload.uploaded_by,
             "content_zlib": zlib.compress(upload.content, 6),
+            "source": upload.source,
         }
         try:
             with self._engine.begin() as connection:
@@ -138,7 +146,7 @@ class SqlSbomStore:
             format=upload.format, spec_version=upload.spec_version,
             component_count=upload.component_count, size=len(upload.content),
             uploaded_at=uploaded_at, ticket_id=upload.ticket_id,
-            uploaded_by=upload.uploaded_by, content=upload.content,
+            uploaded_by=upload.uploaded_by, content=upload.content, source=upload.source,
         )
 
     def find_for_digest(self, image_digest: Digest, *, limit: int = 5) -> Sequence[StoredSbom]:

@@ -12,8 +12,8 @@ from typing import Any
 
 from gatekeeper.domain.reference import Digest
 from gatekeeper.sbom.binding import BindingMethod
-from gatekeeper.sbom.collector import SbomEvidenceCollector
-from gatekeeper.sbom.interface import SbomCandidate, SbomStore, SbomUpload, StoredSbom
+from gatekeeper.sbom.collector import SbomEvidenceCollector, upload_candidate
+from gatekeeper.sbom.interface import SbomSourceKind, SbomStore, SbomUpload, StoredSbom
 from gatekeeper.sbom.normalise import normalise_sbom
 from gatekeeper.sbom.parsing import JsonLimits
 from gatekeeper.sbom.validation import CycloneDxValidator, parse_sbom_document
@@ -67,6 +67,7 @@ class SbomUploader:
         *,
         ticket_id: str | None = None,
         uploaded_by: str | None = None,
+        source: SbomSourceKind = SbomSourceKind.UPLOAD,
     ) -> SbomUploadResult:
         """Validate and store; raise :class:`~gatekeeper.sbom.parsing.SbomDocumentError`
         (an :class:`~gatekeeper.errors.InvalidInputError`) for a document that is not valid,
@@ -83,12 +84,10 @@ class SbomUploader:
                 component_count=normalised.component_count,
                 ticket_id=ticket_id,
                 uploaded_by=uploaded_by,
+                source=source.value,
             )
         )
         evidence = self._collector.evaluate_candidate(
-            SbomCandidate(
-                content, BindingMethod.UPLOAD, (str(image_digest),), f"upload {stored.id}"
-            ),
-            image_digest,
+            upload_candidate(stored, BindingMethod.UPLOAD), image_digest
         )
         return SbomUploadResult(stored, evidence)

@@ -8,6 +8,12 @@ The BOM schemas ``$ref`` ``spdx.schema.json``, ``jsf-0.82.schema.json`` and (1.7
 ``cryptography-defs.schema.json`` relative to their ``$id`` under
 ``http://cyclonedx.org/schema/``; those are registered from the package, and any other
 retrieval is refused, so compiling a validator never touches the network.
+
+``$schema``: the 1.2 - 1.5 schemas pin it with a one-value ``enum`` that is not always their own
+``$id`` (the 1.2 strict schema is ``bom-1.2b`` but demands ``bom-1.2a``; 1.3 is ``bom-1.3a`` but
+demands ``bom-1.3``), and generators write the ``$id`` they validate against. The loaded schema's
+enum is therefore widened, in memory, to every ``$id`` the CycloneDX project published for that
+version (:data:`CYCLONEDX_SCHEMA_IDS`); the files stay unmodified and nothing else is relaxed.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from gatekeeper.sbom.parsing import (
 )
 
 __all__ = [
+    "CYCLONEDX_SCHEMA_IDS",
     "SUPPORTED_CYCLONEDX_VERSIONS",
     "CycloneDxValidator",
     "ParsedSbom",
@@ -50,6 +57,18 @@ _BOM_SCHEMAS: Mapping[str, str] = {
     "1.7": "bom-1.7.schema.json",
 }
 SUPPORTED_CYCLONEDX_VERSIONS: tuple[str, ...] = tuple(_BOM_SCHEMAS)
+#: Every ``$id`` the CycloneDX specification repository published for a version's JSON schema
+#: (``git log -p schema/bom-1.*.schema.json``): the accepted ``$schema`` values. 1.6 and 1.7
+#: leave ``$schema`` a free string, so they are not listed.
+CYCLONEDX_SCHEMA_IDS: Mapping[str, tuple[str, ...]] = {
+    version: tuple(f"{_SCHEMA_BASE_URI}bom-{version}{suffix}.schema.json" for suffix in suffixes)
+    for version, suffixes in (
+        ("1.2", ("", "a", "b")),
+        ("1.3", ("", "a")),
+        ("1.4", ("",)),
+        ("1.5", ("",)),
+    )
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +84,21 @@ class ParsedSbom:
 
 def _refuse_retrieval(uri: str) -> Any:
     raise ValueError(f"schema {uri} is not shipped with the gatekeeper; refusing to fetch it")
+
+
+def _accept_published_ids(schema: Any, version: str) -> Any:
+    """Widen the ``$schema`` enum of a 1.2 - 1.5 schema to the version's published ids."""
+    ids = CYCLONEDX_SCHEMA_IDS.get(version)
+    if ids is None:
+        return schema
+    try:
+        declared = schema["properties"]["$schema"]
+    except (KeyError, TypeError) as exc:
+        raise ConfigurationError(f"the CycloneDX {version} schema has no $schema property") from exc
+    if not isinstance(declared, dict) or "enum" not in declared:
+        raise ConfigurationError(f"the CycloneDX {version} schema no longer pins $schema")
+    declared["enum"] = list(ids)
+    return schema
 
 
 class CycloneDxValidator:
@@ -105,9 +139,10 @@ class CycloneDxValidator:
                     ],
                     retriever=_refuse_retrieval,
                 )
+            schema = _accept_published_ids(self._load_schema(_BOM_SCHEMAS[version]), version)
             try:
                 compiled = jsonschema_rs.validator_for(
-                    self._load_schema(_BOM_SCHEMAS[version]),
+                    schema,
                     registry=self._registry,
                     retriever=_refuse_retrieval,
                     validate_formats=True,

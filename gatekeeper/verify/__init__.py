@@ -6,7 +6,8 @@ from gatekeeper.verify.authority import (
     KeylessIdentity,
     SignaturePolicySettings,
 )
-from gatekeeper.verify.bundle import ArtifactInput, verify_bundle, verify_bundle_for_cli
+from gatekeeper.verify.bundle import ArtifactInput, verify_bundle
+from gatekeeper.verify.bundle_cli import verify_bundle_for_cli
 from gatekeeper.verify.collector import SignatureEvidenceCollector
 from gatekeeper.verify.cosign import REASON_MESSAGES, CosignVerifier, VerifiedStatement
 from gatekeeper.verify.keys import VerificationKey, load_public_key

@@ -1,8 +1,9 @@
 """Authorities and image policies: who may sign what, as validated frozen configuration.
 
-The security team names *authorities* (trusted keys, or keyless identities with their OIDC
-issuer) and attaches them to image globs with an m-of-n threshold. Images no glob matches follow
-``unmatched`` (``deny`` unless configured otherwise). ``from_mapping`` validates everything and
+The security team names *authorities* (trusted keys, keyless identities with their OIDC
+issuer, or Notation trust stores and trust policies) and attaches them to image globs with an
+m-of-n threshold. Images no glob matches follow ``unmatched`` (``deny`` unless configured
+otherwise). ``from_mapping`` validates everything and
 says which field is wrong; an empty authority list is an error, never "trust nothing silently".
 
 Example (YAML, under the lead's settings key ``signatures``)::
@@ -15,11 +16,22 @@ Example (YAML, under the lead's settings key ``signatures``)::
         keyless:
           - issuer: https://token.actions.githubusercontent.com
             subject_regex: ^https://github\\.com/acme/.+/\\.github/workflows/release\\.yml@refs/tags/v.*$
+      - name: wabbit             # Notation (Notary Project) / AWS Signer, see notation_policy.py
+        notation:
+          trust_store: {"ca:wabbit-networks": ["-----BEGIN CERTIFICATE-----\\n..."]}
+          trust_policy: {version: "1.0", trustPolicies: [...]}   # trustpolicy.json as is
     images:
       - glob: registry.acme.io/prod/**
         authorities: [release, ci]
         threshold: 2
     unmatched: deny
+    version: 2                   # new configurations: match_docker_reference defaults to true
+
+``match_docker_reference`` (per authority): a simple-signing payload's
+``critical.identity.docker-reference`` must name the image's repository, so a signature copied
+to another repository is refused (containers/image ``matchRepository``). It defaults to ``true``
+with ``version: 2`` and to ``false`` without a version (configurations written before the option
+existed keep their behaviour; the collector logs a warning naming each such authority).
 """
 
 from __future__ import annotations
@@ -33,6 +45,7 @@ from typing import Any, Literal
 
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.verify.keys import VerificationKey, load_public_key
+from gatekeeper.verify.notation_policy import NotationTrust
 
 __all__ = [
     "Authority",
@@ -120,12 +133,21 @@ class Authority:
     keys: tuple[VerificationKey, ...] = ()
     identities: tuple[KeylessIdentity, ...] = ()
     tlog: bool = True
+    #: The simple-signing ``docker-reference`` must name the image's repository.
+    match_docker_reference: bool = True
+    #: ``match_docker_reference`` came from the version default, not from the authority.
+    match_docker_reference_defaulted: bool = False
+    #: A Notation authority (trust stores + trust policy) instead of cosign keys/identities.
+    notation: NotationTrust | None = None
 
     @classmethod
-    def from_mapping(cls, raw: object, *, where: str) -> Authority:
+    def from_mapping(
+        cls, raw: object, *, where: str, match_docker_reference_default: bool = True
+    ) -> Authority:
         if not isinstance(raw, Mapping):
             raise ConfigurationError(f"{where} must be an object")
-        unknown = set(raw) - {"name", "keys", "keyless", "tlog"}
+        unknown = set(raw) - {"name", "keys", "keyless", "tlog", "match_docker_reference",
+                              "notation"}
         if unknown:
             raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
         name = raw.get("name")
@@ -133,6 +155,13 @@ class Authority:
             raise ConfigurationError(
                 f"{where}.name must be a lowercase name ([a-z0-9][a-z0-9_.-]*, <= 63 characters)"
             )
+        if "notation" in raw:
+            if set(raw) & {"keys", "keyless", "tlog", "match_docker_reference"}:
+                raise ConfigurationError(
+                    f"{where}: a notation authority takes no keys, keyless or tlog"
+                )
+            return cls(name, notation=NotationTrust.from_mapping(raw["notation"],
+                                                                 where=f"{where}.notation"))
         keys_raw = raw.get("keys", [])
         if not isinstance(keys_raw, list) or not all(isinstance(k, str) for k in keys_raw):
             raise ConfigurationError(f"{where}.keys must be a list of PEM public keys")
@@ -154,14 +183,21 @@ class Authority:
         if identities and not tlog:
             # Keyless certificates live ten minutes; only a log entry proves when they signed.
             raise ConfigurationError(f"{where}: keyless identities need tlog: true")
-        return cls(name, keys, identities, tlog)
+        match = raw.get("match_docker_reference", match_docker_reference_default)
+        if not isinstance(match, bool):
+            raise ConfigurationError(f"{where}.match_docker_reference must be true or false")
+        defaulted = "match_docker_reference" not in raw
+        return cls(name, keys, identities, tlog, match, defaulted)
 
     def fingerprint(self) -> dict[str, Any]:
+        if self.notation is not None:
+            return {"name": self.name, "notation": self.notation.fingerprint()}
         return {
             "name": self.name,
             "keys": sorted(k.key_id for k in self.keys),
             "keyless": [i.describe() for i in self.identities],
             "tlog": self.tlog,
+            "match_docker_reference": self.match_docker_reference,
         }
 
 
@@ -217,6 +253,8 @@ class SignaturePolicySettings:
     max_payload_bytes: int = 256 * 1024
     max_predicate_bytes: int = 512 * 1024
     max_materials: int = 32
+    #: 1 (no ``version`` key): written before ``match_docker_reference``; 2: current.
+    version: int = 1
 
     def authority(self, name: str) -> Authority:
         for authority in self.authorities:
@@ -248,17 +286,23 @@ class SignaturePolicySettings:
         unknown = set(raw) - {
             "authorities", "images", "unmatched", "cache_ttl_seconds",
             "negative_cache_ttl_seconds", "cache_max_entries", "max_payload_bytes",
-            "max_predicate_bytes", "max_materials",
+            "max_predicate_bytes", "max_materials", "version",
         }  # fmt: skip
         if unknown:
             raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
+        version = raw.get("version", 1)
+        if isinstance(version, bool) or version not in (1, 2):
+            raise ConfigurationError(f"{where}.version must be 1 or 2")
         authorities_raw = raw.get("authorities")
         if not isinstance(authorities_raw, list) or not authorities_raw:
             raise ConfigurationError(f"{where}.authorities must be a non-empty list")
         authorities = tuple(
-            Authority.from_mapping(item, where=f"{where}.authorities[{i}]")
+            Authority.from_mapping(
+                item, where=f"{where}.authorities[{i}]",
+                match_docker_reference_default=version >= 2,
+            )
             for i, item in enumerate(authorities_raw)
-        )
+        )  # fmt: skip
         names = [a.name for a in authorities]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -294,6 +338,7 @@ class SignaturePolicySettings:
                 _positive(raw, "max_predicate_bytes", defaults.max_predicate_bytes, where)
             ),
             max_materials=int(_positive(raw, "max_materials", defaults.max_materials, where)),
+            version=int(version),
         )
 
 

@@ -8,8 +8,8 @@ sigstore-python 4.x cannot verify bundles made with a *managed key* (``publicKey
 instead of a certificate), so that procedure is ours, built from the same sigstore pieces
 (log-entry proof and checkpoint, SET, signed timestamps) and ``cryptography``.
 
-:func:`verify_bundle_for_cli` implements the sigstore-conformance ``verify-bundle`` protocol
-(https://github.com/sigstore/sigstore-conformance/blob/main/docs/cli_protocol.md).
+:func:`gatekeeper.verify.bundle_cli.verify_bundle_for_cli` implements the sigstore-conformance
+``verify-bundle`` protocol on top of :func:`verify_bundle`.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import load_der_x509_certificate
 from sigstore import dsse
 from sigstore.errors import Error as SigstoreError
+from sigstore.errors import MetadataError
 from sigstore.hashes import Hashed
 from sigstore.models import Bundle, TransparencyLogEntry, VerificationMaterial
 from sigstore_models.bundle.v1 import Bundle as BundleDocument
@@ -36,17 +36,19 @@ from sigstore_models.rekor.v1 import TransparencyLogEntry as LogEntryDocument
 from gatekeeper.domain.reference import parse_digest
 from gatekeeper.errors import ConfigurationError, InvalidInputError, VerificationError
 from gatekeeper.verify.authority import KeylessIdentity
-from gatekeeper.verify.keyless import KeylessVerifier
+from gatekeeper.verify.keyless import KeylessVerifier, UntrustedMaterial
 from gatekeeper.verify.keys import VerificationKey, load_public_key
-from gatekeeper.verify.trust import CertificateIdentity, IdentityPolicy, TrustRoot
+from gatekeeper.verify.text import first_line as _first_line
+from gatekeeper.verify.trust import CertificateIdentity, IdentityMismatch, IdentityPolicy, TrustRoot
 
 __all__ = [
     "ArtifactInput",
     "BundleOutcome",
     "IN_TOTO_PAYLOAD_TYPE",
     "parse_in_toto_statement",
+    "statement_names_digest",
+    "statement_names_sha256",
     "verify_bundle",
-    "verify_bundle_for_cli",
 ]
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -69,14 +71,19 @@ def _reject(reason: str, message: str) -> VerificationError:
 
 @dataclass(frozen=True, slots=True)
 class ArtifactInput:
-    """What the bundle is said to sign: the bytes, or only their SHA-256."""
+    """What the bundle is said to sign: the bytes, or only their SHA-256.
+
+    An in-toto subject may name the artifact by ``sha256`` or ``sha512`` (npm provenance names
+    the package tarball by ``sha512`` only); ``sha512`` is known when the bytes are.
+    """
 
     sha256: bytes
     content: bytes | None = None
+    sha512: bytes | None = None
 
     @classmethod
     def from_bytes(cls, content: bytes) -> ArtifactInput:
-        return cls(hashlib.sha256(content).digest(), content)
+        return cls(hashlib.sha256(content).digest(), content, hashlib.sha512(content).digest())
 
     @classmethod
     def from_digest_text(cls, text: str) -> ArtifactInput:
@@ -122,11 +129,7 @@ def parse_in_toto_statement(payload: bytes) -> Mapping[str, Any]:
 
 
 def statement_names_sha256(statement: Mapping[str, Any], sha256_hex: str) -> bool:
-    for subject in statement.get("subject", []):
-        digests = subject.get("digest") if isinstance(subject, Mapping) else None
-        if isinstance(digests, Mapping) and digests.get("sha256") == sha256_hex:
-            return True
-    return False
+    return statement_names_digest(statement, "sha256", sha256_hex)
 
 
 def _load(data: bytes) -> BundleDocument:
@@ -146,10 +149,6 @@ def _load(data: bytes) -> BundleDocument:
     if document.media_type not in _BUNDLE_MEDIA_TYPES:
         raise _reject("malformed", f"unsupported bundle media type {document.media_type!r}")
     return document
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
 
 
 def verify_bundle(
@@ -175,6 +174,8 @@ def verify_bundle(
         return _verify_with_keys(document, keys, trust, require_tlog, artifact)
     if not identities:
         raise _reject("other-key", "bundle carries a certificate, the authority trusts keys")
+    if not material.tlog_entries:
+        return _verify_timestamped(document, identities, trust, artifact)
     return _verify_keyless(data, identities, trust, artifact)
 
 
@@ -195,7 +196,7 @@ def _verify_keyless(
         raise _reject("malformed", f"malformed bundle: {_first_line(exc)}") from exc
     policy = IdentityPolicy(identities)
     try:
-        verifier = KeylessVerifier(trusted_root=trust.root)
+        verifier = KeylessVerifier(trusted_root=trust.root, root_name=trust.name)
         if bundle._dsse_envelope is not None:
             payload_type, payload = verifier.verify_dsse(bundle, policy)
         else:
@@ -204,9 +205,7 @@ def _verify_keyless(
             verifier.verify_artifact(_hashed(artifact), bundle, policy)
             payload_type, payload = None, None
     except SigstoreError as exc:
-        text = _first_line(exc)
-        reason = "identity-mismatch" if text.startswith("identity mismatch") else "invalid"
-        raise _reject(reason, text) from exc
+        raise _keyless_failure(exc, trust) from exc
     except (ValueError, KeyError, TypeError) as exc:  # malformed inner structures
         raise _reject("malformed", f"malformed bundle: {_first_line(exc)}") from exc
     if payload is not None and artifact is not None:
@@ -221,6 +220,64 @@ def _verify_keyless(
     )
 
 
+def _verify_timestamped(
+    document: BundleDocument,
+    identities: tuple[KeylessIdentity, ...],
+    trust: TrustRoot,
+    artifact: ArtifactInput | None,
+) -> BundleOutcome:
+    """No transparency log entry: the time comes from a trusted timestamp authority."""
+    if trust.root is None:
+        raise _reject("no-trust-root", "keyless verification needs a trusted root")
+    policy = IdentityPolicy(identities)
+    try:
+        verifier = KeylessVerifier(
+            trusted_root=trust.root, root_name=trust.name, ct_exempt_cas=trust.ct_exempt_cas
+        )
+        payload_type, payload = verifier.verify_timestamped(
+            document,
+            policy,
+            artifact.sha256 if artifact is not None else None,
+            artifact.content if artifact is not None else None,
+        )
+    except SigstoreError as exc:
+        raise _keyless_failure(exc, trust) from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _reject("malformed", f"malformed bundle: {_first_line(exc)}") from exc
+    if payload is not None and artifact is not None:
+        _check_dsse_subject(payload_type, payload, artifact)
+    return BundleOutcome(
+        "dsse" if payload is not None else "message",
+        payload_type,
+        payload,
+        policy.last_identity,
+        None,
+        "not-required",
+    )
+
+
+_MISSING_IN_ROOT = {
+    # sigstore-python's MetadataError texts -> what the configured root lacks.
+    "Did not find any Rekor keys in trusted root": "no transparency log",
+    "CTFE keys not found in trusted root": "no CT log",
+    "Fulcio certificates not found in trusted root": "no certificate authority",
+}
+
+
+def _keyless_failure(exc: SigstoreError, trust: TrustRoot) -> VerificationError:
+    if isinstance(exc, IdentityMismatch):
+        return _reject("identity-mismatch", _first_line(exc))
+    if isinstance(exc, UntrustedMaterial):
+        return _reject("untrusted", _first_line(exc))
+    if isinstance(exc, MetadataError):
+        missing = _MISSING_IN_ROOT.get(str(exc).strip(), "missing trust material")
+        return _reject(
+            "untrusted",
+            f"{missing} in the configured trusted root ({trust.name}): {_first_line(exc)}",
+        )
+    return _reject("invalid", _first_line(exc))
+
+
 def _hashed(artifact: ArtifactInput) -> bytes | Hashed:
     if artifact.content is not None:
         return artifact.content
@@ -231,8 +288,27 @@ def _check_dsse_subject(payload_type: str | None, payload: bytes, artifact: Arti
     if payload_type != IN_TOTO_PAYLOAD_TYPE:
         raise _reject("malformed", f"DSSE payload type {payload_type!r} is not in-toto")
     statement = parse_in_toto_statement(payload)
-    if not statement_names_sha256(statement, artifact.sha256.hex()):
-        raise _reject("digest-mismatch", "in-toto subject does not name the artifact digest")
+    if statement_names_sha256(statement, artifact.sha256.hex()):
+        return
+    if artifact.sha512 is not None and statement_names_digest(
+        statement, "sha512", artifact.sha512.hex()
+    ):
+        return
+    raise _reject(
+        "digest-mismatch",
+        f"in-toto subject does not name the artifact (sha256:{artifact.sha256.hex()}"
+        + (f" or sha512:{artifact.sha512.hex()}" if artifact.sha512 is not None else "")
+        + ")",
+    )
+
+
+def statement_names_digest(statement: Mapping[str, Any], algorithm: str, hex_digest: str) -> bool:
+    """Some subject of the statement names ``algorithm:hex_digest`` (sha256 or sha512)."""
+    for subject in statement.get("subject", []):
+        digests = subject.get("digest") if isinstance(subject, Mapping) else None
+        if isinstance(digests, Mapping) and digests.get(algorithm) == hex_digest:
+            return True
+    return False
 
 
 # -- managed keys ----------------------------------------------------------------------------
@@ -333,7 +409,7 @@ def _verify_log_entry(
             entry._verify(keyring)
         else:
             entry._verify_set(keyring)
-        verifier = KeylessVerifier(trusted_root=trust.root)
+        verifier = KeylessVerifier(trusted_root=trust.root, root_name=trust.name)
         times = verifier._establish_time(
             _KeyBundleView(document, entry, signature)  # type: ignore[arg-type]
         )
@@ -423,66 +499,3 @@ def _pem_key_id(pem: bytes) -> str:
         return load_public_key(pem).key_id
     except ConfigurationError as exc:
         raise ValueError("unsupported key in log entry") from exc
-
-
-# -- conformance protocol --------------------------------------------------------------------
-
-
-def verify_bundle_for_cli(
-    *,
-    bundle_path: Path,
-    artifact: str,
-    certificate_identity: str | None = None,
-    certificate_oidc_issuer: str | None = None,
-    key_path: Path | None = None,
-    trusted_root_path: Path | None = None,
-    staging: bool = False,
-) -> tuple[bool, str]:
-    """``gatekeeper verify-bundle``: ``(True, "verified")`` or ``(False, reason)``.
-
-    Usage errors (unreadable files, both or neither of key and identity, a bad digest) raise
-    :class:`InvalidInputError` (exit 2); an unusable trusted root raises
-    :class:`ConfigurationError` (exit 2); everything the bundle gets wrong is ``(False, ...)``.
-    """
-    if (key_path is None) == (certificate_identity is None):
-        raise InvalidInputError("give either --key or --certificate-identity/-oidc-issuer")
-    if certificate_identity is not None and certificate_oidc_issuer is None:
-        raise InvalidInputError("--certificate-identity needs --certificate-oidc-issuer")
-    bundle_bytes = _read(bundle_path, "--bundle")
-    if artifact.startswith("sha256:"):
-        artifact_input = ArtifactInput.from_digest_text(artifact)
-    else:
-        artifact_input = ArtifactInput.from_bytes(_read(Path(artifact), "FILE_OR_DIGEST"))
-    if trusted_root_path is not None:
-        try:
-            trust = TrustRoot.from_json(_read(trusted_root_path, "--trusted-root"))
-        except ConfigurationError as exc:
-            return False, exc.message
-    else:
-        trust = TrustRoot.staging() if staging else TrustRoot.public_good()
-    keys: tuple[VerificationKey, ...] = ()
-    identities: tuple[KeylessIdentity, ...] = ()
-    if key_path is not None:
-        # A key that does not load is verification material that fails, not a usage error.
-        try:
-            keys = (load_public_key(_read(key_path, "--key"), where="--key"),)
-        except ConfigurationError as exc:
-            return False, exc.message
-    else:
-        identities = (
-            KeylessIdentity(issuer=certificate_oidc_issuer, subject=certificate_identity),
-        )
-    try:
-        verify_bundle(
-            bundle_bytes, trust=trust, identities=identities, keys=keys, artifact=artifact_input
-        )
-    except VerificationError as exc:
-        return False, exc.message
-    return True, "verified"
-
-
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InvalidInputError(f"{what}: cannot read {path}", field=what) from exc

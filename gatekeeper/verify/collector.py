@@ -1,4 +1,5 @@
-"""The ``signatures`` evidence collector: cosign signatures and attestations, per authority.
+"""The ``signatures`` evidence collector: cosign and Notation signatures and attestations, per
+authority.
 
 Its section at ``input.images[].evidence.signatures`` says, for the image digest, which image
 policy applies, and per authority whether it verified and why not, with the verified signers
@@ -14,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from gatekeeper.domain.ports import EvidenceContext
@@ -23,6 +25,7 @@ from gatekeeper.verify.authority import SignaturePolicySettings
 from gatekeeper.verify.cache import TtlCache
 from gatekeeper.verify.cosign import CosignVerifier, VerifiedStatement
 from gatekeeper.verify.discovery import OversizedAttestation, find_material
+from gatekeeper.verify.notation import NotationVerifier, TargetArtifact
 from gatekeeper.verify.ports import RegistryReader
 from gatekeeper.verify.trust import TrustRoot
 
@@ -56,16 +59,27 @@ class SignatureEvidenceCollector:
         *,
         metrics: Metrics | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._settings = settings
         self._registry = registry
         self._trust = trust
         self._metrics = metrics
         self._verifier = CosignVerifier(trust, max_predicate_bytes=settings.max_predicate_bytes)
+        self._now = now
+        self._notation = NotationVerifier(now=now, monotonic=monotonic)
         self._config_hash = settings.config_hash()
         self._cache: TtlCache[_Entry] = TtlCache(
             max_entries=settings.cache_max_entries, monotonic=monotonic
         )
+        for authority in settings.authorities:
+            if authority.match_docker_reference_defaulted and not authority.match_docker_reference:
+                log.warning(
+                    "signatures: authority %s does not compare the signed docker-reference with "
+                    "the image repository (a signature copied to another repository is accepted);"
+                    " set match_docker_reference, or version: 2 to make true the default",
+                    authority.name,
+                )
 
     def collect(
         self, reference: ImageReference, digest: Digest | None, context: EvidenceContext
@@ -147,9 +161,19 @@ class SignatureEvidenceCollector:
             max_payload_bytes=self._settings.max_payload_bytes,
             max_items=self._settings.max_materials, deadline=context.deadline,
         )  # fmt: skip
+        authorities = [self._settings.authority(name) for name in policy.authorities]
+        target = None
+        if material.notation and any(a.notation is not None for a in authorities):
+            manifest = self._registry.get_manifest(reference, digest, deadline=context.deadline)
+            target = TargetArtifact(manifest.media_type, manifest.digest, len(manifest.content))
         results = [
-            self._verifier.verify(material, self._settings.authority(name), digest)
-            for name in policy.authorities
+            self._notation.verify(
+                authority.name, authority.notation, material.notation, reference.name, target,
+                material.problems, deadline=context.deadline,
+            )
+            if authority.notation is not None
+            else self._verifier.verify(material, authority, digest, repository=reference.name)
+            for authority in authorities
         ]
         verified = [r for r in results if r.verified]
         satisfied = len(verified) >= policy.threshold
@@ -196,6 +220,9 @@ class SignatureEvidenceCollector:
             if satisfied
             else self._settings.negative_cache_ttl_seconds
         )
+        ends = [r.valid_until for r in results if r.verified and r.valid_until is not None]
+        if ends:  # a verified Notation signature expires (or its certificate does) on its own
+            ttl = max(0.0, min(ttl, (min(ends) - self._now()).total_seconds()))
         statements = tuple(statement for r in results for statement in r.statements)
         entry = _Entry(section, statements, material.oversized)
         self._cache.put(key, entry, ttl)

@@ -38,7 +38,7 @@ from gatekeeper.verify.authority import Authority
 from gatekeeper.verify.bundle import (
     IN_TOTO_PAYLOAD_TYPE,
     parse_in_toto_statement,
-    statement_names_sha256,
+    statement_names_digest,
     verify_bundle,
 )
 from gatekeeper.verify.discovery import (
@@ -49,8 +49,15 @@ from gatekeeper.verify.discovery import (
 )
 from gatekeeper.verify.keyless import KeylessVerifier
 from gatekeeper.verify.keys import VerificationKey, load_public_key
+from gatekeeper.verify.simple_signing import docker_reference_problem
+from gatekeeper.verify.text import shorten
 from gatekeeper.verify.tlog import check_entry_body, verify_rekor_bundle
-from gatekeeper.verify.trust import IdentityPolicy, TrustRoot, certificate_identity
+from gatekeeper.verify.trust import (
+    IdentityPolicy,
+    TrustRoot,
+    certificate_identity,
+    identity_mismatch_message,
+)
 
 __all__ = [
     "COSIGN_SIGN_PREDICATE",
@@ -78,6 +85,16 @@ REASON_MESSAGES: Mapping[str, str] = {
     "malformed": "malformed signature payload",
     "invalid": "signature invalid",
     "no-trust-root": "no trusted root for tlog verification",
+    "untrusted": "not trusted by the configured trusted root",
+    "reference-mismatch": "signed for another repository",
+    # Notation (gatekeeper/verify/notation.py)
+    "scope-mismatch": "no Notation trust policy covers this repository",
+    "skipped": "verification skipped by the Notation trust policy",
+    "unsupported": "unsupported signature feature",
+    "outside-validity": "certificate chain not valid at signing time",
+    "expired": "signature expired",
+    "revoked": "certificate revoked",
+    "revocation-unavailable": "revocation status unavailable",
 }
 # A reason from a candidate that got past the signer check says more than "another key".
 _LEAST_INFORMATIVE = ("no-key", "other-key")
@@ -87,6 +104,7 @@ PREDICATE_KINDS: Mapping[str, str] = {
     "https://slsa.dev/provenance/v1": "slsa-provenance-v1",
     "https://cyclonedx.org/bom": "cyclonedx",
     "https://cosign.sigstore.dev/attestation/vuln/v1": "cosign-vuln",
+    "https://openvex.dev/ns": "openvex",
     "https://spdx.dev/Document": "spdx",
 }
 
@@ -101,9 +119,11 @@ class Check:
     source: str
     signer: Mapping[str, Any] = field(default_factory=dict)
     tlog: str = "not-checked"
+    #: Fields of other signature kinds (Notation: format, scheme, validations).
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def as_evidence(self) -> dict[str, Any]:
-        return {
+        return dict(self.extra) | {
             "verified": self.ok,
             "reason": REASON_MESSAGES.get(self.reason, self.reason),
             "reason_code": self.reason,
@@ -137,10 +157,14 @@ class AuthorityResult:
     rejected_attestations: tuple[dict[str, Any], ...]
     #: The verified statements behind ``attestations`` (not part of the evidence).
     statements: tuple[VerifiedStatement, ...] = ()
+    #: When a verified result stops being true on its own (signature expiry, certificate end).
+    valid_until: datetime | None = None
+    #: Fields of other signature kinds (Notation: kind, trust policy, logged failures).
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def as_evidence(self) -> dict[str, Any]:
         identities = [dict(check.signer) for check in self.signatures if check.ok and check.signer]
-        return {
+        return dict(self.extra) | {
             "verified": self.verified,
             "reason": REASON_MESSAGES.get(self.reason, self.reason),
             "reason_code": self.reason,
@@ -166,10 +190,15 @@ class CosignVerifier:
 
     def __init__(self, trust: TrustRoot, *, max_predicate_bytes: int = 512 * 1024) -> None:
         self._trust = trust
-        self._keyless = KeylessVerifier(trusted_root=trust.root) if trust.root else None
+        self._keyless = (
+            KeylessVerifier(trusted_root=trust.root, root_name=trust.name) if trust.root else None
+        )
         self._max_predicate_bytes = max_predicate_bytes
 
-    def verify(self, material: Material, authority: Authority, digest: Digest) -> AuthorityResult:
+    def verify(
+        self, material: Material, authority: Authority, digest: Digest, *, repository: str
+    ) -> AuthorityResult:
+        """Check ``material`` found for ``digest`` in ``repository`` (``registry/repository``)."""
         checks: list[Check] = []
         attestations: list[dict[str, Any]] = []
         rejected: list[dict[str, Any]] = []
@@ -185,7 +214,7 @@ class CosignVerifier:
                 )  # fmt: skip
 
         for signature in material.signatures:
-            checks.append(self._simple_signing(signature, authority, digest))
+            checks.append(self._simple_signing(signature, authority, digest, repository))
         for bundle in material.bundles:
             check, attestation, statement = self._bundle(bundle, authority, digest)
             if attestation is not None:
@@ -318,11 +347,11 @@ class CosignVerifier:
             if ExtendedKeyUsageOID.CODE_SIGNING not in usage:
                 raise VerificationError("certificate is not for code signing")
         except (SigstoreError, VerificationError, x509.ExtensionNotFound) as exc:
-            return _fail("untrusted-certificate", str(exc)[:200], source), signer, "verified"
+            return _fail("untrusted-certificate", shorten(str(exc)), source), signer, "verified"
         try:
             IdentityPolicy(authority.identities).verify(certificate)
         except SigstoreError:
-            detail = f"certificate names {list(identity.subjects)} from {identity.issuer}"
+            detail = identity_mismatch_message(authority.identities, identity)
             return _fail("identity-mismatch", detail, source), signer, "verified"
         if not (certificate.not_valid_before_utc <= signed_at <= certificate.not_valid_after_utc):
             return _fail("untrusted-certificate", "signed outside the certificate's validity",
@@ -345,7 +374,7 @@ class CosignVerifier:
     # -- candidates ----------------------------------------------------------------------------
 
     def _simple_signing(
-        self, candidate: CosignSignature, authority: Authority, digest: Digest
+        self, candidate: CosignSignature, authority: Authority, digest: Digest, repository: str
     ) -> Check:
         failure, signer, tlog = self._signer(
             authority, candidate.signature, candidate.payload, candidate.certificate,
@@ -368,6 +397,13 @@ class CosignVerifier:
         if signed_digest != str(digest):
             return Check(False, "digest-mismatch",
                          f"signature is for {str(signed_digest)[:80]}, not {digest}",
+                         candidate.source, signer, tlog)  # fmt: skip
+        # (2b) ... and, where the authority asks, this repository.
+        if authority.match_docker_reference:
+            problem = docker_reference_problem(critical, repository)
+            if problem is not None:
+                return Check(False, "reference-mismatch", problem, candidate.source, signer, tlog)
+            return Check(True, "verified", "simple-signing payload names the digest and repository",
                          candidate.source, signer, tlog)  # fmt: skip
         return Check(True, "verified", "simple-signing payload names the digest",
                      candidate.source, signer, tlog)  # fmt: skip
@@ -444,7 +480,7 @@ class CosignVerifier:
             return check, _attestation_rejection(None, check), None
         predicate_type = str(statement["predicateType"])
         is_signature = predicate_type == COSIGN_SIGN_PREDICATE
-        if digest.algorithm != "sha256" or not statement_names_sha256(statement, digest.hex):
+        if not statement_names_digest(statement, digest.algorithm, digest.hex):
             check = Check(False, "digest-mismatch", "in-toto subject does not name the digest",
                           source, signer, tlog)  # fmt: skip
             rejection = None if is_signature else _attestation_rejection(predicate_type, check)

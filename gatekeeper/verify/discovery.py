@@ -10,6 +10,10 @@ Three places, all read (cosign v2 writes the first two, cosign v3 the third by d
   artifact type is a Sigstore bundle; the bundle's DSSE statement says whether it is a
   signature (predicate ``https://sigstore.dev/cosign/sign/v1``) or an attestation.
 
+The same referrers listing yields Notation signatures (artifact type
+``application/vnd.cncf.notary.signature``): a manifest whose subject is the digest and whose one
+layer is a JWS (``application/jose+json``) or COSE (``application/cose``) envelope.
+
 Material that is unusable (too big, malformed) is recorded as a *problem* and skipped, so a
 broken item never hides a good one; transient registry errors propagate (never cached).
 """
@@ -26,11 +30,14 @@ from gatekeeper.verify.ports import DescriptorView, RegistryReader
 
 __all__ = [
     "BUNDLE_MEDIA_TYPE",
+    "NOTATION_ARTIFACT_TYPE",
     "BundleArtifact",
     "CosignAttestation",
     "CosignSignature",
     "Material",
+    "NotationSignature",
     "OversizedAttestation",
+    "decode_standard_base64",
     "find_material",
 ]
 
@@ -43,8 +50,17 @@ CERTIFICATE_ANNOTATION = "dev.sigstore.cosign/certificate"
 CHAIN_ANNOTATION = "dev.sigstore.cosign/chain"
 REKOR_BUNDLE_ANNOTATION = "dev.sigstore.cosign/bundle"
 BUNDLE_PREDICATE_ANNOTATION = "dev.sigstore.bundle.predicateType"
+NOTATION_ARTIFACT_TYPE = "application/vnd.cncf.notary.signature"
+NOTATION_ENVELOPE_TYPES = frozenset({"application/jose+json", "application/cose"})
 #: cosign v2 annotates ``.att`` layers with the predicate type (unsigned: a claim only).
 PREDICATE_TYPE_ANNOTATION = "predicateType"
+
+
+def decode_standard_base64(text: str) -> bytes:
+    """Standard base64 as Go's ``base64.StdEncoding`` decodes it (what cosign reads): padding
+    required, no other alphabet, but carriage returns and newlines anywhere are ignored, so a
+    line-wrapped annotation decodes. Raises ``binascii.Error`` for anything else."""
+    return base64.b64decode(text.replace("\r", "").replace("\n", ""), validate=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +96,16 @@ class BundleArtifact:
 
 
 @dataclass(frozen=True, slots=True)
+class NotationSignature:
+    """One Notation signature manifest that refers to the image: its envelope, unverified."""
+
+    envelope: bytes
+    media_type: str
+    manifest_digest: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
 class OversizedAttestation:
     """An attestation left unread because it is larger than ``max_payload_bytes``: never
     verified; its predicate type is the unsigned annotation, i.e. what it claims to be."""
@@ -98,6 +124,7 @@ class Material:
     sources: tuple[str, ...]
     problems: tuple[str, ...]
     oversized: tuple[OversizedAttestation, ...] = ()
+    notation: tuple[NotationSignature, ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -128,6 +155,7 @@ def find_material(
         tuple(finder.sources),
         tuple(finder.problems),
         tuple(finder.oversized),
+        tuple(finder.notation),
     )
 
 
@@ -151,6 +179,7 @@ class _Finder:
         self.sources: list[str] = []
         self.problems: list[str] = []
         self.oversized: list[OversizedAttestation] = []
+        self.notation: list[NotationSignature] = []
         self.count = 0
 
     def _room(self, where: str) -> bool:
@@ -197,7 +226,7 @@ class _Finder:
         if not encoded:
             raise InvalidInputError("signature annotation missing")
         try:
-            signature = base64.b64decode(encoded, validate=True)
+            signature = decode_standard_base64(encoded)
         except binascii.Error as exc:
             raise InvalidInputError("signature annotation is not base64") from exc
         return CosignSignature(
@@ -239,6 +268,10 @@ class _Finder:
         self.sources.append(index.via)
         for descriptor in index.manifests:
             artifact_type = descriptor.artifact_type or ""
+            if artifact_type == NOTATION_ARTIFACT_TYPE:
+                if self._room(f"referrers of {digest}"):
+                    self._notation(descriptor, digest, index.via)
+                continue
             if not artifact_type.startswith(_BUNDLE_MEDIA_PREFIX):
                 continue  # SBOMs and other referrers belong to other collectors
             if not self._room(f"referrers of {digest}"):
@@ -270,6 +303,33 @@ class _Finder:
                 )
             except (VerificationError, InvalidInputError, NotFoundError) as exc:
                 self.problems.append(f"{where}: {exc.message}")
+
+    def _notation(self, descriptor: DescriptorView, digest: Digest, via: str) -> None:
+        where = f"notation signature {descriptor.digest}"
+        try:
+            manifest = self.registry.get_manifest(
+                self.reference, descriptor.digest, deadline=self.deadline
+            )
+            if manifest.subject is None or manifest.subject.digest != digest:
+                self.problems.append(f"{where}: its subject is not {digest}")
+                return
+            config_type = manifest.config.media_type if manifest.config is not None else None
+            if NOTATION_ARTIFACT_TYPE not in (manifest.artifact_type, config_type):
+                self.problems.append(f"{where}: not a Notary Project signature manifest")
+                return
+            if len(manifest.layers) != 1 or manifest.layers[0].media_type not in (
+                NOTATION_ENVELOPE_TYPES
+            ):
+                self.problems.append(f"{where}: expected exactly one JWS or COSE envelope layer")
+                return
+            layer = manifest.layers[0]
+            self.notation.append(
+                NotationSignature(
+                    self._blob(layer), layer.media_type, str(descriptor.digest), f"notation:{via}"
+                )
+            )
+        except (VerificationError, InvalidInputError, NotFoundError) as exc:
+            self.problems.append(f"{where}: {exc.message}")
 
 
 def _annotation_bytes(layer: DescriptorView, key: str) -> bytes | None:

@@ -40,6 +40,14 @@ class ManifestView(Protocol):
     def media_type(self) -> str: ...
 
     @property
+    def content(self) -> bytes:
+        """The exact bytes served (they hash to ``digest``)."""
+        ...
+
+    @property
+    def config(self) -> DescriptorView | None: ...
+
+    @property
     def layers(self) -> Sequence[DescriptorView]: ...
 
     @property

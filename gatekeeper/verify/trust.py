@@ -2,11 +2,21 @@
 
 Verification never needs the network: the public-good root is the ``trusted_root.json``
 shipped inside sigstore-python, and private/air-gapped Sigstore brings its own file.
+
+A trusted-root file may hold one JSON document or several, one per line, as
+``gh attestation trusted-root`` prints them (Sigstore public-good, then GitHub's own
+Fulcio and timestamp authority). Several documents are merged into one root: its certificate
+authorities, timestamp authorities, transparency logs and CT logs are the union, which is how
+sigstore-go's ``TrustedMaterialCollection`` combines them for ``gh attestation verify``.
+Protobuf JSON leaves empty lists out (GitHub's root has no ``tlogs`` or ``ctlogs``); they are
+read as empty.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -22,9 +32,12 @@ from gatekeeper.verify.authority import KeylessIdentity
 
 __all__ = [
     "CertificateIdentity",
+    "IdentityMismatch",
     "IdentityPolicy",
     "TrustRoot",
     "certificate_identity",
+    "describe_expected",
+    "identity_mismatch_message",
 ]
 
 _PUBLIC_GOOD = "https%3A%2F%2Ftuf-repo-cdn.sigstore.dev"
@@ -33,6 +46,8 @@ _OIDC_ISSUER_V1 = ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
 _OIDC_ISSUER_V2 = ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
 _OTHERNAME_SAN = ObjectIdentifier("1.3.6.1.4.1.57264.1.7")
 _MAX_TRUSTED_ROOT_BYTES = 4 * 1024 * 1024
+_MAX_TRUSTED_ROOT_DOCUMENTS = 16
+_ROOT_LISTS = ("tlogs", "certificateAuthorities", "ctlogs", "timestampAuthorities")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -40,21 +55,30 @@ class TrustRoot:
     """A Sigstore trusted root plus its ``version`` (a content hash, part of cache keys).
 
     ``root`` is ``None`` for key-only deployments (every authority says ``tlog: false``).
+    ``ct_exempt_cas`` are the SHA-256 fingerprints (hex, of the DER) of the CA certificates
+    that come from a trusted-root document listing no CT logs (GitHub's): certificates those
+    CAs issue carry no SCT, and none is demanded of them even when another document of a
+    merged file (public-good) lists CT logs.
     """
 
     version: str
     root: TrustedRoot | None
     name: str
+    ct_exempt_cas: frozenset[str] = frozenset()
 
     @classmethod
     def from_json(cls, data: bytes, *, name: str = "trusted_root.json") -> TrustRoot:
         if len(data) > _MAX_TRUSTED_ROOT_BYTES:
             raise ConfigurationError(f"{name} is larger than {_MAX_TRUSTED_ROOT_BYTES} bytes")
+        documents = _documents(data, name)
+        merged = _merge_documents(documents, name)
         try:
-            root = TrustedRoot(trustroot_v1.TrustedRoot.from_json(data))
+            root = TrustedRoot(trustroot_v1.TrustedRoot.from_json(json.dumps(merged)))
         except (ValueError, SigstoreVerificationError) as exc:
-            raise ConfigurationError(f"{name} is not a valid Sigstore trusted root") from exc
-        return cls(hashlib.sha256(data).hexdigest()[:16], root, name)
+            raise ConfigurationError(
+                f"{name} is not a valid Sigstore trusted root: {_first_problem(exc)}"
+            ) from exc
+        return cls(hashlib.sha256(data).hexdigest()[:16], root, name, _ct_exempt(documents))
 
     @classmethod
     def public_good(cls) -> TrustRoot:
@@ -75,6 +99,78 @@ class TrustRoot:
         return cls.from_json(data.read_bytes(), name=name)
 
 
+def _documents(data: bytes, name: str) -> list[dict[str, object]]:
+    """One JSON document, or one per line (JSON Lines)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"{name} is not UTF-8") from exc
+    try:
+        documents: list[object] = [json.loads(text)]
+    except ValueError:
+        lines = [line for line in text.splitlines() if line.strip()]
+        if len(lines) > _MAX_TRUSTED_ROOT_DOCUMENTS:
+            raise ConfigurationError(
+                f"{name} holds more than {_MAX_TRUSTED_ROOT_DOCUMENTS} trusted roots"
+            ) from None
+        try:
+            documents = [json.loads(line) for line in lines]
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"{name} is neither a JSON trusted root nor one trusted root per line"
+            ) from exc
+    if not documents or not all(isinstance(d, dict) for d in documents):
+        raise ConfigurationError(f"{name} is not a valid Sigstore trusted root: not an object")
+    return [d for d in documents if isinstance(d, dict)]
+
+
+def _merge_documents(documents: list[dict[str, object]], name: str) -> dict[str, object]:
+    media_types = {d.get("mediaType") for d in documents}
+    if len(media_types) != 1:
+        raise ConfigurationError(
+            f"{name} mixes trusted root media types {sorted(map(str, media_types))}"
+        )
+    merged: dict[str, object] = {"mediaType": media_types.pop()}
+    for key in _ROOT_LISTS:
+        items: list[object] = []
+        for document in documents:
+            value = document.get(key, [])
+            if not isinstance(value, list):
+                raise ConfigurationError(
+                    f"{name} is not a valid Sigstore trusted root: {key} is not a list"
+                )
+            items.extend(value)
+        merged[key] = items
+    return merged
+
+
+def _ct_exempt(documents: list[dict[str, object]]) -> frozenset[str]:
+    fingerprints: set[str] = set()
+    for document in documents:
+        if document.get("ctlogs"):
+            continue
+        authorities = document.get("certificateAuthorities")
+        for authority in authorities if isinstance(authorities, list) else []:
+            chain = authority.get("certChain", {}) if isinstance(authority, dict) else {}
+            for certificate in chain.get("certificates", []) if isinstance(chain, dict) else []:
+                raw = certificate.get("rawBytes") if isinstance(certificate, dict) else None
+                if isinstance(raw, str):
+                    try:
+                        der = base64.b64decode(raw, validate=True)
+                    except ValueError:
+                        continue  # the trusted-root parser reports it
+                    fingerprints.add(hashlib.sha256(der).hexdigest())
+    return frozenset(fingerprints)
+
+
+def _first_problem(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # pydantic: "N validation errors for TrustedRoot" / "<field path>" / "<message> [type=...]"
+    if len(lines) >= 3 and "validation error" in lines[0]:
+        return f"{lines[1]}: {lines[2].split(' [type=')[0]}"
+    return lines[0] if lines else type(exc).__name__
+
+
 @dataclass(frozen=True, slots=True)
 class CertificateIdentity:
     """Who a Fulcio certificate names: its SAN values and the OIDC issuer extension."""
@@ -84,6 +180,34 @@ class CertificateIdentity:
 
     def as_evidence(self) -> dict[str, object]:
         return {"subjects": list(self.subjects), "issuer": self.issuer}
+
+    def describe(self) -> str:
+        """``certificate names A from issuer B`` (what a mismatch message reports)."""
+        names = ", ".join(self.subjects) if self.subjects else "no identity"
+        return f"certificate names {names} from issuer {self.issuer or '(none)'}"
+
+
+def describe_expected(identities: Sequence[KeylessIdentity]) -> str:
+    """``expected identity X from issuer Y`` (alternatives joined with ``or``)."""
+    parts = []
+    for identity in identities:
+        subject = (
+            identity.subject
+            if identity.subject is not None
+            else f"matching {identity.subject_regex}"
+        )
+        issuer = (
+            identity.issuer if identity.issuer is not None else f"matching {identity.issuer_regex}"
+        )
+        parts.append(f"identity {subject} from issuer {issuer}")
+    return "expected " + " or ".join(parts)
+
+
+def identity_mismatch_message(
+    identities: Sequence[KeylessIdentity], identity: CertificateIdentity
+) -> str:
+    """``expected identity X from issuer Y, certificate names A from issuer B``."""
+    return f"{describe_expected(identities)}, {identity.describe()}"
 
 
 def certificate_identity(certificate: x509.Certificate) -> CertificateIdentity:
@@ -146,7 +270,8 @@ class IdentityPolicy:
         for expected in self._identities:
             if expected.matches(identity.issuer, identity.subjects):
                 return
-        raise SigstoreVerificationError(
-            f"identity mismatch: certificate names {list(identity.subjects)} "
-            f"issued by {identity.issuer!r}"
-        )
+        raise IdentityMismatch(identity_mismatch_message(self._identities, identity))
+
+
+class IdentityMismatch(SigstoreVerificationError):
+    """The certificate is trusted but names someone the policy does not expect."""

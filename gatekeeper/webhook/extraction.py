@@ -32,6 +32,7 @@ __all__ = [
     "extract_images",
     "find_pod_specs",
     "format_path",
+    "images_before",
     "path_sort_key",
 ]
 
@@ -162,3 +163,21 @@ def extract_images(
                         f"object has more than {MAX_IMAGES} images", field=where
                     )
     return tuple(locations)
+
+
+def images_before(
+    old_object: Mapping[str, Any] | None, kind: str, container_lists: Sequence[str]
+) -> frozenset[str]:
+    """The image strings ``oldObject`` already carried (an UPDATE evaluates only the others).
+
+    An old object we cannot read counts as carrying nothing: every image is then evaluated.
+    """
+    if not old_object:
+        return frozenset()
+    try:
+        return frozenset(
+            location.image
+            for location in extract_images(old_object, kind, container_lists=container_lists)
+        )
+    except InvalidInputError:
+        return frozenset()

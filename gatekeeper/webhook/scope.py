@@ -98,6 +98,20 @@ class AdmissionSettings:
     max_review_bytes: int = DEFAULT_MAX_REVIEW_BYTES
     #: Threads evaluating reviews concurrently; more reviews wait (within their budget).
     max_workers: int = 16
+    #: Modes in which a gate failure (evidence not gathered, policy engine down, budget spent)
+    #: admits instead of denying. Default: ``warn`` and ``audit`` fail open (they do not
+    #: enforce violations either), ``enforce`` fails closed. ``enforce`` here admits like a
+    #: fail-open namespace (recorded as deny, answered with a warning).
+    gate_failure_open_modes: frozenset[EnforcementMode] = frozenset(
+        {EnforcementMode.WARN, EnforcementMode.AUDIT}
+    )
+    #: Record dry-run decisions (flagged ``dry_run``); False decides without a record (the
+    #: registration declares ``sideEffects: NoneOnDryRun`` either way).
+    record_dry_run: bool = True
+    #: How long, and for how many admissions, the validating webhook may reuse the mutating
+    #: webhook's decision (:mod:`gatekeeper.webhook.reuse`); 0 turns reuse off.
+    reuse_ttl_seconds: float = 60.0
+    reuse_max_entries: int = 4096
 
     def __post_init__(self) -> None:
         if not 0 < self.webhook_timeout_seconds <= 30:
@@ -124,6 +138,14 @@ class AdmissionSettings:
     @property
     def all_excluded_namespaces(self) -> frozenset[str]:
         return self.excluded_namespaces | {self.own_namespace}
+
+    def fail_open_reason(self, namespace: str, mode: EnforcementMode) -> str | None:
+        """Why a gate failure admits in ``namespace`` under ``mode``, or None (it denies)."""
+        if namespace in self.fail_open_namespaces:
+            return "fail-open namespace"
+        if mode in self.gate_failure_open_modes:
+            return f"gate failures fail open in {mode.value} mode"
+        return None
 
 
 def why_not_governed(request: AdmissionRequest, settings: AdmissionSettings) -> str | None:

@@ -8,27 +8,50 @@ times at most every ``check_interval`` seconds, on the TLS ClientHello of a new 
 changed. A rotation that leaves the files unreadable or mismatched keeps the previous
 certificate and logs the error (the pod stays serving until the next good rotation).
 
-Optional client-certificate verification: with ``client_ca_file`` the server requires the API
-server to present a certificate signed by that CA (kube-apiserver's
-``--admission-control-config-file`` with a ``kubeConfigFile`` naming the client certificate).
+Optional client certificates, for the admission endpoints only: with ``client_ca_file`` the
+TLS handshake *asks* for a client certificate and verifies any certificate presented against
+that CA (a certificate from another CA fails the handshake), but lets a client without one
+connect, so the kubelet's probes (``/healthz``, ``/readyz``) and the REST API (bearer tokens)
+keep working. :class:`ClientCertificateProtocol` tells the application, per connection, whether a
+verified certificate was presented (``scope["extensions"]["tls"]["client_certificate"]``), and
+:class:`AdmissionClientCertificateGate` refuses ``/admission/...`` requests without one (403),
+failing closed when the server cannot say. The API server presents its certificate with
+``--admission-control-config-file`` and a ``kubeConfigFile`` naming it.
 
-Use with uvicorn: ``uvicorn.run(app, ssl_context_factory=lambda _config, _default:
-reloading.context, ...)`` (``ssl_context_factory`` exists since uvicorn 0.47).
+Use with uvicorn: ``uvicorn.run(app, http=ClientCertificateProtocol,
+ssl_context_factory=lambda _config, _default: reloading.context, ...)``
+(``ssl_context_factory`` exists since uvicorn 0.47).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from gatekeeper.errors import ConfigurationError
 
-__all__ = ["ReloadingServerContext"]
+__all__ = [
+    "ADMISSION_PREFIX",
+    "AdmissionClientCertificateGate",
+    "ClientCertificateProtocol",
+    "ReloadingServerContext",
+]
+
+ADMISSION_PREFIX = "/admission/"
+
+_Scope = MutableMapping[str, Any]
+_Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+_Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+_App = Callable[[_Scope, _Receive, _Send], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +103,10 @@ class ReloadingServerContext:
         try:
             context.load_cert_chain(self._cert_file, self._key_file)
             if self._client_ca_file is not None:
+                # Optional at the handshake (probes and the REST API have none); required for
+                # the admission endpoints by AdmissionClientCertificateGate.
                 context.load_verify_locations(cafile=self._client_ca_file)
-                context.verify_mode = ssl.CERT_REQUIRED
+                context.verify_mode = ssl.CERT_OPTIONAL
         except (OSError, ssl.SSLError) as exc:
             raise ConfigurationError(
                 f"TLS certificate {self._cert_file} with key {self._key_file} cannot be "
@@ -119,3 +144,53 @@ class ReloadingServerContext:
         self.maybe_reload()
         if self.reloads:
             connection.context = self._current
+
+
+class ClientCertificateProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol that tells the application whether the connection's peer
+    presented a certificate the TLS context verified (uvicorn does not put it in the scope)."""
+
+    def connection_made(self, transport: Any) -> None:  # asyncio calls it after the handshake
+        super().connection_made(transport)
+        ssl_object = transport.get_extra_info("ssl_object")
+        verified = bool(ssl_object is not None and ssl_object.getpeercert())
+        app: _App = self.app
+
+        async def tagged(scope: _Scope, receive: _Receive, send: _Send) -> None:
+            if scope.get("type") == "http":
+                extensions = scope.setdefault("extensions", {})
+                extensions["tls"] = {"client_certificate": verified}
+            await app(scope, receive, send)
+
+        self.app = tagged
+
+
+class AdmissionClientCertificateGate:
+    """ASGI middleware: ``/admission/...`` needs a verified client certificate; other paths
+    do not. A server that does not report the certificate (no ``tls`` extension) is refused
+    too: the gate fails closed."""
+
+    def __init__(self, app: _App) -> None:
+        self.app = app
+
+    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+        if scope.get("type") != "http" or not str(scope.get("path", "")).startswith(
+            ADMISSION_PREFIX
+        ):
+            await self.app(scope, receive, send)
+            return
+        tls = scope.get("extensions", {}).get("tls") or {}
+        if tls.get("client_certificate") is True:
+            await self.app(scope, receive, send)
+            return
+        log.warning("admission request from %s refused: no client certificate",
+                    (scope.get("client") or ("?",))[0])
+        body = json.dumps({"error": {
+            "kind": "unauthenticated", "field": "tls",
+            "message": "the admission endpoints require a client certificate signed by "
+                       "GATEKEEPER_TLS_CLIENT_CA_FILE (the API server's)",
+        }}).encode()
+        await send({"type": "http.response.start", "status": 403,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +53,15 @@ def auditor_token() -> dict[str, str]:
     return {"Authorization": f"Bearer {jwt.encode(claims, AUTH_SECRET, 'HS256')}"}
 
 
-@pytest.fixture
-def served(tmp_path: Path, opa_binary: str, policy_dir: Path) -> Iterator[tuple[str, Any]]:
+@contextmanager
+def serve_gatekeeper(
+    tmp_path: Path, opa_binary: str, policy_dir: Path, ca: CertificateAuthority,
+    **extra_env: str,
+) -> Iterator[tuple[str, Any]]:
+    """``gatekeeper serve`` as a child on HTTPS with ``extra_env`` on top of the defaults."""
     if not _integrated():
         pytest.skip("admission router not mounted in create_app yet (issue 5 integration note)")
     host = registry_host()
-    ca = CertificateAuthority(tmp_path)
     leaf = ca.issue("gatekeeper", ip_addresses=("127.0.0.1",))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -80,6 +84,7 @@ def served(tmp_path: Path, opa_binary: str, policy_dir: Path) -> Iterator[tuple[
         GATEKEEPER_AUTH_HS256_SECRET=AUTH_SECRET,
         GATEKEEPER_AUDIT_SPOOL_DIR=str(tmp_path / "audit-spool"),
         GATEKEEPER_POLICY_STATE_DIR=str(tmp_path / "policy-state"),
+        **extra_env,
     )
     log = (tmp_path / "serve.log").open("wb")
     process = subprocess.Popen(
@@ -108,6 +113,14 @@ def served(tmp_path: Path, opa_binary: str, policy_dir: Path) -> Iterator[tuple[
             process.kill()
             process.wait(timeout=5)
         log.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path, opa_binary: str, policy_dir: Path) -> Iterator[tuple[str, Any]]:
+    with serve_gatekeeper(tmp_path, opa_binary, policy_dir, CertificateAuthority(tmp_path)) as (
+        url, client
+    ):
+        yield url, client
 
 
 def post(client: httpx.Client, url: str, path: str, document: dict[str, Any]) -> httpx.Response:
@@ -160,3 +173,81 @@ def test_edges_of_the_real_app(served) -> None:
     assert answer == {
         "uid": system["request"]["uid"], "allowed": True,
         "status": {"code": 200, "message": "not evaluated: namespace kube-system is excluded"}}
+
+
+def decisions_of(client: httpx.Client, url: str) -> list[dict[str, Any]]:
+    page = client.get(f"{url}/v1/decisions?namespace=shop&limit=500", headers=auditor_token())
+    assert page.status_code == 200, page.text
+    items: list[dict[str, Any]] = page.json()["items"]
+    return items
+
+
+def test_one_admission_through_both_webhooks_is_one_record(served, tmp_path: Path) -> None:
+    url, client = served
+    host = registry_host()
+    repository = unique_repository()
+    digest = push_image(host, f"{repository}:1.0", "app", tmp_path)
+    review = deployment_review("uid-both-1", [f"{host}/{repository}:1.0"])
+    mutated = post(client, url, "/admission/mutate", review).json()["response"]
+    [op] = json.loads(base64.b64decode(mutated["patch"]))
+    review["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["image"] = op["value"]
+    validated = post(client, url, "/admission/validate", review).json()["response"]
+    assert mutated["allowed"] and validated["allowed"]
+    decision_id = mutated["auditAnnotations"]["decision-id"]
+    assert validated["auditAnnotations"]["decision-id"] == decision_id
+    assert validated["status"]["message"] == (
+        f"admitted: 1 image(s) evaluated (decision {decision_id}, made by the mutating webhook)")
+    assert [d["decision_id"] for d in decisions_of(client, url)] == [decision_id]
+    assert op["value"] == f"{host}/{repository}:1.0@{digest}"
+
+
+def test_a_forbidden_registry_is_never_contacted_and_its_reason_comes_first(served) -> None:
+    """127.0.0.2 is loopback but not on development's allow-list (127.0.0.1:* is): the deny is
+    decided before evidence, so nothing connects to the registry there."""
+    url, client = served
+    accepted: list[socket.socket] = []
+    listener = socket.socket()
+    listener.bind(("127.0.0.2", 0))
+    listener.listen(8)
+    listener.settimeout(0.1)
+    forbidden = f"127.0.0.2:{listener.getsockname()[1]}"
+    image = f"{forbidden}/acme/app:1.0"
+    try:
+        answer = post(client, url, "/admission/validate",
+                      deployment_review("uid-forbidden-1", [image])).json()["response"]
+        try:
+            while True:
+                connection, _ = listener.accept()
+                accepted.append(connection)
+        except TimeoutError:
+            pass
+    finally:
+        for connection in accepted:
+            connection.close()
+        listener.close()
+    assert accepted == []
+    assert answer["allowed"] is False
+    assert answer["status"]["message"] == (
+        f"spec.template.spec.containers[0].image ({image}): registry \"{forbidden}\" is not "
+        f"allowed in environment \"development\" (decision "
+        f"{answer['auditAnnotations']['decision-id']})")
+
+
+def test_client_ca_guards_the_admission_endpoints_only(
+    tmp_path: Path, opa_binary: str, policy_dir: Path
+) -> None:
+    ca = CertificateAuthority(tmp_path)
+    apiserver = ca.issue("kube-apiserver", client=True, stem="apiserver-client")
+    with serve_gatekeeper(tmp_path, opa_binary, policy_dir, ca,
+                          GATEKEEPER_TLS_CLIENT_CA_FILE=str(ca.cert_file)) as (url, anonymous):
+        # The kubelet's probes present no certificate: they keep working.
+        assert anonymous.get(url + "/healthz").status_code == 200
+        assert anonymous.get(url + "/readyz").status_code == 200
+        review = json.loads((ASSETS / "pod-kube-system-create.json").read_text())
+        refused = post(anonymous, url, "/admission/validate", review)
+        assert refused.status_code == 403
+        assert refused.json()["error"]["field"] == "tls"
+        with client_for(ca, cert=apiserver) as apiserver_client:
+            answer = post(apiserver_client, url, "/admission/validate", review).json()
+        assert answer["response"]["status"]["message"] == (
+            "not evaluated: namespace kube-system is excluded")

@@ -23,7 +23,11 @@ import uvicorn
 from fastapi import FastAPI
 
 from gatekeeper.webhook import AdmissionHandler, AdmissionSettings, build_admission_router
-from gatekeeper.webhook.tls import ReloadingServerContext
+from gatekeeper.webhook.tls import (
+    AdmissionClientCertificateGate,
+    ClientCertificateProtocol,
+    ReloadingServerContext,
+)
 from tests.unit.webhook.certificates import CertificateAuthority
 from tests.unit.webhook.fakes import build_service, digest_of
 
@@ -35,16 +39,21 @@ SERVICE_NAME = "gatekeeper.gatekeeper-system.svc"
 
 @contextmanager
 def serve_https(
-    handler: AdmissionHandler, tls: ReloadingServerContext
+    handler: AdmissionHandler, tls: ReloadingServerContext, *, client_certificates: bool = False
 ) -> Iterator[str]:
+    """The admission router plus a ``/healthz`` probe on uvicorn, as ``gatekeeper serve`` runs
+    them: with the client-certificate protocol, and the admission gate when a CA is required."""
     app = FastAPI()
     app.include_router(build_admission_router(handler))
+    app.add_api_route("/healthz", lambda: {"status": "ok"})
+    if client_certificates:
+        app.add_middleware(AdmissionClientCertificateGate)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, log_level="warning", lifespan="off",
+        app, log_level="warning", lifespan="off", http=ClientCertificateProtocol,
         ssl_context_factory=lambda _config, _default: tls.context,
     )
     server = uvicorn.Server(config)
@@ -195,13 +204,61 @@ def test_broken_rotation_keeps_the_previous_certificate(ca) -> None:
     assert tls.reloads == 0
 
 
-def test_client_certificate_of_the_api_server_is_required_when_configured(ca) -> None:
+def test_client_certificate_is_required_for_admission_only(ca, tmp_path) -> None:
     leaf = ca.issue("gatekeeper", dns_names=(SERVICE_NAME,), ip_addresses=("127.0.0.1",))
     apiserver = ca.issue("kube-apiserver", client=True, stem="apiserver-client")
     tls = ReloadingServerContext(leaf.cert_file, leaf.key_file, client_ca_file=ca.cert_file)
     service, _ = build_service()
-    with serve_https(AdmissionHandler(service, AdmissionSettings()), tls) as url:
+    with serve_https(AdmissionHandler(service, AdmissionSettings()), tls,
+                     client_certificates=True) as url:
         with client_for(ca, cert=apiserver) as client:
             assert send(client, url, "daemonset-create")["allowed"] is True
-        with client_for(ca) as anonymous, pytest.raises(httpx.HTTPError):
-            send(anonymous, url, "daemonset-create")
+        with client_for(ca) as anonymous:
+            # Probes and the REST API connect without a certificate ...
+            assert anonymous.get(url + "/healthz").json() == {"status": "ok"}
+            # ... the admission endpoints refuse them, saying why.
+            refused = anonymous.post(
+                url + "/admission/validate", headers={"Content-Type": "application/json"},
+                content=(ASSETS / "daemonset-create.json").read_bytes())
+            assert refused.status_code == 403
+            assert refused.json() == {"error": {
+                "kind": "unauthenticated", "field": "tls",
+                "message": "the admission endpoints require a client certificate signed by "
+                           "GATEKEEPER_TLS_CLIENT_CA_FILE (the API server's)"}}
+        # A certificate from another CA fails the handshake itself.
+        (tmp_path / "other").mkdir()
+        stranger = CertificateAuthority(tmp_path / "other", name="other-ca").issue(
+            "intruder", client=True, stem="intruder")
+        with client_for(ca, cert=stranger) as intruder, pytest.raises(httpx.HTTPError):
+            intruder.get(url + "/healthz")
+
+
+def test_admission_gate_fails_closed_without_the_certificate_protocol(ca) -> None:
+    """Served by a protocol that does not report the peer certificate: refused, not admitted."""
+    leaf = ca.issue("gatekeeper", dns_names=(SERVICE_NAME,), ip_addresses=("127.0.0.1",))
+    apiserver = ca.issue("kube-apiserver", client=True, stem="apiserver-client")
+    tls = ReloadingServerContext(leaf.cert_file, leaf.key_file, client_ca_file=ca.cert_file)
+    app = FastAPI()
+    service, _ = build_service()
+    app.include_router(build_admission_router(AdmissionHandler(service, AdmissionSettings())))
+    app.add_middleware(AdmissionClientCertificateGate)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(
+        app, log_level="warning", lifespan="off", http="h11",
+        ssl_context_factory=lambda _config, _default: tls.context))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        with client_for(ca, cert=apiserver) as client:
+            response = client.post(
+                f"https://127.0.0.1:{sock.getsockname()[1]}/admission/validate",
+                headers={"Content-Type": "application/json"},
+                content=(ASSETS / "daemonset-create.json").read_bytes())
+        assert response.status_code == 403
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

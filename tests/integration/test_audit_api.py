@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from gatekeeper.api.audit_routes import audit_readiness
 from gatekeeper.app import create_app
-from gatekeeper.cli_audit import audit_app
+from gatekeeper.cli.audit import audit_app
 
 SECRET = "an HS256 secret of at least 32 bytes!"
 DIGEST = "sha256:" + "cd" * 32
@@ -153,8 +153,8 @@ def test_verify_route(client):
     body = client.get("/v1/audit/verify", headers=bearer("auditor")).json()
     assert body["verified"] is True and body["records"] == 4 and body["last_checkpoint_seq"] == 3
     assert body["message"] == (
-        "audit trail verified: 4 records (1..4), 1 signed checkpoints, last at record 3; "
-        "1 records after it are chained but not yet signed"
+        "audit trail verified: 4 records (1..4), 1 signed checkpoint, last at record 3; "
+        "1 record after it is chained but not yet signed"
     )
 
 
@@ -173,15 +173,24 @@ MATRIX = [
     ("GET", "/v1/audit/export", {A, AD}),
     ("GET", "/v1/audit/verify", {A, AD}),
     ("POST", "/v1/sboms", {P, AD}),
+    ("POST", "/v1/vex", {PA, AD}),  # and vex-publisher: test_vex_publisher_may_upload_vex
     ("GET", "/v1/policies", {PA, A, AD}),
     ("GET", "/v1/exceptions", {PA, A, AD}),
     ("GET", "/healthz", None),
     ("GET", "/readyz", None),
 ]
 SBOM = {"bomFormat": "CycloneDX", "specVersion": "1.5", "version": 1, "components": []}
+VEX = {"@context": "https://openvex.dev/ns/v0.2.0", "@id": "https://example.com/vex/1",
+       "author": "sec", "timestamp": "2026-11-20T00:00:00Z", "version": 1,
+       "statements": [{"vulnerability": {"name": "CVE-2024-3094"},
+                       "products": [{"@id": f"pkg:oci/a@{DIGEST.replace(':', '%3A')}"}],
+                       "status": "fixed"}]}
 
 
 def call(client, method, path, headers):
+    if path == "/v1/vex":
+        return client.post(path, content=json.dumps(VEX),
+                           headers={**headers, "Content-Type": "application/json"})
     if path == "/v1/sboms":
         return client.post(
             path, params={"image_digest": DIGEST}, content=json.dumps(SBOM),
@@ -212,15 +221,22 @@ def test_role_matrix(client, method, path, allowed):
             assert response.json()["message"].startswith(f"subject '{role}-bot' lacks the role")
 
 
+def test_vex_publisher_may_upload_vex_and_nothing_else(client):
+    publisher = bearer("vex-publisher", sub="sec-team")
+    assert call(client, "POST", "/v1/vex", publisher).status_code == 201
+    for method, path, allowed in MATRIX:
+        if allowed is not None and path != "/v1/vex":
+            assert call(client, method, path.replace("/{id}", "/x"), publisher).status_code == 403, path
+
+
 def test_export_cli_with_progress_and_summary(client, make_settings, signing_key, tmp_path, monkeypatch):
     for ticket in ("CHG-1", "CHG-2", "CHG-1", "CHG-3"):
         evaluate(client, ticket)
     settings = make_settings()
     output = tmp_path / "out.jsonl"
-    env = {"GATEKEEPER_DATABASE_URL": settings.database_url}
-    monkeypatch.setattr("gatekeeper.cli_audit._setting",
-                        lambda s, name, default=None: {"audit_signing_key_file": signing_key[0]}.get(name, default))
-    result = CliRunner().invoke(audit_app, ["export", "--format", "jsonl", "--ticket-id", "CHG-1", "--output", str(output)], env=env)
+    env = {"GATEKEEPER_DATABASE_URL": settings.database_url,
+           "GATEKEEPER_AUDIT_SIGNING_KEY_FILE": str(signing_key[0])}
+    result = CliRunner().invoke(audit_app, ["export", "--format", "jsonl", "--ticket-id", "CHG-1", "--file", str(output)], env=env)
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == (
         f"exported records 1..3 (3 chain entries) to {output}; it ends with the checkpoint at record 3 "
@@ -228,7 +244,7 @@ def test_export_cli_with_progress_and_summary(client, make_settings, signing_key
         f"gatekeeper audit verify --file {output} --public-key PUBLIC_KEY"
     )
     verified = CliRunner().invoke(audit_app, ["verify", "--file", str(output), "--public-key", str(signing_key[1])])
-    assert verified.exit_code == 0 and "2 records and 1 chain links (1..3)" in verified.output
+    assert verified.exit_code == 0 and "2 records and 1 chain link (1..3)" in verified.output
     online = CliRunner().invoke(audit_app, ["verify"], env=env)
     assert online.exit_code == 0, online.output
     assert online.stdout.strip() == "audit trail verified: 4 records (1..4), 2 signed checkpoints, last at record 4"

@@ -368,7 +368,7 @@ def test_maintenance_thread_signs_on_time_and_prunes(make_log, signer):
 def test_cli_verify_exit_codes_name_the_record(make_log, database_url, signer, tmp_path):
     from typer.testing import CliRunner
 
-    from gatekeeper.cli_audit import audit_app
+    from gatekeeper.cli.audit import audit_app
 
     log = make_log()
     fill(log, 5)
@@ -382,8 +382,8 @@ def test_cli_verify_exit_codes_name_the_record(make_log, database_url, signer, t
     ok = runner.invoke(audit_app, ["verify", "--public-key", str(public)], env=env)
     assert ok.exit_code == 0, ok.output
     assert ok.stdout.strip() == (
-        "audit trail verified: 5 records (1..5), 1 signed checkpoints, last at record 4; "
-        "1 records after it are chained but not yet signed"
+        "audit trail verified: 5 records (1..5), 1 signed checkpoint, last at record 4; "
+        "1 record after it is chained but not yet signed"
     )
     attack(log, ("UPDATE gatekeeper_decisions SET document = replace(document, 'CHG-1', 'CHG-2') "
                  "WHERE seq = 2", {}))

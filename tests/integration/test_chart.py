@@ -151,7 +151,7 @@ def test_webhook_configurations_are_safe_by_default() -> None:
         "/admission/mutate", "/admission/mutate/warn", "/admission/mutate/audit"]
     for webhook in validating + mutating:
         assert webhook["failurePolicy"] == "Fail"
-        assert webhook["sideEffects"] == "None"
+        assert webhook["sideEffects"] == "NoneOnDryRun"
         assert webhook["admissionReviewVersions"] == ["v1"]
         assert webhook["matchPolicy"] == "Equivalent"
         assert webhook["timeoutSeconds"] == 10
@@ -322,7 +322,8 @@ def test_irsa_annotation_and_database_secret() -> None:
         (("opa.bundlePolling.minDelaySeconds=10",), "must not exceed opa.bundlePolling"),
         (("policies.archiveKey=p.tar.gz",), "set policies.existingConfigMap too"),
         (("audit.retentionDays=0",), "minimum: got 0, want 1"),
-        (("tls.clientCA=-----BEGIN CERTIFICATE-----",), "tls.clientCA is not supported"),
+        (("admission.url=http://gatekeeper.example.com",), "at '/admission/url'"),
+        (("admission.gateFailure.warn=maybe",), "value must be one of 'open', 'closed'"),
     ],
 )
 def test_bad_values_are_refused_with_a_clear_message(sets: tuple[str, ...], message: str) -> None:
@@ -522,3 +523,28 @@ def test_gatekeeper_pods_get_a_critical_priority_class_by_default() -> None:
     assert pod["priorityClassName"] == "system-cluster-critical"
     pod = one(render("priorityClassName="), "Deployment")["spec"]["template"]["spec"]
     assert "priorityClassName" not in pod
+
+
+def test_client_ca_is_mounted_for_the_admission_endpoints() -> None:
+    docs = render("tls.clientCA=-----BEGIN CERTIFICATE-----")
+    gatekeeper, _ = containers(docs)
+    assert env_of(gatekeeper)["GATEKEEPER_TLS_CLIENT_CA_FILE"] == "/etc/gatekeeper/client-ca/ca.crt"
+    assert volume(docs, "client-ca") == {"name": "client-ca",
+                                         "configMap": {"name": "gk-gatekeeper-client-ca"}}
+    [config] = [d for d in by_kind(docs, "ConfigMap")
+                if d["metadata"]["name"] == "gk-gatekeeper-client-ca"]
+    assert config["data"] == {"ca.crt": "-----BEGIN CERTIFICATE-----"}
+
+
+def test_webhooks_call_a_url_with_a_ca_bundle_and_declare_no_side_effects_on_dry_run() -> None:
+    docs = render("admission.url=https://gk.example.com:8443/", "tls.mode=secret",
+                  "tls.secretName=gk-tls", "tls.caBundle=PEM")
+    validating = one(docs, "ValidatingWebhookConfiguration")
+    assert [w["clientConfig"] for w in validating["webhooks"]] == [
+        {"url": f"https://gk.example.com:8443/admission/validate{mode}", "caBundle": "UEVN"}
+        for mode in ("", "/warn", "/audit")]
+    assert {w["sideEffects"] for w in validating["webhooks"]} == {"NoneOnDryRun"}
+    gatekeeper, _ = containers(docs)
+    assert env_of(gatekeeper)["GATEKEEPER_ADMISSION_GATE_FAILURE"] == (
+        '{"audit":"open","enforce":"closed","warn":"open"}')
+    assert env_of(gatekeeper)["GATEKEEPER_ADMISSION_RECORD_DRY_RUN"] == "true"

@@ -37,6 +37,9 @@ def signed_world(tmp_path: Path, opa_binary: str, policy_dir: Path):
         "signatures": {
             "authorities": [{"name": "release", "keys": [keys.public_pem], "tlog": False}],
             "images": [{"glob": f"{host}/**", "authorities": ["release"]}],
+            # A current configuration: without it the gatekeeper warns on stderr that the
+            # authority does not compare the signed docker-reference.
+            "version": 2,
         },
         "trusted_root": "none",
         "ecr_auth": False,

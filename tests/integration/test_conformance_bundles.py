@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.verify.bundle import verify_bundle_for_cli
+from gatekeeper.verify.bundle_cli import verify_bundle_for_cli
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "sigstore-conformance"
 CASES = sorted(p for p in (ASSETS / "bundle-verify").iterdir() if p.is_dir())

@@ -132,18 +132,25 @@ def test_banned_component_and_fixable_cve_deny_then_clean_image_is_allowed(
     assert decision.verdict is Verdict.DENY
     messages = {(v.policy, v.message) for v in decision.violations}
     assert messages == {
-        ("sbom", "banned component pkg:npm/event-stream@3.3.6: malicious release (flatmap-stream)"),
+        ("sbom", "banned component pkg:npm/event-stream@3.3.6: malicious release (flatmap-stream) "
+                 "(listed by upload)"),
         ("vulnerabilities", "CVE-2024-3094 in xz-utils 5.6.0 (CRITICAL, fixed in 5.6.1) is not "
                             "allowed in production"),
     }
-    assert decision.images[0].evidence["sbom"]["sha256"] == upload.stored.sha256
+    assert decision.images[0].evidence["sbom"]["documents"][0]["sha256"] == upload.stored.sha256
 
     clean, clean_digest = push_image()
     inject(moto_url, clean, clean_digest, **_complete_scan([]))
     uploader.upload(encode(cyclonedx(3)), clean_digest)
     allowed = service.evaluate(_production(str(clean)))
     assert allowed.violations == ()
-    assert allowed.verdict is Verdict.ALLOW
+    # An uploaded SBOM alone is accepted with a warning in production (issue 10.1: the proof
+    # there is an attested SBOM).
+    assert allowed.verdict is Verdict.WARN
+    assert [(w.policy, w.message) for w in allowed.warnings] == [
+        ("sbom", "no SBOM from attestation in production: accepted with a warning on the SBOM "
+                 "from upload"),
+    ]
 
 
 def test_production_denies_without_sbom_and_with_pending_scan(

@@ -102,3 +102,44 @@ def test_policy_set_without_rule_packages_denies(make_settings, policy_dir):
         "the shipped policies fail their checks: "
         "[structure] no rule package: define package gatekeeper.rules.<name>"
     )
+
+
+def _evidence_free(environment, images, digests_resolved):
+    return {
+        "schema_version": "1", "source": "admission", "environment": environment,
+        "namespace": "shop", "mode": "enforce", "dry_run": False,
+        "ticket": {"intent_id": None, "plan_id": None, "ticket_id": None, "deploy_id": None},
+        "evaluated_at": "2026-11-24T12:00:00Z", "context": {},
+        "prefilter": {"digests_resolved": digests_resolved},
+        "images": [{"reference": ref, "registry": registry, "repository": "acme/app",
+                    "tag": "1.0", "digest": None, "evidence": {}} for ref, registry in images],
+    }
+
+
+def test_prefilter_of_the_shipped_policies_answers_network_free_denials(opa_binary, policy_dir):
+    opa = EmbeddedOpa(opa_binary=opa_binary, policy_dir=policy_dir)
+    opa.start()
+    try:
+        images = [("gcr.io/acme/app:1.0", "gcr.io"),
+                  ("registry.example.com/acme/app:1.0", "registry.example.com")]
+        found = opa.engine.prefilter(_evidence_free("production", images, True))
+        assert [v.as_dict() for v in found] == [{
+            "policy": "registries", "image": "gcr.io/acme/app:1.0",
+            "message": 'registry "gcr.io" is not allowed in environment "production"'}]
+        unresolved = opa.engine.prefilter(_evidence_free("production", images, False))
+        assert {(v.policy, v.image) for v in unresolved} == {
+            ("registries", "gcr.io/acme/app:1.0"), ("digests", "gcr.io/acme/app:1.0"),
+            ("digests", "registry.example.com/acme/app:1.0")}
+    finally:
+        opa.stop()
+
+
+def test_policy_set_without_a_prefilter_prefilters_nothing(opa_binary, tmp_path):
+    (tmp_path / "main.rego").write_text(
+        "package gatekeeper.main\n\ndecision := {\"packages\": [\"x\"], \"deny\": [], \"warn\": []}\n")
+    opa = EmbeddedOpa(opa_binary=opa_binary, policy_dir=tmp_path)
+    opa.start()
+    try:
+        assert opa.engine.prefilter(_evidence_free("production", [("gcr.io/a:1", "gcr.io")], True)) == ()
+    finally:
+        opa.stop()

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from typer.testing import CliRunner
 
-from gatekeeper.cli_policy import policy_app
+from gatekeeper.cli.policy import policy_app
 from gatekeeper.policy import EmbeddedOpa
 from gatekeeper.service import EvaluationService
 from gatekeeper.wiring import build_container
@@ -146,7 +146,7 @@ def test_policy_input_prints_the_exact_document(cli_env):
         ],
         "mode": "enforce",
         "namespace": "payments",
-        "schema_version": "1",
+        "schema_version": "2",
         "source": "pipeline",
         "ticket": {"deploy_id": None, "intent_id": None, "plan_id": None, "ticket_id": "CHG-1"},
     }
@@ -182,8 +182,7 @@ def test_policy_replay_prints_the_impact(cli_env, opa_binary, tmp_path):
     bad = runner.invoke(policy_app, ["replay", str(root), "--since", "last week"])
     assert bad.exit_code == 2
     assert bad.output == (
-        "error: since: 'last week' is neither a duration (7d, 12h) nor an RFC 3339 instant "
-        "(field=since)\n"
+        "error: --since: 'last week' is neither a duration (7d, 12h) nor an RFC 3339 instant\n"
     )
 
 

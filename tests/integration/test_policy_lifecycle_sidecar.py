@@ -164,7 +164,7 @@ def test_sidecar_follows_activation_and_takes_exceptions(served_gate, sidecar):
 def test_cli_drives_a_running_gatekeeper(served_gate, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from gatekeeper.cli_policy import policy_app
+    from gatekeeper.cli.policy import policy_app
     from tests.integration.test_policy_lifecycle_api import FAILING_TEST_NAME, with_teams_policy
     from tests.integration.test_policy_lifecycle_cli import write_candidate
 

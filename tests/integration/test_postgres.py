@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
 from gatekeeper.audit import SqlAuditLog, create_database_engine
+from gatekeeper.domain import SCHEMA_VERSION
 from gatekeeper.errors import StorageError
 
 pytestmark = pytest.mark.postgres
@@ -62,7 +63,7 @@ def test_decisions_are_stored_and_read_back_by_id_and_ticket(make_settings, data
     engine.dispose()
     assert row.verdict == "deny" and row.environment == "production" and row.namespace == "pay"
     assert row.ticket_id == "T-9" and row.policy_revision == body["policy_revision"]
-    assert '"schema_version":"1"' in row.policy_input
+    assert f'"schema_version":"{SCHEMA_VERSION}"' in row.policy_input
     assert [tuple(i) for i in images] == [(f"registry.example.com/pay/api:2@{DIGEST}", DIGEST), ("nginx", None)]
 
 

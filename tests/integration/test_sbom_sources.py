@@ -54,7 +54,11 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_EMPTY = "application/vnd.oci.empty.v1+json"
 CYCLONEDX_JSON = "application/vnd.cyclonedx+json"
 BANNED = "pkg:npm/event-stream@3.3.6"
-BANNED_MESSAGE = f"banned component {BANNED}: malicious release (flatmap-stream)"
+BANNED_MESSAGE = (
+    f"banned component {BANNED}: malicious release (flatmap-stream) "
+    "(listed by attestation by release)"
+)
+REFERRED_MESSAGE = f"banned component {BANNED}: malicious release (flatmap-stream) (listed by referrer)"
 
 OPA_SETTINGS: dict[str, Any] = {
     # Only SBOM evidence is under test: production's signature requirement is lifted (the
@@ -160,6 +164,14 @@ def _evaluate(service: EvaluationService, image: str) -> Decision:
             namespace="shop",
         )  # fmt: skip
     )
+
+
+def _document(decision: Decision) -> dict[str, Any]:
+    """The one SBOM document found for the decision's only image (with the section's state)."""
+    section = decision.images[0].evidence["sbom"]
+    [document] = section["documents"]
+    assert document["state"] == section["state"]
+    return dict(document)
 
 
 def _messages(decision: Decision) -> set[tuple[str, str]]:
@@ -274,7 +286,7 @@ def test_banned_component_in_an_attested_sbom_is_denied_by_name(world: World) ->
 
     assert decision.verdict is Verdict.DENY
     assert _messages(decision) == {("sbom", BANNED_MESSAGE)}
-    sbom = decision.images[0].evidence["sbom"]
+    sbom = _document(decision)
     assert sbom["state"] == "bound"
     assert sbom["binding"] == {"method": "attestation", "named_digests": [str(digest)]}
     assert sbom["origin"].startswith("attestation verified by release (att-tag)")
@@ -291,7 +303,7 @@ def test_sbom_attested_by_cosign_v3_as_a_bundle_referrer_is_bound(world: World) 
     decision = _evaluate(world.service(), image)
 
     assert _messages(decision) == {("sbom", BANNED_MESSAGE)}
-    sbom = decision.images[0].evidence["sbom"]
+    sbom = _document(decision)
     assert sbom["binding"] == {"method": "attestation", "named_digests": [str(digest)]}
     assert sbom["origin"].startswith("attestation verified by release (referrers-tag)")
 
@@ -305,7 +317,7 @@ def test_clean_attested_sbom_is_allowed_without_any_other_sbom(world: World) -> 
 
     assert decision.violations == ()
     assert decision.verdict is Verdict.ALLOW
-    assert decision.images[0].evidence["sbom"]["binding"]["method"] == "attestation"
+    assert _document(decision)["binding"]["method"] == "attestation"
 
 
 def test_attested_sbom_of_another_digest_is_not_counted(world: World) -> None:
@@ -327,7 +339,7 @@ def test_attested_sbom_of_another_digest_is_not_counted(world: World) -> None:
     }
     sbom = decision.images[0].evidence["sbom"]
     assert sbom["state"] == "missing"
-    assert sbom["components"] == []
+    assert sbom["documents"] == []
     [rejected] = decision.images[0].evidence["signatures"]["authorities"]["release"][
         "rejected_attestations"
     ]
@@ -362,7 +374,7 @@ def test_attested_sbom_naming_another_image_in_its_metadata_is_another_artifact(
 
     decision = _evaluate(world.service(), image)
 
-    sbom = decision.images[0].evidence["sbom"]
+    sbom = _document(decision)
     assert sbom["state"] == "another_artifact"
     assert sbom["binding"]["method"] == "attestation"
     [violation] = decision.violations
@@ -378,7 +390,7 @@ def test_oversized_attested_sbom_is_invalid_evidence(world: World) -> None:
 
     decision = _evaluate(world.service(sbom_max_bytes=1024), image)
 
-    sbom = decision.images[0].evidence["sbom"]
+    sbom = _document(decision)
     assert sbom["state"] == "invalid"
     assert sbom["present"] is True
     assert "larger than the limit of 1024 bytes" in sbom["reason"]
@@ -392,7 +404,7 @@ def test_attestation_too_large_to_verify_is_invalid_evidence_not_missing(world: 
 
     decision = _evaluate(world.service(max_payload_bytes=4096), image)
 
-    sbom = decision.images[0].evidence["sbom"]
+    sbom = _document(decision)
     assert sbom["state"] == "invalid"
     assert sbom["origin"] == "attestation (att-tag, claims https://cyclonedx.org/bom)"
     assert sbom["reason"].endswith(
@@ -410,7 +422,7 @@ def test_invalid_attested_sbom_is_invalid_evidence(world: World) -> None:
 
     decision = _evaluate(world.service(), image)
 
-    sbom = decision.images[0].evidence["sbom"]
+    sbom = _document(decision)
     assert sbom["state"] == "invalid"
     assert "$.components[1].type" in sbom["reason"]
 
@@ -424,8 +436,8 @@ def test_banned_component_in_a_referrer_sbom_is_denied_by_name(world: World) -> 
 
     decision = _evaluate(world.service(), f"{name}@{digest}")
 
-    assert _messages(decision) == {("sbom", BANNED_MESSAGE)}
-    sbom = decision.images[0].evidence["sbom"]
+    assert _messages(decision) == {("sbom", REFERRED_MESSAGE)}
+    sbom = _document(decision)
     assert sbom["state"] == "bound"
     assert sbom["binding"] == {"method": "referrer", "named_digests": [str(digest)]}
     assert sbom["origin"] == f"referrer {referrer}"
@@ -440,8 +452,14 @@ def test_referrer_sbom_with_a_generic_layer_type_is_read_by_its_artifact_type(
 
     decision = _evaluate(world.service(), f"{name}@{digest}")
 
-    assert decision.verdict is Verdict.ALLOW
-    assert decision.images[0].evidence["sbom"]["component_count"] == 4
+    # A referrer alone is accepted with a warning in production (the proof is an attestation).
+    assert decision.verdict is Verdict.WARN
+    assert decision.violations == ()
+    assert [(w.policy, w.message) for w in decision.warnings] == [
+        ("sbom", "no SBOM from attestation in production: accepted with a warning on the SBOM "
+                 "from referrer"),
+    ]
+    assert _document(decision)["component_count"] == 4
 
 
 def test_referrer_whose_subject_is_another_digest_is_another_artifact(world: World) -> None:
@@ -453,7 +471,7 @@ def test_referrer_whose_subject_is_another_digest_is_another_artifact(world: Wor
 
     decision = _evaluate(world.service(), f"{name}@{digest}")
 
-    sbom = decision.images[0].evidence["sbom"]
+    sbom = _document(decision)
     assert sbom["state"] == "another_artifact"
     assert sbom["binding"] == {"method": "referrer", "named_digests": [str(other)]}
     assert sbom["components"] == []
@@ -470,7 +488,7 @@ def test_oversized_referrer_sbom_is_invalid_without_being_downloaded(world: Worl
 
     decision = _evaluate(world.service(referrer_max_bytes=2048), f"{name}@{digest}")
 
-    sbom = decision.images[0].evidence["sbom"]
+    sbom = _document(decision)
     assert sbom["state"] == "invalid"
     assert sbom["sha256"] is None
     assert "larger than the limit of 2048 bytes" in sbom["reason"]
@@ -483,22 +501,27 @@ def test_malformed_referrer_sbom_is_invalid(world: World) -> None:
 
     decision = _evaluate(world.service(), f"{name}@{digest}")
 
-    sbom = decision.images[0].evidence["sbom"]
+    sbom = _document(decision)
     assert sbom["state"] == "invalid"
     assert sbom["reason"].startswith("SBOM is invalid: malformed JSON")
 
 
-def test_attestation_wins_over_a_referrer_and_both_sources_are_read(world: World) -> None:
+def test_attestation_and_referrer_are_both_read_and_both_count(world: World) -> None:
     name, digest = _image(world, "both")
     image = f"{name}@{digest}"
     _attest(world, image, cyclonedx(2))
     push_referrer(world, name, digest, json.dumps(_with_banned()).encode())
 
-    sbom = _evaluate(world.service(), image).images[0].evidence["sbom"]
+    decision = _evaluate(world.service(), image)
 
-    # The first bound candidate wins, in source order (attestation before referrer).
-    assert sbom["binding"]["method"] == "attestation"
-    assert sbom["component_count"] == 2
+    # Issue 10.1: no document hides another; the referrer's banned component denies beside the
+    # clean attested SBOM (which alone is proof in production, so no warning).
+    assert _messages(decision) == {("sbom", REFERRED_MESSAGE)}
+    documents = decision.images[0].evidence["sbom"]["documents"]
+    assert [(d["source"], d["component_count"]) for d in documents] == [
+        ("attestation", 2), ("referrer", 3),
+    ]
+    assert decision.warnings == ()
 
 
 def test_registry_down_is_an_error_not_a_missing_sbom(world: World) -> None:
@@ -531,8 +554,8 @@ def test_sbom_attached_by_cosign_is_bound_by_its_tag(world: World) -> None:
 
     decision = _evaluate(world.service(), f"{name}@{digest}")
 
-    assert _messages(decision) == {("sbom", BANNED_MESSAGE)}
-    sbom = decision.images[0].evidence["sbom"]
+    assert _messages(decision) == {("sbom", REFERRED_MESSAGE)}
+    sbom = _document(decision)
     assert sbom["origin"] == f"attached sbom tag {digest.cosign_tag_prefix}.sbom"
     assert sbom["binding"] == {"method": "referrer", "named_digests": [str(digest)]}
 
@@ -570,11 +593,11 @@ def test_build_container_wires_attestation_and_referrer_sources(
                 section = dict(collector.collect(reference, reference.digest, context))
             return section
 
-        attested_sbom = sbom_of(f"{attested_name}@{attested}")
+        attested_sbom = sbom_of(f"{attested_name}@{attested}")["documents"][0]
         assert attested_sbom["state"] == "bound"
         assert attested_sbom["binding"]["method"] == "attestation"
         assert BANNED in {c["purl"] for c in attested_sbom["components"]}
-        referred_sbom = sbom_of(f"{referred_name}@{referred}")
+        referred_sbom = sbom_of(f"{referred_name}@{referred}")["documents"][0]
         assert referred_sbom["state"] == "bound"
         assert referred_sbom["binding"]["method"] == "referrer"
         assert referred_sbom["component_count"] == 5

@@ -133,7 +133,9 @@ def test_verified_cyclonedx_statement_is_handed_over_without_verifying_again(
     evidence = SbomEvidenceCollector(sources=[AttestedSbomSource(signatures)]).collect(
         IMAGE, DIGEST, CONTEXT
     )
-    assert evidence["state"] == "bound" and evidence["component_count"] == 2
+    [document] = evidence["documents"]
+    assert evidence["state"] == "bound" and document["component_count"] == 2
+    assert (document["source"], document["authority"]) == ("attestation", "release")
 
 
 def test_statement_signed_by_another_key_or_for_another_digest_is_not_handed_over(
@@ -177,7 +179,7 @@ def test_unreadable_wrapped_predicate_is_an_invalid_candidate(
 
     assert evidence["state"] == "invalid"
     assert evidence["reason"].startswith("SBOM is invalid: attestation predicate is not JSON")
-    assert evidence["sha256"] is None
+    assert evidence["documents"][0]["sha256"] is None
 
 
 def test_no_digest_no_candidates(
@@ -204,7 +206,9 @@ def test_referrer_is_bound_by_its_own_subject_not_by_the_index_listing_it() -> N
     evidence = _collect(registry)
 
     assert evidence["state"] == "another_artifact"
-    assert evidence["binding"] == {"method": "referrer", "named_digests": [str(OTHER)]}
+    assert evidence["documents"][0]["binding"] == {
+        "method": "referrer", "named_digests": [str(OTHER)]
+    }
 
 
 def test_referrer_without_subject_binds_to_nothing() -> None:

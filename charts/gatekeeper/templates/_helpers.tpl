@@ -96,7 +96,9 @@ calls the path of that mode, so the gatekeeper learns the mode without reading n
 {{- range $mode := $modes }}
 - name: {{ if $mode }}{{ $kind }}-{{ $mode }}{{ else }}{{ $kind }}{{ end }}.gatekeeper.forge.dev
   admissionReviewVersions: ["v1"]
-  sideEffects: None
+  # A dry run is decided like any request; its record is flagged dry_run (or not written,
+  # admission.recordDryRun=false): no side effect a dry run must avoid.
+  sideEffects: NoneOnDryRun
   failurePolicy: {{ $root.Values.admission.failurePolicy }}
   matchPolicy: Equivalent
   timeoutSeconds: {{ $root.Values.admission.timeoutSeconds }}
@@ -104,11 +106,15 @@ calls the path of that mode, so the gatekeeper learns the mode without reading n
   reinvocationPolicy: {{ $root.Values.admission.mutating.reinvocationPolicy }}
   {{- end }}
   clientConfig:
+    {{- if $root.Values.admission.url }}
+    url: {{ printf "%s/admission/%s%s" (trimSuffix "/" $root.Values.admission.url) $kind (ternary (printf "/%s" $mode) "" (ne $mode "")) | quote }}
+    {{- else }}
     service:
       name: {{ include "gatekeeper.fullname" $root }}
       namespace: {{ $root.Release.Namespace }}
       path: /admission/{{ $kind }}{{ if $mode }}/{{ $mode }}{{ end }}
       port: {{ $root.Values.service.port }}
+    {{- end }}
     {{- if $.caBundle }}
     caBundle: {{ $.caBundle }}
     {{- end }}
@@ -175,9 +181,6 @@ loads the policies, so every decision would be a deny.
 {{- end -}}
 {{- if and .Values.policies.archiveKey (not .Values.policies.existingConfigMap) -}}
 {{- fail "policies.archiveKey names a key of policies.existingConfigMap: set policies.existingConfigMap too" -}}
-{{- end -}}
-{{- if .Values.tls.clientCA -}}
-{{- fail "tls.clientCA is not supported with the OPA sidecar: the gatekeeper's only listener would then require client certificates, and the sidecar (which polls GET /v1/policies/bundle on it with a bearer token) cannot present one; leave tls.clientCA empty" -}}
 {{- end -}}
 {{- end -}}
 

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from gatekeeper.audit import create_database_engine
-from gatekeeper.errors import InvalidInputError, NotFoundError, StorageError
+from gatekeeper.errors import IntegrityError, InvalidInputError, NotFoundError
 from gatekeeper.policy.bundle import PolicyFiles
 from gatekeeper.policy.checks import CheckProblem, CheckReport
 from gatekeeper.policy.exceptions import ExceptionRequest
@@ -84,7 +84,7 @@ def test_tampering_with_an_event_breaks_the_chain(store):
     store.activate(b.revision_id, actor="alice")
     with store._engine.begin() as connection:
         connection.execute(sa.text("UPDATE gatekeeper_policy_events SET actor = 'mallory' WHERE seq = 2"))
-    with pytest.raises(StorageError, match="policy event chain broken at seq 2"):
+    with pytest.raises(IntegrityError, match="policy event chain broken at seq 2"):
         store.verify_chain()
 
 

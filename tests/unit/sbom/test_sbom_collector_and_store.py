@@ -20,11 +20,12 @@ from gatekeeper.sbom import (
     SbomCandidate,
     SbomDocumentError,
     SbomEvidenceCollector,
+    SbomSourceKind,
     SbomUploader,
     SqlSbomStore,
     StoredSbomSource,
 )
-from gatekeeper.sbom.cli import sbom_app
+from gatekeeper.cli.sbom import sbom_app
 from tests.unit.sbom.factory import (
     IMAGE_DIGEST,
     OTHER_DIGEST,
@@ -77,9 +78,10 @@ def test_no_sbom_is_missing(validator: CycloneDxValidator) -> None:
     evidence = SbomEvidenceCollector(sources=(ListSource(),), validator=validator).collect(
         IMAGE, DIGEST, CONTEXT
     )
-    assert evidence["state"] == "missing"
-    assert (evidence["present"], evidence["valid"], evidence["bound"]) == (False, False, False)
-    assert evidence["reason"] == "no SBOM found for the image"
+    assert evidence == {
+        "present": False, "state": "missing", "reason": "no SBOM found for the image",
+        "document_count": 0, "documents_truncated": False, "documents": [],
+    }
     json.dumps(evidence)  # JSON-ready
 
 
@@ -90,9 +92,16 @@ def test_attested_sbom_is_bound_and_listed(validator: CycloneDxValidator) -> Non
     evidence = SbomEvidenceCollector(
         sources=(ListSource(candidate),), validator=validator
     ).collect(IMAGE, DIGEST, CONTEXT)
+    assert (evidence["state"], evidence["reason"]) == (
+        "bound", "1 SBOM bound to the image digest: attestation"
+    )
+    [evidence] = evidence["documents"]
     assert {k: evidence[k] for k in ("present", "valid", "bound", "state", "spec_version")} == {
         "present": True, "valid": True, "bound": True, "state": "bound", "spec_version": "1.6",
     }
+    assert (evidence["source"], evidence["authority"], evidence["supplied_by"]) == (
+        "attestation", None, None
+    )
     assert evidence["binding"] == {"method": "attestation", "named_digests": [IMAGE_DIGEST]}
     assert [c["name"] for c in evidence["components"]] == ["pkg-0", "pkg-1", "pkg-2"]
     assert evidence["component_count"] == 3
@@ -109,12 +118,15 @@ def test_sbom_for_another_artifact_is_reported_without_its_components(
         sources=(ListSource(candidate),), validator=validator
     ).collect(IMAGE, DIGEST, CONTEXT)
     assert evidence["state"] == "another_artifact"
-    assert evidence["bound"] is False
     assert evidence["reason"].startswith("SBOM for another artifact")
-    assert evidence["components"] == []
+    [document] = evidence["documents"]
+    assert document["bound"] is False
+    assert document["components"] == []
 
 
-def test_bound_candidate_wins_over_negatives(validator: CycloneDxValidator) -> None:
+def test_bound_summary_wins_over_negatives_and_every_document_is_listed(
+    validator: CycloneDxValidator,
+) -> None:
     wrong = SbomCandidate(b"{", BindingMethod.REFERRER, (IMAGE_DIGEST,), "referrer")
     other = SbomCandidate(encode(cyclonedx(1)), BindingMethod.REFERRER, (OTHER_DIGEST,), "r2")
     right = SbomCandidate(
@@ -124,7 +136,10 @@ def test_bound_candidate_wins_over_negatives(validator: CycloneDxValidator) -> N
         sources=(ListSource(wrong, other), ListSource(right)), validator=validator
     )
     evidence = collector.collect(IMAGE, DIGEST, CONTEXT)
-    assert (evidence["state"], evidence["binding"]["method"]) == ("bound", "metadata")
+    assert evidence["state"] == "bound"
+    assert [(d["state"], d["binding"]["method"]) for d in evidence["documents"]] == [
+        ("invalid", "referrer"), ("another_artifact", "referrer"), ("bound", "metadata"),
+    ]
     negative = SbomEvidenceCollector(sources=(ListSource(wrong, other),), validator=validator)
     assert negative.collect(IMAGE, DIGEST, CONTEXT)["state"] == "another_artifact"
 
@@ -137,7 +152,8 @@ def test_invalid_sbom_says_why(validator: CycloneDxValidator) -> None:
     evidence = SbomEvidenceCollector(
         sources=(ListSource(candidate),), validator=validator
     ).collect(IMAGE, DIGEST, CONTEXT)
-    assert (evidence["present"], evidence["valid"], evidence["state"]) == (True, False, "invalid")
+    assert (evidence["present"], evidence["state"]) == (True, "invalid")
+    assert evidence["documents"][0]["valid"] is False
     assert evidence["reason"].startswith(
         "SBOM is invalid: CycloneDX 1.6 schema violation at $.components[0].type: "
     )
@@ -159,8 +175,10 @@ def test_upload_is_stored_and_found_again(
 
     evidence = collector.collect(IMAGE, DIGEST, CONTEXT)
     assert evidence["state"] == "bound"
-    assert evidence["sha256"] == result.stored.sha256
-    assert evidence["origin"] == f"upload {result.stored.id} (ticket CHG-1)"
+    [document] = evidence["documents"]
+    assert document["sha256"] == result.stored.sha256
+    assert document["origin"] == f"upload {result.stored.id} by ci (ticket CHG-1)"
+    assert (document["source"], document["supplied_by"]) == ("upload", "ci")
     assert store.get(result.stored.id).content == content
     assert collector.collect(IMAGE, parse_digest(OTHER_DIGEST), CONTEXT)["state"] == "missing"
     with pytest.raises(NotFoundError):
@@ -236,3 +254,74 @@ def test_cli_evidence_prints_the_policy_view(tmp_path: Path) -> None:
     result = runner.invoke(sbom_app, ["evidence", str(path), "--digest", IMAGE_DIGEST])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["state"] == "bound"
+
+
+# --- issue 10.1: every SBOM reaches the policy, none hides another ------------------------------
+
+
+def test_attested_and_uploaded_sboms_are_both_listed_with_their_source(
+    store: SqlSbomStore, validator: CycloneDxValidator
+) -> None:
+    banned = cyclonedx([cyclonedx_component(0, purl="pkg:npm/event-stream@3.3.6")])
+    attested = SbomCandidate(
+        encode(banned), BindingMethod.ATTESTATION, (IMAGE_DIGEST,), "attestation verified",
+        source="attestation", authority="release",
+    )
+    collector = SbomEvidenceCollector(
+        sources=(ListSource(attested), StoredSbomSource(store)), validator=validator
+    )
+    uploader = SbomUploader(store=store, collector=collector, validator=validator)
+    uploader.upload(encode(cyclonedx(2)), DIGEST, uploaded_by="ci-bot")
+    uploader.upload(encode(cyclonedx(3)), DIGEST, uploaded_by="ci-bot",
+                    source=SbomSourceKind.INLINE)  # fmt: skip
+
+    evidence = collector.collect(IMAGE, DIGEST, CONTEXT)
+
+    assert evidence["reason"] == (
+        "3 SBOMs bound to the image digest: attestation by release, inline by ci-bot, "
+        "upload by ci-bot"
+    )
+    assert [(d["source"], d["authority"], d["supplied_by"], d["component_count"])
+            for d in sorted(evidence["documents"], key=lambda d: d["source"])] == [
+        ("attestation", "release", None, 1), ("inline", None, "ci-bot", 3),
+        ("upload", None, "ci-bot", 2),
+    ]  # fmt: skip
+    assert "pkg:npm/event-stream@3.3.6" in {
+        c["purl"] for c in evidence["documents"][0]["components"]
+    }
+
+
+def test_more_uploads_than_read_are_flagged_not_silently_dropped(
+    store: SqlSbomStore, validator: CycloneDxValidator
+) -> None:
+    collector = SbomEvidenceCollector(
+        sources=(StoredSbomSource(store, limit=2),), validator=validator
+    )
+    uploader = SbomUploader(store=store, collector=collector, validator=validator)
+    for count in (1, 2):
+        uploader.upload(encode(cyclonedx(count)), DIGEST)
+    assert collector.collect(IMAGE, DIGEST, CONTEXT)["documents_truncated"] is False
+    uploader.upload(encode(cyclonedx(3)), DIGEST)
+    evidence = collector.collect(IMAGE, DIGEST, CONTEXT)
+    assert evidence["documents_truncated"] is True
+    assert evidence["document_count"] == 2
+
+
+def test_a_table_without_the_source_column_is_migrated(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.begin() as connection:
+        connection.execute(sa.text(
+            "CREATE TABLE gatekeeper_sboms (id VARCHAR(36) PRIMARY KEY, image_digest VARCHAR(160) "
+            "NOT NULL, sha256 VARCHAR(64) NOT NULL, format VARCHAR(16) NOT NULL, spec_version "
+            "VARCHAR(16) NOT NULL, component_count INTEGER NOT NULL, size INTEGER NOT NULL, "
+            "uploaded_at DATETIME NOT NULL, ticket_id VARCHAR(256), uploaded_by VARCHAR(256), "
+            "content_zlib BLOB NOT NULL)"
+        ))  # fmt: skip
+        connection.execute(sa.text(
+            "INSERT INTO gatekeeper_sboms VALUES ('old', :digest, 'ab', 'cyclonedx', '1.6', 0, 2, "
+            "'2026-01-01 00:00:00', NULL, 'ci', :content)"
+        ), {"digest": IMAGE_DIGEST, "content": __import__("zlib").compress(b"{}")})  # fmt: skip
+    store = SqlSbomStore(engine)
+    store.create_tables()
+    [old] = store.find_for_digest(DIGEST)
+    assert (old.id, old.source, old.uploaded_by) == ("old", "upload", "ci")

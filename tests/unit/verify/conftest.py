@@ -22,6 +22,8 @@ from gatekeeper.errors import NotFoundError, UpstreamUnavailableError
 from gatekeeper.verify.trust import TrustRoot
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+NOTATION_SIGNATURE = "application/vnd.cncf.notary.signature"
 
 
 def pem_of(private_key: ec.EllipticCurvePrivateKey) -> str:
@@ -144,6 +146,8 @@ class FakeManifest:
     annotations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     artifact_type: str | None = None
     subject: FakeDescriptor | None = None
+    config: FakeDescriptor | None = None
+    content: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,7 @@ class InMemoryRegistry:
         self.blobs: dict[str, bytes] = {}
         self.failures_left = 0
         self.calls = 0
+        self.referrers: list[FakeDescriptor] = []
 
     def add_blob(self, data: bytes) -> FakeDescriptor:
         digest = Digest("sha256", hashlib.sha256(data).hexdigest())
@@ -179,6 +184,28 @@ class InMemoryRegistry:
         layers = (existing.layers if existing else ()) + (layer,)
         self.tags[tag] = FakeManifest(
             Digest("sha256", "0" * 64), "application/vnd.oci.image.manifest.v1+json", layers
+        )
+
+    def add_image(self, content: bytes) -> Digest:
+        """An image manifest (``content`` as served), findable by its digest."""
+        digest = Digest("sha256", hashlib.sha256(content).hexdigest())
+        self.tags[str(digest)] = FakeManifest(digest, OCI_MANIFEST, content=content)
+        return digest
+
+    def add_notation_signature(self, subject: Digest, envelope: bytes, media_type: str) -> None:
+        """A Notation signature manifest referring to ``subject``, listed by the referrers API."""
+        blob = self.add_blob(envelope)
+        manifest_digest = Digest("sha256", hashlib.sha256(envelope + b"manifest").hexdigest())
+        image = self.tags[str(subject)]
+        self.tags[str(manifest_digest)] = FakeManifest(
+            manifest_digest, OCI_MANIFEST,
+            layers=(FakeDescriptor(media_type, blob.digest, blob.size),),
+            artifact_type=NOTATION_SIGNATURE,
+            subject=FakeDescriptor(image.media_type, subject, len(image.content)),
+            config=FakeDescriptor("application/vnd.oci.empty.v1+json", Digest("sha256", "4" * 64), 2),
+        )  # fmt: skip
+        self.referrers.append(
+            FakeDescriptor(OCI_MANIFEST, manifest_digest, 700, artifact_type=NOTATION_SIGNATURE)
         )
 
     def _tick(self) -> None:
@@ -212,7 +239,9 @@ class InMemoryRegistry:
                       artifact_type: str | None = None,
                       deadline: float | None = None) -> FakeReferrers:  # fmt: skip
         self._tick()
-        return FakeReferrers((), "none")
+        if not self.referrers:
+            return FakeReferrers((), "none")
+        return FakeReferrers(tuple(self.referrers), "referrers-api")
 
 
 @pytest.fixture

@@ -69,7 +69,10 @@ def verifier() -> CosignVerifier:
 
 def _verify(verifier: CosignVerifier, candidate: CosignSignature, identity: KeylessIdentity):  # noqa: ANN202
     authority = Authority("ci", identities=(identity,))
-    return verifier.verify(Material((candidate,), (), (), ("sig-tag",), ()), authority, DIGEST)
+    return verifier.verify(
+        Material((candidate,), (), (), ("sig-tag",), ()), authority, DIGEST,
+        repository="registry.example.com/app",
+    )
 
 
 def test_every_keyless_step_passes_then_the_payload_is_checked(verifier: CosignVerifier) -> None:
@@ -121,4 +124,16 @@ def test_certificate_from_another_sigstore_is_not_trusted() -> None:
     assert (result.reason, result.detail) == (
         "tlog-invalid",
         "tlog entry's signed timestamp does not verify",
+    )
+
+
+def test_identity_mismatch_detail_keeps_the_expectation_and_the_finding(
+    verifier: CosignVerifier,
+) -> None:
+    expected = "https://github.com/acme/app/.github/workflows/release.yml@refs/tags/v1"
+    result = _verify(verifier, _cosign_layout(), KeylessIdentity(issuer=GITHUB, subject=expected))
+
+    assert result.detail == (
+        f"expected identity {expected} from issuer {GITHUB}, "
+        f"certificate names {BEACON} from issuer {GITHUB}"
     )

@@ -25,7 +25,9 @@ from gatekeeper.service import EvaluationService
 from tests.fakes import FakeAuditLog
 
 __all__ = [
+    "CountingCollector",
     "MemoryAuditLog",
+    "PrefilterPolicyEngine",
     "RulePolicyEngine",
     "TableDigestResolver",
     "build_service",
@@ -73,6 +75,44 @@ class RulePolicyEngine:
 
     def check_health(self) -> None:
         return None
+
+
+class PrefilterPolicyEngine(RulePolicyEngine):
+    """Also implements ``PolicyPrefilter``: ``offline`` findings hold without evidence (like the
+    registry allow-list) and deny in the full evaluation too, as the real Rego does."""
+
+    def __init__(self, offline: Mapping[str, str], **tables: Any) -> None:
+        deny = dict(tables.pop("deny", {}) or {})
+        for image, message in offline.items():
+            deny[image] = [message, *([deny[image]] if isinstance(deny.get(image), str)
+                                      else deny.get(image, []))]
+        super().__init__(deny=deny, **tables)
+        self.offline = dict(offline)
+        self.prefilter_inputs: list[Mapping[str, Any]] = []
+
+    def prefilter(self, policy_input: Mapping[str, Any]) -> tuple[Violation, ...]:
+        self.prefilter_inputs.append(policy_input)
+        return tuple(
+            Violation("test.rule", self.offline[image["reference"]], image["reference"])
+            for image in policy_input["images"] if image["reference"] in self.offline
+        )
+
+
+class CountingCollector:
+    """An evidence collector that counts its calls (each one would be registry round trips)."""
+
+    name = "signatures"
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self._lock = threading.Lock()
+
+    def collect(
+        self, reference: ImageReference, digest: Digest | None, context: EvidenceContext
+    ) -> Mapping[str, Any]:
+        with self._lock:
+            self.calls.append(reference.original)
+        return {"status": "verified", "digest": str(digest)}
 
 
 MemoryAuditLog = FakeAuditLog

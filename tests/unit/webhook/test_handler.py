@@ -16,7 +16,7 @@ import pytest
 from gatekeeper.domain import EnforcementMode, PolicyResult, Ticket, Verdict, Violation
 from gatekeeper.service import EvaluationService
 from gatekeeper.webhook.handler import AdmissionHandler
-from gatekeeper.webhook.review import AdmissionReview, parse_admission_review
+from gatekeeper.webhook.review import AdmissionResponse, AdmissionReview, parse_admission_review
 from gatekeeper.webhook.scope import AdmissionSettings
 from tests.unit.webhook.fakes import (
     MemoryAuditLog,
@@ -47,6 +47,11 @@ def review(name: str) -> AdmissionReview:
 
 def handler_for(service: EvaluationService, **settings: Any) -> AdmissionHandler:
     return AdmissionHandler(service, AdmissionSettings(**settings))
+
+
+def answer(handler: AdmissionHandler, review: AdmissionReview, **kwargs: Any) -> AdmissionResponse:
+    """The production path: the async entry point the routes await."""
+    return asyncio.run(handler.handle(review, **kwargs))
 
 
 def apply_patch(document: dict[str, Any], ops: tuple[dict[str, Any], ...]) -> dict[str, Any]:
@@ -83,7 +88,7 @@ CASES = [
     ("podtemplate-create", True, 200, "admitted: 1 image(s) evaluated"),
     ("rollout-create", False, 403,
      f"spec.template.spec.containers[0].image ({API}): {UNSIGNED}"),
-    ("deployment-update", True, 200, "admitted: 4 image(s) evaluated"),
+    ("deployment-update", True, 200, "admitted: 1 image(s) evaluated, 3 unchanged"),
     ("pod-ephemeralcontainers-update", True, 200, "admitted: 1 image(s) evaluated"),
     ("configmap-create", True, 200, "not evaluated: ConfigMap has no pod template"),
     ("pod-delete", True, 200, "not evaluated: operation DELETE is not governed"),
@@ -103,7 +108,7 @@ def test_every_kind_is_answered_with_field_addressed_messages(
 ) -> None:
     service, audit = build_service(deny={API: UNSIGNED})
     document = load(name)
-    response = handler_for(service).handle_sync(parse(document), webhook=webhook)  # type: ignore[arg-type]
+    response = answer(handler_for(service), parse(document), webhook=webhook)  # type: ignore[arg-type]
     assert response.uid == document["request"]["uid"]
     assert (response.allowed, response.code) == (allowed, code)
     if message.startswith("not evaluated"):
@@ -124,7 +129,7 @@ def test_several_violations_in_one_message_sorted_by_path() -> None:
     service, audit = build_service(
         deny={API: UNSIGNED, WEB: ["critical CVE-2024-1234", "scan older than 7 days"],
               "busybox:1.36": "registry docker.io is not allowed"})
-    response = handler_for(service).handle_sync(review("deployment-create"), webhook="validate")
+    response = answer(handler_for(service), review("deployment-create"), webhook="validate")
     decision_id = audit.records[0].decision_id
     assert response.message == (
         f"spec.template.spec.containers[0].image ({WEB}): critical CVE-2024-1234; "
@@ -139,7 +144,7 @@ def test_one_image_in_two_containers_is_evaluated_once_and_named_twice() -> None
     document = load("pod-create")
     document["request"]["object"]["spec"]["containers"][0]["image"] = API
     service, audit = build_service(deny={API: UNSIGNED})
-    response = handler_for(service).handle_sync(parse(document), webhook="validate")
+    response = answer(handler_for(service), parse(document), webhook="validate")
     assert [i.reference.original for i in audit.records[0].images].count(API) == 1
     assert response.message.startswith(
         f"spec.containers[0].image ({API}): {UNSIGNED}; spec.containers[1].image ({API}): "
@@ -157,7 +162,7 @@ class RequestWidePolicy(RulePolicyEngine):
 def test_request_wide_findings_come_first() -> None:
     service = EvaluationService(policy_engine=RequestWidePolicy(deny={API: UNSIGNED}),
                                 audit_log=MemoryAuditLog(), digest_resolver=TableDigestResolver())
-    response = handler_for(service).handle_sync(review("job-create"), webhook="validate")
+    response = answer(handler_for(service), review("job-create"), webhook="validate")
     assert response.message.startswith(
         "deploy ticket required; spec.template.spec.containers[0].image "
         f"({API}): {UNSIGNED} (decision ")
@@ -167,7 +172,7 @@ def test_request_wide_findings_come_first() -> None:
 
 def test_decision_records_ticket_namespace_caller_and_admission_context() -> None:
     service, audit = build_service()
-    handler_for(service, environment="prod-eu").handle_sync(
+    answer(handler_for(service, environment="prod-eu"),
         review("deployment-create"), webhook="validate")
     (decision,) = audit.records
     assert decision.ticket == Ticket("INT-7", "PLAN-12", "TCK-1234", "DEP-99")
@@ -185,7 +190,7 @@ def test_decision_records_ticket_namespace_caller_and_admission_context() -> Non
 
 def test_pods_of_a_replicaset_carry_generate_name_and_template_ticket() -> None:
     service, audit = build_service()
-    handler_for(service).handle_sync(review("pod-create"), webhook="validate")
+    answer(handler_for(service), review("pod-create"), webhook="validate")
     (decision,) = audit.records
     assert decision.context["admission"]["name"] == "shop-7d9f8c6b5d-"
     assert decision.ticket.ticket_id == "TCK-1234"
@@ -194,7 +199,7 @@ def test_pods_of_a_replicaset_carry_generate_name_and_template_ticket() -> None:
 
 def test_dry_run_is_evaluated_and_recorded_as_dry_run() -> None:
     service, audit = build_service()
-    response = handler_for(service).handle_sync(
+    response = answer(handler_for(service),
         review("deployment-dryrun-create"), webhook="validate")
     assert audit.records[0].dry_run is True
     assert response.audit_annotations["dry-run"] == "true"
@@ -202,7 +207,7 @@ def test_dry_run_is_evaluated_and_recorded_as_dry_run() -> None:
 
 def test_ephemeral_containers_subresource_evaluates_only_the_new_container() -> None:
     service, audit = build_service(deny={"ghcr.io/acme/debug:1.0": UNSIGNED})
-    response = handler_for(service).handle_sync(
+    response = answer(handler_for(service),
         review("pod-ephemeralcontainers-update"), webhook="validate")
     assert [i.reference.original for i in audit.records[0].images] == ["ghcr.io/acme/debug:1.0"]
     assert response.message.startswith(
@@ -213,7 +218,7 @@ def test_ephemeral_containers_subresource_evaluates_only_the_new_container() -> 
 
 def test_warn_mode_admits_with_field_addressed_warnings() -> None:
     service, audit = build_service(deny={API: UNSIGNED}, warn={WEB: "no SBOM attached"})
-    response = handler_for(service).handle_sync(
+    response = answer(handler_for(service),
         review("deployment-create"), webhook="validate", path_mode=EnforcementMode.WARN)
     decision = audit.records[0]
     assert response.allowed and decision.verdict is Verdict.WARN
@@ -227,7 +232,7 @@ def test_warn_mode_admits_with_field_addressed_warnings() -> None:
 
 def test_audit_mode_admits_silently_but_keeps_policy_warnings() -> None:
     service, audit = build_service(deny={API: UNSIGNED}, warn={WEB: "no SBOM attached"})
-    response = handler_for(service, namespace_modes={"shop": EnforcementMode.AUDIT}).handle_sync(
+    response = answer(handler_for(service, namespace_modes={"shop": EnforcementMode.AUDIT}),
         review("deployment-create"), webhook="validate")
     assert response.allowed
     assert response.warnings == (
@@ -237,7 +242,7 @@ def test_audit_mode_admits_silently_but_keeps_policy_warnings() -> None:
 
 def test_policy_warnings_ride_along_a_deny() -> None:
     service, _ = build_service(deny={API: UNSIGNED}, warn={"busybox:1.36": "Docker Hub image"})
-    response = handler_for(service).handle_sync(review("pod-create"), webhook="validate")
+    response = answer(handler_for(service), review("pod-create"), webhook="validate")
     assert not response.allowed
     assert response.warnings == ("spec.initContainers[0].image (busybox:1.36): Docker Hub image",)
 
@@ -248,7 +253,7 @@ def test_mutation_pins_each_tag_to_the_verified_digest_and_is_idempotent() -> No
     service, audit = build_service()
     handler = handler_for(service)
     document = load("deployment-create")
-    response = handler.handle_sync(parse(document), webhook="mutate")
+    response = answer(handler, parse(document), webhook="mutate")
     assert response.allowed
     assert response.patch == (
         {"op": "replace", "path": "/spec/template/spec/containers/0/image",
@@ -262,22 +267,29 @@ def test_mutation_pins_each_tag_to_the_verified_digest_and_is_idempotent() -> No
     verified = {i.reference.original: str(i.digest) for i in audit.records[0].images}
     assert verified[WEB] == digest_of("ghcr.io/acme/web:2.0")
     assert verified[SIDECAR] == "sha256:" + "ab" * 32
-    # Reinvocation sees the pinned object: no further patch, same images still verified.
+    # Reinvocation sees the pinned object: no further patch, and the same admission (uid,
+    # images as pinned) is answered from the decision already recorded, not recorded again.
     document["request"]["object"] = apply_patch(document["request"]["object"], response.patch)
-    again = handler.handle_sync(parse(document), webhook="mutate")
+    again = answer(handler, parse(document), webhook="mutate")
     assert again.allowed and again.patch == ()
+    assert len(audit.records) == 1
+    assert again.audit_annotations["decision-id"] == audit.records[0].decision_id
+    # A new admission (another uid) of the pinned object is evaluated: nothing to pin.
+    document["request"]["uid"] = "00000000-0000-4000-8000-0000000000ff"
+    third = answer(handler, parse(document), webhook="mutate")
+    assert third.allowed and third.patch == ()
     assert str(audit.records[1].images[1].digest) == digest_of("ghcr.io/acme/web:2.0")
 
 
 def test_validating_webhook_never_patches() -> None:
     service, _ = build_service()
-    response = handler_for(service).handle_sync(review("deployment-create"), webhook="validate")
+    response = answer(handler_for(service), review("deployment-create"), webhook="validate")
     assert response.allowed and response.patch == ()
 
 
 def test_an_image_without_a_verified_digest_is_not_pinned_and_says_so() -> None:
     service = EvaluationService(policy_engine=RulePolicyEngine(), audit_log=MemoryAuditLog())
-    response = handler_for(service).handle_sync(review("daemonset-create"), webhook="mutate")
+    response = answer(handler_for(service), review("daemonset-create"), webhook="mutate")
     assert response.allowed and response.patch == ()
     assert response.warnings == (
         f"spec.template.spec.containers[0].image ({WEB}): not pinned, no verified digest",)
@@ -290,7 +302,7 @@ def test_unparseable_image_denies_naming_the_field() -> None:
     document["request"]["object"]["spec"]["template"]["spec"]["containers"][2]["image"] = (
         "ghcr.io/Acme/API:1.4")
     service, audit = build_service()
-    response = handler_for(service).handle_sync(parse(document), webhook="validate")
+    response = answer(handler_for(service), parse(document), webhook="validate")
     assert (response.allowed, response.code) == (False, 400)
     field_message = (
         "spec.template.spec.containers[2].image (ghcr.io/Acme/API:1.4): invalid image "
@@ -310,7 +322,7 @@ def test_container_without_image_denies() -> None:
     document = load("job-create")
     del document["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["image"]
     service, _ = build_service()
-    response = handler_for(service).handle_sync(parse(document), webhook="validate")
+    response = answer(handler_for(service), parse(document), webhook="validate")
     assert (response.allowed, response.code) == (False, 400)
     assert response.message == (
         "invalid object: spec.template.spec.containers[0].image is missing or not a string")
@@ -322,7 +334,7 @@ def test_hanging_registry_is_denied_within_the_budget_naming_what_did_not_finish
     service, audit = build_service(delay=5.0)
     handler = handler_for(service, budget_seconds=0.5, webhook_timeout_seconds=1.0)
     started = time.monotonic()
-    response = handler.handle_sync(review("daemonset-create"), webhook="validate")
+    response = answer(handler, review("daemonset-create"), webhook="validate")
     elapsed = time.monotonic() - started
     assert elapsed < 0.9
     assert (response.allowed, response.code) == (False, 504)
@@ -349,7 +361,7 @@ def test_evidence_deadline_leaves_time_to_decide_and_record() -> None:
     spec = document["request"]["object"]["spec"]
     spec["containers"][2]["image"] = "ghcr.io/acme/extra:3"
     service, audit = build_service(delay=0.6)
-    response = handler_for(service, budget_seconds=2.0, webhook_timeout_seconds=3.0).handle_sync(
+    response = answer(handler_for(service, budget_seconds=2.0, webhook_timeout_seconds=3.0),
         parse(document), webhook="validate")
     assert (response.allowed, response.code) == (False, 403)
     assert response.message.startswith(
@@ -362,7 +374,7 @@ def test_fail_open_namespace_admits_on_timeout_with_a_warning() -> None:
     service, _ = build_service(delay=5.0)
     handler = handler_for(service, budget_seconds=0.3, webhook_timeout_seconds=1.0,
                           fail_open_namespaces=frozenset({"shop"}))
-    response = handler.handle_sync(review("daemonset-create"), webhook="validate")
+    response = answer(handler, review("daemonset-create"), webhook="validate")
     assert response.allowed
     expected = (
         "admitted without a decision (fail-open namespace): evaluation of "
@@ -381,7 +393,7 @@ def test_fail_open_namespace_admits_on_gate_failures_but_not_on_policy_violation
         policy_engine=RulePolicyEngine(deny={API: UNSIGNED}), audit_log=audit,
         digest_resolver=TableDigestResolver(missing=frozenset({WEB})))
     handler = handler_for(service, fail_open_namespaces=frozenset({"shop"}))
-    gate_failure = handler.handle_sync(review("daemonset-create"), webhook="validate")
+    gate_failure = answer(handler, review("daemonset-create"), webhook="validate")
     decision = audit.records[-1]
     expected = (
         "admitted without a complete decision (fail-open namespace): "
@@ -394,7 +406,7 @@ def test_fail_open_namespace_admits_on_gate_failures_but_not_on_policy_violation
         "fail-open": "true"}
     assert decision.context["admission"]["fail_open"] is True
     # A policy violation is a fact about the image: fail-open does not apply.
-    violation = handler.handle_sync(review("job-create"), webhook="validate")
+    violation = answer(handler, review("job-create"), webhook="validate")
     assert not violation.allowed and violation.code == 403
 
 
@@ -403,11 +415,11 @@ def test_busy_workers_are_named_when_the_review_cannot_start() -> None:
     handler = handler_for(service, budget_seconds=0.3, webhook_timeout_seconds=1.0,
                           max_workers=1)
     first = threading.Thread(
-        target=handler.handle_sync, args=(review("daemonset-create"),),
+        target=answer, args=(handler, review("daemonset-create")),
         kwargs={"webhook": "validate"})
     first.start()
     time.sleep(0.05)
-    response = handler.handle_sync(review("podtemplate-create"), webhook="validate")
+    response = answer(handler, review("podtemplate-create"), webhook="validate")
     first.join()
     assert response.message == (
         "evaluation did not start: every admission worker was busy (1 workers) within the "
@@ -417,7 +429,7 @@ def test_busy_workers_are_named_when_the_review_cannot_start() -> None:
 
 def test_unrecorded_decision_is_not_answered() -> None:
     service, _ = build_service(audit=MemoryAuditLog(fail=True))
-    response = handler_for(service).handle_sync(review("daemonset-create"), webhook="validate")
+    response = answer(handler_for(service), review("daemonset-create"), webhook="validate")
     assert (response.allowed, response.code) == (False, 500)
     assert response.message == (
         "decision could not be recorded, so it is not answered: audit store down")
@@ -428,7 +440,7 @@ def test_unexpected_errors_deny_without_leaking_details() -> None:
         def evaluate(self, request, *, deadline=None):
             raise RuntimeError("secret internals")
 
-    response = AdmissionHandler(Broken(), AdmissionSettings()).handle_sync(
+    response = answer(AdmissionHandler(Broken(), AdmissionSettings()),
         review("daemonset-create"), webhook="validate")
     assert (response.allowed, response.code) == (False, 500)
     assert response.message == (
@@ -462,8 +474,8 @@ def test_a_bug_while_reading_the_review_still_answers_closed(monkeypatch) -> Non
     def broken(*_args, **_kwargs):
         raise KeyError("bug")
 
-    monkeypatch.setattr("gatekeeper.webhook.handler.read_ticket", broken)
-    response = handler.handle_sync(review("daemonset-create"), webhook="validate")
+    monkeypatch.setattr("gatekeeper.webhook.prepare.read_ticket", broken)
+    response = answer(handler, review("daemonset-create"), webhook="validate")
     assert (response.allowed, response.code, response.outcome) == (False, 500, "failed")
     assert response.message == (
         "internal error reading review 00000000-0000-4000-8000-000000000005 "

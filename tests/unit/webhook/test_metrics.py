@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -33,7 +34,7 @@ def test_outcomes_and_durations_are_recorded() -> None:
     handler = AdmissionHandler(service, AdmissionSettings(), metrics=AdmissionMetrics(registry))
     for name in ("job-create", "daemonset-create", "pod-delete", "configmap-create"):
         review = parse_admission_review((ASSETS / f"{name}.json").read_bytes())
-        handler.handle_sync(review, webhook="validate")
+        asyncio.run(handler.handle(review, webhook="validate"))
     assert count(registry, "denied") == 1
     assert count(registry, "allowed") == 1
     assert count(registry, "not_evaluated") == 2
@@ -48,7 +49,7 @@ def test_out_of_time_is_its_own_outcome() -> None:
         service, AdmissionSettings(budget_seconds=0.2, webhook_timeout_seconds=1.0),
         metrics=AdmissionMetrics(registry))
     review = parse_admission_review((ASSETS / "daemonset-create.json").read_bytes())
-    handler.handle_sync(review, webhook="mutate")
+    asyncio.run(handler.handle(review, webhook="mutate"))
     assert count(registry, "out_of_time", "mutate") == 1
     handler.close()
 

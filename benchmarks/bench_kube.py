@@ -1,0 +1,295 @@
+"""Pods POSTed with ``?dryRun=All`` through a real kube-apiserver, without and with the webhooks.
+
+Run: .venv/bin/python -m benchmarks.bench_kube [--requests N] [--concurrency 1,8]
+
+Starts its own control plane (``scripts/test-cluster``: etcd, kube-apiserver v1.35,
+controller manager, scheduler on 127.0.0.1; unless ``GATEKEEPER_TEST_KUBECONFIG`` names one), a
+loopback docker-registry holding the Pod's image, and the real ``gatekeeper serve`` (HTTPS,
+embedded OPA with ``policies/``, SQLite audit store, digest resolution, environment
+``development``: the image is admitted). Three rounds, each at every concurrency level:
+
+* **no webhook**: the API server alone (authentication, admission chain, validation, dry run);
+* **both webhooks**: the chart's mutating and validating configurations, registered with
+  ``url:`` pointing at the gatekeeper (``tests/integration/kube_cluster.py`` does the same);
+* **validating only**: the mutating configuration removed.
+
+The Pod names its image by tag (the mutating webhook pins it to the digest). Each worker is a
+separate process with one keep-alive HTTPS connection (the cluster admin's client certificate),
+so the Python client is not the bottleneck. Printed per round and level: p50, p99, Pods/s, and
+the ratio to the no-webhook round. Targets (issue 11, 2 cores): at least 300 admissions/s at
+concurrency 8 with both webhooks, and the webhooks adding at most 3 ms to the API server's p50
+at concurrency 1. Traffic goes to 127.0.0.1 only; every loop is bounded by its request count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import multiprocessing
+import os
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.bench_admission import push_images, running_registry  # noqa: E402
+from benchmarks.common import free_port  # noqa: E402
+
+NAMESPACE = "bench"
+KUBECTL = REPO / ".tools" / "bin" / "kubectl"
+
+
+# -- the control plane -----------------------------------------------------------------------
+
+@contextmanager
+def control_plane(directory: Path) -> Iterator[Path]:
+    """A kubeconfig: the given cluster, or one started (and stopped) with scripts/test-cluster."""
+    given = os.environ.get("GATEKEEPER_TEST_KUBECONFIG")
+    if given:
+        yield Path(given)
+        return
+    script = str(REPO / "scripts" / "test-cluster")
+    started = time.monotonic()
+    subprocess.run([script, "start", str(directory)], check=True, capture_output=True,
+                   timeout=300)
+    print(f"control plane started in {time.monotonic() - started:.1f}s", flush=True)
+    try:
+        yield directory / "admin.kubeconfig"
+    finally:
+        subprocess.run([script, "stop", str(directory)], check=False, capture_output=True,
+                       timeout=120)
+
+
+def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
+    binary = os.environ.get("GATEKEEPER_KUBECTL") or str(KUBECTL)
+    return subprocess.run([binary, "--kubeconfig", str(kubeconfig), *args], input=stdin,
+                          capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def api_endpoint(kubeconfig: Path) -> dict[str, str]:
+    """Host, port and credential files of the API server (from the kubeconfig)."""
+    config = yaml.safe_load(kubeconfig.read_text())
+    cluster = config["clusters"][0]["cluster"]
+    user = config["users"][0]["user"]
+    host, port = cluster["server"].removeprefix("https://").rsplit(":", 1)
+    return {"host": host, "port": port, "ca": cluster["certificate-authority"],
+            "cert": user["client-certificate"], "key": user["client-key"]}
+
+
+# -- the gatekeeper (a child process) and its registration ----------------------------------
+
+@contextmanager
+def running_gatekeeper(directory: Path, registry: str) -> Iterator[tuple[str, bytes]]:
+    """``gatekeeper serve`` over HTTPS on loopback; yields its URL and the CA's PEM."""
+    from tests.unit.webhook.certificates import CertificateAuthority
+
+    ca = CertificateAuthority(directory)
+    leaf = ca.issue("gatekeeper", ip_addresses=("127.0.0.1",))
+    port = free_port()
+    config = {
+        "database_url": f"sqlite:///{directory / 'audit.db'}",
+        "policy_dir": str(REPO / "policies"),
+        "policy_tests_dir": str(REPO / "rego-tests"),
+        "policy_state_dir": str(directory / "policy-state"),
+        "audit_spool_dir": str(directory / "spool"),
+        "host": "127.0.0.1", "port": port, "metrics_port": 0, "log_level": "WARNING",
+        "insecure_disable_auth": True, "admission_environment": "development",
+        "tls_cert_file": str(leaf.cert_file), "tls_key_file": str(leaf.key_file),
+        "ecr_scan_enabled": False,
+        "registry": {"hosts": [{"host": registry, "plain_http": True}]},
+    }
+    (directory / "gatekeeper.yaml").write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
+    env.update(GATEKEEPER_CONFIG=str(directory / "gatekeeper.yaml"), PYTHONPATH=str(REPO),
+               GATEKEEPER_OPA_BINARY=os.environ.get("GATEKEEPER_OPA_BINARY",
+                                                    str(REPO / ".tools/bin/opa")))
+    log = (directory / "gatekeeper.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "gatekeeper", "serve"], env=env,
+                               cwd=directory, stdout=log, stderr=subprocess.STDOUT)
+    context = ssl.create_default_context(cafile=str(ca.cert_file))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=1)
+                conn.request("GET", "/readyz")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("gatekeeper did not start: "
+                                   + (directory / "gatekeeper.log").read_text()[-2000:])
+            time.sleep(0.1)
+        yield f"https://127.0.0.1:{port}", ca.cert_file.read_bytes()
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        log.close()
+
+
+def webhook_configurations(url: str, ca_pem: bytes) -> list[dict[str, Any]]:
+    """The chart's webhook configurations with ``url:`` clientConfigs (as the kube tests do)."""
+    helm = os.environ.get("GATEKEEPER_HELM") or str(REPO / ".tools" / "bin" / "helm")
+    chart = REPO / "charts" / "gatekeeper"
+    text = subprocess.run(
+        [helm, "template", "gatekeeper", str(chart), "--namespace", "gatekeeper-system",
+         "--kube-version", "1.35.8", "--values", str(chart / "ci" / "test-values.yaml")],
+        capture_output=True, text=True, check=True, timeout=120).stdout
+    documents = [doc for doc in yaml.safe_load_all(text) if doc and doc["kind"] in
+                 ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")]
+    for document in documents:
+        for webhook in document["webhooks"]:
+            path = webhook["clientConfig"].pop("service")["path"]
+            webhook["clientConfig"]["url"] = url + path
+            webhook["clientConfig"]["caBundle"] = base64.b64encode(ca_pem).decode()
+    return documents
+
+
+# -- load ------------------------------------------------------------------------------------
+
+def pod_body(image: str, index: int) -> bytes:
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": f"bench-{index}", "namespace": NAMESPACE,
+                     "labels": {"app": "bench"}},
+        "spec": {"containers": [{"name": "app", "image": image}],
+                 "automountServiceAccountToken": False},
+    }).encode()
+
+
+def _worker(endpoint: dict[str, str], bodies: list[bytes]) -> tuple[list[float], int, float,
+                                                                      float, str]:
+    """One process, one keep-alive connection; returns latencies, errors, start, end, image."""
+    context = ssl.create_default_context(cafile=endpoint["ca"])
+    context.load_cert_chain(endpoint["cert"], endpoint["key"])
+    conn = http.client.HTTPSConnection(endpoint["host"], int(endpoint["port"]), context=context,
+                                       timeout=60)
+    conn.connect()
+    path = f"/api/v1/namespaces/{NAMESPACE}/pods?dryRun=All"
+    latencies: list[float] = []
+    errors = 0
+    image = ""
+    began = time.perf_counter()
+    for body in bodies:
+        started = time.perf_counter()
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        payload = response.read()
+        latencies.append(time.perf_counter() - started)
+        if response.status != 201:
+            errors += 1
+            image = payload.decode(errors="replace")[:300]
+        else:
+            image = json.loads(payload)["spec"]["containers"][0]["image"]
+    ended = time.perf_counter()
+    conn.close()
+    return latencies, errors, began, ended, image
+
+
+def run_load(pool: Any, endpoint: dict[str, str], image: str, concurrency: int,
+             requests: int) -> dict[str, Any]:
+    bodies = [pod_body(image, i) for i in range(requests)]
+    shares = [bodies[i::concurrency] for i in range(concurrency)]
+    results = pool.starmap(_worker, [(endpoint, share) for share in shares])
+    latencies = sorted(value for result in results for value in result[0])
+    elapsed = max(r[3] for r in results) - min(r[2] for r in results)
+    return {
+        "requests": len(latencies), "errors": sum(r[1] for r in results),
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000,
+        "per_second": len(latencies) / elapsed, "stored_image": results[0][4],
+    }
+
+
+def report(label: str, concurrency: int, figures: dict[str, Any],
+           baseline: dict[str, Any] | None) -> None:
+    line = (f"{label:<16} concurrency {concurrency:>2}: {figures['requests']:>5} Pods, "
+            f"{figures['errors']} errors, p50 {figures['p50_ms']:7.2f} ms, "
+            f"p99 {figures['p99_ms']:7.2f} ms, {figures['per_second']:7.1f} Pods/s")
+    if baseline is not None:
+        line += (f"  | vs no webhook: p50 +{figures['p50_ms'] - baseline['p50_ms']:.2f} ms "
+                 f"(x{figures['p50_ms'] / baseline['p50_ms']:.1f}), throughput "
+                 f"x{figures['per_second'] / baseline['per_second']:.2f}")
+    print(line, flush=True)
+
+
+def wait_for_webhook(pool: Any, endpoint: dict[str, str], image: str, pinned: str) -> None:
+    """The API server picks registrations up asynchronously: wait until a Pod comes back pinned."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if run_load(pool, endpoint, image, 1, 1)["stored_image"] == pinned:
+            return
+        time.sleep(0.2)
+    raise RuntimeError("the mutating webhook was not called within 30s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=400, help="Pods per round and level")
+    parser.add_argument("--concurrency", default="1,8")
+    args = parser.parse_args()
+    levels = [int(level) for level in args.concurrency.split(",")]
+    print(f"cores: {os.cpu_count()}  load average: {os.getloadavg()[0]:.1f}  request: POST Pod "
+          "?dryRun=All (1 container, image by tag), HTTPS keep-alive, one process per "
+          "connection", flush=True)
+    with tempfile.TemporaryDirectory() as tmp, multiprocessing.Pool(max(levels)) as pool:
+        directory = Path(tmp)
+        (directory / "storage").mkdir()
+        (directory / "cluster").mkdir()
+        (directory / "gatekeeper").mkdir()
+        with running_registry(directory) as registry, \
+                control_plane(directory / "cluster") as kubeconfig, \
+                running_gatekeeper(directory / "gatekeeper", registry) as (url, ca_pem):
+            digest = push_images(registry, 1)
+            image = f"{registry}/acme/web:v0"
+            endpoint = api_endpoint(kubeconfig)
+            kubectl(kubeconfig, "create", "namespace", NAMESPACE)
+            deadline = time.monotonic() + 30
+            while "default" not in kubectl(kubeconfig, "get", "serviceaccounts", "-n",
+                                           NAMESPACE, "-o", "name"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("no default ServiceAccount after 30s")
+                time.sleep(0.2)
+            run_load(pool, endpoint, image, max(levels), 100)  # warm-up
+            baseline: dict[int, dict[str, Any]] = {}
+            for concurrency in levels:
+                baseline[concurrency] = run_load(pool, endpoint, image, concurrency,
+                                                 args.requests)
+                report("no webhook", concurrency, baseline[concurrency], None)
+            documents = webhook_configurations(url, ca_pem)
+            kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
+            wait_for_webhook(pool, endpoint, image, f"{image}@{digest}")
+            run_load(pool, endpoint, image, max(levels), 100)  # warm-up through the webhooks
+            for concurrency in levels:
+                figures = run_load(pool, endpoint, image, concurrency, args.requests)
+                report("both webhooks", concurrency, figures, baseline[concurrency])
+            kubectl(kubeconfig, "delete", "mutatingwebhookconfiguration", "gatekeeper")
+            time.sleep(2)  # the API server drops the registration asynchronously
+            for concurrency in levels:
+                figures = run_load(pool, endpoint, image, concurrency, args.requests)
+                report("validating only", concurrency, figures, baseline[concurrency])
+            kubectl(kubeconfig, "delete", "validatingwebhookconfiguration", "gatekeeper")
+    print("targets (2 cores): >= 300 Pods/s at concurrency 8 with both webhooks; webhooks add "
+          "<= 3 ms to p50 at concurrency 1")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""``gatekeeper audit ...``: export, verify, checkpoint, prune, keygen.
+
+Mounted by the main CLI with ``app.add_typer(audit_app, name="audit")``.
+
+Exit codes: **0** done (verify: the trail or file verifies), **1** verification failed (the
+message names the first record changed, removed or inserted), **2** error (configuration,
+database unreachable, unreadable file).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from gatekeeper.cli.common import (
+    EXIT_FAILED,
+    ServerOption,
+    command_group,
+    fail,
+    load_settings,
+    parse_time,
+    remote,
+    remote_download,
+    waiting,
+)
+from gatekeeper.cli.stores import open_audit
+
+__all__ = ["audit_app"]
+
+audit_app = command_group(
+    "The audit trail: export it, verify it (online or an exported file), prune it."
+)
+
+TimeOption = Annotated[
+    str | None, typer.Option(metavar="TIME", help="7d, 12h, a date or an RFC 3339 instant")
+]
+
+
+@audit_app.command("export")
+def export(
+    file: Annotated[Path, typer.Option("--file", metavar="FILE", help="File to write")],
+    file_format: Annotated[
+        str, typer.Option("--format", metavar="[jsonl|csv]", help="File format")
+    ] = "jsonl",
+    since: TimeOption = None,
+    until: TimeOption = None,
+    ticket_id: Annotated[str | None, typer.Option("--ticket-id", metavar="ID")] = None,
+    plan_id: Annotated[str | None, typer.Option("--plan-id", metavar="ID")] = None,
+    intent_id: Annotated[str | None, typer.Option("--intent-id", metavar="ID")] = None,
+    deploy_id: Annotated[str | None, typer.Option("--deploy-id", metavar="ID")] = None,
+    namespace: Annotated[str | None, typer.Option()] = None,
+    verdict: Annotated[
+        str | None, typer.Option(metavar="[allow|warn|deny]", help="Only this verdict")
+    ] = None,
+    image_digest: Annotated[str | None, typer.Option("--image-digest", metavar="DIGEST")] = None,
+    server: ServerOption = None,
+) -> None:
+    """Export decisions, ending with the signed checkpoint that covers them."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from gatekeeper.audit.export import iter_export, plan_export
+    from gatekeeper.domain import DecisionQuery, Verdict, parse_digest
+    from gatekeeper.domain.wording import counted
+
+    if file_format not in ("jsonl", "csv"):
+        fail(f"--format must be jsonl or csv, not {file_format!r}")
+    if verdict is not None and verdict not in {v.value for v in Verdict}:
+        fail(f"--verdict must be allow, warn or deny, not {verdict!r}")
+    now = datetime.now(UTC)
+    query = DecisionQuery(
+        since=parse_time(since, option="--since", now=now) if since else None,
+        until=parse_time(until, option="--until", now=now) if until else None,
+        ticket_id=ticket_id, plan_id=plan_id, intent_id=intent_id, deploy_id=deploy_id,
+        namespace=namespace, verdict=Verdict(verdict) if verdict else None,
+        image_digest=str(parse_digest(image_digest, field="--image-digest"))
+        if image_digest else None,
+    )
+    if server:
+        _export_remote(server, query, file, file_format)
+        return
+    audit = open_audit(load_settings(), signing=True)
+    temporary = file.with_name(file.name + ".partial")
+    try:
+        plan = plan_export(audit, query)
+        with Progress(
+            TextColumn("exporting"), BarColumn(), MofNCompleteColumn(),
+            console=_stderr_console(), transient=True,
+        ) as progress, temporary.open("w", encoding="utf-8", newline="") as handle:
+            task = progress.add_task("export", total=plan.entries)
+            for chunk in iter_export(
+                audit, plan, file_format,  # type: ignore[arg-type]
+                progress=lambda n: progress.advance(task, n),
+            ):
+                handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(file)
+    except OSError as exc:
+        fail(f"cannot write {file}: {exc.strerror}")
+    finally:
+        temporary.unlink(missing_ok=True)
+        audit.close()
+    if plan.first_seq is None:
+        typer.echo(
+            f"exported 0 records to {file}; it ends with the checkpoint at record "
+            f"{plan.checkpoint.seq} (key {plan.checkpoint.key_id})"
+        )
+        return
+    typer.echo(
+        f"exported records {plan.first_seq}..{plan.end_seq} "
+        f"({counted(plan.entries, 'chain entry', 'chain entries')}) to "
+        f"{file}; it ends with the checkpoint at record {plan.checkpoint.seq} "
+        f"(key {plan.checkpoint.key_id}); verify offline with: "
+        f"gatekeeper audit verify --file {file} --public-key PUBLIC_KEY"
+    )
+
+
+def _export_remote(server: str, query: Any, file: Path, file_format: str) -> None:
+    """``GET /v1/audit/export`` with the same filters, into ``file``."""
+    params: dict[str, str] = {"format": file_format}
+    for name in ("since", "until"):
+        value = getattr(query, name)
+        if value is not None:
+            params[name] = value.isoformat()
+    for name in ("ticket_id", "plan_id", "intent_id", "deploy_id", "namespace", "image_digest"):
+        if getattr(query, name) is not None:
+            params[name] = str(getattr(query, name))
+    if query.verdict is not None:
+        params["verdict"] = query.verdict.value
+    headers = remote_download(server, "/v1/audit/export", file, params=params)
+    typer.echo(
+        f"exported to {file}; it ends with the checkpoint at record "
+        f"{headers.get('x-gatekeeper-checkpoint-seq', '?')}; verify offline with: "
+        f"gatekeeper audit verify --file {file} --public-key PUBLIC_KEY"
+    )
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@audit_app.command("verify")
+def verify(
+    since: Annotated[
+        str | None,
+        typer.Option(metavar="TIME", help="Start at the checkpoint before it (7d, date, RFC 3339)"),
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", metavar="FILE", help="Verify an export, offline")
+    ] = None,
+    public_key: Annotated[
+        Path | None,
+        typer.Option("--public-key", metavar="FILE", help="Ed25519 public key of checkpoints"),
+    ] = None,
+    server: ServerOption = None,
+) -> None:
+    """Recompute the hash chain and check the signed checkpoints. Exit 0 ok, 1 broken."""
+    from gatekeeper.audit.chain import load_public_key
+
+    if server and file is None:
+        params = {"since": parse_time(since, option="--since").isoformat()} if since else {}
+        answer = remote("GET", server, "/v1/audit/verify", params=params, timeout=600)
+        for note in answer.get("notes") or []:
+            typer.echo(f"warning: {note}", err=True)
+        if not answer.get("verified"):
+            fail(str(answer.get("message")), EXIT_FAILED)
+        typer.echo(str(answer.get("message")))
+        return
+
+    if file is not None:
+        from gatekeeper.audit.export import verify_export_file
+
+        if public_key is None:
+            fail("verifying an export needs the public key of its checkpoints: --public-key FILE")
+        try:
+            with waiting(f"verifying {file}"):
+                report = verify_export_file(file, load_public_key(public_key))
+        except OSError as exc:
+            fail(f"cannot read {file}: {exc.strerror}")
+        typer.echo(report.summary())
+        return
+    from gatekeeper.audit.verify import verify_database
+
+    settings = load_settings()
+    candidates = [public_key, settings.audit_public_key_file, settings.audit_signing_key_file]
+    chosen = next((candidate for candidate in candidates if candidate), None)
+    key = load_public_key(Path(chosen)) if chosen else None
+    started = parse_time(since, option="--since") if since else None
+    audit = open_audit(settings, signing=False)
+    try:
+        with waiting("verifying the audit trail"):
+            result = verify_database(audit.engine, key, since=started)
+    finally:
+        audit.close()
+    for note in result.notes:
+        typer.echo(f"warning: {note}", err=True)
+    typer.echo(result.summary())
+
+
+@audit_app.command("checkpoint")
+def checkpoint() -> None:
+    """Sign a checkpoint of the current head now."""
+    audit = open_audit(load_settings(), signing=True)
+    try:
+        written = audit.write_checkpoint()
+    finally:
+        audit.close()
+    if written is None:
+        typer.echo("the trail is empty: nothing to sign")
+        return
+    typer.echo(f"checkpoint at record {written.seq} signed (key {written.key_id})")
+
+
+@audit_app.command("prune")
+def prune(
+    older_than_days: Annotated[
+        int | None,
+        typer.Option("--older-than-days", metavar="DAYS", min=1,
+                     help="Default: audit_retention_days"),
+    ] = None,
+) -> None:
+    """Delete records older than the retention age, up to a signed checkpoint."""
+    from gatekeeper.domain.wording import counted
+
+    settings = load_settings()
+    days = older_than_days or settings.audit_retention_days
+    if not days:
+        fail("no retention age: pass --older-than-days N or set GATEKEEPER_AUDIT_RETENTION_DAYS")
+    audit = open_audit(settings, signing=True)
+    try:
+        deleted = audit.prune(timedelta(days=int(days)))
+    finally:
+        audit.close()
+    typer.echo(
+        f"pruned {counted(deleted, 'record')} older than {counted(int(days), 'day')} "
+        "(behind a signed checkpoint)"
+    )
+
+
+@audit_app.command("keygen")
+def keygen(
+    file: Annotated[
+        Path, typer.Option("--file", metavar="FILE", help="Private key file (PEM)")
+    ],
+) -> None:
+    """Create an Ed25519 checkpoint signing key (and FILE.pub with its public key)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from gatekeeper.audit.chain import key_id_of
+
+    if file.exists():
+        fail(f"{file} exists; refusing to overwrite a signing key")
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(private)
+        file.with_name(file.name + ".pub").write_bytes(public)
+    except OSError as exc:
+        fail(f"cannot write {file}: {exc.strerror}")
+    typer.echo(
+        f"signing key {file} (key id {key_id_of(key.public_key())}); public key "
+        f"{file.name}.pub"
+    )

@@ -1,0 +1,140 @@
+"""``gatekeeper policy exceptions ...``: time-boxed exceptions (waivers), in-process on the
+configured store or, with ``--server``, through a running gatekeeper. Exit 1 for an unknown or
+already revoked exception, 2 for bad input."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from gatekeeper.cli.common import (
+    ServerOption,
+    command_group,
+    load_settings,
+    parse_time,
+    remote,
+)
+from gatekeeper.cli.output import OutputFormat, OutputOption, emit
+from gatekeeper.cli.stores import actor_name, open_lifecycle
+
+__all__ = ["exceptions_app"]
+
+exceptions_app = command_group("Time-boxed exceptions (waivers).")
+
+
+def exception_line(document: dict[str, Any]) -> str:
+    scope = ", ".join(
+        f"{key} {document[key]}" for key in ("environment", "namespace") if document.get(key)
+    )
+    return (
+        f"{document['id']}  {document['status']:<8} {','.join(document['policies'])}  "
+        f"{' '.join(document['images'])}  ({scope}; ticket {document['ticket_id']}, "
+        f"expires {document['expires_at']})"
+    )
+
+
+@exceptions_app.command("create")
+def create_exception(
+    image: Annotated[
+        list[str], typer.Option("--image", metavar="IMAGE", help="Digest or registry/repo glob")
+    ],
+    policy: Annotated[
+        list[str], typer.Option("--policy", metavar="NAME", help="Rule package waived")
+    ],
+    reason: Annotated[str, typer.Option(help="Why")],
+    approver: Annotated[str, typer.Option(help="Who approved")],
+    ticket_id: Annotated[str, typer.Option("--ticket-id", metavar="ID", help="Change ticket")],
+    expires_at: Annotated[
+        str, typer.Option("--expires-at", metavar="TIME", help="RFC 3339, or 7d/12h from now")
+    ],
+    environment: Annotated[str | None, typer.Option(help="Environment scope")] = None,
+    namespace: Annotated[str | None, typer.Option(help="Namespace scope")] = None,
+    actor: Annotated[str | None, typer.Option(help="Recorded creator (default cli:<user>)")] = None,
+    output: OutputOption = OutputFormat.TABLE,
+    server: ServerOption = None,
+) -> None:
+    """Create an exception (running gatekeepers pick it up)."""
+    from gatekeeper.policy.exceptions import format_instant
+
+    now = datetime.now(UTC)
+    body: dict[str, Any] = {
+        "images": image, "policies": policy, "environment": environment,
+        "namespace": namespace, "reason": reason, "approver": approver,
+        "ticket_id": ticket_id,
+        "expires_at": format_instant(
+            parse_time(expires_at, option="--expires-at", now=now, ahead=True)
+        ),
+    }
+    if server:
+        document = remote("POST", server, "/v1/exceptions", json=body)
+    else:
+        lifecycle = open_lifecycle(load_settings())
+        document = lifecycle.create_exception(body, actor=actor_name(actor)).as_dict(now)
+    emit(document, output, lambda item: [exception_line(item)])
+
+
+@exceptions_app.command("list")
+def list_exceptions(
+    status: Annotated[
+        str | None, typer.Option(metavar="STATUS", help="active, expired or revoked")
+    ] = None,
+    output: OutputOption = OutputFormat.TABLE,
+    server: ServerOption = None,
+) -> None:
+    """List exceptions with their status now."""
+    if server:
+        params = {"status": status} if status else {}
+        items = remote("GET", server, "/v1/exceptions", params=params)["items"]
+    else:
+        lifecycle = open_lifecycle(load_settings())
+        now = lifecycle.now()
+        items = [e.as_dict(now) for e in lifecycle.store.list_exceptions()]
+    if status is not None:
+        items = [item for item in items if item["status"] == status]
+    emit({"items": items}, output, lambda document: map(exception_line, document["items"]))
+
+
+@exceptions_app.command("revoke")
+def revoke_exception(
+    exception_id: Annotated[str, typer.Argument(metavar="ID", help="EXC-n")],
+    reason: Annotated[str | None, typer.Option(help="Why")] = None,
+    actor: Annotated[str | None, typer.Option(help="Recorded revoker (default cli:<user>)")] = None,
+    output: OutputOption = OutputFormat.TABLE,
+    server: ServerOption = None,
+) -> None:
+    """Revoke an exception now (the record is kept). Exit 1 if unknown or already revoked."""
+    if server:
+        document = remote(
+            "POST", server, f"/v1/exceptions/{exception_id}/revoke", json={"reason": reason}
+        )
+    else:
+        lifecycle = open_lifecycle(load_settings())
+        exception = lifecycle.revoke_exception(
+            exception_id, actor=actor_name(actor), reason=reason
+        )
+        document = exception.as_dict(lifecycle.now())
+    emit(document, output, lambda item: [exception_line(item)])
+
+
+@exceptions_app.command("export")
+def export_exceptions(
+    output: OutputOption = OutputFormat.JSON, server: ServerOption = None
+) -> None:
+    """Every exception and its create/revoke audit records."""
+    if server:
+        document = remote("GET", server, "/v1/exceptions/export")
+    else:
+        from gatekeeper.policy.exceptions import format_instant
+        from gatekeeper.policy.store import EXCEPTION_CREATE, EXCEPTION_REVOKE
+
+        lifecycle = open_lifecycle(load_settings())
+        now = lifecycle.now()
+        events = lifecycle.store.events(limit=1000, actions=(EXCEPTION_CREATE, EXCEPTION_REVOKE))
+        document = {
+            "exported_at": format_instant(now),
+            "exceptions": [e.as_dict(now) for e in lifecycle.store.list_exceptions()],
+            "events": [e.as_dict() for e in reversed(events)],
+        }
+    emit(document, output)

@@ -1,0 +1,55 @@
+"""Where in-process commands get their use cases: the policy lifecycle and the audit trail,
+built by the adapters' own factories from the settings (the commands never build a store)."""
+
+from __future__ import annotations
+
+import getpass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gatekeeper.audit import SqlAuditLog
+    from gatekeeper.config import Settings
+    from gatekeeper.policy.lifecycle import PolicyLifecycle
+
+__all__ = ["actor_name", "open_audit", "open_lifecycle", "opa_binary"]
+
+
+def opa_binary(settings: Settings) -> str:
+    from gatekeeper.wiring import find_opa_binary
+
+    return find_opa_binary(settings)
+
+
+def open_lifecycle(settings: Settings) -> PolicyLifecycle:
+    """The policy lifecycle on the configured store, migrated (no OPA of its own to feed:
+    running gatekeepers pick changes up on their next sync)."""
+    from gatekeeper.audit import create_database_engine
+    from gatekeeper.policy.lifecycle import create_policy_lifecycle
+
+    lifecycle = create_policy_lifecycle(
+        database=create_database_engine(settings.database_url),
+        opa_binary=opa_binary(settings),
+        state=None,
+    )
+    lifecycle.store.migrate()
+    return lifecycle
+
+
+def open_audit(settings: Settings, *, signing: bool) -> SqlAuditLog:
+    """The audit trail on the configured store, migrated; with the checkpoint signing key when
+    ``signing`` (export, checkpoint, prune), else for reading."""
+    from gatekeeper.audit import open_audit_log
+
+    audit = open_audit_log(
+        settings.database_url,
+        signing_key_file=settings.audit_signing_key_file if signing else None,
+        checkpoint_every=settings.audit_checkpoint_every,
+        read_only=not signing,
+    )
+    audit.migrate()
+    return audit
+
+
+def actor_name(actor: str | None) -> str:
+    """The recorded actor: ``--actor`` or ``cli:<login>``."""
+    return actor or f"cli:{getpass.getuser()}"

@@ -1,0 +1,59 @@
+"""``SqlVexStore`` on the PostgreSQL started by scripts/test (skipped when it is not running)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from gatekeeper.vex import SqlVexStore, VexUploader
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture()
+def engine() -> sa.Engine:
+    url = os.environ.get("GATEKEEPER_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("GATEKEEPER_TEST_POSTGRES_URL is not set (scripts/test-servers starts it)")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return sa.create_engine(url)
+
+
+def test_concurrent_replicas_create_the_tables_and_a_document_is_stored_once(
+    engine: sa.Engine,
+) -> None:
+    errors: list[BaseException] = []
+
+    def start_replica() -> None:
+        try:
+            SqlVexStore(engine).create_tables()
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start_replica) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+    digest = "sha256:" + uuid.uuid4().hex * 2
+    document = {
+        "@context": "https://openvex.dev/ns/v0.2.0", "@id": f"https://example.com/{uuid.uuid4()}",
+        "author": "sec", "timestamp": "2026-11-20T00:00:00Z", "version": 1,
+        "statements": [{"vulnerability": {"name": "CVE-2024-3094"}, "products": [{"@id": digest}],
+                        "status": "fixed"}],
+    }  # fmt: skip
+    store = SqlVexStore(engine)
+    uploader = VexUploader(store)
+    first = uploader.upload(json.dumps(document).encode(), uploaded_by="sec-team")
+    second = uploader.upload(json.dumps(document).encode(), uploaded_by="other")
+    assert first.stored.id == second.stored.id
+    [found] = store.find_for_digest(digest)
+    assert (found.id, found.uploaded_by, found.statement_count) == (first.stored.id, "sec-team", 1)

@@ -1,0 +1,82 @@
+"""The two caches of the admission path are bounded and expire."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from gatekeeper.domain import (
+    Decision,
+    EnforcementMode,
+    Source,
+    Ticket,
+    Verdict,
+)
+from gatekeeper.evidence_cache import EvidenceCache, EvidenceKey
+from gatekeeper.webhook.reuse import AdmissionKey, DecisionReuse
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def decision(decision_id: str) -> Decision:
+    return Decision(decision_id, datetime(2026, 1, 1, tzinfo=UTC), Source.ADMISSION,
+                    Verdict.ALLOW, EnforcementMode.ENFORCE, "production", "shop", Ticket(),
+                    (), (), (), "sha256:r")
+
+
+def key(uid: str, images: frozenset[str] = frozenset({"a@sha256:1"})) -> AdmissionKey:
+    return AdmissionKey(uid, "shop", EnforcementMode.ENFORCE, False, images)
+
+
+def test_reuse_needs_the_same_admission_and_expires() -> None:
+    clock = Clock()
+    reuse = DecisionReuse(ttl_seconds=30, max_entries=8, monotonic=clock)
+    reuse.remember(key("u1"), decision("d1"))
+    assert reuse.find(key("u1")) == decision("d1")
+    assert reuse.find(key("u1", frozenset({"b@sha256:2"}))) is None  # other images
+    assert reuse.find(AdmissionKey("u1", "shop", EnforcementMode.WARN, False,
+                                   frozenset({"a@sha256:1"}))) is None  # other mode
+    assert reuse.find(AdmissionKey("u1", "other", EnforcementMode.ENFORCE, False,
+                                   frozenset({"a@sha256:1"}))) is None  # other namespace
+    assert reuse.find(AdmissionKey("u1", "shop", EnforcementMode.ENFORCE, True,
+                                   frozenset({"a@sha256:1"}))) is None  # a dry run
+    clock.now += 30
+    assert reuse.find(key("u1")) is None
+
+
+def test_reuse_is_bounded() -> None:
+    reuse = DecisionReuse(ttl_seconds=30, max_entries=2)
+    for index in range(3):
+        reuse.remember(key(f"u{index}"), decision(f"d{index}"))
+    assert len(reuse) == 2 and reuse.find(key("u0")) is None
+    assert reuse.find(key("u2")) == decision("d2")
+
+
+def test_reuse_off_remembers_nothing() -> None:
+    reuse = DecisionReuse(ttl_seconds=0, max_entries=2)
+    reuse.remember(key("u1"), decision("d1"))
+    assert reuse.find(key("u1")) is None
+
+
+def test_evidence_cache_is_bounded_expires_and_hands_out_copies() -> None:
+    clock = Clock()
+    cache = EvidenceCache(ttl_seconds=10, max_entries=2, monotonic=clock)
+    first = EvidenceKey("ghcr.io/acme/api", "sha256:1", "production", "shop")
+    cache.put(first, {"signatures": {"status": "verified"}})
+    copy = cache.get(first)
+    assert copy == {"signatures": {"status": "verified"}}
+    assert copy is not None
+    copy["signatures"]["status"] = "tampered"
+    assert cache.get(first) == {"signatures": {"status": "verified"}}
+    # another namespace or environment is another key
+    assert cache.get(EvidenceKey("ghcr.io/acme/api", "sha256:1", "production", "other")) is None
+    cache.put(EvidenceKey("b", "sha256:2", "production", "shop"), {})
+    cache.put(EvidenceKey("c", "sha256:3", "production", "shop"), {})
+    assert len(cache) == 2 and cache.get(first) is None  # least recently used out
+    clock.now += 10
+    assert cache.get(EvidenceKey("c", "sha256:3", "production", "shop")) is None
