@@ -44,7 +44,8 @@ def debian_components(rootfs: Path) -> list[dict[str, object]]:
         status = member.read().decode()
     components = []
     for package in parse_dpkg_status(status):
-        name, version, arch = package["Package"], package["Version"], package.get("Architecture", "")
+        name, version = package["Package"], package["Version"]
+        arch = package.get("Architecture", "")
         purl = (f"pkg:deb/{DEBIAN_NAMESPACE}/{name}@{quote(version, safe='')}"
                 f"?arch={arch}&distro={DISTRO}")
         component: dict[str, object] = {
@@ -100,7 +101,8 @@ def main(argv: list[str]) -> None:
     components.append({
         "type": "application", "bom-ref": opa_purl, "name": "opa",
         "version": args.opa_version, "purl": opa_purl,
-        "hashes": [{"alg": "SHA-256", "content": hashlib.sha256(args.opa.read_bytes()).hexdigest()}],
+        "hashes": [{"alg": "SHA-256",
+                    "content": hashlib.sha256(args.opa.read_bytes()).hexdigest()}],
         "licenses": [{"license": {"id": "Apache-2.0"}}],
     })
     components.sort(key=lambda c: str(c["bom-ref"]))
@@ -111,7 +113,8 @@ def main(argv: list[str]) -> None:
         "serialNumber": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, image_purl)}",
         "version": 1,
         "metadata": {
-            "tools": {"components": [{"type": "application", "name": "forge-gatekeeper build-image"}]},
+            "tools": {"components": [
+                {"type": "application", "name": "forge-gatekeeper build-image"}]},
             "component": {
                 "type": "container", "bom-ref": image_purl, "name": args.image_name,
                 "version": args.version, "purl": image_purl,

@@ -38,6 +38,7 @@ class BuiltImage:
     out: Path               # SBOM, provenance, OCI archive
     keys: KeyPair
     build_log: str
+    cosign: str             # read before make_settings clears the GATEKEEPER_* environment
 
 
 def _storage_args() -> list[str]:
@@ -68,7 +69,7 @@ def gatekeeper_image(tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
     assert result.returncode == 0, result.stderr
     reference = result.stdout.strip()
     digest = reference.rsplit("@", 1)[1]
-    return BuiltImage(reference, repository, digest, work / "out", keys, result.stderr)
+    return BuiltImage(reference, repository, digest, work / "out", keys, result.stderr, cosign)
 
 
 def skopeo_inspect(reference: str, *flags: str) -> dict[str, object]:
@@ -180,3 +181,100 @@ def test_opa_sidecar_image_is_the_pinned_static_opa_alone(tmp_path: Path) -> Non
     manifest = skopeo_inspect(reference, "--raw")
     assert len(manifest["layers"]) == 1
     assert config["config"]["Labels"]["org.opencontainers.image.version"] == "1.22.2"
+
+
+# ---- the project gates itself --------------------------------------------------------------------
+BUILDER_ID = "https://github.com/forge/gatekeeper/scripts/build-image@v1"
+
+
+@pytest.fixture
+def own_gate(make_settings, gatekeeper_image: BuiltImage, policy_dir: Path):  # noqa: ANN001
+    """The gatekeeper as production builds it, trusting the release key that signed the image and
+    allowing the build script's builder id (the shipped rules; data configured as a user would)."""
+    from fastapi.testclient import TestClient
+
+    from gatekeeper.app import create_app
+
+    host = gatekeeper_image.repository.split("/", 1)[0]
+    data_file = policy_dir / "data.json"
+    data = json.loads(data_file.read_text())
+    data["gatekeeper"]["config"]["signatures"]["environments"]["production"][
+        "allowed_builders"] = [BUILDER_ID]
+    data_file.write_text(json.dumps(data))
+    settings = make_settings(
+        registry={"hosts": [{"host": host, "plain_http": True}]},
+        signatures={
+            "authorities": [{"name": "release", "keys": [gatekeeper_image.keys.public_pem],
+                             "tlog": False}],
+            "images": [{"glob": f"{host}/**", "authorities": ["release"]}],
+        },
+        policy_watch_interval_seconds=0,
+    )
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def copy_image(source: str, repository: str) -> str:
+    """The same image bytes under another repository, without its signature or attestations."""
+    digest_file = Path(subprocess.run(["mktemp"], capture_output=True, text=True,
+                                      check=True).stdout.strip())
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false",
+         "--preserve-digests", "--digestfile", str(digest_file), f"docker://{source}",
+         f"docker://{repository}:0.1.0"],
+        check=True, capture_output=True, timeout=300,
+    )
+    return f"{repository}@{digest_file.read_text().strip()}"
+
+
+def evaluate(client, image: str) -> dict[str, object]:  # noqa: ANN001
+    response = client.post("/v1/evaluations", json={
+        "images": [image], "environment": "production", "namespace": "gatekeeper-system"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def messages(decision: dict[str, object]) -> list[str]:
+    return [v["message"] for v in decision["violations"]]  # type: ignore[index,union-attr]
+
+
+def test_its_own_production_policy_allows_the_signed_attested_image(
+    own_gate, gatekeeper_image: BuiltImage,  # noqa: ANN001
+) -> None:
+    decision = evaluate(own_gate, gatekeeper_image.reference)
+    assert decision["verdict"] == "allow", messages(decision)
+    assert decision["violations"] == []
+
+
+def test_each_missing_proof_is_denied_with_its_reason(
+    own_gate, gatekeeper_image: BuiltImage, tmp_path: Path,  # noqa: ANN001
+) -> None:
+    from tests.integration.cosign_fixtures import cosign_attest, cosign_sign
+
+    cosign = gatekeeper_image.cosign
+    host = gatekeeper_image.repository.split("/", 1)[0]
+    sbom = json.loads((gatekeeper_image.out / "sbom.cdx.json").read_text())
+    provenance = json.loads((gatekeeper_image.out / "provenance.json").read_text())
+
+    unsigned = copy_image(gatekeeper_image.reference, f"{host}/forge/unsigned")
+    decision = evaluate(own_gate, unsigned)
+    assert decision["verdict"] == "deny"
+    assert any("no signature found" in m for m in messages(decision)), messages(decision)
+
+    no_sbom = copy_image(gatekeeper_image.reference, f"{host}/forge/no-sbom")
+    cosign_sign(cosign, gatekeeper_image.keys, no_sbom, tmp_path)
+    cosign_attest(cosign, gatekeeper_image.keys, no_sbom, tmp_path,
+                  predicate_type="slsaprovenance1", predicate=provenance)
+    decision = evaluate(own_gate, no_sbom)
+    assert decision["verdict"] == "deny"
+    assert any("an SBOM is required in production" in m for m in messages(decision)), (
+        messages(decision))
+
+    no_provenance = copy_image(gatekeeper_image.reference, f"{host}/forge/no-provenance")
+    cosign_sign(cosign, gatekeeper_image.keys, no_provenance, tmp_path)
+    cosign_attest(cosign, gatekeeper_image.keys, no_provenance, tmp_path,
+                  predicate_type="cyclonedx", predicate=sbom)
+    decision = evaluate(own_gate, no_provenance)
+    assert decision["verdict"] == "deny"
+    assert any("provenance" in m for m in messages(decision)), messages(decision)
+    assert not any("SBOM" in m for m in messages(decision)), messages(decision)
