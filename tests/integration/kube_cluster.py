@@ -331,10 +331,14 @@ def _wait_ready(url: str, ca_file: Path, process: subprocess.Popen[bytes], log: 
     raise AssertionError(f"gatekeeper serve not ready after 60s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def gatekeeper(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory,
                opa_binary: str) -> Iterator[Gatekeeper]:
-    """The gatekeeper serving the cluster's webhooks for the whole session."""
+    """The gatekeeper serving the cluster's webhooks for one test module.
+
+    Per module, and everything it registers is deleted afterwards, so that a later module can
+    install the chart itself (``helm install`` owns the same names) in the same cluster.
+    """
     registry = registry_host()
     cosign = cosign_binary("v2")
     workdir = tmp_path_factory.mktemp("kube-gatekeeper")
@@ -382,20 +386,24 @@ def gatekeeper(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFac
         process = subprocess.Popen([sys.executable, "-m", "gatekeeper", "serve"], env=env,
                                    stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir)
     configurations: list[dict[str, Any]] = []
+    registered: list[dict[str, Any]] = []
     try:
         _wait_ready(url, ca.cert_file, process, log)
         if node_address:
             configurations = rendered_webhook_configurations(ca.cert_file, None)
+            registered += service_for(configurations, node_address, port)[1:]
             control_plane.apply(service_for(configurations, node_address, port))
         else:
             configurations = rendered_webhook_configurations(ca.cert_file, url)
+        registered += configurations
         control_plane.apply(configurations)
         yield Gatekeeper(url, ca, registry, keys, cosign, workdir, log)
     finally:
-        for configuration in configurations:
-            control_plane.kubectl("delete", configuration["kind"],
-                                  configuration["metadata"]["name"], "--ignore-not-found",
-                                  check=False)
+        for document in registered:
+            namespace = document["metadata"].get("namespace")
+            control_plane.kubectl("delete", document["kind"], document["metadata"]["name"],
+                                  *(["-n", namespace] if namespace else []),
+                                  "--ignore-not-found", check=False)
         process.terminate()
         try:
             process.wait(timeout=20)
