@@ -9,16 +9,17 @@ run CMD``); otherwise the first test that needs it starts one with ``scripts/tes
 
 The gatekeeper is the real ``gatekeeper serve`` (HTTPS on loopback, embedded OPA with
 ``policies/``, SQLite audit store, cosign signature verification against the loopback
-docker-registry). Its webhooks are registered from the chart's own rendering (``helm template``):
-the chart addresses the gatekeeper through a Service, which needs a node network, so the test
-rewrites each ``clientConfig`` to ``url: https://127.0.0.1:PORT/<the chart's path>`` with the
-test CA as ``caBundle``; everything else (rules, selectors, failure policy, timeouts) is the
-chart's.
+docker-registry). Its webhooks are registered from the chart's own rendering (``helm template``
+with ``tls.mode=secret`` and the test CA as ``tls.caBundle``). The chart addresses the gatekeeper
+through a Service, which needs a node network: on loopback the test rewrites each
+``clientConfig.service`` to ``url: https://127.0.0.1:PORT/<the chart's path>``; under
+``scripts/test-node`` the rendering is applied unchanged and a selector-less Service with
+Endpoints at the node address leads the API server to the gatekeeper. Everything else (rules,
+selectors, failure policy, timeouts, caBundle) is the chart's.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shlex
@@ -254,34 +255,63 @@ def kube_node() -> Node:
                 os.environ["GATEKEEPER_TEST_NODE_IMAGE"])
 
 
-def rendered_webhook_configurations(url: str, ca_pem: bytes) -> list[dict[str, Any]]:
-    """The chart's two webhook configurations, each clientConfig pointed at ``url``."""
+def rendered_webhook_configurations(ca_file: Path, url: str | None) -> list[dict[str, Any]]:
+    """The chart's two webhook configurations, rendered with ``tls.mode=secret``.
+
+    The chart writes ``ca_file`` into every ``caBundle`` (its own mechanism for a CA it did not
+    make). With ``url``, each ``clientConfig.service`` becomes ``url: URL<the chart's path>``;
+    without, the configurations are the chart's, Service and all.
+    """
     helm = os.environ.get("GATEKEEPER_HELM") or str(TOOLS / "helm")
     if not Path(helm).is_file():
         _unavailable("helm is missing (GATEKEEPER_HELM; scripts/install-tools builds it)")
     rendered = subprocess.run(
         [helm, "template", "gatekeeper", str(CHART), "--namespace", RELEASE_NAMESPACE,
          "--kube-version", KUBE_VERSION.removeprefix("v"),
-         "--values", str(CHART / "ci" / "test-values.yaml")],
+         "--values", str(CHART / "ci" / "test-values.yaml"),
+         "--set", "tls.mode=secret", "--set", "tls.secretName=gatekeeper-test-tls",
+         "--set-file", f"tls.caBundle={ca_file}"],
         capture_output=True, text=True, timeout=120, check=False)
     assert rendered.returncode == 0, rendered.stderr
     configurations = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc and doc["kind"] in
                       ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")]
     assert len(configurations) == 2, "the chart renders both webhook configurations"
-    for configuration in configurations:
-        for webhook in configuration["webhooks"]:
-            client_config = webhook["clientConfig"]
-            path = client_config.pop("service")["path"]
-            client_config["url"] = f"{url}{path}"
-            client_config["caBundle"] = base64.b64encode(ca_pem).decode()
+    if url is not None:
+        for configuration in configurations:
+            for webhook in configuration["webhooks"]:
+                client_config = webhook["clientConfig"]
+                client_config["url"] = url + client_config.pop("service")["path"]
     return configurations
 
 
-def _free_port() -> int:
+def service_for(configurations: list[dict[str, Any]], address: str,
+                port: int) -> list[dict[str, Any]]:
+    """The Service the chart's clientConfig names, with endpoints at ``address:port``.
+
+    On the node the gatekeeper runs as a process, not a Pod: a selector-less Service and its
+    Endpoints (mirrored into an EndpointSlice by the controller manager) stand in for the
+    chart's Deployment, so the API server reaches it exactly as it would reach the Pod.
+    """
+    (service,) = {(w["clientConfig"]["service"]["name"], w["clientConfig"]["service"]["namespace"],
+                   w["clientConfig"]["service"]["port"])
+                  for c in configurations for w in c["webhooks"]}
+    name, namespace, service_port = service
+    metadata = {"name": name, "namespace": namespace}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": metadata,
+         "spec": {"ports": [{"name": "https", "port": service_port, "targetPort": port}]}},
+        {"apiVersion": "v1", "kind": "Endpoints", "metadata": metadata,
+         "subsets": [{"addresses": [{"ip": address}],
+                      "ports": [{"name": "https", "port": port}]}]},
+    ]
+
+
+def _free_port(host: str) -> int:
     import socket
 
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
@@ -301,17 +331,25 @@ def _wait_ready(url: str, ca_file: Path, process: subprocess.Popen[bytes], log: 
     raise AssertionError(f"gatekeeper serve not ready after 60s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def gatekeeper(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory,
                opa_binary: str) -> Iterator[Gatekeeper]:
-    """The gatekeeper serving the cluster's webhooks for the whole session."""
+    """The gatekeeper serving the cluster's webhooks for one test module.
+
+    Per module, and everything it registers is deleted afterwards, so that a later module can
+    install the chart itself (``helm install`` owns the same names) in the same cluster.
+    """
     registry = registry_host()
     cosign = cosign_binary("v2")
     workdir = tmp_path_factory.mktemp("kube-gatekeeper")
     keys = generate_key_pair(cosign, workdir / "keys")
     ca = CertificateAuthority(workdir)
-    leaf = ca.issue("gatekeeper", ip_addresses=("127.0.0.1",))
-    port = _free_port()
+    # On the node the API server calls the chart's Service, which leads to the node address.
+    node_address = os.environ.get("GATEKEEPER_TEST_NODE_IP")
+    host = node_address or "127.0.0.1"
+    leaf = ca.issue("gatekeeper", ip_addresses=(host,),
+                    dns_names=(f"gatekeeper.{RELEASE_NAMESPACE}.svc",))
+    port = _free_port(host)
     registry_port = registry.rsplit(":", 1)[1]
     config = {
         "database_url": f"sqlite:///{workdir / 'audit.db'}",
@@ -320,7 +358,7 @@ def gatekeeper(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFac
         "policy_tests_dir": str(REPO / "rego-tests"),
         "policy_state_dir": str(workdir / "policy-state"),
         "audit_spool_dir": str(workdir / "spool"),
-        "host": "127.0.0.1",
+        "host": host,
         "port": port,
         "metrics_port": 0,
         "insecure_disable_auth": True,
@@ -343,21 +381,29 @@ def gatekeeper(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFac
            if not name.startswith("GATEKEEPER_") or name.startswith("GATEKEEPER_TEST_")}
     env.update(GATEKEEPER_CONFIG=str(config_file), PYTHONPATH=str(REPO))
     log = workdir / "gatekeeper.log"
-    url = f"https://127.0.0.1:{port}"
+    url = f"https://{host}:{port}"
     with log.open("wb") as log_file:
         process = subprocess.Popen([sys.executable, "-m", "gatekeeper", "serve"], env=env,
                                    stdout=log_file, stderr=subprocess.STDOUT, cwd=workdir)
     configurations: list[dict[str, Any]] = []
+    registered: list[dict[str, Any]] = []
     try:
         _wait_ready(url, ca.cert_file, process, log)
-        configurations = rendered_webhook_configurations(url, ca.cert_file.read_bytes())
+        if node_address:
+            configurations = rendered_webhook_configurations(ca.cert_file, None)
+            registered += service_for(configurations, node_address, port)[1:]
+            control_plane.apply(service_for(configurations, node_address, port))
+        else:
+            configurations = rendered_webhook_configurations(ca.cert_file, url)
+        registered += configurations
         control_plane.apply(configurations)
         yield Gatekeeper(url, ca, registry, keys, cosign, workdir, log)
     finally:
-        for configuration in configurations:
-            control_plane.kubectl("delete", configuration["kind"],
-                                  configuration["metadata"]["name"], "--ignore-not-found",
-                                  check=False)
+        for document in registered:
+            namespace = document["metadata"].get("namespace")
+            control_plane.kubectl("delete", document["kind"], document["metadata"]["name"],
+                                  *(["-n", namespace] if namespace else []),
+                                  "--ignore-not-found", check=False)
         process.terminate()
         try:
             process.wait(timeout=20)

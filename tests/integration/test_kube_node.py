@@ -60,3 +60,32 @@ def test_unsigned_pod_is_denied_and_never_reaches_the_node(
                                      f"spec.containers[0].image ({image}): ")
     events = control_plane.kubectl("get", "events", "-n", namespace, "-o", "name")
     assert events.stdout == ""
+
+
+def test_pods_reach_a_service_and_the_api_server_through_kube_proxy(
+        kube_node: Node, control_plane: ControlPlane, gatekeeper: Gatekeeper) -> None:
+    # What a chart's own Pods need: ClusterIP Services (helm test, the API server's Service).
+    namespace = control_plane.namespace()
+    image, _ = gatekeeper.runnable_image(signed=True)
+    control_plane.kubectl("run", "www", f"--image={image}", "--port=8080", "-n", namespace,
+                          "--", "httpd", "-f", "-p", "8080", "-h", "/bin")
+    control_plane.kubectl("run", "client", f"--image={image}", "-n", namespace,
+                          "--", "sleep", "3600")
+    control_plane.kubectl("expose", "pod", "www", "--port=80", "--target-port=8080",
+                          "-n", namespace)
+    control_plane.kubectl("wait", "--for=condition=Ready", "pod/www", "pod/client",
+                          "-n", namespace, "--timeout=60s", timeout=90)
+    service_ip = control_plane.kubectl("get", "service", "www", "-n", namespace, "-o",
+                                       "jsonpath={.spec.clusterIP}").stdout
+    api_ip = control_plane.kubectl("get", "service", "kubernetes", "-n", "default", "-o",
+                                   "jsonpath={.spec.clusterIP}").stdout
+
+    # busybox's wget crashes in static glibc's resolver: plain HTTP over nc instead.
+    web = control_plane.kubectl("exec", "client", "-n", namespace, "--", "sh", "-c",
+                                rf'printf "GET /busybox HTTP/1.0\r\n\r\n" | nc -w 5 {service_ip} 80'
+                                " | head -1")
+    api = control_plane.kubectl("exec", "client", "-n", namespace, "--", "sh", "-c",
+                                f"printf x | nc -w 5 {api_ip} 443 >/dev/null && echo connected")
+
+    assert web.stdout == "HTTP/1.1 200 OK\n"  # text mode turns \r\n into \n
+    assert api.stdout == "connected\n"
