@@ -11,7 +11,8 @@ router over the real service: embedded OPA with ``policies/``, SQLite audit stor
 * **cold**: every review names 3 tags never seen before, each resolved against the registry.
 
 ``--webhooks both`` sends each admission as the API server does with both webhooks registered:
-``/admission/mutate``, the patch applied, then ``/admission/validate`` with the same uid; the
+``/admission/mutate``, the patch applied, then ``/admission/validate`` with a uid of its own
+(the API server's uid names one call, not the admission); the
 latency is that of the pair. ``--service real`` serves ``create_app(settings)`` (the production
 application: middlewares, wiring, the admission settings) on uvicorn as ``gatekeeper serve``
 does.
@@ -244,8 +245,11 @@ def deployment_review(uid: int, images: list[str]) -> bytes:
 
 
 def _patched(body: bytes, answer: dict[str, Any]) -> bytes:
-    """The review the API server sends the validating webhook: the mutating patch applied."""
+    """The review the API server sends the validating webhook: the mutating patch applied, and
+    a uid of its own (one per call)."""
     review = json.loads(body)
+    uid = review["request"]["uid"]
+    review["request"]["uid"] = uid[:14] + "9" + uid[15:]
     for op in json.loads(base64.b64decode(answer["patch"])) if answer.get("patch") else []:
         *parents, last = op["path"].lstrip("/").split("/")
         node: Any = review["request"]["object"]

@@ -5,7 +5,8 @@
     field. On UPDATE only the images ``oldObject`` did not carry are evaluated: relabelling or
     scaling a workload admitted under an older policy is never blocked by the new one.
 (3) Resolve the enforcement mode and the ticket ids.
-(4) The same admission already decided (the mutating webhook for this uid, with these images)?
+(4) Validating webhook: the same admission already decided by the mutating webhook (the same
+    evaluation input, with the images it pinned; the API server's uid differs per call)?
     Answer from that decision: one evaluation and one record per admission
     (:mod:`gatekeeper.webhook.reuse`). An UPDATE that changes no image is recorded as an allow
     ("no image changed") without evaluation.
@@ -156,11 +157,13 @@ class AdmissionHandler:
         loop = asyncio.get_running_loop()
         if isinstance(prepared, Rejected):
             return await loop.run_in_executor(self._executor, self._reject, prepared)
-        # (4) the same admission, already decided by the mutating webhook?
-        reused = self._reuse.find(
-            prepared.reuse_key(frozenset(i.location.image for i in prepared.images)))
-        if reused is not None:
-            return self._render(prepared, reused, reused=True)
+        # (4) the same admission, already decided by the mutating webhook? (Only the validating
+        # webhook asks: each mutating call is an admission of its own, recorded once.)
+        if prepared.webhook == "validate":
+            reused = self._reuse.take(
+                prepared.reuse_key(frozenset(i.location.image for i in prepared.images)))
+            if reused is not None:
+                return self._render(prepared, reused, reused=True)
         if not prepared.images:
             try:
                 decision = await loop.run_in_executor(self._executor, self._record_unchanged,

@@ -6,6 +6,7 @@ loop runs it directly.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -65,13 +66,18 @@ class Prepared:
     fail_open: str | None
     #: False for a dry run when dry runs are not recorded.
     record: bool
+    #: The evaluation input besides namespace, mode, dry run and images, as canonical JSON,
+    #: without what the API server changes between its mutating and validating calls (the uid
+    #: of the call; the name it generates from ``generateName``). See :mod:`..reuse`.
+    reuse_facts: str
 
     @property
     def mode(self) -> EnforcementMode:
         return self.request.mode
 
     def reuse_key(self, images: frozenset[str]) -> AdmissionKey:
-        return AdmissionKey(self.uid, self.namespace, self.mode, self.request.dry_run, images)
+        return AdmissionKey(self.namespace, self.mode, self.request.dry_run, images,
+                            self.reuse_facts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +172,40 @@ def prepare_review(
         unchanged=len({i.location.image for i in located} & old_images),
         fail_open=fail_open,
         record=settings.record_dry_run or not request.dry_run,
+        reuse_facts=_reuse_facts(request, evaluation, old_images),
     )
+
+
+def _reuse_facts(
+    request: AdmissionRequest, evaluation: EvaluationRequest, old_images: frozenset[str]
+) -> str:
+    """What else an evaluation of this review depends on, the same in both webhooks' calls.
+
+    Everything of ``evaluation`` but the images (keyed apart, as pinned) and the admission
+    context's ``uid``, ``webhook`` and ``name``: the API server sends each call its own uid, and
+    names a ``generateName`` object between the calls, so such an object is identified by its
+    ``generateName`` (the name its mutating review was evaluated with)."""
+    admission = dict(evaluation.context.get("admission", {}))
+    for volatile in ("uid", "webhook", "name"):
+        admission.pop(volatile, None)
+    metadata = request.object.get("metadata") if request.object else None
+    generate_name = metadata.get("generateName") if isinstance(metadata, Mapping) else None
+    if (isinstance(generate_name, str) and generate_name
+            and (not request.name or request.name.startswith(generate_name))):
+        identity = {"generate_name": generate_name}
+    else:
+        identity = {"name": request.name}
+    facts = {
+        "identity": identity,
+        "admission": admission,
+        "environment": evaluation.environment,
+        "ticket": evaluation.ticket.as_dict(),
+        "caller": evaluation.caller,
+        "gate_failure_admits": evaluation.gate_failure_admits,
+        "old_images": sorted(old_images),
+        "other_context": {k: v for k, v in evaluation.context.items() if k != "admission"},
+    }
+    return json.dumps(facts, sort_keys=True, separators=(",", ":"), default=str)
 
 def _images_before(request: AdmissionRequest) -> frozenset[str]:
     if request.operation is not Operation.UPDATE:

@@ -4,8 +4,7 @@ Issue 11.2, observed through the real API server and kubectl. "An older policy" 
 without editing the policy: the workload is admitted in a namespace labelled
 ``gatekeeper.forge.dev/mode=audit`` (recorded, not enforced), then the label is removed, so the
 namespace is enforced from then on, exactly as if the policy had changed under a running
-workload. Tests that today's webhook fails are marked ``xfail(strict=True)``: the lead removes the
-mark when the admission-semantics change lands (a strict xfail that passes fails the run).
+workload.
 """
 
 from __future__ import annotations
@@ -23,8 +22,6 @@ from tests.integration.kube_cluster import (  # noqa: F401 - fixtures
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.kube]
-
-SEMANTICS = "issue 11.2 (admission semantics): lands with the webhook rewrite"
 
 
 def legacy_namespace(control_plane: ControlPlane) -> str:
@@ -47,8 +44,6 @@ def _replica_sets(control_plane: ControlPlane, namespace: str) -> list[dict[str,
     return items
 
 
-@pytest.mark.xfail(strict=True, reason=SEMANTICS + ": an UPDATE that changes no image is "
-                   "re-evaluated today, so labelling a pod admitted earlier is denied")
 def test_label_a_pod_admitted_under_an_older_policy(control_plane: ControlPlane,
                                                     gatekeeper: Gatekeeper) -> None:
     namespace = legacy_namespace(control_plane)
@@ -62,8 +57,6 @@ def test_label_a_pod_admitted_under_an_older_policy(control_plane: ControlPlane,
     assert (result.returncode, result.stdout, result.stderr) == (0, "pod/legacy labeled\n", "")
 
 
-@pytest.mark.xfail(strict=True, reason=SEMANTICS + ": the controller's ReplicaSet UPDATE "
-                   "(replicas only) is re-evaluated and denied today, so replicas stay at 1")
 def test_scale_a_deployment_admitted_under_an_older_policy(control_plane: ControlPlane,
                                                            gatekeeper: Gatekeeper) -> None:
     namespace = legacy_namespace(control_plane)
@@ -81,8 +74,6 @@ def test_scale_a_deployment_admitted_under_an_older_policy(control_plane: Contro
         timeout=20)
 
 
-@pytest.mark.xfail(strict=True, reason=SEMANTICS + ": the mutating and the validating webhook "
-                   "each evaluate and record today (6 decisions for 3 objects)")
 def test_create_deployment_records_one_decision_per_admitted_object(
         control_plane: ControlPlane, gatekeeper: Gatekeeper) -> None:
     namespace = control_plane.namespace()
@@ -98,8 +89,6 @@ def test_create_deployment_records_one_decision_per_admitted_object(
         "Deployment", "Pod", "ReplicaSet"]
 
 
-@pytest.mark.xfail(strict=True, reason=SEMANTICS + ": the chart declares sideEffects: None "
-                   "although dry runs are recorded")
 def test_server_dry_run_is_declared_and_recorded_as_a_dry_run(
         control_plane: ControlPlane, gatekeeper: Gatekeeper) -> None:
     namespace = control_plane.namespace()

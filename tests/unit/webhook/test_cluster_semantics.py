@@ -70,6 +70,26 @@ def apply_patch(obj: dict[str, Any], response: AdmissionResponse) -> dict[str, A
     return patched
 
 
+def as_validating(document: dict[str, Any], mutated: AdmissionResponse,
+                  sequence: int = 0) -> dict[str, Any]:
+    """The validating review the real API server sends after ``mutated``: a uid of its own (one
+    per call, not per admission), the patched object, completed as the registry's
+    ``BeforeCreate`` completes it (a generated name, uid, timestamp, status)."""
+    review = copy.deepcopy(document)
+    request = review["request"]
+    request["uid"] = f"00000000-0000-4000-9000-{sequence:012d}"
+    obj = apply_patch(request["object"], mutated)
+    metadata = obj["metadata"]
+    if metadata.get("generateName") and not metadata.get("name"):
+        metadata["name"] = f"{metadata['generateName']}x{sequence:04d}"
+        request["name"] = metadata["name"]
+    metadata.update(uid=f"5e0c0000-0000-4000-8000-{sequence:012d}",
+                    creationTimestamp="2026-11-30T08:00:00Z")
+    obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
+    request["object"] = obj
+    return review
+
+
 # -- updates: only new or changed images are evaluated --------------------------------------
 
 def test_label_on_a_pod_admitted_under_an_older_policy_is_admitted_and_recorded() -> None:
@@ -124,8 +144,7 @@ def test_validating_webhook_reuses_the_mutating_decision_for_the_pinned_object()
     handler = AdmissionHandler(service, AdmissionSettings())
     document = load("deployment-create")
     mutated = answer(handler, document, webhook="mutate")
-    document["request"]["object"] = apply_patch(document["request"]["object"], mutated)
-    validated = answer(handler, document, webhook="validate")
+    validated = answer(handler, as_validating(document, mutated), webhook="validate")
     [decision] = audit.records
     assert mutated.allowed and validated.allowed
     assert mutated.warnings == (
@@ -136,6 +155,41 @@ def test_validating_webhook_reuses_the_mutating_decision_for_the_pinned_object()
         f"admitted: 4 image(s) evaluated (decision {decision.decision_id}, made by the "
         "mutating webhook)")
     assert validated.audit_annotations["decision-id"] == decision.decision_id
+
+
+def test_replicas_made_from_one_template_leave_one_record_each() -> None:
+    """A ReplicaSet's Pods: ``generateName``, one uid per call, a name given between the calls."""
+    service, audit = build_service()
+    handler = AdmissionHandler(service, AdmissionSettings())
+    document = load("pod-create")
+    mutated = [answer(handler, document, webhook="mutate") for _ in range(3)]
+    validated = [answer(handler, as_validating(document, response, index), webhook="validate")
+                 for index, response in enumerate(mutated)]
+    assert len(audit.records) == 3
+    assert all(v.allowed and "made by the mutating webhook" in v.message for v in validated)
+    assert sorted(v.audit_annotations["decision-id"] for v in validated) == sorted(
+        d.decision_id for d in audit.records)
+
+
+def test_a_validating_review_with_other_facts_is_evaluated_again() -> None:
+    """Reuse is keyed on the whole evaluation input: another user, ticket or operation than the
+    mutating webhook evaluated means another admission, evaluated and recorded afresh."""
+    service, audit = build_service()
+    handler = AdmissionHandler(service, AdmissionSettings())
+    document = load("deployment-create")
+    for change in (
+        lambda r: r["userInfo"].update(username="mallory"),
+        lambda r: r["object"]["metadata"]["annotations"].update(
+            {"gatekeeper.forge.dev/ticket-id": "TCK-9"}),
+        lambda r: r.update(name="other"),
+    ):
+        mutated = answer(handler, document, webhook="mutate")
+        review = as_validating(document, mutated)
+        change(review["request"])
+        before = len(audit.records)
+        validated = answer(handler, review, webhook="validate")
+        assert len(audit.records) == before + 1
+        assert "made by the mutating webhook" not in validated.message
 
 
 def test_an_image_changed_after_the_mutating_webhook_is_evaluated_again() -> None:

@@ -29,38 +29,50 @@ def decision(decision_id: str) -> Decision:
                     (), (), (), "sha256:r")
 
 
-def key(uid: str, images: frozenset[str] = frozenset({"a@sha256:1"})) -> AdmissionKey:
-    return AdmissionKey(uid, "shop", EnforcementMode.ENFORCE, False, images)
+def key(facts: str, images: frozenset[str] = frozenset({"a@sha256:1"})) -> AdmissionKey:
+    return AdmissionKey("shop", EnforcementMode.ENFORCE, False, images, facts)
 
 
-def test_reuse_needs_the_same_admission_and_expires() -> None:
+def test_reuse_needs_the_same_evaluation_input_and_expires() -> None:
     clock = Clock()
     reuse = DecisionReuse(ttl_seconds=30, max_entries=8, monotonic=clock)
-    reuse.remember(key("u1"), decision("d1"))
-    assert reuse.find(key("u1")) == decision("d1")
-    assert reuse.find(key("u1", frozenset({"b@sha256:2"}))) is None  # other images
-    assert reuse.find(AdmissionKey("u1", "shop", EnforcementMode.WARN, False,
-                                   frozenset({"a@sha256:1"}))) is None  # other mode
-    assert reuse.find(AdmissionKey("u1", "other", EnforcementMode.ENFORCE, False,
-                                   frozenset({"a@sha256:1"}))) is None  # other namespace
-    assert reuse.find(AdmissionKey("u1", "shop", EnforcementMode.ENFORCE, True,
-                                   frozenset({"a@sha256:1"}))) is None  # a dry run
+    for _ in range(5):
+        reuse.remember(key("f1"), decision("d1"))
+    assert reuse.take(key("f1", frozenset({"b@sha256:2"}))) is None  # other images
+    assert reuse.take(key("f2")) is None  # other facts (kind, user, ticket ...)
+    assert reuse.take(AdmissionKey("shop", EnforcementMode.WARN, False,
+                                   frozenset({"a@sha256:1"}), "f1")) is None  # other mode
+    assert reuse.take(AdmissionKey("other", EnforcementMode.ENFORCE, False,
+                                   frozenset({"a@sha256:1"}), "f1")) is None  # other namespace
+    assert reuse.take(AdmissionKey("shop", EnforcementMode.ENFORCE, True,
+                                   frozenset({"a@sha256:1"}), "f1")) is None  # a dry run
+    assert reuse.take(key("f1")) == decision("d1")
     clock.now += 30
-    assert reuse.find(key("u1")) is None
+    assert reuse.take(key("f1")) is None
+
+
+def test_each_remembered_decision_answers_one_validating_review() -> None:
+    reuse = DecisionReuse(ttl_seconds=30, max_entries=8)
+    reuse.remember(key("f1"), decision("d1"))
+    reuse.remember(key("f1"), decision("d2"))
+    assert [reuse.take(key("f1")), reuse.take(key("f1")), reuse.take(key("f1"))] == [
+        decision("d1"), decision("d2"), None]
+    assert len(reuse) == 0
 
 
 def test_reuse_is_bounded() -> None:
     reuse = DecisionReuse(ttl_seconds=30, max_entries=2)
     for index in range(3):
-        reuse.remember(key(f"u{index}"), decision(f"d{index}"))
-    assert len(reuse) == 2 and reuse.find(key("u0")) is None
-    assert reuse.find(key("u2")) == decision("d2")
+        reuse.remember(key(f"f{index}"), decision(f"d{index}"))
+    reuse.remember(key("f2"), decision("d3"))
+    assert len(reuse) == 2 and reuse.take(key("f0")) is None and reuse.take(key("f1")) is None
+    assert [reuse.take(key("f2")), reuse.take(key("f2"))] == [decision("d2"), decision("d3")]
 
 
 def test_reuse_off_remembers_nothing() -> None:
     reuse = DecisionReuse(ttl_seconds=0, max_entries=2)
-    reuse.remember(key("u1"), decision("d1"))
-    assert reuse.find(key("u1")) is None
+    reuse.remember(key("f1"), decision("d1"))
+    assert reuse.take(key("f1")) is None
 
 
 def test_evidence_cache_is_bounded_expires_and_hands_out_copies() -> None:
