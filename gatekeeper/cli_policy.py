@@ -113,6 +113,16 @@ def test_policies(
         _fail(f"opa test failed: {(verbose.stderr or verbose.stdout).strip()[:2000]}")
     if not isinstance(outcomes, list):
         _fail(f"opa test failed: {verbose.stdout.strip()[:2000]}")
+    if verbose.returncode != 0 and not any(o.get("fail") or o.get("error") for o in outcomes):
+        # Nothing ran or nothing failed, yet opa failed: parse or compile errors. Say them.
+        from gatekeeper.policy.checks import parse_check_errors
+
+        problems = parse_check_errors(verbose.stdout, verbose.stderr, "test")
+        for problem in problems:
+            typer.echo(problem.render(), err=True)
+        _fail(f"opa test failed: {len(problems)} error(s) before any test ran", EXIT_FAILED)
+    if not outcomes:
+        _fail(f"opa test found no tests in {policies} and {tests}", EXIT_FAILED)
     failed = 0
     for outcome in outcomes:
         name = f"{outcome.get('package')}.{outcome.get('name')}"
@@ -307,17 +317,21 @@ def _print_exception(document: dict[str, Any]) -> None:
 
 @exceptions_app.command("create")
 def create_exception(
-    image: Annotated[list[str], typer.Option("--image", help="Digest or registry/repo glob")],
+    image: Annotated[list[str], typer.Option(
+        "--image", help="Digest, registry/repo:tag (pinned at approval), or glob with --any-digest"
+    )],
     policy: Annotated[list[str], typer.Option("--policy", help="Rule package waived")],
     reason: Annotated[str, typer.Option(help="Why")],
-    approver: Annotated[str, typer.Option(help="Who approved")],
     ticket_id: Annotated[str, typer.Option("--ticket-id", help="Change ticket")],
     expires_at: Annotated[str, typer.Option("--expires-at", help="RFC 3339, or 7d/12h from now")],
     environment: Annotated[str | None, typer.Option(help="Environment scope")] = None,
     namespace: Annotated[str | None, typer.Option(help="Namespace scope")] = None,
     actor: Annotated[str | None, typer.Option(help="Recorded creator (default cli:<user>)")] = None,
+    any_digest: Annotated[bool, typer.Option(
+        "--any-digest", help="Say that a repository glob waives any digest"
+    )] = False,
 ) -> None:
-    """Create an exception in the configured store (running gatekeepers pick it up)."""
+    """Create a *pending* exception (it waives nothing until someone else approves it)."""
     from gatekeeper.policy.exceptions import ExceptionRequest, format_instant
 
     settings = _settings()
@@ -331,7 +345,7 @@ def create_exception(
         request = ExceptionRequest.parse(
             {
                 "images": image, "policies": policy, "environment": environment,
-                "namespace": namespace, "reason": reason, "approver": approver,
+                "namespace": namespace, "reason": reason, "any_digest": any_digest,
                 "ticket_id": ticket_id, "expires_at": expiry,
             },
             now=now,
@@ -345,7 +359,7 @@ def create_exception(
 
 @exceptions_app.command("list")
 def list_exceptions(
-    status: Annotated[str | None, typer.Option(help="active, expired or revoked")] = None,
+    status: Annotated[str | None, typer.Option(help="pending, active, expired or revoked")] = None,
     output: Annotated[str, typer.Option(help="table or json")] = "table",
 ) -> None:
     """List exceptions with their status now."""
@@ -362,6 +376,24 @@ def list_exceptions(
         return
     for item in items:
         _print_exception(item)
+
+
+@exceptions_app.command("approve")
+def approve_exception(
+    exception_id: Annotated[str, typer.Argument(help="EXC-n")],
+    server: Annotated[str, typer.Option(
+        help="The running gatekeeper at this URL (token: $GATEKEEPER_TOKEN)"
+    )],
+) -> None:
+    """Approve a pending exception as the principal of $GATEKEEPER_TOKEN (never in-process:
+    an approval needs an authenticated second person). Exit 1 if refused."""
+    status, document = _remote(
+        "POST", f"{server.rstrip('/')}/v1/exceptions/{exception_id}/approve"
+    )
+    if status != 200:
+        _fail(document.get("message") or f"HTTP {status}",
+              EXIT_FAILED if status in (401, 403, 404, 409) else EXIT_ERROR)
+    _print_exception(document)
 
 
 @exceptions_app.command("revoke")
@@ -385,7 +417,7 @@ def revoke_exception(
 def export_exceptions() -> None:
     """Every exception and its create/revoke audit records, as JSON."""
     from gatekeeper.policy.exceptions import format_instant
-    from gatekeeper.policy.store import EXCEPTION_CREATE, EXCEPTION_REVOKE
+    from gatekeeper.policy.store import EXCEPTION_APPROVE, EXCEPTION_CREATE, EXCEPTION_REVOKE
 
     settings = _settings()
     now = datetime.now(UTC)
@@ -397,7 +429,10 @@ def export_exceptions() -> None:
             "events": [
                 e.as_dict()
                 for e in reversed(
-                    store.events(limit=1000, actions=(EXCEPTION_CREATE, EXCEPTION_REVOKE))
+                    store.events(
+                        limit=1000,
+                        actions=(EXCEPTION_CREATE, EXCEPTION_APPROVE, EXCEPTION_REVOKE),
+                    )
                 )
             ],
         }

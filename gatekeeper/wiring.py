@@ -15,6 +15,7 @@ from gatekeeper.audit import SqlAuditLog, open_audit_log
 from gatekeeper.bridges import AttestedSbomSource, ReferrerSbomSource
 from gatekeeper.config import Settings
 from gatekeeper.domain import EvidenceCollector, PolicyEngine
+from gatekeeper.domain.reference import parse_image_reference
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.metrics import Metrics
 from gatekeeper.policy import EmbeddedOpa, OpaPolicyEngine
@@ -311,6 +312,8 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         state=state,
         embedded_socket=embedded.socket_path if embedded is not None else None,
         sidecar_url=settings.opa_url,
+        # an exception's tags are pinned to the digests the registry serves when approved
+        tag_resolver=lambda text: str(registry.resolve_digest(parse_image_reference(text))),
     )
     return Container(
         policy_lifecycle=lifecycle,

@@ -64,15 +64,22 @@ class Role(enum.StrEnum):
     PIPELINE = "pipeline"
     AUDITOR = "auditor"
     POLICY_ADMIN = "policy-admin"
+    #: may approve a pending exception (and nothing else)
+    EXCEPTION_APPROVER = "exception-approver"
     ADMIN = "admin"
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who called: the token's ``sub`` and the roles it grants."""
+    """Who called: the token's ``sub`` and the roles it grants.
+
+    ``authenticated`` is false only for the stand-in principal of a server whose
+    authentication is disabled: it passes role checks but can never approve anything.
+    """
 
     subject: str
     roles: frozenset[Role]
+    authenticated: bool = True
 
     def has_any(self, roles: Iterable[Role]) -> bool:
         return Role.ADMIN in self.roles or any(role in self.roles for role in roles)
@@ -208,7 +215,9 @@ class Authenticator:
     def authenticate(self, authorization: str | None) -> Principal:
         """Verify the ``Authorization`` header value; raise :class:`AuthError` (401) if bad."""
         if self.insecure_disable_auth:
-            return Principal("anonymous (auth disabled)", frozenset({Role.ADMIN}))
+            return Principal(
+                "anonymous (auth disabled)", frozenset({Role.ADMIN}), authenticated=False
+            )
         if not authorization:
             raise _unauthorized(
                 "missing bearer token: send 'Authorization: Bearer <JWT>'", invalid=False
