@@ -62,7 +62,7 @@ def _shape(item: Any) -> str:
     if isinstance(item, dict):
         keys = ", ".join(sorted(str(k) for k in item)[:8])
         return f"an object with keys [{keys}]"
-    return f"a {type(item).__name__}" if item is not None else "null"
+    return f"a value of type {type(item).__name__}" if item is not None else "null"
 
 
 def _sorted(findings: list[Violation]) -> tuple[Violation, ...]:
