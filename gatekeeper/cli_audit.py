@@ -217,6 +217,17 @@ def verify(
     for note in result.notes:
         typer.echo(f"warning: {note}", err=True)
     typer.echo(result.summary())
+    from gatekeeper.audit.spool import DurableSpool, count_quarantined
+
+    quarantined = count_quarantined(settings.audit_spool_dir)
+    if quarantined:
+        # decisions that were answered but the store refused: the trail is not complete
+        _fail(
+            f"audit verification FAILED: {quarantined} spooled decisions were refused by the "
+            f"audit store and are kept in "
+            f"{settings.audit_spool_dir / DurableSpool.QUARANTINE_NAME}",
+            EXIT_FAILED,
+        )
 
 
 @audit_app.command("checkpoint")

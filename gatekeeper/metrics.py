@@ -50,3 +50,8 @@ class Metrics:
         self.spool_depth = Gauge(
             "gatekeeper_audit_spool_depth", "Decisions waiting in the local spool", registry=r
         )
+        self.spool_quarantined = Gauge(
+            "gatekeeper_audit_spool_quarantined",
+            "Spooled decisions the audit store refused, kept in the quarantine file",
+            registry=r,
+        )

@@ -36,8 +36,18 @@ def _audit_log(request: Request) -> SqlAuditLog:
 
 
 def audit_readiness(audit: SqlAuditLog) -> dict[str, Any]:
-    """Fields for ``/readyz``: the spool depth (decisions waiting for the database)."""
-    return {"audit_spool_depth": audit.spool_depth}
+    """Fields for ``/readyz``: the spool depth (decisions waiting for the database) and the
+    quarantine (spooled decisions the store refused, kept beside the spool)."""
+    fields: dict[str, Any] = {
+        "audit_spool_depth": audit.spool_depth,
+        "audit_spool_quarantined": audit.spool_quarantined,
+    }
+    if audit.spool_quarantined and audit.spool is not None:
+        fields["audit_spool_quarantine"] = (
+            f"{audit.spool_quarantined} spooled decisions refused by the audit store are kept "
+            f"in {audit.spool.quarantine_path} (see gatekeeper audit verify)"
+        )
+    return fields
 
 
 def build_audit_router() -> APIRouter:

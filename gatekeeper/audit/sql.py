@@ -125,6 +125,8 @@ class SqlAuditLog:
         self._engine = engine
         self._metrics = metrics
         self.spool = spool
+        #: Why the last spool replay stopped (None once it drained): ``/readyz`` reports it.
+        self.replay_error: str | None = None
         self.signer = signer
         #: The key checkpoints are verified with: the signer's, or a configured public key.
         self.verify_key = signer.public_key if signer is not None else None
@@ -159,10 +161,25 @@ class SqlAuditLog:
     def _update_depth(self) -> None:
         if self._metrics is not None:
             self._metrics.spool_depth.set(self.spool_depth)
+            self._metrics.spool_quarantined.set(self.spool_quarantined)
 
     @property
     def spool_depth(self) -> int:
         return self.spool.depth if self.spool is not None else 0
+
+    @property
+    def spool_quarantined(self) -> int:
+        """Spooled decisions the store refused (kept in the spool's quarantine file)."""
+        return self.spool.quarantined if self.spool is not None else 0
+
+    def spool_blocked(self) -> str | None:
+        """Why the spool cannot drain now (None when it is empty or draining)."""
+        if self.spool_depth and self.replay_error is not None:
+            return (
+                f"audit spool cannot drain: {self.spool_depth} decisions waiting "
+                f"({self.replay_error})"
+            )
+        return None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -311,25 +328,36 @@ class SqlAuditLog:
             ) from exc
 
     def _try_replay(self) -> bool:
-        """Move the spool into the chain, in order. True when the spool is empty afterwards."""
+        """Move the spool into the chain, in order. True when the spool is empty afterwards.
+
+        A line the store refuses for its content (``DataError``: a NUL byte, an over-long
+        value) or that cannot be read back is quarantined (see :mod:`gatekeeper.audit.spool`)
+        so it never blocks the lines behind it. Any other failure stops the replay and is kept
+        in :attr:`replay_error` (``/readyz`` fails while the spool cannot drain).
+        """
         if self.spool is None or not self.spool.depth:
+            self.replay_error = None
             return True
         if time.monotonic() - self._last_replay_failure < _REPLAY_RETRY_SECONDS:
             return False
         replayed = 0
-        chunk: list[tuple[Any, Any]] = []
+        chunk: list[tuple[int, Any, bytes]] = []
         try:
-            for item in self.spool.iter_items():
-                chunk.append(item)
-                if len(chunk) >= self.settings.batch_size:
-                    self._replay_chunk(chunk)
-                    replayed += len(chunk)
+            for number, item, raw in self.spool.iter_lines():
+                if item is None:
+                    replayed += self._replay_or_quarantine(chunk)
                     chunk = []
-            if chunk:
-                self._replay_chunk(chunk)
-                replayed += len(chunk)
+                    self.spool.quarantine(raw, number=number, reason="corrupt spool line")
+                    replayed += 1
+                    continue
+                chunk.append((number, item, raw))
+                if len(chunk) >= self.settings.batch_size:
+                    replayed += self._replay_or_quarantine(chunk)
+                    chunk = []
+            replayed += self._replay_or_quarantine(chunk)
         except SQLAlchemyError as exc:
             self._last_replay_failure = time.monotonic()
+            self.replay_error = f"{type(exc).__name__} from {self._where}"
             log.warning("audit spool replay stopped after %d of %d: %s: %s",
                         replayed, self.spool.depth, self._where, type(exc).__name__)
             if replayed:
@@ -337,9 +365,35 @@ class SqlAuditLog:
             self._update_depth()
             return False
         self.spool.clear(replayed)
+        self.replay_error = None
         self._update_depth()
         log.info("audit spool replayed: %d decisions moved into %s", replayed, self._where)
         return True
+
+    def _replay_or_quarantine(self, chunk: list[tuple[int, Any, bytes]]) -> int:
+        """Replay ``chunk``; if the store refuses it for its data, one by one, quarantining
+        the refused lines. Returns the lines consumed; raises SQLAlchemyError otherwise."""
+        if not chunk:
+            return 0
+        try:
+            self._replay_chunk([item for _number, item, _raw in chunk])
+            return len(chunk)
+        except sa.exc.DataError:
+            pass
+        except (GatekeeperError, ValueError, KeyError, TypeError):
+            pass
+        assert self.spool is not None
+        for number, item, raw in chunk:
+            try:
+                self._replay_chunk([item])
+            except sa.exc.DataError as exc:
+                reason = f"refused by {self._where}: {type(exc.orig).__name__}: {exc.orig}"
+                self.spool.quarantine(raw, number=number, reason=reason[:500])
+            except (GatekeeperError, ValueError, KeyError, TypeError) as exc:
+                self.spool.quarantine(
+                    raw, number=number, reason=f"cannot be read back: {exc}"[:500]
+                )
+        return len(chunk)
 
     def _replay_chunk(self, chunk: list[tuple[Any, Any]]) -> None:
         with self._timed("replay"):

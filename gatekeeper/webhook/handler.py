@@ -285,20 +285,28 @@ class AdmissionHandler:
         references: dict[str, ImageReference] = {}
         for item in located:
             references.setdefault(item.reference.original, item.reference)
-        evaluation = EvaluationRequest(
-            images=tuple(references.values()),
-            source=Source.ADMISSION,
-            environment=self.settings.environment,
-            namespace=request.namespace or None,
-            ticket=ticket,
-            mode=mode,
-            dry_run=request.dry_run,
-            caller=request.user_info.username or None,
-            context={"admission": {
-                **_admission_context(request, webhook),
-                "fail_open": request.namespace in self.settings.fail_open_namespaces,
-            }},
-        )
+        try:
+            evaluation = EvaluationRequest(
+                images=tuple(references.values()),
+                source=Source.ADMISSION,
+                environment=self.settings.environment,
+                namespace=request.namespace or None,
+                ticket=ticket,
+                mode=mode,
+                dry_run=request.dry_run,
+                caller=request.user_info.username or None,
+                context={"admission": {
+                    **_admission_context(request, webhook),
+                    "fail_open": request.namespace in self.settings.fail_open_namespaces,
+                }},
+            )
+        except InvalidInputError as exc:
+            # the same limits as the REST API (gatekeeper.domain.fields); such a value cannot
+            # be stored, so the answer names the field instead of recording it
+            return build_plain_response(
+                request.uid, allowed=False, code=400, outcome="invalid_object",
+                message=f"invalid request: {exc.message}",
+            )
         if invalid:
             message = join_message([v.message for v in invalid], "")
             return _Rejected(request.uid, evaluation, tuple(invalid), message)
