@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
 from tests.integration.cosign_fixtures import (
+    CYCLONEDX_PREDICATE,
     SLSA_V02_PREDICATE,
     cosign_attest,
     cosign_binary,
@@ -54,6 +55,9 @@ class Production:
         cosign_attest(self.cosign, self.keys, pinned, self.tmp_path,
                       predicate_type="slsaprovenance",
                       predicate=SLSA_V02_PREDICATE | {"builder": {"id": builder}})
+        # production also requires an SBOM: attested by the same authority
+        cosign_attest(self.cosign, self.keys, pinned, self.tmp_path,
+                      predicate_type="cyclonedx", predicate=CYCLONEDX_PREDICATE)
         return f"{self.host}/{repository}:1.0@{digest}"
 
     def evaluate(self, image: str) -> dict[str, Any]:
@@ -70,9 +74,15 @@ class Production:
 
 
 @pytest.fixture
-def production(tmp_path: Path, make_settings: Any) -> Iterator[Production]:
+def cosign_v2() -> str:
+    """Read before make_settings clears the GATEKEEPER_* variables."""
+    return cosign_binary("v2")
+
+
+@pytest.fixture
+def production(cosign_v2: str, tmp_path: Path, make_settings: Any) -> Iterator[Production]:
     host = registry_host()
-    cosign = cosign_binary("v2")
+    cosign = cosign_v2
     keys = generate_key_pair(cosign, tmp_path / "keys")
     settings = make_settings(
         resolve_digests=True,
