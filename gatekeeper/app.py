@@ -16,7 +16,11 @@ from starlette.concurrency import run_in_threadpool
 from gatekeeper import __version__
 from gatekeeper.api.audit_routes import build_audit_router
 from gatekeeper.api.auth import Authenticator, Role, install_auth, require_roles
-from gatekeeper.api.middleware import BodySizeLimitMiddleware, RequestMetricsMiddleware
+from gatekeeper.api.middleware import (
+    BodySizeLimitMiddleware,
+    RequestGuardMiddleware,
+    RequestMetricsMiddleware,
+)
 from gatekeeper.api.policy_routes import build_policy_router
 from gatekeeper.api.routes import build_router
 from gatekeeper.api.sbom_routes import build_sbom_router
@@ -173,6 +177,9 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
             "/v1/sboms": settings.sbom_max_bytes,
             **dict.fromkeys(ADMISSION_PATHS, settings.admission_max_review_bytes),
         },
+        read_timeout=settings.http_body_timeout_seconds,
     )
+    # outside the body limit: the token is checked before a byte of the body is read
+    app.add_middleware(RequestGuardMiddleware)
     app.add_middleware(RequestMetricsMiddleware, metrics=owned.metrics)
     return app

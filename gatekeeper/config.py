@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     pipeline_mode: EnforcementMode = EnforcementMode.ENFORCE
     #: Largest accepted request body.
     max_body_bytes: int = Field(default=1 << 20, gt=0)
+    #: A client must send its request headers within this many seconds of connecting (or of
+    #: the previous response), and its body within the second: slow clients cannot pin workers.
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     #: Most images accepted in one evaluation request.
     max_images_per_request: int = Field(default=100, gt=0, le=10_000)
     log_level: str = "INFO"

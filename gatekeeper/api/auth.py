@@ -247,10 +247,14 @@ class Authenticator:
             raise _unauthorized(
                 f"token algorithm {algorithm!r} is not accepted (accepted: {accepted})"
             )
-        # (2) a kid that matches JWKS keys narrows the candidates
+        # (2) with a JWKS (keys with ids), a token's kid must name one of them: a kid that
+        # matches no key is refused even if another key would verify (no key hopping). Keys
+        # without ids (PEM files, the HS256 secret) ignore the kid.
         kid = header.get("kid")
-        if kid is not None and any(key.key_id == kid for key in candidates):
+        if kid is not None and any(key.key_id is not None for key in self._keys):
             candidates = [key for key in candidates if key.key_id == kid]
+            if not candidates:
+                raise _unauthorized(f"token key id {str(kid)[:64]!r} matches no configured key")
         # (3) signature, then exp/nbf/iat, issuer and audience
         options: Any = {"require": ["exp", "sub"], "verify_aud": self._audience is not None}
         last_signature_error: Exception | None = None

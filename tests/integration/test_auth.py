@@ -288,3 +288,15 @@ def test_exception_routes_role_matrix(real_app, method, path):
         else:
             assert response.status_code == 403, (role, response.text)
             assert response.json()["error"] == "forbidden"
+
+
+def test_jwks_kid_that_matches_no_key_is_refused_even_if_another_key_verifies(rsa_key, tmp_path):
+    entry = json.loads(jwt.algorithms.get_default_algorithms()["RS256"].to_jwk(rsa_key.public_key()))
+    entry["kid"] = "r1"
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [entry]}))
+    client = build(Authenticator.from_settings(jwks_file=path))
+    assert get(client, "/pipeline", token(rsa_key, "RS256", headers={"kid": "r1"})).status_code == 200
+    stranger = get(client, "/pipeline", token(rsa_key, "RS256", headers={"kid": "rotated-out"}))
+    assert stranger.status_code == 401
+    assert stranger.json()["message"] == "token key id 'rotated-out' matches no configured key"
