@@ -255,6 +255,9 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         batch_size=settings.audit_batch_size,
         retention_days=settings.audit_retention_days,
         metrics=metrics,
+        witness=settings.audit_witness,
+        witness_endpoint_url=settings.audit_witness_endpoint_url,
+        witness_retention_days=settings.audit_witness_retention_days,
     )
     registry = build_registry_client(settings)
     collectors: list[EvidenceCollector] = []

@@ -9,6 +9,7 @@ from gatekeeper.audit.chain import CheckpointSigner, load_public_key, load_signi
 from gatekeeper.audit.database import create_database_engine
 from gatekeeper.audit.spool import DurableSpool
 from gatekeeper.audit.sql import AuditSettings, SqlAuditLog
+from gatekeeper.audit.witness import open_witness
 from gatekeeper.metrics import Metrics
 
 __all__ = ["open_audit_log"]
@@ -27,6 +28,9 @@ def open_audit_log(
     batch_size: int = 256,
     retention_days: int | None = None,
     metrics: Metrics | None = None,
+    witness: str | None = None,
+    witness_endpoint_url: str | None = None,
+    witness_retention_days: int = 400,
 ) -> SqlAuditLog:
     """An (unmigrated) :class:`SqlAuditLog`; a bad key is a ConfigurationError naming it."""
     signer = CheckpointSigner(load_signing_key(signing_key_file)) if signing_key_file else None
@@ -40,6 +44,11 @@ def open_audit_log(
             checkpoint_interval_seconds=checkpoint_interval_seconds,
             batch_size=batch_size,
             retention_days=retention_days,
+        ),
+        witness=(
+            open_witness(witness, endpoint_url=witness_endpoint_url,
+                         retention_days=witness_retention_days)
+            if witness else None
         ),
     )
     if public_key_file is not None:

@@ -60,6 +60,7 @@ from gatekeeper.audit.schema import (
     prune_permits,
 )
 from gatekeeper.audit.spool import DurableSpool
+from gatekeeper.audit.witness import CheckpointWitness, check_head_against_checkpoint
 from gatekeeper.domain import Decision, DecisionPage, DecisionQuery, decision_from_dict
 from gatekeeper.errors import GatekeeperError, InvalidInputError, NotFoundError, StorageError
 from gatekeeper.metrics import Metrics
@@ -121,6 +122,7 @@ class SqlAuditLog:
         spool: DurableSpool | None = None,
         signer: CheckpointSigner | None = None,
         settings: AuditSettings | None = None,
+        witness: CheckpointWitness | None = None,
     ) -> None:
         self._engine = engine
         self._metrics = metrics
@@ -128,6 +130,12 @@ class SqlAuditLog:
         #: Why the last spool replay stopped (None once it drained): ``/readyz`` reports it.
         self.replay_error: str | None = None
         self.signer = signer
+        #: Signed checkpoints are also published here (outside the database), if configured.
+        self.witness = witness
+        #: The newest checkpoint this writer trusts (signed by it, or read from the witness):
+        #: the chain must still verify against it before the writer extends or signs it.
+        self._trusted: Checkpoint | None = None
+        self._last_head_hash: str | None = None
         #: The key checkpoints are verified with: the signer's, or a configured public key.
         self.verify_key = signer.public_key if signer is not None else None
         self.settings = settings or AuditSettings()
@@ -190,6 +198,14 @@ class SqlAuditLog:
                 applied = migrate(connection)
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot migrate audit store {self._where}: {exc}") from exc
+        if self.witness is not None:
+            try:
+                witnessed = self.witness.read()
+            except GatekeeperError as exc:
+                log.error("audit witness unreadable at start: %s", exc.render())
+                witnessed = []
+            if witnessed:
+                self._trusted = max(witnessed, key=lambda c: c.seq)
         if self.spool_depth:
             self._as_writer(self._try_replay)
         return applied
@@ -414,8 +430,13 @@ class SqlAuditLog:
         """One transaction: lock the head, chain the batch, insert, checkpoint if due."""
         from gatekeeper.audit.chain import record_hash
 
+        signed: Checkpoint | None = None
         with self._engine.begin() as connection:
             head = self._lock_head(connection)
+            if str(head.record_hash) != self._last_head_hash:
+                # the head moved without us (another replica, or someone with the database)
+                trusted = self._trusted_checkpoint(connection)
+                check_head_against_checkpoint(connection, head, trusted)
             if dedupe and prepared:
                 ids = [item.decision_id for item in prepared]
                 seen = set(
@@ -449,13 +470,35 @@ class SqlAuditLog:
                 values["checkpoint_at"] = datetime.now(UTC)
             if self._checkpoint_due(head, seq):
                 assert self.signer is not None
-                checkpoint = self.signer.sign(seq, prev)
-                connection.execute(checkpoints.insert().values(**checkpoint.as_dict()))
+                signed = self.signer.sign(seq, prev)
+                connection.execute(checkpoints.insert().values(**signed.as_dict()))
                 values.update(checkpoint_seq=seq, checkpoint_at=datetime.now(UTC))
             if rows or len(values) > 2:
                 connection.execute(
                     chain_head.update().where(chain_head.c.id == 1).values(**values)
                 )
+        self._last_head_hash = prev
+        if signed is not None:
+            self._signed(signed)
+
+    def _trusted_checkpoint(self, connection: Connection) -> Checkpoint | None:
+        """The newest checkpoint known good: the database's, or ours if newer (or the
+        database's was deleted)."""
+        stored = self._latest_checkpoint(connection)
+        if self._trusted is None or (stored is not None and stored.seq > self._trusted.seq):
+            return stored
+        return self._trusted
+
+    def _signed(self, checkpoint: Checkpoint) -> None:
+        """After the commit: remember the checkpoint and publish it to the witness."""
+        self._trusted = checkpoint
+        if self.witness is not None:
+            try:
+                self.witness.publish(checkpoint)
+            except GatekeeperError as exc:
+                # the checkpoint is committed; `audit verify --witness` will name the gap
+                log.error("checkpoint at record %d not witnessed: %s", checkpoint.seq,
+                          exc.render())
 
     def _checkpoint_due(self, head: sa.Row[Any], new_seq: int) -> bool:
         if self.signer is None or new_seq <= int(head.checkpoint_seq):
@@ -482,6 +525,9 @@ class SqlAuditLog:
                     head.checkpoint_seq
                 )
                 if due:
+                    check_head_against_checkpoint(
+                        connection, head, self._trusted_checkpoint(connection)
+                    )
                     checkpoint = self.signer.sign(seq, str(head.record_hash))
                     connection.execute(checkpoints.insert().values(**checkpoint.as_dict()))
                     connection.execute(
@@ -489,8 +535,10 @@ class SqlAuditLog:
                             checkpoint_seq=seq, checkpoint_at=datetime.now(UTC)
                         )
                     )
-                    return checkpoint
-                return self._latest_checkpoint(connection)
+                else:
+                    return self._latest_checkpoint(connection)
+            self._signed(checkpoint)
+            return checkpoint
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot write a checkpoint in {self._where}: {exc}") from exc
 
