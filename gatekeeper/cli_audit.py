@@ -177,6 +177,10 @@ def verify(
     public_key: Annotated[
         Path | None, typer.Option("--public-key", help="Ed25519 public key (PEM) of checkpoints")
     ] = None,
+    witness: Annotated[str | None, typer.Option(
+        "--witness", help="Check against the witness too: s3://bucket/prefix/ or file:///path "
+        "(default: GATEKEEPER_AUDIT_WITNESS)",
+    )] = None,
 ) -> None:
     """Recompute the hash chain and check the signed checkpoints. Exit 0 ok, 1 broken."""
     from gatekeeper.audit.verify import ChainBrokenError
@@ -205,7 +209,22 @@ def verify(
     started = _parse_time(since, "--since")
     audit = _open(settings, signing=False)
     try:
-        result = verify_database(audit.engine, key, since=started)
+        witnessed = None
+        witness_uri = witness or _setting(settings, "audit_witness")
+        if witness_uri:
+            from gatekeeper.audit.witness import open_witness
+
+            opened = open_witness(
+                witness_uri, endpoint_url=_setting(settings, "audit_witness_endpoint_url"),
+                retention_days=_setting(settings, "audit_witness_retention_days", 400),
+            )
+            witnessed = opened.read()
+        result = verify_database(
+            audit.engine, key, since=started, witnessed=witnessed,
+            witness_name=witness_uri or "the witness",
+            checkpoint_every=_setting(settings, "audit_checkpoint_every", 1000),
+            checkpoint_interval=_setting(settings, "audit_checkpoint_interval_seconds", 60.0),
+        )
     except ChainBrokenError as exc:
         _fail(f"audit verification FAILED: {exc.message}", EXIT_FAILED)
     except GatekeeperError as exc:
