@@ -136,6 +136,8 @@ class SqlAuditLog:
         #: the chain must still verify against it before the writer extends or signs it.
         self._trusted: Checkpoint | None = None
         self._last_head_hash: str | None = None
+        #: The last (seq, record hash) this writer checked or wrote: later checks start there.
+        self._verified: tuple[int, str] | None = None
         #: The key checkpoints are verified with: the signer's, or a configured public key.
         self.verify_key = signer.public_key if signer is not None else None
         self.settings = settings or AuditSettings()
@@ -436,7 +438,7 @@ class SqlAuditLog:
             if str(head.record_hash) != self._last_head_hash:
                 # the head moved without us (another replica, or someone with the database)
                 trusted = self._trusted_checkpoint(connection)
-                check_head_against_checkpoint(connection, head, trusted)
+                check_head_against_checkpoint(connection, head, trusted, self._verified)
             if dedupe and prepared:
                 ids = [item.decision_id for item in prepared]
                 seen = set(
@@ -478,6 +480,7 @@ class SqlAuditLog:
                     chain_head.update().where(chain_head.c.id == 1).values(**values)
                 )
         self._last_head_hash = prev
+        self._verified = (seq, prev)
         if signed is not None:
             self._signed(signed)
 

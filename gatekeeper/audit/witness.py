@@ -231,12 +231,15 @@ def check_against_witness(
 
 
 def check_head_against_checkpoint(
-    connection: Connection, head: Any, trusted: Checkpoint | None
+    connection: Connection, head: Any, trusted: Checkpoint | None,
+    verified: tuple[int, str] | None = None,
 ) -> None:
     """Before the writer signs or extends: the chain from ``trusted`` to the head must verify.
 
     Recomputes the record hashes after the trusted checkpoint (at most one checkpoint interval
-    of rows) and requires the record at the checkpoint to still carry the signed hash. Raises
+    of rows; with ``verified`` — a (seq, hash) this writer already checked or wrote after the
+    checkpoint — only the rows after it, once that row is seen unchanged) and requires the
+    record at the checkpoint to still carry the signed hash. Raises
     :class:`StorageError` naming the first record that does not fit: the writer then refuses,
     so a routine checkpoint never signs a rewritten trail.
     """
@@ -252,13 +255,24 @@ def check_head_against_checkpoint(
             f"refusing to extend the audit chain: record {trusted.seq} no longer matches the "
             f"signed checkpoint at record {trusted.seq} (the trail was rewritten)"
         )
-    previous = trusted.record_hash
+    start_seq, previous = trusted.seq, trusted.record_hash
+    if verified is not None and trusted.seq < verified[0] <= int(head.seq):
+        still = connection.execute(
+            sa.select(decisions.c.record_hash).where(decisions.c.seq == verified[0])
+        ).scalar()
+        if still == verified[1]:
+            start_seq, previous = verified
+        elif still is not None:
+            raise StorageError(
+                f"refusing to extend the audit chain: record {verified[0]} changed since this "
+                "writer wrote or checked it (the trail was rewritten)"
+            )
     rows = connection.execute(
         sa.select(decisions.c.seq, decisions.c.prev_hash, decisions.c.record_hash,
                   decisions.c.decision_sha256, decisions.c.policy_input_sha256)
-        .where(decisions.c.seq > trusted.seq).order_by(decisions.c.seq)
+        .where(decisions.c.seq > start_seq).order_by(decisions.c.seq)
     ).all()
-    expected_seq = trusted.seq + 1
+    expected_seq = start_seq + 1
     for row in rows:
         seq = int(row.seq)
         if seq > int(head.seq):
