@@ -136,6 +136,8 @@ class SqlAuditLog:
         #: the chain must still verify against it before the writer extends or signs it.
         self._trusted: Checkpoint | None = None
         self._last_head_hash: str | None = None
+        #: Why the writer refused to extend the chain (``/readyz`` fails while it is set).
+        self.chain_error: str | None = None
         #: The last (seq, record hash) this writer checked or wrote: later checks start there.
         self._verified: tuple[int, str] | None = None
         #: The key checkpoints are verified with: the signer's, or a configured public key.
@@ -438,7 +440,11 @@ class SqlAuditLog:
             if str(head.record_hash) != self._last_head_hash:
                 # the head moved without us (another replica, or someone with the database)
                 trusted = self._trusted_checkpoint(connection)
-                check_head_against_checkpoint(connection, head, trusted, self._verified)
+                try:
+                    check_head_against_checkpoint(connection, head, trusted, self._verified)
+                except StorageError as exc:
+                    self.chain_error = exc.message
+                    raise
             if dedupe and prepared:
                 ids = [item.decision_id for item in prepared]
                 seen = set(
@@ -481,6 +487,7 @@ class SqlAuditLog:
                 )
         self._last_head_hash = prev
         self._verified = (seq, prev)
+        self.chain_error = None
         if signed is not None:
             self._signed(signed)
 
@@ -528,9 +535,14 @@ class SqlAuditLog:
                     head.checkpoint_seq
                 )
                 if due:
-                    check_head_against_checkpoint(
-                        connection, head, self._trusted_checkpoint(connection)
-                    )
+                    try:
+                        check_head_against_checkpoint(
+                            connection, head, self._trusted_checkpoint(connection),
+                            self._verified,
+                        )
+                    except StorageError as exc:
+                        self.chain_error = exc.message
+                        raise
                     checkpoint = self.signer.sign(seq, str(head.record_hash))
                     connection.execute(checkpoints.insert().values(**checkpoint.as_dict()))
                     connection.execute(
@@ -589,11 +601,27 @@ class SqlAuditLog:
         return DecisionPage(items, next_cursor)
 
     def check_health(self) -> None:
+        """Reachable, and writable: no row beyond the chain head (every append would fail on
+        it), and no refusal of the writer to extend the chain (see ``chain_error``)."""
         try:
             with self._engine.connect() as connection:
-                connection.execute(sa.text("SELECT 1"))
+                head = connection.execute(
+                    sa.select(chain_head.c.seq).where(chain_head.c.id == 1)
+                ).scalar()
+                beyond = None
+                if head is not None:
+                    beyond = connection.execute(
+                        sa.select(sa.func.min(decisions.c.seq)).where(decisions.c.seq > head)
+                    ).scalar()
         except SQLAlchemyError as exc:
             raise StorageError(f"audit store {self._where} unreachable") from exc
+        if beyond is not None:
+            raise StorageError(
+                f"audit store {self._where}: record {beyond} lies beyond the chain head at "
+                f"record {head}; no decision can be recorded (run gatekeeper audit verify)"
+            )
+        if self.chain_error is not None:
+            raise StorageError(self.chain_error)
 
     # -- retention -------------------------------------------------------------------------
 

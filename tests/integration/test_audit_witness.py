@@ -171,6 +171,12 @@ def test_a_superuser_rewrite_is_caught_by_the_witness_and_refused_by_the_writer(
         answer = client.post("/admission/validate",
                              json=deployment_review("uid-rewritten", [ALLOWED])).json()["response"]
         assert answer["allowed"] is False
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["failures"]["audit_store"] == (
+            "refusing to extend the audit chain: record 6 no longer matches the signed "
+            "checkpoint at record 6 (the trail was rewritten)"
+        )
 
     # a restarted gatekeeper learns the last checkpoint from the witness and refuses as well
     with TestClient(create_app(settings)) as client:
@@ -223,6 +229,13 @@ def test_file_witness_fails_on_reordered_and_contradicting_checkpoints(
             "FROM gatekeeper_decisions WHERE seq = 4"
         ))
     engine.dispose()
+    with TestClient(create_app(settings)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["failures"]["audit_store"].endswith(
+            "record 104 lies beyond the chain head at record 4; no decision can be recorded "
+            "(run gatekeeper audit verify)"
+        )
     beyond = verify()
     assert beyond.exit_code == 1
     assert "record 104 inserted: it lies beyond the chain head at record 4" in beyond.output
