@@ -62,6 +62,13 @@ class HeaderDeadlineProtocol(H11Protocol):
         super().on_response_complete()
 
 
-def header_deadline_protocol(seconds: float) -> type[HeaderDeadlineProtocol]:
-    """The protocol class for ``uvicorn.run(http=...)`` with a ``seconds`` header deadline."""
-    return type("HeaderDeadlineProtocol", (HeaderDeadlineProtocol,), {"header_timeout": seconds})
+def header_deadline_protocol(
+    seconds: float, base: type[H11Protocol] | None = None
+) -> type[HeaderDeadlineProtocol]:
+    """The protocol class for ``uvicorn.run(http=...)`` with a ``seconds`` header deadline;
+    ``base`` is another H11Protocol subclass to combine it with (e.g. the TLS client-certificate
+    protocol), both cooperating through ``super()``."""
+    bases: tuple[type[H11Protocol], ...] = (HeaderDeadlineProtocol,)
+    if base is not None:
+        bases = (HeaderDeadlineProtocol, base)
+    return type("HeaderDeadlineProtocol", bases, {"header_timeout": seconds})

@@ -139,7 +139,8 @@ def serve(
     from gatekeeper.api.server import header_deadline_protocol
 
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning",
-                http=header_deadline_protocol(settings.http_header_timeout_seconds),
+                http=header_deadline_protocol(settings.http_header_timeout_seconds,
+                                              tls_options.pop("http", None)),
                 timeout_keep_alive=5, **tls_options)
 
 

@@ -55,7 +55,7 @@ def test_bash_completion_completes_commands_and_options(cli_env):
         return result.stdout.split()
 
     assert complete("gatekeeper pol") == ["policy"]
-    assert complete("gatekeeper policy exceptions ") == ["create", "list", "revoke", "export"]
+    assert complete("gatekeeper policy exceptions ") == ["create", "list", "approve", "revoke", "export"]
     assert complete("gatekeeper evaluate nginx --fail") == ["--fail-on-warn"]
     script = run(cli_env, "--show-completion", "bash")
     assert script.returncode == 0 and "_GATEKEEPER_COMPLETE=complete_bash" in script.stdout
