@@ -17,7 +17,11 @@ from gatekeeper import __version__
 from gatekeeper.api.audit_routes import build_audit_router
 from gatekeeper.api.auth import Authenticator, Role, install_auth, require_roles
 from gatekeeper.api.docs import install_docs
-from gatekeeper.api.middleware import BodySizeLimitMiddleware, RequestMetricsMiddleware
+from gatekeeper.api.middleware import (
+    BodySizeLimitMiddleware,
+    RequestGuardMiddleware,
+    RequestMetricsMiddleware,
+)
 from gatekeeper.api.policy_routes import build_policy_router
 from gatekeeper.api.routes import build_router
 from gatekeeper.api.sbom_routes import build_sbom_router
@@ -211,7 +215,10 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
             "/v1/sboms": settings.sbom_max_bytes,
             **dict.fromkeys(ADMISSION_PATHS, settings.admission_max_review_bytes),
         },
+        read_timeout=settings.http_body_timeout_seconds,
     )
+    # outside the body limit: the token is checked before a byte of the body is read
+    app.add_middleware(RequestGuardMiddleware)
     app.add_middleware(RequestMetricsMiddleware, metrics=owned.metrics)
     if settings.tls_client_ca_file is not None:
         # Only the admission endpoints need the API server's certificate (see webhook/tls.py).

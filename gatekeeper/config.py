@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     pipeline_mode: EnforcementMode = EnforcementMode.ENFORCE
     #: Largest accepted request body.
     max_body_bytes: int = Field(default=1 << 20, gt=0)
+    #: A client must send its request headers within this many seconds of connecting (or of
+    #: the previous response), and its body within the second: slow clients cannot pin workers.
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     #: Most images accepted in one evaluation request.
     max_images_per_request: int = Field(default=100, gt=0, le=10_000)
     log_level: str = "INFO"
@@ -86,6 +90,12 @@ class Settings(BaseSettings):
     #: A checkpoint is signed every N records or T seconds, whichever comes first.
     audit_checkpoint_every: int = Field(default=1000, ge=1)
     audit_checkpoint_interval_seconds: float = Field(default=60.0, gt=0)
+    #: Where every signed checkpoint is also published, outside the database:
+    #: ``s3://bucket/prefix/`` (a bucket with Object Lock; compliance-mode retention) or
+    #: ``file:///other-volume/checkpoints.jsonl`` (append-only). Unset: no witness.
+    audit_witness: str | None = None
+    audit_witness_endpoint_url: str | None = None
+    audit_witness_retention_days: int = Field(default=400, ge=1, le=36500)
     #: Local durable spool (one per replica) for decisions while the database is unreachable.
     audit_spool_dir: Path = Path("var/audit-spool")
     #: Most decisions written in one append transaction (group commit).

@@ -94,9 +94,15 @@ class Metrics:
         self.spool_depth = Gauge(
             f"{p}audit_spool_depth", "Decisions waiting in the local spool", registry=r
         )
+        self.spool_quarantined = Gauge(
+            f"{p}audit_spool_quarantined",
+            "Spooled decisions the audit store refused, kept in the quarantine file",
+            registry=r,
+        )
         r.register(LegacyNames([
             self.decisions, self.request_latency, self.opa_evaluations, self.opa_latency,
             self.opa_restarts, self.audit_writes, self.db_queries, self.cache, self.spool_depth,
+            self.spool_quarantined,
         ]))
         # --- new in this release (no legacy names) ---------------------------------------
         self.policy_results = Counter(

@@ -17,6 +17,7 @@ from gatekeeper.audit.opa_log import DecisionLogFile
 from gatekeeper.bridges import AttestedSbomSource, AttestedVexSource, ReferrerSbomSource
 from gatekeeper.config import Settings
 from gatekeeper.domain import EvidenceCollector, PolicyEngine
+from gatekeeper.domain.reference import parse_image_reference
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.evidence_cache import EvidenceCache
 from gatekeeper.metrics import Metrics
@@ -306,6 +307,9 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         batch_size=settings.audit_batch_size,
         retention_days=settings.audit_retention_days,
         metrics=metrics,
+        witness=settings.audit_witness,
+        witness_endpoint_url=settings.audit_witness_endpoint_url,
+        witness_retention_days=settings.audit_witness_retention_days,
     )
     metrics.track_checkpoints(audit_log.checkpoint_status)
     metrics.track_trust_root(
@@ -389,6 +393,8 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         state=state,
         embedded_socket=embedded.socket_path if embedded is not None else None,
         sidecar_url=settings.opa_url,
+        # an exception's tags are pinned to the digests the registry serves when approved
+        tag_resolver=lambda text: str(registry.resolve_digest(parse_image_reference(text))),
     )
     return Container(
         policy_lifecycle=lifecycle,

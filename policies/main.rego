@@ -9,11 +9,20 @@
 # lists every exception the decision used or found expired/revoked.
 #
 # An exception applies to a violation when the violation's policy is in its "policies", its
-# image matches one of its "images" (a digest "sha256:..." compared exactly, or a glob over
-# "registry/repository" and "registry/repository:tag" where "*" stays inside one path segment),
-# its environment / namespace (when set) equal the request's, and "now" lies in
-# [created_at, expires_at) and before revoked_at (when revoked). Violations of the whole request
-# (bare strings, no image) are never waived.
+# image matches one of its "images", its environment / namespace (when set) equal the request's,
+# it was approved by a second principal ("approved_at", set by the approval call), and "now"
+# lies in [approved_at, expires_at) and before revoked_at (when revoked). A pending exception
+# waives nothing (a warning says it awaits approval). Violations of the whole request (bare
+# strings, no image) are never waived.
+#
+# An exception waives what actually runs: an image pattern is
+#   - a digest "sha256:..."                       -> the image's verified digest equals it;
+#   - "registry/repository[:tag]@sha256:..."      -> that name and that digest;
+#   - "registry/repository:tag"                   -> that name, and the digest the tag had when
+#                                                    the exception was approved (e.digests);
+#   - with "any_digest": true only, a glob over "registry/repository" and
+#     "registry/repository:tag" where "*" stays inside one path segment -> any digest; every
+#     waiver and every "exceptions" entry of such an exception says "any_digest": true.
 #
 # "Now" is input.evaluated_at (RFC 3339, set by the gatekeeper), never the wall clock, so a
 # replay of a past decision sees the exceptions as they were at that instant. Without
@@ -61,10 +70,23 @@ warn contains {"policy": finding.policy, "item": {"image": finding.item.image, "
 	some finding in findings
 	some e in applied(finding)
 	msg := sprintf(
-		"waived by exception %s (ticket %s, expires %s): %s",
-		[e.id, e.ticket_id, e.expires_at, finding.item.message],
+		"waived by exception %s (ticket %s, expires %s%s): %s",
+		[e.id, e.ticket_id, e.expires_at, any_digest_note(e), finding.item.message],
 	)
 }
+
+warn contains {"policy": finding.policy, "item": {"image": finding.item.image, "message": msg}} if {
+	some finding in deny
+	some e in pending(finding)
+	msg := sprintf(
+		"exception %s (ticket %s) awaits approval by a second person; not waived: %s",
+		[e.id, e.ticket_id, finding.item.message],
+	)
+}
+
+any_digest_note(e) := ", any digest" if e.any_digest == true
+
+else := ""
 
 warn contains {"policy": finding.policy, "item": {"image": finding.item.image, "message": msg}} if {
 	some finding in deny
@@ -99,6 +121,11 @@ exceptions contains used(e, finding, "revoked") if {
 	some e in withdrawn(finding)
 }
 
+exceptions contains used(e, finding, "pending") if {
+	some finding in deny
+	some e in pending(finding)
+}
+
 used(e, finding, status) := {
 	"id": e.id,
 	"ticket_id": e.ticket_id,
@@ -106,6 +133,7 @@ used(e, finding, status) := {
 	"policy": finding.policy,
 	"image": finding.item.image,
 	"status": status,
+	"any_digest": e.any_digest == true,
 }
 
 # --- exceptions ------------------------------------------------------------------------------
@@ -120,7 +148,7 @@ matching(finding) := {e |
 	some image in input.images
 	image.reference == finding.item.image
 	some pattern in e.images
-	image_matches(pattern, image)
+	image_matches(pattern, image, e)
 }
 
 # Exceptions that waive the finding now.
@@ -147,7 +175,27 @@ withdrawn(finding) := {e |
 	now < time.parse_rfc3339_ns(e.expires_at)
 }
 
-started(e) if time.parse_rfc3339_ns(e.created_at) <= now
+# Exceptions that name the finding's image but are not approved (yet, at now). A tag is not
+# resolved before approval, so here it names the image by name alone.
+pending(finding) := {e |
+	some e in data.gatekeeper.exceptions
+	finding.policy in e.policies
+	in_scope(e)
+	some image in input.images
+	image.reference == finding.item.image
+	some pattern in e.images
+	names_image(pattern, image, e)
+	not started(e)
+	time.parse_rfc3339_ns(e.created_at) <= now
+	now < time.parse_rfc3339_ns(e.expires_at)
+	not revoked(e)
+}
+
+# Approved by a second principal at or before now (a pending exception has no approved_at).
+started(e) if {
+	time.parse_rfc3339_ns(e.created_at) <= now
+	time.parse_rfc3339_ns(e.approved_at) <= now
+}
 
 revoked(e) if time.parse_rfc3339_ns(e.revoked_at) <= now
 
@@ -158,15 +206,41 @@ in_scope(e) if {
 	object.get(e, "namespace", null) in {null, input.namespace}
 }
 
-image_matches(pattern, image) if {
+image_matches(pattern, image, _) if {
 	is_digest(pattern)
 	image.digest == pattern
 }
 
-image_matches(pattern, image) if {
+image_matches(pattern, image, _) if {
+	[name, digest] := split(pattern, "@")
+	is_digest(digest)
+	image.digest == digest
+	name in image_names(image)
+}
+
+image_matches(pattern, image, e) if {
 	not is_digest(pattern)
+	not contains(pattern, "@")
+	not e.any_digest == true
+	pattern in image_names(image)
+	is_string(image.digest)
+	image.digest == e.digests[pattern]
+}
+
+image_matches(pattern, image, e) if {
+	e.any_digest == true
+	not is_digest(pattern)
+	not contains(pattern, "@")
 	some name in image_names(image)
 	glob.match(pattern, ["/"], name)
+}
+
+names_image(pattern, image, e) if image_matches(pattern, image, e)
+
+names_image(pattern, image, _) if {
+	not is_digest(pattern)
+	not contains(pattern, "@")
+	pattern in image_names(image)
 }
 
 is_digest(pattern) if regex.match(`^sha(256|512):[a-f0-9]+$`, pattern)

@@ -10,7 +10,12 @@
 #   required_authorities     names that must each have verified, on top of the threshold
 #   require_provenance       deny unless a verified SLSA provenance attestation names an
 #                            allowed builder
-#   allowed_builders         globs over builder ids ("*" crosses "/")
+#   allowed_builders         globs over builder ids, "/" is the delimiter: "*" stays inside one
+#                            path segment, "**" crosses segments ("https://github.com/acme/**"
+#                            is every workflow of the acme organisation). "." is an ordinary
+#                            character. A builder id with a "." or ".." path segment, a
+#                            backslash, a percent-escape, white space or a control character
+#                            never matches (no path games: "https://github.com/acme/../evil").
 #   deny_when_not_collected  with require_signature: deny when there is no evidence.signatures
 #   allow_skipped_verification  with require_signature: accept an authority whose Notation trust
 #                            policy has level "skip" for the image (it verifies nothing)
@@ -72,9 +77,16 @@ provenance(image) := [a |
 ]
 
 allowed_builder(attestation) if {
+	builder := object.get(attestation, "builder_id", "")
+	is_string(builder)
+	not suspicious_builder(builder)
 	some pattern in settings.allowed_builders
-	glob.match(pattern, [], object.get(attestation, "builder_id", ""))
+	glob.match(pattern, ["/"], builder)
 }
+
+# A "." or ".." path segment (also just before "@ref"), an escape or a character no real builder
+# id contains: such an id could name one path and mean another.
+suspicious_builder(builder) if regex.match(`(^|/)\.{1,2}(/|@|$)|[%\\\s\x00-\x1f\x7f]`, builder)
 
 deny contains {"image": image.reference, "message": msg} if {
 	settings.require_provenance

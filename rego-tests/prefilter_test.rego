@@ -48,8 +48,9 @@ test_waived_finding_is_not_prefiltered if {
 	exception := {
 		"id": "EXC-1", "images": ["docker.io/library/nginx"], "policies": ["registries"],
 		"environment": "production", "namespace": null, "reason": "mirror pending",
-		"approver": "alice", "ticket_id": "SEC-9",
-		"created_at": "2026-11-20T00:00:00Z", "expires_at": "2026-12-24T00:00:00Z",
+		"ticket_id": "SEC-9", "created_at": "2026-11-20T00:00:00Z", "created_by": "alice",
+		"approved_at": "2026-11-20T00:00:00Z", "approved_by": "carol",
+		"expires_at": "2026-12-24T00:00:00Z", "any_digest": true, "digests": {},
 	}
 	found := main.prefilter with input as evidence_free(data.golden.pipeline_production_unpinned, true)
 		with data.gatekeeper.exceptions as [exception]

@@ -91,3 +91,52 @@ test_skipped_verification_is_denied_in_production_and_warned_elsewhere if {
 	warnings := signatures.warn with input as request("staging", sig) with data.gatekeeper.config as config
 	warnings == {{"image": ref, "message": "authority \"acme\" does not verify this image (Notation trust policy \"legacy\" has level skip)"}}
 }
+
+# --- builder ids as real builders write them ----------------------------------------------------
+
+acme_workflow := "https://github.com/acme/builder/.github/workflows/build.yml@refs/tags/v1"
+
+slsa_generator := "https://github.com/slsa-framework/slsa-github-generator/.github/workflows/generator_generic_slsa3.yml@refs/tags/v2.1.0"
+
+# The shipped production allow-list.
+shipped_builders := data.gatekeeper.config.signatures.environments.production.allowed_builders
+
+provenance_denies(builder) := denies if {
+	shipped := {"signatures": {"environments": {"production": {"allowed_builders": shipped_builders}}}}
+	denies := signatures.deny with input as request("production", section("verified", {"release": {"verified": true, "reason": "verified"}}, [slsa(builder)]))
+		with data.gatekeeper.config as shipped
+}
+
+builder_denied(builder) := {{"image": ref, "message": sprintf("no verified SLSA provenance from an allowed builder (found: %s)", [builder])}}
+
+test_real_github_workflow_builder_ids_are_allowed if {
+	count(provenance_denies(acme_workflow)) == 0
+	count(provenance_denies(slsa_generator)) == 0
+	count(provenance_denies("https://github.com/slsa-framework/slsa-github-generator/.github/workflows/generator_container_slsa3.yml@refs/tags/v1.10.0")) == 0
+}
+
+test_lookalike_builder_ids_are_denied if {
+	every builder in [
+		"https://github.com/acme-evil/builder/.github/workflows/build.yml@refs/tags/v1",
+		"https://github.com/acme/../evil/.github/workflows/build.yml@refs/tags/v1",
+		"https://github.com/acme/builder/../../evil/x.yml@refs/tags/v1",
+		"https://github.com/acme/./x@refs/tags/v1",
+		"https://github.com/acme/%2e%2e/evil/x.yml@refs/tags/v1",
+		"https://github.com/acme\\..\\evil/x.yml",
+		"https://github.com/acme",
+		"https://github.com.evil.io/acme/builder/.github/workflows/build.yml@refs/tags/v1",
+		"https://github.com/slsa-framework/slsa-github-generator/.github/workflows/generator_generic_slsa3.yml@refs/heads/main",
+		"https://github.com/slsa-framework/slsa-github-generator/.github/workflows/x/generator_generic_slsa3.yml@refs/tags/v2.1.0",
+		"https://github.com/slsa-framework-evil/slsa-github-generator/.github/workflows/generator_generic_slsa3.yml@refs/tags/v2.1.0",
+	] {
+		provenance_denies(builder) == builder_denied(builder)
+	}
+}
+
+test_one_star_stays_inside_a_path_segment if {
+	one_segment := {"signatures": {"environments": {"production": {"allowed_builders": ["https://github.com/acme/*"]}}}}
+	count(signatures.deny) == 0 with input as request("production", section("verified", {"release": {"verified": true}}, [slsa("https://github.com/acme/builder")]))
+		with data.gatekeeper.config as one_segment
+	count(signatures.deny) == 1 with input as request("production", section("verified", {"release": {"verified": true}}, [slsa(acme_workflow)]))
+		with data.gatekeeper.config as one_segment
+}

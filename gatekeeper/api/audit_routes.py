@@ -36,10 +36,20 @@ def _audit_log(request: Request) -> SqlAuditLog:
 
 
 def audit_readiness(audit: SqlAuditLog) -> dict[str, Any]:
-    """Fields for ``/readyz``: the spool depth (decisions waiting for the database) and where
-    the checkpoint signing key came from (a key generated for the embedded default says so)."""
-    return {"audit_spool_depth": audit.spool_depth,
-            "audit_signing_key": dict(audit.signing_key_info)}
+    """Fields for ``/readyz``: the spool depth (decisions waiting for the database), the
+    quarantine (spooled decisions the store refused, kept beside the spool) and where the
+    checkpoint signing key came from (a key generated for the embedded default says so)."""
+    fields: dict[str, Any] = {
+        "audit_spool_depth": audit.spool_depth,
+        "audit_spool_quarantined": audit.spool_quarantined,
+        "audit_signing_key": dict(audit.signing_key_info),
+    }
+    if audit.spool_quarantined and audit.spool is not None:
+        fields["audit_spool_quarantine"] = (
+            f"{audit.spool_quarantined} spooled decisions refused by the audit store are kept "
+            f"in {audit.spool.quarantine_path} (see gatekeeper audit verify)"
+        )
+    return fields
 
 
 def build_audit_router() -> APIRouter:

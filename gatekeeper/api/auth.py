@@ -66,15 +66,22 @@ class Role(enum.StrEnum):
     POLICY_ADMIN = "policy-admin"
     #: May upload VEX documents (``POST /v1/vex``), which waive vulnerability findings.
     VEX_PUBLISHER = "vex-publisher"
+    #: may approve a pending exception (and nothing else)
+    EXCEPTION_APPROVER = "exception-approver"
     ADMIN = "admin"
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who called: the token's ``sub`` and the roles it grants."""
+    """Who called: the token's ``sub`` and the roles it grants.
+
+    ``authenticated`` is false only for the stand-in principal of a server whose
+    authentication is disabled: it passes role checks but can never approve anything.
+    """
 
     subject: str
     roles: frozenset[Role]
+    authenticated: bool = True
 
     def has_any(self, roles: Iterable[Role]) -> bool:
         return Role.ADMIN in self.roles or any(role in self.roles for role in roles)
@@ -210,7 +217,9 @@ class Authenticator:
     def authenticate(self, authorization: str | None) -> Principal:
         """Verify the ``Authorization`` header value; raise :class:`AuthError` (401) if bad."""
         if self.insecure_disable_auth:
-            return Principal("anonymous (auth disabled)", frozenset({Role.ADMIN}))
+            return Principal(
+                "anonymous (auth disabled)", frozenset({Role.ADMIN}), authenticated=False
+            )
         if not authorization:
             raise _unauthorized(
                 "missing bearer token: send 'Authorization: Bearer <JWT>'", invalid=False
@@ -240,10 +249,14 @@ class Authenticator:
             raise _unauthorized(
                 f"token algorithm {algorithm!r} is not accepted (accepted: {accepted})"
             )
-        # (2) a kid that matches JWKS keys narrows the candidates
+        # (2) with a JWKS (keys with ids), a token's kid must name one of them: a kid that
+        # matches no key is refused even if another key would verify (no key hopping). Keys
+        # without ids (PEM files, the HS256 secret) ignore the kid.
         kid = header.get("kid")
-        if kid is not None and any(key.key_id == kid for key in candidates):
+        if kid is not None and any(key.key_id is not None for key in self._keys):
             candidates = [key for key in candidates if key.key_id == kid]
+            if not candidates:
+                raise _unauthorized(f"token key id {str(kid)[:64]!r} matches no configured key")
         # (3) signature, then exp/nbf/iat, issuer and audience
         options: Any = {"require": ["exp", "sub"], "verify_aud": self._audience is not None}
         last_signature_error: Exception | None = None

@@ -1,16 +1,21 @@
-"""Pure ASGI middleware: body-size limit and per-route metrics (no per-request task overhead)."""
+"""Pure ASGI middleware: the request guard (authenticate before reading, refuse control
+characters in the path and query), the body-size limit and body read timeout, per-route metrics
+(no per-request task overhead)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import urllib.parse
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gatekeeper.api.auth import Authenticator, AuthError
 from gatekeeper.metrics import Metrics
 
-__all__ = ["BodySizeLimitMiddleware", "RequestMetricsMiddleware"]
+__all__ = ["BodySizeLimitMiddleware", "RequestGuardMiddleware", "RequestMetricsMiddleware"]
 
 
 async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
@@ -28,15 +33,74 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
+def _control_character(text: bytes) -> int | None:
+    """The first control byte (C0 or DEL) in ``text``, if any."""
+    for byte in text:
+        if byte < 0x20 or byte == 0x7F:
+            return byte
+    return None
+
+
+class RequestGuardMiddleware:
+    """Bounded before trusted: runs before anything reads the body.
+
+    * A path or query string (percent-decoded) with a control character is a 400 naming it: it
+      never reaches a route, a database query or a log line.
+    * Under ``/v1/`` the bearer token is verified first (``app.state.authenticator``); a missing
+      or bad token is answered 401 without reading a byte of the body. Role checks stay on the
+      routes (``require_roles``).
+    """
+
+    def __init__(self, app: ASGIApp, *, protected_prefix: str = "/v1/") -> None:
+        self.app = app
+        self.protected_prefix = protected_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        query = urllib.parse.unquote_to_bytes(scope.get("query_string", b""))
+        for field, value in (("path", path.encode("utf-8", "surrogateescape")), ("query", query)):
+            byte = _control_character(value)
+            if byte is not None:
+                await _send_json(send, 400, {
+                    "error": "invalid_input",
+                    "message": f"the request {field} contains the control character "
+                               f"U+{byte:04X}",
+                    "field": field,
+                })
+                return
+        if path.startswith(self.protected_prefix):
+            application = scope.get("app")
+            authenticator = getattr(getattr(application, "state", None), "authenticator", None)
+            if isinstance(authenticator, Authenticator):
+                authorization = None
+                for name, value in scope.get("headers", []):
+                    if name == b"authorization":
+                        authorization = value.decode("latin-1")
+                        break
+                try:
+                    authenticator.authenticate(authorization)
+                except AuthError as exc:
+                    await exc.response()(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
 class BodySizeLimitMiddleware:
-    """Answers 413 for a body larger than ``limit`` bytes, declared or streamed."""
+    """Answers 413 for a body larger than ``limit`` bytes, declared or streamed, and 408 for a
+    body that does not arrive within ``read_timeout`` seconds (a slow client cannot hold a
+    worker and its buffer forever)."""
 
     def __init__(
-        self, app: ASGIApp, *, limit: int, path_limits: dict[str, int] | None = None
+        self, app: ASGIApp, *, limit: int, path_limits: dict[str, int] | None = None,
+        read_timeout: float | None = None,
     ) -> None:
         self.app = app
         self.default_limit = limit
         self.path_limits = dict(path_limits or {})
+        self.read_timeout = read_timeout
 
     def _too_large(self, limit: int) -> dict[str, Any]:
         return {
@@ -62,8 +126,24 @@ class BodySizeLimitMiddleware:
         # past the limit is refused before any handler sees a byte of it.
         chunks: list[bytes] = []
         received = 0
+        deadline = (
+            None if self.read_timeout is None
+            else asyncio.get_running_loop().time() + self.read_timeout
+        )
         while True:
-            message = await receive()
+            if deadline is None:
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(
+                        receive(), max(0.0, deadline - asyncio.get_running_loop().time())
+                    )
+                except TimeoutError:
+                    await _send_json(send, 408, {
+                        "error": "timeout",
+                        "message": f"request body not received within {self.read_timeout:g} s",
+                    })
+                    return
             if message["type"] != "http.request":
                 await self.app(scope, _replay([message], receive), send)
                 return

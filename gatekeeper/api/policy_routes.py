@@ -16,13 +16,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from gatekeeper.api.auth import Principal, Role, require_roles
+from gatekeeper.api.auth import AuthError, Principal, Role, require_roles
 from gatekeeper.errors import ConfigurationError, InvalidInputError, NotFoundError
 from gatekeeper.policy.bundle import PolicyFiles, build_opa_bundle
 from gatekeeper.policy.bundle_signing import BundleSigner
 from gatekeeper.policy.exceptions import format_instant
 from gatekeeper.policy.lifecycle import PolicyLifecycle
 from gatekeeper.policy.store import (
+    EXCEPTION_APPROVE,
     EXCEPTION_CREATE,
     EXCEPTION_REVOKE,
     PolicyConflictError,
@@ -33,7 +34,7 @@ __all__ = ["build_policy_router", "lifecycle_from_state"]
 
 _TARBALL_TYPES = ("application/gzip", "application/x-gzip", "application/x-tar",
                   "application/octet-stream")
-_EXCEPTION_STATUSES = ("active", "expired", "revoked")
+_EXCEPTION_STATUSES = ("pending", "active", "expired", "revoked")
 
 
 # Module level: FastAPI resolves these (string) annotations in the module's namespace.
@@ -41,6 +42,10 @@ _EXCEPTION_STATUSES = ("active", "expired", "revoked")
 reader = Annotated[Principal, Depends(require_roles(Role.POLICY_ADMIN, Role.AUDITOR))]
 #: Writes (and replays, which are heavy): the security team only.
 writer = Annotated[Principal, Depends(require_roles(Role.POLICY_ADMIN))]
+#: Approving a pending exception: the security team or a dedicated approver.
+approver = Annotated[
+    Principal, Depends(require_roles(Role.POLICY_ADMIN, Role.EXCEPTION_APPROVER))
+]
 
 
 def lifecycle_from_state(request: Request) -> PolicyLifecycle:
@@ -286,11 +291,13 @@ def build_policy_router(
         return JSONResponse({"items": items})
 
     @router.get("/v1/exceptions/export", tags=["exceptions"],
-                summary="Every exception with its audit records (create, revoke)")
+                summary="Every exception with its audit records (create, approve, revoke)")
     def export_exceptions(request: Request, _principal: reader) -> JSONResponse:
         lifecycle = lifecycle_of(request)
         now = lifecycle.now()
-        events = lifecycle.store.events(limit=1000, actions=(EXCEPTION_CREATE, EXCEPTION_REVOKE))
+        events = lifecycle.store.events(
+            limit=1000, actions=(EXCEPTION_CREATE, EXCEPTION_APPROVE, EXCEPTION_REVOKE)
+        )
         return JSONResponse(
             {
                 "exported_at": format_instant(now),
@@ -313,6 +320,32 @@ def build_policy_router(
                 lambda: lifecycle.revoke_exception(
                     exception_id, actor=principal.subject, reason=reason
                 )
+            )
+        except PolicyConflictError as exc:
+            return _conflict(exc)
+        return JSONResponse(exception.as_dict(lifecycle.now()))
+
+    @router.post("/v1/exceptions/{exception_id}/approve", tags=["exceptions"],
+                 summary="A second authenticated principal approves a pending exception")
+    async def approve_exception(
+        exception_id: str, request: Request, principal: approver
+    ) -> JSONResponse:
+        if not principal.authenticated:
+            raise AuthError(
+                403,
+                "authentication is disabled on this server: nobody can approve an exception "
+                "(four eyes need two authenticated principals)",
+            )
+        body = await _json_object(request, required=False)
+        if body:
+            # the approver is the caller; nothing about the exception changes by approving it
+            raise InvalidInputError(
+                f"approve takes no fields (got {', '.join(sorted(body))})", field=sorted(body)[0]
+            )
+        lifecycle = lifecycle_of(request)
+        try:
+            exception = await run_in_threadpool(
+                lambda: lifecycle.approve_exception(exception_id, actor=principal.subject)
             )
         except PolicyConflictError as exc:
             return _conflict(exc)

@@ -195,6 +195,9 @@ def build_router() -> APIRouter:
                 await run_in_threadpool(component.check_health)
             except GatekeeperError as exc:
                 failures[name] = exc.message
+        blocked = container.audit_log.spool_blocked()
+        if blocked is not None:
+            failures["audit_spool"] = blocked
         if failures:
             return JSONResponse(
                 {

@@ -10,6 +10,7 @@ from gatekeeper.audit.database import create_database_engine
 from gatekeeper.audit.embedded_key import embedded_key_path, ensure_embedded_key
 from gatekeeper.audit.spool import DurableSpool
 from gatekeeper.audit.sql import AuditSettings, SqlAuditLog
+from gatekeeper.audit.witness import open_witness
 from gatekeeper.metrics import Metrics
 
 __all__ = ["open_audit_log"]
@@ -30,6 +31,9 @@ def open_audit_log(
     metrics: Metrics | None = None,
     read_only: bool = False,
     generate_embedded_key: bool = True,
+    witness: str | None = None,
+    witness_endpoint_url: str | None = None,
+    witness_retention_days: int = 400,
 ) -> SqlAuditLog:
     """An (unmigrated) :class:`SqlAuditLog`; a bad key is a ConfigurationError naming it.
 
@@ -63,6 +67,11 @@ def open_audit_log(
             checkpoint_interval_seconds=checkpoint_interval_seconds,
             batch_size=batch_size,
             retention_days=retention_days,
+        ),
+        witness=(
+            open_witness(witness, endpoint_url=witness_endpoint_url,
+                         retention_days=witness_retention_days)
+            if witness else None
         ),
     )
     audit.signing_key_info = key_info

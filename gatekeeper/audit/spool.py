@@ -7,8 +7,13 @@ already stored (its commit reached the database but the acknowledgement did not)
 by decision id, so truncating the file only after the database committed is enough.
 
 A torn last line can only be a batch whose ``fsync`` never returned, i.e. a decision that was
-never answered; it is dropped with a warning. A corrupt line anywhere else stops the replay:
-nothing is skipped silently.
+never answered; it is dropped with a warning.
+
+A line the store refuses (invalid data that no retry can fix: a NUL byte PostgreSQL will not
+take, a corrupt line) must not block the ones behind it, and must not vanish either: it is
+moved to the *quarantine* file ``decisions.quarantine.jsonl`` beside the spool, with the reason,
+and counted (``quarantined``, a metric, ``/readyz``, ``gatekeeper audit verify``). Both files are
+created mode 0600 and stay so.
 """
 
 from __future__ import annotations
@@ -19,28 +24,65 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from gatekeeper.errors import StorageError
 
-__all__ = ["DurableSpool", "SpooledDecision"]
+__all__ = ["DurableSpool", "SpoolLine", "SpooledDecision", "count_quarantined"]
 
 log = logging.getLogger(__name__)
 
 SpooledDecision = tuple[Mapping[str, Any], Mapping[str, Any] | None]
+#: One complete line: its number, the decision (None when the line is corrupt), the raw bytes.
+SpoolLine = tuple[int, SpooledDecision | None, bytes]
 
 
 class DurableSpool:
     """``append`` (fsync) / ``read_all`` / ``clear``; ``depth`` counts the waiting decisions."""
 
     FILE_NAME = "decisions.spool.jsonl"
+    QUARANTINE_NAME = "decisions.quarantine.jsonl"
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self.path = self.directory / self.FILE_NAME
+        self.quarantine_path = self.directory / self.QUARANTINE_NAME
         self._lock = threading.Lock()
         self._depth = self._count_existing()
+        self._quarantined = count_quarantined(self.directory)
+
+    @property
+    def quarantined(self) -> int:
+        """Lines the store refused, kept in :attr:`quarantine_path`."""
+        return self._quarantined
+
+    def quarantine(self, line: bytes, *, number: int, reason: str) -> None:
+        """Keep a refused line (with why) in the quarantine file, fsynced, mode 0600."""
+        record = json.dumps(
+            {"quarantined_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+             "spool_line": number, "reason": reason,
+             "line": line.decode("utf-8", errors="backslashreplace").rstrip("\n")},
+            separators=(",", ":"), sort_keys=True,
+        ).encode() + b"\n"
+        with self._lock:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.quarantine_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, record)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise StorageError(
+                    f"the audit quarantine {self.quarantine_path} cannot be written: "
+                    f"{exc.strerror or exc}"
+                ) from exc
+            self._quarantined += 1
+        log.error("audit spool %s line %d quarantined in %s: %s",
+                  self.path, number, self.quarantine_path, reason)
 
     def _count_existing(self) -> int:
         """Count waiting lines; cut a torn tail left by a crash so appends start clean."""
@@ -118,6 +160,15 @@ class DurableSpool:
 
         Raises StorageError for a corrupt line; a torn last line is dropped with a warning.
         """
+        for number, item, _raw in self.iter_lines():
+            if item is None:
+                raise StorageError(
+                    f"the audit spool {self.path} line {number} is corrupt; replay stopped"
+                )
+            yield item
+
+    def iter_lines(self) -> Iterator[SpoolLine]:
+        """Every complete line in order, a corrupt one as ``(number, None, raw)``."""
         try:
             handle = self.path.open("rb")
         except FileNotFoundError:
@@ -138,11 +189,10 @@ class DurableSpool:
                     return
                 try:
                     value = json.loads(line)
-                    yield value["decision"], value.get("policy_input")
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise StorageError(
-                        f"the audit spool {self.path} line {number} is corrupt; replay stopped"
-                    ) from exc
+                    item: SpooledDecision | None = (value["decision"], value.get("policy_input"))
+                except (ValueError, KeyError, TypeError):
+                    item = None
+                yield number, item, line
 
     def clear(self, replayed: int) -> None:
         """Drop the first ``replayed`` lines, after the database committed them (streamed)."""
@@ -150,7 +200,10 @@ class DurableSpool:
             temporary = self.path.with_suffix(".tmp")
             remaining = 0
             try:
-                with self.path.open("rb") as source, temporary.open("wb") as target:
+                # created 0600 like the spool itself (open() would follow the umask: 0644)
+                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.fchmod(fd, 0o600)  # a leftover temporary keeps its old mode otherwise
+                with self.path.open("rb") as source, os.fdopen(fd, "wb") as target:
                     for index, line in enumerate(source):
                         if index >= replayed:
                             target.write(line)
@@ -175,3 +228,15 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def count_quarantined(directory: Path) -> int:
+    """Records in the quarantine file of the spool in ``directory`` (0 when there is none)."""
+    try:
+        with (Path(directory) / DurableSpool.QUARANTINE_NAME).open("rb") as handle:
+            return sum(1 for line in handle if line.endswith(b"\n"))
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        log.error("cannot read the audit quarantine in %s: %s", directory, exc.strerror)
+        return 0

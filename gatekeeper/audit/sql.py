@@ -61,6 +61,7 @@ from gatekeeper.audit.schema import (
     prune_permits,
 )
 from gatekeeper.audit.spool import DurableSpool
+from gatekeeper.audit.witness import CheckpointWitness, check_head_against_checkpoint
 from gatekeeper.domain import Decision, DecisionPage, DecisionQuery, decision_from_dict
 from gatekeeper.errors import (
     AmbiguousIdError,
@@ -132,11 +133,24 @@ class SqlAuditLog:
         spool: DurableSpool | None = None,
         signer: CheckpointSigner | None = None,
         settings: AuditSettings | None = None,
+        witness: CheckpointWitness | None = None,
     ) -> None:
         self._engine = engine
         self._metrics = metrics
         self.spool = spool
+        #: Why the last spool replay stopped (None once it drained): ``/readyz`` reports it.
+        self.replay_error: str | None = None
         self.signer = signer
+        #: Signed checkpoints are also published here (outside the database), if configured.
+        self.witness = witness
+        #: The newest checkpoint this writer trusts (signed by it, or read from the witness):
+        #: the chain must still verify against it before the writer extends or signs it.
+        self._trusted: Checkpoint | None = None
+        self._last_head_hash: str | None = None
+        #: Why the writer refused to extend the chain (``/readyz`` fails while it is set).
+        self.chain_error: str | None = None
+        #: The last (seq, record hash) this writer checked or wrote: later checks start there.
+        self._verified: tuple[int, str] | None = None
         #: The key checkpoints are verified with: the signer's, or a configured public key.
         self.verify_key = signer.public_key if signer is not None else None
         #: Where the signing key came from (``/readyz``): configured, generated, embedded, none.
@@ -172,10 +186,25 @@ class SqlAuditLog:
     def _update_depth(self) -> None:
         if self._metrics is not None:
             self._metrics.spool_depth.set(self.spool_depth)
+            self._metrics.spool_quarantined.set(self.spool_quarantined)
 
     @property
     def spool_depth(self) -> int:
         return self.spool.depth if self.spool is not None else 0
+
+    @property
+    def spool_quarantined(self) -> int:
+        """Spooled decisions the store refused (kept in the spool's quarantine file)."""
+        return self.spool.quarantined if self.spool is not None else 0
+
+    def spool_blocked(self) -> str | None:
+        """Why the spool cannot drain now (None when it is empty or draining)."""
+        if self.spool_depth and self.replay_error is not None:
+            return (
+                f"audit spool cannot drain: {self.spool_depth} decisions waiting "
+                f"({self.replay_error})"
+            )
+        return None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -186,6 +215,14 @@ class SqlAuditLog:
                 applied = migrate(connection)
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot migrate audit store {self._where}: {exc}") from exc
+        if self.witness is not None:
+            try:
+                witnessed = self.witness.read()
+            except GatekeeperError as exc:
+                log.error("audit witness unreadable at start: %s", exc.render())
+                witnessed = []
+            if witnessed:
+                self._trusted = max(witnessed, key=lambda c: c.seq)
         if self.spool_depth:
             self._as_writer(self._try_replay)
         return applied
@@ -324,25 +361,36 @@ class SqlAuditLog:
             ) from exc
 
     def _try_replay(self) -> bool:
-        """Move the spool into the chain, in order. True when the spool is empty afterwards."""
+        """Move the spool into the chain, in order. True when the spool is empty afterwards.
+
+        A line the store refuses for its content (``DataError``: a NUL byte, an over-long
+        value) or that cannot be read back is quarantined (see :mod:`gatekeeper.audit.spool`)
+        so it never blocks the lines behind it. Any other failure stops the replay and is kept
+        in :attr:`replay_error` (``/readyz`` fails while the spool cannot drain).
+        """
         if self.spool is None or not self.spool.depth:
+            self.replay_error = None
             return True
         if time.monotonic() - self._last_replay_failure < _REPLAY_RETRY_SECONDS:
             return False
         replayed = 0
-        chunk: list[tuple[Any, Any]] = []
+        chunk: list[tuple[int, Any, bytes]] = []
         try:
-            for item in self.spool.iter_items():
-                chunk.append(item)
-                if len(chunk) >= self.settings.batch_size:
-                    self._replay_chunk(chunk)
-                    replayed += len(chunk)
+            for number, item, raw in self.spool.iter_lines():
+                if item is None:
+                    replayed += self._replay_or_quarantine(chunk)
                     chunk = []
-            if chunk:
-                self._replay_chunk(chunk)
-                replayed += len(chunk)
+                    self.spool.quarantine(raw, number=number, reason="corrupt spool line")
+                    replayed += 1
+                    continue
+                chunk.append((number, item, raw))
+                if len(chunk) >= self.settings.batch_size:
+                    replayed += self._replay_or_quarantine(chunk)
+                    chunk = []
+            replayed += self._replay_or_quarantine(chunk)
         except SQLAlchemyError as exc:
             self._last_replay_failure = time.monotonic()
+            self.replay_error = f"{type(exc).__name__} from {self._where}"
             log.warning("audit spool replay stopped after %d of %d: %s: %s",
                         replayed, self.spool.depth, self._where, type(exc).__name__)
             if replayed:
@@ -350,9 +398,35 @@ class SqlAuditLog:
             self._update_depth()
             return False
         self.spool.clear(replayed)
+        self.replay_error = None
         self._update_depth()
         log.info("audit spool replayed: %d decisions moved into %s", replayed, self._where)
         return True
+
+    def _replay_or_quarantine(self, chunk: list[tuple[int, Any, bytes]]) -> int:
+        """Replay ``chunk``; if the store refuses it for its data, one by one, quarantining
+        the refused lines. Returns the lines consumed; raises SQLAlchemyError otherwise."""
+        if not chunk:
+            return 0
+        try:
+            self._replay_chunk([item for _number, item, _raw in chunk])
+            return len(chunk)
+        except sa.exc.DataError:
+            pass
+        except (GatekeeperError, ValueError, KeyError, TypeError):
+            pass
+        assert self.spool is not None
+        for number, item, raw in chunk:
+            try:
+                self._replay_chunk([item])
+            except sa.exc.DataError as exc:
+                reason = f"refused by {self._where}: {type(exc.orig).__name__}: {exc.orig}"
+                self.spool.quarantine(raw, number=number, reason=reason[:500])
+            except (GatekeeperError, ValueError, KeyError, TypeError) as exc:
+                self.spool.quarantine(
+                    raw, number=number, reason=f"cannot be read back: {exc}"[:500]
+                )
+        return len(chunk)
 
     def _replay_chunk(self, chunk: list[tuple[Any, Any]]) -> None:
         with self._timed("replay"):
@@ -373,8 +447,17 @@ class SqlAuditLog:
         """One transaction: lock the head, chain the batch, insert, checkpoint if due."""
         from gatekeeper.audit.chain import record_hash
 
+        signed: Checkpoint | None = None
         with self._engine.begin() as connection:
             head = self._lock_head(connection)
+            if str(head.record_hash) != self._last_head_hash:
+                # the head moved without us (another replica, or someone with the database)
+                trusted = self._trusted_checkpoint(connection)
+                try:
+                    check_head_against_checkpoint(connection, head, trusted, self._verified)
+                except StorageError as exc:
+                    self.chain_error = exc.message
+                    raise
             if dedupe and prepared:
                 ids = [item.decision_id for item in prepared]
                 seen = set(
@@ -408,13 +491,37 @@ class SqlAuditLog:
                 values["checkpoint_at"] = datetime.now(UTC)
             if self._checkpoint_due(head, seq):
                 assert self.signer is not None
-                checkpoint = self.signer.sign(seq, prev)
-                connection.execute(checkpoints.insert().values(**checkpoint.as_dict()))
+                signed = self.signer.sign(seq, prev)
+                connection.execute(checkpoints.insert().values(**signed.as_dict()))
                 values.update(checkpoint_seq=seq, checkpoint_at=datetime.now(UTC))
             if rows or len(values) > 2:
                 connection.execute(
                     chain_head.update().where(chain_head.c.id == 1).values(**values)
                 )
+        self._last_head_hash = prev
+        self._verified = (seq, prev)
+        self.chain_error = None
+        if signed is not None:
+            self._signed(signed)
+
+    def _trusted_checkpoint(self, connection: Connection) -> Checkpoint | None:
+        """The newest checkpoint known good: the database's, or ours if newer (or the
+        database's was deleted)."""
+        stored = self._latest_checkpoint(connection)
+        if self._trusted is None or (stored is not None and stored.seq > self._trusted.seq):
+            return stored
+        return self._trusted
+
+    def _signed(self, checkpoint: Checkpoint) -> None:
+        """After the commit: remember the checkpoint and publish it to the witness."""
+        self._trusted = checkpoint
+        if self.witness is not None:
+            try:
+                self.witness.publish(checkpoint)
+            except GatekeeperError as exc:
+                # the checkpoint is committed; `audit verify --witness` will name the gap
+                log.error("checkpoint at record %d not witnessed: %s", checkpoint.seq,
+                          exc.render())
 
     def _checkpoint_due(self, head: sa.Row[Any], new_seq: int) -> bool:
         if self.signer is None or new_seq <= int(head.checkpoint_seq):
@@ -441,6 +548,14 @@ class SqlAuditLog:
                     head.checkpoint_seq
                 )
                 if due:
+                    try:
+                        check_head_against_checkpoint(
+                            connection, head, self._trusted_checkpoint(connection),
+                            self._verified,
+                        )
+                    except StorageError as exc:
+                        self.chain_error = exc.message
+                        raise
                     checkpoint = self.signer.sign(seq, str(head.record_hash))
                     connection.execute(checkpoints.insert().values(**checkpoint.as_dict()))
                     connection.execute(
@@ -448,8 +563,10 @@ class SqlAuditLog:
                             checkpoint_seq=seq, checkpoint_at=datetime.now(UTC)
                         )
                     )
-                    return checkpoint
-                return self._latest_checkpoint(connection)
+                else:
+                    return self._latest_checkpoint(connection)
+            self._signed(checkpoint)
+            return checkpoint
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot write a checkpoint in {self._where}: {exc}") from exc
 
@@ -514,11 +631,27 @@ class SqlAuditLog:
         return DecisionPage(items, next_cursor)
 
     def check_health(self) -> None:
+        """Reachable, and writable: no row beyond the chain head (every append would fail on
+        it), and no refusal of the writer to extend the chain (see ``chain_error``)."""
         try:
             with self._engine.connect() as connection:
-                connection.execute(sa.text("SELECT 1"))
+                head = connection.execute(
+                    sa.select(chain_head.c.seq).where(chain_head.c.id == 1)
+                ).scalar()
+                beyond = None
+                if head is not None:
+                    beyond = connection.execute(
+                        sa.select(sa.func.min(decisions.c.seq)).where(decisions.c.seq > head)
+                    ).scalar()
         except SQLAlchemyError as exc:
             raise StorageError(f"audit store {self._where} unreachable") from exc
+        if beyond is not None:
+            raise StorageError(
+                f"audit store {self._where}: record {beyond} lies beyond the chain head at "
+                f"record {head}; no decision can be recorded (run gatekeeper audit verify)"
+            )
+        if self.chain_error is not None:
+            raise StorageError(self.chain_error)
 
     def checkpoint_status(self) -> tuple[float | None, int]:
         """(epoch seconds of the newest signed checkpoint or None, records not yet covered by

@@ -34,12 +34,15 @@ from gatekeeper.audit.chain import (
     sha256_hex,
     verify_checkpoint_signature,
 )
+from gatekeeper.audit.witness import check_against_witness
 from gatekeeper.domain.wording import counted
 from gatekeeper.errors import IntegrityError, StorageError
 
 __all__ = ["ChainBrokenError", "ChainVerifier", "VerificationReport", "verify_database"]
 
 _RENUMBER_SEARCH = 64
+#: Slack on top of the checkpoint interval before unsigned records count as "stopped".
+_CHECKPOINT_GRACE = 300.0
 
 
 class ChainBrokenError(IntegrityError):
@@ -353,6 +356,10 @@ def verify_database(
     since: datetime | None = None,
     batch_size: int = 5000,
     progress: Callable[[int], None] | None = None,
+    witnessed: Sequence[Checkpoint] | None = None,
+    witness_name: str = "the witness",
+    checkpoint_every: int | None = None,
+    checkpoint_interval: float | None = None,
 ) -> VerificationReport:
     """Recompute the chain stored in ``engine``; raise :class:`ChainBrokenError` at the first
     record that was changed, removed or inserted. ``since``: start at the last signed
@@ -368,7 +375,10 @@ def verify_database(
         for attempt in range(3):
             pruned_before = pruned_through()
             try:
-                return _verify_database(engine, public_key, since, batch_size, progress)
+                return _verify_database(
+                    engine, public_key, since, batch_size, progress,
+                    witnessed, witness_name, checkpoint_every, checkpoint_interval,
+                )
             except ChainBrokenError:
                 # Retention committed while we read (it deletes a prefix and signs that it
                 # did): start again on the new state; a real break stays broken.
@@ -388,6 +398,10 @@ def _verify_database(
     since: datetime | None,
     batch_size: int,
     progress: Callable[[int], None] | None,
+    witnessed: Sequence[Checkpoint] | None = None,
+    witness_name: str = "the witness",
+    checkpoint_every: int | None = None,
+    checkpoint_interval: float | None = None,
 ) -> VerificationReport:
     from gatekeeper.audit.rows import checkpoint_from_row
     from gatekeeper.audit.schema import chain_head, checkpoints, decision_images, decisions
@@ -399,6 +413,23 @@ def _verify_database(
             checkpoint_from_row(row) for row in connection.execute(sa.select(checkpoints))
         ]
         head = connection.execute(sa.select(chain_head).where(chain_head.c.id == 1)).one()
+        # (a) a row beyond the head is invisible to the chain walk, served first by queries
+        # and blocks every later write: it is an insertion
+        beyond_head = connection.execute(
+            sa.select(sa.func.min(decisions.c.seq)).where(decisions.c.seq > int(head.seq))
+        ).scalar()
+        if beyond_head is not None:
+            raise ChainBrokenError(
+                int(beyond_head),
+                f"record {int(beyond_head)} inserted: it lies beyond the chain head at record "
+                f"{int(head.seq)}",
+            )
+        # (b) the witness: what it holds must be in the database, unchanged and in order
+        if witnessed is not None:
+            problems = check_against_witness(all_checkpoints, witnessed, describe=witness_name)
+            if problems:
+                raise ChainBrokenError(*problems[0])
+            all_checkpoints = all_checkpoints + list(witnessed)
         head_seq = max([int(head.seq)] + [c.seq for c in all_checkpoints])
         start = 0
         if since is not None:
@@ -467,4 +498,31 @@ def _verify_database(
                 raise ChainBrokenError(orphan, f"record {orphan} removed: its image rows remain")
             if progress is not None:
                 progress(len(rows))
-    return verifier.finish(head_seq=head_seq)
+    report = verifier.finish(head_seq=head_seq)
+    # (c) with a key, the writer signs every `checkpoint_every` records or `interval` seconds:
+    # unsigned records beyond that (none signed at all, or checkpoints that stop) mean
+    # checkpoints were deleted or the signer was stopped, not a trail still being written
+    if public_key is not None and checkpoint_every is not None and report.uncovered:
+        first = (report.last_checkpoint_seq or 0) + 1
+        # the head's checkpoint_at: when the last checkpoint was signed, or the first record
+        # appended (the writer's own clock for time-based checkpoints)
+        since_signed = head.checkpoint_at
+        age = 0.0
+        if since_signed is not None:
+            age = (datetime.now(UTC) - since_signed.replace(
+                tzinfo=since_signed.tzinfo or UTC)).total_seconds()
+        overdue = report.uncovered >= checkpoint_every or (
+            checkpoint_interval is not None and age > checkpoint_interval + _CHECKPOINT_GRACE
+        )
+        if overdue and report.checkpoints == 0:
+            raise ChainBrokenError(first, (
+                f"0 signed checkpoints for {report.records} records although a checkpoint key "
+                f"is configured and one was due (deleted, or the signer is not running?)"
+            ))
+        if overdue:
+            raise ChainBrokenError(first, (
+                f"checkpoints stop at record {first - 1}: the {report.uncovered} records after "
+                f"it are not signed although a checkpoint is due every {checkpoint_every} "
+                "records or the interval"
+            ))
+    return report

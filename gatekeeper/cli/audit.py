@@ -185,6 +185,10 @@ def verify(
         Path | None,
         typer.Option("--public-key", metavar="FILE", help="Ed25519 public key of checkpoints"),
     ] = None,
+    witness: Annotated[str | None, typer.Option(
+        "--witness", metavar="URI", help="Check against the witness too: s3://bucket/prefix/ or "
+        "file:///path (default: GATEKEEPER_AUDIT_WITNESS)",
+    )] = None,
     server: ServerOption = None,
 ) -> None:
     """Recompute the hash chain and check the signed checkpoints. Exit 0 ok, 1 broken."""
@@ -220,15 +224,41 @@ def verify(
     chosen = public_key or _configured_public_key(settings)
     key = load_public_key(Path(chosen)) if chosen else None
     started = parse_time(since, option="--since") if since else None
+    witness_uri = witness or settings.audit_witness
     audit = open_audit(settings, signing=False)
     try:
+        witnessed = None
+        if witness_uri:
+            from gatekeeper.audit.witness import open_witness
+
+            with waiting(f"reading the witness {witness_uri}"):
+                witnessed = open_witness(
+                    witness_uri, endpoint_url=settings.audit_witness_endpoint_url,
+                    retention_days=settings.audit_witness_retention_days,
+                ).read()
         with waiting("verifying the audit trail"):
-            result = verify_database(audit.engine, key, since=started)
+            result = verify_database(
+                audit.engine, key, since=started, witnessed=witnessed,
+                witness_name=witness_uri or "the witness",
+                checkpoint_every=settings.audit_checkpoint_every,
+                checkpoint_interval=settings.audit_checkpoint_interval_seconds,
+            )
     finally:
         audit.close()
     for note in result.notes:
         typer.echo(f"warning: {note}", err=True)
     typer.echo(result.summary())
+    from gatekeeper.audit.spool import DurableSpool, count_quarantined
+
+    quarantined = count_quarantined(settings.audit_spool_dir)
+    if quarantined:
+        # decisions that were answered but the store refused: the trail is not complete
+        fail(
+            f"audit verification FAILED: {quarantined} spooled decisions were refused by the "
+            f"audit store and are kept in "
+            f"{settings.audit_spool_dir / DurableSpool.QUARANTINE_NAME}",
+            EXIT_FAILED,
+        )
 
 
 @audit_app.command("checkpoint")

@@ -136,8 +136,12 @@ def serve(
             "caller is admin; never run this in production", err=True,
         )
     typer.echo(f"Forge Gatekeeper serving on {url} (API docs: /docs)")
+    from gatekeeper.api.server import header_deadline_protocol
+
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning",
-                **tls_options)
+                http=header_deadline_protocol(settings.http_header_timeout_seconds,
+                                              tls_options.pop("http", None)),
+                timeout_keep_alive=5, **tls_options)
 
 
 def evaluate(

@@ -12,6 +12,7 @@ import typer
 from gatekeeper.cli.common import (
     ServerOption,
     command_group,
+    fail,
     load_settings,
     parse_time,
     remote,
@@ -38,13 +39,15 @@ def exception_line(document: dict[str, Any]) -> str:
 @exceptions_app.command("create")
 def create_exception(
     image: Annotated[
-        list[str], typer.Option("--image", metavar="IMAGE", help="Digest or registry/repo glob")
+        list[str], typer.Option(
+            "--image", metavar="IMAGE",
+            help="Digest, registry/repo:tag (pinned at approval), or glob with --any-digest",
+        )
     ],
     policy: Annotated[
         list[str], typer.Option("--policy", metavar="NAME", help="Rule package waived")
     ],
     reason: Annotated[str, typer.Option(help="Why")],
-    approver: Annotated[str, typer.Option(help="Who approved")],
     ticket_id: Annotated[str, typer.Option("--ticket-id", metavar="ID", help="Change ticket")],
     expires_at: Annotated[
         str, typer.Option("--expires-at", metavar="TIME", help="RFC 3339, or 7d/12h from now")
@@ -52,16 +55,19 @@ def create_exception(
     environment: Annotated[str | None, typer.Option(help="Environment scope")] = None,
     namespace: Annotated[str | None, typer.Option(help="Namespace scope")] = None,
     actor: Annotated[str | None, typer.Option(help="Recorded creator (default cli:<user>)")] = None,
+    any_digest: Annotated[bool, typer.Option(
+        "--any-digest", help="Say that a repository glob waives any digest"
+    )] = False,
     output: OutputOption = OutputFormat.TABLE,
     server: ServerOption = None,
 ) -> None:
-    """Create an exception (running gatekeepers pick it up)."""
+    """Create a *pending* exception (it waives nothing until someone else approves it)."""
     from gatekeeper.policy.exceptions import format_instant
 
     now = datetime.now(UTC)
     body: dict[str, Any] = {
         "images": image, "policies": policy, "environment": environment,
-        "namespace": namespace, "reason": reason, "approver": approver,
+        "namespace": namespace, "reason": reason, "any_digest": any_digest,
         "ticket_id": ticket_id,
         "expires_at": format_instant(
             parse_time(expires_at, option="--expires-at", now=now, ahead=True)
@@ -78,7 +84,7 @@ def create_exception(
 @exceptions_app.command("list")
 def list_exceptions(
     status: Annotated[
-        str | None, typer.Option(metavar="STATUS", help="active, expired or revoked")
+        str | None, typer.Option(metavar="STATUS", help="pending, active, expired or revoked")
     ] = None,
     output: OutputOption = OutputFormat.TABLE,
     server: ServerOption = None,
@@ -94,6 +100,23 @@ def list_exceptions(
     if status is not None:
         items = [item for item in items if item["status"] == status]
     emit({"items": items}, output, lambda document: map(exception_line, document["items"]))
+
+
+@exceptions_app.command("approve")
+def approve_exception(
+    exception_id: Annotated[str, typer.Argument(metavar="ID", help="EXC-n")],
+    output: OutputOption = OutputFormat.TABLE,
+    server: ServerOption = None,
+) -> None:
+    """Approve a pending exception as the principal of $GATEKEEPER_TOKEN, through --server
+    (never in-process: an approval needs an authenticated second person). Exit 1 if refused."""
+    if not server:
+        fail(
+            "an approval needs an authenticated second person: approve through a running "
+            "gatekeeper with --server URL (token in $GATEKEEPER_TOKEN)"
+        )
+    document = remote("POST", server, f"/v1/exceptions/{exception_id}/approve")
+    emit(document, output, lambda item: [exception_line(item)])
 
 
 @exceptions_app.command("revoke")
@@ -122,16 +145,22 @@ def revoke_exception(
 def export_exceptions(
     output: OutputOption = OutputFormat.JSON, server: ServerOption = None
 ) -> None:
-    """Every exception and its create/revoke audit records."""
+    """Every exception and its create/approve/revoke audit records."""
     if server:
         document = remote("GET", server, "/v1/exceptions/export")
     else:
         from gatekeeper.policy.exceptions import format_instant
-        from gatekeeper.policy.store import EXCEPTION_CREATE, EXCEPTION_REVOKE
+        from gatekeeper.policy.store import (
+            EXCEPTION_APPROVE,
+            EXCEPTION_CREATE,
+            EXCEPTION_REVOKE,
+        )
 
         lifecycle = open_lifecycle(load_settings())
         now = lifecycle.now()
-        events = lifecycle.store.events(limit=1000, actions=(EXCEPTION_CREATE, EXCEPTION_REVOKE))
+        events = lifecycle.store.events(
+            limit=1000, actions=(EXCEPTION_CREATE, EXCEPTION_APPROVE, EXCEPTION_REVOKE)
+        )
         document = {
             "exported_at": format_instant(now),
             "exceptions": [e.as_dict(now) for e in lifecycle.store.list_exceptions()],

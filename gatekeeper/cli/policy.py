@@ -80,6 +80,13 @@ def test_policies(
     checker = OpaCandidateChecker(opa_binary(load_settings()))
     with waiting("running opa test"):
         run = checker.run_tests([policies, tests], cwd=Path.cwd())
+    if not run.succeeded and not run.failed:
+        # nothing failed, yet opa did: parse or compile errors (never "PASS: 0/0")
+        for problem in run.problems:
+            typer.echo(problem.render(), err=True)
+        fail(f"opa test failed: {len(run.problems)} error(s) before any test ran", EXIT_FAILED)
+    if not run.outcomes:
+        fail(f"opa test found no tests in {policies} and {tests}", EXIT_FAILED)
     if report is not None:
         from gatekeeper import __version__
 

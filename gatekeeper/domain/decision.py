@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, assert_never
 
+from gatekeeper.domain.fields import check_request_text
 from gatekeeper.domain.reference import Digest, ImageReference
 
 __all__ = [
@@ -104,6 +105,14 @@ class EvaluationRequest:
     #: it denies in every mode (fail closed). True: it counts as a violation like any other,
     #: so it denies in ``enforce`` and is reported in ``warn`` / ``audit`` (fail open there).
     gate_failure_admits: bool = False
+
+    def __post_init__(self) -> None:
+        """Parse at the edge, for both doors: see :mod:`gatekeeper.domain.fields`."""
+        check_request_text(self.environment, "environment")
+        check_request_text(self.namespace, "namespace")
+        check_request_text(self.caller, "caller")
+        for name, value in self.ticket.as_dict().items():
+            check_request_text(value, f"ticket.{name}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -21,7 +22,10 @@ from typing import Any
 from gatekeeper.errors import ConfigurationError, InvalidInputError, PolicyEngineError
 from gatekeeper.policy.bundle import RESERVED_ROOT, PolicyFiles, bundle_roots
 
-__all__ = ["CheckProblem", "CheckReport", "OpaCandidateChecker", "OpaTestOutcome", "OpaTestRun"]
+__all__ = [
+    "CheckProblem", "CheckReport", "OpaCandidateChecker", "OpaTestOutcome", "OpaTestRun",
+    "parse_check_errors",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +123,8 @@ class OpaTestRun:
     outcomes: tuple[OpaTestOutcome, ...]
     coverage: float
     succeeded: bool
+    #: parse or compile errors: opa failed although no test failed (none may have run)
+    problems: tuple[CheckProblem, ...] = ()
 
     @property
     def failed(self) -> tuple[OpaTestOutcome, ...]:
@@ -179,7 +185,7 @@ class OpaCandidateChecker:
             # (1) compile every module with the strict checks (unused vars/imports, deprecated).
             compiled = self._run(["check", "--strict", "--format", "json", *roots], root)
             if compiled.returncode != 0:
-                problems.extend(_parse_check_errors(compiled.stdout, compiled.stderr, "check"))
+                problems.extend(parse_check_errors(compiled.stdout, compiled.stderr, "check"))
             # (2) every Rego file must already be opa-fmt formatted.
             listed = self._run(["fmt", "--list", *roots], root)
             for name in listed.stdout.split():
@@ -220,7 +226,10 @@ class OpaCandidateChecker:
             coverage = float(json.loads(covered.stdout).get("coverage", 0.0))
         except (ValueError, AttributeError):
             coverage = 0.0
-        return OpaTestRun(tuple(outcomes), coverage, result.returncode == 0)
+        problems: tuple[CheckProblem, ...] = ()
+        if result.returncode != 0 and all(o.passed for o in outcomes):
+            problems = tuple(parse_check_errors(result.stdout, result.stderr, "test"))
+        return OpaTestRun(tuple(outcomes), coverage, result.returncode == 0, problems)
 
     def _format_problem(self, root: Path, name: str) -> CheckProblem:
         path = root / name
@@ -239,7 +248,7 @@ class OpaCandidateChecker:
         result = self._run(["test", "--format", "json", *roots], root)
         outcomes = _test_outcomes(result.stdout)
         if outcomes is None:
-            return 0, 0, [], list(_parse_check_errors(result.stdout, result.stderr, "test"))
+            return 0, 0, [], list(parse_check_errors(result.stdout, result.stderr, "test"))
         failed: list[str] = []
         problems: list[CheckProblem] = []
         for outcome in outcomes:
@@ -287,9 +296,72 @@ def _test_outcomes(stdout: str) -> list[OpaTestOutcome] | None:
     return outcomes
 
 
+_PACKAGE_LINE_RE = re.compile(r"^package\s+([A-Za-z0-9_.]+)", re.MULTILINE)
+#: A rule head at the start of a line (opa fmt puts every rule head there).
+_RULE_HEAD_RE = re.compile(
+    r"^(?:default\s+)?(deny|warn|violation)\b(?=\s*(?:contains\b|if\b|\[|:=|=|\{|$))",
+    re.MULTILINE,
+)
+_DECISION_RULES = ("deny", "warn")
+
+
+def _package_rules(files: PolicyFiles) -> dict[str, tuple[str, set[str]]]:
+    """Package -> (first file, the deny/warn/violation rules its files define)."""
+    found: dict[str, tuple[str, set[str]]] = {}
+    for name, content in sorted(files.policies.items()):
+        if not name.endswith(".rego"):
+            continue
+        text = content.decode(errors="replace")
+        package = _PACKAGE_LINE_RE.search(text)
+        if package is None:
+            continue
+        first, rules = found.setdefault(package.group(1), (name, set()))
+        rules.update(_RULE_HEAD_RE.findall(text))
+    return found
+
+
+def _ineffective_packages(files: PolicyFiles) -> list[CheckProblem]:
+    """Rule packages that can never take effect (the documented rule in README "Policies").
+
+    The aggregator reads ``deny`` and ``warn`` of each package under ``gatekeeper.rules``, and
+    nothing else. So a package that defines ``deny``/``warn``/``violation`` outside
+    ``gatekeeper.rules.*``, or a ``gatekeeper.rules.*`` package that defines ``violation`` (the
+    OPA Gatekeeper name) or neither ``deny`` nor ``warn``, is refused. Helper packages
+    elsewhere that define none of the three are fine (rule packages may import them).
+    """
+    problems: list[CheckProblem] = []
+    for package, (file, rules) in sorted(_package_rules(files).items()):
+        if package == "gatekeeper.main":
+            continue
+        if not package.startswith("gatekeeper.rules."):
+            if rules:
+                problems.append(CheckProblem(
+                    "structure",
+                    f"package {package} defines {', '.join(sorted(rules))} but is outside "
+                    "gatekeeper.rules.*: it can never take effect (rename it "
+                    "package gatekeeper.rules.<name>)",
+                    file,
+                ))
+            continue
+        if "violation" in rules:
+            problems.append(CheckProblem(
+                "structure",
+                f"package {package} defines violation, which the gatekeeper never reads: "
+                "name the rule deny (or warn)",
+                file,
+            ))
+        elif not rules.intersection(_DECISION_RULES):
+            problems.append(CheckProblem(
+                "structure",
+                f"package {package} defines no deny or warn rule: it can never take effect",
+                file,
+            ))
+    return problems
+
+
 def _structure_problems(files: PolicyFiles) -> list[CheckProblem]:
     packages = files.packages()
-    problems: list[CheckProblem] = []
+    problems: list[CheckProblem] = _ineffective_packages(files)
     if "gatekeeper.main" not in packages:
         problems.append(
             CheckProblem(
@@ -311,7 +383,7 @@ def _structure_problems(files: PolicyFiles) -> list[CheckProblem]:
     return problems
 
 
-def _parse_check_errors(stdout: str, stderr: str, check: str) -> list[CheckProblem]:
+def parse_check_errors(stdout: str, stderr: str, check: str) -> list[CheckProblem]:
     """``opa check --format json`` (and ``opa test`` compile errors) into problems."""
     for text in (stdout, stderr):
         try:

@@ -8,13 +8,17 @@ file dropped in takes effect at once; the revision is re-hashed from the same di
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -27,6 +31,27 @@ from gatekeeper.policy.revision import DirectoryRevision
 __all__ = ["EmbeddedOpa"]
 
 log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` making the OPA child die (SIGKILL) when the gatekeeper dies, even by
+    ``kill -9``: Linux ``prctl(PR_SET_PDEATHSIG)``, see prctl(2). The signal follows the
+    *thread* that forked, so OPA is spawned only from the thread that calls :meth:`start` (the
+    server's main thread) or the supervising watchdog thread, both alive as long as the engine.
+    If the parent died before prctl ran, the child exits at once. Elsewhere than Linux: None.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def arm() -> None:  # runs in the child, between fork and exec: nothing but syscalls
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return arm
 
 _READY_TIMEOUT = 15.0
 _WATCH_INTERVAL = 0.5
@@ -100,7 +125,8 @@ class EmbeddedOpa:
         # OPA's log goes to a file, never a pipe: a full pipe would block the child.
         with open(self._workdir / "opa.log", "ab") as log_file:
             self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file
+                command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509 - see below
             )
 
     def _wait_ready(self) -> None:

@@ -1,5 +1,16 @@
 """Exceptions: time-boxed, approved waivers of named policies for named images.
 
+An exception waives what actually runs. Its ``images`` are digests (``sha256:...``), digest-pinned
+references (``registry/repository[:tag]@sha256:...``), or tagged references
+(``registry/repository:tag``) that are resolved to their digest when the exception is approved
+and stored with it (``digests``): a reference whose digest differs never matches. A glob over
+repositories, or a repository without a tag, waives any digest and must say so with
+``any_digest: true``; every decision that uses such an exception says so too.
+
+Four eyes, two people: an exception is created *pending* and waives nothing until a second
+authenticated principal approves it (``POST /v1/exceptions/{id}/approve``); the approver's token
+subject, compared after :func:`normalise_subject`, must differ from the creator's.
+
 An exception is validated here (parse at the edge), stored by
 :class:`~gatekeeper.policy.store.SqlPolicyStore`, and handed to Rego as data under
 ``data.gatekeeper.exceptions``. Python never decides whether an exception applies:
@@ -22,6 +33,7 @@ import json
 import os
 import re
 import tempfile
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +43,7 @@ from typing import Any, Protocol
 import httpx
 
 from gatekeeper.domain import parse_digest
+from gatekeeper.domain.reference import parse_image_reference
 from gatekeeper.errors import InvalidInputError, PolicyEngineError
 
 __all__ = [
@@ -43,7 +56,9 @@ __all__ = [
     "PolicyException",
     "exceptions_document",
     "format_instant",
+    "normalise_subject",
     "parse_instant",
+    "pattern_kind",
 ]
 
 #: Where Rego finds the exceptions.
@@ -52,7 +67,8 @@ EXCEPTIONS_DATA_PATH = "/v1/data/gatekeeper/exceptions"
 MAX_EXCEPTION_LIFETIME = timedelta(days=90)
 
 _POLICY_ID_RE = re.compile(r"^[a-z0-9_]{1,64}$")
-_IMAGE_PATTERN_RE = re.compile(r"^[A-Za-z0-9._\-:/*?\[\]]{1,255}$")
+_IMAGE_PATTERN_RE = re.compile(r"^[A-Za-z0-9._\-:/*?\[\]@]{1,255}$")
+_GLOB_CHARS = frozenset("*?[]")
 _MAX_ITEMS = 50
 
 
@@ -80,13 +96,59 @@ def parse_instant(text: str, *, field: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
-def _check_image_pattern(pattern: str, field: str) -> str:
+def normalise_subject(subject: str) -> str:
+    """The form in which two token subjects are compared (creator against approver).
+
+    Unicode NFKC (so full-width and compatibility forms fold to one), case folding, and the
+    removal of invisible characters: format characters (category Cf: zero-width space and
+    joiners, bidi marks, soft hyphen...), other control characters and surrounding or repeated
+    white space. ``"Alice\u200b"`` and ``"ＡＬＩＣＥ"`` are both ``"alice"``.
+    """
+    folded = unicodedata.normalize("NFKC", subject).casefold()
+    visible = "".join(
+        ch for ch in folded if unicodedata.category(ch) not in ("Cf", "Cc", "Cs", "Co", "Cn")
+    )
+    return " ".join(unicodedata.normalize("NFKC", visible).split())
+
+
+def pattern_kind(pattern: str) -> str:
+    """``digest``, ``pinned`` (name@digest), ``tag`` (resolved at approval) or ``glob``."""
     if pattern.startswith(("sha256:", "sha512:")):
+        return "digest"
+    if "@" in pattern:
+        return "pinned"
+    last = pattern.rsplit("/", 1)[-1]
+    if _GLOB_CHARS.isdisjoint(pattern) and ":" in last:
+        return "tag"
+    return "glob"
+
+
+def _check_image_pattern(pattern: str, field: str, *, any_digest: bool) -> str:
+    if not isinstance(pattern, str):
+        raise InvalidInputError("image pattern must be a string", field=field)
+    kind = pattern_kind(pattern)
+    if kind == "digest":
         return str(parse_digest(pattern, field=field))
     if not _IMAGE_PATTERN_RE.match(pattern) or "/" not in pattern:
         raise InvalidInputError(
-            f"image pattern {pattern!r} must be a digest (sha256:...) or a glob over "
-            "registry/repository[:tag] (* stays inside one path segment)",
+            f"image pattern {pattern!r} must be a digest (sha256:...), a reference "
+            "registry/repository:tag or registry/repository@sha256:..., or (with any_digest) a "
+            "glob over registry/repository[:tag] (* stays inside one path segment)",
+            field=field,
+        )
+    if kind in ("pinned", "tag"):
+        reference = parse_image_reference(pattern, field=field)
+        if kind == "pinned":
+            assert reference.digest is not None
+            return f"{reference.name}@{reference.digest}"
+        if any_digest:
+            return pattern
+        return f"{reference.name}:{reference.tag}"
+    if not any_digest:
+        raise InvalidInputError(
+            f"image pattern {pattern!r} would waive any digest of the repository: name a "
+            "digest, a tag (resolved to its digest when the exception is approved), or set "
+            "any_digest: true to say that any digest is meant",
             field=field,
         )
     host = pattern.split("/", 1)[0]
@@ -108,9 +170,9 @@ class ExceptionRequest:
     environment: str | None
     namespace: str | None
     reason: str
-    approver: str
     ticket_id: str
     expires_at: datetime
+    any_digest: bool = False
 
     @classmethod
     def parse(cls, body: Mapping[str, Any], *, now: datetime) -> ExceptionRequest:
@@ -138,16 +200,26 @@ class ExceptionRequest:
                 raise InvalidInputError(f"{name} must hold strings", field=name)
             return value
 
+        if "approver" in body:
+            raise InvalidInputError(
+                "the approver is not named at creation: a second principal approves the "
+                "pending exception with POST /v1/exceptions/{id}/approve",
+                field="approver",
+            )
         unknown = set(body) - {
-            "images", "policies", "environment", "namespace", "reason", "approver",
-            "ticket_id", "expires_at",
+            "images", "policies", "environment", "namespace", "reason", "ticket_id",
+            "expires_at", "any_digest",
         }
         if unknown:
             raise InvalidInputError(
                 f"unknown fields: {', '.join(sorted(unknown))}", field=sorted(unknown)[0]
             )
+        any_digest = body.get("any_digest", False)
+        if not isinstance(any_digest, bool):
+            raise InvalidInputError("any_digest must be true or false", field="any_digest")
         images = tuple(
-            _check_image_pattern(p, f"images[{i}]") for i, p in enumerate(items("images"))
+            _check_image_pattern(p, f"images[{i}]", any_digest=any_digest)
+            for i, p in enumerate(items("images"))
         )
         policies = tuple(items("policies"))
         for index, policy in enumerate(policies):
@@ -178,24 +250,23 @@ class ExceptionRequest:
                 field="expires_at",
             )
         reason = text("reason", required=True, limit=2000)
-        approver = text("approver", required=True, limit=256)
         ticket_id = text("ticket_id", required=True, limit=256)
-        assert reason is not None and approver is not None and ticket_id is not None
+        assert reason is not None and ticket_id is not None
         return cls(
             images=tuple(dict.fromkeys(images)),
             policies=tuple(dict.fromkeys(policies)),
             environment=environment,
             namespace=namespace,
             reason=reason,
-            approver=approver,
             ticket_id=ticket_id,
             expires_at=expires_at,
+            any_digest=any_digest,
         )
 
 
 @dataclass(frozen=True, slots=True)
 class PolicyException:
-    """A stored exception."""
+    """A stored exception (``approved_at`` is ``None`` while it is pending)."""
 
     exception_id: str
     images: tuple[str, ...]
@@ -203,25 +274,42 @@ class PolicyException:
     environment: str | None
     namespace: str | None
     reason: str
-    approver: str
     ticket_id: str
     expires_at: datetime
     created_at: datetime
     created_by: str
+    any_digest: bool = False
+    digests: tuple[tuple[str, str], ...] = ()
+    approved_at: datetime | None = None
+    approved_by: str | None = None
     revoked_at: datetime | None = None
     revoked_by: str | None = None
     revoke_reason: str | None = None
 
     def status(self, now: datetime) -> str:
-        """``active``, ``expired`` or ``revoked`` at ``now`` (for listings; Rego decides)."""
+        """``pending``, ``active``, ``expired`` or ``revoked`` at ``now`` (Rego decides)."""
         if self.revoked_at is not None and as_utc(self.revoked_at) <= now:
             return "revoked"
         if as_utc(self.expires_at) <= now:
             return "expired"
+        if self.approved_at is None or as_utc(self.approved_at) > now:
+            return "pending"
         return "active"
 
+    def tags_to_resolve(self) -> tuple[str, ...]:
+        """The tagged references approval must pin to a digest (none with ``any_digest``)."""
+        if self.any_digest:
+            return ()
+        return tuple(p for p in self.images if pattern_kind(p) == "tag")
+
+    def unresolvable(self) -> tuple[str, ...]:
+        """Patterns that can never match without ``any_digest`` (rows from before v2)."""
+        if self.any_digest:
+            return ()
+        return tuple(p for p in self.images if pattern_kind(p) == "glob")
+
     def as_rego(self) -> dict[str, Any]:
-        """The document Rego sees (``revoked_at`` only once revoked)."""
+        """The document Rego sees (``approved_at`` once approved, ``revoked_at`` once revoked)."""
         document: dict[str, Any] = {
             "id": self.exception_id,
             "images": list(self.images),
@@ -229,11 +317,16 @@ class PolicyException:
             "environment": self.environment,
             "namespace": self.namespace,
             "reason": self.reason,
-            "approver": self.approver,
             "ticket_id": self.ticket_id,
             "created_at": format_instant(self.created_at),
+            "created_by": self.created_by,
             "expires_at": format_instant(self.expires_at),
+            "any_digest": self.any_digest,
+            "digests": dict(self.digests),
         }
+        if self.approved_at is not None:
+            document["approved_at"] = format_instant(self.approved_at)
+            document["approved_by"] = self.approved_by
         if self.revoked_at is not None:
             document["revoked_at"] = format_instant(self.revoked_at)
         return document
@@ -242,7 +335,8 @@ class PolicyException:
         """The public JSON document (API, CLI, export)."""
         return {
             **self.as_rego(),
-            "created_by": self.created_by,
+            "approved_at": format_instant(self.approved_at) if self.approved_at else None,
+            "approved_by": self.approved_by,
             "revoked_at": format_instant(self.revoked_at) if self.revoked_at else None,
             "revoked_by": self.revoked_by,
             "revoke_reason": self.revoke_reason,

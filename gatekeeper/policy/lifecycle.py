@@ -38,10 +38,17 @@ from gatekeeper.policy.exceptions import (
     ExceptionRequest,
     PolicyException,
     exceptions_document,
+    normalise_subject,
 )
 from gatekeeper.policy.replay import ReplayReport, SqlDecisionHistory, replay_decisions
 from gatekeeper.policy.revision import POLICY_FILE_SUFFIXES
-from gatekeeper.policy.store import PolicyEvent, RevisionRecord, SqlPolicyStore, check_actor
+from gatekeeper.policy.store import (
+    PolicyConflictError,
+    PolicyEvent,
+    RevisionRecord,
+    SqlPolicyStore,
+    check_actor,
+)
 
 __all__ = [
     "PolicyLifecycle",
@@ -126,8 +133,11 @@ class PolicyLifecycle:
         history: SqlDecisionHistory,
         opa_client: httpx.Client | None = None,
         clock: Callable[[], datetime] | None = None,
+        tag_resolver: Callable[[str], str] | None = None,
     ) -> None:
         self.store = store
+        #: ``registry/repository:tag`` -> ``sha256:...`` (the registry), for approvals
+        self.tag_resolver = tag_resolver
         self._checker = checker
         self._opa_binary = opa_binary
         self._active_dir = active_dir
@@ -331,6 +341,42 @@ class PolicyLifecycle:
         self.sync()
         return exception
 
+    def approve_exception(self, exception_id: str, *, actor: str) -> PolicyException:
+        """A second principal approves a pending exception; its tags are pinned to digests.
+
+        The caller (the route) has already refused unauthenticated principals.
+        """
+        actor = check_actor(actor)
+
+        def same_person(creator: str, approver: str) -> bool:
+            return normalise_subject(creator) == normalise_subject(approver)
+
+        pending = self.store.get_exception(exception_id)
+        if same_person(pending.created_by, actor):
+            raise PolicyConflictError(
+                f"exception {exception_id} was created by {pending.created_by!r}: a second "
+                "person must approve it (subjects are compared after Unicode NFKC, case "
+                "folding and removal of invisible characters)"
+            )
+        digests: dict[str, str] = {}
+        for tag in pending.tags_to_resolve():
+            if self.tag_resolver is None:
+                raise PolicyConflictError(
+                    f"exception {exception_id} names the tag {tag}, and this gatekeeper has no "
+                    "registry to resolve it to a digest: name the digest instead"
+                )
+            try:
+                digests[tag] = self.tag_resolver(tag)
+            except GatekeeperError as exc:
+                raise PolicyConflictError(
+                    f"exception {exception_id}: cannot resolve {tag} to a digest: {exc.message}"
+                ) from exc
+        exception = self.store.approve_exception(
+            exception_id, actor=actor, digests=digests, same_person=same_person
+        )
+        self.sync()
+        return exception
+
     def revoke_exception(
         self, exception_id: str, *, actor: str, reason: str | None = None
     ) -> PolicyException:
@@ -440,6 +486,7 @@ def create_policy_lifecycle(
     sidecar_url: str | None = None,
     timeout: float = 5.0,
     clock: Callable[[], datetime] | None = None,
+    tag_resolver: Callable[[str], str] | None = None,
 ) -> PolicyLifecycle:
     """The lifecycle for an embedded OPA (``state`` + ``embedded_socket``) or a sidecar
     (``sidecar_url``: exceptions go to its Data API; it pulls the active revision as a bundle
@@ -469,6 +516,7 @@ def create_policy_lifecycle(
         history=SqlDecisionHistory(database),
         opa_client=opa_client,
         clock=clock,
+        tag_resolver=tag_resolver,
     )
 
 

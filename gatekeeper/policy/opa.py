@@ -29,23 +29,42 @@ PREFILTER_PATH = "/v1/data/gatekeeper/main/prefilter"
 _REMOTE_REVISION_TTL = 5.0
 
 
-def _parse_finding(raw: Any, kind: str) -> Violation:
+def _parse_finding(raw: Any, kind: str) -> tuple[Violation, bool]:
+    """One ``{"policy": <package>, "item": ...}`` entry of the aggregated decision.
+
+    The aggregator (``main.rego``) always names the package, so an entry without one means the
+    aggregator itself is broken: :class:`PolicyEngineError` (the gate fails closed). An item of
+    the wrong shape is the *package's* error: it becomes a violation of that package saying so,
+    so the decision still denies, the other packages' findings still show, and nobody is told
+    that the engine is down when one rule is wrong.
+    """
     if not isinstance(raw, dict) or not isinstance(raw.get("policy"), str):
         raise PolicyEngineError(f"policy returned a malformed {kind} entry: {raw!r:.200}")
     policy, item = raw["policy"], raw.get("item")
     if isinstance(item, str):
-        return Violation(policy=policy, message=item)
+        return Violation(policy=policy, message=item), False
     if isinstance(item, dict) and isinstance(item.get("message"), str):
         image = item.get("image")
-        if image is not None and not isinstance(image, str):
-            raise PolicyEngineError(
-                f"policy {policy!r} returned a {kind} whose image is not a string: {image!r:.100}"
-            )
-        return Violation(policy=policy, message=item["message"], image=image)
-    raise PolicyEngineError(
-        f"policy {policy!r} returned a {kind} that is neither a string nor "
-        f'{{"image": ..., "message": ...}}: {item!r:.200}'
-    )
+        if image is None or isinstance(image, str):
+            return Violation(policy=policy, message=item["message"], image=image), False
+    image = item.get("image") if isinstance(item, dict) else None
+    return Violation(
+        policy=policy,
+        message=(
+            f"rule package gatekeeper.rules.{policy} is broken: its {kind} returned "
+            f'{_shape(item)}, not a string or {{"image": ..., "message": ...}}; '
+            "the decision denies until the package is fixed"
+        ),
+        image=image if isinstance(image, str) else None,
+    ), True
+
+
+def _shape(item: Any) -> str:
+    """A short, log-safe description of a malformed item (its keys, not its values)."""
+    if isinstance(item, dict):
+        keys = ", ".join(sorted(str(k) for k in item)[:8])
+        return f"an object with keys [{keys}]"
+    return f"a value of type {type(item).__name__}" if item is not None else "null"
 
 
 def _sorted(findings: list[Violation]) -> tuple[Violation, ...]:
@@ -67,8 +86,12 @@ def parse_decision(body: Any, revision: str) -> PolicyResult:
         raise PolicyEngineError(
             "no rule packages loaded: define at least one package gatekeeper.rules.<name>"
         )
-    violations = [_parse_finding(raw, "deny") for raw in result.get("deny", [])]
-    warnings = [_parse_finding(raw, "warn") for raw in result.get("warn", [])]
+    violations = [_parse_finding(raw, "deny")[0] for raw in result.get("deny", [])]
+    warnings: list[Violation] = []
+    for raw in result.get("warn", []):
+        finding, malformed = _parse_finding(raw, "warn")
+        # a malformed warning is the package's error too: it denies, as a violation
+        (violations if malformed else warnings).append(finding)
     exceptions = result.get("exceptions", [])
     if not isinstance(exceptions, list) or not all(isinstance(e, dict) for e in exceptions):
         raise PolicyEngineError("data.gatekeeper.main.decision.exceptions is not a list of objects")
@@ -148,7 +171,7 @@ class OpaPolicyEngine:
         found = body["result"]
         if not isinstance(found, list):
             raise PolicyEngineError("data.gatekeeper.main.prefilter is not a list")
-        return _sorted([_parse_finding(raw, "prefilter") for raw in found])
+        return _sorted([_parse_finding(raw, "prefilter")[0] for raw in found])
 
     def revision(self) -> str:
         if self._local_revision is not None:

@@ -109,7 +109,15 @@ policy_exceptions = sa.Table(
     sa.Column("revoked_at", sa.DateTime(timezone=True)),
     sa.Column("revoked_by", sa.String(256)),
     sa.Column("revoke_reason", sa.Text),
+    # v2: pending until a second principal approves; tags pinned to digests at approval.
+    # ("approver" above is the v1 free-text field: written empty, never trusted.)
+    sa.Column("approved_at", sa.DateTime(timezone=True)),
+    sa.Column("approved_by", sa.String(256)),
+    sa.Column("any_digest", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("digests", sa.Text, nullable=False, server_default="{}"),
 )
+
+_V3_COLUMNS = ("approved_at", "approved_by", "any_digest", "digests")
 
 
 def _v1_initial(connection: Connection) -> None:
@@ -125,14 +133,34 @@ def _v2_uploaded_signatures(connection: Connection) -> None:
             f"ALTER TABLE {revisions.name} ADD COLUMN uploaded_signatures TEXT"))
 
 
+def _v3_exception_approval(connection: Connection) -> None:
+    """Add the approval columns; v1 exceptions become pending (they named no real approver)."""
+    present = {c["name"] for c in sa.inspect(connection).get_columns(policy_exceptions.name)}
+    for name in _V3_COLUMNS:
+        if name in present:
+            continue
+        column = policy_exceptions.c[name]
+        ddl_type = column.type.compile(dialect=connection.dialect)
+        default = ""
+        if column.server_default is not None:
+            default = " NOT NULL DEFAULT " + (
+                "false" if name == "any_digest" else "'{}'"
+            )
+        connection.execute(sa.text(
+            f"ALTER TABLE {policy_exceptions.name} ADD COLUMN {name} {ddl_type}{default}"
+        ))
+
+
 #: Ordered, append-only list of (version, description, step). Never edit a released step.
 MIGRATIONS: list[Migration] = [
     (1, "policy revisions, lifecycle events, exceptions", _v1_initial),
     (2, "keep the .signatures.json of uploaded bundles", _v2_uploaded_signatures),
+    (3, "exceptions: pending until a second principal approves; digests", _v3_exception_approval),
 ]
 
 ACTIVATE, ROLLBACK = "activate", "rollback"
 EXCEPTION_CREATE, EXCEPTION_REVOKE = "exception.create", "exception.revoke"
+EXCEPTION_APPROVE = "exception.approve"
 
 
 class PolicyConflictError(ConflictError):
@@ -479,11 +507,7 @@ class SqlPolicyStore:
     # -- exceptions ------------------------------------------------------------------------
 
     def create_exception(self, request: ExceptionRequest, *, actor: str) -> PolicyException:
-        """Store an approved exception. Four eyes: the approver is not the one who records it."""
-        if request.approver.casefold() == actor.casefold():
-            raise InvalidInputError(
-                f"approver must be someone other than the creator ({actor})", field="approver"
-            )
+        """Store a *pending* exception: it waives nothing until :meth:`approve_exception`."""
         now = self._now()
         created: list[PolicyException] = []
 
@@ -497,11 +521,13 @@ class SqlPolicyStore:
                     environment=request.environment,
                     namespace=request.namespace,
                     reason=request.reason,
-                    approver=request.approver,
+                    approver="",
                     ticket_id=request.ticket_id,
                     expires_at=request.expires_at,
                     created_at=now,
                     created_by=actor,
+                    any_digest=request.any_digest,
+                    digests="{}",
                 )
                 .returning(policy_exceptions.c.seq)
             ).scalar_one()
@@ -513,8 +539,8 @@ class SqlPolicyStore:
             )
             exception = PolicyException(
                 exception_id, request.images, request.policies, request.environment,
-                request.namespace, request.reason, request.approver, request.ticket_id,
-                request.expires_at, now, actor,
+                request.namespace, request.reason, request.ticket_id,
+                request.expires_at, now, actor, any_digest=request.any_digest,
             )
             created.append(exception)
             return self._append(
@@ -524,6 +550,67 @@ class SqlPolicyStore:
 
         self._with_retry("create an exception", step)
         return created[0]
+
+    def approve_exception(
+        self, exception_id: str, *, actor: str, digests: dict[str, str],
+        same_person: Callable[[str, str], bool],
+    ) -> PolicyException:
+        """Approve a pending exception, pinning its tags to ``digests``.
+
+        Refused (409) when it is not pending, when ``same_person(creator, actor)`` holds, or when
+        a tag it names has no digest in ``digests``. The check runs inside the transaction that
+        writes the approval, so it cannot race a concurrent change.
+        """
+        now = self._now()
+
+        def step(connection: Connection) -> PolicyEvent:
+            row = connection.execute(
+                sa.select(policy_exceptions).where(
+                    policy_exceptions.c.exception_id == exception_id
+                )
+            ).first()
+            if row is None:
+                raise NotFoundError(f"exception {exception_id} not found")
+            current = self._exception_from_row(row)
+            if current.revoked_at is not None:
+                raise PolicyConflictError(f"exception {exception_id} is revoked")
+            if current.approved_at is not None:
+                raise PolicyConflictError(
+                    f"exception {exception_id} was already approved by {current.approved_by}"
+                )
+            if as_utc(current.expires_at) <= now:
+                raise PolicyConflictError(f"exception {exception_id} has expired")
+            if same_person(current.created_by, actor):
+                raise PolicyConflictError(
+                    f"exception {exception_id} was created by {current.created_by!r}: a second "
+                    "person must approve it (subjects are compared after Unicode NFKC, case "
+                    "folding and removal of invisible characters)"
+                )
+            if current.unresolvable():
+                raise PolicyConflictError(
+                    f"exception {exception_id} names {current.unresolvable()[0]!r}, which waives "
+                    "any digest, without any_digest: true; create a new exception"
+                )
+            missing = [tag for tag in current.tags_to_resolve() if tag not in digests]
+            if missing:
+                raise PolicyConflictError(
+                    f"exception {exception_id}: {missing[0]} has no resolved digest"
+                )
+            pinned = {tag: digests[tag] for tag in current.tags_to_resolve()}
+            connection.execute(
+                policy_exceptions.update()
+                .where(policy_exceptions.c.exception_id == exception_id)
+                .where(policy_exceptions.c.approved_at.is_(None))
+                .values(approved_at=now, approved_by=actor, digests=_dumps(pinned))
+            )
+            return self._append(
+                connection, actor=actor, action=EXCEPTION_APPROVE, from_revision=None,
+                to_revision=None, subject=exception_id,
+                detail={"approved_at": format_instant(now), "digests": pinned},
+            )
+
+        self._with_retry("approve an exception", step)
+        return self.get_exception(exception_id)
 
     def revoke_exception(
         self, exception_id: str, *, actor: str, reason: str | None = None
@@ -562,11 +649,14 @@ class SqlPolicyStore:
             environment=row.environment,
             namespace=row.namespace,
             reason=row.reason,
-            approver=row.approver,
             ticket_id=row.ticket_id,
             expires_at=as_utc(row.expires_at),
             created_at=as_utc(row.created_at),
             created_by=row.created_by,
+            any_digest=bool(row.any_digest),
+            digests=tuple(sorted(json.loads(row.digests or "{}").items())),
+            approved_at=as_utc(row.approved_at) if row.approved_at else None,
+            approved_by=row.approved_by,
             revoked_at=as_utc(row.revoked_at) if row.revoked_at else None,
             revoked_by=row.revoked_by,
             revoke_reason=row.revoke_reason,

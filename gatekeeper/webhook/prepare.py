@@ -145,24 +145,32 @@ def prepare_review(
     references: dict[str, ImageReference] = {}
     for item in changed:
         references.setdefault(item.reference.original, item.reference)
-    evaluation = EvaluationRequest(
-        images=tuple(references.values()),
-        source=Source.ADMISSION,
-        environment=settings.environment,
-        namespace=request.namespace or None,
-        ticket=ticket,
-        mode=mode,
-        dry_run=request.dry_run,
-        caller=request.user_info.username or None,
-        context={"admission": {
-            **_admission_context(request, webhook),
-            "fail_open": request.namespace in settings.fail_open_namespaces,
-            **({"unchanged_images": sorted({i.location.image for i in located
-                                            if i.location.image in old_images})}
-               if old_images else {}),
-        }},
-        gate_failure_admits=fail_open is not None and mode is not EnforcementMode.ENFORCE,
-    )
+    try:
+        evaluation = EvaluationRequest(
+            images=tuple(references.values()),
+            source=Source.ADMISSION,
+            environment=settings.environment,
+            namespace=request.namespace or None,
+            ticket=ticket,
+            mode=mode,
+            dry_run=request.dry_run,
+            caller=request.user_info.username or None,
+            context={"admission": {
+                **_admission_context(request, webhook),
+                "fail_open": request.namespace in settings.fail_open_namespaces,
+                **({"unchanged_images": sorted({i.location.image for i in located
+                                                if i.location.image in old_images})}
+                   if old_images else {}),
+            }},
+            gate_failure_admits=fail_open is not None and mode is not EnforcementMode.ENFORCE,
+        )
+    except InvalidInputError as exc:
+        # the same limits as the REST API (gatekeeper.domain.fields); such a value cannot
+        # be stored, so the answer names the field instead of recording it
+        return build_plain_response(
+            request.uid, allowed=False, code=400, outcome="invalid_object",
+            message=f"invalid request: {exc.message}",
+        )
     if invalid:
         message = join_message([v.message for v in invalid], "")
         return Rejected(request.uid, evaluation, tuple(invalid), message)

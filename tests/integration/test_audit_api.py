@@ -161,7 +161,7 @@ def test_verify_route(client):
 def test_readiness_fields(app, client):
     audit = app.state.container.audit_log
     assert audit_readiness(audit) == {
-        "audit_spool_depth": 0,
+        "audit_spool_depth": 0, "audit_spool_quarantined": 0,
         # issue 15: where the checkpoint key came from (here: GATEKEEPER_AUDIT_SIGNING_KEY_FILE)
         "audit_signing_key": {"source": "configured", "file": audit.signing_key_info["file"],
                               "key_id": audit.signer.key_id},
@@ -172,6 +172,7 @@ def test_readiness_fields(app, client):
 # -- the role matrix -------------------------------------------------------------------------
 
 P, A, PA, AD = "pipeline", "auditor", "policy-admin", "admin"
+EA = "exception-approver"  # may approve a pending exception, nothing else
 MATRIX = [
     ("POST", "/v1/evaluations", {P, AD}),
     ("GET", "/v1/decisions/{id}", {P, A, AD}),
@@ -183,6 +184,8 @@ MATRIX = [
     ("POST", "/v1/vex", {PA, AD}),  # and vex-publisher: test_vex_publisher_may_upload_vex
     ("GET", "/v1/policies", {PA, A, AD}),
     ("GET", "/v1/exceptions", {PA, A, AD}),
+    # allowed roles reach the route: 404, as EXC-404 does not exist
+    ("POST", "/v1/exceptions/EXC-404/approve", {PA, EA, AD}),
     ("GET", "/healthz", None),
     ("GET", "/readyz", None),
 ]
@@ -203,6 +206,8 @@ def call(client, method, path, headers):
             path, params={"image_digest": DIGEST}, content=json.dumps(SBOM),
             headers={**headers, "Content-Type": "application/vnd.cyclonedx+json"},
         )
+    if path.endswith("/approve"):
+        return client.post(path, headers=headers)
     if method == "POST":
         return client.post(path, json={"images": [f"registry.example.com/a@{DIGEST}"]}, headers=headers)
     return client.get(path, headers=headers)
@@ -218,10 +223,11 @@ def test_role_matrix(client, method, path, allowed):
         return
     assert anonymous.status_code == 401
     assert anonymous.json()["error"] == "unauthorized"
-    for role in (P, A, PA, AD):
+    for role in (P, A, PA, EA, AD):
         response = call(client, method, path, bearer(role, sub=f"{role}-bot"))
         if role in allowed:
-            assert response.status_code in (200, 201), (role, response.text)
+            expected = (404,) if path.endswith("/approve") else (200, 201)
+            assert response.status_code in expected, (role, response.text)
         else:
             assert response.status_code == 403, (role, response.text)
             assert response.json()["error"] == "forbidden"

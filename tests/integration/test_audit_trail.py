@@ -438,3 +438,27 @@ def test_export_streams_in_batches_and_filters_by_time(make_log, signer, tmp_pat
     path.write_text("".join(chunks))
     report = verify_export_file(path, signer.public_key)
     assert (report.records, report.links, report.chain.checkpoints) == (3, 3, 2)
+
+
+def test_spool_stays_0600_after_replay_and_a_corrupt_line_is_quarantined(tmp_path, signer):
+    import os
+    import stat
+
+    os.umask(0o022)
+    spool_dir = tmp_path / "spool"
+    spool = DurableSpool(spool_dir)
+    spool.append([(make_decision(index=1).as_dict(), None)])
+    with spool.path.open("ab") as handle:
+        handle.write(b'{"not a spooled decision"}\n')
+    spool = DurableSpool(spool_dir)
+    spool.append([(make_decision(index=2).as_dict(), None)])
+    spool.clear(0)  # rewritten as replay does
+    assert stat.S_IMODE(spool.path.stat().st_mode) == 0o600
+    log = SqlAuditLog(create_database_engine(f"sqlite:///{tmp_path / 'a.db'}"), spool=spool,
+                      signer=signer)
+    log.migrate()  # replays: the corrupt line goes to the quarantine, the one behind is stored
+    assert (log.spool_depth, log.spool_quarantined) == (0, 1)
+    assert verify_database(log.engine, signer.public_key).records == 2
+    assert stat.S_IMODE(spool.quarantine_path.stat().st_mode) == 0o600
+    assert json.loads(spool.quarantine_path.read_text())["reason"] == "corrupt spool line"
+    log.close()

@@ -237,3 +237,66 @@ def test_app_without_authenticator_fails_closed():
     assert response.status_code == 401
     assert response.json() == {"detail": "authentication is not configured on this server"}
     assert response.headers["www-authenticate"] == 'Bearer realm="gatekeeper"'
+
+
+# --- the route role matrix of the real application -------------------------------------------
+
+ROLES = ("pipeline", "auditor", "policy-admin", "exception-approver", "admin")
+#: (method, path) -> the roles that pass the role check (the rest get 403)
+EXCEPTION_ROUTES = {
+    ("GET", "/v1/exceptions"): {"auditor", "policy-admin", "admin"},
+    ("GET", "/v1/exceptions/export"): {"auditor", "policy-admin", "admin"},
+    ("GET", "/v1/exceptions/EXC-404"): {"auditor", "policy-admin", "admin"},
+    ("POST", "/v1/exceptions"): {"policy-admin", "admin"},
+    ("POST", "/v1/exceptions/EXC-404/approve"): {"policy-admin", "exception-approver", "admin"},
+    ("POST", "/v1/exceptions/EXC-404/revoke"): {"policy-admin", "admin"},
+    ("DELETE", "/v1/exceptions/EXC-404"): {"policy-admin", "admin"},
+}
+
+
+@pytest.fixture
+def real_app(make_settings):
+    from gatekeeper.app import create_app
+
+    settings = make_settings(insecure_disable_auth=False, auth_hs256_secret=SECRET)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def test_every_api_route_refuses_a_caller_without_token(real_app):
+    paths = {p: ops for p, ops in real_app.get("/openapi.json").json()["paths"].items()
+             if p.startswith("/v1/")}
+    assert "/v1/exceptions/{exception_id}/approve" in paths
+    for template, operations in sorted(paths.items()):
+        path = template.replace("{", "").replace("}", "")
+        for method in sorted(operations):
+            response = real_app.request(method.upper(), path)
+            assert response.status_code == 401, (method, template, response.text)
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(EXCEPTION_ROUTES))
+def test_exception_routes_role_matrix(real_app, method, path):
+    allowed = EXCEPTION_ROUTES[(method, path)]
+    for role in ROLES:
+        bearer = jwt.encode(
+            {"sub": f"someone-{role}", "roles": [role], "exp": int(time.time()) + 300},
+            SECRET, algorithm="HS256",
+        )
+        response = real_app.request(method, path, headers={"Authorization": f"Bearer {bearer}"})
+        if role in allowed:
+            assert response.status_code not in (401, 403), (role, response.text)
+        else:
+            assert response.status_code == 403, (role, response.text)
+            assert response.json()["error"] == "forbidden"
+
+
+def test_jwks_kid_that_matches_no_key_is_refused_even_if_another_key_verifies(rsa_key, tmp_path):
+    entry = json.loads(jwt.algorithms.get_default_algorithms()["RS256"].to_jwk(rsa_key.public_key()))
+    entry["kid"] = "r1"
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [entry]}))
+    client = build(Authenticator.from_settings(jwks_file=path))
+    assert get(client, "/pipeline", token(rsa_key, "RS256", headers={"kid": "r1"})).status_code == 200
+    stranger = get(client, "/pipeline", token(rsa_key, "RS256", headers={"kid": "rotated-out"}))
+    assert stranger.status_code == 401
+    assert stranger.json()["message"] == "token key id 'rotated-out' matches no configured key"

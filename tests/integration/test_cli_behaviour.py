@@ -55,7 +55,7 @@ def test_bash_completion_completes_commands_and_options(cli_env):
         return result.stdout.split()
 
     assert complete("gatekeeper pol") == ["policy"]
-    assert complete("gatekeeper policy exceptions ") == ["create", "list", "revoke", "export"]
+    assert complete("gatekeeper policy exceptions ") == ["create", "list", "approve", "revoke", "export"]
     assert complete("gatekeeper evaluate nginx --fail") == ["--fail-on-warn"]
     script = run(cli_env, "--show-completion", "bash")
     assert script.returncode == 0 and "_GATEKEEPER_COMPLETE=complete_bash" in script.stdout
@@ -177,14 +177,15 @@ def test_exceptions_and_history_through_a_running_gatekeeper(cli_env, served):
     server = ["--server", served]
     created = run(cli_env, "policy", "exceptions", "create", "--image", "docker.io/library/nginx",
                   "--policy", "registries", "--environment", "production", "--reason", "mirror",
-                  "--approver", "carol", "--ticket-id", "SEC-1", "--expires-at", "2d",
+                  "--any-digest", "--ticket-id", "SEC-1", "--expires-at", "2d",
                   "-o", "json", *server)
     assert created.returncode == 0, created.stderr
     exception = json.loads(created.stdout)
-    assert (exception["id"], exception["status"]) == ("EXC-1", "active")
+    # pending until a second person approves it (exceptions approve ID --server URL)
+    assert (exception["id"], exception["status"]) == ("EXC-1", "pending")
     listed = run(cli_env, "policy", "exceptions", "list", *server)
     assert listed.returncode == 0
-    assert listed.stdout.startswith("EXC-1  active   registries  docker.io/library/nginx  ")
+    assert listed.stdout.startswith("EXC-1  pending  registries  docker.io/library/nginx  ")
     revoked = run(cli_env, "policy", "exceptions", "revoke", "EXC-1", "--reason", "done", *server)
     assert revoked.returncode == 0 and revoked.stdout.startswith("EXC-1  revoked  registries")
     for where in (server, []):

@@ -86,6 +86,7 @@ def token(subject: str, *roles: str) -> dict[str, str]:
 
 
 ADMIN = token("alice", "policy-admin")
+APPROVER = token("carol", "exception-approver")
 AUDITOR = token("bob", "auditor")
 PIPELINE = token("ci", "pipeline")
 
@@ -472,12 +473,21 @@ def exception_body(**overrides: object) -> dict[str, object]:
         "policies": ["registries"],
         "environment": "production",
         "reason": "vendor image; mirror pending",
-        "approver": "carol",
         "ticket_id": "SEC-9",
         "expires_at": "2026-11-24T18:00:00Z",
+        "any_digest": True,
     }
     body.update(overrides)
     return body
+
+
+def create_and_approve(gate: LifecycleApp, **overrides: object) -> dict[str, object]:
+    """An exception created by alice (policy-admin) and approved by carol (exception-approver)."""
+    created = gate.client.post("/v1/exceptions", json=exception_body(**overrides), headers=ADMIN)
+    assert created.status_code == 201, created.text
+    approved = gate.client.post(f"/v1/exceptions/{created.json()['id']}/approve", headers=APPROVER)
+    assert approved.status_code == 200, approved.text
+    return approved.json()
 
 
 def test_exception_waives_until_its_expiry_instant_and_not_after(gate):
@@ -485,14 +495,14 @@ def test_exception_waives_until_its_expiry_instant_and_not_after(gate):
     assert denied["verdict"] == "deny"
 
     gate.clock.instant = T0 + timedelta(minutes=1)
-    created = gate.client.post("/v1/exceptions", json=exception_body(), headers=ADMIN)
-    assert created.status_code == 201, created.text
-    assert created.json() == {
+    created = create_and_approve(gate)
+    assert created == {
         "id": "EXC-1", "images": ["docker.io/library/nginx"], "policies": ["registries"],
         "environment": "production", "namespace": None, "reason": "vendor image; mirror pending",
-        "approver": "carol", "ticket_id": "SEC-9", "created_at": "2026-11-24T12:01:00Z",
+        "ticket_id": "SEC-9", "created_at": "2026-11-24T12:01:00Z",
         "expires_at": "2026-11-24T18:00:00Z", "created_by": "alice", "revoked_at": None,
-        "revoked_by": None, "revoke_reason": None, "status": "active",
+        "revoked_by": None, "revoke_reason": None, "status": "active", "any_digest": True,
+        "digests": {}, "approved_at": "2026-11-24T12:01:00Z", "approved_by": "carol",
     }
 
     # one microsecond before the expiry instant: waived, and the decision says by what
@@ -502,12 +512,12 @@ def test_exception_waives_until_its_expiry_instant_and_not_after(gate):
     assert waived["violations"] == []
     assert waived["warnings"] == [
         {"policy": "registries", "image": HUB_IMAGE,
-         "message": f"waived by exception EXC-1 (ticket SEC-9, expires 2026-11-24T18:00:00Z): "
-                    f"{HUB_VIOLATION}"}
+         "message": f"waived by exception EXC-1 (ticket SEC-9, expires 2026-11-24T18:00:00Z, "
+                    f"any digest): {HUB_VIOLATION}"}
     ]
     assert waived["exceptions"] == [
         {"id": "EXC-1", "ticket_id": "SEC-9", "expires_at": "2026-11-24T18:00:00Z",
-         "policy": "registries", "image": HUB_IMAGE, "status": "applied"}
+         "policy": "registries", "image": HUB_IMAGE, "status": "applied", "any_digest": True}
     ]
 
     # at the expiry instant: no longer waived, and the decision says it expired
@@ -560,11 +570,9 @@ def test_exception_scope_validation_revocation_and_export(gate):
     self_approved = gate.client.post(
         "/v1/exceptions", json=exception_body(approver="alice"), headers=ADMIN
     )
-    assert (self_approved.status_code, self_approved.json()["message"]) == (
-        422, "approver: approver must be someone other than the creator (alice)"
-    )
+    assert (self_approved.status_code, self_approved.json()["field"]) == (422, "approver")
 
-    created = gate.client.post("/v1/exceptions", json=exception_body(), headers=ADMIN).json()
+    created = create_and_approve(gate)
     assert gate.evaluate([HUB_IMAGE], "production")["verdict"] == "warn"
     gate.clock.instant = T0 + timedelta(hours=1)
     revoked = gate.client.post(
@@ -587,5 +595,6 @@ def test_exception_scope_validation_revocation_and_export(gate):
     assert [e["id"] for e in export["exceptions"]] == ["EXC-1"]
     assert [(e["action"], e["subject"], e["actor"]) for e in export["events"]] == [
         ("exception.create", "EXC-1", "alice"),
+        ("exception.approve", "EXC-1", "carol"),
         ("exception.revoke", "EXC-1", "alice"),
     ]

@@ -190,19 +190,22 @@ def test_policy_exceptions_create_list_revoke_export(cli_env):
     created = runner.invoke(
         policy_app,
         ["exceptions", "create", "--image", "docker.io/library/nginx", "--policy", "registries",
-         "--environment", "production", "--reason", "mirror pending", "--approver", "carol",
+         "--environment", "production", "--reason", "mirror pending", "--any-digest",
          "--ticket-id", "SEC-9", "--expires-at", "2d", "--actor", "cli:alice"],
     )
     assert created.exit_code == 0, created.output
     assert re.fullmatch(
-        r"EXC-1  active   registries  docker.io/library/nginx  \(environment production; "
+        r"EXC-1  pending  registries  docker.io/library/nginx  \(environment production; "
         r"ticket SEC-9, expires \S+Z\)\n",
         created.output,
     )
     listed = runner.invoke(policy_app, ["exceptions", "list", "--output", "json"])
     assert [(e["id"], e["status"], e["created_by"]) for e in json.loads(listed.output)["items"]] == [
-        ("EXC-1", "active", "cli:alice")
+        ("EXC-1", "pending", "cli:alice")
     ]
+    # approval needs an authenticated second person: only through a running gatekeeper
+    in_process = runner.invoke(policy_app, ["exceptions", "approve", "EXC-1"])
+    assert in_process.exit_code == 2 and "--server" in in_process.output
     revoked = runner.invoke(
         policy_app, ["exceptions", "revoke", "EXC-1", "--reason", "done", "--actor", "cli:bob"]
     )
@@ -213,7 +216,7 @@ def test_policy_exceptions_create_list_revoke_export(cli_env):
     too_long = runner.invoke(
         policy_app,
         ["exceptions", "create", "--image", "docker.io/library/nginx", "--policy", "registries",
-         "--environment", "production", "--reason", "r", "--approver", "carol",
+         "--environment", "production", "--reason", "r", "--any-digest",
          "--ticket-id", "SEC-9", "--expires-at", "365d"],
     )
     assert (too_long.exit_code, too_long.output) == (

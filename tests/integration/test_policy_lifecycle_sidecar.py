@@ -17,6 +17,7 @@ from gatekeeper.policy.exceptions import DataApiExceptionPublisher, exceptions_d
 from gatekeeper.policy.lifecycle import SidecarBundleRevision
 from tests.integration.test_policy_lifecycle_api import (
     ADMIN,
+    APPROVER,
     AUDITOR,
     DIGEST,
     as_json_body,
@@ -140,11 +141,14 @@ def test_sidecar_follows_activation_and_takes_exceptions(served_gate, sidecar):
     created = gate.client.post(
         "/v1/exceptions",
         json={"images": ["ghcr.io/acme/*"], "policies": ["registries"], "environment": "staging",
-              "reason": "migration", "approver": "carol", "ticket_id": "SEC-1",
+              "reason": "migration", "any_digest": True, "ticket_id": "SEC-1",
               "expires_at": "2026-11-25T00:00:00Z"},
         headers=ADMIN,
     )
     assert created.status_code == 201
+    assert gate.client.post(
+        f"/v1/exceptions/{created.json()['id']}/approve", headers=APPROVER
+    ).status_code == 200
     DataApiExceptionPublisher(sidecar, describe="sidecar").publish(
         exceptions_document(gate.lifecycle.store.list_exceptions())
     )
@@ -153,6 +157,7 @@ def test_sidecar_follows_activation_and_takes_exceptions(served_gate, sidecar):
     assert decision["exceptions"] == [{
         "id": "EXC-1", "ticket_id": "SEC-1", "expires_at": "2026-11-25T00:00:00Z",
         "policy": "registries", "image": "ghcr.io/acme/api:1.0", "status": "applied",
+        "any_digest": True,
     }]
     # and the next bundle download keeps them (the bundle does not own that path)
     assert gate.client.post("/v1/policies/rollback", headers=ADMIN).status_code == 200
@@ -199,3 +204,22 @@ def test_cli_drives_a_running_gatekeeper(served_gate, tmp_path, monkeypatch):
     forbidden = runner.invoke(policy_app, ["rollback", "--server", url])
     assert forbidden.exit_code == 2
     assert forbidden.output.startswith("error: subject 'bob' lacks the role for this operation")
+
+    # exceptions approve: the principal of $GATEKEEPER_TOKEN, through the running gatekeeper
+    created = gate.client.post(
+        "/v1/exceptions",
+        json={"images": ["ghcr.io/acme/*"], "policies": ["registries"], "environment": "staging",
+              "reason": "migration", "any_digest": True, "ticket_id": "SEC-2",
+              "expires_at": "2026-11-25T00:00:00Z"},
+        headers=ADMIN,
+    ).json()
+    monkeypatch.setenv("GATEKEEPER_TOKEN", ADMIN["Authorization"].split(" ", 1)[1])
+    own = runner.invoke(policy_app, ["exceptions", "approve", created["id"], "--server", url])
+    assert own.exit_code == 1
+    assert own.output.startswith(
+        f"error: exception {created['id']} was created by 'alice': a second person must approve it"
+    )
+    monkeypatch.setenv("GATEKEEPER_TOKEN", APPROVER["Authorization"].split(" ", 1)[1])
+    approved = runner.invoke(policy_app, ["exceptions", "approve", created["id"], "--server", url])
+    assert approved.exit_code == 0, approved.output
+    assert approved.output.startswith(f"{created['id']}  active   registries  ghcr.io/acme/*  ")

@@ -32,12 +32,8 @@ def test_objects_and_bare_strings():
         ({"result": []}, "data.gatekeeper.main.decision is not an object"),
         ({"result": {"packages": []}}, "no rule packages loaded: define at least one package gatekeeper.rules.<name>"),
         (
-            {"result": {"packages": ["p"], "deny": [{"policy": "p", "item": {"msg": "x"}}]}},
-            "policy 'p' returned a deny that is neither a string nor {\"image\": ..., \"message\": ...}: {'msg': 'x'}",
-        ),
-        (
-            {"result": {"packages": ["p"], "warn": [{"policy": "p", "item": {"message": "x", "image": 3}}]}},
-            "policy 'p' returned a warn whose image is not a string: 3",
+            {"result": {"packages": ["p"], "deny": [{"item": {"msg": "x"}}]}},
+            "policy returned a malformed deny entry: {'item': {'msg': 'x'}}",
         ),
     ],
 )
@@ -45,3 +41,31 @@ def test_malformed_answers_fail_closed(body, message):
     with pytest.raises(PolicyEngineError) as caught:
         parse_decision(body, "r")
     assert caught.value.message == message
+
+
+def broken(policy: str, kind: str, shape: str, image: str | None = None) -> Violation:
+    return Violation(
+        policy,
+        f"rule package gatekeeper.rules.{policy} is broken: its {kind} returned {shape}, not a "
+        'string or {"image": ..., "message": ...}; the decision denies until the package is fixed',
+        image,
+    )
+
+
+def test_a_malformed_item_is_its_packages_violation_and_the_others_stay():
+    body = {"result": {"packages": ["p", "q"], "deny": [
+        {"policy": "p", "item": {"msg": "x"}},
+        {"policy": "q", "item": {"image": "a", "message": "real"}},
+    ], "warn": [
+        {"policy": "p", "item": {"message": "x", "image": 3}},
+        {"policy": "q", "item": 7},
+        {"policy": "q", "item": {"image": "a", "message": "w"}},
+    ]}}
+    result = parse_decision(body, "r")
+    assert set(result.violations) == {
+        broken("p", "deny", "an object with keys [msg]"),
+        broken("p", "warn", "an object with keys [image, message]"),
+        broken("q", "warn", "a value of type int"),
+        Violation("q", "real", "a"),
+    }
+    assert result.warnings == (Violation("q", "w", "a"),)

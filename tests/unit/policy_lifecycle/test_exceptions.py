@@ -13,6 +13,7 @@ from gatekeeper.policy.exceptions import (
     ExceptionRequest,
     PolicyException,
     exceptions_document,
+    normalise_subject,
 )
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -24,9 +25,9 @@ def body(**overrides: object) -> dict[str, object]:
         "policies": ["registries"],
         "environment": "production",
         "reason": "mirror pending",
-        "approver": "carol",
         "ticket_id": "SEC-9",
         "expires_at": "2026-11-25T12:00:00+02:00",
+        "any_digest": True,
     }
     value.update(overrides)
     return value
@@ -46,7 +47,10 @@ def test_valid_request_is_normalised():
     ("overrides", "field", "message"),
     [
         ({"images": []}, "images", "images must be a non-empty list"),
-        ({"images": ["nginx"]}, "images[0]", "image pattern 'nginx' must be a digest (sha256:...) or a glob over registry/repository[:tag] (* stays inside one path segment)"),
+        ({"images": ["nginx"]}, "images[0]", "image pattern 'nginx' must be a digest (sha256:...), a reference registry/repository:tag or registry/repository@sha256:..., or (with any_digest) a glob over registry/repository[:tag] (* stays inside one path segment)"),
+        ({"images": ["docker.io/library/nginx"], "any_digest": False}, "images[0]", "image pattern 'docker.io/library/nginx' would waive any digest of the repository: name a digest, a tag (resolved to its digest when the exception is approved), or set any_digest: true to say that any digest is meant"),
+        ({"images": ["registry.example.com/*/api:1.4"], "any_digest": False}, "images[0]", "image pattern 'registry.example.com/*/api:1.4' would waive any digest of the repository: name a digest, a tag (resolved to its digest when the exception is approved), or set any_digest: true to say that any digest is meant"),
+        ({"any_digest": "yes"}, "any_digest", "any_digest must be true or false"),
         ({"images": ["**/x"]}, "images[0]", "image pattern '**/x' must name a registry host, not only wildcards"),
         ({"images": ["sha256:abc"]}, "images[0]", "invalid digest 'sha256:abc': sha256 needs 64 lowercase hex characters"),
         ({"policies": ["*"]}, "policies[0]", "policy id '*' must be a rule package name such as registries (no wildcards)"),
@@ -56,7 +60,7 @@ def test_valid_request_is_normalised():
         ({"expires_at": "2026-11-24T12:00:00Z"}, "expires_at", "expires_at 2026-11-24T12:00:00Z is not in the future"),
         ({"expires_at": "2027-03-01T00:00:00Z"}, "expires_at", "expires_at is more than 90 days away"),
         ({"reason": "  "}, "reason", "reason is required"),
-        ({"approver": None}, "approver", "approver is required"),
+        ({"approver": "carol"}, "approver", "the approver is not named at creation: a second principal approves the pending exception with POST /v1/exceptions/{id}/approve"),
         ({"ticket": "x"}, "ticket", "unknown fields: ticket"),
     ],
 )
@@ -70,8 +74,9 @@ def exception(number: int, **overrides: object) -> PolicyException:
     values: dict[str, object] = {
         "exception_id": f"EXC-{number}", "images": ("docker.io/library/nginx",),
         "policies": ("registries",), "environment": "production", "namespace": None,
-        "reason": "r", "approver": "carol", "ticket_id": "SEC-9",
+        "reason": "r", "ticket_id": "SEC-9", "any_digest": True,
         "expires_at": NOW + timedelta(hours=1), "created_at": NOW, "created_by": "alice",
+        "approved_at": NOW, "approved_by": "carol",
     }
     values.update(overrides)
     return PolicyException(**values)  # type: ignore[arg-type]
@@ -86,9 +91,10 @@ def test_rego_document_is_sorted_by_number_and_carries_revocation():
     assert "revoked_at" not in document[1]
     assert document[1] == {
         "id": "EXC-10", "images": ["docker.io/library/nginx"], "policies": ["registries"],
-        "environment": "production", "namespace": None, "reason": "r", "approver": "carol",
-        "ticket_id": "SEC-9", "created_at": "2026-11-24T12:00:00Z",
-        "expires_at": "2026-11-24T13:00:00Z",
+        "environment": "production", "namespace": None, "reason": "r",
+        "ticket_id": "SEC-9", "created_at": "2026-11-24T12:00:00Z", "created_by": "alice",
+        "approved_at": "2026-11-24T12:00:00Z", "approved_by": "carol",
+        "expires_at": "2026-11-24T13:00:00Z", "any_digest": True, "digests": {},
     }
 
 
@@ -97,6 +103,34 @@ def test_status_at_an_instant():
     assert item.status(NOW) == "active"
     assert item.status(NOW + timedelta(minutes=30)) == "revoked"
     assert exception(2).status(NOW + timedelta(hours=1)) == "expired"
+    assert exception(3, approved_at=None, approved_by=None).status(NOW) == "pending"
+
+
+def test_valid_patterns_are_normalised_to_what_rego_compares():
+    digest = "sha256:" + "ab" * 32
+    request = ExceptionRequest.parse(
+        body(images=["registry.example.com/payments/api:1.4",
+                     f"docker.io/nginx:1.27@{digest}"], any_digest=False),
+        now=NOW,
+    )
+    assert request.images == (
+        "registry.example.com/payments/api:1.4", f"docker.io/library/nginx@{digest}"
+    )
+    assert request.any_digest is False
+
+
+@pytest.mark.parametrize(
+    "lookalike",
+    ["alice", "ALICE", "Alice", "al\u200bice", "\u200balice\u200d", "\uff41lice", "alice\u2060",
+     " alice ", "a\u00adlice", "\u202ealice", "alice\ufeff"],
+)
+def test_subjects_compare_after_nfkc_casefold_and_invisible_removal(lookalike):
+    assert normalise_subject(lookalike) == "alice"
+
+
+def test_different_people_stay_different():
+    assert normalise_subject("alice") != normalise_subject("alicia")
+    assert normalise_subject("anonymous (auth disabled)") != normalise_subject("carol")
 
 
 def test_file_publisher_writes_the_data_document_atomically(tmp_path):
