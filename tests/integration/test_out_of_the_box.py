@@ -104,7 +104,7 @@ def test_scripts_run_then_audit_export_and_offline_verify(run_env, tmp_path):
 
     # (2) the auditor exports and verifies offline with no key of their own
     export = tmp_path / "trail.jsonl"
-    exported = _cli(run_env, "audit", "export", "--output", str(export))
+    exported = _cli(run_env, "audit", "export", "--file", str(export))
     assert exported.returncode == 0, exported.stderr
     lines = [json.loads(line) for line in export.read_text().splitlines()]
     assert [line["type"] for line in lines] == ["header", "record", "checkpoint"]
@@ -116,7 +116,7 @@ def test_scripts_run_then_audit_export_and_offline_verify(run_env, tmp_path):
     # (3) the same trail as OPA decision-log events, for tools that read OPA's decision logs
     events_file = tmp_path / "trail.opa.jsonl"
     opa = _cli(run_env, "audit", "export", "--format", "opa", "--ticket-id", "CHG-1",
-               "--output", str(events_file))
+               "--file", str(events_file))
     assert opa.returncode == 0, opa.stderr
     events = [json.loads(line) for line in events_file.read_text().splitlines()]
     assert len(events) == 1
@@ -140,10 +140,10 @@ def test_scripts_run_then_audit_export_and_offline_verify(run_env, tmp_path):
 def test_a_key_readable_by_others_is_refused(run_env, tmp_path):
     key_file = tmp_path / "var" / f"gatekeeper.db{EMBEDDED_KEY_SUFFIX}"
     key_file.parent.mkdir(parents=True)
-    generated = _cli(run_env, "audit", "keygen", "-o", str(key_file))
+    generated = _cli(run_env, "audit", "keygen", "--file", str(key_file))
     assert generated.returncode == 0, generated.stderr
     key_file.chmod(0o644)
-    result = _cli(run_env, "audit", "export", "--output", str(tmp_path / "x.jsonl"))
+    result = _cli(run_env, "audit", "export", "--file", str(tmp_path / "x.jsonl"))
     assert result.returncode == 2
     assert (f"audit signing key {key_file} is readable by other users (mode 0644); chmod 600 it"
             in result.stderr)
