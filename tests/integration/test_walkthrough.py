@@ -44,12 +44,10 @@ def test_readme_walkthrough_ends_with_an_allowed_signed_image(opa_binary):
     assert result.returncode == 0, output + result.stderr
     sections = output.split("== ")[1:]
     assert [s.splitlines()[0] for s in sections] == [
-        "signed, no SBOM yet", "signed, with its SBOM", "signed, SBOM, exception for provenance"]
+        "signed only", "signed, SBOM and provenance attested"]
     assert "verdict: deny allowed: False" in sections[0]
-    assert "[sbom]" in sections[0] and "[signatures]" in sections[0]
-    assert "verdict: deny allowed: False" in sections[1]
-    assert "[sbom]" not in sections[1] and "[signatures]" in sections[1]
-    assert "verdict: warn allowed: True" in sections[2]
-    assert "waived by exception EXC-1 (ticket SEC-1" in sections[2]
-    assert "  violation" not in sections[2]
+    assert "  violation [sbom] an SBOM is required in production" in sections[0]
+    assert "  violation [signatures] no verified SLSA provenance" in sections[0]
+    assert "verdict: allow allowed: True" in sections[1]
+    assert "  violation" not in sections[1]
     assert "export verified: " in output
