@@ -146,16 +146,51 @@ def register_command(
 def unregister_command(
     name: Annotated[str, typer.Option(
         "--name", metavar="NAME", help="Name of the two webhook configurations")],
+    delete_secrets: Annotated[list[str] | None, typer.Option(
+        "--delete-secret", metavar="NAME", help="Also delete this Secret (repeat)")] = None,
+    namespace: NamespaceOption = None,
     api_server: ApiServerOption = None,
     token_file: TokenFileOption = ACCOUNT / "token",
     api_ca_file: ApiCaOption = ACCOUNT / "ca.crt",
 ) -> None:
-    """Delete the validating and mutating webhook configurations called NAME."""
+    """Delete the validating and mutating webhook configurations called NAME (and, with
+    --delete-secret, Secrets the chart's hooks created outside the release)."""
     from gatekeeper.kube.webhooks import unregister
 
     with _client(api_server, token_file, api_ca_file) as client:
         for done in unregister(client, name):
             typer.echo(f"{done.action} {done.kind}/{done.name}")
+        if delete_secrets:
+            namespace = _namespace(namespace)
+            for secret in delete_secrets:
+                gone = client.delete(f"/api/v1/namespaces/{namespace}/secrets/{secret}")
+                typer.echo(f"{'deleted' if gone else 'absent'} Secret/{secret}")
+
+
+@webhooks_app.command("probe")
+def probe_command(
+    url: Annotated[str, typer.Option(
+        "--url", metavar="URL", help="The gatekeeper's /readyz (through its Service)")],
+    ca_bundle_file: Annotated[Path, typer.Option(
+        "--ca-bundle-file", metavar="PATH", help="PEM of the CA the serving certificate has")],
+    server_name: Annotated[str | None, typer.Option(
+        "--server-name", metavar="NAME", help="Name checked in the certificate (default: URL host)")
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS")] = 60.0,
+) -> None:
+    """Wait until the gatekeeper answers 200 at URL over TLS verified with the CA (helm test)."""
+    from gatekeeper.errors import UpstreamUnavailableError
+    from gatekeeper.kube.webhooks import wait_ready
+
+    try:
+        ca_pem = ca_bundle_file.read_bytes()
+    except OSError as exc:
+        fail(f"--ca-bundle-file {ca_bundle_file}: {exc.strerror}")
+    try:
+        wait_ready(url, ca_pem, server_name=server_name, timeout=timeout)
+    except UpstreamUnavailableError as exc:
+        fail(exc.message.replace("; webhook configurations not registered", ""), 1)
+    typer.echo(f"ready: {url} answered 200 over verified TLS")
 
 
 @certs_app.command("ensure")

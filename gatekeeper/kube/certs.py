@@ -26,7 +26,7 @@ from gatekeeper.errors import InvalidInputError
 from gatekeeper.kube.client import KubeClient
 from gatekeeper.kube.webhooks import set_ca_bundle
 
-__all__ = ["CertificatePlan", "EnsureResult", "ensure"]
+__all__ = ["CertificatePlan", "EnsureResult", "ensure", "issue"]
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,15 @@ def _new_leaf(ca: x509.Certificate, ca_key_pem: bytes, dns_names: tuple[str, ...
     return (certificate.public_bytes(serialization.Encoding.PEM),
             key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                               serialization.NoEncryption()))
+
+
+def issue(dns_names: tuple[str, ...], now: datetime, *, ca_days: int,
+          certificate_days: int) -> dict[str, bytes]:
+    """A fresh CA and serving certificate as the ``<tls>`` Secret holds them."""
+    ca, ca_key = _new_ca(f"{dns_names[0]}-ca", now, ca_days)
+    leaf, key = _new_leaf(ca, ca_key, dns_names, now, certificate_days)
+    return {"ca.crt": ca.public_bytes(serialization.Encoding.PEM), "tls.crt": leaf,
+            "tls.key": key}
 
 
 def _leaf_usable(leaf_pem: bytes, ca: x509.Certificate, plan: CertificatePlan,

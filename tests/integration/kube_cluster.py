@@ -265,7 +265,12 @@ def rendered_webhook_configurations(url: str, ca_pem: bytes) -> list[dict[str, A
          "--values", str(CHART / "ci" / "test-values.yaml")],
         capture_output=True, text=True, timeout=120, check=False)
     assert rendered.returncode == 0, rendered.stderr
-    configurations = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc and doc["kind"] in
+    documents = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
+    # By default the chart's register hook creates them from its ConfigMap <fullname>-webhooks.
+    documents += [doc for cm in documents if cm["kind"] == "ConfigMap"
+                  and cm["metadata"]["name"].endswith("-webhooks")
+                  for doc in yaml.safe_load_all(cm["data"]["webhooks.yaml"]) if doc]
+    configurations = [doc for doc in documents if doc["kind"] in
                       ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")]
     assert len(configurations) == 2, "the chart renders both webhook configurations"
     for configuration in configurations:

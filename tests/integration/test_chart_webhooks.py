@@ -53,7 +53,8 @@ def test_kustomize_base_equals_chart_rendering_with_cert_manager() -> None:
         [HELM, "template", "gatekeeper", str(REPO / "charts" / "gatekeeper"),
          "--namespace", "gatekeeper-system", "--kube-version", "1.31.0",
          "--values", str(REPO / "charts" / "gatekeeper" / "ci" / "test-values.yaml"),
-         "--set", "tls.mode=certManager", "--set", "fullnameOverride=gatekeeper"],
+         "--set", "tls.mode=certManager", "--set", "hooks.webhookRegistration=manifest",
+         "--set", "fullnameOverride=gatekeeper"],
         capture_output=True, text=True, check=True, timeout=120).stdout
     chart = {_key(doc): _comparable(doc) for doc in yaml.safe_load_all(text)
              if doc and doc["kind"] in COMPARED}
