@@ -25,9 +25,9 @@ __all__ = ["certs_app", "webhooks_app"]
 ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 webhooks_app = command_group(
-    "Register or remove the webhook configurations (the chart's hook Jobs run these).")
+    "Register, remove or probe the webhook configurations (chart hook Jobs, helm test).")
 certs_app = command_group(
-    "The generated serving certificate: create it when missing, renew it before expiry.")
+    "Create or renew the generated serving certificate (chart hook Job).")
 
 
 

@@ -39,7 +39,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "sbom": ("gatekeeper.cli.sbom", "sbom_app",
              "Validate and inspect CycloneDX / SPDX SBOM documents."),
     "webhooks": ("gatekeeper.cli.kube", "webhooks_app",
-                 "Register or remove the webhook configurations (chart hook Jobs)."),
+                 "Register, remove or probe the webhook configurations "
+                 "(chart hook Jobs, helm test)."),
     "certs": ("gatekeeper.cli.kube", "certs_app",
               "Create or renew the generated serving certificate (chart hook Job)."),
 }
