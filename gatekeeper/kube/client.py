@@ -38,8 +38,16 @@ class KubeClient:
 
     def __init__(self, server: str, *, token_file: Path, ca_file: Path | None,
                  timeout: float = 10.0, transport: httpx.BaseTransport | None = None) -> None:
+        import ssl
+
         self._token_file = token_file
-        verify: Any = str(ca_file) if ca_file is not None else True
+        verify: Any = True
+        if ca_file is not None:
+            try:
+                verify = ssl.create_default_context(cafile=str(ca_file))
+            except OSError as exc:  # ssl.SSLError included: not a PEM certificate
+                raise GatekeeperError(
+                    f"the API server CA {ca_file} is not usable: {exc}") from exc
         self._http = httpx.Client(base_url=server.rstrip("/"), verify=verify, timeout=timeout,
                                   transport=transport)
 

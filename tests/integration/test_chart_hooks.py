@@ -64,7 +64,7 @@ def test_hook_jobs_run_the_gatekeeper_image_at_the_right_moments() -> None:
     register = found["gk-gatekeeper-register"]
     assert container(register)["args"] == [
         "webhooks", "register", "--manifest", "/etc/gatekeeper/webhooks/webhooks.yaml",
-        "--service", "gk-gatekeeper", "--timeout", "300", "--ca-secret", "gk-gatekeeper-tls"]
+        "--service", "gk-gatekeeper", "--timeout", "240", "--ca-secret", "gk-gatekeeper-tls"]
     assert register["spec"]["template"]["spec"]["volumes"] == [
         {"name": "webhooks", "configMap": {"name": "gk-gatekeeper-webhooks"}}]
     assert container(found["gk-gatekeeper-unregister"])["args"] == [

@@ -48,6 +48,14 @@ def test_bad_options_are_named(args: list[str], message: str) -> None:
     assert message in result.output, result.output
 
 
+def test_an_api_ca_file_that_is_no_certificate_is_named(tmp_path: Path) -> None:
+    bogus = tmp_path / "ca.crt"
+    bogus.write_text("not a certificate\n")
+    result = run("webhooks", "unregister", "--name", "gk", *API, "--api-ca-file", str(bogus))
+    assert result.exit_code == 2
+    assert f"error: the API server CA {bogus} is not usable: " in result.output
+
+
 def test_a_manifest_with_another_kind_is_refused(tmp_path: Path) -> None:
     manifest = tmp_path / "webhooks.yaml"
     manifest.write_text("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n")
