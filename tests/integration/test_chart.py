@@ -143,9 +143,10 @@ def test_default_rendering_has_every_part() -> None:
     kinds = sorted(doc["kind"] for doc in render())
     # No Secret and no webhook configuration: the hook Jobs create them in the cluster.
     assert kinds == sorted([
-        "ClusterRole", "ClusterRoleBinding", "ConfigMap", "ConfigMap", "Deployment",
-        "HorizontalPodAutoscaler", "Job", "Job", "Job", "NetworkPolicy", "PodDisruptionBudget",
-        "Pod", "Role", "RoleBinding", "Service", "ServiceAccount", "ServiceAccount",
+        "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "ConfigMap",
+        "ConfigMap", "CronJob", "Deployment", "HorizontalPodAutoscaler", "Job", "Job", "Job",
+        "NetworkPolicy", "PodDisruptionBudget", "Pod", "Role", "Role", "RoleBinding",
+        "RoleBinding", "Service", "ServiceAccount", "ServiceAccount", "ServiceAccount",
     ])
 
 
@@ -285,8 +286,10 @@ def test_without_a_configmap_the_image_policies_are_bootstrapped_and_nothing_is_
 
 
 def test_rbac_is_least_privilege() -> None:
-    # The only Role by default is the hook Jobs' (tests/integration/test_chart_hooks.py).
-    assert [r["metadata"]["name"] for r in by_kind(render(), "Role")] == ["gk-gatekeeper-hooks"]
+    # By default the only Roles are the certificate renewal's and the hook Jobs'
+    # (tests/integration/test_chart_hooks.py).
+    assert sorted(r["metadata"]["name"] for r in by_kind(render(), "Role")) == [
+        "gk-gatekeeper-certs", "gk-gatekeeper-hooks"]
     docs = render("rbac.readableSecrets={ecr-pull}")
     (role,) = [r for r in by_kind(docs, "Role") if r["metadata"]["name"] == "gk-gatekeeper"]
     assert role["rules"] == [{

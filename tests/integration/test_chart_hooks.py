@@ -105,6 +105,26 @@ def test_hook_rbac_is_least_privilege_and_lives_only_during_the_hooks() -> None:
             {"kind": "ServiceAccount", "name": "gk-gatekeeper-hooks", "namespace": NAMESPACE}]
 
 
+def test_renewal_cronjob_runs_the_certs_hook_command_with_narrower_rights() -> None:
+    docs = render()
+    cronjob = one(docs, "CronJob")
+    assert cronjob["spec"]["schedule"] == "17 3 * * *"
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "gk-gatekeeper-certs"
+    (main,) = pod["containers"]
+    assert main["args"] == container(jobs(docs)["gk-gatekeeper-certs"])["args"]
+    assert named(docs, "ClusterRole", "gk-gatekeeper-certs")["rules"] == [
+        {"apiGroups": ["admissionregistration.k8s.io"], "resources": WEBHOOK_KINDS,
+         "resourceNames": ["gk-gatekeeper"], "verbs": ["get", "update"]}]
+    assert named(docs, "Role", "gk-gatekeeper-certs")["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["secrets"],
+         "resourceNames": ["gk-gatekeeper-tls", "gk-gatekeeper-ca"], "verbs": ["get", "update"]}]
+    assert by_kind(render('tls.renewSchedule='), "CronJob") == []
+    assert by_kind(render("tls.mode=certManager"), "CronJob") == []
+
+
 def test_cert_manager_mode_has_no_certs_job_and_reads_only_the_tls_secret() -> None:
     docs = render("tls.mode=certManager")
     assert sorted(jobs(docs)) == ["gk-gatekeeper-register", "gk-gatekeeper-unregister"]
@@ -168,6 +188,7 @@ def test_helm_test_pod_asks_the_service_for_readyz_over_verified_tls() -> None:
          "hooks.webhookRegistration=manifest needs tls.mode=certManager or tls.mode=secret"),
         (("hooks.webhookRegistration=kubectl",), "value must be one of 'hook', 'manifest'"),
         (("tls.certificateDays=1",), "minimum: got 1, want 2"),
+        (("tls.renewSchedule=daily",), "at '/tls/renewSchedule'"),
     ],
 )
 def test_missing_or_inconsistent_values_fail_the_render_naming_them(

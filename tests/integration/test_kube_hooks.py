@@ -65,14 +65,15 @@ class Release:
         return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env,
                               check=False)
 
-    def ensure(self, *extra: str) -> subprocess.CompletedProcess[str]:
+    def ensure(self, *extra: str, account: str | None = None
+               ) -> subprocess.CompletedProcess[str]:
         names = [f"{self.name}.{self.namespace}.svc", self.name,
                  f"{self.name}.{self.namespace}"]
         args = ["certs", "ensure", "-n", self.namespace, "--secret", f"{self.name}-tls",
                 "--ca-secret", f"{self.name}-ca", "--webhook-name", self.name, *extra]
         for name in names:
             args += ["--dns-name", name]
-        return self.gatekeeper(*args)
+        return self.gatekeeper(*args, account=account)
 
     def register(self, ready_url: str, *extra: str) -> subprocess.CompletedProcess[str]:
         return self.gatekeeper(
@@ -112,10 +113,11 @@ def release(control_plane: ControlPlane, tmp_path: Path) -> Iterator[Release]:
     namespace = control_plane.namespace("gk-hooks")
     name = f"gkh-{uuid.uuid4().hex[:6]}"
     docs = _render(namespace, name)
-    rbac = [d for d in docs if d["metadata"]["name"] == f"{name}-hooks"
+    # The hook Jobs' account and the renewal CronJob's, as the chart renders them.
+    rbac = [d for d in docs if d["metadata"]["name"] in (f"{name}-hooks", f"{name}-certs")
             and d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
                               "RoleBinding")]
-    assert len(rbac) == 5, [d["kind"] for d in rbac]
+    assert len(rbac) == 10, [d["kind"] for d in rbac]
     control_plane.apply(rbac)
     control_plane.kubectl("create", "serviceaccount", "nobody", "-n", namespace)
     (webhooks,) = [d for d in docs if d["kind"] == "ConfigMap"
@@ -133,9 +135,10 @@ def release(control_plane: ControlPlane, tmp_path: Path) -> Iterator[Release]:
         yield Release(control_plane, namespace, name, tmp_path, cluster["server"], api_ca,
                       manifest)
     finally:
-        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration",
-                     "clusterrolebinding", "clusterrole"):
-            control_plane.kubectl("delete", kind, name if "webhook" in kind else f"{name}-hooks",
+        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+            control_plane.kubectl("delete", kind, name, "--ignore-not-found", check=False)
+        for kind in ("clusterrolebinding", "clusterrole"):
+            control_plane.kubectl("delete", kind, f"{name}-hooks", f"{name}-certs",
                                   "--ignore-not-found", check=False)
         control_plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
@@ -273,6 +276,21 @@ def test_certificates_webhooks_rotation_and_removal(release: Release) -> None:
         assert release.register(server.url).returncode == 0
     finally:
         server.close()
+
+    # The renewal CronJob's account renews the same way, and can do nothing else.
+    renewal = f"{name}-certs"
+    scheduled = release.ensure("--ca-days", "5000", "--certificate-days", "5000",
+                               "--renew-before-days", "4001", account=renewal)
+    assert scheduled.returncode == 0, scheduled.stderr
+    assert scheduled.stdout.startswith("CA rotated; certificate renewed"), scheduled
+    fourth = release.secret()
+    assert x509.load_pem_x509_certificates(fourth["ca.crt"])[1] == new_ca
+    assert release.ca_bundles() == [fourth["ca.crt"]] * 6
+    refused = release.gatekeeper("webhooks", "unregister", "--name", name, account=renewal)
+    assert refused.returncode == 2
+    assert f'validatingwebhookconfigurations.admissionregistration.k8s.io "{name}" is ' \
+           f'forbidden: User "system:serviceaccount:{namespace}:{renewal}" cannot delete' \
+        in refused.stderr
 
     removed = release.gatekeeper("webhooks", "unregister", "--name", name, "-n", namespace,
                                  "--delete-secret", f"{name}-tls",
