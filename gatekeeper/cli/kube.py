@@ -134,7 +134,11 @@ def register_command(
             ports = found["spec"].get("ports") or []
             port = next((p["port"] for p in ports if p.get("name") == "https"),
                         ports[0]["port"] if ports else 443)
-            ready_url = f"https://{found['spec']['clusterIP']}:{port}/readyz"
+            address = str(found["spec"].get("clusterIP") or "")
+            if not address or address == "None":
+                fail(f"Service {namespace}/{service} has no cluster IP to ask for /readyz")
+            host = f"[{address}]" if ":" in address else address
+            ready_url = f"https://{host}:{port}/readyz"
         typer.echo(f"waiting for a ready gatekeeper at {ready_url}", err=True)
         wait_ready(ready_url, ca_pem, server_name=server_name or f"{service}.{namespace}.svc",
                    timeout=timeout)
