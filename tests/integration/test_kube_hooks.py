@@ -234,6 +234,13 @@ def test_certificates_webhooks_rotation_and_removal(release: Release) -> None:
     assert f'validatingwebhookconfigurations.admissionregistration.k8s.io "{name}" not found' \
         in missing.stderr
 
+    # Without --ready-url it asks the Service (the chart's Role lets it read that one only).
+    no_service = release.gatekeeper(
+        "webhooks", "register", "-n", namespace, "--manifest", str(release.manifest),
+        "--service", name, "--ca-secret", f"{name}-tls")
+    assert no_service.returncode == 2
+    assert no_service.stderr == f"error: Service {namespace}/{name} does not exist\n"
+
     server = ReadyServer(release.tmp, first)
     try:
         registered = release.register(server.url)
