@@ -86,7 +86,8 @@ def register_command(
         help="Readiness URL (default: https://<Service clusterIP>:<https port>/readyz)")] = None,
     server_name: Annotated[str | None, typer.Option(
         "--server-name", metavar="NAME",
-        help="Name the serving certificate is checked for (default: <service>.<namespace>.svc)")
+        help="Name the serving certificate is checked for (default: <service>.<namespace>.svc, "
+             "or the host of --ready-url)")
     ] = None,
     timeout: Annotated[float, typer.Option(
         "--timeout", metavar="SECONDS", help="How long to wait for a ready gatekeeper")] = 300.0,
@@ -139,9 +140,9 @@ def register_command(
                 fail(f"Service {namespace}/{service} has no cluster IP to ask for /readyz")
             host = f"[{address}]" if ":" in address else address
             ready_url = f"https://{host}:{port}/readyz"
+            server_name = server_name or f"{service}.{namespace}.svc"
         typer.echo(f"waiting for a ready gatekeeper at {ready_url}", err=True)
-        wait_ready(ready_url, ca_pem, server_name=server_name or f"{service}.{namespace}.svc",
-                   timeout=timeout)
+        wait_ready(ready_url, ca_pem, server_name=server_name, timeout=timeout)
         for done in register(client, documents, ca_pem):
             typer.echo(f"{done.action} {done.kind}/{done.name}")
 

@@ -79,7 +79,7 @@ class Release:
         return self.gatekeeper(
             "webhooks", "register", "-n", self.namespace, "--manifest", str(self.manifest),
             "--service", self.name, "--ca-secret", f"{self.name}-tls", "--ready-url", ready_url,
-            *extra)
+            "--server-name", f"{self.name}.{self.namespace}.svc", *extra)
 
     def secret(self) -> dict[str, bytes]:
         data = self.cluster.get("secret", f"{self.name}-tls", self.namespace)["data"]
