@@ -141,6 +141,10 @@ def release(kube_node: Node, control_plane: ControlPlane,
     }
     values = {
         "environment": "staging",
+        # Two replicas from the start: with the HPA (the default) the Deployment has no replicas
+        # field and starts at one until the HPA controller raises it to minReplicas.
+        "autoscaling": {"enabled": False},
+        "replicaCount": 2,
         "image": {"repository": f"{registry}/forge/gatekeeper", "tag": TAG,
                   "digest": images[f"gatekeeper:{TAG}"]},
         "opa": {"image": {"repository": f"{registry}/forge/opa", "tag": "1.22.2",
