@@ -38,6 +38,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
               "The audit trail: export it, verify it (online or an exported file), prune it."),
     "sbom": ("gatekeeper.cli.sbom", "sbom_app",
              "Validate and inspect CycloneDX / SPDX SBOM documents."),
+    "webhooks": ("gatekeeper.cli.kube", "webhooks_app",
+                 "Register, remove or probe the webhook configurations "
+                 "(chart hook Jobs, helm test)."),
+    "certs": ("gatekeeper.cli.kube", "certs_app",
+              "Create or renew the generated serving certificate (chart hook Job)."),
 }
 
 

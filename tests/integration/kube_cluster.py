@@ -10,12 +10,13 @@ run CMD``); otherwise the first test that needs it starts one with ``scripts/tes
 The gatekeeper is the real ``gatekeeper serve`` (HTTPS on loopback, embedded OPA with
 ``policies/``, SQLite audit store, cosign signature verification against the loopback
 docker-registry). Its webhooks are registered from the chart's own rendering (``helm template``
-with ``tls.mode=secret`` and the test CA as ``tls.caBundle``). On loopback the gatekeeper runs
-outside the cluster, as the chart's ``admission.url`` describes: the chart renders each
-``clientConfig`` as ``url: https://127.0.0.1:PORT/<its path>``. Under ``scripts/test-node`` the
-chart's Service rendering is applied, and a selector-less Service with Endpoints at the node
-address leads the API server to the gatekeeper. Everything (rules, selectors, failure policy,
-timeouts, caBundle, paths) is the chart's.
+with ``tls.mode=secret``, ``hooks.webhookRegistration=manifest`` and the test CA as
+``tls.caBundle``). On loopback the gatekeeper runs outside the cluster, as the chart's
+``admission.url`` describes: the chart renders each ``clientConfig`` as
+``url: https://127.0.0.1:PORT/<its path>``. Under ``scripts/test-node`` the chart's Service
+rendering is applied, and a selector-less Service with Endpoints at the node address leads the
+API server to the gatekeeper. Everything (rules, selectors, failure policy, timeouts, caBundle,
+paths) is the chart's.
 """
 
 from __future__ import annotations
@@ -256,7 +257,7 @@ def kube_node() -> Node:
 
 
 def rendered_webhook_configurations(ca_file: Path, url: str | None) -> list[dict[str, Any]]:
-    """The chart's two webhook configurations, rendered with ``tls.mode=secret``.
+    """The chart's two webhook configurations, rendered with ``tls.mode=secret`` as manifests.
 
     The chart writes ``ca_file`` into every ``caBundle`` (its own mechanism for a CA it did not
     make). With ``url`` the chart's ``admission.url`` is set (an out-of-cluster gatekeeper: each
@@ -270,11 +271,15 @@ def rendered_webhook_configurations(ca_file: Path, url: str | None) -> list[dict
          "--kube-version", KUBE_VERSION.removeprefix("v"),
          "--values", str(CHART / "ci" / "test-values.yaml"),
          "--set", "tls.mode=secret", "--set", "tls.secretName=gatekeeper-test-tls",
+         "--set", "hooks.webhookRegistration=manifest",
          "--set-file", f"tls.caBundle={ca_file}",
          *(("--set", f"admission.url={url}") if url is not None else ())],
         capture_output=True, text=True, timeout=120, check=False)
     assert rendered.returncode == 0, rendered.stderr
-    configurations = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc and doc["kind"] in
+    # hooks.webhookRegistration=manifest: the configurations are rendered with the caBundle
+    # (by default the register hook fills it in from the cluster and creates them itself).
+    documents = [doc for doc in yaml.safe_load_all(rendered.stdout) if doc]
+    configurations = [doc for doc in documents if doc["kind"] in
                       ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")]
     assert len(configurations) == 2, "the chart renders both webhook configurations"
     return configurations

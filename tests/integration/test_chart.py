@@ -8,7 +8,6 @@ skipped only when that variable is unset.
 
 from __future__ import annotations
 
-import base64
 import os
 import subprocess
 from pathlib import Path
@@ -70,6 +69,15 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     (doc,) = by_kind(docs, kind)
     return doc
+
+
+def webhook_configurations(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The webhook configurations the register hook creates (in its ConfigMap by default)."""
+    found = [d for d in docs if d["kind"].endswith("WebhookConfiguration")]
+    for doc in by_kind(docs, "ConfigMap"):
+        if doc["metadata"]["name"].endswith("-webhooks"):
+            found += [d for d in yaml.safe_load_all(doc["data"]["webhooks.yaml"]) if d]
+    return found
 
 
 VALUE_SETS = {
@@ -136,15 +144,17 @@ def test_every_rendered_manifest_validates_against_kubernetes_schemas(name: str)
 
 def test_default_rendering_has_every_part() -> None:
     kinds = sorted(doc["kind"] for doc in render())
+    # No Secret and no webhook configuration: the hook Jobs create them in the cluster.
     assert kinds == sorted([
-        "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "MutatingWebhookConfiguration",
-        "NetworkPolicy", "PodDisruptionBudget", "Secret", "Service", "ServiceAccount",
-        "ValidatingWebhookConfiguration",
+        "ClusterRole", "ClusterRole", "ClusterRoleBinding", "ClusterRoleBinding", "ConfigMap",
+        "ConfigMap", "CronJob", "Deployment", "HorizontalPodAutoscaler", "Job", "Job", "Job",
+        "NetworkPolicy", "PodDisruptionBudget", "Pod", "Role", "Role", "RoleBinding",
+        "RoleBinding", "Service", "ServiceAccount", "ServiceAccount", "ServiceAccount",
     ])
 
 
 def test_webhook_configurations_are_safe_by_default() -> None:
-    docs = render()
+    docs = webhook_configurations(render())
     validating = one(docs, "ValidatingWebhookConfiguration")["webhooks"]
     mutating = one(docs, "MutatingWebhookConfiguration")["webhooks"]
     assert [w["name"] for w in validating] == [
@@ -178,30 +188,19 @@ def test_webhook_configurations_are_safe_by_default() -> None:
     ]
 
 
-def test_generated_ca_signs_the_serving_certificate_and_fills_ca_bundle() -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
+def test_generated_mode_renders_no_certificate_material_and_is_stable() -> None:
+    first = helm(*template_args()).stdout
+    assert helm(*template_args()).stdout == first, "two renders differ (Argo CD renders twice)"
+    assert "BEGIN CERTIFICATE" not in first and "PRIVATE KEY" not in first
     docs = render()
-    secret = one(docs, "Secret")
-    assert secret["type"] == "kubernetes.io/tls"
-    ca_pem = base64.b64decode(secret["data"]["ca.crt"])
-    for config in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
-        for webhook in one(docs, config)["webhooks"]:
-            assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == ca_pem
-    ca = x509.load_pem_x509_certificate(ca_pem)
-    leaf = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
-    public_key = ca.public_key()
-    assert isinstance(public_key, rsa.RSAPublicKey)
-    assert leaf.signature_hash_algorithm is not None
-    public_key.verify(leaf.signature, leaf.tbs_certificate_bytes, padding.PKCS1v15(),
-                      leaf.signature_hash_algorithm)
-    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert f"gk-gatekeeper.{NAMESPACE}.svc" in names.get_values_for_type(x509.DNSName)
+    assert by_kind(docs, "Secret") == []
+    for config in webhook_configurations(docs):
+        assert all("caBundle" not in w["clientConfig"] for w in config["webhooks"])
 
 
 def test_cert_manager_mode_injects_the_ca() -> None:
-    docs = render("tls.mode=certManager")
+    rendered = render("tls.mode=certManager")
+    docs = rendered + webhook_configurations(rendered)
     certificate = one(docs, "Certificate")
     assert certificate["spec"]["secretName"] == "gk-gatekeeper-tls"
     assert f"gk-gatekeeper.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
@@ -223,7 +222,7 @@ def test_deployment_runs_gatekeeper_and_opa_sidecar_locked_down() -> None:
     assert gatekeeper["command"] == ["gatekeeper", "serve", "--host", "0.0.0.0", "--port", "8443"]
     env = {item["name"]: item.get("value", item.get("valueFrom")) for item in gatekeeper["env"]}
     assert env["GATEKEEPER_DATABASE_URL"] == {
-        "secretKeyRef": {"name": "gk-gatekeeper-database", "key": "database-url"}}
+        "secretKeyRef": {"name": "gatekeeper-database", "key": "database-url"}}
     assert env["GATEKEEPER_OPA_URL"] == "http://127.0.0.1:8181"
     assert env["GATEKEEPER_AUTH_HS256_SECRET"] == {
         "secretKeyRef": {"name": "gatekeeper-auth", "key": "hs256-secret"}}
@@ -290,20 +289,28 @@ def test_without_a_configmap_the_image_policies_are_bootstrapped_and_nothing_is_
 
 
 def test_rbac_is_least_privilege() -> None:
-    assert by_kind(render(), "Role") == []
+    # By default the only Roles are the certificate renewal's and the hook Jobs'
+    # (tests/integration/test_chart_hooks.py).
+    assert sorted(r["metadata"]["name"] for r in by_kind(render(), "Role")) == [
+        "gk-gatekeeper-certs", "gk-gatekeeper-hooks"]
     docs = render("rbac.readableSecrets={ecr-pull}")
-    assert one(docs, "Role")["rules"] == [{
+    (role,) = [r for r in by_kind(docs, "Role") if r["metadata"]["name"] == "gk-gatekeeper"]
+    assert role["rules"] == [{
         "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["ecr-pull"],
         "verbs": ["get"]}]
-    assert one(docs, "RoleBinding")["subjects"][0]["name"] == "gk-gatekeeper"
+    (binding,) = [r for r in by_kind(docs, "RoleBinding")
+                  if r["metadata"]["name"] == "gk-gatekeeper"]
+    assert binding["subjects"][0]["name"] == "gk-gatekeeper"
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is True
 
 
 def test_irsa_annotation_and_database_secret() -> None:
     docs = render("serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/gk",
-                  "database.url=postgresql://gk:pw@db:5432/gatekeeper")
-    assert one(docs, "ServiceAccount")["metadata"]["annotations"] == {
+                  "database.existingSecret=", "database.url=postgresql://gk:pw@db:5432/gatekeeper")
+    (account,) = [a for a in by_kind(docs, "ServiceAccount")
+                  if a["metadata"]["name"] == "gk-gatekeeper"]
+    assert account["metadata"]["annotations"] == {
         "eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/gk"}
     database = [d for d in by_kind(docs, "Secret") if d["metadata"]["name"].endswith("database")]
     assert database[0]["stringData"] == {"database-url": "postgresql://gk:pw@db:5432/gatekeeper"}
@@ -458,10 +465,18 @@ def test_opa_sidecar_loads_the_bundle_from_its_own_gatekeeper_over_verified_tls(
 
 
 def test_generated_certificate_carries_the_name_the_sidecar_uses() -> None:
+    from datetime import UTC, datetime
+
     from cryptography import x509
 
+    from gatekeeper.kube.certs import issue
+
     docs = render()
-    leaf = x509.load_pem_x509_certificate(base64.b64decode(one(docs, "Secret")["data"]["tls.crt"]))
+    (job,) = [d for d in by_kind(docs, "Job") if d["metadata"]["name"] == "gk-gatekeeper-certs"]
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    dns_names = tuple(args[i + 1] for i, arg in enumerate(args) if arg == "--dns-name")
+    leaf = x509.load_pem_x509_certificate(
+        issue(dns_names, datetime.now(UTC), ca_days=30, certificate_days=10)["tls.crt"])
     names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     hostnames = one(docs, "Deployment")["spec"]["template"]["spec"]["hostAliases"][0]["hostnames"]
     assert set(hostnames) <= set(names.get_values_for_type(x509.DNSName))
@@ -541,7 +556,8 @@ def test_client_ca_is_mounted_for_the_admission_endpoints() -> None:
 
 def test_webhooks_call_a_url_with_a_ca_bundle_and_declare_no_side_effects_on_dry_run() -> None:
     docs = render("admission.url=https://gk.example.com:8443/", "tls.mode=secret",
-                  "tls.secretName=gk-tls", "tls.caBundle=PEM")
+                  "tls.secretName=gk-tls", "tls.caBundle=PEM",
+                  "hooks.webhookRegistration=manifest")
     validating = one(docs, "ValidatingWebhookConfiguration")
     assert [w["clientConfig"] for w in validating["webhooks"]] == [
         {"url": f"https://gk.example.com:8443/admission/validate{mode}", "caBundle": "UEVN"}

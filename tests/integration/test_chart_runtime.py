@@ -180,6 +180,18 @@ def remap(text: str, ports: dict[int, int]) -> str:
     return text
 
 
+def hook_issued_tls(docs: list[dict[str, Any]]) -> dict[str, bytes]:
+    """The TLS Secret's data as the certs hook Job issues it, for the names its args give."""
+    from datetime import UTC, datetime
+
+    from gatekeeper.kube.certs import issue
+
+    (job,) = [d for d in by_kind(docs, "Job") if d["metadata"]["name"].endswith("-certs")]
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    names = tuple(args[i + 1] for i, arg in enumerate(args) if arg == "--dns-name")
+    return issue(names, datetime.now(UTC), ca_days=30, certificate_days=10)
+
+
 @pytest.fixture
 def running_pod(tmp_path: Path) -> Iterator[tuple[Pod, dict[int, int], Path]]:
     if not _private_hosts_possible():
@@ -195,8 +207,10 @@ def running_pod(tmp_path: Path) -> Iterator[tuple[Pod, dict[int, int], Path]]:
     secrets = {
         "gatekeeper-auth": {"hs256-secret": SECRET.encode()},
         "gatekeeper-opa-bundle-token": {"token": (token(["auditor"], "opa-sidecar") + "\n").encode()},
-        "gk-gatekeeper-database": {"database-url": f"sqlite:///{tmp_path}/audit.db".encode()},
+        "gatekeeper-database": {"database-url": f"sqlite:///{tmp_path}/audit.db".encode()},
         "audit-key": {"signing-key.pem": signing_key},
+        # What the chart's certs hook Job (`gatekeeper certs ensure`) creates in the cluster.
+        "gk-gatekeeper-tls": hook_issued_tls(docs),
     }
     pod = Pod(docs, tmp_path / "pod", secrets, {"gk-policies": {"policies.tar.gz": policies_archive()}})
     ports = {8443: free_port(), 8181: free_port(), 8282: free_port(), 9090: free_port()}

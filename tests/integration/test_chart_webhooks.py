@@ -53,7 +53,8 @@ def test_kustomize_base_equals_chart_rendering_with_cert_manager() -> None:
         [HELM, "template", "gatekeeper", str(REPO / "charts" / "gatekeeper"),
          "--namespace", "gatekeeper-system", "--kube-version", "1.31.0",
          "--values", str(REPO / "charts" / "gatekeeper" / "ci" / "test-values.yaml"),
-         "--set", "tls.mode=certManager", "--set", "fullnameOverride=gatekeeper"],
+         "--set", "tls.mode=certManager", "--set", "hooks.webhookRegistration=manifest",
+         "--set", "fullnameOverride=gatekeeper"],
         capture_output=True, text=True, check=True, timeout=120).stdout
     chart = {_key(doc): _comparable(doc) for doc in yaml.safe_load_all(text)
              if doc and doc["kind"] in COMPARED}
@@ -129,7 +130,7 @@ def test_out_of_cluster_overlay_equals_chart_rendering_with_a_url() -> None:
          "--values", str(REPO / "charts" / "gatekeeper" / "ci" / "test-values.yaml"),
          "--set", f"admission.url={EXTERNAL_URL}", "--set", "tls.mode=secret",
          "--set", "tls.secretName=gatekeeper-tls", "--set", "tls.caBundle=CHANGE-ME",
-         "--set", "fullnameOverride=gatekeeper"],
+         "--set", "fullnameOverride=gatekeeper", "--set", "hooks.webhookRegistration=manifest"],
         capture_output=True, text=True, check=True, timeout=120).stdout
     chart = {_key(doc): _comparable(doc) for doc in yaml.safe_load_all(text)
              if doc and doc["kind"] in COMPARED}
