@@ -378,6 +378,11 @@ class EvaluationService:
         )
         return dict(document), tuple(reason for g in gathered for reason in g.failures)
 
+    def record_decision(self, decision: Decision) -> None:
+        """Record a decision :meth:`evaluate` made with ``record=False`` (the background
+        compliance loop records a workload's decision only when its result changed)."""
+        self._audit.record(decision)
+
     def get_decision(self, decision_id: str) -> Decision:
         return self._audit.get(decision_id)
 

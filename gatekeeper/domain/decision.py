@@ -43,6 +43,8 @@ class EnforcementMode(enum.StrEnum):
 class Source(enum.StrEnum):
     PIPELINE = "pipeline"
     ADMISSION = "admission"
+    #: Re-evaluation of a workload already stored in the API server (gatekeeper.compliance).
+    BACKGROUND = "background"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,259 @@
+"""Continuous compliance against the real API server (issue 13.5).
+
+The control plane of ``scripts/test-cluster`` (no kubelet: "running" means the workload objects
+the API server stores, created here with kubectl), the PolicyReport CRD of the chart, the real
+embedded OPA over a copy of ``policies/``, and ECR findings from moto. The loop reads the
+cluster as a ServiceAccount holding only the chart's least-privilege rules (a bearer token from
+``kubectl create token``), so a missing permission fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gatekeeper.compliance import (
+    BackgroundMetrics,
+    ComplianceLoop,
+    ComplianceScanner,
+    KubePolicyReports,
+    KubeWorkloads,
+)
+from gatekeeper.domain import Source
+from gatekeeper.kube.client import KubeClient
+from gatekeeper.policy import EmbeddedOpa
+from gatekeeper.scans import EcrScanSource, ScanEvidenceCollector
+from gatekeeper.service import EvaluationService
+from gatekeeper.webhook.scope import AdmissionSettings
+from tests.fakes import FakeAuditLog
+from tests.integration.kube_cluster import REPO, ControlPlane, control_plane  # noqa: F401
+from tests.integration.test_ecr_scans import (  # noqa: F401
+    PushImage,
+    aws_credentials,
+    ecr,
+    enhanced_finding,
+    inject,
+    moto_url,
+    push_image,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.kube]
+
+CRD = REPO / "charts" / "gatekeeper" / "crds" / "wgpolicyk8s.io_policyreports.yaml"
+#: The rules of the chart's background ClusterRole (charts/gatekeeper/templates/background.yaml).
+BACKGROUND_RULES = yaml.safe_load(
+    (REPO / "charts" / "gatekeeper" / "files" / "background-rules.yaml").read_text())
+CONFIG = {
+    "signatures": {"environments": {"production": {"require_signature": False,
+                                                   "require_provenance": False}}},
+    "sbom": {"environments": {"production": {"require_sbom": False, "require_bound": False}}},
+    # moto answers the first scan result of a digest for ever: the image starts unscanned
+    # (allowed here), then its scan completes with a CRITICAL finding.
+    "vulnerabilities": {"environments": {"production": {"require_complete_scan": False}}},
+}
+PERIOD = 2.0
+
+
+def _scan(findings: list[dict[str, Any]]) -> dict[str, Any]:
+    recent = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    counts: dict[str, int] = {}
+    for finding in findings:
+        counts[finding["severity"]] = counts.get(finding["severity"], 0) + 1
+    return {"imageScanStatus": {"status": "COMPLETE"},
+            "imageScanFindings": {"imageScanCompletedAt": recent,
+                                  "vulnerabilitySourceUpdatedAt": recent,
+                                  "findingSeverityCounts": counts,
+                                  "enhancedFindings": findings}}
+
+
+def _service_account_client(cluster: ControlPlane, tmp_path: Path) -> KubeClient:
+    cluster.apply(yaml.safe_load(CRD.read_text()))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s",
+                    "crd/policyreports.wgpolicyk8s.io")
+    namespace = cluster.namespace("gk-bg-system")
+    cluster.apply([
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": "gatekeeper", "namespace": namespace}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": f"{namespace}-background"}, "rules": BACKGROUND_RULES},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": f"{namespace}-background"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                     "name": f"{namespace}-background"},
+         "subjects": [{"kind": "ServiceAccount", "name": "gatekeeper",
+                       "namespace": namespace}]},
+    ])
+    token = cluster.kubectl("create", "token", "gatekeeper", "-n", namespace).stdout.strip()
+    (tmp_path / "token").write_text(token)
+    config = json.loads(cluster.kubectl("config", "view", "--raw", "--minify",
+                                        "-o", "json").stdout)
+    entry = config["clusters"][0]["cluster"]
+    ca_file = Path(entry["certificate-authority"]) if "certificate-authority" in entry else None
+    if ca_file is None:
+        import base64
+
+        ca_file = tmp_path / "ca.crt"
+        ca_file.write_bytes(base64.b64decode(entry["certificate-authority-data"]))
+    return KubeClient(entry["server"], token_file=tmp_path / "token", ca_file=ca_file)
+
+
+@pytest.fixture()
+def background(control_plane: ControlPlane, tmp_path: Path,  # noqa: F811
+               moto_url: str) -> Iterator[tuple[ComplianceScanner, ComplianceLoop,  # noqa: F811
+                                                FakeAuditLog, Path, KubeClient]]:
+    policies = tmp_path / "policies"
+    shutil.copytree(REPO / "policies", policies)
+    config_root = tmp_path / "opa-data"
+    for key, value in CONFIG.items():
+        folder = config_root / "gatekeeper" / "config" / key
+        folder.mkdir(parents=True)
+        (folder / "data.json").write_text(json.dumps(value))
+    opa = EmbeddedOpa(opa_binary=str(REPO / ".tools/bin/opa"), policy_dir=policies,
+                      data_paths=[config_root])
+    opa.start()
+    audit = FakeAuditLog()
+    scans = ScanEvidenceCollector(
+        source=EcrScanSource(endpoint_url=moto_url, retry_mode="standard", max_attempts=2),
+        ttl_seconds=1.0, pending_ttl_seconds=1.0)
+    service = EvaluationService(policy_engine=opa.engine, audit_log=audit, collectors=[scans])
+    client = _service_account_client(control_plane, tmp_path)
+    from prometheus_client import CollectorRegistry
+
+    settings = AdmissionSettings(environment="production",
+                                 excluded_namespaces=frozenset({"kube-system"}))
+    scanner = ComplianceScanner(service, settings,
+                                KubeWorkloads(client, settings.all_excluded_namespaces),
+                                KubePolicyReports(client),
+                                metrics=BackgroundMetrics(CollectorRegistry()))
+    loop = ComplianceLoop(scanner, interval=PERIOD, tick=0.25, revision=opa.engine.revision)
+    try:
+        yield scanner, loop, audit, policies, client
+    finally:
+        loop.stop()
+        client.close()
+        opa.stop()
+
+
+def _deployment(name: str, namespace: str, image: str) -> dict[str, Any]:
+    labels = {"app": name}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels},
+                                  "spec": {"containers": [{"name": "app", "image": image}]}}}}
+
+
+def _report(cluster: ControlPlane, namespace: str) -> dict[str, Any] | None:
+    found = cluster.kubectl("get", "policyreports.wgpolicyk8s.io", "forge-gatekeeper", "-n",
+                            namespace, "-o", "json", check=False)
+    return json.loads(found.stdout) if found.returncode == 0 else None
+
+
+def _results_of(report: dict[str, Any] | None, name: str) -> list[tuple[str, str, str]]:
+    if report is None:
+        return []
+    return [(r["result"], r["policy"], r["message"]) for r in report.get("results", [])
+            if r["resources"][0]["name"] == name]
+
+
+def test_critical_finding_and_stricter_revision_reach_the_policy_report(
+    background: tuple[ComplianceScanner, ComplianceLoop, FakeAuditLog, Path, KubeClient],
+    control_plane: ControlPlane, moto_url: str, push_image: PushImage,  # noqa: F811
+    ecr: Any,  # noqa: F811
+) -> None:
+    scanner, loop, audit, policies, _ = background
+    namespace = control_plane.namespace("gk-bg")
+    reference, digest = push_image(scan=False)
+    control_plane.apply(_deployment("shop", namespace, str(reference)))
+    loop.start()
+
+    def report_where(predicate: Any, timeout: float) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            report = _report(control_plane, namespace)
+            return report if report is not None and predicate(report) else None
+        value: dict[str, Any] = control_plane.wait_for(
+            f"PolicyReport of {namespace}", check, timeout=timeout)
+        return value
+
+    # Not scanned yet: the Deployment passes (its ReplicaSet and Pods are evaluated through it).
+    first = report_where(lambda r: _results_of(r, "shop"), timeout=30)
+    assert _results_of(first, "shop") == [
+        ("pass", "gatekeeper", "admission would allow this workload")]
+    assert first["summary"] == {"pass": 1, "fail": 0, "warn": 0, "error": 0, "skip": 0}
+    [entry] = first["results"]
+    assert entry["resources"][0] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                     "namespace": namespace, "name": "shop",
+                                     "uid": entry["resources"][0]["uid"]}
+    assert entry["source"] == "forge-gatekeeper"
+    mine = [d for d in audit.records if d.namespace == namespace]
+    assert len(mine) == 1 and mine[0].source is Source.BACKGROUND
+    assert mine[0].context["background"]["kind"] == "Deployment"
+
+    # A CRITICAL finding is published for the running digest: failing within one loop period
+    # (plus the scan cache's 1 s TTL and the time to evaluate).
+    ecr.start_image_scan(repositoryName=reference.repository,
+                         imageId={"imageDigest": str(digest)})
+    inject(moto_url, reference, digest, **_scan(
+        [enhanced_finding("CVE-2024-3094", "xz-utils", "5.6.0", "5.6.1")]))
+    injected = time.monotonic()
+    failing = report_where(lambda r: r["summary"]["fail"] > 0, timeout=PERIOD + 1.0 + 10)
+    assert time.monotonic() - injected <= PERIOD + 1.0 + 10
+    assert _results_of(failing, "shop") == [
+        ("fail", "vulnerabilities",
+         "CVE-2024-3094 in xz-utils 5.6.0 (CRITICAL, fixed in 5.6.1) is not allowed in "
+         "production")]
+    snapshot = scanner.snapshot
+    assert snapshot is not None
+    denied = snapshot.as_dict()["denied"]
+    assert [(d["kind"], d["namespace"], d["name"]) for d in denied if
+            d["namespace"] == namespace] == [("Deployment", namespace, "shop")]
+
+    # Unchanged results are not re-recorded, however many loops ran.
+    time.sleep(PERIOD * 2)
+    mine = [d for d in audit.records if d.namespace == namespace]
+    assert [d.verdict.value for d in mine] == ["allow", "deny"]
+
+    # A stricter revision (ECR no longer an allowed registry in production) is activated:
+    # the loop notices the new revision and the report says so.
+    data_file = policies / "data.json"
+    data = json.loads(data_file.read_text())
+    data["gatekeeper"]["config"]["environments"]["production"]["allowed_registries"] = [
+        "registry.example.com"]
+    data_file.write_text(json.dumps(data))
+    stricter = report_where(
+        lambda r: any(p == "registries" for _, p, _ in _results_of(r, "shop")), timeout=20)
+    policies_failing = {policy for result, policy, _ in _results_of(stricter, "shop")
+                        if result == "fail"}
+    assert policies_failing == {"registries", "vulnerabilities"}, _results_of(stricter, "shop")
+    assert stricter["metadata"]["annotations"]["gatekeeper.forge.dev/policy-revision"] != \
+        failing["metadata"]["annotations"]["gatekeeper.forge.dev/policy-revision"]
+    # Writing into the watched directory (not through the lifecycle, which waits for OPA to
+    # load a revision) can show the new revision hash one scan before OPA serves it: that
+    # scan's result is recorded too, so 1 or 2 records carry the new revision.
+    mine = [d for d in audit.records if d.namespace == namespace]
+    newest = mine[-1]
+    assert {v.policy for v in newest.violations} == {"registries", "vulnerabilities"}
+    assert newest.source is Source.BACKGROUND and newest.verdict.value == "deny"
+    assert [d.verdict.value for d in mine[:2]] == ["allow", "deny"]
+    assert 3 <= len(mine) <= 4
+    assert all(d.policy_revision == newest.policy_revision for d in mine[2:])
+    assert newest.policy_revision != mine[1].policy_revision
+
+
+def test_least_privilege_account_cannot_read_secrets(
+    background: tuple[ComplianceScanner, ComplianceLoop, FakeAuditLog, Path, KubeClient],
+) -> None:
+    from gatekeeper.kube.client import KubeApiError
+
+    _, _, _, _, client = background
+    with pytest.raises(KubeApiError) as refused:
+        client.get("/api/v1/namespaces/kube-system/secrets")
+    assert refused.value.status == 403
