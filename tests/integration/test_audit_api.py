@@ -176,6 +176,7 @@ MATRIX = [
     ("POST", "/v1/vex", {PA, AD}),  # and vex-publisher: test_vex_publisher_may_upload_vex
     ("GET", "/v1/policies", {PA, A, AD}),
     ("GET", "/v1/exceptions", {PA, A, AD}),
+    ("GET", "/v1/compliance", {PA, A, AD}),
     ("GET", "/healthz", None),
     ("GET", "/readyz", None),
 ]

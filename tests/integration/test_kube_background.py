@@ -19,7 +19,11 @@ from typing import Any
 
 import pytest
 import yaml
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
 
+from gatekeeper.api.auth import Authenticator, install_auth
 from gatekeeper.compliance import (
     BackgroundMetrics,
     ComplianceLoop,
@@ -27,6 +31,7 @@ from gatekeeper.compliance import (
     KubePolicyReports,
     KubeWorkloads,
 )
+from gatekeeper.compliance.routes import build_compliance_router
 from gatekeeper.domain import Source
 from gatekeeper.kube.client import KubeClient
 from gatekeeper.policy import EmbeddedOpa
@@ -60,6 +65,8 @@ CONFIG = {
     "vulnerabilities": {"environments": {"production": {"require_complete_scan": False}}},
 }
 PERIOD = 2.0
+Background = tuple[ComplianceScanner, ComplianceLoop, FakeAuditLog, Path, KubeClient,
+                   CollectorRegistry]
 
 
 def _scan(findings: list[dict[str, Any]]) -> dict[str, Any]:
@@ -107,8 +114,7 @@ def _service_account_client(cluster: ControlPlane, tmp_path: Path) -> KubeClient
 
 @pytest.fixture()
 def background(control_plane: ControlPlane, tmp_path: Path,  # noqa: F811
-               moto_url: str) -> Iterator[tuple[ComplianceScanner, ComplianceLoop,  # noqa: F811
-                                                FakeAuditLog, Path, KubeClient]]:
+               moto_url: str) -> Iterator[Background]:  # noqa: F811
     policies = tmp_path / "policies"
     shutil.copytree(REPO / "policies", policies)
     config_root = tmp_path / "opa-data"
@@ -125,17 +131,16 @@ def background(control_plane: ControlPlane, tmp_path: Path,  # noqa: F811
         ttl_seconds=1.0, pending_ttl_seconds=1.0)
     service = EvaluationService(policy_engine=opa.engine, audit_log=audit, collectors=[scans])
     client = _service_account_client(control_plane, tmp_path)
-    from prometheus_client import CollectorRegistry
-
+    registry = CollectorRegistry()
     settings = AdmissionSettings(environment="production",
                                  excluded_namespaces=frozenset({"kube-system"}))
     scanner = ComplianceScanner(service, settings,
                                 KubeWorkloads(client, settings.all_excluded_namespaces),
                                 KubePolicyReports(client),
-                                metrics=BackgroundMetrics(CollectorRegistry()))
+                                metrics=BackgroundMetrics(registry))
     loop = ComplianceLoop(scanner, interval=PERIOD, tick=0.25, revision=opa.engine.revision)
     try:
-        yield scanner, loop, audit, policies, client
+        yield scanner, loop, audit, policies, client, registry
     finally:
         loop.stop()
         client.close()
@@ -165,11 +170,11 @@ def _results_of(report: dict[str, Any] | None, name: str) -> list[tuple[str, str
 
 
 def test_critical_finding_and_stricter_revision_reach_the_policy_report(
-    background: tuple[ComplianceScanner, ComplianceLoop, FakeAuditLog, Path, KubeClient],
+    background: Background,
     control_plane: ControlPlane, moto_url: str, push_image: PushImage,  # noqa: F811
     ecr: Any,  # noqa: F811
 ) -> None:
-    scanner, loop, audit, policies, _ = background
+    scanner, loop, audit, policies, _, registry = background
     namespace = control_plane.namespace("gk-bg")
     reference, digest = push_image(scan=False)
     control_plane.apply(_deployment("shop", namespace, str(reference)))
@@ -210,11 +215,21 @@ def test_critical_finding_and_stricter_revision_reach_the_policy_report(
         ("fail", "vulnerabilities",
          "CVE-2024-3094 in xz-utils 5.6.0 (CRITICAL, fixed in 5.6.1) is not allowed in "
          "production")]
-    snapshot = scanner.snapshot
-    assert snapshot is not None
-    denied = snapshot.as_dict()["denied"]
-    assert [(d["kind"], d["namespace"], d["name"]) for d in denied if
-            d["namespace"] == namespace] == [("Deployment", namespace, "shop")]
+    # GET /v1/compliance and the metric say the same.
+    app = FastAPI()
+    install_auth(app, Authenticator.from_settings(insecure_disable_auth=True))
+    app.state.compliance = scanner
+    app.include_router(build_compliance_router())
+    body = TestClient(app).get("/v1/compliance").json()
+    assert body["status"] == "ready"
+    [denied] = [d for d in body["denied"] if d["namespace"] == namespace]
+    assert (denied["kind"], denied["name"], denied["verdict"]) == ("Deployment", "shop", "deny")
+    assert [v["message"] for v in denied["violations"]] == [
+        "CVE-2024-3094 in xz-utils 5.6.0 (CRITICAL, fixed in 5.6.1) is not allowed in "
+        "production"]
+    assert registry.get_sample_value(
+        "gatekeeper_background_violations",
+        {"policy": "vulnerabilities", "namespace": namespace}) == 1.0
 
     # Unchanged results are not re-recorded, however many loops ran.
     time.sleep(PERIOD * 2)
@@ -249,11 +264,11 @@ def test_critical_finding_and_stricter_revision_reach_the_policy_report(
 
 
 def test_least_privilege_account_cannot_read_secrets(
-    background: tuple[ComplianceScanner, ComplianceLoop, FakeAuditLog, Path, KubeClient],
+    background: Background,
 ) -> None:
     from gatekeeper.kube.client import KubeApiError
 
-    _, _, _, _, client = background
+    _, _, _, _, client, _ = background
     with pytest.raises(KubeApiError) as refused:
         client.get("/api/v1/namespaces/kube-system/secrets")
     assert refused.value.status == 403
