@@ -191,6 +191,9 @@ class Settings(BaseSettings):
     )
     #: Write ``wgpolicyk8s.io/v1alpha2`` PolicyReports (the CRD must be installed).
     background_policy_reports: bool = True
+    #: Gather a workload's evidence with its own ``imagePullSecrets`` (and its
+    #: ServiceAccount's). Opt-in: needs ``get`` of secrets (and serviceaccounts).
+    background_pull_secrets: bool = False
 
     @classmethod
     def settings_customise_sources(

@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from gatekeeper.domain import Decision, EvaluationRequest, Source, Verdict, Violation
+from gatekeeper.domain.credentials import WorkloadRegistryLogins
 from gatekeeper.errors import GatekeeperError, InvalidInputError
 from gatekeeper.kube.workloads import Workload
 from gatekeeper.service import EvaluationService, SystemClock
@@ -59,6 +60,12 @@ class WorkloadSource(Protocol):
 class ReportSink(Protocol):
     def write(self, namespace: str, results: Sequence[WorkloadResult],
               revision: str | None, now: datetime) -> str: ...
+
+
+class PullSecretSource(Protocol):
+    def logins_for(
+        self, workload: Workload
+    ) -> tuple[WorkloadRegistryLogins | None, list[str]]: ...
 
 
 class ViolationMetrics(Protocol):
@@ -135,8 +142,10 @@ class ComplianceScanner:
         reports: ReportSink | None = None,
         *,
         metrics: ViolationMetrics | None = None,
+        pull_secrets: PullSecretSource | None = None,
         clock: SystemClock | None = None,
     ) -> None:
+        self._pull_secrets = pull_secrets
         self._service = service
         self._settings = settings
         self._workloads = workloads
@@ -202,12 +211,25 @@ class ComplianceScanner:
                 violations=outcome.violations, record=False)
         else:
             prepared: Prepared = outcome
-            decision = self._service.evaluate(_as_background(prepared.request, workload),
-                                              record=False)
+            request = _as_background(prepared.request, workload)
+            if self._pull_secrets is not None:
+                request = self._with_logins(request, workload)
+            decision = self._service.evaluate(request, record=False)
         result = WorkloadResult(workload, decision.verdict, decision.violations,
                                 decision.warnings, decision.policy_revision,
                                 decision.decision_id, decision.created_at)
         return result, decision
+
+    def _with_logins(self, request: EvaluationRequest,
+                     workload: Workload) -> EvaluationRequest:
+        assert self._pull_secrets is not None
+        logins, problems = self._pull_secrets.logins_for(workload)
+        background = dict(request.context["background"])
+        background["pull_secrets"] = logins.origin if logins is not None else None
+        if problems:
+            background["pull_secret_problems"] = problems
+        return replace(request, registry_logins=logins,
+                       context={**request.context, "background": background})
 
     def _write_reports(self, results: Sequence[WorkloadResult], now: datetime) -> dict[str, str]:
         if self._reports is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gatekeeper.compliance.loop import BackgroundMetrics, ComplianceLoop
+from gatekeeper.compliance.pull_secrets import KubePullSecrets
 from gatekeeper.compliance.reports import KubePolicyReports, KubeWorkloads
 from gatekeeper.compliance.scanner import ComplianceScanner
 from gatekeeper.config import Settings
@@ -42,6 +43,7 @@ def build_background(settings: Settings, container: Container,
         KubeWorkloads(client, admission.all_excluded_namespaces),
         KubePolicyReports(client) if settings.background_policy_reports else None,
         metrics=BackgroundMetrics(container.metrics.registry),
+        pull_secrets=KubePullSecrets(client) if settings.background_pull_secrets else None,
     )
     engine = container.policy_engine
     loop = ComplianceLoop(scanner, interval=settings.background_interval_seconds,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, assert_never
 
+from gatekeeper.domain.credentials import WorkloadRegistryLogins
 from gatekeeper.domain.reference import Digest, ImageReference
 
 __all__ = [
@@ -106,6 +107,11 @@ class EvaluationRequest:
     #: it denies in every mode (fail closed). True: it counts as a violation like any other,
     #: so it denies in ``enforce`` and is reported in ``warn`` / ``audit`` (fail open there).
     gate_failure_admits: bool = False
+    #: The workload's own registry logins (its pull secrets), used for this evaluation's
+    #: evidence only; never recorded (see gatekeeper.domain.credentials).
+    registry_logins: WorkloadRegistryLogins | None = field(
+        default=None, repr=False, compare=False
+    )
 
 
 @dataclass(frozen=True, slots=True)
