@@ -29,6 +29,7 @@ from gatekeeper.domain import Decision, EvaluationRequest, Source, Verdict, Viol
 from gatekeeper.domain.credentials import WorkloadRegistryLogins
 from gatekeeper.errors import GatekeeperError, InvalidInputError
 from gatekeeper.kube.workloads import Workload
+from gatekeeper.policy.replay import StoredDecision
 from gatekeeper.service import EvaluationService, SystemClock
 from gatekeeper.webhook.prepare import Prepared, Rejected, prepare_review
 from gatekeeper.webhook.review import (
@@ -155,6 +156,7 @@ class ComplianceScanner:
         self._lock = threading.Lock()
         self._last: dict[str, tuple[Any, ...]] = {}  # workload uid/key -> recorded fingerprint
         self._report_namespaces: set[str] = set()
+        self._latest: tuple[Decision, ...] = ()  # each running workload's latest decision
         self.snapshot: ComplianceSnapshot | None = None
 
     def scan(self, trigger: str) -> ComplianceSnapshot:
@@ -162,6 +164,7 @@ class ComplianceScanner:
             started = self._clock.now()
             workloads = self._workloads.list_workloads()  # (1)
             results: list[WorkloadResult] = []
+            latest: list[Decision] = []
             recorded = 0
             for workload in workloads:
                 evaluated = self.evaluate(workload)  # (2)
@@ -174,6 +177,8 @@ class ComplianceScanner:
                     self._last[identity] = result.fingerprint
                     recorded += 1
                 results.append(result)
+                latest.append(decision)
+            self._latest = tuple(latest)
             live = {w.uid or w.key for w in workloads}
             for gone in set(self._last) - live:
                 del self._last[gone]
@@ -187,6 +192,20 @@ class ComplianceScanner:
                      trigger, len(results),
                      sum(r.verdict is Verdict.DENY for r in results), recorded)
             return self.snapshot
+
+    def running_decisions(self) -> list[StoredDecision]:
+        """The latest decision of each running workload, as the replay reads decisions (the
+        policy lifecycle's "running now" section evaluates a candidate over them)."""
+        return [
+            StoredDecision(
+                decision_id=d.decision_id, created_at=d.created_at, verdict=d.verdict,
+                mode=d.mode, environment=d.environment, namespace=d.namespace,
+                ticket_id=d.ticket.ticket_id, policy_revision=d.policy_revision,
+                violations=d.violations, warnings=d.warnings,
+                policy_input=dict(d.policy_input) if d.policy_input is not None else None,
+            )
+            for d in self._latest
+        ]
 
     def evaluate(self, workload: Workload) -> tuple[WorkloadResult, Decision] | None:
         """The decision admission would give ``workload`` now (not recorded); None when the

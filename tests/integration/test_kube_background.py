@@ -35,6 +35,8 @@ from gatekeeper.compliance.routes import build_compliance_router
 from gatekeeper.domain import Source
 from gatekeeper.kube.client import KubeClient
 from gatekeeper.policy import EmbeddedOpa
+from gatekeeper.policy.bundle import PolicyFiles
+from gatekeeper.policy.replay import replay_decisions
 from gatekeeper.scans import EcrScanSource, ScanEvidenceCollector
 from gatekeeper.service import EvaluationService
 from gatekeeper.webhook.scope import AdmissionSettings
@@ -172,7 +174,7 @@ def _results_of(report: dict[str, Any] | None, name: str) -> list[tuple[str, str
 def test_critical_finding_and_stricter_revision_reach_the_policy_report(
     background: Background,
     control_plane: ControlPlane, moto_url: str, push_image: PushImage,  # noqa: F811
-    ecr: Any,  # noqa: F811
+    ecr: Any, tmp_path: Path,  # noqa: F811
 ) -> None:
     scanner, loop, audit, policies, _, registry = background
     namespace = control_plane.namespace("gk-bg")
@@ -236,18 +238,33 @@ def test_critical_finding_and_stricter_revision_reach_the_policy_report(
     mine = [d for d in audit.records if d.namespace == namespace]
     assert [d.verdict.value for d in mine] == ["allow", "deny"]
 
-    # A stricter revision (ECR no longer an allowed registry in production) is activated:
-    # the loop notices the new revision and the report says so.
-    data_file = policies / "data.json"
-    data = json.loads(data_file.read_text())
+    # A stricter candidate (ECR no longer an allowed registry in production): the replay's
+    # "running now" section names the running workload it would deny, before activation.
+    data = json.loads((policies / "data.json").read_text())
     data["gatekeeper"]["config"]["environments"]["production"]["allowed_registries"] = [
         "registry.example.com"]
-    data_file.write_text(json.dumps(data))
+    candidate = tmp_path / "candidate"
+    shutil.copytree(policies, candidate)
+    (candidate / "data.json").write_text(json.dumps(data))
+    report = replay_decisions(PolicyFiles.from_directory(candidate), [],
+                              opa_binary=str(REPO / ".tools/bin/opa"),
+                              running=scanner.running_decisions()).as_dict()
+    [running] = [w for w in report["running_now"]["denied"] if w["namespace"] == namespace]
+    assert (running["kind"], running["name"], running["current_verdict"],
+            running["new_verdict"]) == ("Deployment", "shop", "deny", "deny")
+    replayed_registry = [v["message"] for v in running["violations"]
+                         if v["policy"] == "registries"]
+    assert len(replayed_registry) == 1
+
+    # The stricter revision is activated: the loop notices it and the report says so.
+    (policies / "data.json").write_text(json.dumps(data))
     stricter = report_where(
         lambda r: any(p == "registries" for _, p, _ in _results_of(r, "shop")), timeout=20)
     policies_failing = {policy for result, policy, _ in _results_of(stricter, "shop")
                         if result == "fail"}
     assert policies_failing == {"registries", "vulnerabilities"}, _results_of(stricter, "shop")
+    assert [m for _, p, m in _results_of(stricter, "shop") if p == "registries"] == \
+        replayed_registry
     assert stricter["metadata"]["annotations"]["gatekeeper.forge.dev/policy-revision"] != \
         failing["metadata"]["annotations"]["gatekeeper.forge.dev/policy-revision"]
     # Writing into the watched directory (not through the lifecycle, which waits for OPA to
