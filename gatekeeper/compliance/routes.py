@@ -23,9 +23,10 @@ def build_compliance_router() -> APIRouter:
         if scanner is None:
             return {"status": "disabled",
                     "message": "background compliance is off (setting background_enabled)"}
-        snapshot = scanner.snapshot
+        snapshot, failure = scanner.snapshot, scanner.last_failure
         if snapshot is None:
-            return {"status": "pending", "message": "the first background scan has not finished"}
-        return {"status": "ready", **snapshot.as_dict()}
+            return {"status": "pending", "last_failure": failure,
+                    "message": "the first background scan has not finished"}
+        return {"status": "ready", "last_failure": failure, **snapshot.as_dict()}
 
     return router

@@ -158,11 +158,18 @@ class ComplianceScanner:
         self._report_namespaces: set[str] = set()
         self._latest: tuple[Decision, ...] = ()  # each running workload's latest decision
         self.snapshot: ComplianceSnapshot | None = None
+        #: Why the last scan could not list the workloads (the snapshot is then older).
+        self.last_failure: str | None = None
 
     def scan(self, trigger: str) -> ComplianceSnapshot:
         with self._lock:
             started = self._clock.now()
-            workloads = self._workloads.list_workloads()  # (1)
+            try:
+                workloads = self._workloads.list_workloads()  # (1)
+            except GatekeeperError as exc:
+                self.last_failure = f"{started.isoformat()}: {exc.message}"
+                raise
+            self.last_failure = None
             results: list[WorkloadResult] = []
             latest: list[Decision] = []
             recorded = 0

@@ -20,6 +20,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from gatekeeper.errors import GatekeeperError, InvalidInputError
 from gatekeeper.kube.client import KubeApiError, KubeClient
@@ -80,7 +81,7 @@ def _controlled_by_listed_kind(metadata: Mapping[str, Any]) -> bool:
 def _pages(client: KubeClient, path: str) -> Iterator[dict[str, Any]]:
     token = ""
     while True:
-        query = f"?limit={_PAGE}" + (f"&continue={token}" if token else "")
+        query = f"?limit={_PAGE}" + (f"&continue={quote(token, safe='')}" if token else "")
         answer = client.get(path + query)
         if answer is None:
             raise GatekeeperError(f"API server has no collection {path}")

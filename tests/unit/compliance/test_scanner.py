@@ -140,3 +140,39 @@ def test_the_loop_scans_at_start_and_when_the_revision_changes() -> None:
         assert scanner.reasons == ["start", "policy revision activated"]
     finally:
         loop.stop()
+
+
+class Unreachable:
+    def list_workloads(self) -> list[Workload]:
+        from gatekeeper.errors import UpstreamUnavailableError
+
+        raise UpstreamUnavailableError("API server https://127.0.0.1:6443 unreachable")
+
+
+def test_a_failed_listing_is_reported_and_keeps_the_last_snapshot() -> None:
+    import pytest
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from gatekeeper.api.auth import Authenticator, install_auth
+    from gatekeeper.compliance.routes import build_compliance_router
+    from gatekeeper.errors import UpstreamUnavailableError
+
+    engine, audit = FakePolicyEngine(), FakeAuditLog()
+    workloads = Workloads(deployment("web"))
+    scanner = scanner_for(engine, audit, workloads)
+    scanner.scan("start")
+    scanner._workloads = Unreachable()  # noqa: SLF001 - the API server goes away
+    with pytest.raises(UpstreamUnavailableError):
+        scanner.scan("schedule")
+    app = FastAPI()
+    install_auth(app, Authenticator.from_settings(insecure_disable_auth=True))
+    app.state.compliance = scanner
+    app.include_router(build_compliance_router())
+    body = TestClient(app).get("/v1/compliance").json()
+    assert body["status"] == "ready" and body["trigger"] == "start"
+    assert body["last_failure"].endswith(": API server https://127.0.0.1:6443 unreachable")
+    app.state.compliance = None
+    assert TestClient(app).get("/v1/compliance").json() == {
+        "status": "disabled",
+        "message": "background compliance is off (setting background_enabled)"}
