@@ -54,6 +54,12 @@ from tests.integration.test_ecr_scans import (  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.kube]
 
+#: When the session's gatekeeper (kube_cluster.gatekeeper) has registered the chart's webhooks,
+#: they govern these namespaces too: its audit-mode webhook admits what this test creates,
+#: whatever its own (staging, loopback-registry) policy says. The background scanner under test
+#: evaluates in its own settings' mode (enforce), as the README says.
+AUDIT_ONLY = {"gatekeeper.forge.dev/mode": "audit"}
+
 CRD = REPO / "charts" / "gatekeeper" / "crds" / "wgpolicyk8s.io_policyreports.yaml"
 #: The rules of the chart's background ClusterRole (charts/gatekeeper/templates/background.yaml).
 BACKGROUND_RULES = yaml.safe_load(
@@ -177,7 +183,7 @@ def test_critical_finding_and_stricter_revision_reach_the_policy_report(
     ecr: Any, tmp_path: Path,  # noqa: F811
 ) -> None:
     scanner, loop, audit, policies, _, registry = background
-    namespace = control_plane.namespace("gk-bg")
+    namespace = control_plane.namespace("gk-bg", labels=AUDIT_ONLY)
     reference, digest = push_image(scan=False)
     control_plane.apply(_deployment("shop", namespace, str(reference)))
     loop.start()

@@ -46,6 +46,12 @@ from tests.integration.kube_cluster import REPO, ControlPlane, control_plane  # 
 
 pytestmark = [pytest.mark.integration, pytest.mark.kube]
 
+#: When the session's gatekeeper (kube_cluster.gatekeeper) has registered the chart's webhooks,
+#: they govern these namespaces too: its audit-mode webhook admits what this test creates,
+#: whatever its own (staging, loopback-registry) policy says. The background scanner under test
+#: evaluates in its own settings' mode (enforce), as the README says.
+AUDIT_ONLY = {"gatekeeper.forge.dev/mode": "audit"}
+
 USER, PASSWORD = "puller", "s3cret-pull-password"  # noqa: S105 - a throwaway test login
 RULES = [
     *yaml.safe_load((REPO / "charts/gatekeeper/files/background-rules.yaml").read_text()),
@@ -157,7 +163,7 @@ def test_private_registry_is_verified_only_with_the_workloads_pull_secret(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     image, digest, public_key = _push_signed(private_registry, tmp_path)
-    namespace = control_plane.namespace("gk-ps")
+    namespace = control_plane.namespace("gk-ps", labels=AUDIT_ONLY)
     login = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     dockerconfig = {"auths": {private_registry: {"auth": login}}}
     control_plane.apply([
