@@ -90,6 +90,12 @@ def _scan(findings: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _service_account_client(cluster: ControlPlane, tmp_path: Path) -> KubeClient:
+    server, token_file, ca_file = _service_account(cluster, tmp_path)
+    return KubeClient(server, token_file=token_file, ca_file=ca_file)
+
+
+def _service_account(cluster: ControlPlane, tmp_path: Path) -> tuple[str, Path, Path]:
+    """The API server URL, a token file and the CA of a ServiceAccount with the chart's rules."""
     cluster.apply(yaml.safe_load(CRD.read_text()))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s",
                     "crd/policyreports.wgpolicyk8s.io")
@@ -117,7 +123,7 @@ def _service_account_client(cluster: ControlPlane, tmp_path: Path) -> KubeClient
 
         ca_file = tmp_path / "ca.crt"
         ca_file.write_bytes(base64.b64decode(entry["certificate-authority-data"]))
-    return KubeClient(entry["server"], token_file=tmp_path / "token", ca_file=ca_file)
+    return entry["server"], tmp_path / "token", ca_file
 
 
 @pytest.fixture()
@@ -297,3 +303,32 @@ def test_least_privilege_account_cannot_read_secrets(
     with pytest.raises(KubeApiError) as refused:
         client.get("/api/v1/namespaces/kube-system/secrets")
     assert refused.value.status == 403
+
+
+def test_serve_with_background_enabled_answers_v1_compliance(
+    control_plane: ControlPlane, make_settings: Any, tmp_path: Path,  # noqa: F811
+) -> None:
+    """The composition root: settings -> loop started with the app -> GET /v1/compliance."""
+    from gatekeeper.app import create_app
+
+    server, token_file, ca_file = _service_account(control_plane, tmp_path)
+    namespace = control_plane.namespace("gk-bg", labels=AUDIT_ONLY)
+    image = "127.0.0.1:9/shop/api@sha256:" + "b" * 64  # nothing listens on port 9
+    control_plane.apply(_deployment("api", namespace, image))
+    settings = make_settings(
+        background_enabled=True, background_kube_server=server,
+        background_kube_token_file=token_file, background_kube_ca_file=ca_file,
+        background_interval_seconds=1, admission_environment="development",
+        ecr_scan_enabled=False)
+    with TestClient(create_app(settings)) as client:
+        def listed() -> list[dict[str, Any]]:
+            body = client.get("/v1/compliance").json()
+            return [w for w in body.get("workloads", []) if w["namespace"] == namespace]
+        [found] = control_plane.wait_for("the Deployment in /v1/compliance", listed)
+        assert (found["kind"], found["name"]) == ("Deployment", "api")
+        body = client.get("/v1/compliance").json()
+        assert body["status"] == "ready" and body["last_failure"] is None
+        expected = "pass" if found["verdict"] == "allow" else "fail"
+        report = control_plane.wait_for("its PolicyReport", lambda: _report(
+            control_plane, namespace))
+        assert [r["result"] for r in report["results"]][:1] == [expected], (found, report)
