@@ -26,6 +26,8 @@ from gatekeeper.api.policy_routes import build_policy_router
 from gatekeeper.api.routes import build_router
 from gatekeeper.api.sbom_routes import build_sbom_router
 from gatekeeper.api.vex_routes import build_vex_router
+from gatekeeper.compliance.routes import build_compliance_router
+from gatekeeper.compliance.setup import build_background
 from gatekeeper.config import Settings
 from gatekeeper.domain import EnforcementMode
 from gatekeeper.errors import (
@@ -123,14 +125,19 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
             owned.metrics.registry, budget_seconds=settings.admission_budget_seconds
         ),
     )
+    background = build_background(settings, owned, admission_settings(settings))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(owned.start)
         log.info("gatekeeper ready: policy engine %s", owned.policy_engine_description)
+        if background is not None:
+            background.start()
         try:
             yield
         finally:
+            if background is not None:
+                await run_in_threadpool(background.stop)
             admission.close()
             await run_in_threadpool(owned.stop)
 
@@ -146,6 +153,7 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
     owned.tracing.instrument_app(app)
     app.state.container = owned
     app.state.policy_lifecycle = owned.policy_lifecycle
+    app.state.compliance = background.scanner if background is not None else None
     secret = settings.auth_hs256_secret  # a str when it came as a load_settings() override
     install_auth(
         app,
@@ -163,6 +171,7 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
     app.include_router(build_router())
     app.include_router(build_audit_router())
     app.include_router(build_policy_router())
+    app.include_router(build_compliance_router())
     app.include_router(
         build_sbom_router(
             lambda request: request.app.state.container.sbom_uploader,

@@ -212,6 +212,26 @@ class Settings(BaseSettings):
     #: ``keyid`` named in the bundle signature (the sidecar's ``keys`` entry).
     bundle_signing_key_id: str = "gatekeeper"
 
+    # --- background compliance (gatekeeper.compliance; off by default) ----------------------
+    #: Re-evaluate the workloads stored in the API server and write PolicyReports. Needs
+    #: list/watch of the pod-bearing kinds and get/create/update of policyreports (the chart's
+    #: ``background.enabled`` grants exactly that).
+    background_enabled: bool = False
+    #: A full scan this often; a new active policy revision triggers one at the next check.
+    background_interval_seconds: float = Field(default=300.0, ge=1, le=86_400)
+    background_revision_check_seconds: float = Field(default=5.0, gt=0, le=3600)
+    #: The API server and the service-account credentials (defaults: a Pod's own mount).
+    background_kube_server: str = "https://kubernetes.default.svc"
+    background_kube_token_file: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    background_kube_ca_file: Path | None = Path(
+        "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+    )
+    #: Write ``wgpolicyk8s.io/v1alpha2`` PolicyReports (the CRD must be installed).
+    background_policy_reports: bool = True
+    #: Gather a workload's evidence with its own ``imagePullSecrets`` (and its
+    #: ServiceAccount's). Opt-in: needs ``get`` of secrets (and serviceaccounts).
+    background_pull_secrets: bool = False
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -36,6 +36,7 @@ from gatekeeper.domain import (
     apply_enforcement_mode,
     build_policy_input,
 )
+from gatekeeper.domain.credentials import workload_logins
 from gatekeeper.domain.ports import EvaluationObserver, PolicyPrefilter
 from gatekeeper.errors import GatekeeperError, PolicyEngineError
 from gatekeeper.evidence_cache import EvidenceCache, EvidenceKey
@@ -194,23 +195,27 @@ class EvaluationService:
             environment=request.environment, namespace=request.namespace, deadline=deadline
         )
         decisive = self._prefilter_violations(request, created_at)  # (1)
-        gathered = [
-            self._gather(ref, context, request, decisive.get(ref.original, ()))
-            for ref in request.images
-        ]  # (2)
-        while True:
-            outcome = self._decide(request, gathered, created_at, decisive)  # (3)
-            denied_images = {v.image for v in outcome.violations}
-            undecided = [g for g in gathered if g.skipped and g.reference.original not in
-                         denied_images]
-            if not undecided or outcome.error is not None:
-                break
-            log.warning("prefilter denied %s but the policy did not: gathering its evidence",
-                        ", ".join(g.reference.original for g in undecided))
-            decisive = {}
-            gathered = [self._gather(g.reference, context, request, ()) if g.skipped else g
-                        for g in gathered]  # (4)
-        if request.source is Source.ADMISSION and outcome.verdict is not Verdict.DENY:
+        # The workload's own pull secrets, when it carries them, for this evaluation only.
+        with workload_logins(request.registry_logins):
+            gathered = [
+                self._gather(ref, context, request, decisive.get(ref.original, ()))
+                for ref in request.images
+            ]  # (2)
+            while True:
+                outcome = self._decide(request, gathered, created_at, decisive)  # (3)
+                denied_images = {v.image for v in outcome.violations}
+                undecided = [g for g in gathered if g.skipped and g.reference.original not in
+                             denied_images]
+                if not undecided or outcome.error is not None:
+                    break
+                log.warning("prefilter denied %s but the policy did not: gathering its "
+                            "evidence", ", ".join(g.reference.original for g in undecided))
+                decisive = {}
+                gathered = [self._gather(g.reference, context, request, ()) if g.skipped
+                            else g for g in gathered]  # (4)
+        if (request.source is Source.ADMISSION and outcome.verdict is not Verdict.DENY
+                and request.registry_logins is None):
+            # Evidence read with a workload's own logins is not offered to other workloads.
             self._remember_evidence(request, gathered)
         return self._record(
             request,
@@ -477,11 +482,17 @@ class EvaluationService:
             environment=request.environment, namespace=request.namespace, deadline=deadline
         )
         # Full evidence for every image: `policy input` shows what the policy could read.
-        gathered = [self._gather(ref, context, request, ()) for ref in request.images]
+        with workload_logins(request.registry_logins):
+            gathered = [self._gather(ref, context, request, ()) for ref in request.images]
         document = build_policy_input(
             request, [(g.reference, g.digest, g.evidence) for g in gathered], now
         )
         return dict(document), tuple(reason for g in gathered for reason in g.failures)
+
+    def record_decision(self, decision: Decision) -> None:
+        """Record a decision :meth:`evaluate` made with ``record=False`` (the background
+        compliance loop records a workload's decision only when its result changed)."""
+        self._audit.record(decision)
 
     def get_decision(self, decision_id: str) -> Decision:
         return self._audit.get(decision_id)

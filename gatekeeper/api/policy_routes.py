@@ -251,7 +251,11 @@ def build_policy_router(
         for name, value in (("since", since), ("until", until)):
             if value is not None and value.tzinfo is None:
                 raise InvalidInputError(f"{name} needs a time zone (Z or +hh:mm)", field=name)
-        report = lifecycle_of(request).replay(revision_id, since=since, until=until)
+        # "running now": the background loop's latest input of each running workload.
+        background = getattr(request.app.state, "compliance", None)
+        running = background.running_decisions() if background is not None else None
+        report = lifecycle_of(request).replay(revision_id, since=since, until=until,
+                                              running=running)
         return JSONResponse(report.as_dict())
 
     @router.get("/v1/policies/events", summary="Lifecycle audit records, newest first")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, assert_never
 
+from gatekeeper.domain.credentials import WorkloadRegistryLogins
 from gatekeeper.domain.fields import check_request_text
 from gatekeeper.domain.reference import Digest, ImageReference
 
@@ -44,6 +45,8 @@ class EnforcementMode(enum.StrEnum):
 class Source(enum.StrEnum):
     PIPELINE = "pipeline"
     ADMISSION = "admission"
+    #: Re-evaluation of a workload already stored in the API server (gatekeeper.compliance).
+    BACKGROUND = "background"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +108,11 @@ class EvaluationRequest:
     #: it denies in every mode (fail closed). True: it counts as a violation like any other,
     #: so it denies in ``enforce`` and is reported in ``warn`` / ``audit`` (fail open there).
     gate_failure_admits: bool = False
+    #: The workload's own registry logins (its pull secrets), used for this evaluation's
+    #: evidence only; never recorded (see gatekeeper.domain.credentials).
+    registry_logins: WorkloadRegistryLogins | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         """Parse at the edge, for both doors: see :mod:`gatekeeper.domain.fields`."""

@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,12 @@ from gatekeeper.policy.exceptions import (
     exceptions_document,
     normalise_subject,
 )
-from gatekeeper.policy.replay import ReplayReport, SqlDecisionHistory, replay_decisions
+from gatekeeper.policy.replay import (
+    ReplayReport,
+    SqlDecisionHistory,
+    StoredDecision,
+    replay_decisions,
+)
 from gatekeeper.policy.revision import POLICY_FILE_SUFFIXES
 from gatekeeper.policy.store import (
     PolicyConflictError,
@@ -312,14 +317,17 @@ class PolicyLifecycle:
         return self.store.get_revision(active) if active else None
 
     def replay(
-        self, revision_id: str, *, since: datetime | None, until: datetime | None
+        self, revision_id: str, *, since: datetime | None, until: datetime | None,
+        running: Sequence[StoredDecision] | None = None,
     ) -> ReplayReport:
         return self.replay_files(
-            self.store.get_revision(revision_id).files, since=since, until=until
+            self.store.get_revision(revision_id).files, since=since, until=until,
+            running=running,
         )
 
     def replay_files(
-        self, files: PolicyFiles, *, since: datetime | None, until: datetime | None
+        self, files: PolicyFiles, *, since: datetime | None, until: datetime | None,
+        running: Sequence[StoredDecision] | None = None,
     ) -> ReplayReport:
         now = self._now()
         since = since if since is not None else now - timedelta(days=7)
@@ -331,6 +339,7 @@ class PolicyLifecycle:
             exceptions=exceptions_document(self.store.list_exceptions()),
             since=since,
             until=until,
+            running=running,
         )
 
     # -- exceptions -----------------------------------------------------------------------

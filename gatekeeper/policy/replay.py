@@ -18,7 +18,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ __all__ = [
     "MAX_REPLAY_DECISIONS",
     "DecisionChange",
     "ReplayReport",
+    "RunningNow",
     "SqlDecisionHistory",
     "StoredDecision",
     "replay_decisions",
@@ -211,6 +212,9 @@ class ReplayReport:
     newly_allowed: int
     tickets_affected: tuple[str, ...]
     changes: tuple[DecisionChange, ...]
+    #: The running workloads (the background loop's latest input for each), or None when the
+    #: background loop is off: which of them the candidate would deny.
+    running_now: RunningNow | None = None
 
     @property
     def summary(self) -> str:
@@ -239,7 +243,49 @@ class ReplayReport:
             },
             "tickets_affected": list(self.tickets_affected),
             "changes": [c.as_dict() for c in self.changes],
+            "running_now": (self.running_now.as_dict() if self.running_now is not None else
+                            {"available": False,
+                             "message": "background compliance is off (background_enabled)"}),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class RunningNow:
+    """The candidate over what runs now: every running workload it would deny, and why."""
+
+    workloads: int
+    denied: tuple[tuple[StoredDecision, Verdict, tuple[Violation, ...]], ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        items = []
+        for decision, verdict, violations in self.denied:
+            context = (decision.policy_input or {}).get("context") or {}
+            workload = context.get("background") or {}
+            items.append({
+                "kind": workload.get("kind"), "namespace": decision.namespace,
+                "name": workload.get("name"), "current_verdict": decision.verdict.value,
+                "current_revision": decision.policy_revision, "new_verdict": verdict.value,
+                "violations": [v.as_dict() for v in violations],
+            })
+        return {"available": True, "workloads": self.workloads, "would_deny": len(items),
+                "newly_denied": sum(d.verdict is not Verdict.DENY for d, _, _ in self.denied),
+                "denied": items}
+
+
+def _running_now(evaluate: Any, running: Sequence[StoredDecision]) -> RunningNow:
+    denied = []
+    for decision in running:
+        if decision.policy_input is None:
+            continue
+        change = _evaluate_one(evaluate, decision)
+        verdict = change.new_verdict if change else decision.verdict
+        if verdict is Verdict.DENY:
+            evidence = tuple(v for v in decision.violations if v.policy == _EVIDENCE_POLICY)
+            kept = tuple(v for v in decision.violations if v.policy != _EVIDENCE_POLICY
+                         and (change is None or v not in change.violations_removed))
+            added = change.violations_added if change else ()
+            denied.append((decision, verdict, evidence + kept + added))
+    return RunningNow(len(running), tuple(denied))
 
 
 def _key(v: Violation) -> tuple[str, str, str]:
@@ -289,8 +335,10 @@ def replay_decisions(
     since: datetime | None = None,
     until: datetime | None = None,
     timeout: float = 5.0,
+    running: Sequence[StoredDecision] | None = None,
 ) -> ReplayReport:
-    """Evaluate each stored input against ``files`` on a private OPA; report what changes."""
+    """Evaluate each stored input against ``files`` on a private OPA; report what changes.
+    ``running``: the latest input of each running workload (the "running now" section)."""
     with tempfile.TemporaryDirectory(prefix="gatekeeper-replay-") as scratch:
         root = Path(scratch)
         files.write_policies(root / "policies")
@@ -303,7 +351,10 @@ def replay_decisions(
         )
         opa.start()
         try:
-            return _replay(files.revision_id, decisions, opa.engine.evaluate, since, until)
+            report = _replay(files.revision_id, decisions, opa.engine.evaluate, since, until)
+            if running is None:
+                return report
+            return replace(report, running_now=_running_now(opa.engine.evaluate, running))
         finally:
             opa.stop()
 

@@ -20,6 +20,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
+from gatekeeper.domain.credentials import WorkloadRegistryLogins, current_workload_logins
 from gatekeeper.domain.ports import EvidenceContext
 from gatekeeper.domain.reference import Digest, ImageReference, parse_digest
 from gatekeeper.errors import (
@@ -478,7 +479,14 @@ class OciRegistryClient:
         self._sleep(delay)
 
     def _cached_authorization(self, registry: str, repository: str) -> str | None:
-        token = self._tokens.get((registry, repository))
+        overlay = _workload_overlay(registry)
+        if overlay is not None:  # the workload's own logins: its own tokens only
+            held = overlay.tokens.get((registry, repository))
+            if held is not None and held[1] > self._monotonic():
+                return f"Bearer {held[0]}"
+            token = None
+        else:
+            token = self._tokens.get((registry, repository))
         if token is not None and token.expires_at > self._monotonic():
             return f"Bearer {token.value}"
         if registry in self._basic_hosts:
@@ -488,6 +496,11 @@ class OciRegistryClient:
         return None
 
     def _credentials_for(self, registry: str) -> BasicCredentials | None:
+        overlay = _workload_overlay(registry)
+        if overlay is not None:
+            login = overlay.login_for(registry)
+            assert login is not None
+            return BasicCredentials(*login)
         if self._credentials is None:
             return None
         return self._credentials.credentials_for(registry)
@@ -569,9 +582,20 @@ class OciRegistryClient:
         expires_in = document.get("expires_in", 60)
         lifetime = float(expires_in) if isinstance(expires_in, int | float) else 60.0
         # Refresh a little early so a token never expires between check and use.
-        self._tokens[(registry, repository)] = _Token(
-            value, self._monotonic() + max(lifetime - 5.0, 1.0)
-        )
+        expires_at = self._monotonic() + max(lifetime - 5.0, 1.0)
+        overlay = _workload_overlay(registry)
+        if overlay is not None:  # obtained with a workload's logins: kept for it alone
+            overlay.tokens[(registry, repository)] = (value, expires_at)
+            return
+        self._tokens[(registry, repository)] = _Token(value, expires_at)
+
+
+def _workload_overlay(registry: str) -> WorkloadRegistryLogins | None:
+    """The current workload logins when they hold a login for ``registry``."""
+    overlay = current_workload_logins()
+    if overlay is not None and overlay.login_for(registry) is not None:
+        return overlay
+    return None
 
 
 def _parse_index(content: bytes, digest: Digest, reference: ImageReference, what: str) -> Manifest:

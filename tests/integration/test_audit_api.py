@@ -186,6 +186,7 @@ MATRIX = [
     ("GET", "/v1/exceptions", {PA, A, AD}),
     # allowed roles reach the route: 404, as EXC-404 does not exist
     ("POST", "/v1/exceptions/EXC-404/approve", {PA, EA, AD}),
+    ("GET", "/v1/compliance", {PA, A, AD}),
     ("GET", "/healthz", None),
     ("GET", "/readyz", None),
 ]
