@@ -104,6 +104,9 @@ class EvaluationRequest:
     #: it denies in every mode (fail closed). True: it counts as a violation like any other,
     #: so it denies in ``enforce`` and is reported in ``warn`` / ``audit`` (fail open there).
     gate_failure_admits: bool = False
+    #: The workload as ``input.review`` (:func:`gatekeeper.domain.workload.build_review`), or
+    #: None when the request names images only.
+    review: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

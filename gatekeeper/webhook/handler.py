@@ -7,8 +7,9 @@
 (3) Resolve the enforcement mode and the ticket ids.
 (4) The same admission already decided (the mutating webhook for this uid, with these images)?
     Answer from that decision: one evaluation and one record per admission
-    (:mod:`gatekeeper.webhook.reuse`). An UPDATE that changes no image is recorded as an allow
-    ("no image changed") without evaluation.
+    (:mod:`gatekeeper.webhook.reuse`). An UPDATE that changes neither an image nor the pod
+    spec is recorded as an allow ("no image changed") without evaluation; one that changes the
+    pod spec only is evaluated with no images (the workload rules read ``input.review``).
 (5) Evaluate in a worker thread with the evidence deadline set ``reserve`` before the budget
     ends, so collectors stop starting network steps while there is still time to run the policy
     and record the decision.
@@ -161,7 +162,7 @@ class AdmissionHandler:
             prepared.reuse_key(frozenset(i.location.image for i in prepared.images)))
         if reused is not None:
             return self._render(prepared, reused, reused=True)
-        if not prepared.images:
+        if not prepared.images and not prepared.workload_changed:
             try:
                 decision = await loop.run_in_executor(self._executor, self._record_unchanged,
                                                       prepared)
