@@ -46,10 +46,11 @@ test_development_requires_no_resources if {
 	count(workload.deny) == 0 with input as inp
 }
 
-test_staging_requires_requests_and_memory_limit_only if {
-	inp := object.union(with_pod("Pod", {"containers": [{"name": "a", "image": "x", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]}), {"environment": "staging"})
+test_staging_requires_no_resources_but_keeps_the_maxima if {
+	c := {"name": "a", "image": "x", "resources": {"requests": {"cpu": "9"}}}
+	inp := object.union(with_pod("Pod", {"containers": [c]}), {"environment": "staging"})
 	denies := workload.deny with input as inp
-	denies == {"spec.containers[0].resources.limits.memory: container \"a\" sets no memory limit (required in environment \"staging\")"}
+	denies == {"spec.containers[0].resources.requests.cpu: 9 is more than the maximum 8 in environment \"staging\""}
 }
 
 test_maximum_is_compared_as_a_quantity if {

@@ -37,8 +37,8 @@ class AdmissionKey:
     dry_run: bool
     #: The images evaluated for this admission as the validating webhook will see them.
     images: frozenset[str]
-    #: The object with its images blanked (:func:`~gatekeeper.domain.workload.workload_fingerprint`):
-    #: another mutating webhook that changed the workload makes the validating review evaluate.
+    #: sha256 of the object with its images blanked (``workload_fingerprint``): another
+    #: mutating webhook that changed the workload makes the validating review evaluate.
     fingerprint: str = ""
 
 
