@@ -199,3 +199,56 @@ def test_cli_refuses_manifests_without_a_workload_and_bad_yaml(tmp_path: Path) -
                             cwd=REPO)
     assert result.returncode == 2
     assert "manifests line 2: YAML aliases are not accepted" in result.stderr
+
+
+OWNER_TEMPLATE = """# A ConstraintTemplate's rego in Gatekeeper's format, package line changed only.
+package gatekeeper.templates.requiredowner
+
+violation contains {"msg": msg} if {
+\tnot input.review.object.metadata.labels[input.parameters.label]
+\tmsg := sprintf("%v %v has no %v label", [input.review.kind.kind, input.review.name, input.parameters.label])
+}
+"""
+
+
+def test_gatekeeper_format_template_enforces_its_constraint_parameters(
+    tmp_path: Path, opa_binary: str, policy_dir: Path
+) -> None:
+    (policy_dir / "requiredowner.rego").write_text(OWNER_TEMPLATE)
+    data = json.loads((policy_dir / "data.json").read_text())
+    data["gatekeeper"]["config"]["constraints"] = [
+        {"name": "owner-on-deployments", "template": "requiredowner",
+         "parameters": {"label": "owner"}, "match": {"kinds": ["Deployment"]}}]
+    (policy_dir / "data.json").write_text(json.dumps(data))
+    image = "registry.example.com/acme/api@sha256:" + "ab" * 32
+    manifests = "\n---\n".join(yaml.safe_dump(obj) for obj in [
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": "web", "labels": {"app": "web"}},
+         "spec": {"template": {"spec": {"containers": [{"name": "web", "image": image}]}}}},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": "owned", "labels": {"owner": "team-pay"}},
+         "spec": {"template": {"spec": {"containers": [{"name": "web", "image": image}]}}}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "lonely"},
+         "spec": {"containers": [{"name": "web", "image": image}]}},
+    ])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
+    env.update(
+        GATEKEEPER_DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
+        GATEKEEPER_OPA_BINARY=opa_binary, GATEKEEPER_POLICY_DIR=str(policy_dir),
+        GATEKEEPER_INSECURE_DISABLE_AUTH="true", GATEKEEPER_RESOLVE_DIGESTS="false",
+        GATEKEEPER_AUDIT_SPOOL_DIR=str(tmp_path / "audit-spool"),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "gatekeeper", "evaluate", "-f", "-", "--environment",
+         "development", "--namespace", "shop", "-o", "json"],
+        input=manifests, capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
+    assert result.returncode == 1, result.stderr
+    document = json.loads(result.stdout)
+    verdicts = {w["name"]: (w["verdict"], [(v["policy"], v["message"])
+                                          for v in w["decision"]["violations"]])
+                for w in document["workloads"]}
+    assert verdicts == {
+        "web": ("deny", [("requiredowner", "Deployment web has no owner label")]),
+        "owned": ("allow", []),
+        "lonely": ("allow", []),  # the constraint matches Deployments only
+    }
