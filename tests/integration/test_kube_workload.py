@@ -70,3 +70,19 @@ def test_compliant_signed_deployment_is_created(
     result = control_plane.apply(manifest, "-n", namespace)
 
     assert result.stdout == "deployment.apps/shop created\n"
+
+
+def test_debug_with_the_general_profile_needs_a_capability_staging_does_not_allow(
+        control_plane: ControlPlane, gatekeeper: Gatekeeper) -> None:
+    namespace = control_plane.namespace()
+    image, _ = gatekeeper.image("web", signed=True)
+    tool, _ = gatekeeper.image("debug-tools", signed=True)
+    control_plane.kubectl("run", "web", f"--image={image}", "-n", namespace)
+
+    refused = control_plane.kubectl("debug", "web", f"--image={tool}", "-c", "debugger",
+                                    "--profile=general", "-n", namespace, check=False)
+
+    assert refused.returncode == 1
+    assert ('spec.ephemeralContainers[0].securityContext.capabilities.add[0]: capability '
+            '"SYS_PTRACE" is not allowed in environment "staging" (allowed: NET_BIND_SERVICE)'
+            ) in refused.stderr
