@@ -44,8 +44,8 @@ class EvaluationBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    images: list[str] = Field(
-        default_factory=list,
+    images: list[str] | None = Field(
+        default=None, min_length=1,
         description="Image references, as the deploy names them (or send manifests)",
     )
     manifests: str | None = Field(
