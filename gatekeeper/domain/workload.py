@@ -69,20 +69,34 @@ def build_review(
     }
 
 
+def _blank_images(node: Any, path: tuple[str, ...]) -> Any:
+    """A copy of ``node`` sharing every branch but ``path``'s, whose containers lose their
+    image (copies only what it changes)."""
+    if not isinstance(node, Mapping):
+        return node
+    if not path:
+        spec = dict(node)
+        for list_name in CONTAINER_LISTS:
+            containers = spec.get(list_name)
+            if isinstance(containers, list):
+                spec[list_name] = [{**c, "image": ""} if isinstance(c, Mapping) else c
+                                   for c in containers]
+        return spec
+    head, *rest = path
+    if head not in node:
+        return node
+    return {**node, head: _blank_images(node[head], tuple(rest))}
+
+
 def workload_fingerprint(obj: Mapping[str, Any] | None, kind: str) -> str:
     """sha256 of ``obj`` with every container image blanked: equal for two versions of an
     object that differ only in their images (the mutating webhook's digest pins)."""
     if obj is None:
         return ""
-    copy: Any = json.loads(json.dumps(obj))
-    for _, spec in find_pod_specs(copy, kind):
-        for list_name in CONTAINER_LISTS:
-            containers = spec.get(list_name)
-            if isinstance(containers, list):
-                for container in containers:
-                    if isinstance(container, dict) and "image" in container:
-                        container["image"] = ""
-    canonical = json.dumps(copy, sort_keys=True, separators=(",", ":"))
+    blanked: Any = obj
+    for path, _ in find_pod_specs(obj, kind):
+        blanked = _blank_images(blanked, path)
+    canonical = json.dumps(blanked, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
