@@ -60,7 +60,7 @@ def parse_evaluation_body(
 ) -> EvaluationRequest:
     """Turn the wire body into a domain request; image errors name ``images[i]``."""
     if not body.images:
-        raise InvalidInputError("send images (at least one) or manifests", field="images")
+        raise InvalidInputError("required (at least one image, or send manifests)", field="images")
     if len(body.images) > max_images:
         raise InvalidInputError(
             f"too many images: {len(body.images)} (at most {max_images})", field="images"

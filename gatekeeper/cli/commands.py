@@ -145,7 +145,7 @@ def serve(
 def evaluate(
     images: Annotated[
         list[str] | None,
-        typer.Argument(metavar="[IMAGE...]", help="Image references to decide on"),
+        typer.Argument(metavar="IMAGE...", help="Image references to decide on", show_default=False),
     ] = None,
     filename: Annotated[
         Path | None,
