@@ -145,7 +145,8 @@ def serve(
 def evaluate(
     images: Annotated[
         list[str] | None,
-        typer.Argument(metavar="IMAGE...", help="Image references to decide on", show_default=False),
+        typer.Argument(metavar="IMAGE...", help="Image references to decide on",
+                       show_default=False),
     ] = None,
     filename: Annotated[
         Path | None,
@@ -166,7 +167,7 @@ def evaluate(
     ] = False,
     server: ServerOption = None,
 ) -> None:
-    """Decide whether IMAGES (or the workloads of -f FILE) may be deployed. Exit 0 allow/warn,
+    """Decide whether IMAGES may be deployed (or the workloads of -f FILE). Exit 0 allow/warn,
     1 deny (any workload), 2 error."""
     if (filename is None) == (not images):
         fail("give IMAGE... or -f FILE (one of the two)")
