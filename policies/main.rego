@@ -44,6 +44,45 @@ findings contains {"policy": name, "item": item} if {
 	some item in data.gatekeeper.rules[name].deny
 }
 
+# Rego of OPA Gatekeeper ConstraintTemplates, reused unchanged in meaning: a template's rules
+# live in package gatekeeper.templates.<template> and read input.review and input.parameters;
+# each constraint (data.gatekeeper.config.constraints) names its template, its parameters and
+# optionally the kinds, namespaces and environments it matches. Every violation[{"msg": m}] of
+# a matching constraint is a finding whose policy is the template's name. A violation without
+# a string "msg" is a finding too (saying so): a broken template denies, it is not ignored.
+findings contains {"policy": c.template, "item": item} if {
+	some c in constraints
+	constraint_matches(c)
+	violations := data.gatekeeper.templates[c.template].violation with input as template_input(c)
+	some v in violations
+	item := template_message(c, v)
+}
+
+default constraints := []
+
+constraints := data.gatekeeper.config.constraints
+
+template_input(c) := object.union(input, {"parameters": object.get(c, "parameters", {})})
+
+template_message(_, v) := v.msg if is_string(v.msg)
+
+template_message(c, v) := msg if {
+	not is_string(object.get(v, "msg", null))
+	msg := sprintf("template %s (constraint %s) returned a violation without a string \"msg\": %s", [c.template, object.get(c, "name", "?"), json.marshal(v)])
+}
+
+constraint_matches(c) if {
+	is_object(input.review.object)
+	match := object.get(c, "match", {})
+	matches_list(object.get(match, "kinds", null), input.review.kind.kind)
+	matches_list(object.get(match, "namespaces", null), input.review.namespace)
+	matches_list(object.get(match, "environments", null), input.environment)
+}
+
+matches_list(null, _)
+
+matches_list(allowed, value) if value in allowed
+
 deny contains finding if {
 	some finding in findings
 	count(applied(finding)) == 0

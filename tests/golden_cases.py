@@ -86,9 +86,27 @@ def _sources_input(request: EvaluationRequest) -> dict[str, Any]:
     return build_policy_input(request, [(reference, reference.digest, evidence)], EVALUATED_AT)
 
 
+ASSETS = Path(__file__).resolve().parent / "assets" / "admission"
+
+
+def _admission_input(name: str, environment: str) -> dict[str, Any]:
+    """The input the validating webhook builds for a real AdmissionReview (input.review)."""
+    from gatekeeper.webhook import AdmissionSettings
+    from gatekeeper.webhook.prepare import Prepared, prepare_review
+    from gatekeeper.webhook.review import parse_admission_review
+
+    review = parse_admission_review((ASSETS / f"{name}.json").read_bytes())
+    prepared = prepare_review(review, "validate", None,
+                              AdmissionSettings(environment=environment))
+    assert isinstance(prepared, Prepared), prepared
+    return _input(prepared.request)
+
+
 def golden_inputs() -> dict[str, dict[str, Any]]:
     ticket = Ticket(intent_id="INT-7", plan_id="PLAN-3", ticket_id="CHG-1042", deploy_id=None)
     return {
+        "admission_production_deployment": _admission_input("deployment-create", "production"),
+        "admission_production_cronjob": _admission_input("cronjob-create", "production"),
         "pipeline_production_pinned": _input(
             EvaluationRequest(
                 images=(

@@ -13,6 +13,7 @@ __all__ = [
     "ErrorBody",
     "EvaluationBody",
     "InlineSbomBody",
+    "ManifestEvaluationDocument",
     "TicketBody",
     "ViolationDocument",
 ]
@@ -43,8 +44,15 @@ class EvaluationBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    images: list[str] = Field(
-        min_length=1, description="Image references, as the deploy names them"
+    images: list[str] | None = Field(
+        default=None, min_length=1,
+        description="Image references, as the deploy names them (or send manifests)",
+    )
+    manifests: str | None = Field(
+        default=None, min_length=1,
+        description="Kubernetes manifests (YAML or JSON, several documents, List kinds, a "
+        "`helm template` or `kubectl kustomize` output): every workload in them is decided "
+        "as admission would decide it; the answer is a ManifestEvaluationDocument",
     )
     environment: str | None = Field(
         default=None, min_length=1, max_length=128,
@@ -57,6 +65,33 @@ class EvaluationBody(BaseModel):
         default_factory=list,
         description="SBOMs to upload (stored and audited with their sha256) before deciding",
     )
+
+
+class WorkloadDocument(BaseModel):
+    document: int
+    api_version: str
+    kind: str
+    namespace: str | None
+    name: str | None
+    verdict: str
+    messages: list[str] = Field(description="Violations addressed to their fields")
+    decision: DecisionDocument
+
+
+class NotEvaluatedDocument(BaseModel):
+    document: int
+    kind: str | None
+    name: str | None
+    reason: str
+
+
+class ManifestEvaluationDocument(BaseModel):
+    """``POST /v1/evaluations`` with ``manifests``: one decision per workload."""
+
+    verdict: str
+    allowed: bool
+    workloads: list[WorkloadDocument]
+    not_evaluated: list[NotEvaluatedDocument]
 
 
 class ViolationDocument(BaseModel):

@@ -13,7 +13,13 @@ from starlette.concurrency import run_in_threadpool
 
 from gatekeeper.api.audit_routes import audit_readiness
 from gatekeeper.api.auth import Principal, Role, require_roles
-from gatekeeper.api.models import DecisionDocument, DecisionList, ErrorBody, EvaluationBody
+from gatekeeper.api.models import (
+    DecisionDocument,
+    DecisionList,
+    ErrorBody,
+    EvaluationBody,
+    ManifestEvaluationDocument,
+)
 from gatekeeper.domain import (
     DecisionQuery,
     EvaluationRequest,
@@ -23,12 +29,23 @@ from gatekeeper.domain import (
     parse_digest,
     parse_image_reference,
 )
+from gatekeeper.domain.manifests import parse_manifests
 from gatekeeper.domain.ports import HealthCheck
 from gatekeeper.errors import GatekeeperError, InvalidInputError
+from gatekeeper.manifests import (
+    ManifestTarget,
+    evaluate_manifests,
+    manifests_document,
+)
 from gatekeeper.sbom import SbomDocumentError, SbomSourceKind
 from gatekeeper.wiring import Container
 
-__all__ = ["build_router", "parse_evaluation_body", "upload_inline_sboms"]
+__all__ = [
+    "build_router",
+    "evaluate_manifest_body",
+    "parse_evaluation_body",
+    "upload_inline_sboms",
+]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "Body larger than the configured limit"},
@@ -42,6 +59,8 @@ def parse_evaluation_body(
     caller: str | None = None,
 ) -> EvaluationRequest:
     """Turn the wire body into a domain request; image errors name ``images[i]``."""
+    if not body.images:
+        raise InvalidInputError("required (at least one image, or send manifests)", field="images")
     if len(body.images) > max_images:
         raise InvalidInputError(
             f"too many images: {len(body.images)} (at most {max_images})", field="images"
@@ -97,6 +116,30 @@ def upload_inline_sboms(
             ) from exc
 
 
+def evaluate_manifest_body(
+    container: Container, body: EvaluationBody, caller: str | None
+) -> dict[str, Any]:
+    """``manifests`` instead of ``images``: one recorded decision per workload."""
+    if body.images or body.sboms:
+        raise InvalidInputError("send either images (with sboms) or manifests, not both",
+                                field="manifests")
+    assert body.manifests is not None
+    settings = container.settings
+    target = ManifestTarget(
+        environment=body.environment or settings.default_environment,
+        namespace=body.namespace, ticket=Ticket(**body.ticket.model_dump()),
+        mode=settings.pipeline_mode, dry_run=body.dry_run, caller=caller,
+    )
+    objects = parse_manifests(body.manifests)
+    deadline = time.monotonic() + settings.evidence_budget_seconds
+    decisions, others = evaluate_manifests(container.service, objects, target,
+                                           deadline=deadline)
+    for item in decisions:
+        container.metrics.decisions.labels(item.decision.verdict.value,
+                                           item.decision.source.value).inc()
+    return manifests_document(decisions, others)
+
+
 def _container(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
@@ -112,10 +155,11 @@ def build_router() -> APIRouter:
 
     @router.post(
         "/v1/evaluations",
-        response_model=DecisionDocument,
+        response_model=DecisionDocument | ManifestEvaluationDocument,
         responses=_ERRORS,
         tags=["evaluations"],
-        summary="Decide whether images may be deployed (records the decision)",
+        summary="Decide whether images, or the workloads of manifests, may be deployed "
+        "(records the decisions)",
     )
     def create_evaluation(
         body: EvaluationBody,
@@ -124,6 +168,8 @@ def build_router() -> APIRouter:
     ) -> JSONResponse:
         container = _container(request)
         settings = container.settings
+        if body.manifests is not None:
+            return JSONResponse(evaluate_manifest_body(container, body, principal.subject))
         evaluation = parse_evaluation_body(
             body,
             default_environment=settings.default_environment,

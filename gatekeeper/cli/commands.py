@@ -82,7 +82,9 @@ def decision_findings(document: dict[str, Any]) -> list[Finding]:
 
 
 def _exit_for(document: dict[str, Any], *, fail_on_warn: bool) -> int:
-    if document.get("error"):
+    if document.get("error") or any(
+        w["decision"].get("error") for w in document.get("workloads", [])
+    ):
         return EXIT_ERROR
     if document["verdict"] == "deny":
         return EXIT_DENIED
@@ -146,8 +148,16 @@ def serve(
 
 def evaluate(
     images: Annotated[
-        list[str], typer.Argument(metavar="IMAGE...", help="Image references to decide on")
-    ],
+        list[str] | None,
+        typer.Argument(metavar="IMAGE...", help="Image references to decide on",
+                       show_default=False),
+    ] = None,
+    filename: Annotated[
+        Path | None,
+        typer.Option("-f", "--filename", metavar="FILE",
+                     help="Kubernetes manifests (YAML/JSON, helm template or kustomize "
+                     "output; - for stdin): each workload decided as admission would."),
+    ] = None,
     environment: Annotated[str | None, typer.Option(help="Target environment")] = None,
     namespace: Annotated[str | None, typer.Option(help="Target namespace")] = None,
     ticket_id: Annotated[str | None, typer.Option("--ticket-id", metavar="ID")] = None,
@@ -161,9 +171,12 @@ def evaluate(
     ] = False,
     server: ServerOption = None,
 ) -> None:
-    """Decide whether IMAGES may be deployed. Exit 0 allow/warn, 1 deny, 2 error."""
+    """Decide whether IMAGES may be deployed (or the workloads of -f FILE). Exit 0 allow/warn,
+    1 deny (any workload), 2 error."""
+    if (filename is None) == (not images):
+        fail("give IMAGE... or -f FILE (one of the two)")
     body: dict[str, Any] = {
-        "images": images,
+        "images": images or [],
         "environment": environment,
         "namespace": namespace,
         "ticket": {
@@ -171,6 +184,25 @@ def evaluate(
             "ticket_id": ticket_id, "deploy_id": deploy_id,
         },
     }
+    if filename is not None:
+        from gatekeeper.cli.manifests import (
+            evaluate_manifest_file,
+            manifest_findings,
+            manifest_table,
+            read_manifests,
+        )
+
+        body["manifests"] = read_manifests(filename)
+        del body["images"]
+        document = evaluate_manifest_file(body, server)
+        if report is not None:
+            from gatekeeper import __version__
+
+            typer.echo(render_report(report, manifest_findings(document),
+                                     title="gatekeeper evaluate", version=__version__))
+        else:
+            emit(document, output, manifest_table)
+        raise typer.Exit(_exit_for(document, fail_on_warn=fail_on_warn))
     if server:
         document = remote("POST", server, "/v1/evaluations", json=body)
     else:

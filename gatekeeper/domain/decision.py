@@ -113,6 +113,9 @@ class EvaluationRequest:
     registry_logins: WorkloadRegistryLogins | None = field(
         default=None, repr=False, compare=False
     )
+    #: The workload as ``input.review`` (:func:`gatekeeper.domain.workload.build_review`), or
+    #: None when the request names images only.
+    review: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         """Parse at the edge, for both doors: see :mod:`gatekeeper.domain.fields`."""

@@ -15,7 +15,7 @@ from gatekeeper.domain.reference import Digest, ImageReference
 
 __all__ = ["SCHEMA_VERSION", "build_image_input", "build_policy_input"]
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 
 def build_image_input(
@@ -48,4 +48,5 @@ def build_policy_input(
         "evaluated_at": evaluated_at.isoformat().replace("+00:00", "Z"),
         "context": dict(request.context),
         "images": [build_image_input(ref, digest, ev) for ref, digest, ev in images],
+        "review": dict(request.review) if request.review is not None else None,
     }

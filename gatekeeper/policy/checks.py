@@ -21,6 +21,7 @@ from typing import Any
 
 from gatekeeper.errors import ConfigurationError, InvalidInputError, PolicyEngineError
 from gatekeeper.policy.bundle import RESERVED_ROOT, PolicyFiles, bundle_roots
+from gatekeeper.policy.inert import inert_package_problems
 
 __all__ = [
     "CheckProblem", "CheckReport", "OpaCandidateChecker", "OpaTestOutcome", "OpaTestRun",
@@ -373,6 +374,8 @@ def _structure_problems(files: PolicyFiles) -> list[CheckProblem]:
         problems.append(
             CheckProblem("structure", "no rule package: define package gatekeeper.rules.<name>")
         )
+    problems.extend(CheckProblem("structure", message, file)
+                    for file, message in inert_package_problems(files.policies))
     if RESERVED_ROOT in bundle_roots(files):
         problems.append(
             CheckProblem(

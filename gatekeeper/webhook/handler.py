@@ -8,8 +8,9 @@
 (4) Validating webhook: the same admission already decided by the mutating webhook (the same
     evaluation input, with the images it pinned; the API server's uid differs per call)?
     Answer from that decision: one evaluation and one record per admission
-    (:mod:`gatekeeper.webhook.reuse`). An UPDATE that changes no image is recorded as an allow
-    ("no image changed") without evaluation.
+    (:mod:`gatekeeper.webhook.reuse`). An UPDATE that changes neither an image nor the pod
+    spec is recorded as an allow ("no image changed") without evaluation; one that changes the
+    pod spec only is evaluated with no images (the workload rules read ``input.review``).
 (5) Evaluate in a worker thread with the evidence deadline set ``reserve`` before the budget
     ends, so collectors stop starting network steps while there is still time to run the policy
     and record the decision.
@@ -164,7 +165,7 @@ class AdmissionHandler:
                 prepared.reuse_key(frozenset(i.location.image for i in prepared.images)))
             if reused is not None:
                 return self._render(prepared, reused, reused=True)
-        if not prepared.images:
+        if not prepared.images and not prepared.workload_changed:
             try:
                 decision = await loop.run_in_executor(self._executor, self._record_unchanged,
                                                       prepared)

@@ -19,6 +19,7 @@ from gatekeeper.domain import (
     Violation,
     parse_image_reference,
 )
+from gatekeeper.domain.workload import build_review, pod_specs_changed, workload_fingerprint
 from gatekeeper.errors import InvalidInputError
 from gatekeeper.service import INPUT_POLICY
 from gatekeeper.webhook.extraction import (
@@ -70,6 +71,11 @@ class Prepared:
     #: without what the API server changes between its mutating and validating calls (the uid
     #: of the call; the name it generates from ``generateName``). See :mod:`..reuse`.
     reuse_facts: str
+    #: The pod specs differ from ``oldObject``'s (always True but on UPDATE): the workload
+    #: rules are evaluated even when no image changed.
+    workload_changed: bool = True
+    #: sha256 of the object with its images blanked (decision reuse needs the same workload).
+    fingerprint: str = ""
 
     @property
     def mode(self) -> EnforcementMode:
@@ -77,7 +83,7 @@ class Prepared:
 
     def reuse_key(self, images: frozenset[str]) -> AdmissionKey:
         return AdmissionKey(self.namespace, self.mode, self.request.dry_run, images,
-                            self.reuse_facts)
+                            self.reuse_facts, self.fingerprint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +148,13 @@ def prepare_review(
     mode = resolve_mode(settings, request.namespace, path_mode, obj)
     fail_open = settings.fail_open_reason(request.namespace, mode)
     ticket, ticket_warnings = read_ticket(obj)
+    try:
+        review_input = _review(request, kind)
+    except InvalidInputError as exc:
+        return build_plain_response(
+            request.uid, allowed=False, code=400, message=f"invalid object: {exc.message}",
+            outcome="invalid_object",
+        )
     references: dict[str, ImageReference] = {}
     for item in changed:
         references.setdefault(item.reference.original, item.reference)
@@ -163,6 +176,7 @@ def prepare_review(
                    if old_images else {}),
             }},
             gate_failure_admits=fail_open is not None and mode is not EnforcementMode.ENFORCE,
+            review=review_input,
         )
     except InvalidInputError as exc:
         # the same limits as the REST API (gatekeeper.domain.fields); such a value cannot
@@ -181,6 +195,20 @@ def prepare_review(
         fail_open=fail_open,
         record=settings.record_dry_run or not request.dry_run,
         reuse_facts=_reuse_facts(request, evaluation, old_images),
+        workload_changed=(request.operation is not Operation.UPDATE
+                          or is_ephemeral_containers_update(request)
+                          or pod_specs_changed(obj, request.old_object, kind)),
+        fingerprint=workload_fingerprint(obj, kind),
+    )
+
+
+def _review(request: AdmissionRequest, kind: str) -> dict[str, Any]:
+    """``input.review``: the AdmissionReview's facts in OPA Gatekeeper's shape."""
+    return build_review(
+        obj=request.object, old_object=request.old_object, group=request.kind.group,
+        version=request.kind.version, kind=kind, operation=request.operation.value,
+        namespace=request.namespace, name=request.name, username=request.user_info.username,
+        uid=request.user_info.uid, groups=request.user_info.groups, dry_run=request.dry_run,
     )
 
 

@@ -45,6 +45,9 @@ class AdmissionKey:
     images: frozenset[str]
     #: Every other fact of the evaluation input (canonical JSON; see ``Prepared.reuse_facts``).
     facts: str
+    #: sha256 of the object with its images blanked (``workload_fingerprint``): another
+    #: mutating webhook that changed the workload makes the validating review evaluate.
+    fingerprint: str = ""
 
 
 class DecisionReuse:

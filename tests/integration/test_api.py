@@ -92,7 +92,7 @@ def test_warn_only_is_allowed(client):
         ({"images": ["nginx", "NGINX"]}, "images[1]", "images[1]: invalid image reference 'NGINX': repository name must be lowercase"),
         ({"images": []}, "images", "images: List should have at least 1 item after validation, not 0"),
         ({"images": ["nginx", 5]}, "images[1]", "images[1]: Input should be a valid string"),
-        ({}, "images", "images: Field required"),
+        ({}, "images", "images: required (at least one image, or send manifests)"),
         ({"images": ["nginx"], "colour": "red"}, "colour", "colour: Extra inputs are not permitted"),
         ({"images": ["nginx"], "ticket": {"ticket_id": 7}}, "ticket.ticket_id", "ticket.ticket_id: Input should be a valid string"),
     ],

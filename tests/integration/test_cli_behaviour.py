@@ -64,7 +64,7 @@ def test_bash_completion_completes_commands_and_options(cli_env):
 def test_help_shows_option_names_not_types(cli_env):
     result = run(cli_env, "evaluate", "--help")
     assert result.returncode == 0
-    assert "Usage: gatekeeper evaluate [OPTIONS] IMAGE...\n" in result.stdout
+    assert "Usage: gatekeeper evaluate [OPTIONS] [IMAGE...]\n" in result.stdout
     assert "  --server URL " in result.stdout
     assert "  -o, --output [table|json|yaml] " in result.stdout
     assert "  --fail-on-warn " in result.stdout

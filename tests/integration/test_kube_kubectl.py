@@ -141,9 +141,9 @@ def test_debug_adds_a_signed_ephemeral_container_and_refuses_an_unsigned_one(
     control_plane.kubectl("run", "web", f"--image={image}", "-n", namespace)
 
     added = control_plane.kubectl("debug", "web", f"--image={tool}", "-c", "debugger",
-                                  "--profile=general", "-n", namespace)
+                                  "--profile=baseline", "-n", namespace)
     refused = control_plane.kubectl("debug", "web", f"--image={unsigned}", "-c", "intruder",
-                                    "--profile=general", "-n", namespace, check=False)
+                                    "--profile=baseline", "-n", namespace, check=False)
 
     assert added.returncode == 0, added
     pod = control_plane.get("pod", "web", namespace)

@@ -146,7 +146,8 @@ def test_policy_input_prints_the_exact_document(cli_env):
         ],
         "mode": "enforce",
         "namespace": "payments",
-        "schema_version": "2",
+        "review": None,
+        "schema_version": "3",
         "source": "pipeline",
         "ticket": {"deploy_id": None, "intent_id": None, "plan_id": None, "ticket_id": "CHG-1"},
     }

@@ -46,6 +46,9 @@ def test_reuse_needs_the_same_evaluation_input_and_expires() -> None:
                                    frozenset({"a@sha256:1"}), "f1")) is None  # other namespace
     assert reuse.take(AdmissionKey("shop", EnforcementMode.ENFORCE, True,
                                    frozenset({"a@sha256:1"}), "f1")) is None  # a dry run
+    assert reuse.take(AdmissionKey("shop", EnforcementMode.ENFORCE, False,
+                                   frozenset({"a@sha256:1"}), "f1",
+                                   "other-workload")) is None  # another workload
     assert reuse.take(key("f1")) == decision("d1")
     clock.now += 30
     assert reuse.take(key("f1")) is None
@@ -92,3 +95,16 @@ def test_evidence_cache_is_bounded_expires_and_hands_out_copies() -> None:
     assert len(cache) == 2 and cache.get(first) is None  # least recently used out
     clock.now += 10
     assert cache.get(EvidenceKey("c", "sha256:3", "production", "shop")) is None
+
+
+def test_workload_fingerprint_ignores_images_only() -> None:
+    from gatekeeper.domain.workload import workload_fingerprint
+
+    pod = {"kind": "Pod", "spec": {"containers": [
+        {"name": "a", "image": "api:1", "resources": {"limits": {"memory": "1Gi"}}}]}}
+    pinned = {"kind": "Pod", "spec": {"containers": [
+        {"name": "a", "image": "api:1@sha256:" + "ab" * 32,
+         "resources": {"limits": {"memory": "1Gi"}}}]}}
+    unlimited = {"kind": "Pod", "spec": {"containers": [{"name": "a", "image": "api:1"}]}}
+    assert workload_fingerprint(pod, "Pod") == workload_fingerprint(pinned, "Pod")
+    assert workload_fingerprint(pod, "Pod") != workload_fingerprint(unlimited, "Pod")
