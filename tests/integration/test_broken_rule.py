@@ -11,15 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from gatekeeper.app import create_app
 from gatekeeper.cli.policy import policy_app
-from tests.integration.test_admission_signatures import deployment_review
+from gatekeeper.domain import EvaluationRequest, Verdict
+from gatekeeper.domain.decision import Source
+from gatekeeper.domain.reference import parse_image_reference
+from gatekeeper.policy import EmbeddedOpa
+from gatekeeper.service import EvaluationService
+from tests.fakes import FakeAuditLog
 from tests.integration.test_policy_lifecycle_api import shipped, write_candidate
 
 pytestmark = pytest.mark.integration
@@ -41,38 +43,35 @@ BROKEN_MESSAGE = (
 
 
 @pytest.fixture
-def broken_gate(policy_dir: Path, make_settings: Any, tmp_path: Path) -> Iterator[TestClient]:
+def broken_engine(policy_dir: Path, opa_binary: str) -> Iterator[EvaluationService]:
+    # The gatekeeper's own activation checks now refuse this package before it can go live
+    # (`policy check`: {"msg": ...} items are no findings; tests/integration/
+    # test_policy_check_inert.py). It can still reach an OPA that loads policies nobody
+    # checked (a sidecar fed by another bundle server): the real OPA loads it here, and the
+    # evaluation path both doors share (EvaluationService over OpaPolicyEngine) decides.
     (policy_dir / "mirror.rego").write_text(BROKEN)
-    # shipped without its tests (a container image without rego-tests/): compile and format
-    # checks pass, so the package goes live, as a third-party package in a sidecar bundle would
-    settings = make_settings(
-        default_environment="development", policy_tests_dir=tmp_path / "no-rego-tests"
-    )
-    with TestClient(create_app(settings)) as client:
-        yield client
+    opa = EmbeddedOpa(opa_binary=opa_binary, policy_dir=policy_dir)
+    opa.start()
+    try:
+        yield EvaluationService(policy_engine=opa.engine, audit_log=FakeAuditLog(),
+                                collectors=[])
+    finally:
+        opa.stop()
 
 
-def test_a_malformed_deny_is_that_packages_error_and_other_violations_stay(broken_gate):
-    response = broken_gate.post(
-        "/v1/evaluations", json={"images": [IMAGE], "environment": "development"}
-    )
-    assert response.status_code == 200, response.text
-    decision = response.json()
-    assert decision["verdict"] == "deny"
-    assert decision["error"] is None
-    assert decision["violations"] == [
-        {"policy": "mirror", "image": None, "message": BROKEN_MESSAGE},
-        {"policy": "registries", "image": IMAGE, "message": REGISTRY_VIOLATION},
+def test_a_malformed_deny_is_that_packages_error_and_other_violations_stay(
+    broken_engine: EvaluationService,
+) -> None:
+    decision = broken_engine.evaluate(EvaluationRequest(
+        images=(parse_image_reference(IMAGE),), source=Source.PIPELINE,
+        environment="development",
+    ))
+    assert decision.verdict is Verdict.DENY
+    assert decision.error is None
+    assert [(v.policy, v.image, v.message) for v in decision.violations] == [
+        ("mirror", None, BROKEN_MESSAGE),
+        ("registries", IMAGE, REGISTRY_VIOLATION),
     ]
-    assert "unavailable" not in response.text
-
-    review = broken_gate.post("/admission/validate", json=deployment_review("uid-broken", [IMAGE]))
-    assert review.status_code == 200, review.text
-    answer = review.json()["response"]
-    assert answer["allowed"] is False
-    assert BROKEN_MESSAGE in answer["status"]["message"]
-    assert REGISTRY_VIOLATION in answer["status"]["message"]
-    assert "unavailable" not in answer["status"]["message"]
 
 
 VIOLATION_PACKAGE = """package gatekeeper.rules.teams

@@ -15,9 +15,15 @@ BACKGROUND_RULES = yaml.safe_load((CHART / "files" / "background-rules.yaml").re
 SECRET_RULES = yaml.safe_load((CHART / "files" / "pull-secret-rules.yaml").read_text())
 
 
+def background(docs: list[dict], kind: str) -> list[dict]:
+    """The background loop's cluster-wide objects (the certificate and webhook-registration
+    hooks have cluster roles of their own, limited to the release's webhook configurations)."""
+    return [d for d in by_kind(docs, kind) if d["metadata"]["name"].endswith("-background")]
+
+
 def test_off_by_default_no_cluster_permission_no_token() -> None:
     docs = render()
-    assert by_kind(docs, "ClusterRole") == [] and by_kind(docs, "ClusterRoleBinding") == []
+    assert background(docs, "ClusterRole") == [] and background(docs, "ClusterRoleBinding") == []
     assert one(docs, "Deployment")["spec"]["template"]["spec"][
         "automountServiceAccountToken"] is False
     gatekeeper, _ = containers(docs)
@@ -26,14 +32,14 @@ def test_off_by_default_no_cluster_permission_no_token() -> None:
 
 def test_enabled_lists_workloads_and_writes_reports_nothing_else() -> None:
     docs = render("background.enabled=true", "background.intervalSeconds=60")
-    role = one(docs, "ClusterRole")
+    [role] = background(docs, "ClusterRole")
     assert role["rules"] == BACKGROUND_RULES
     verbs = {(group, resource): tuple(rule["verbs"]) for rule in role["rules"]
              for group in rule["apiGroups"] for resource in rule["resources"]}
     assert verbs[("wgpolicyk8s.io", "policyreports")] == ("get", "create", "update")
     assert all(v == ("list", "watch") for k, v in verbs.items() if k[0] != "wgpolicyk8s.io")
     assert ("", "secrets") not in verbs
-    binding = one(docs, "ClusterRoleBinding")
+    [binding] = background(docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "gk-gatekeeper",
                                     "namespace": "gatekeeper-system"}]
@@ -47,7 +53,8 @@ def test_enabled_lists_workloads_and_writes_reports_nothing_else() -> None:
 
 def test_pull_secrets_add_get_of_secrets_and_service_accounts_only() -> None:
     docs = render("background.enabled=true", "background.pullSecrets.enabled=true")
-    assert one(docs, "ClusterRole")["rules"] == [*BACKGROUND_RULES, *SECRET_RULES]
+    [role] = background(docs, "ClusterRole")
+    assert role["rules"] == [*BACKGROUND_RULES, *SECRET_RULES]
     assert SECRET_RULES == [{"apiGroups": [""], "resources": ["secrets", "serviceaccounts"],
                              "verbs": ["get"]}]
     gatekeeper, _ = containers(docs)
