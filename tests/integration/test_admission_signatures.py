@@ -36,8 +36,13 @@ pytestmark = pytest.mark.integration
 
 
 def deployment_review(uid: str, images: list[str]) -> dict[str, Any]:
-    containers = [{"name": f"c{i}", "image": image, "resources": {},
-                   "imagePullPolicy": "IfNotPresent"} for i, image in enumerate(images)]
+    # A workload the shipped production rules accept (requests, limits, read-only root,
+    # non-root): these reviews test the images, not policies/workload.rego.
+    containers = [{"name": f"c{i}", "image": image, "imagePullPolicy": "IfNotPresent",
+                   "resources": {"requests": {"cpu": "100m", "memory": "64Mi"},
+                                 "limits": {"cpu": "500m", "memory": "256Mi"}},
+                   "securityContext": {"readOnlyRootFilesystem": True, "runAsNonRoot": True}}
+                  for i, image in enumerate(images)]
     obj = {"kind": "Deployment", "apiVersion": "apps/v1",
            "metadata": {"name": "shop", "namespace": "shop",
                         "annotations": {"gatekeeper.forge.dev/ticket-id": "TCK-7"}},
