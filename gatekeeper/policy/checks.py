@@ -362,7 +362,15 @@ def _ineffective_packages(files: PolicyFiles) -> list[CheckProblem]:
 
 def _structure_problems(files: PolicyFiles) -> list[CheckProblem]:
     packages = files.packages()
-    problems: list[CheckProblem] = _ineffective_packages(files)
+    # Two explanations of an inert package: the Gatekeeper-template one (inert.py) says more
+    # where it speaks (templates, constraints, {"msg"} items); the general rule covers the rest.
+    inert = [CheckProblem("structure", message, file)
+             for file, message in inert_package_problems(files.policies)]
+    explained = {problem.file for problem in inert}
+    problems: list[CheckProblem] = [
+        problem for problem in _ineffective_packages(files)
+        if problem.file not in explained and "gatekeeper.templates." not in problem.message
+    ]
     if "gatekeeper.main" not in packages:
         problems.append(
             CheckProblem(
@@ -374,8 +382,7 @@ def _structure_problems(files: PolicyFiles) -> list[CheckProblem]:
         problems.append(
             CheckProblem("structure", "no rule package: define package gatekeeper.rules.<name>")
         )
-    problems.extend(CheckProblem("structure", message, file)
-                    for file, message in inert_package_problems(files.policies))
+    problems.extend(inert)
     if RESERVED_ROOT in bundle_roots(files):
         problems.append(
             CheckProblem(

@@ -87,13 +87,18 @@ deny contains "kube-system is reserved" if input.namespace == "kube-system"
 @pytest.mark.parametrize(
     ("name", "source", "message"),
     [
+        # (the Gatekeeper-template check explains both: tests/integration/
+        # test_policy_check_inert.py; it says more than the general rule did)
         ("teams.rego", VIOLATION_PACKAGE,
-         "[structure] teams.rego: package gatekeeper.rules.teams defines violation, "
-         "which the gatekeeper never reads: name the rule deny (or warn)"),
+         "[structure] teams.rego: package gatekeeper.rules.teams is inert: it defines "
+         "violation (OPA Gatekeeper style) but the gatekeeper reads deny and warn of "
+         "gatekeeper.rules.*; move the template's Rego to package "
+         "gatekeeper.templates.<template> and add a constraint naming it to data "
+         "gatekeeper.config.constraints"),
         ("custom.rego", OUTSIDE_PACKAGE,
-         "[structure] custom.rego: package gatekeeper.custom defines deny but is "
-         "outside gatekeeper.rules.*: it can never take effect (rename it package "
-         "gatekeeper.rules.<name>)"),
+         "[structure] custom.rego: package gatekeeper.custom is inert: it defines deny, but "
+         "the gatekeeper reads only deny/warn of gatekeeper.rules.<name> and violation of "
+         "gatekeeper.templates.<template>; rename it package gatekeeper.rules.<name>"),
     ],
 )
 def test_policy_check_refuses_a_package_that_can_never_take_effect(
