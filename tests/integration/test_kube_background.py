@@ -167,7 +167,14 @@ def _deployment(name: str, namespace: str, image: str) -> dict[str, Any]:
             "metadata": {"name": name, "namespace": namespace},
             "spec": {"replicas": 1, "selector": {"matchLabels": labels},
                      "template": {"metadata": {"labels": labels},
-                                  "spec": {"containers": [{"name": "app", "image": image}]}}}}
+                                  "spec": {"containers": [{
+                                      "name": "app", "image": image,
+                                      # compliant with production's workload rules
+                                      "resources": {
+                                          "requests": {"cpu": "100m", "memory": "64Mi"},
+                                          "limits": {"cpu": "500m", "memory": "256Mi"}},
+                                      "securityContext": {"readOnlyRootFilesystem": True,
+                                                          "runAsNonRoot": True}}]}}}}
 
 
 def _report(cluster: ControlPlane, namespace: str) -> dict[str, Any] | None:
