@@ -33,7 +33,7 @@ from gatekeeper.domain import (
     apply_enforcement_mode,
     build_policy_input,
 )
-from gatekeeper.domain.ports import PolicyPrefilter
+from gatekeeper.domain.ports import Clock, PolicyPrefilter
 from gatekeeper.errors import GatekeeperError, PolicyEngineError
 from gatekeeper.evidence_cache import EvidenceCache, EvidenceKey
 
@@ -61,6 +61,8 @@ DEADLINE_POLICY = "gatekeeper.deadline"
 
 
 class SystemClock:
+    """The production :class:`~gatekeeper.domain.ports.Clock`: UTC wall clock, monotonic."""
+
     def now(self) -> datetime:
         return datetime.now(UTC)
 
@@ -102,7 +104,7 @@ class EvaluationService:
         audit_log: AuditLog,
         collectors: Sequence[EvidenceCollector] = (),
         digest_resolver: DigestResolver | None = None,
-        clock: SystemClock | None = None,
+        clock: Clock | None = None,
         id_factory: Callable[[], str] = new_decision_id,
         prefilter: PolicyPrefilter | None = None,
         evidence_cache: EvidenceCache | None = None,
@@ -111,7 +113,7 @@ class EvaluationService:
         self._audit = audit_log
         self._collectors = tuple(collectors)
         self._resolver = digest_resolver
-        self._clock = clock or SystemClock()
+        self._clock: Clock = clock or SystemClock()
         self._new_id = id_factory
         self._prefilter = prefilter
         self._evidence_cache = evidence_cache

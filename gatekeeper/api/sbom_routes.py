@@ -24,8 +24,8 @@ from fastapi.params import Depends
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from gatekeeper.domain.ports.sbom import StoredSbom
 from gatekeeper.domain.reference import parse_digest
-from gatekeeper.sbom.interface import StoredSbom
 from gatekeeper.sbom.uploads import SbomUploader
 
 __all__ = ["SBOM_MEDIA_TYPES", "build_sbom_router"]

@@ -5,9 +5,7 @@ Entry points: :class:`SbomEvidenceCollector` (the ``sbom`` evidence section),
 :mod:`gatekeeper.cli.sbom` (``gatekeeper sbom validate``).
 """
 
-from gatekeeper.sbom.binding import Binding, BindingMethod, SbomState, bind_sbom
-from gatekeeper.sbom.collector import SbomEvidenceCollector, StoredSbomSource
-from gatekeeper.sbom.interface import (
+from gatekeeper.domain.ports.sbom import (
     SbomCandidate,
     SbomSource,
     SbomSourceKind,
@@ -15,6 +13,8 @@ from gatekeeper.sbom.interface import (
     SbomUpload,
     StoredSbom,
 )
+from gatekeeper.sbom.binding import Binding, BindingMethod, SbomState, bind_sbom
+from gatekeeper.sbom.collector import SbomEvidenceCollector, StoredSbomSource
 from gatekeeper.sbom.normalise import NormalisationLimits, NormalisedSbom, normalise_sbom
 from gatekeeper.sbom.parsing import JsonLimits, SbomDocumentError, load_bounded_json
 from gatekeeper.sbom.store import SqlSbomStore

@@ -33,14 +33,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gatekeeper.domain.ports import EvidenceContext
-from gatekeeper.domain.reference import Digest, ImageReference
-from gatekeeper.sbom.binding import BindingMethod, SbomState, bind_sbom
-from gatekeeper.sbom.interface import (
+from gatekeeper.domain.ports.sbom import (
     SbomCandidate,
     SbomSource,
     SbomStore,
     StoredSbom,
 )
+from gatekeeper.domain.reference import Digest, ImageReference
+from gatekeeper.sbom.binding import BindingMethod, SbomState, bind_sbom
 from gatekeeper.sbom.normalise import NormalisationLimits, NormalisedSbom, normalise_sbom
 from gatekeeper.sbom.parsing import JsonLimits, SbomDocumentError, paused_gc
 from gatekeeper.sbom.validation import CycloneDxValidator, parse_sbom_document

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gatekeeper.domain.ports.sbom import SbomSourceKind, SbomStore, SbomUpload, StoredSbom
 from gatekeeper.domain.reference import Digest
 from gatekeeper.sbom.binding import BindingMethod
 from gatekeeper.sbom.collector import SbomEvidenceCollector, upload_candidate
-from gatekeeper.sbom.interface import SbomSourceKind, SbomStore, SbomUpload, StoredSbom
 from gatekeeper.sbom.normalise import normalise_sbom
 from gatekeeper.sbom.parsing import JsonLimits
 from gatekeeper.sbom.validation import CycloneDxValidator, parse_sbom_document

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from gatekeeper.cli.sbom import sbom_app
 from gatekeeper.domain.ports import EvidenceCollector, EvidenceContext
 from gatekeeper.domain.reference import Digest, ImageReference, parse_digest, parse_image_reference
 from gatekeeper.errors import NotFoundError
@@ -25,7 +26,6 @@ from gatekeeper.sbom import (
     SqlSbomStore,
     StoredSbomSource,
 )
-from gatekeeper.cli.sbom import sbom_app
 from tests.unit.sbom.factory import (
     IMAGE_DIGEST,
     OTHER_DIGEST,

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
+from gatekeeper.api.sbom_routes import build_sbom_router
 from gatekeeper.errors import GatekeeperError
 from gatekeeper.sbom import (
     CycloneDxValidator,
@@ -18,7 +19,6 @@ from gatekeeper.sbom import (
     SqlSbomStore,
     StoredSbomSource,
 )
-from gatekeeper.api.sbom_routes import build_sbom_router
 from tests.unit.sbom.factory import IMAGE_DIGEST, cyclonedx, cyclonedx_component, encode
 
 CDX = {"Content-Type": "application/vnd.cyclonedx+json"}

@@ -1,0 +1,48 @@
+"""Port of the audit trail: the durable record of every decision, and how it is queried."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from gatekeeper.domain.decision import Decision, Verdict
+
+__all__ = ["AuditLog", "DecisionPage", "DecisionQuery"]
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionQuery:
+    intent_id: str | None = None
+    plan_id: str | None = None
+    ticket_id: str | None = None
+    deploy_id: str | None = None
+    image_digest: str | None = None
+    verdict: Verdict | None = None
+    namespace: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionPage:
+    items: tuple[Decision, ...]
+    next_cursor: str | None
+
+
+class AuditLog(Protocol):
+    """Durable store of every decision."""
+
+    def record(self, decision: Decision) -> None:
+        """Persist ``decision``; raise :class:`~gatekeeper.errors.StorageError` on failure."""
+        ...
+
+    def get(self, decision_id: str) -> Decision:
+        """Raise :class:`~gatekeeper.errors.NotFoundError` for an unknown id."""
+        ...
+
+    def query(self, query: DecisionQuery) -> DecisionPage: ...
+
+    def check_health(self) -> None: ...
