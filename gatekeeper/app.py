@@ -17,6 +17,7 @@ from gatekeeper import __version__
 from gatekeeper.api.audit_routes import build_audit_router
 from gatekeeper.api.auth import Authenticator, Role, install_auth, require_roles
 from gatekeeper.api.middleware import BodySizeLimitMiddleware, RequestMetricsMiddleware
+from gatekeeper.api.models import error_response, hoist_request_definitions
 from gatekeeper.api.policy_routes import build_policy_router
 from gatekeeper.api.routes import build_router
 from gatekeeper.api.sbom_routes import build_sbom_router
@@ -169,16 +170,23 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
         )
     )
 
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = hoist_request_definitions(generate_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     @app.exception_handler(GatekeeperError)
     async def gatekeeper_error(_request: Request, exc: GatekeeperError) -> JSONResponse:
-        body: dict[str, Any] = {"error": exc.kind, "message": exc.message}
-        if isinstance(exc, InvalidInputError) and exc.field:
-            body["field"] = exc.field
-            body["message"] = f"{exc.field}: {exc.message}"
         status = _status_for(exc)
         if status >= 500:
             log.error("request failed: %s", exc.render())
-        return JSONResponse(body, status_code=status)
+        if isinstance(exc, InvalidInputError) and exc.field:
+            return error_response(status, exc.kind, f"{exc.field}: {exc.message}", exc.field)
+        return error_response(status, exc.kind, exc.message)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -187,14 +195,9 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
             for error in exc.errors()
         ]
         first = errors[0] if errors else {"field": "body", "message": "invalid request"}
-        return JSONResponse(
-            {
-                "error": "invalid_input",
-                "message": f"{first['field']}: {first['message']}",
-                "field": first["field"],
-                "errors": errors,
-            },
-            status_code=422,
+        return error_response(
+            422, "invalid_input", f"{first['field']}: {first['message']}", first["field"],
+            errors=errors,
         )
 
     app.add_middleware(

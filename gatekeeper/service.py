@@ -33,6 +33,7 @@ from gatekeeper.domain import (
     apply_enforcement_mode,
     build_policy_input,
 )
+from gatekeeper.domain.evidence import EvidenceError, EvidenceSkipped
 from gatekeeper.domain.ports import Clock, PolicyPrefilter
 from gatekeeper.errors import GatekeeperError, PolicyEngineError
 from gatekeeper.evidence_cache import EvidenceCache, EvidenceKey
@@ -282,10 +283,10 @@ class EvaluationService:
     ) -> _GatheredImage:
         if decisive:  # (1) denied by network-free rules: nothing is fetched for it
             reason = "not gathered: " + "; ".join(v.message for v in decisive)
-            skipped = {"status": "skipped", "state": "skipped", "reason": reason}
+            skipped = EvidenceSkipped(reason)
             return _GatheredImage(
                 reference, reference.digest,
-                {collector.name: dict(skipped) for collector in self._collectors},
+                {collector.name: skipped.as_input() for collector in self._collectors},
                 (), skipped=True,
             )
         digest = reference.digest
@@ -305,7 +306,7 @@ class EvaluationService:
                 section: Mapping[str, Any] = collector.collect(reference, digest, context)
                 evidence[collector.name] = dict(section)
             except GatekeeperError as exc:
-                evidence[collector.name] = {"status": "error", "reason": exc.message}
+                evidence[collector.name] = EvidenceError(exc.message).as_input()
                 failures.append(f"{collector.name} evidence not gathered: {exc.message}")
         return _GatheredImage(reference, digest, evidence, tuple(failures))
 

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from gatekeeper.api.auth import Role, require_roles
 from gatekeeper.api.models import DecisionList, ErrorBody
+from gatekeeper.api.models_records import AuditVerification
 from gatekeeper.audit.export import iter_export, plan_export
 from gatekeeper.audit.sql import SqlAuditLog
 from gatekeeper.audit.verify import ChainBrokenError, verify_database
@@ -70,10 +71,12 @@ def build_audit_router() -> APIRouter:
         "/v1/audit/export",
         responses={
             **_AUTH_ERRORS,
-            200: {"content": {"application/x-ndjson": {}, "text/csv": {}},
+            200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}},
+                              "text/csv": {"schema": {"type": "string"}}},
                   "description": "The export, ending with its signed checkpoint"},
         },
         tags=["audit"],
+        response_class=StreamingResponse,
         summary="Stream the trail (JSON lines or CSV), ending with the covering checkpoint",
         dependencies=[Depends(auditors)],
     )
@@ -115,6 +118,7 @@ def build_audit_router() -> APIRouter:
         "/v1/audit/verify",
         responses=_AUTH_ERRORS,
         tags=["audit"],
+        response_model=AuditVerification,
         summary="Recompute the hash chain and check the signed checkpoints",
         dependencies=[Depends(auditors)],
     )

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from gatekeeper.api.audit_routes import audit_readiness
 from gatekeeper.api.auth import Principal, Role, require_roles
 from gatekeeper.api.models import DecisionDocument, DecisionList, ErrorBody, EvaluationBody
+from gatekeeper.api.models_records import HealthDocument, ReadinessDocument
 from gatekeeper.domain import (
     DecisionQuery,
     EvaluationRequest,
@@ -178,11 +179,14 @@ def build_router() -> APIRouter:
             {"items": [d.as_dict() for d in page.items], "next_cursor": page.next_cursor}
         )
 
-    @router.get("/healthz", tags=["health"])
+    @router.get("/healthz", tags=["health"], response_model=HealthDocument)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", tags=["health"])
+    @router.get(
+        "/readyz", tags=["health"], response_model=ReadinessDocument,
+        responses={503: {"model": ReadinessDocument, "description": "Not ready, and why"}},
+    )
     async def readyz(request: Request) -> JSONResponse:
         container = _container(request)
         failures: dict[str, str] = {}
