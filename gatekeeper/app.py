@@ -10,7 +10,6 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 
 from gatekeeper import __version__
@@ -136,11 +135,11 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
     )
     app.state.container = owned
     app.state.policy_lifecycle = owned.policy_lifecycle
-    secret = settings.auth_hs256_secret  # a str when it came as a load_settings() override
+    secret = settings.auth_hs256_secret
     install_auth(
         app,
         Authenticator.from_settings(
-            hs256_secret=secret.get_secret_value() if isinstance(secret, SecretStr) else secret,
+            hs256_secret=secret.get_secret_value() if secret is not None else None,
             public_key_files=settings.auth_public_key_files,
             jwks_file=settings.auth_jwks_file,
             issuer=settings.auth_issuer,

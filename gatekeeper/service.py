@@ -7,13 +7,13 @@ Both doors (the REST API / CLI for pipelines, the admission webhook for Kubernet
 from __future__ import annotations
 
 import logging
-import os
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+import uuid6
 
 from gatekeeper.domain import (
     AuditLog,
@@ -73,14 +73,7 @@ class SystemClock:
 
 def new_decision_id() -> str:
     """A UUIDv7 (time-ordered, RFC 9562) so ids sort roughly by creation time."""
-    millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (millis & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76  # version 7
-    value |= (rand >> 68) << 64 & (0xFFF << 64)
-    value |= 0b10 << 62  # RFC 4122 variant
-    value |= rand & ((1 << 62) - 1)
-    return str(uuid.UUID(int=value))
+    return str(uuid6.uuid7())
 
 
 @dataclass(frozen=True, slots=True)

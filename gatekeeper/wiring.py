@@ -20,12 +20,9 @@ from gatekeeper.evidence_cache import EvidenceCache
 from gatekeeper.metrics import Metrics
 from gatekeeper.policy import EmbeddedOpa, OpaPolicyEngine
 from gatekeeper.policy.bundle import PolicyFiles
-from gatekeeper.policy.lifecycle import (
-    PolicyLifecycle,
-    PolicyStatePaths,
-    SidecarBundleRevision,
-    create_policy_lifecycle,
-)
+from gatekeeper.policy.factory import PolicyStatePaths, create_policy_lifecycle
+from gatekeeper.policy.lifecycle import PolicyLifecycle
+from gatekeeper.policy.sidecar import SidecarBundleRevision
 from gatekeeper.registry import (
     BasicCredentials,
     ChainedCredentials,

@@ -68,7 +68,9 @@ def _conflict(exc: PolicyConflictError) -> JSONResponse:
     return error_response(409, exc.kind, exc.message)
 
 
-_CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": ErrorBody, "description": "The lifecycle state forbids it"}}
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "The lifecycle state forbids it"},
+}
 _GZIP: dict[str, Any] = {"content": {"application/gzip": {"schema": BINARY_SCHEMA}}}
 
 

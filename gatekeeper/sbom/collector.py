@@ -1,7 +1,7 @@
 """The ``sbom`` evidence collector: find, validate, normalise and bind SBOMs for an image.
 
 Every SBOM found for the image reaches the policy, each with where it came from: a caller can
-add documents, never hide one (issue 10.1: a clean upload used to replace an attested SBOM that
+add documents, never hide one (a clean upload must not replace an attested SBOM that
 listed a banned component). Its section, ``input.images[].evidence.sbom``::
 
     {"present": true, "state": "bound", "reason": "2 SBOMs bound to the image digest: ...",
