@@ -39,12 +39,13 @@ from gatekeeper.sbom import (
     NormalisationLimits,
     SbomEvidenceCollector,
     SbomSource,
-    SbomUploader,
     SqlSbomStore,
     StoredSbomSource,
 )
+from gatekeeper.sbom.inspector import SbomDocumentInspector
 from gatekeeper.scans import EcrScanSource, ScanEvidenceCollector
 from gatekeeper.service import EvaluationService
+from gatekeeper.usecases import SbomUploads
 from gatekeeper.verify import SignatureEvidenceCollector, SignaturePolicySettings, TrustRoot
 from gatekeeper.vex import (
     SqlVexStore,
@@ -157,7 +158,7 @@ class Container:
     service: EvaluationService
     registry: OciRegistryClient
     sbom_store: SqlSbomStore
-    sbom_uploader: SbomUploader
+    sbom_uploader: SbomUploads
     sbom_validator: CycloneDxValidator
     embedded_opa: EmbeddedOpa | None = None
     vex_store: SqlVexStore | None = None
@@ -314,8 +315,11 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
     if signature_collector is not None:
         vex_sources.insert(0, AttestedVexSource(signature_collector, vex_limits))
     collectors.append(VexEvidenceCollector(vex_sources))
-    uploader = SbomUploader(
-        store=sbom_store, collector=sbom_collector, validator=validator, json_limits=json_limits
+    uploader = SbomUploads(
+        store=sbom_store,
+        inspector=SbomDocumentInspector(
+            collector=sbom_collector, validator=validator, json_limits=json_limits
+        ),
     )
     service = EvaluationService(
         policy_engine=engine,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime
 from typing import Annotated, Any
@@ -26,10 +25,9 @@ from gatekeeper.domain import (
 )
 from gatekeeper.domain.ports import HealthCheck
 from gatekeeper.errors import GatekeeperError, InvalidInputError
-from gatekeeper.sbom import SbomDocumentError, SbomSourceKind
 from gatekeeper.wiring import Container
 
-__all__ = ["build_router", "parse_evaluation_body", "upload_inline_sboms"]
+__all__ = ["build_router", "parse_evaluation_body"]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "Body larger than the configured limit"},
@@ -61,41 +59,6 @@ def parse_evaluation_body(
         dry_run=body.dry_run,
         caller=caller,
     )
-
-
-def upload_inline_sboms(
-    container: Container, body: EvaluationBody, evaluation: EvaluationRequest
-) -> None:
-    """Store the SBOMs sent inline, bound to the digest of the image they name. They are kept
-    as ``inline`` documents of the caller, beside (never instead of) every other SBOM."""
-    for index, inline in enumerate(body.sboms):
-        field = f"sboms[{index}]"
-        if inline.image >= len(evaluation.images):
-            raise InvalidInputError(
-                f"image index {inline.image} is out of range (images has "
-                f"{len(evaluation.images)})",
-                field=f"{field}.image",
-            )
-        digest = evaluation.images[inline.image].digest
-        if digest is None:
-            raise InvalidInputError(
-                "an inline SBOM needs a digest-pinned image (upload it with POST /v1/sboms "
-                "after resolving the tag)",
-                field=f"{field}.image",
-            )
-        content = json.dumps(inline.document, separators=(",", ":")).encode()
-        try:
-            container.sbom_uploader.upload(
-                content,
-                digest,
-                ticket_id=evaluation.ticket.ticket_id,
-                uploaded_by=evaluation.caller,
-                source=SbomSourceKind.INLINE,
-            )
-        except SbomDocumentError as exc:
-            raise InvalidInputError(
-                exc.message, field=f"{field}.document{exc.path[1:]}"
-            ) from exc
 
 
 def _container(request: Request) -> Container:
@@ -132,7 +95,9 @@ def build_router() -> APIRouter:
             mode=settings.pipeline_mode,
             caller=principal.subject,
         )
-        upload_inline_sboms(container, body, evaluation)
+        container.sbom_uploader.upload_inline(
+            [(inline.image, inline.document) for inline in body.sboms], evaluation
+        )
         deadline = time.monotonic() + settings.evidence_budget_seconds
         decision = container.service.evaluate(evaluation, deadline=deadline)
         container.metrics.decisions.labels(decision.verdict.value, decision.source.value).inc()

@@ -33,7 +33,7 @@ from gatekeeper.api.models import (
 from gatekeeper.api.models_records import SbomMetadata, SbomUploadDocument
 from gatekeeper.domain.ports.sbom import StoredSbom
 from gatekeeper.domain.reference import parse_digest
-from gatekeeper.sbom.uploads import SbomUploader
+from gatekeeper.usecases.sbom_upload import SbomUploads
 
 __all__ = ["SBOM_MEDIA_TYPES", "build_sbom_router"]
 
@@ -78,7 +78,7 @@ def _metadata(stored: StoredSbom) -> dict[str, Any]:
 
 
 def build_sbom_router(
-    uploader_of: Callable[[Request], SbomUploader],
+    uploader_of: Callable[[Request], SbomUploads],
     *,
     max_bytes: int,
     dependencies: Sequence[Depends] = (),
@@ -138,7 +138,7 @@ def build_sbom_router(
         }, "description": "The metadata, or with document=true the document itself"}},
     )
     async def get_sbom(sbom_id: str, request: Request, document: bool = False) -> Response:
-        stored = await run_in_threadpool(uploader_of(request).store.get, sbom_id)
+        stored = await run_in_threadpool(uploader_of(request).get, sbom_id)
         if document:
             return Response(stored.content, media_type=_MEDIA_TYPE_OF_FORMAT[stored.format])
         return JSONResponse(_metadata(stored))

@@ -31,6 +31,8 @@ from gatekeeper.domain.ports.registry import (
 from gatekeeper.domain.ports.sbom import (
     BindingMethod,
     SbomCandidate,
+    SbomFacts,
+    SbomInspector,
     SbomSource,
     SbomSourceKind,
     SbomStore,
@@ -68,6 +70,8 @@ __all__ = [
     "ReferrersView",
     "RegistryReader",
     "SbomCandidate",
+    "SbomFacts",
+    "SbomInspector",
     "SbomSource",
     "SbomSourceKind",
     "SbomStore",

@@ -13,7 +13,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from gatekeeper.domain.ports.evaluation import EvidenceContext
 from gatekeeper.domain.reference import Digest, ImageReference
@@ -21,6 +21,8 @@ from gatekeeper.domain.reference import Digest, ImageReference
 __all__ = [
     "BindingMethod",
     "SbomCandidate",
+    "SbomFacts",
+    "SbomInspector",
     "SbomSource",
     "SbomSourceKind",
     "SbomStore",
@@ -131,3 +133,26 @@ class SbomStore(Protocol):
         ...
 
     def check_health(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SbomFacts:
+    """What validating an SBOM document established, before it is stored."""
+
+    sha256: str
+    format: str
+    spec_version: str
+    component_count: int
+
+
+class SbomInspector(Protocol):
+    """Validates SBOM documents, and says what a stored one proves for an image digest."""
+
+    def inspect(self, content: bytes) -> SbomFacts:
+        """Raise :class:`~gatekeeper.errors.InvalidInputError` whose ``field`` is the JSON
+        path of the document's first problem."""
+        ...
+
+    def evidence_for(self, stored: StoredSbom, image_digest: Digest) -> dict[str, Any]:
+        """The ``sbom`` evidence section this upload alone yields for ``image_digest``."""
+        ...
