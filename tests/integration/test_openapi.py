@@ -8,8 +8,9 @@ The response models forbid unknown fields, so a field added to an answer but not
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,6 +37,7 @@ from gatekeeper.api.models_records import (
     SbomUploadDocument,
     VexUploadDocument,
 )
+from gatekeeper.config import Settings
 from gatekeeper.webhook.models import AdmissionReviewAnswer
 from tests.integration.test_admission_signatures import deployment_review
 from tests.integration.test_policy_lifecycle_api import (
@@ -67,7 +69,9 @@ EVERYONE = token("root", "admin")
 
 
 @pytest.fixture
-def gate(tmp_path, make_settings, opa_binary) -> Iterator[LifecycleApp]:
+def gate(
+    tmp_path: Path, make_settings: Callable[..., Settings], opa_binary: str
+) -> Iterator[LifecycleApp]:
     with lifecycle_app(tmp_path, make_settings, opa_binary) as app:
         yield app
 
