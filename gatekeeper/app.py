@@ -18,7 +18,7 @@ from gatekeeper.api.auth import Authenticator, Role, install_auth, require_roles
 from gatekeeper.api.middleware import BodySizeLimitMiddleware, RequestMetricsMiddleware
 from gatekeeper.api.models import error_response, hoist_request_definitions
 from gatekeeper.api.policy_routes import build_policy_router
-from gatekeeper.api.routes import build_router
+from gatekeeper.api.routes import Services, build_router
 from gatekeeper.api.sbom_routes import build_sbom_router
 from gatekeeper.api.vex_routes import build_vex_router
 from gatekeeper.config import Settings
@@ -133,7 +133,8 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
         description="Verify container images, decide with OPA Rego, record every decision.",
         lifespan=lifespan,
     )
-    app.state.container = owned
+    services: Services = owned  # mypy checks that the container fits what the routes need
+    app.state.container = services
     app.state.policy_lifecycle = owned.policy_lifecycle
     secret = settings.auth_hs256_secret
     install_auth(

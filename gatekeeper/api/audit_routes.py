@@ -21,6 +21,7 @@ from gatekeeper.audit.export import iter_export, plan_export
 from gatekeeper.audit.sql import SqlAuditLog
 from gatekeeper.audit.verify import ChainBrokenError, verify_database
 from gatekeeper.domain import DecisionQuery, Verdict, parse_digest
+from gatekeeper.domain.ports import SpooledAuditLog
 
 __all__ = ["audit_readiness", "build_audit_router"]
 
@@ -36,7 +37,7 @@ def _audit_log(request: Request) -> SqlAuditLog:
     return audit
 
 
-def audit_readiness(audit: SqlAuditLog) -> dict[str, Any]:
+def audit_readiness(audit: SpooledAuditLog) -> dict[str, Any]:
     """Fields for ``/readyz``: the spool depth (decisions waiting for the database)."""
     return {"audit_spool_depth": audit.spool_depth}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
@@ -14,6 +14,7 @@ from gatekeeper.api.audit_routes import audit_readiness
 from gatekeeper.api.auth import Principal, Role, require_roles
 from gatekeeper.api.models import DecisionDocument, DecisionList, ErrorBody, EvaluationBody
 from gatekeeper.api.models_records import HealthDocument, ReadinessDocument
+from gatekeeper.config import Settings
 from gatekeeper.domain import (
     DecisionQuery,
     EvaluationRequest,
@@ -23,11 +24,13 @@ from gatekeeper.domain import (
     parse_digest,
     parse_image_reference,
 )
-from gatekeeper.domain.ports import HealthCheck
+from gatekeeper.domain.ports import HealthCheck, PolicyEngine, SpooledAuditLog
 from gatekeeper.errors import GatekeeperError, InvalidInputError
-from gatekeeper.wiring import Container
+from gatekeeper.metrics import Metrics
+from gatekeeper.service import EvaluationService
+from gatekeeper.usecases import SbomUploads
 
-__all__ = ["build_router", "parse_evaluation_body"]
+__all__ = ["Services", "build_router", "parse_evaluation_body"]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "Body larger than the configured limit"},
@@ -61,9 +64,32 @@ def parse_evaluation_body(
     )
 
 
-def _container(request: Request) -> Container:
-    container: Container = request.app.state.container
-    return container
+class Services(Protocol):
+    """What these routes need from the composition root (``wiring.Container`` fits): the
+    evaluation and SBOM upload use cases, and the components ``/readyz`` asks."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def service(self) -> EvaluationService: ...
+
+    @property
+    def sbom_uploader(self) -> SbomUploads: ...
+
+    @property
+    def policy_engine(self) -> PolicyEngine: ...
+
+    @property
+    def audit_log(self) -> SpooledAuditLog: ...
+
+
+def _container(request: Request) -> Services:
+    services: Services = request.app.state.container
+    return services
 
 
 #: Role checks (module level: the annotations below are resolved in this module's globals).

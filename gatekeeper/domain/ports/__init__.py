@@ -10,7 +10,7 @@ from gatekeeper.domain.ports.attestations import (
     VerifiedAttestations,
     VerifiedStatement,
 )
-from gatekeeper.domain.ports.audit import AuditLog, DecisionPage, DecisionQuery
+from gatekeeper.domain.ports.audit import AuditLog, DecisionPage, DecisionQuery, SpooledAuditLog
 from gatekeeper.domain.ports.evaluation import (
     Clock,
     DigestResolver,
@@ -78,6 +78,7 @@ __all__ = [
     "SbomUpload",
     "ScanReport",
     "ScanSource",
+    "SpooledAuditLog",
     "StoredSbom",
     "StoredVex",
     "VerifiedAttestations",

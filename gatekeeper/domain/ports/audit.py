@@ -8,7 +8,7 @@ from typing import Protocol
 
 from gatekeeper.domain.decision import Decision, Verdict
 
-__all__ = ["AuditLog", "DecisionPage", "DecisionQuery"]
+__all__ = ["AuditLog", "DecisionPage", "DecisionQuery", "SpooledAuditLog"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,3 +46,12 @@ class AuditLog(Protocol):
     def query(self, query: DecisionQuery) -> DecisionPage: ...
 
     def check_health(self) -> None: ...
+
+
+class SpooledAuditLog(AuditLog, Protocol):
+    """An audit log that keeps decisions in a local durable spool while its database is away."""
+
+    @property
+    def spool_depth(self) -> int:
+        """Decisions waiting in the spool for the database (``/readyz`` reports it)."""
+        ...
