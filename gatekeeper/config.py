@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from gatekeeper.domain import EnforcementMode
 from gatekeeper.errors import ConfigurationError
+from gatekeeper.registry.settings import RegistryClientSettings
 
 __all__ = ["Settings", "load_settings"]
 
@@ -208,6 +209,17 @@ class Settings(BaseSettings):
             raise ConfigurationError(f"invalid configuration: {_problems(exc)}") from exc
         finally:
             _OVERRIDING.reset(token)
+
+    @field_validator("registry")
+    @classmethod
+    def _registry_valid(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Checked here, so a bad ``registry`` fails at load, naming the key (``wiring`` builds
+        the client from the same mapping)."""
+        try:
+            RegistryClientSettings.from_mapping(value)
+        except ConfigurationError as exc:
+            raise ValueError(exc.message) from exc
+        return value
 
     @field_validator("default_environment")
     @classmethod

@@ -61,3 +61,20 @@ def test_decision_ids_are_uuid7_in_creation_order() -> None:
     assert {value.version for value in parsed} == {7}
     assert {value.variant for value in parsed} == {uuid.RFC_4122}
     assert ids == sorted(ids) and len(set(ids)) == 50
+
+
+def test_registry_settings_are_validated_when_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEKEEPER_REGISTRY", '{"hosts": [{"host": "a.io"}, {"host": "A.io"}]}')
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert caught.value.message == (
+        "invalid configuration: registry: Value error, registry.hosts names a host twice"
+    )
+    monkeypatch.delenv("GATEKEEPER_REGISTRY")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(registry={"timeout": 1})
+    assert caught.value.message == (
+        "invalid configuration: registry: Value error, registry: unknown keys ['timeout']"
+    )
+    plain = {"hosts": [{"host": "127.0.0.1:5000", "plain_http": True}]}
+    assert load_settings(registry=plain).registry == plain
