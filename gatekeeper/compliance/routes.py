@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from gatekeeper.api.auth import Role, require_roles
+from gatekeeper.api.models_records import ComplianceDocument
 from gatekeeper.compliance.scanner import ComplianceScanner
 
 __all__ = ["build_compliance_router"]
@@ -16,7 +17,7 @@ __all__ = ["build_compliance_router"]
 def build_compliance_router() -> APIRouter:
     router = APIRouter()
 
-    @router.get("/v1/compliance",
+    @router.get("/v1/compliance", response_model=ComplianceDocument, tags=["compliance"],
                 dependencies=[Depends(require_roles(Role.AUDITOR, Role.POLICY_ADMIN))])
     def compliance(request: Request) -> dict[str, Any]:
         scanner: ComplianceScanner | None = getattr(request.app.state, "compliance", None)
