@@ -10,7 +10,6 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 
 from gatekeeper import __version__
@@ -22,8 +21,9 @@ from gatekeeper.api.middleware import (
     RequestGuardMiddleware,
     RequestMetricsMiddleware,
 )
+from gatekeeper.api.models import error_response, hoist_request_definitions
 from gatekeeper.api.policy_routes import build_policy_router
-from gatekeeper.api.routes import build_router
+from gatekeeper.api.routes import Services, build_router
 from gatekeeper.api.sbom_routes import build_sbom_router
 from gatekeeper.api.vex_routes import build_vex_router
 from gatekeeper.compliance.routes import build_compliance_router
@@ -151,14 +151,15 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
     )
     install_docs(app, title="Forge Gatekeeper")
     owned.tracing.instrument_app(app)
-    app.state.container = owned
+    services: Services = owned  # mypy checks that the container fits what the routes need
+    app.state.container = services
     app.state.policy_lifecycle = owned.policy_lifecycle
     app.state.compliance = background.scanner if background is not None else None
-    secret = settings.auth_hs256_secret  # a str when it came as a load_settings() override
+    secret = settings.auth_hs256_secret
     install_auth(
         app,
         Authenticator.from_settings(
-            hs256_secret=secret.get_secret_value() if isinstance(secret, SecretStr) else secret,
+            hs256_secret=secret.get_secret_value() if secret is not None else None,
             public_key_files=settings.auth_public_key_files,
             jwks_file=settings.auth_jwks_file,
             issuer=settings.auth_issuer,
@@ -189,16 +190,23 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
         )
     )
 
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = hoist_request_definitions(generate_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     @app.exception_handler(GatekeeperError)
     async def gatekeeper_error(_request: Request, exc: GatekeeperError) -> JSONResponse:
-        body: dict[str, Any] = {"error": exc.kind, "message": exc.message}
-        if isinstance(exc, InvalidInputError) and exc.field:
-            body["field"] = exc.field
-            body["message"] = f"{exc.field}: {exc.message}"
         status = _status_for(exc)
         if status >= 500:
             log.error("request failed: %s", exc.render())
-        return JSONResponse(body, status_code=status)
+        if isinstance(exc, InvalidInputError) and exc.field:
+            return error_response(status, exc.kind, f"{exc.field}: {exc.message}", exc.field)
+        return error_response(status, exc.kind, exc.message)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -207,14 +215,9 @@ def create_app(settings: Settings, *, container: Container | None = None) -> Fas
             for error in exc.errors()
         ]
         first = errors[0] if errors else {"field": "body", "message": "invalid request"}
-        return JSONResponse(
-            {
-                "error": "invalid_input",
-                "message": f"{first['field']}: {first['message']}",
-                "field": first["field"],
-                "errors": errors,
-            },
-            status_code=422,
+        return error_response(
+            422, "invalid_input", f"{first['field']}: {first['message']}", first["field"],
+            errors=errors,
         )
 
     app.add_middleware(

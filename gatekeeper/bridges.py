@@ -31,7 +31,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
-from gatekeeper.domain.ports import EvidenceContext
+from gatekeeper.domain.ports import EvidenceContext, VerifiedAttestations
+from gatekeeper.domain.ports.registry import DescriptorView, ManifestView, RegistryReader
+from gatekeeper.domain.ports.sbom import BindingMethod, SbomCandidate, SbomSourceKind
 from gatekeeper.domain.reference import Digest, ImageReference
 from gatekeeper.errors import InvalidInputError, NotFoundError, VerificationError
 from gatekeeper.sbom.attestation import (
@@ -40,12 +42,8 @@ from gatekeeper.sbom.attestation import (
     candidate_from_statement,
     is_sbom_predicate,
 )
-from gatekeeper.sbom.binding import BindingMethod
-from gatekeeper.sbom.interface import SbomCandidate, SbomSourceKind
 from gatekeeper.sbom.parsing import SbomDocumentError
 from gatekeeper.verify.cache import TtlCache
-from gatekeeper.verify.collector import SignatureEvidenceCollector
-from gatekeeper.verify.ports import DescriptorView, ManifestView, RegistryReader
 from gatekeeper.vex import (
     VexCandidate,
     VexDocument,
@@ -83,7 +81,7 @@ class AttestedSbomSource:
 
     name = "attestation"
 
-    def __init__(self, signatures: SignatureEvidenceCollector) -> None:
+    def __init__(self, signatures: VerifiedAttestations) -> None:
         self._signatures = signatures
 
     def find(
@@ -301,7 +299,7 @@ class AttestedVexSource:
 
     name = "attestation"
 
-    def __init__(self, signatures: SignatureEvidenceCollector, limits: VexLimits) -> None:
+    def __init__(self, signatures: VerifiedAttestations, limits: VexLimits) -> None:
         self._signatures = signatures
         self._limits = limits
 

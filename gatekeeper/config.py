@@ -11,6 +11,7 @@ import difflib
 import logging
 import os
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from gatekeeper.domain import EnforcementMode
 from gatekeeper.errors import ConfigurationError
+from gatekeeper.registry.settings import RegistryClientSettings
 
 __all__ = ["Settings", "load_settings", "unknown_environment_variables"]
 
@@ -32,6 +34,8 @@ _NOT_SETTINGS = frozenset({
     "CONFIG", "SKIP_VENV", "COSIGN_V2", "COSIGN_V3", "HELM", "KUBECTL",
 })
 _NOT_SETTINGS_PREFIXES = ("TEST_",)
+#: Set while :meth:`Settings.with_overrides` validates: the values given are then the only source.
+_OVERRIDING: ContextVar[bool] = ContextVar("gatekeeper_settings_overriding", default=False)
 
 
 class Settings(BaseSettings):
@@ -82,7 +86,7 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(default=100, gt=0, le=10_000)
     log_level: str = "INFO"
 
-    # --- audit trail (issue 6) ----------------------------------------------------------------
+    # --- audit trail ----------------------------------------------------------------------
     #: Ed25519 private key (PEM, PKCS#8) that signs checkpoints; unset: chained, not signed.
     audit_signing_key_file: Path | None = None
     #: Ed25519 public key (PEM) to check checkpoints where the private key is not mounted.
@@ -103,7 +107,7 @@ class Settings(BaseSettings):
     #: Prune records older than this many days, behind a signed checkpoint; unset keeps all.
     audit_retention_days: int | None = Field(default=None, ge=1)
 
-    # --- API authentication (issue 6) ---------------------------------------------------------
+    # --- API authentication ---------------------------------------------------------------
     #: HS256 shared secret (at least 32 bytes).
     auth_hs256_secret: SecretStr | None = None
     #: RS256/ES256 public keys (PEM files); env: a JSON list.
@@ -242,7 +246,37 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment variables override the YAML file, which arrives as init arguments.
+        if _OVERRIDING.get():
+            return (init_settings,)
         return (env_settings, init_settings)
+
+    def with_overrides(self, **updates: Any) -> Settings:
+        """A copy with ``updates`` applied, validated again as a whole (``model_copy(update=)``
+        is not). Raises :class:`ConfigurationError` naming the offending key."""
+        unknown = sorted(set(updates) - set(type(self).model_fields))
+        if unknown:
+            raise ConfigurationError(
+                f"invalid configuration: unknown settings {', '.join(unknown)}"
+            )
+        values = {name: getattr(self, name) for name in type(self).model_fields}
+        token = _OVERRIDING.set(True)
+        try:
+            return type(self)(**{**values, **updates})
+        except ValidationError as exc:
+            raise ConfigurationError(f"invalid configuration: {_problems(exc)}") from exc
+        finally:
+            _OVERRIDING.reset(token)
+
+    @field_validator("registry")
+    @classmethod
+    def _registry_valid(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Checked here, so a bad ``registry`` fails at load, naming the key (``wiring`` builds
+        the client from the same mapping)."""
+        try:
+            RegistryClientSettings.from_mapping(value)
+        except ConfigurationError as exc:
+            raise ValueError(exc.message) from exc
+        return value
 
     @field_validator("default_environment")
     @classmethod
@@ -250,6 +284,13 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("must not be empty")
         return value
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
+        for error in exc.errors()
+    )
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:
@@ -304,10 +345,6 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         settings = Settings(**file_values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or 'settings'}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise ConfigurationError(f"invalid configuration: {problems}") from exc
+        raise ConfigurationError(f"invalid configuration: {_problems(exc)}") from exc
     updates = {key: value for key, value in overrides.items() if value is not None}
-    return settings.model_copy(update=updates) if updates else settings
+    return settings.with_overrides(**updates) if updates else settings

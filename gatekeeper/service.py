@@ -7,15 +7,14 @@ Both doors (the REST API / CLI for pipelines, the admission webhook for Kubernet
 from __future__ import annotations
 
 import logging
-import os
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import uuid6
 from opentelemetry import trace  # the API only: the SDK and exporter live in the adapters
 
 from gatekeeper.domain import (
@@ -37,7 +36,8 @@ from gatekeeper.domain import (
     build_policy_input,
 )
 from gatekeeper.domain.credentials import workload_logins
-from gatekeeper.domain.ports import EvaluationObserver, PolicyPrefilter
+from gatekeeper.domain.evidence import EvidenceError, EvidenceSkipped
+from gatekeeper.domain.ports import Clock, EvaluationObserver, PolicyPrefilter
 from gatekeeper.errors import GatekeeperError, PolicyEngineError
 from gatekeeper.evidence_cache import EvidenceCache, EvidenceKey
 
@@ -65,6 +65,8 @@ DEADLINE_POLICY = "gatekeeper.deadline"
 
 
 class SystemClock:
+    """The production :class:`~gatekeeper.domain.ports.Clock`: UTC wall clock, monotonic."""
+
     def now(self) -> datetime:
         return datetime.now(UTC)
 
@@ -74,14 +76,7 @@ class SystemClock:
 
 def new_decision_id() -> str:
     """A UUIDv7 (time-ordered, RFC 9562) so ids sort roughly by creation time."""
-    millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (millis & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76  # version 7
-    value |= (rand >> 68) << 64 & (0xFFF << 64)
-    value |= 0b10 << 62  # RFC 4122 variant
-    value |= rand & ((1 << 62) - 1)
-    return str(uuid.UUID(int=value))
+    return str(uuid6.uuid7())
 
 
 def _request_attributes(request: EvaluationRequest) -> dict[str, str]:
@@ -143,7 +138,7 @@ class EvaluationService:
         audit_log: AuditLog,
         collectors: Sequence[EvidenceCollector] = (),
         digest_resolver: DigestResolver | None = None,
-        clock: SystemClock | None = None,
+        clock: Clock | None = None,
         id_factory: Callable[[], str] = new_decision_id,
         prefilter: PolicyPrefilter | None = None,
         evidence_cache: EvidenceCache | None = None,
@@ -154,7 +149,7 @@ class EvaluationService:
         self._audit = audit_log
         self._collectors = tuple(collectors)
         self._resolver = digest_resolver
-        self._clock = clock or SystemClock()
+        self._clock: Clock = clock or SystemClock()
         self._new_id = id_factory
         self._prefilter = prefilter
         self._evidence_cache = evidence_cache
@@ -363,10 +358,10 @@ class EvaluationService:
     ) -> _GatheredImage:
         if decisive:  # (1) denied by network-free rules: nothing is fetched for it
             reason = "not gathered: " + "; ".join(v.message for v in decisive)
-            skipped = {"status": "skipped", "state": "skipped", "reason": reason}
+            skipped = EvidenceSkipped(reason)
             return _GatheredImage(
                 reference, reference.digest,
-                {collector.name: dict(skipped) for collector in self._collectors},
+                {collector.name: skipped.as_input() for collector in self._collectors},
                 (), skipped=True,
             )
         digest = reference.digest
@@ -393,7 +388,7 @@ class EvaluationService:
                     step.outcome = _outcome_of(section)
                 except GatekeeperError as exc:
                     step.fail(exc.message)
-                    evidence[collector.name] = {"status": "error", "reason": exc.message}
+                    evidence[collector.name] = EvidenceError(exc.message).as_input()
                     failures.append(f"{collector.name} evidence not gathered: {exc.message}")
         return _GatheredImage(reference, digest, evidence, tuple(failures))
 

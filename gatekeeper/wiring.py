@@ -24,12 +24,9 @@ from gatekeeper.metrics import Metrics
 from gatekeeper.policy import EmbeddedOpa, OpaPolicyEngine
 from gatekeeper.policy.bundle import PolicyFiles
 from gatekeeper.policy.bundle_signing import BundleSigner
-from gatekeeper.policy.lifecycle import (
-    PolicyLifecycle,
-    PolicyStatePaths,
-    SidecarBundleRevision,
-    create_policy_lifecycle,
-)
+from gatekeeper.policy.factory import PolicyStatePaths, create_policy_lifecycle
+from gatekeeper.policy.lifecycle import PolicyLifecycle
+from gatekeeper.policy.sidecar import SidecarBundleRevision
 from gatekeeper.registry import (
     BasicCredentials,
     ChainedCredentials,
@@ -46,13 +43,14 @@ from gatekeeper.sbom import (
     NormalisationLimits,
     SbomEvidenceCollector,
     SbomSource,
-    SbomUploader,
     SqlSbomStore,
     StoredSbomSource,
 )
+from gatekeeper.sbom.inspector import SbomDocumentInspector
 from gatekeeper.scans import EcrScanSource, ScanEvidenceCollector
 from gatekeeper.service import EvaluationService
 from gatekeeper.tracing import Tracing, build_tracing
+from gatekeeper.usecases import SbomUploads
 from gatekeeper.verify import SignatureEvidenceCollector, SignaturePolicySettings, TrustRoot
 from gatekeeper.vex import (
     SqlVexStore,
@@ -189,7 +187,7 @@ class Container:
     service: EvaluationService
     registry: OciRegistryClient
     sbom_store: SqlSbomStore
-    sbom_uploader: SbomUploader
+    sbom_uploader: SbomUploads
     sbom_validator: CycloneDxValidator
     embedded_opa: EmbeddedOpa | None = None
     vex_store: SqlVexStore | None = None
@@ -364,8 +362,11 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
     if signature_collector is not None:
         vex_sources.insert(0, AttestedVexSource(signature_collector, vex_limits))
     collectors.append(VexEvidenceCollector(vex_sources))
-    uploader = SbomUploader(
-        store=sbom_store, collector=sbom_collector, validator=validator, json_limits=json_limits
+    uploader = SbomUploads(
+        store=sbom_store,
+        inspector=SbomDocumentInspector(
+            collector=sbom_collector, validator=validator, json_limits=json_limits
+        ),
     )
     service = EvaluationService(
         policy_engine=engine,

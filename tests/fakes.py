@@ -1,17 +1,25 @@
-"""Fakes that implement the real ports (gatekeeper.domain.ports), for core tests."""
+"""Fakes that implement the real ports (gatekeeper.domain.ports), for core tests.
+
+Each fake subclasses its port, so mypy (which covers this module) checks it against the port."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gatekeeper.domain import Decision, DecisionPage, DecisionQuery, PolicyResult, Violation
+from gatekeeper.domain.ports import AuditLog, PolicyEngine
 from gatekeeper.errors import NotFoundError, PolicyEngineError, StorageError
 
 
-class FakePolicyEngine:
-    def __init__(self, violations=(), warnings=(), error: str | None = None) -> None:
+class FakePolicyEngine(PolicyEngine):
+    def __init__(
+        self,
+        violations: Iterable[Violation] = (),
+        warnings: Iterable[Violation] = (),
+        error: str | None = None,
+    ) -> None:
         self.violations = tuple(violations)
         self.warnings = tuple(warnings)
         self.error = error
@@ -31,7 +39,7 @@ class FakePolicyEngine:
             raise PolicyEngineError(self.error)
 
 
-class FakeAuditLog:
+class FakeAuditLog(AuditLog):
     """In-memory AuditLog; thread-safe (the admission handler records from worker threads)."""
 
     def __init__(self, fail: bool = False) -> None:

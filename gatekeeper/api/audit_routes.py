@@ -16,10 +16,12 @@ from starlette.concurrency import run_in_threadpool
 
 from gatekeeper.api.auth import Role, require_roles
 from gatekeeper.api.models import DecisionList, ErrorBody
+from gatekeeper.api.models_records import AuditVerification
 from gatekeeper.audit.export import iter_export, plan_export
 from gatekeeper.audit.sql import SqlAuditLog
 from gatekeeper.audit.verify import ChainBrokenError, verify_database
 from gatekeeper.domain import DecisionQuery, Verdict, parse_digest
+from gatekeeper.domain.ports import SpooledAuditLog
 
 __all__ = ["audit_readiness", "build_audit_router"]
 
@@ -35,7 +37,7 @@ def _audit_log(request: Request) -> SqlAuditLog:
     return audit
 
 
-def audit_readiness(audit: SqlAuditLog) -> dict[str, Any]:
+def audit_readiness(audit: SpooledAuditLog) -> dict[str, Any]:
     """Fields for ``/readyz``: the spool depth (decisions waiting for the database), the
     quarantine (spooled decisions the store refused, kept beside the spool) and where the
     checkpoint signing key came from (a key generated for the embedded default says so)."""
@@ -44,10 +46,11 @@ def audit_readiness(audit: SqlAuditLog) -> dict[str, Any]:
         "audit_spool_quarantined": audit.spool_quarantined,
         "audit_signing_key": dict(audit.signing_key_info),
     }
-    if audit.spool_quarantined and audit.spool is not None:
+    where = audit.spool_quarantine_path
+    if audit.spool_quarantined and where is not None:
         fields["audit_spool_quarantine"] = (
             f"{audit.spool_quarantined} spooled decisions refused by the audit store are kept "
-            f"in {audit.spool.quarantine_path} (see gatekeeper audit verify)"
+            f"in {where} (see gatekeeper audit verify)"
         )
     return fields
 
@@ -82,10 +85,12 @@ def build_audit_router() -> APIRouter:
         "/v1/audit/export",
         responses={
             **_AUTH_ERRORS,
-            200: {"content": {"application/x-ndjson": {}, "text/csv": {}},
+            200: {"content": {"application/x-ndjson": {"schema": {"type": "string"}},
+                              "text/csv": {"schema": {"type": "string"}}},
                   "description": "The export, ending with its signed checkpoint"},
         },
         tags=["audit"],
+        response_class=StreamingResponse,
         summary="Stream the trail (JSON lines or CSV), ending with the covering checkpoint",
         dependencies=[Depends(auditors)],
     )
@@ -127,6 +132,7 @@ def build_audit_router() -> APIRouter:
         "/v1/audit/verify",
         responses=_AUTH_ERRORS,
         tags=["audit"],
+        response_model=AuditVerification,
         summary="Recompute the hash chain and check the signed checkpoints",
         dependencies=[Depends(auditors)],
     )

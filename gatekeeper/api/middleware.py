@@ -13,6 +13,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatekeeper.api.auth import Authenticator, AuthError
+from gatekeeper.api.models import error_document
 from gatekeeper.metrics import Metrics
 
 __all__ = ["BodySizeLimitMiddleware", "RequestGuardMiddleware", "RequestMetricsMiddleware"]
@@ -103,10 +104,7 @@ class BodySizeLimitMiddleware:
         self.read_timeout = read_timeout
 
     def _too_large(self, limit: int) -> dict[str, Any]:
-        return {
-            "error": "payload_too_large",
-            "message": f"request body is larger than {limit} bytes",
-        }
+        return error_document("payload_too_large", f"request body is larger than {limit} bytes")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "BINARY_SCHEMA",
     "DecisionDocument",
     "DecisionList",
     "ErrorBody",
@@ -16,6 +18,10 @@ __all__ = [
     "ManifestEvaluationDocument",
     "TicketBody",
     "ViolationDocument",
+    "error_document",
+    "error_response",
+    "hoist_request_definitions",
+    "request_body",
 ]
 
 _ID = Field(default=None, max_length=256)
@@ -139,3 +145,60 @@ class ErrorBody(BaseModel):
     error: str
     message: str
     field: str | None = None
+
+
+def error_document(
+    kind: str, message: str, field: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The JSON error answer every route gives: ``{"error", "message"[, "field"], ...}``."""
+    body: dict[str, Any] = {"error": kind, "message": message}
+    if field is not None:
+        body["field"] = field
+    body.update(extra)
+    return body
+
+
+def error_response(
+    status: int, kind: str, message: str, field: str | None = None, **extra: Any
+) -> JSONResponse:
+    return JSONResponse(error_document(kind, message, field, **extra), status_code=status)
+
+
+#: The OpenAPI schema of a raw document body (tar.gz, SBOM or VEX bytes).
+BINARY_SCHEMA: dict[str, Any] = {"type": "string", "format": "binary"}
+
+
+def request_body(
+    model: type[BaseModel] | None = None,
+    *,
+    required: bool = True,
+    media_types: tuple[str, ...] = (),
+    description: str | None = None,
+) -> dict[str, Any]:
+    """``openapi_extra`` declaring the body a route reads itself: ``model`` as JSON and/or
+    ``media_types`` as raw documents. Nested models' ``$defs`` are moved into the document's
+    components by :func:`gatekeeper.app.create_app`."""
+    content: dict[str, Any] = {}
+    if model is not None:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        content["application/json"] = {"schema": schema}
+    for media_type in media_types:
+        content[media_type] = {"schema": BINARY_SCHEMA}
+    body: dict[str, Any] = {"required": required, "content": content}
+    if description:
+        body["description"] = description
+    return {"requestBody": body}
+
+
+def hoist_request_definitions(document: dict[str, Any]) -> dict[str, Any]:
+    """Move the ``$defs`` of request schemas declared with :func:`request_body` (or another
+    ``openapi_extra``) into ``components.schemas``, where their ``$ref`` points."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            content = operation.get("requestBody", {}).get("content", {})
+            for media in content.values():
+                definitions = media.get("schema", {}).pop("$defs", {})
+                for name, schema in definitions.items():
+                    schemas.setdefault(name, schema)
+    return document

@@ -17,6 +17,21 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from gatekeeper.api.auth import AuthError, Principal, Role, require_roles
+from gatekeeper.api.models import BINARY_SCHEMA, ErrorBody, error_response, request_body
+from gatekeeper.api.models_policy import (
+    ActivationDocument,
+    ExceptionBody,
+    ExceptionDocument,
+    ExceptionExport,
+    ExceptionList,
+    PoliciesOverview,
+    PolicyEventList,
+    PolicyFilesBody,
+    PolicyRefusedBody,
+    ReasonBody,
+    ReplayDocument,
+    RevisionDocument,
+)
 from gatekeeper.errors import ConfigurationError, InvalidInputError, NotFoundError
 from gatekeeper.policy.bundle import PolicyFiles, build_opa_bundle
 from gatekeeper.policy.bundle_signing import BundleSigner
@@ -56,7 +71,13 @@ def lifecycle_from_state(request: Request) -> PolicyLifecycle:
 
 
 def _conflict(exc: PolicyConflictError) -> JSONResponse:
-    return JSONResponse({"error": exc.kind, "message": exc.message}, status_code=409)
+    return error_response(409, exc.kind, exc.message)
+
+
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "The lifecycle state forbids it"},
+}
+_GZIP: dict[str, Any] = {"content": {"application/gzip": {"schema": BINARY_SCHEMA}}}
 
 
 def _event(event: PolicyEvent) -> dict[str, Any]:
@@ -117,7 +138,11 @@ def build_policy_router(
 ) -> APIRouter:
     router = APIRouter(tags=["policies"])
 
-    @router.get("/v1/policies", summary="The active revision (with its files) and the history")
+    @router.get(
+        "/v1/policies",
+        summary="The active revision (with its files) and the history",
+        response_model=PoliciesOverview,
+    )
     def get_policies(request: Request, _principal: reader) -> JSONResponse:
         lifecycle = lifecycle_of(request)
         active = lifecycle.active()
@@ -139,6 +164,16 @@ def build_policy_router(
         "/v1/policies/revisions",
         summary="Upload a candidate (tar.gz, or JSON {policies, tests}); it is checked with opa",
         status_code=201,
+        response_model=RevisionDocument,
+        responses={
+            200: {"model": RevisionDocument, "description": "The same files were uploaded before"},
+            422: {"model": PolicyRefusedBody, "description": "Refused by the checks (kept)"},
+        },
+        openapi_extra=request_body(
+            PolicyFilesBody, media_types=_TARBALL_TYPES,
+            description="JSON {policies, tests, description}, or a tar.gz of the files "
+            "(description as a query parameter)",
+        ),
     )
     async def create_revision(request: Request, principal: writer) -> JSONResponse:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -164,17 +199,14 @@ def build_policy_router(
         )
         document = record.as_dict(active_revision=lifecycle.store.active_revision_id())
         if not record.accepted:
-            return JSONResponse(
-                {
-                    "error": "policy_refused",
-                    "message": f"candidate {record.revision_id} refused: {record.report.summary()}",
-                    "revision": document,
-                },
-                status_code=422,
+            return error_response(
+                422, "policy_refused",
+                f"candidate {record.revision_id} refused: {record.report.summary()}",
+                revision=document,
             )
         return JSONResponse(document, status_code=201 if created else 200)
 
-    @router.get("/v1/policies/revisions/{revision_id}")
+    @router.get("/v1/policies/revisions/{revision_id}", response_model=RevisionDocument)
     def get_revision(revision_id: str, request: Request, _principal: reader) -> JSONResponse:
         lifecycle = lifecycle_of(request)
         record = lifecycle.store.get_revision(revision_id)
@@ -185,6 +217,8 @@ def build_policy_router(
     @router.get(
         "/v1/policies/revisions/{revision_id}/bundle",
         summary="The revision as an OPA bundle (tar.gz) for an OPA sidecar's bundle service",
+        response_class=Response,
+        responses={200: _GZIP},
     )
     def get_bundle(revision_id: str, request: Request, _principal: reader) -> Response:
         record = lifecycle_of(request).store.get_revision(revision_id)
@@ -197,6 +231,8 @@ def build_policy_router(
     @router.get(
         "/v1/policies/bundle",
         summary="The active revision as an OPA bundle: the resource an OPA sidecar polls",
+        response_class=Response,
+        responses={200: _GZIP, 304: {"description": "If-None-Match names the active revision"}},
     )
     def get_active_bundle(request: Request, _principal: reader) -> Response:
         record = lifecycle_of(request).active()
@@ -211,7 +247,11 @@ def build_policy_router(
             media_type="application/gzip", headers={"ETag": etag},
         )
 
-    @router.post("/v1/policies/revisions/{revision_id}/activate")
+    @router.post(
+        "/v1/policies/revisions/{revision_id}/activate",
+        response_model=ActivationDocument, responses=_CONFLICT,
+        openapi_extra=request_body(ReasonBody, required=False),
+    )
     async def activate(revision_id: str, request: Request, principal: writer) -> JSONResponse:
         body = await _json_object(request, required=False)
         reason = _optional_text(body, "reason")
@@ -224,7 +264,11 @@ def build_policy_router(
             return _conflict(exc)
         return JSONResponse({"active_revision": event.to_revision, "event": _event(event)})
 
-    @router.post("/v1/policies/rollback")
+    @router.post(
+        "/v1/policies/rollback",
+        response_model=ActivationDocument, responses=_CONFLICT,
+        openapi_extra=request_body(ReasonBody, required=False),
+    )
     async def rollback(request: Request, principal: writer) -> JSONResponse:
         body = await _json_object(request, required=False)
         reason = _optional_text(body, "reason")
@@ -240,6 +284,7 @@ def build_policy_router(
     @router.post(
         "/v1/policies/revisions/{revision_id}/replay",
         summary="Re-evaluate stored decisions in [since, until) against the revision",
+        response_model=ReplayDocument,
     )
     def replay(
         revision_id: str,
@@ -258,7 +303,10 @@ def build_policy_router(
                                               running=running)
         return JSONResponse(report.as_dict())
 
-    @router.get("/v1/policies/events", summary="Lifecycle audit records, newest first")
+    @router.get(
+        "/v1/policies/events", summary="Lifecycle audit records, newest first",
+        response_model=PolicyEventList,
+    )
     def list_events(request: Request, _principal: reader, limit: int = 100) -> JSONResponse:
         store = lifecycle_of(request).store
         return JSONResponse(
@@ -270,7 +318,10 @@ def build_policy_router(
 
     # -- exceptions -----------------------------------------------------------------------
 
-    @router.post("/v1/exceptions", status_code=201, tags=["exceptions"])
+    @router.post(
+        "/v1/exceptions", status_code=201, tags=["exceptions"],
+        response_model=ExceptionDocument, openapi_extra=request_body(ExceptionBody),
+    )
     async def create_exception(request: Request, principal: writer) -> JSONResponse:
         body = await _json_object(request, required=True)
         lifecycle = lifecycle_of(request)
@@ -279,7 +330,7 @@ def build_policy_router(
         )
         return JSONResponse(exception.as_dict(lifecycle.now()), status_code=201)
 
-    @router.get("/v1/exceptions", tags=["exceptions"])
+    @router.get("/v1/exceptions", tags=["exceptions"], response_model=ExceptionList)
     def list_exceptions(
         request: Request, _principal: reader, status: str | None = None
     ) -> JSONResponse:
@@ -295,7 +346,8 @@ def build_policy_router(
         return JSONResponse({"items": items})
 
     @router.get("/v1/exceptions/export", tags=["exceptions"],
-                summary="Every exception with its audit records (create, approve, revoke)")
+                summary="Every exception with its audit records (create, approve, revoke)",
+                response_model=ExceptionExport)
     def export_exceptions(request: Request, _principal: reader) -> JSONResponse:
         lifecycle = lifecycle_of(request)
         now = lifecycle.now()
@@ -310,7 +362,9 @@ def build_policy_router(
             }
         )
 
-    @router.get("/v1/exceptions/{exception_id}", tags=["exceptions"])
+    @router.get(
+        "/v1/exceptions/{exception_id}", tags=["exceptions"], response_model=ExceptionDocument
+    )
     def get_exception(exception_id: str, request: Request, _principal: reader) -> JSONResponse:
         lifecycle = lifecycle_of(request)
         return JSONResponse(lifecycle.store.get_exception(exception_id).as_dict(lifecycle.now()))
@@ -329,8 +383,11 @@ def build_policy_router(
             return _conflict(exc)
         return JSONResponse(exception.as_dict(lifecycle.now()))
 
-    @router.post("/v1/exceptions/{exception_id}/approve", tags=["exceptions"],
-                 summary="A second authenticated principal approves a pending exception")
+    @router.post(
+        "/v1/exceptions/{exception_id}/approve", tags=["exceptions"],
+        summary="A second authenticated principal approves a pending exception",
+        response_model=ExceptionDocument, responses=_CONFLICT,
+    )
     async def approve_exception(
         exception_id: str, request: Request, principal: approver
     ) -> JSONResponse:
@@ -355,14 +412,22 @@ def build_policy_router(
             return _conflict(exc)
         return JSONResponse(exception.as_dict(lifecycle.now()))
 
-    @router.post("/v1/exceptions/{exception_id}/revoke", tags=["exceptions"])
+    @router.post(
+        "/v1/exceptions/{exception_id}/revoke", tags=["exceptions"],
+        response_model=ExceptionDocument, responses=_CONFLICT,
+        openapi_extra=request_body(ReasonBody, required=False),
+    )
     async def revoke_exception(
         exception_id: str, request: Request, principal: writer
     ) -> JSONResponse:
         return await _revoke(exception_id, request, principal)
 
-    @router.delete("/v1/exceptions/{exception_id}", tags=["exceptions"],
-                   summary="Revoke (the record is kept: exceptions are never deleted)")
+    @router.delete(
+        "/v1/exceptions/{exception_id}", tags=["exceptions"],
+        summary="Revoke (the record is kept: exceptions are never deleted)",
+        response_model=ExceptionDocument, responses=_CONFLICT,
+        openapi_extra=request_body(ReasonBody, required=False),
+    )
     async def delete_exception(
         exception_id: str, request: Request, principal: writer
     ) -> JSONResponse:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
@@ -20,6 +19,8 @@ from gatekeeper.api.models import (
     EvaluationBody,
     ManifestEvaluationDocument,
 )
+from gatekeeper.api.models_records import HealthDocument, ReadinessDocument
+from gatekeeper.config import Settings
 from gatekeeper.domain import (
     DecisionQuery,
     EvaluationRequest,
@@ -30,22 +31,14 @@ from gatekeeper.domain import (
     parse_image_reference,
 )
 from gatekeeper.domain.manifests import parse_manifests
-from gatekeeper.domain.ports import HealthCheck
+from gatekeeper.domain.ports import HealthCheck, PolicyEngine, SpooledAuditLog
 from gatekeeper.errors import GatekeeperError, InvalidInputError
-from gatekeeper.manifests import (
-    ManifestTarget,
-    evaluate_manifests,
-    manifests_document,
-)
-from gatekeeper.sbom import SbomDocumentError, SbomSourceKind
-from gatekeeper.wiring import Container
+from gatekeeper.manifests import ManifestTarget, evaluate_manifests, manifests_document
+from gatekeeper.metrics import Metrics
+from gatekeeper.service import EvaluationService
+from gatekeeper.usecases import SbomUploads
 
-__all__ = [
-    "build_router",
-    "evaluate_manifest_body",
-    "parse_evaluation_body",
-    "upload_inline_sboms",
-]
+__all__ = ["Services", "build_router", "evaluate_manifest_body", "parse_evaluation_body"]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "Body larger than the configured limit"},
@@ -81,43 +74,31 @@ def parse_evaluation_body(
     )
 
 
-def upload_inline_sboms(
-    container: Container, body: EvaluationBody, evaluation: EvaluationRequest
-) -> None:
-    """Store the SBOMs sent inline, bound to the digest of the image they name. They are kept
-    as ``inline`` documents of the caller, beside (never instead of) every other SBOM."""
-    for index, inline in enumerate(body.sboms):
-        field = f"sboms[{index}]"
-        if inline.image >= len(evaluation.images):
-            raise InvalidInputError(
-                f"image index {inline.image} is out of range (images has "
-                f"{len(evaluation.images)})",
-                field=f"{field}.image",
-            )
-        digest = evaluation.images[inline.image].digest
-        if digest is None:
-            raise InvalidInputError(
-                "an inline SBOM needs a digest-pinned image (upload it with POST /v1/sboms "
-                "after resolving the tag)",
-                field=f"{field}.image",
-            )
-        content = json.dumps(inline.document, separators=(",", ":")).encode()
-        try:
-            container.sbom_uploader.upload(
-                content,
-                digest,
-                ticket_id=evaluation.ticket.ticket_id,
-                uploaded_by=evaluation.caller,
-                source=SbomSourceKind.INLINE,
-            )
-        except SbomDocumentError as exc:
-            raise InvalidInputError(
-                exc.message, field=f"{field}.document{exc.path[1:]}"
-            ) from exc
+class Services(Protocol):
+    """What these routes need from the composition root (``wiring.Container`` fits): the
+    evaluation and SBOM upload use cases, and the components ``/readyz`` asks."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def service(self) -> EvaluationService: ...
+
+    @property
+    def sbom_uploader(self) -> SbomUploads: ...
+
+    @property
+    def policy_engine(self) -> PolicyEngine: ...
+
+    @property
+    def audit_log(self) -> SpooledAuditLog: ...
 
 
 def evaluate_manifest_body(
-    container: Container, body: EvaluationBody, caller: str | None
+    container: Services, body: EvaluationBody, caller: str | None
 ) -> dict[str, Any]:
     """``manifests`` instead of ``images``: one recorded decision per workload."""
     if body.images or body.sboms:
@@ -140,9 +121,9 @@ def evaluate_manifest_body(
     return manifests_document(decisions, others)
 
 
-def _container(request: Request) -> Container:
-    container: Container = request.app.state.container
-    return container
+def _container(request: Request) -> Services:
+    services: Services = request.app.state.container
+    return services
 
 
 #: Role checks (module level: the annotations below are resolved in this module's globals).
@@ -177,7 +158,9 @@ def build_router() -> APIRouter:
             mode=settings.pipeline_mode,
             caller=principal.subject,
         )
-        upload_inline_sboms(container, body, evaluation)
+        container.sbom_uploader.upload_inline(
+            [(inline.image, inline.document) for inline in body.sboms], evaluation
+        )
         deadline = time.monotonic() + settings.evidence_budget_seconds
         decision = container.service.evaluate(evaluation, deadline=deadline)
         # counted by the metrics observer of the service, like every decision of either door
@@ -224,11 +207,14 @@ def build_router() -> APIRouter:
             {"items": [d.as_dict() for d in page.items], "next_cursor": page.next_cursor}
         )
 
-    @router.get("/healthz", tags=["health"])
+    @router.get("/healthz", tags=["health"], response_model=HealthDocument)
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz", tags=["health"])
+    @router.get(
+        "/readyz", tags=["health"], response_model=ReadinessDocument,
+        responses={503: {"model": ReadinessDocument, "description": "Not ready, and why"}},
+    )
     async def readyz(request: Request) -> JSONResponse:
         container = _container(request)
         failures: dict[str, str] = {}

@@ -24,9 +24,16 @@ from fastapi.params import Depends
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from gatekeeper.api.models import (
+    BINARY_SCHEMA,
+    ErrorBody,
+    error_response,
+    request_body,
+)
+from gatekeeper.api.models_records import SbomMetadata, SbomUploadDocument
+from gatekeeper.domain.ports.sbom import StoredSbom
 from gatekeeper.domain.reference import parse_digest
-from gatekeeper.sbom.interface import StoredSbom
-from gatekeeper.sbom.uploads import SbomUploader
+from gatekeeper.usecases.sbom_upload import SbomUploads
 
 __all__ = ["SBOM_MEDIA_TYPES", "build_sbom_router"]
 
@@ -37,13 +44,6 @@ SBOM_MEDIA_TYPES = frozenset({
 })
 _MEDIA_TYPE_OF_FORMAT = {"cyclonedx": "application/vnd.cyclonedx+json",
                          "spdx": "application/spdx+json"}
-
-
-def _error(status: int, kind: str, message: str, field: str | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": kind, "message": message}
-    if field is not None:
-        body["field"] = field
-    return JSONResponse(body, status_code=status)
 
 
 async def _read_limited(request: Request, max_bytes: int) -> bytes | None:
@@ -78,7 +78,7 @@ def _metadata(stored: StoredSbom) -> dict[str, Any]:
 
 
 def build_sbom_router(
-    uploader_of: Callable[[Request], SbomUploader],
+    uploader_of: Callable[[Request], SbomUploads],
     *,
     max_bytes: int,
     dependencies: Sequence[Depends] = (),
@@ -92,6 +92,15 @@ def build_sbom_router(
         status_code=201,
         summary="Upload an SBOM for an image digest",
         dependencies=list(upload_dependencies),
+        response_model=SbomUploadDocument,
+        responses={
+            413: {"model": ErrorBody, "description": "Larger than the SBOM size limit"},
+            415: {"model": ErrorBody, "description": "Not an SBOM media type"},
+        },
+        openapi_extra=request_body(
+            media_types=tuple(sorted(SBOM_MEDIA_TYPES)),
+            description="The SBOM document (CycloneDX or SPDX 2.3 JSON)",
+        ),
     )
     async def upload_sbom(
         request: Request,
@@ -101,11 +110,11 @@ def build_sbom_router(
         digest = parse_digest(image_digest, field="image_digest")
         media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media_type not in SBOM_MEDIA_TYPES:
-            return _error(415, "unsupported_media_type",
+            return error_response(415, "unsupported_media_type",
                           f"send the SBOM as one of: {', '.join(sorted(SBOM_MEDIA_TYPES))}")
         content = await _read_limited(request, max_bytes)
         if content is None:
-            return _error(413, "too_large", f"SBOM larger than {max_bytes} bytes")
+            return error_response(413, "too_large", f"SBOM larger than {max_bytes} bytes")
         principal = getattr(request.state, "principal", None)
         uploader = uploader_of(request)
         # Parsing and validating a 10,000 component SBOM takes ~150 ms of CPU: off the loop.
@@ -122,9 +131,14 @@ def build_sbom_router(
         "/v1/sboms/{sbom_id}",
         summary="An uploaded SBOM's metadata, or the document",
         dependencies=list(read_dependencies),
+        response_model=SbomMetadata,
+        responses={200: {"content": {
+            media_type: {"schema": BINARY_SCHEMA}
+            for media_type in _MEDIA_TYPE_OF_FORMAT.values()
+        }, "description": "The metadata, or with document=true the document itself"}},
     )
     async def get_sbom(sbom_id: str, request: Request, document: bool = False) -> Response:
-        stored = await run_in_threadpool(uploader_of(request).store.get, sbom_id)
+        stored = await run_in_threadpool(uploader_of(request).get, sbom_id)
         if document:
             return Response(stored.content, media_type=_MEDIA_TYPE_OF_FORMAT[stored.format])
         return JSONResponse(_metadata(stored))

@@ -23,6 +23,8 @@ from fastapi.params import Depends
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from gatekeeper.api.models import ErrorBody, error_response, request_body
+from gatekeeper.api.models_records import VexUploadDocument
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.vex import VexUploader
 
@@ -48,6 +50,15 @@ def build_vex_router(
         status_code=201,
         summary="Upload a VEX document (role vex-publisher or policy-admin)",
         dependencies=list(upload_dependencies),
+        response_model=VexUploadDocument,
+        responses={
+            413: {"model": ErrorBody, "description": "Larger than the body size limit"},
+            415: {"model": ErrorBody, "description": "Not a VEX media type"},
+        },
+        openapi_extra=request_body(
+            media_types=tuple(sorted(VEX_MEDIA_TYPES)),
+            description="The VEX document (OpenVEX or CycloneDX with vulnerabilities)",
+        ),
     )
     async def upload_vex(
         request: Request,
@@ -55,17 +66,14 @@ def build_vex_router(
     ) -> Response:
         media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media_type not in VEX_MEDIA_TYPES:
-            return JSONResponse(
-                {"error": "unsupported_media_type",
-                 "message": "send the VEX document as one of: "
-                 + ", ".join(sorted(VEX_MEDIA_TYPES))},
-                status_code=415,
-            )  # fmt: skip
+            return error_response(
+                415, "unsupported_media_type",
+                "send the VEX document as one of: " + ", ".join(sorted(VEX_MEDIA_TYPES)),
+            )
         content = await request.body()
         if len(content) > max_bytes:
-            return JSONResponse(
-                {"error": "too_large", "message": f"VEX document larger than {max_bytes} bytes"},
-                status_code=413,
+            return error_response(
+                413, "too_large", f"VEX document larger than {max_bytes} bytes"
             )
         uploader = uploader_of(request)
         if uploader is None:

@@ -197,6 +197,11 @@ class SqlAuditLog:
         """Spooled decisions the store refused (kept in the spool's quarantine file)."""
         return self.spool.quarantined if self.spool is not None else 0
 
+    @property
+    def spool_quarantine_path(self) -> str | None:
+        """Where the quarantined decisions are kept (None without a spool)."""
+        return str(self.spool.quarantine_path) if self.spool is not None else None
+
     def spool_blocked(self) -> str | None:
         """Why the spool cannot drain now (None when it is empty or draining)."""
         if self.spool_depth and self.replay_error is not None:

@@ -163,7 +163,7 @@ def print_input(
 
 def _candidate(directory: Path, tests: Path | None) -> PolicyFiles:
     from gatekeeper.policy.bundle import PolicyFiles
-    from gatekeeper.policy.lifecycle import load_candidate_path
+    from gatekeeper.policy.candidates import load_candidate_path
 
     if tests is not None:
         return PolicyFiles.from_directory(directory, tests)

@@ -88,10 +88,10 @@ def evidence_command(
     output: OutputOption = OutputFormat.JSON,
 ) -> None:
     """Print the ``evidence.sbom.documents`` entry FILE would give an image (policy view)."""
+    from gatekeeper.domain.ports.sbom import SbomCandidate
     from gatekeeper.domain.reference import parse_digest
     from gatekeeper.sbom.binding import BindingMethod
     from gatekeeper.sbom.collector import SbomEvidenceCollector
-    from gatekeeper.sbom.interface import SbomCandidate
     from gatekeeper.sbom.parsing import JsonLimits
     from gatekeeper.sbom.validation import CycloneDxValidator
 

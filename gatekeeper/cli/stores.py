@@ -24,7 +24,7 @@ def open_lifecycle(settings: Settings) -> PolicyLifecycle:
     """The policy lifecycle on the configured store, migrated (no OPA of its own to feed:
     running gatekeepers pick changes up on their next sync)."""
     from gatekeeper.audit import create_database_engine
-    from gatekeeper.policy.lifecycle import create_policy_lifecycle
+    from gatekeeper.policy.factory import create_policy_lifecycle
 
     lifecycle = create_policy_lifecycle(
         database=create_database_engine(settings.database_url),

@@ -329,10 +329,12 @@ def _ineffective_packages(files: PolicyFiles) -> list[CheckProblem]:
     ``gatekeeper.rules.*``, or a ``gatekeeper.rules.*`` package that defines ``violation`` (the
     OPA Gatekeeper name) or neither ``deny`` nor ``warn``, is refused. Helper packages
     elsewhere that define none of the three are fine (rule packages may import them).
+    ``gatekeeper.templates.*`` (Gatekeeper-format templates, whose ``violation`` the aggregator
+    reads for each constraint) is checked by :func:`inert_package_problems` instead.
     """
     problems: list[CheckProblem] = []
     for package, (file, rules) in sorted(_package_rules(files).items()):
-        if package == "gatekeeper.main":
+        if package == "gatekeeper.main" or package.startswith("gatekeeper.templates."):
             continue
         if not package.startswith("gatekeeper.rules."):
             if rules:

@@ -15,8 +15,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 import time
@@ -26,14 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy.engine import Engine
 
 from gatekeeper.errors import ConfigurationError, GatekeeperError, PolicyEngineError
 from gatekeeper.policy.bundle import PolicyFiles
+from gatekeeper.policy.candidates import candidate_stamp, load_candidate_path, replace_tree
 from gatekeeper.policy.checks import OpaCandidateChecker
 from gatekeeper.policy.exceptions import (
-    DataApiExceptionPublisher,
-    ExceptionFilePublisher,
     ExceptionPublisher,
     ExceptionRequest,
     PolicyException,
@@ -46,7 +42,7 @@ from gatekeeper.policy.replay import (
     StoredDecision,
     replay_decisions,
 )
-from gatekeeper.policy.revision import POLICY_FILE_SUFFIXES
+from gatekeeper.policy.sidecar import opa_serves
 from gatekeeper.policy.store import (
     PolicyConflictError,
     PolicyEvent,
@@ -55,73 +51,12 @@ from gatekeeper.policy.store import (
     check_actor,
 )
 
-__all__ = [
-    "PolicyLifecycle",
-    "PolicyStatePaths",
-    "SidecarBundleRevision",
-    "create_policy_lifecycle",
-    "load_candidate_path",
-    "opa_serves",
-]
+__all__ = ["BOOTSTRAP_ACTOR", "PolicyLifecycle"]
 
 log = logging.getLogger(__name__)
 
 _LOAD_TIMEOUT = 10.0
 BOOTSTRAP_ACTOR = "system:bootstrap"
-
-
-def load_candidate_path(path: Path) -> PolicyFiles:
-    """A candidate from disk: a ``.tar.gz``; a directory with ``policies/`` (and ``tests/`` or
-    ``rego-tests/``); or a flat directory such as a mounted ConfigMap (which cannot hold
-    subdirectories), where ``*_test.rego`` files are the tests and the rest the policies."""
-    if path.is_file():
-        return PolicyFiles.from_tarball(path.read_bytes())
-    if (path / "policies").is_dir():
-        tests = next(
-            (path / name for name in ("tests", "rego-tests") if (path / name).is_dir()), None
-        )
-        return PolicyFiles.from_directory(path / "policies", tests)
-    flat = PolicyFiles.from_directory(path)
-    inline = {n: c for n, c in flat.policies.items() if n.endswith("_test.rego")}
-    policies = {n: c for n, c in flat.policies.items() if n not in inline}
-    return PolicyFiles(policies, inline)
-
-
-def _expected_data(files: PolicyFiles) -> dict[str, Any]:
-    """Data paths (``gatekeeper/config``) and the values the revision's JSON files put there."""
-    expected: dict[str, Any] = {}
-    for name, content in files.policies.items():
-        if not name.endswith(".json"):
-            continue  # YAML data documents are served too, but not compared here
-        prefix = list(Path(name).parent.parts)
-        document = json.loads(content)
-        if not isinstance(document, dict):
-            continue
-        for key, value in document.items():
-            path = [*prefix, key]
-            if path == ["gatekeeper"] and isinstance(value, dict):
-                # data.gatekeeper also holds the exceptions: compare one level down
-                expected.update({f"gatekeeper/{sub}": item for sub, item in value.items()})
-            else:
-                expected["/".join(path)] = value
-    return expected
-
-
-def opa_serves(client: httpx.Client, files: PolicyFiles, exceptions: list[dict[str, Any]]) -> bool:
-    """True when the OPA behind ``client`` serves exactly these modules, data and exceptions."""
-    try:
-        modules = client.get("/v1/policies").json().get("result", [])
-        served = client.get("/v1/data/gatekeeper/exceptions").json().get("result", [])
-        wanted = sorted(c.decode() for n, c in files.policies.items() if n.endswith(".rego"))
-        loaded = sorted(str(m.get("raw", "")) for m in modules if isinstance(m, dict))
-        if loaded != wanted or served != exceptions:
-            return False
-        for path, value in _expected_data(files).items():
-            if client.get(f"/v1/data/{path}").json().get("result") != value:
-                return False
-    except (httpx.HTTPError, ValueError, AttributeError):
-        return False
-    return True
 
 
 class PolicyLifecycle:
@@ -220,7 +155,7 @@ class PolicyLifecycle:
             record = self.store.get_revision(active) if active else None
             document = exceptions_document(self.store.list_exceptions())
             if record is not None and self._active_dir is not None:
-                _replace_tree(self._active_dir, record.files)
+                replace_tree(self._active_dir, record.files)
             if self._publisher is not None:
                 self._publisher.publish(document)
             if wait and record is not None and self._opa_client is not None:
@@ -417,7 +352,7 @@ class PolicyLifecycle:
             if tests_dir is not None and tests_dir.is_dir()
             else load_candidate_path(path)
         )
-        stamp = _stamp(files)
+        stamp = candidate_stamp(files)
         if stamp == self._gitops_stamp:
             return None
         first_look = self._gitops_stamp is None
@@ -435,135 +370,3 @@ class PolicyLifecycle:
         if self.store.active_revision_id() != record.revision_id:
             self.activate(record.revision_id, actor=actor, reason=f"GitOps change at {path}")
         return record
-
-
-def _stamp(files: PolicyFiles) -> str:
-    digest = hashlib.sha256(files.revision_id.encode())
-    for name, content in sorted(files.tests.items()):
-        digest.update(name.encode() + b"\0" + content)
-    return digest.hexdigest()
-
-
-def _replace_tree(directory: Path, files: PolicyFiles) -> None:
-    """Make ``directory`` hold exactly the revision's policy files.
-
-    Changed files are written first and obsolete ones removed afterwards; OPA reloads on each
-    change and keeps serving the last state that compiled, so it never serves an empty set.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, content in sorted(files.policies.items()):
-        target = directory / name
-        if target.is_file() and target.read_bytes() == content:
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.tmp")
-        temporary.write_bytes(content)
-        temporary.replace(target)
-    for path in sorted(directory.rglob("*"), reverse=True):
-        relative = path.relative_to(directory).as_posix()
-        obsolete = path.suffix in POLICY_FILE_SUFFIXES and relative not in files.policies
-        if path.is_file() and obsolete:
-            path.unlink()
-        elif path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
-
-
-class PolicyStatePaths:
-    """Where one replica keeps what its embedded OPA serves, under ``state_dir``.
-
-    ``active/`` holds the active revision's policy files (the embedded OPA's policy directory);
-    ``exceptions/`` holds ``data.json`` with ``data.gatekeeper.exceptions`` (an extra data path
-    of the embedded OPA, outside the revision hash).
-    """
-
-    def __init__(self, state_dir: Path) -> None:
-        self.active = state_dir / "active"
-        self.exceptions = state_dir / "exceptions"
-
-    def prepare(self, policy_dir: Path) -> None:
-        """Before the embedded OPA is built: something to serve, and an exceptions document."""
-        PolicyLifecycle.seed_active_dir(self.active, policy_dir)
-        ExceptionFilePublisher(self.exceptions).ensure()
-
-
-def create_policy_lifecycle(
-    *,
-    database: Engine,
-    opa_binary: str,
-    state: PolicyStatePaths | None,
-    embedded_socket: Path | None = None,
-    sidecar_url: str | None = None,
-    timeout: float = 5.0,
-    clock: Callable[[], datetime] | None = None,
-    tag_resolver: Callable[[str], str] | None = None,
-) -> PolicyLifecycle:
-    """The lifecycle for an embedded OPA (``state`` + ``embedded_socket``) or a sidecar
-    (``sidecar_url``: exceptions go to its Data API; it pulls the active revision as a bundle
-    from ``GET /v1/policies/bundle``)."""
-    from gatekeeper.policy.replay import SqlDecisionHistory
-    from gatekeeper.policy.store import SqlPolicyStore
-
-    publisher: ExceptionPublisher | None = None
-    opa_client: httpx.Client | None = None
-    if sidecar_url is not None:
-        publisher = DataApiExceptionPublisher(
-            httpx.Client(base_url=sidecar_url, timeout=timeout), describe=f"OPA at {sidecar_url}"
-        )
-    elif state is not None:
-        publisher = ExceptionFilePublisher(state.exceptions)
-        if embedded_socket is not None:
-            opa_client = httpx.Client(
-                transport=httpx.HTTPTransport(uds=str(embedded_socket)),
-                base_url="http://opa", timeout=timeout,
-            )
-    return PolicyLifecycle(
-        store=SqlPolicyStore(database, clock=clock),
-        checker=OpaCandidateChecker(opa_binary),
-        opa_binary=opa_binary,
-        active_dir=state.active if state is not None and sidecar_url is None else None,
-        publisher=publisher,
-        history=SqlDecisionHistory(database),
-        opa_client=opa_client,
-        clock=clock,
-        tag_resolver=tag_resolver,
-    )
-
-
-class SidecarBundleRevision:
-    """The revision an OPA sidecar really serves: its bundle manifest's ``revision``.
-
-    For ``OpaPolicyEngine(local_revision=SidecarBundleRevision(client).current)``: decisions then
-    record the same revision id as the store (the sidecar loads ``GET /v1/policies/bundle``,
-    whose manifest revision is the revision id). Cached for ``ttl`` seconds.
-    """
-
-    def __init__(
-        self, client: httpx.Client, *, bundle: str = "gatekeeper", ttl: float = 2.0,
-        describe: str = "OPA sidecar",
-    ) -> None:
-        self._client = client
-        self._describe = describe
-        self._path = f"/v1/data/system/bundles/{bundle}/manifest/revision"
-        self._ttl = ttl
-        self._cached: tuple[float, str] | None = None
-        self._lock = threading.Lock()
-
-    def current(self) -> str:
-        with self._lock:
-            now = time.monotonic()
-            if self._cached is not None and now - self._cached[0] < self._ttl:
-                return self._cached[1]
-            try:
-                revision = self._client.get(self._path).json().get("result")
-            except httpx.HTTPError as exc:
-                raise PolicyEngineError(f"{self._describe} unreachable: {exc}") from exc
-            except (ValueError, AttributeError) as exc:
-                raise PolicyEngineError(
-                    f"{self._describe}: cannot read its bundle revision: {exc}"
-                ) from exc
-            if not isinstance(revision, str) or not revision:
-                raise PolicyEngineError(
-                    f"{self._describe} has not loaded the gatekeeper bundle yet"
-                )
-            self._cached = (now, revision)
-            return revision

@@ -15,10 +15,11 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
+from gatekeeper.domain.ports.registry import BasicCredentials, CredentialProvider
 from gatekeeper.errors import ConfigurationError, UpstreamUnavailableError
 
 __all__ = [
@@ -37,19 +38,6 @@ log = logging.getLogger(__name__)
 _ECR_HOST_RE = re.compile(
     r"^(?P<account>[0-9]{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class BasicCredentials:
-    username: str
-    password: str = field(repr=False)
-
-
-class CredentialProvider(Protocol):
-    def credentials_for(self, host: str) -> BasicCredentials | None:
-        """Credentials for ``host``, ``None`` for anonymous; raise
-        :class:`UpstreamUnavailableError` when a token service cannot be reached."""
-        ...
 
 
 class StaticCredentials:

@@ -1,13 +1,12 @@
 """SBOM evidence: CycloneDX (1.2 - 1.7) and SPDX 2.3 JSON, validated, normalised and bound.
 
 Entry points: :class:`SbomEvidenceCollector` (the ``sbom`` evidence section),
-:class:`SbomUploader` (``POST /v1/sboms``), :class:`SqlSbomStore`, ``sbom_app`` in
+:class:`SbomDocumentInspector` (for the upload use case, ``gatekeeper.usecases``),
+:class:`SqlSbomStore`, ``sbom_app`` in
 :mod:`gatekeeper.cli.sbom` (``gatekeeper sbom validate``).
 """
 
-from gatekeeper.sbom.binding import Binding, BindingMethod, SbomState, bind_sbom
-from gatekeeper.sbom.collector import SbomEvidenceCollector, StoredSbomSource
-from gatekeeper.sbom.interface import (
+from gatekeeper.domain.ports.sbom import (
     SbomCandidate,
     SbomSource,
     SbomSourceKind,
@@ -15,10 +14,12 @@ from gatekeeper.sbom.interface import (
     SbomUpload,
     StoredSbom,
 )
+from gatekeeper.sbom.binding import Binding, BindingMethod, SbomState, bind_sbom
+from gatekeeper.sbom.collector import SbomEvidenceCollector, StoredSbomSource
+from gatekeeper.sbom.inspector import SbomDocumentInspector
 from gatekeeper.sbom.normalise import NormalisationLimits, NormalisedSbom, normalise_sbom
 from gatekeeper.sbom.parsing import JsonLimits, SbomDocumentError, load_bounded_json
 from gatekeeper.sbom.store import SqlSbomStore
-from gatekeeper.sbom.uploads import SbomUploader, SbomUploadResult
 from gatekeeper.sbom.validation import (
     SUPPORTED_CYCLONEDX_VERSIONS,
     CycloneDxValidator,
@@ -37,14 +38,13 @@ __all__ = [
     "ParsedSbom",
     "SbomCandidate",
     "SbomDocumentError",
+    "SbomDocumentInspector",
     "SbomEvidenceCollector",
     "SbomSource",
     "SbomSourceKind",
     "SbomState",
     "SbomStore",
     "SbomUpload",
-    "SbomUploadResult",
-    "SbomUploader",
     "SqlSbomStore",
     "StoredSbom",
     "StoredSbomSource",

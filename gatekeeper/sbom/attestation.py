@@ -16,9 +16,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from gatekeeper.domain.ports.sbom import SbomCandidate
 from gatekeeper.domain.reference import Digest
 from gatekeeper.sbom.binding import BindingMethod
-from gatekeeper.sbom.interface import SbomCandidate
 from gatekeeper.sbom.parsing import SbomDocumentError
 
 __all__ = [

@@ -23,6 +23,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gatekeeper.domain.ports.sbom import BindingMethod
 from gatekeeper.domain.reference import Digest
 from gatekeeper.sbom.normalise import NormalisedSbom
 
@@ -35,13 +36,6 @@ class SbomState(enum.StrEnum):
     UNBOUND = "unbound"
     INVALID = "invalid"
     MISSING = "missing"
-
-
-class BindingMethod(enum.StrEnum):
-    ATTESTATION = "attestation"
-    REFERRER = "referrer"
-    UPLOAD = "upload"
-    METADATA = "metadata"
 
 
 @dataclass(frozen=True, slots=True)

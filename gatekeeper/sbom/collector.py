@@ -1,7 +1,7 @@
 """The ``sbom`` evidence collector: find, validate, normalise and bind SBOMs for an image.
 
 Every SBOM found for the image reaches the policy, each with where it came from: a caller can
-add documents, never hide one (issue 10.1: a clean upload used to replace an attested SBOM that
+add documents, never hide one (a clean upload must not replace an attested SBOM that
 listed a banned component). Its section, ``input.images[].evidence.sbom``::
 
     {"present": true, "state": "bound", "reason": "2 SBOMs bound to the image digest: ...",
@@ -33,14 +33,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gatekeeper.domain.ports import EvidenceContext
-from gatekeeper.domain.reference import Digest, ImageReference
-from gatekeeper.sbom.binding import BindingMethod, SbomState, bind_sbom
-from gatekeeper.sbom.interface import (
+from gatekeeper.domain.ports.sbom import (
     SbomCandidate,
     SbomSource,
     SbomStore,
     StoredSbom,
 )
+from gatekeeper.domain.reference import Digest, ImageReference
+from gatekeeper.sbom.binding import BindingMethod, SbomState, bind_sbom
 from gatekeeper.sbom.normalise import NormalisationLimits, NormalisedSbom, normalise_sbom
 from gatekeeper.sbom.parsing import JsonLimits, SbomDocumentError, paused_gc
 from gatekeeper.sbom.validation import CycloneDxValidator, parse_sbom_document

@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from gatekeeper.domain.ports.sbom import SbomUpload, StoredSbom
 from gatekeeper.domain.reference import Digest
 from gatekeeper.errors import NotFoundError, StorageError
-from gatekeeper.sbom.interface import SbomUpload, StoredSbom
 
 __all__ = ["SqlSbomStore", "create_sbom_tables", "sbom_metadata", "sboms"]
 
@@ -66,7 +66,7 @@ def _as_utc(value: datetime) -> datetime:
 
 
 class SqlSbomStore:
-    """Implements :class:`~gatekeeper.sbom.interface.SbomStore` on a SQLAlchemy ``Engine``."""
+    """Implements :class:`~gatekeeper.domain.ports.sbom.SbomStore` on a SQLAlchemy ``Engine``."""
 
     def __init__(
         self, engine: Engine, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)

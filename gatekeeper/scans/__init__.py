@@ -4,9 +4,9 @@ Entry points: :class:`EcrScanSource` (boto3) and :class:`ScanEvidenceCollector` 
 evidence section, cached per digest).
 """
 
+from gatekeeper.domain.ports.scans import SEVERITIES, ScanFinding, ScanReport, ScanSource, ScanState
 from gatekeeper.scans.collector import ScanEvidenceCollector, TtlCache
 from gatekeeper.scans.ecr import EcrImageLocation, EcrScanSource, parse_ecr_host, report_from_pages
-from gatekeeper.scans.interface import SEVERITIES, ScanFinding, ScanReport, ScanSource, ScanState
 
 __all__ = [
     "SEVERITIES",

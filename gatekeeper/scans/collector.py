@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gatekeeper.domain.ports import EvidenceContext
+from gatekeeper.domain.ports.scans import ScanReport, ScanSource, ScanState
 from gatekeeper.domain.reference import Digest, ImageReference
 from gatekeeper.metrics import Metrics
-from gatekeeper.scans.interface import ScanReport, ScanSource, ScanState
 
 __all__ = ["ScanEvidenceCollector", "TtlCache"]
 

@@ -31,9 +31,9 @@ import botocore.config
 import botocore.exceptions
 
 from gatekeeper.domain.ports import EvidenceContext
+from gatekeeper.domain.ports.scans import SEVERITIES, ScanFinding, ScanReport, ScanState
 from gatekeeper.domain.reference import Digest, ImageReference
 from gatekeeper.errors import ConfigurationError, UpstreamUnavailableError
-from gatekeeper.scans.interface import SEVERITIES, ScanFinding, ScanReport, ScanState
 
 __all__ = ["EcrImageLocation", "EcrScanSource", "parse_ecr_host", "report_from_pages"]
 
@@ -252,7 +252,7 @@ def report_from_pages(
 
 
 class EcrScanSource:
-    """Implements :class:`~gatekeeper.scans.interface.ScanSource` for Amazon ECR."""
+    """Implements :class:`~gatekeeper.domain.ports.scans.ScanSource` for Amazon ECR."""
 
     name = "ecr"
 

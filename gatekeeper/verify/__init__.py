@@ -1,5 +1,6 @@
 """Signature and attestation verification (cosign, Sigstore bundles, in-toto)."""
 
+from gatekeeper.domain.ports.registry import RegistryReader
 from gatekeeper.verify.authority import (
     Authority,
     ImagePolicy,
@@ -11,7 +12,6 @@ from gatekeeper.verify.bundle_cli import verify_bundle_for_cli
 from gatekeeper.verify.collector import SignatureEvidenceCollector
 from gatekeeper.verify.cosign import REASON_MESSAGES, CosignVerifier, VerifiedStatement
 from gatekeeper.verify.keys import VerificationKey, load_public_key
-from gatekeeper.verify.ports import RegistryReader
 from gatekeeper.verify.trust import TrustRoot
 
 __all__ = [

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gatekeeper.domain.ports import EvidenceContext
+from gatekeeper.domain.ports.registry import RegistryReader
 from gatekeeper.domain.reference import Digest, ImageReference
 from gatekeeper.metrics import Metrics
 from gatekeeper.verify.authority import SignaturePolicySettings
@@ -26,7 +27,6 @@ from gatekeeper.verify.cache import TtlCache
 from gatekeeper.verify.cosign import CosignVerifier, VerifiedStatement
 from gatekeeper.verify.discovery import OversizedAttestation, find_material
 from gatekeeper.verify.notation import NotationVerifier, TargetArtifact
-from gatekeeper.verify.ports import RegistryReader
 from gatekeeper.verify.trust import TrustRoot
 
 __all__ = ["EVIDENCE_SCHEMA_VERSION", "SignatureEvidenceCollector"]

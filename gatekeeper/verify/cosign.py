@@ -32,6 +32,7 @@ from sigstore._internal.timestamp import TimestampSource, TimestampVerificationR
 from sigstore._internal.trust import KeyringPurpose
 from sigstore.errors import Error as SigstoreError
 
+from gatekeeper.domain.ports.attestations import VerifiedStatement
 from gatekeeper.domain.reference import Digest
 from gatekeeper.errors import ConfigurationError, GatekeeperError, VerificationError
 from gatekeeper.verify.authority import Authority
@@ -132,18 +133,6 @@ class Check:
             "signer": dict(self.signer),
             "tlog": self.tlog,
         }
-
-
-@dataclass(frozen=True, slots=True)
-class VerifiedStatement:
-    """An in-toto statement whose signature verified for ``authority`` and whose subject names
-    the image digest: what other packages (SBOMs) may consume without verifying again."""
-
-    authority: str
-    predicate_type: str
-    statement: Mapping[str, Any]
-    source: str
-    signer: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)

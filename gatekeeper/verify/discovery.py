@@ -24,9 +24,10 @@ import base64
 import binascii
 from dataclasses import dataclass
 
+from gatekeeper.domain.ports.attestations import OversizedAttestation
+from gatekeeper.domain.ports.registry import DescriptorView, RegistryReader
 from gatekeeper.domain.reference import Digest, ImageReference
 from gatekeeper.errors import InvalidInputError, NotFoundError, VerificationError
-from gatekeeper.verify.ports import DescriptorView, RegistryReader
 
 __all__ = [
     "BUNDLE_MEDIA_TYPE",
@@ -102,17 +103,6 @@ class NotationSignature:
     envelope: bytes
     media_type: str
     manifest_digest: str
-    source: str
-
-
-@dataclass(frozen=True, slots=True)
-class OversizedAttestation:
-    """An attestation left unread because it is larger than ``max_payload_bytes``: never
-    verified; its predicate type is the unsigned annotation, i.e. what it claims to be."""
-
-    predicate_type: str | None
-    size: int
-    limit: int
     source: str
 
 

@@ -31,17 +31,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from gatekeeper.domain.ports import EvidenceContext
+from gatekeeper.domain.ports.vex import (
+    StoredVex,
+    VexCandidate,
+    VexDocument,
+    VexSource,
+    VexStore,
+    VexUpload,
+)
 from gatekeeper.domain.reference import Digest, ImageReference
 from gatekeeper.vex.documents import (
-    VexDocument,
     VexDocumentError,
     VexLimits,
     parse_vex_json,
 )
-from gatekeeper.vex.store import StoredVex, VexUpload
 
 __all__ = [
     "StoredVexSource",
@@ -52,32 +58,6 @@ __all__ = [
     "VexUploadResult",
     "VexUploader",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class VexCandidate:
-    """A VEX document found for an image (or why it could not be read)."""
-
-    document: VexDocument | None
-    source: str  # "attestation" | "upload"
-    origin: str
-    authority: str | None = None
-    supplied_by: str | None = None
-    problem: str | None = None
-
-
-class VexSource(Protocol):
-    name: str
-
-    def find(
-        self, reference: ImageReference, digest: Digest, context: EvidenceContext
-    ) -> Sequence[VexCandidate]: ...
-
-
-class VexStore(Protocol):
-    def save(self, upload: VexUpload) -> StoredVex: ...
-
-    def find_for_digest(self, image_digest: str, *, limit: int = 32) -> Sequence[StoredVex]: ...
 
 
 class StoredVexSource:

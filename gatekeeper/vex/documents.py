@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gatekeeper.domain.ports.vex import VexDocument, VexStatement
 from gatekeeper.errors import InvalidInputError
 
 __all__ = [
@@ -73,44 +74,6 @@ class VexLimits:
     max_bytes: int = 4 << 20
     max_depth: int = 32
     max_statements: int = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class VexStatement:
-    vulnerability: str
-    aliases: tuple[str, ...]
-    status: str
-    justification: str | None
-    impact_statement: str | None
-    #: Image digests (``sha256:<hex>``) the statement names as its products.
-    products: tuple[str, ...]
-    #: Package names of the subcomponents it is about (empty: the whole product).
-    packages: tuple[str, ...]
-    timestamp: str | None
-
-    def as_input(self) -> dict[str, Any]:
-        return {
-            "vulnerability": self.vulnerability,
-            "aliases": list(self.aliases),
-            "status": self.status,
-            "justification": self.justification,
-            "impact_statement": self.impact_statement,
-            "products": list(self.products),
-            "packages": list(self.packages),
-            "timestamp": self.timestamp,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class VexDocument:
-    format: str  # "openvex" | "cyclonedx"
-    sha256: str
-    author: str | None
-    statements: tuple[VexStatement, ...]
-
-    @property
-    def product_digests(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(d for s in self.statements for d in s.products))
 
 
 def is_openvex_predicate(predicate_type: str) -> bool:

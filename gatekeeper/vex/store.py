@@ -11,7 +11,6 @@ from __future__ import annotations
 import uuid
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from gatekeeper.domain.ports.vex import StoredVex, VexUpload
 from gatekeeper.errors import StorageError
 
 __all__ = ["SqlVexStore", "StoredVex", "VexUpload", "create_vex_tables"]
@@ -56,29 +56,6 @@ def create_vex_tables(connection: Connection) -> None:
 
 def _as_utc(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class VexUpload:
-    content: bytes
-    sha256: str
-    format: str
-    statement_count: int
-    product_digests: tuple[str, ...]
-    uploaded_by: str | None
-    ticket_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredVex:
-    id: str
-    sha256: str
-    format: str
-    statement_count: int
-    uploaded_at: datetime
-    uploaded_by: str | None
-    ticket_id: str | None
-    content: bytes
 
 
 class SqlVexStore:

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request, Response
 from gatekeeper.domain import EnforcementMode
 from gatekeeper.errors import InvalidInputError
 from gatekeeper.webhook.handler import AdmissionHandler
+from gatekeeper.webhook.models import ADMISSION_OPENAPI, AdmissionReviewAnswer
 from gatekeeper.webhook.review import WebhookKind, parse_admission_review
 
 __all__ = ["build_admission_router"]
@@ -53,6 +54,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
             )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+#: What /openapi.json says of every admission route (the body is read and limited by hand).
+_DOCUMENTED: dict[str, Any] = {
+    "response_model": AdmissionReviewAnswer,
+    "openapi_extra": ADMISSION_OPENAPI,
+    "responses": {
+        400: {"description": "Not JSON, not an admission.k8s.io/v1 AdmissionReview"},
+        413: {"description": "AdmissionReview larger than the limit"},
+    },
+}
 
 
 def build_admission_router(handler: AdmissionHandler) -> APIRouter:
@@ -95,19 +107,31 @@ def build_admission_router(handler: AdmissionHandler) -> APIRouter:
             json.dumps(response.to_review(), separators=(",", ":")), media_type=_JSON
         )
 
-    @router.post("/validate", summary="ValidatingAdmissionWebhook (mode from configuration)")
+    @router.post(
+        "/validate", summary="ValidatingAdmissionWebhook (mode from configuration)",
+        **_DOCUMENTED,
+    )
     async def validate(request: Request) -> Response:
         return await answer(request, "validate", None)
 
-    @router.post("/validate/{mode}", summary="ValidatingAdmissionWebhook for one mode")
+    @router.post(
+        "/validate/{mode}", summary="ValidatingAdmissionWebhook for one mode",
+        **_DOCUMENTED,
+    )
     async def validate_mode(request: Request, mode: str) -> Response:
         return await answer(request, "validate", mode)
 
-    @router.post("/mutate", summary="MutatingAdmissionWebhook pinning verified digests")
+    @router.post(
+        "/mutate", summary="MutatingAdmissionWebhook pinning verified digests",
+        **_DOCUMENTED,
+    )
     async def mutate(request: Request) -> Response:
         return await answer(request, "mutate", None)
 
-    @router.post("/mutate/{mode}", summary="MutatingAdmissionWebhook for one mode")
+    @router.post(
+        "/mutate/{mode}", summary="MutatingAdmissionWebhook for one mode",
+        **_DOCUMENTED,
+    )
     async def mutate_mode(request: Request, mode: str) -> Response:
         return await answer(request, "mutate", mode)
 

@@ -9,7 +9,6 @@ Runs once the lead mounts the router in ``create_app`` and the settings know the
 from __future__ import annotations
 
 import base64
-import inspect
 import json
 import os
 import socket
@@ -24,8 +23,6 @@ from typing import Any
 import httpx
 import pytest
 
-import gatekeeper.app
-from gatekeeper.config import Settings
 from tests.integration.cosign_fixtures import push_image, registry_host, unique_repository
 from tests.integration.test_admission_https import client_for
 from tests.integration.test_admission_signatures import deployment_review
@@ -35,11 +32,6 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "tests" / "assets" / "admission"
 DIGEST = "sha256:" + "cd" * 32
-
-
-def _integrated() -> bool:
-    return ("tls_cert_file" in Settings.model_fields
-            and "build_admission_router" in inspect.getsource(gatekeeper.app))
 
 
 AUTH_SECRET = "admission-test-secret-of-at-least-32-bytes"
@@ -59,8 +51,6 @@ def serve_gatekeeper(
     **extra_env: str,
 ) -> Iterator[tuple[str, Any]]:
     """``gatekeeper serve`` as a child on HTTPS with ``extra_env`` on top of the defaults."""
-    if not _integrated():
-        pytest.skip("admission router not mounted in create_app yet (issue 5 integration note)")
     host = registry_host()
     leaf = ca.issue("gatekeeper", ip_addresses=("127.0.0.1",))
     with socket.socket() as sock:

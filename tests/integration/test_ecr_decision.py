@@ -22,13 +22,14 @@ from gatekeeper.domain.reference import parse_image_reference
 from gatekeeper.policy import EmbeddedOpa
 from gatekeeper.sbom import (
     CycloneDxValidator,
+    SbomDocumentInspector,
     SbomEvidenceCollector,
-    SbomUploader,
     SqlSbomStore,
     StoredSbomSource,
 )
 from gatekeeper.scans import EcrScanSource, ScanEvidenceCollector
 from gatekeeper.service import EvaluationService
+from gatekeeper.usecases import SbomUploads
 from tests.fakes import FakeAuditLog
 from tests.integration.test_ecr_scans import (
     HOST,
@@ -69,7 +70,7 @@ from tests.integration.test_ecr_scans import (  # noqa: E402
 
 
 @pytest.fixture()
-def gate(tmp_path: Path, moto_url: str) -> Iterator[tuple[EvaluationService, SbomUploader]]:  # noqa: F811
+def gate(tmp_path: Path, moto_url: str) -> Iterator[tuple[EvaluationService, SbomUploads]]:  # noqa: F811
     config_root = tmp_path / "opa-data"
     for key, value in SETTINGS.items():
         folder = config_root / "gatekeeper" / "config" / key
@@ -89,7 +90,10 @@ def gate(tmp_path: Path, moto_url: str) -> Iterator[tuple[EvaluationService, Sbo
     service = EvaluationService(policy_engine=opa.engine, audit_log=FakeAuditLog(),
                                 collectors=[sbom_collector, scan_collector])
     try:
-        yield service, SbomUploader(store=store, collector=sbom_collector, validator=validator)
+        yield service, SbomUploads(
+            store=store,
+            inspector=SbomDocumentInspector(collector=sbom_collector, validator=validator),
+        )
     finally:
         opa.stop()
 
@@ -115,7 +119,7 @@ def _complete_scan(findings: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def test_banned_component_and_fixable_cve_deny_then_clean_image_is_allowed(
-    gate: tuple[EvaluationService, SbomUploader], moto_url: str,  # noqa: F811
+    gate: tuple[EvaluationService, SbomUploads], moto_url: str,  # noqa: F811
     push_image: PushImage,  # noqa: F811
 ) -> None:
     service, uploader = gate
@@ -154,7 +158,7 @@ def test_banned_component_and_fixable_cve_deny_then_clean_image_is_allowed(
 
 
 def test_production_denies_without_sbom_and_with_pending_scan(
-    gate: tuple[EvaluationService, SbomUploader], moto_url: str,  # noqa: F811
+    gate: tuple[EvaluationService, SbomUploads], moto_url: str,  # noqa: F811
     push_image: PushImage,  # noqa: F811
 ) -> None:
     service, _ = gate
@@ -169,7 +173,7 @@ def test_production_denies_without_sbom_and_with_pending_scan(
 
 
 def test_sbom_for_another_digest_is_denied(
-    gate: tuple[EvaluationService, SbomUploader], moto_url: str,  # noqa: F811
+    gate: tuple[EvaluationService, SbomUploads], moto_url: str,  # noqa: F811
     push_image: PushImage,  # noqa: F811
 ) -> None:
     service, uploader = gate

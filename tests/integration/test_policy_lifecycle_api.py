@@ -27,7 +27,8 @@ from gatekeeper.api.policy_routes import build_policy_router
 from gatekeeper.app import create_app
 from gatekeeper.policy import EmbeddedOpa
 from gatekeeper.policy.bundle import PolicyFiles
-from gatekeeper.policy.lifecycle import PolicyLifecycle, PolicyStatePaths, create_policy_lifecycle
+from gatekeeper.policy.factory import PolicyStatePaths, create_policy_lifecycle
+from gatekeeper.policy.lifecycle import PolicyLifecycle
 from gatekeeper.service import EvaluationService
 from gatekeeper.wiring import build_container
 

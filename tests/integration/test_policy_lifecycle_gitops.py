@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from gatekeeper.audit import create_database_engine
 from gatekeeper.policy.bundle import PolicyFiles, build_opa_bundle
+from gatekeeper.policy.candidates import load_candidate_path
 from gatekeeper.policy.checks import OpaCandidateChecker
 from gatekeeper.policy.exceptions import ExceptionFilePublisher
-from gatekeeper.policy.lifecycle import PolicyLifecycle, load_candidate_path
+from gatekeeper.policy.lifecycle import PolicyLifecycle
 from gatekeeper.policy.replay import SqlDecisionHistory
 from gatekeeper.policy.revision import DirectoryRevision
 from gatekeeper.policy.store import SqlPolicyStore

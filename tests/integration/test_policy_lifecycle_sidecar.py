@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 
 from gatekeeper.policy.exceptions import DataApiExceptionPublisher, exceptions_document
-from gatekeeper.policy.lifecycle import SidecarBundleRevision
+from gatekeeper.policy.sidecar import SidecarBundleRevision
 from tests.integration.test_policy_lifecycle_api import (
     ADMIN,
     APPROVER,

@@ -20,12 +20,13 @@ from gatekeeper.sbom import (
     CycloneDxValidator,
     SbomCandidate,
     SbomDocumentError,
+    SbomDocumentInspector,
     SbomEvidenceCollector,
     SbomSourceKind,
-    SbomUploader,
     SqlSbomStore,
     StoredSbomSource,
 )
+from gatekeeper.usecases import SbomUploads
 from tests.unit.sbom.factory import (
     IMAGE_DIGEST,
     OTHER_DIGEST,
@@ -163,7 +164,9 @@ def test_upload_is_stored_and_found_again(
     store: SqlSbomStore, validator: CycloneDxValidator
 ) -> None:
     collector = SbomEvidenceCollector(sources=(StoredSbomSource(store),), validator=validator)
-    uploader = SbomUploader(store=store, collector=collector, validator=validator)
+    uploader = SbomUploads(
+        store=store, inspector=SbomDocumentInspector(collector=collector, validator=validator)
+    )
     content = encode(cyclonedx(5))
     result = uploader.upload(content, DIGEST, ticket_id="CHG-1", uploaded_by="ci")
     response = result.as_response()
@@ -190,7 +193,9 @@ def test_invalid_upload_is_refused_and_not_stored(
     store: SqlSbomStore, validator: CycloneDxValidator
 ) -> None:
     collector = SbomEvidenceCollector(sources=(StoredSbomSource(store),), validator=validator)
-    uploader = SbomUploader(store=store, collector=collector, validator=validator)
+    uploader = SbomUploads(
+        store=store, inspector=SbomDocumentInspector(collector=collector, validator=validator)
+    )
     with pytest.raises(SbomDocumentError):
         uploader.upload(b'{"bomFormat": "CycloneDX", "specVersion": "1.6", "components": 1}', DIGEST)
     assert store.find_for_digest(DIGEST) == []
@@ -270,7 +275,9 @@ def test_attested_and_uploaded_sboms_are_both_listed_with_their_source(
     collector = SbomEvidenceCollector(
         sources=(ListSource(attested), StoredSbomSource(store)), validator=validator
     )
-    uploader = SbomUploader(store=store, collector=collector, validator=validator)
+    uploader = SbomUploads(
+        store=store, inspector=SbomDocumentInspector(collector=collector, validator=validator)
+    )
     uploader.upload(encode(cyclonedx(2)), DIGEST, uploaded_by="ci-bot")
     uploader.upload(encode(cyclonedx(3)), DIGEST, uploaded_by="ci-bot",
                     source=SbomSourceKind.INLINE)  # fmt: skip
@@ -297,7 +304,9 @@ def test_more_uploads_than_read_are_flagged_not_silently_dropped(
     collector = SbomEvidenceCollector(
         sources=(StoredSbomSource(store, limit=2),), validator=validator
     )
-    uploader = SbomUploader(store=store, collector=collector, validator=validator)
+    uploader = SbomUploads(
+        store=store, inspector=SbomDocumentInspector(collector=collector, validator=validator)
+    )
     for count in (1, 2):
         uploader.upload(encode(cyclonedx(count)), DIGEST)
     assert collector.collect(IMAGE, DIGEST, CONTEXT)["documents_truncated"] is False

@@ -14,11 +14,12 @@ from gatekeeper.api.sbom_routes import build_sbom_router
 from gatekeeper.errors import GatekeeperError
 from gatekeeper.sbom import (
     CycloneDxValidator,
+    SbomDocumentInspector,
     SbomEvidenceCollector,
-    SbomUploader,
     SqlSbomStore,
     StoredSbomSource,
 )
+from gatekeeper.usecases import SbomUploads
 from tests.unit.sbom.factory import IMAGE_DIGEST, cyclonedx, cyclonedx_component, encode
 
 CDX = {"Content-Type": "application/vnd.cyclonedx+json"}
@@ -30,7 +31,9 @@ def client(tmp_path: Path) -> TestClient:
     store.create_tables()
     validator = CycloneDxValidator()
     collector = SbomEvidenceCollector(sources=[StoredSbomSource(store)], validator=validator)
-    uploader = SbomUploader(store=store, collector=collector, validator=validator)
+    uploader = SbomUploads(
+        store=store, inspector=SbomDocumentInspector(collector=collector, validator=validator)
+    )
     app = FastAPI()
 
     @app.exception_handler(GatekeeperError)

@@ -157,7 +157,7 @@ class FakeReferrers:
 
 
 class InMemoryRegistry:
-    """Implements ``gatekeeper.verify.ports.RegistryReader`` over dictionaries."""
+    """Implements ``gatekeeper.domain.ports.registry.RegistryReader`` over dictionaries."""
 
     def __init__(self) -> None:
         self.tags: dict[str, FakeManifest] = {}

@@ -1,4 +1,4 @@
-"""Ports: the interfaces the service depends on. Adapters implement them; tests fake them."""
+"""Ports of evaluation: the policy engine, evidence collectors, digest resolution and the clock."""
 
 from __future__ import annotations
 
@@ -7,14 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from gatekeeper.domain.decision import Decision, PolicyResult, Verdict, Violation
+from gatekeeper.domain.decision import Decision, PolicyResult, Violation
 from gatekeeper.domain.reference import Digest, ImageReference
 
 __all__ = [
-    "AuditLog",
     "Clock",
-    "DecisionPage",
-    "DecisionQuery",
+    "DigestResolver",
     "EvidenceCollector",
     "EvidenceContext",
     "HealthCheck",
@@ -50,43 +48,6 @@ class PolicyPrefilter(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class DecisionQuery:
-    intent_id: str | None = None
-    plan_id: str | None = None
-    ticket_id: str | None = None
-    deploy_id: str | None = None
-    image_digest: str | None = None
-    verdict: Verdict | None = None
-    namespace: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    limit: int = 50
-    cursor: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionPage:
-    items: tuple[Decision, ...]
-    next_cursor: str | None
-
-
-class AuditLog(Protocol):
-    """Durable store of every decision."""
-
-    def record(self, decision: Decision) -> None:
-        """Persist ``decision``; raise :class:`~gatekeeper.errors.StorageError` on failure."""
-        ...
-
-    def get(self, decision_id: str) -> Decision:
-        """Raise :class:`~gatekeeper.errors.NotFoundError` for an unknown id."""
-        ...
-
-    def query(self, query: DecisionQuery) -> DecisionPage: ...
-
-    def check_health(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
 class EvidenceContext:
     """What a collector may know about the request besides the image itself."""
 
@@ -111,20 +72,24 @@ class EvidenceCollector(Protocol):
 
 
 class DigestResolver(Protocol):
+    """Turns a tag into the digest it names now (registry HEAD/GET of the manifest)."""
+
     def resolve(self, reference: ImageReference, context: EvidenceContext) -> Digest: ...
 
 
 class HealthCheck(Protocol):
+    """A dependency the readiness probe asks; raises a ``GatekeeperError`` when not ready."""
+
     def check_health(self) -> None: ...
 
 
 class Clock(Protocol):
+    """Wall-clock time (timezone-aware UTC) and a monotonic counter for deadlines."""
+
     def now(self) -> datetime: ...
 
     def monotonic(self) -> float: ...
 
-
-__all__ += ["DigestResolver"]
 
 
 class EvaluationObserver(Protocol):

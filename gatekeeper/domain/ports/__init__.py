@@ -1,0 +1,94 @@
+"""Ports: every interface an adapter implements, one module per variation point.
+
+Adapters (``registry``, ``verify``, ``scans``, ``sbom``, ``vex``, ``policy``, ``audit``)
+implement these Protocols; the service and the use cases depend on them only; ``wiring`` plugs
+the concrete classes in; the fakes in ``tests/fakes.py`` are checked against them.
+"""
+
+from gatekeeper.domain.ports.attestations import (
+    OversizedAttestation,
+    VerifiedAttestations,
+    VerifiedStatement,
+)
+from gatekeeper.domain.ports.audit import AuditLog, DecisionPage, DecisionQuery, SpooledAuditLog
+from gatekeeper.domain.ports.evaluation import (
+    Clock,
+    DigestResolver,
+    EvaluationObserver,
+    EvidenceCollector,
+    EvidenceContext,
+    HealthCheck,
+    PolicyEngine,
+    PolicyPrefilter,
+)
+from gatekeeper.domain.ports.registry import (
+    BasicCredentials,
+    CredentialProvider,
+    DescriptorView,
+    ManifestView,
+    ReferrersView,
+    RegistryReader,
+)
+from gatekeeper.domain.ports.sbom import (
+    BindingMethod,
+    SbomCandidate,
+    SbomFacts,
+    SbomInspector,
+    SbomSource,
+    SbomSourceKind,
+    SbomStore,
+    SbomUpload,
+    StoredSbom,
+)
+from gatekeeper.domain.ports.scans import ScanReport, ScanSource
+from gatekeeper.domain.ports.vex import (
+    StoredVex,
+    VexCandidate,
+    VexDocument,
+    VexSource,
+    VexStatement,
+    VexStore,
+    VexUpload,
+)
+
+__all__ = [
+    "AuditLog",
+    "BasicCredentials",
+    "BindingMethod",
+    "Clock",
+    "CredentialProvider",
+    "DecisionPage",
+    "DecisionQuery",
+    "DescriptorView",
+    "DigestResolver",
+    "EvaluationObserver",
+    "EvidenceCollector",
+    "EvidenceContext",
+    "HealthCheck",
+    "ManifestView",
+    "OversizedAttestation",
+    "PolicyEngine",
+    "PolicyPrefilter",
+    "ReferrersView",
+    "RegistryReader",
+    "SbomCandidate",
+    "SbomFacts",
+    "SbomInspector",
+    "SbomSource",
+    "SbomSourceKind",
+    "SbomStore",
+    "SbomUpload",
+    "ScanReport",
+    "ScanSource",
+    "SpooledAuditLog",
+    "StoredSbom",
+    "StoredVex",
+    "VerifiedAttestations",
+    "VerifiedStatement",
+    "VexCandidate",
+    "VexDocument",
+    "VexSource",
+    "VexStatement",
+    "VexStore",
+    "VexUpload",
+]
