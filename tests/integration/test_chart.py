@@ -567,3 +567,15 @@ def test_webhooks_call_a_url_with_a_ca_bundle_and_declare_no_side_effects_on_dry
     assert env_of(gatekeeper)["GATEKEEPER_ADMISSION_GATE_FAILURE"] == (
         '{"audit":"open","enforce":"closed","warn":"open"}')
     assert env_of(gatekeeper)["GATEKEEPER_ADMISSION_RECORD_DRY_RUN"] == "true"
+
+
+def test_terminating_pods_keep_answering_and_opa_outlives_the_gatekeeper() -> None:
+    # A rolling upgrade on a real node denied 1 of 88 reviews as "policy engine unavailable":
+    # the sidecar exited while the API server still routed reviews to the terminating Pod.
+    deployment = one(render(), "Deployment")
+    gatekeeper, opa = containers(render())
+    assert gatekeeper["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert opa["lifecycle"] == {"preStop": {"sleep": {"seconds": 8}}}
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 35
+    gatekeeper, opa = containers(render("shutdownDelaySeconds=0"))
+    assert "lifecycle" not in gatekeeper and "lifecycle" not in opa
