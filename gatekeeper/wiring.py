@@ -5,28 +5,35 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy.engine import Engine
 
 from gatekeeper import __version__
-from gatekeeper.audit import SqlAuditLog, open_audit_log
+from gatekeeper.audit import SqlAuditLog, create_database_engine, open_audit_log
 from gatekeeper.audit.opa_log import DecisionLogFile
 from gatekeeper.bridges import AttestedSbomSource, AttestedVexSource, ReferrerSbomSource
 from gatekeeper.config import Settings
 from gatekeeper.domain import EvidenceCollector, PolicyEngine
+from gatekeeper.domain.policy_lifecycle import CheckReport, OpaTestRun, PolicyCandidate
 from gatekeeper.domain.reference import parse_image_reference
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.evidence_cache import EvidenceCache
 from gatekeeper.metrics import Metrics
 from gatekeeper.policy import EmbeddedOpa, OpaPolicyEngine
-from gatekeeper.policy.bundle import PolicyFiles
+from gatekeeper.policy.bundle import OpaBundleBuilder, PolicyFiles
 from gatekeeper.policy.bundle_signing import BundleSigner
-from gatekeeper.policy.factory import PolicyStatePaths, create_policy_lifecycle
-from gatekeeper.policy.lifecycle import PolicyLifecycle
+from gatekeeper.policy.candidates import FileCandidateLoader
+from gatekeeper.policy.checks import OpaCandidateChecker
+from gatekeeper.policy.factory import PolicyStatePaths, create_replica
+from gatekeeper.policy.replay import OpaDecisionReplayer, SqlDecisionHistory
 from gatekeeper.policy.sidecar import SidecarBundleRevision
+from gatekeeper.policy.store import SqlPolicyStore
 from gatekeeper.registry import (
     BasicCredentials,
     ChainedCredentials,
@@ -50,7 +57,7 @@ from gatekeeper.sbom.inspector import SbomDocumentInspector
 from gatekeeper.scans import EcrScanSource, ScanEvidenceCollector
 from gatekeeper.service import EvaluationService
 from gatekeeper.tracing import Tracing, build_tracing
-from gatekeeper.usecases import SbomUploads
+from gatekeeper.usecases import PolicyAuthoring, PolicyLifecycle, SbomUploads
 from gatekeeper.verify import SignatureEvidenceCollector, SignaturePolicySettings, TrustRoot
 from gatekeeper.vex import (
     SqlVexStore,
@@ -66,8 +73,11 @@ __all__ = [
     "build_container",
     "build_registry_client",
     "build_signature_collector",
+    "create_policy_lifecycle",
     "find_opa_binary",
     "load_trust_root",
+    "open_policy_authoring",
+    "open_policy_services",
 ]
 
 log = logging.getLogger(__name__)
@@ -388,6 +398,9 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
             if settings.decision_log_file is not None else []
         ),
     )
+    bundle_signer = BundleSigner.from_file(
+        settings.bundle_signing_key_file, settings.bundle_signing_key_id
+    ) if settings.bundle_signing_key_file is not None else None
     lifecycle = create_policy_lifecycle(
         database=audit_log.engine,
         opa_binary=opa_binary,
@@ -396,6 +409,7 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         sidecar_url=settings.opa_url,
         # an exception's tags are pinned to the digests the registry serves when approved
         tag_resolver=lambda text: str(registry.resolve_digest(parse_image_reference(text))),
+        bundle_signer=bundle_signer,
     )
     return Container(
         policy_lifecycle=lifecycle,
@@ -414,7 +428,72 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         vex_store=vex_store,
         vex_uploader=VexUploader(vex_store, limits=vex_limits),
         tracing=tracing,
-        bundle_signer=BundleSigner.from_file(
-            settings.bundle_signing_key_file, settings.bundle_signing_key_id
-        ) if settings.bundle_signing_key_file is not None else None,
+        bundle_signer=bundle_signer,
     )
+
+
+def create_policy_lifecycle(
+    *,
+    database: Engine,
+    opa_binary: str,
+    state: PolicyStatePaths | None,
+    embedded_socket: Path | None = None,
+    sidecar_url: str | None = None,
+    timeout: float = 5.0,
+    clock: Callable[[], datetime] | None = None,
+    tag_resolver: Callable[[str], str] | None = None,
+    bundle_signer: BundleSigner | None = None,
+) -> PolicyLifecycle:
+    """The policy lifecycle (and its exceptions) on ``database``, for an embedded OPA
+    (``state`` + ``embedded_socket``), a sidecar (``sidecar_url``), or no engine at all
+    (``state=None``: the CLI, whose changes running gatekeepers pick up on their next sync)."""
+    return PolicyLifecycle(
+        store=SqlPolicyStore(database, clock=clock),
+        checker=OpaCandidateChecker(opa_binary),
+        candidates=FileCandidateLoader(),
+        bundles=OpaBundleBuilder(bundle_signer),
+        replayer=OpaDecisionReplayer(opa_binary, SqlDecisionHistory(database)),
+        replica=create_replica(
+            state=state, embedded_socket=embedded_socket, sidecar_url=sidecar_url,
+            timeout=timeout,
+        ),
+        clock=clock,
+        tag_resolver=tag_resolver,
+    )
+
+
+class _CheckerOnFirstUse:
+    """The ``opa`` checker, looked up when a check first runs: loading a candidate to send it
+    to a server (``--server``) needs no local ``opa``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._checker: OpaCandidateChecker | None = None
+
+    def _opa(self) -> OpaCandidateChecker:
+        if self._checker is None:
+            self._checker = OpaCandidateChecker(find_opa_binary(self._settings))
+        return self._checker
+
+    def check(self, files: PolicyCandidate, *, require_tests: bool = True) -> CheckReport:
+        return self._opa().check(files, require_tests=require_tests)
+
+    def run_tests(self, roots: list[Path], *, cwd: Path) -> OpaTestRun:
+        return self._opa().run_tests(roots, cwd=cwd)
+
+
+def open_policy_authoring(settings: Settings) -> PolicyAuthoring:
+    """Candidate loading, checks and tests with the configured ``opa`` (no store)."""
+    return PolicyAuthoring(checker=_CheckerOnFirstUse(settings), candidates=FileCandidateLoader())
+
+
+def open_policy_services(settings: Settings) -> PolicyLifecycle:
+    """The policy lifecycle and its exceptions (``.exceptions``) on the configured store,
+    migrated, feeding no engine (the CLI's in-process commands)."""
+    lifecycle = create_policy_lifecycle(
+        database=create_database_engine(settings.database_url),
+        opa_binary=find_opa_binary(settings),
+        state=None,
+    )
+    lifecycle.store.migrate()
+    return lifecycle

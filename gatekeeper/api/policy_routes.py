@@ -1,6 +1,8 @@
 """REST routes of the policy lifecycle: revisions, activation, rollback, replay, exceptions.
 
-Thin: parse -> :class:`~gatekeeper.policy.lifecycle.PolicyLifecycle` -> serialise. Writes need
+Thin: parse -> the use cases :class:`~gatekeeper.usecases.policy_lifecycle.PolicyLifecycle` and
+:class:`~gatekeeper.usecases.exceptions.PolicyExceptions` (``lifecycle.exceptions``) ->
+serialise. Writes need
 the role ``policy-admin``; reads also accept ``auditor`` (``admin`` passes every check).
 The lifecycle is found on ``request.app.state.policy_lifecycle`` unless another lookup is given.
 """
@@ -32,18 +34,9 @@ from gatekeeper.api.models_policy import (
     ReplayDocument,
     RevisionDocument,
 )
+from gatekeeper.domain.policy_lifecycle import PolicyCandidate, PolicyConflictError, PolicyEvent
 from gatekeeper.errors import ConfigurationError, InvalidInputError, NotFoundError
-from gatekeeper.policy.bundle import PolicyFiles, build_opa_bundle
-from gatekeeper.policy.bundle_signing import BundleSigner
-from gatekeeper.policy.exceptions import format_instant
-from gatekeeper.policy.lifecycle import PolicyLifecycle
-from gatekeeper.policy.store import (
-    EXCEPTION_APPROVE,
-    EXCEPTION_CREATE,
-    EXCEPTION_REVOKE,
-    PolicyConflictError,
-    PolicyEvent,
-)
+from gatekeeper.usecases.policy_lifecycle import PolicyLifecycle
 
 __all__ = ["build_policy_router", "lifecycle_from_state"]
 
@@ -110,7 +103,7 @@ def _optional_text(body: dict[str, Any], name: str, limit: int = 2000) -> str | 
     return value
 
 
-def _files_from_json(body: dict[str, Any]) -> PolicyFiles:
+def _files_from_json(lifecycle: PolicyLifecycle, body: dict[str, Any]) -> PolicyCandidate:
     unknown = set(body) - {"policies", "tests", "description"}
     if unknown:
         raise InvalidInputError(f"unknown fields: {', '.join(sorted(unknown))}", field="body")
@@ -123,14 +116,7 @@ def _files_from_json(body: dict[str, Any]) -> PolicyFiles:
                 f"{name} must be a JSON object of file path -> file text", field=name
             )
     assert isinstance(policies, dict) and isinstance(tests, dict)
-    return PolicyFiles.from_text(policies, tests)
-
-
-def _bundle_signer(request: Request) -> BundleSigner | None:
-    """The key served bundles are signed with (``GATEKEEPER_BUNDLE_SIGNING_KEY_FILE``)."""
-    container = getattr(request.app.state, "container", None)
-    signer: BundleSigner | None = getattr(container, "bundle_signer", None)
-    return signer
+    return lifecycle.authoring.from_text(policies, tests)
 
 
 def build_policy_router(
@@ -144,21 +130,7 @@ def build_policy_router(
         response_model=PoliciesOverview,
     )
     def get_policies(request: Request, _principal: reader) -> JSONResponse:
-        lifecycle = lifecycle_of(request)
-        active = lifecycle.active()
-        return JSONResponse(
-            {
-                "active_revision": (
-                    active.as_dict(active_revision=active.revision_id, contents=True)
-                    if active else None
-                ),
-                "revisions": lifecycle.store.list_revisions(),
-                "events": [
-                    _event(e)
-                    for e in lifecycle.store.events(limit=50, actions=("activate", "rollback"))
-                ],
-            }
-        )
+        return JSONResponse(lifecycle_of(request).overview())
 
     @router.post(
         "/v1/policies/revisions",
@@ -178,12 +150,14 @@ def build_policy_router(
     async def create_revision(request: Request, principal: writer) -> JSONResponse:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         description: str | None = None
+        lifecycle = lifecycle_of(request)
+        files: PolicyCandidate
         if content_type in _TARBALL_TYPES:
-            files = PolicyFiles.from_tarball(await request.body())
+            files = lifecycle.authoring.from_tarball(await request.body())
             description = request.query_params.get("description")
         elif content_type == "application/json":
             body = await _json_object(request, required=True)
-            files = _files_from_json(body)
+            files = _files_from_json(lifecycle, body)
             description = _optional_text(body, "description")
         else:
             raise InvalidInputError(
@@ -191,13 +165,12 @@ def build_policy_router(
                 "tar.gz (application/gzip)",
                 field="content-type",
             )
-        lifecycle = lifecycle_of(request)
         record, created = await run_in_threadpool(
             lambda: lifecycle.submit(
                 files, actor=principal.subject, source="api", description=description
             )
         )
-        document = record.as_dict(active_revision=lifecycle.store.active_revision_id())
+        document = record.as_dict(active_revision=lifecycle.active_revision_id())
         if not record.accepted:
             return error_response(
                 422, "policy_refused",
@@ -209,9 +182,9 @@ def build_policy_router(
     @router.get("/v1/policies/revisions/{revision_id}", response_model=RevisionDocument)
     def get_revision(revision_id: str, request: Request, _principal: reader) -> JSONResponse:
         lifecycle = lifecycle_of(request)
-        record = lifecycle.store.get_revision(revision_id)
+        record = lifecycle.revision(revision_id)
         return JSONResponse(
-            record.as_dict(active_revision=lifecycle.store.active_revision_id(), contents=True)
+            record.as_dict(active_revision=lifecycle.active_revision_id(), contents=True)
         )
 
     @router.get(
@@ -221,11 +194,11 @@ def build_policy_router(
         responses={200: _GZIP},
     )
     def get_bundle(revision_id: str, request: Request, _principal: reader) -> Response:
-        record = lifecycle_of(request).store.get_revision(revision_id)
+        bundle = lifecycle_of(request).bundle(revision_id)
         return Response(
-            build_opa_bundle(record.files, _bundle_signer(request)),
+            bundle.content,
             media_type="application/gzip",
-            headers={"ETag": f'"{record.revision_id}"'},
+            headers={"ETag": f'"{bundle.revision_id}"'},
         )
 
     @router.get(
@@ -235,16 +208,20 @@ def build_policy_router(
         responses={200: _GZIP, 304: {"description": "If-None-Match names the active revision"}},
     )
     def get_active_bundle(request: Request, _principal: reader) -> Response:
-        record = lifecycle_of(request).active()
-        if record is None:
+        lifecycle = lifecycle_of(request)
+        active = lifecycle.active_revision_id()
+        if active is None:
             raise NotFoundError("no active policy revision")
-        etag = f'"{record.revision_id}"'
+        etag = f'"{active}"'
         # OPA's bundle service sends the last ETag back; 304 saves re-downloading the bundle.
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers={"ETag": etag})
+        bundle = lifecycle.active_bundle()
+        if bundle is None:
+            raise NotFoundError("no active policy revision")
         return Response(
-            build_opa_bundle(record.files, _bundle_signer(request)),
-            media_type="application/gzip", headers={"ETag": etag},
+            bundle.content, media_type="application/gzip",
+            headers={"ETag": f'"{bundle.revision_id}"'},
         )
 
     @router.post(
@@ -308,13 +285,7 @@ def build_policy_router(
         response_model=PolicyEventList,
     )
     def list_events(request: Request, _principal: reader, limit: int = 100) -> JSONResponse:
-        store = lifecycle_of(request).store
-        return JSONResponse(
-            {
-                "items": [_event(e) for e in store.events(limit=limit)],
-                "chain_length": store.verify_chain(),
-            }
-        )
+        return JSONResponse(lifecycle_of(request).events(limit=limit))
 
     # -- exceptions -----------------------------------------------------------------------
 
@@ -324,11 +295,11 @@ def build_policy_router(
     )
     async def create_exception(request: Request, principal: writer) -> JSONResponse:
         body = await _json_object(request, required=True)
-        lifecycle = lifecycle_of(request)
+        exceptions = lifecycle_of(request).exceptions
         exception = await run_in_threadpool(
-            lambda: lifecycle.create_exception(body, actor=principal.subject)
+            lambda: exceptions.create(body, actor=principal.subject)
         )
-        return JSONResponse(exception.as_dict(lifecycle.now()), status_code=201)
+        return JSONResponse(exception.as_dict(exceptions.now()), status_code=201)
 
     @router.get("/v1/exceptions", tags=["exceptions"], response_model=ExceptionList)
     def list_exceptions(
@@ -338,50 +309,32 @@ def build_policy_router(
             raise InvalidInputError(
                 f"status must be one of {', '.join(_EXCEPTION_STATUSES)}", field="status"
             )
-        lifecycle = lifecycle_of(request)
-        now = lifecycle.now()
-        items = [e.as_dict(now) for e in lifecycle.store.list_exceptions()]
-        if status is not None:
-            items = [item for item in items if item["status"] == status]
-        return JSONResponse({"items": items})
+        return JSONResponse({"items": lifecycle_of(request).exceptions.documents(status)})
 
     @router.get("/v1/exceptions/export", tags=["exceptions"],
                 summary="Every exception with its audit records (create, approve, revoke)",
                 response_model=ExceptionExport)
     def export_exceptions(request: Request, _principal: reader) -> JSONResponse:
-        lifecycle = lifecycle_of(request)
-        now = lifecycle.now()
-        events = lifecycle.store.events(
-            limit=1000, actions=(EXCEPTION_CREATE, EXCEPTION_APPROVE, EXCEPTION_REVOKE)
-        )
-        return JSONResponse(
-            {
-                "exported_at": format_instant(now),
-                "exceptions": [e.as_dict(now) for e in lifecycle.store.list_exceptions()],
-                "events": [_event(e) for e in reversed(events)],
-            }
-        )
+        return JSONResponse(lifecycle_of(request).exceptions.export())
 
     @router.get(
         "/v1/exceptions/{exception_id}", tags=["exceptions"], response_model=ExceptionDocument
     )
     def get_exception(exception_id: str, request: Request, _principal: reader) -> JSONResponse:
-        lifecycle = lifecycle_of(request)
-        return JSONResponse(lifecycle.store.get_exception(exception_id).as_dict(lifecycle.now()))
+        exceptions = lifecycle_of(request).exceptions
+        return JSONResponse(exceptions.get(exception_id).as_dict(exceptions.now()))
 
     async def _revoke(exception_id: str, request: Request, principal: Principal) -> JSONResponse:
         body = await _json_object(request, required=False)
         reason = _optional_text(body, "reason")
-        lifecycle = lifecycle_of(request)
+        exceptions = lifecycle_of(request).exceptions
         try:
             exception = await run_in_threadpool(
-                lambda: lifecycle.revoke_exception(
-                    exception_id, actor=principal.subject, reason=reason
-                )
+                lambda: exceptions.revoke(exception_id, actor=principal.subject, reason=reason)
             )
         except PolicyConflictError as exc:
             return _conflict(exc)
-        return JSONResponse(exception.as_dict(lifecycle.now()))
+        return JSONResponse(exception.as_dict(exceptions.now()))
 
     @router.post(
         "/v1/exceptions/{exception_id}/approve", tags=["exceptions"],
@@ -403,14 +356,14 @@ def build_policy_router(
             raise InvalidInputError(
                 f"approve takes no fields (got {', '.join(sorted(body))})", field=sorted(body)[0]
             )
-        lifecycle = lifecycle_of(request)
+        exceptions = lifecycle_of(request).exceptions
         try:
             exception = await run_in_threadpool(
-                lambda: lifecycle.approve_exception(exception_id, actor=principal.subject)
+                lambda: exceptions.approve(exception_id, actor=principal.subject)
             )
         except PolicyConflictError as exc:
             return _conflict(exc)
-        return JSONResponse(exception.as_dict(lifecycle.now()))
+        return JSONResponse(exception.as_dict(exceptions.now()))
 
     @router.post(
         "/v1/exceptions/{exception_id}/revoke", tags=["exceptions"],

@@ -62,7 +62,7 @@ def create_exception(
     server: ServerOption = None,
 ) -> None:
     """Create a *pending* exception (it waives nothing until someone else approves it)."""
-    from gatekeeper.policy.exceptions import format_instant
+    from gatekeeper.domain.policy_exceptions import format_instant
 
     now = datetime.now(UTC)
     body: dict[str, Any] = {
@@ -76,8 +76,8 @@ def create_exception(
     if server:
         document = remote("POST", server, "/v1/exceptions", json=body)
     else:
-        lifecycle = open_lifecycle(load_settings())
-        document = lifecycle.create_exception(body, actor=actor_name(actor)).as_dict(now)
+        exceptions = open_lifecycle(load_settings()).exceptions
+        document = exceptions.create(body, actor=actor_name(actor)).as_dict(now)
     emit(document, output, lambda item: [exception_line(item)])
 
 
@@ -93,12 +93,10 @@ def list_exceptions(
     if server:
         params = {"status": status} if status else {}
         items = remote("GET", server, "/v1/exceptions", params=params)["items"]
+        if status is not None:
+            items = [item for item in items if item["status"] == status]
     else:
-        lifecycle = open_lifecycle(load_settings())
-        now = lifecycle.now()
-        items = [e.as_dict(now) for e in lifecycle.store.list_exceptions()]
-    if status is not None:
-        items = [item for item in items if item["status"] == status]
+        items = open_lifecycle(load_settings()).exceptions.documents(status)
     emit({"items": items}, output, lambda document: map(exception_line, document["items"]))
 
 
@@ -133,11 +131,9 @@ def revoke_exception(
             "POST", server, f"/v1/exceptions/{exception_id}/revoke", json={"reason": reason}
         )
     else:
-        lifecycle = open_lifecycle(load_settings())
-        exception = lifecycle.revoke_exception(
-            exception_id, actor=actor_name(actor), reason=reason
-        )
-        document = exception.as_dict(lifecycle.now())
+        exceptions = open_lifecycle(load_settings()).exceptions
+        exception = exceptions.revoke(exception_id, actor=actor_name(actor), reason=reason)
+        document = exception.as_dict(exceptions.now())
     emit(document, output, lambda item: [exception_line(item)])
 
 
@@ -149,21 +145,5 @@ def export_exceptions(
     if server:
         document = remote("GET", server, "/v1/exceptions/export")
     else:
-        from gatekeeper.policy.exceptions import format_instant
-        from gatekeeper.policy.store import (
-            EXCEPTION_APPROVE,
-            EXCEPTION_CREATE,
-            EXCEPTION_REVOKE,
-        )
-
-        lifecycle = open_lifecycle(load_settings())
-        now = lifecycle.now()
-        events = lifecycle.store.events(
-            limit=1000, actions=(EXCEPTION_CREATE, EXCEPTION_APPROVE, EXCEPTION_REVOKE)
-        )
-        document = {
-            "exported_at": format_instant(now),
-            "exceptions": [e.as_dict(now) for e in lifecycle.store.list_exceptions()],
-            "events": [e.as_dict() for e in reversed(events)],
-        }
+        document = open_lifecycle(load_settings()).exceptions.export()
     emit(document, output)

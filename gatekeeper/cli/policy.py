@@ -37,10 +37,10 @@ from gatekeeper.cli.output import (
     emit,
     render_report,
 )
-from gatekeeper.cli.stores import actor_name, opa_binary, open_lifecycle
+from gatekeeper.cli.stores import actor_name, open_authoring, open_lifecycle
 
 if TYPE_CHECKING:
-    from gatekeeper.policy.bundle import PolicyFiles
+    from gatekeeper.domain.policy_lifecycle import PolicyCandidate
 
 __all__ = ["policy_app"]
 
@@ -72,14 +72,12 @@ def test_policies(
     report: ReportOption = None,
 ) -> None:
     """Run opa test (with coverage) over the policies and their tests. Exit 1 on a failure."""
-    from gatekeeper.policy.checks import OpaCandidateChecker
-
     for root in (policies, tests):
         if not root.is_dir():
             fail(f"{root} is not a directory")
-    checker = OpaCandidateChecker(opa_binary(load_settings()))
+    authoring = open_authoring(load_settings())
     with waiting("running opa test"):
-        run = checker.run_tests([policies, tests], cwd=Path.cwd())
+        run = authoring.run_tests([policies, tests], cwd=Path.cwd())
     if not run.succeeded and not run.failed:
         # nothing failed, yet opa did: parse or compile errors (never "PASS: 0/0")
         for problem in run.problems:
@@ -161,23 +159,17 @@ def print_input(
     emit(document, output)
 
 
-def _candidate(directory: Path, tests: Path | None) -> PolicyFiles:
-    from gatekeeper.policy.bundle import PolicyFiles
-    from gatekeeper.policy.candidates import load_candidate_path
-
-    if tests is not None:
-        return PolicyFiles.from_directory(directory, tests)
-    return load_candidate_path(directory)
+def _candidate(directory: Path, tests: Path | None) -> PolicyCandidate:
+    return open_authoring(load_settings()).load(directory, tests)
 
 
 @policy_app.command("check")
 def check_candidate(directory: CandidateArgument, tests: TestsOption = None) -> None:
     """Run the activation checks (opa check --strict, opa fmt, opa test). Exit 1 if refused."""
-    from gatekeeper.policy.checks import OpaCandidateChecker
-
-    files = _candidate(directory, tests)
+    authoring = open_authoring(load_settings())
+    files = authoring.load(directory, tests)
     with waiting("checking the candidate"):
-        report = OpaCandidateChecker(opa_binary(load_settings())).check(files)
+        report = authoring.check(files)
     typer.echo(f"revision {files.revision_id}")
     for problem in report.problems:
         typer.echo(problem.render())
@@ -284,7 +276,7 @@ def activate(
         typer.echo(event_line(document["event"]))
         return
     lifecycle = open_lifecycle(load_settings())
-    known = [r["revision_id"] for r in lifecycle.store.list_revisions(500)]
+    known = [r["revision_id"] for r in lifecycle.revisions(500)]
     full = resolve_prefix(revision_id, known, what="policy revision", option="REVISION")
     event = lifecycle.activate(full, actor=actor_name(actor), reason=reason)
     typer.echo(event_line(event.as_dict()))
@@ -324,9 +316,7 @@ def history(
         events = [e for e in answer["items"] if e["action"] in actions][:limit]
         active_document = remote("GET", server, "/v1/policies")["active_revision"]
         active = active_document["revision_id"] if active_document else None
+        document = {"events": list(reversed(events)), "active_revision": active}
     else:
-        store = open_lifecycle(load_settings()).store
-        store.verify_chain()
-        events = [e.as_dict() for e in store.events(limit=limit, actions=actions)]
-        active = store.active_revision_id()
-    emit({"events": list(reversed(events)), "active_revision": active}, output, history_table)
+        document = open_lifecycle(load_settings()).history(limit)
+    emit(document, output, history_table)

@@ -1,5 +1,6 @@
-"""Where in-process commands get their use cases: the policy lifecycle and the audit trail,
-built by the adapters' own factories from the settings (the commands never build a store)."""
+"""Where in-process commands get their use cases: the policy lifecycle (with its exceptions)
+and the policy authoring checks from :mod:`gatekeeper.wiring`, the audit trail from the audit
+adapter's factory (the commands never build a store)."""
 
 from __future__ import annotations
 
@@ -9,30 +10,24 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from gatekeeper.audit import SqlAuditLog
     from gatekeeper.config import Settings
-    from gatekeeper.policy.lifecycle import PolicyLifecycle
+    from gatekeeper.usecases.policy_lifecycle import PolicyAuthoring, PolicyLifecycle
 
-__all__ = ["actor_name", "open_audit", "open_lifecycle", "opa_binary"]
-
-
-def opa_binary(settings: Settings) -> str:
-    from gatekeeper.wiring import find_opa_binary
-
-    return find_opa_binary(settings)
+__all__ = ["actor_name", "open_audit", "open_authoring", "open_lifecycle"]
 
 
 def open_lifecycle(settings: Settings) -> PolicyLifecycle:
     """The policy lifecycle on the configured store, migrated (no OPA of its own to feed:
-    running gatekeepers pick changes up on their next sync)."""
-    from gatekeeper.audit import create_database_engine
-    from gatekeeper.policy.factory import create_policy_lifecycle
+    running gatekeepers pick changes up on their next sync); ``.exceptions`` for waivers."""
+    from gatekeeper.wiring import open_policy_services
 
-    lifecycle = create_policy_lifecycle(
-        database=create_database_engine(settings.database_url),
-        opa_binary=opa_binary(settings),
-        state=None,
-    )
-    lifecycle.store.migrate()
-    return lifecycle
+    return open_policy_services(settings)
+
+
+def open_authoring(settings: Settings) -> PolicyAuthoring:
+    """Candidate loading, activation checks and policy tests with the configured ``opa``."""
+    from gatekeeper.wiring import open_policy_authoring
+
+    return open_policy_authoring(settings)
 
 
 def open_audit(settings: Settings, *, signing: bool) -> SqlAuditLog:

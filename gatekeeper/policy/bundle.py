@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from gatekeeper.domain.policy_lifecycle import PolicyCandidate
 from gatekeeper.errors import InvalidInputError
 from gatekeeper.policy.bundle_signing import BundleSigner
 from gatekeeper.policy.revision import POLICY_FILE_SUFFIXES, hash_policy_files
@@ -304,3 +305,25 @@ def build_opa_bundle(files: PolicyFiles, signer: BundleSigner | None = None) -> 
             info.mtime = 0
             archive.addfile(info, io.BytesIO(entries[name]))
     return buffer.getvalue()
+
+
+def as_policy_files(candidate: PolicyCandidate) -> PolicyFiles:
+    """The :class:`PolicyFiles` of a candidate the core hands back (rebuilt, and so validated
+    again, only when it is of another type)."""
+    if isinstance(candidate, PolicyFiles):
+        return candidate
+    return PolicyFiles(
+        dict(candidate.policies), dict(candidate.tests),
+        uploaded_signatures=candidate.uploaded_signatures,
+    )
+
+
+class OpaBundleBuilder:
+    """The :class:`~gatekeeper.domain.ports.policy.BundleBuilder` port: :func:`build_opa_bundle`
+    with the configured signer (``GATEKEEPER_BUNDLE_SIGNING_KEY_FILE``), or unsigned."""
+
+    def __init__(self, signer: BundleSigner | None = None) -> None:
+        self._signer = signer
+
+    def build(self, files: PolicyCandidate) -> bytes:
+        return build_opa_bundle(as_policy_files(files), self._signer)

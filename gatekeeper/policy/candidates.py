@@ -1,14 +1,17 @@
-"""Policy candidates on disk: loading one from a path, and materialising a revision as files."""
+"""Policy candidates on disk: loading one from a path (the ``CandidateLoader`` port), and
+materialising a revision as files."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
+from gatekeeper.domain.policy_lifecycle import PolicyCandidate
 from gatekeeper.policy.bundle import PolicyFiles
 from gatekeeper.policy.revision import POLICY_FILE_SUFFIXES
 
-__all__ = ["candidate_stamp", "load_candidate_path", "replace_tree"]
+__all__ = ["FileCandidateLoader", "candidate_stamp", "load_candidate_path", "replace_tree"]
 
 
 def load_candidate_path(path: Path) -> PolicyFiles:
@@ -28,7 +31,7 @@ def load_candidate_path(path: Path) -> PolicyFiles:
     return PolicyFiles(policies, inline)
 
 
-def candidate_stamp(files: PolicyFiles) -> str:
+def candidate_stamp(files: PolicyCandidate) -> str:
     """Changes when the revision or its tests change (GitOps re-checks only then)."""
     digest = hashlib.sha256(files.revision_id.encode())
     for name, content in sorted(files.tests.items()):
@@ -36,7 +39,7 @@ def candidate_stamp(files: PolicyFiles) -> str:
     return digest.hexdigest()
 
 
-def replace_tree(directory: Path, files: PolicyFiles) -> None:
+def replace_tree(directory: Path, files: PolicyCandidate) -> None:
     """Make ``directory`` hold exactly the revision's policy files.
 
     Changed files are written first and obsolete ones removed afterwards; OPA reloads on each
@@ -58,3 +61,26 @@ def replace_tree(directory: Path, files: PolicyFiles) -> None:
             path.unlink()
         elif path.is_dir() and not any(path.iterdir()):
             path.rmdir()
+
+
+class FileCandidateLoader:
+    """The :class:`~gatekeeper.domain.ports.policy.CandidateLoader` port (:class:`PolicyFiles`)."""
+
+    def load_path(self, path: Path, *, tests_dir: Path | None = None) -> PolicyFiles:
+        if tests_dir is not None and tests_dir.is_dir():
+            return PolicyFiles.from_directory(path, tests_dir)
+        return load_candidate_path(path)
+
+    def from_directory(self, policy_dir: Path, tests_dir: Path | None = None) -> PolicyFiles:
+        return PolicyFiles.from_directory(policy_dir, tests_dir)
+
+    def from_tarball(self, data: bytes) -> PolicyFiles:
+        return PolicyFiles.from_tarball(data)
+
+    def from_text(
+        self, policies: Mapping[str, str], tests: Mapping[str, str] | None = None
+    ) -> PolicyFiles:
+        return PolicyFiles.from_text(policies, tests)
+
+    def stamp(self, files: PolicyCandidate) -> str:
+        return candidate_stamp(files)

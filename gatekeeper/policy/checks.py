@@ -14,122 +14,23 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from gatekeeper.domain.policy_lifecycle import (
+    CheckProblem,
+    CheckReport,
+    OpaTestOutcome,
+    OpaTestRun,
+    PolicyCandidate,
+)
 from gatekeeper.errors import ConfigurationError, InvalidInputError, PolicyEngineError
-from gatekeeper.policy.bundle import RESERVED_ROOT, PolicyFiles, bundle_roots
+from gatekeeper.policy.bundle import RESERVED_ROOT, PolicyFiles, as_policy_files, bundle_roots
 from gatekeeper.policy.inert import inert_package_problems
 
 __all__ = [
     "CheckProblem", "CheckReport", "OpaCandidateChecker", "OpaTestOutcome", "OpaTestRun",
     "parse_check_errors",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class CheckProblem:
-    """One reason a candidate is refused.
-
-    ``check`` is ``structure``, ``check``, ``fmt`` or ``test``.
-    """
-
-    check: str
-    message: str
-    file: str | None = None
-    line: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"check": self.check, "file": self.file, "line": self.line, "message": self.message}
-
-    def render(self) -> str:
-        where = f"{self.file}:{self.line}: " if self.file and self.line else (
-            f"{self.file}: " if self.file else ""
-        )
-        return f"[{self.check}] {where}{self.message}"
-
-
-@dataclass(frozen=True, slots=True)
-class CheckReport:
-    """The verdict of the candidate checks, as stored with the revision."""
-
-    passed: bool
-    problems: tuple[CheckProblem, ...]
-    failed_tests: tuple[str, ...]
-    tests_run: int
-    tests_passed: int
-    opa_version: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "problems": [p.as_dict() for p in self.problems],
-            "failed_tests": list(self.failed_tests),
-            "tests_run": self.tests_run,
-            "tests_passed": self.tests_passed,
-            "opa_version": self.opa_version,
-        }
-
-    @classmethod
-    def from_dict(cls, document: Mapping[str, Any]) -> CheckReport:
-        return cls(
-            passed=bool(document["passed"]),
-            problems=tuple(
-                CheckProblem(p["check"], p["message"], p.get("file"), p.get("line"))
-                for p in document.get("problems", [])
-            ),
-            failed_tests=tuple(document.get("failed_tests", [])),
-            tests_run=int(document.get("tests_run", 0)),
-            tests_passed=int(document.get("tests_passed", 0)),
-            opa_version=str(document.get("opa_version", "")),
-        )
-
-    def summary(self) -> str:
-        """One line for messages: why it was refused, failing tests first."""
-        if self.passed:
-            return f"all checks passed ({self.tests_passed}/{self.tests_run} tests)"
-        parts: list[str] = []
-        if self.failed_tests:
-            noun = "test" if len(self.failed_tests) == 1 else "tests"
-            parts.append(f"{len(self.failed_tests)} failing {noun}: {', '.join(self.failed_tests)}")
-        others = [p for p in self.problems if p.check != "test" or not self.failed_tests]
-        parts.extend(p.render() for p in others[:5])
-        if len(others) > 5:
-            parts.append(f"and {len(others) - 5} more problems")
-        return "; ".join(parts)
-
-
-@dataclass(frozen=True, slots=True)
-class OpaTestOutcome:
-    """One ``opa test`` result; ``file`` as opa names it (relative to the roots given)."""
-
-    package: str
-    name: str
-    passed: bool
-    message: str | None = None
-    file: str | None = None
-    line: int | None = None
-
-    @property
-    def qualified_name(self) -> str:
-        return f"{self.package}.{self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class OpaTestRun:
-    """``opa test`` over directories in place: outcomes in source order, coverage in percent."""
-
-    outcomes: tuple[OpaTestOutcome, ...]
-    coverage: float
-    succeeded: bool
-    #: parse or compile errors: opa failed although no test failed (none may have run)
-    problems: tuple[CheckProblem, ...] = ()
-
-    @property
-    def failed(self) -> tuple[OpaTestOutcome, ...]:
-        return tuple(o for o in self.outcomes if not o.passed)
 
 
 class OpaCandidateChecker:
@@ -167,12 +68,13 @@ class OpaCandidateChecker:
             self._version = first.removeprefix("Version: ").strip()
         return self._version
 
-    def check(self, files: PolicyFiles, *, require_tests: bool = True) -> CheckReport:
+    def check(self, candidate: PolicyCandidate, *, require_tests: bool = True) -> CheckReport:
         """Check ``files``; never raises for a bad candidate (that is a refused report).
 
         ``require_tests=False`` only for the bootstrap of policies shipped without their tests
         (a container image without ``rego-tests/``): compile and format checks still apply.
         """
+        files = as_policy_files(candidate)
         problems: list[CheckProblem] = list(_structure_problems(files))
         failed_tests: list[str] = []
         tests_run = tests_passed = 0

@@ -1,24 +1,20 @@
-"""Assembly of the policy lifecycle: a replica's state directories and the lifecycle for an
-embedded OPA or a sidecar."""
+"""A replica's policy state directories, and its :class:`~gatekeeper.policy.replica.OpaReplica`
+for an embedded OPA or a sidecar."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 import httpx
-from sqlalchemy.engine import Engine
 
-from gatekeeper.policy.checks import OpaCandidateChecker
 from gatekeeper.policy.exceptions import (
     DataApiExceptionPublisher,
     ExceptionFilePublisher,
     ExceptionPublisher,
 )
-from gatekeeper.policy.lifecycle import PolicyLifecycle
+from gatekeeper.policy.replica import OpaReplica
 
-__all__ = ["PolicyStatePaths", "create_policy_lifecycle"]
+__all__ = ["PolicyStatePaths", "create_replica"]
 
 
 class PolicyStatePaths:
@@ -35,27 +31,20 @@ class PolicyStatePaths:
 
     def prepare(self, policy_dir: Path) -> None:
         """Before the embedded OPA is built: something to serve, and an exceptions document."""
-        PolicyLifecycle.seed_active_dir(self.active, policy_dir)
+        OpaReplica.seed_active_dir(self.active, policy_dir)
         ExceptionFilePublisher(self.exceptions).ensure()
 
 
-def create_policy_lifecycle(
+def create_replica(
     *,
-    database: Engine,
-    opa_binary: str,
     state: PolicyStatePaths | None,
     embedded_socket: Path | None = None,
     sidecar_url: str | None = None,
     timeout: float = 5.0,
-    clock: Callable[[], datetime] | None = None,
-    tag_resolver: Callable[[str], str] | None = None,
-) -> PolicyLifecycle:
-    """The lifecycle for an embedded OPA (``state`` + ``embedded_socket``) or a sidecar
+) -> OpaReplica:
+    """The replica of an embedded OPA (``state`` + ``embedded_socket``) or a sidecar
     (``sidecar_url``: exceptions go to its Data API; it pulls the active revision as a bundle
-    from ``GET /v1/policies/bundle``)."""
-    from gatekeeper.policy.replay import SqlDecisionHistory
-    from gatekeeper.policy.store import SqlPolicyStore
-
+    from ``GET /v1/policies/bundle``); neither: nothing to feed (the CLI)."""
     publisher: ExceptionPublisher | None = None
     opa_client: httpx.Client | None = None
     if sidecar_url is not None:
@@ -69,14 +58,8 @@ def create_policy_lifecycle(
                 transport=httpx.HTTPTransport(uds=str(embedded_socket)),
                 base_url="http://opa", timeout=timeout,
             )
-    return PolicyLifecycle(
-        store=SqlPolicyStore(database, clock=clock),
-        checker=OpaCandidateChecker(opa_binary),
-        opa_binary=opa_binary,
+    return OpaReplica(
         active_dir=state.active if state is not None and sidecar_url is None else None,
         publisher=publisher,
-        history=SqlDecisionHistory(database),
         opa_client=opa_client,
-        clock=clock,
-        tag_resolver=tag_resolver,
     )

@@ -33,8 +33,9 @@ from gatekeeper.domain import (
     Violation,
     apply_enforcement_mode,
 )
+from gatekeeper.domain.policy_lifecycle import PolicyCandidate, StoredDecision
 from gatekeeper.errors import InvalidInputError, PolicyEngineError, StorageError
-from gatekeeper.policy.bundle import PolicyFiles
+from gatekeeper.policy.bundle import PolicyFiles, as_policy_files
 from gatekeeper.policy.embedded import EmbeddedOpa
 from gatekeeper.policy.exceptions import ExceptionFilePublisher, as_utc, format_instant
 
@@ -43,6 +44,7 @@ __all__ = [
     "DecisionChange",
     "ReplayReport",
     "RunningNow",
+    "OpaDecisionReplayer",
     "SqlDecisionHistory",
     "StoredDecision",
     "replay_decisions",
@@ -74,23 +76,6 @@ _decisions = sa.Table(
     sa.Column("document", sa.Text),
     sa.Column("policy_input", sa.Text),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class StoredDecision:
-    """What the replay needs of one recorded decision."""
-
-    decision_id: str
-    created_at: datetime
-    verdict: Verdict
-    mode: EnforcementMode
-    environment: str | None
-    namespace: str | None
-    ticket_id: str | None
-    policy_revision: str | None
-    violations: tuple[Violation, ...]
-    warnings: tuple[Violation, ...]
-    policy_input: dict[str, Any] | None
 
 
 def _violations(items: Any) -> tuple[Violation, ...]:
@@ -405,3 +390,26 @@ def _replay(
         tickets_affected=tuple(sorted(tickets)),
         changes=tuple(changes),
     )
+
+
+class OpaDecisionReplayer:
+    """The :class:`~gatekeeper.domain.ports.policy.DecisionReplayer` port: the decisions the
+    audit store recorded, replayed on a private OPA (:func:`replay_decisions`)."""
+
+    def __init__(self, opa_binary: str, history: SqlDecisionHistory) -> None:
+        self._opa_binary = opa_binary
+        self._history = history
+
+    def replay(
+        self, files: PolicyCandidate, *, since: datetime, until: datetime,
+        exceptions: list[dict[str, Any]], running: Sequence[StoredDecision] | None = None,
+    ) -> ReplayReport:
+        return replay_decisions(
+            as_policy_files(files),
+            self._history.decisions(since, until),
+            opa_binary=self._opa_binary,
+            exceptions=exceptions,
+            since=since,
+            until=until,
+            running=running,
+        )

@@ -27,10 +27,10 @@ from gatekeeper.api.policy_routes import build_policy_router
 from gatekeeper.app import create_app
 from gatekeeper.policy import EmbeddedOpa
 from gatekeeper.policy.bundle import PolicyFiles
-from gatekeeper.policy.factory import PolicyStatePaths, create_policy_lifecycle
-from gatekeeper.policy.lifecycle import PolicyLifecycle
+from gatekeeper.policy.factory import PolicyStatePaths
 from gatekeeper.service import EvaluationService
-from gatekeeper.wiring import build_container
+from gatekeeper.usecases.policy_lifecycle import PolicyLifecycle
+from gatekeeper.wiring import build_container, create_policy_lifecycle
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "policy-lifecycle-test-secret-0123456789abcdef"

@@ -5,12 +5,10 @@ from __future__ import annotations
 from gatekeeper.audit import create_database_engine
 from gatekeeper.policy.bundle import PolicyFiles, build_opa_bundle
 from gatekeeper.policy.candidates import load_candidate_path
-from gatekeeper.policy.checks import OpaCandidateChecker
-from gatekeeper.policy.exceptions import ExceptionFilePublisher
-from gatekeeper.policy.lifecycle import PolicyLifecycle
-from gatekeeper.policy.replay import SqlDecisionHistory
+from gatekeeper.policy.factory import PolicyStatePaths
 from gatekeeper.policy.revision import DirectoryRevision
-from gatekeeper.policy.store import SqlPolicyStore
+from gatekeeper.usecases.policy_lifecycle import PolicyLifecycle
+from gatekeeper.wiring import create_policy_lifecycle
 from tests.integration.test_policy_lifecycle_api import (
     FAILING_TEST_NAME,
     TEAMS_POLICY,
@@ -23,14 +21,10 @@ from tests.integration.test_policy_lifecycle_api import (
 
 
 def make_lifecycle(tmp_path, opa_binary) -> PolicyLifecycle:
+    # active/ and exceptions/ under tmp_path; no OPA to wait for
     engine = create_database_engine(f"sqlite:///{tmp_path / 'audit.db'}")
-    return PolicyLifecycle(
-        store=SqlPolicyStore(engine),
-        checker=OpaCandidateChecker(opa_binary),
-        opa_binary=opa_binary,
-        active_dir=tmp_path / "active",
-        publisher=ExceptionFilePublisher(tmp_path / "exceptions"),
-        history=SqlDecisionHistory(engine),
+    return create_policy_lifecycle(
+        database=engine, opa_binary=opa_binary, state=PolicyStatePaths(tmp_path)
     )
 
 
@@ -90,13 +84,9 @@ def test_replicas_follow_the_store(tmp_path, opa_binary):
     first.start(bootstrap=shipped())
     second_dir = tmp_path / "replica2"
     second_dir.mkdir()
-    second = PolicyLifecycle(
-        store=SqlPolicyStore(create_database_engine(f"sqlite:///{tmp_path / 'audit.db'}")),
-        checker=OpaCandidateChecker(opa_binary),
-        opa_binary=opa_binary,
-        active_dir=second_dir / "active",
-        publisher=ExceptionFilePublisher(second_dir / "exceptions"),
-        history=SqlDecisionHistory(create_database_engine(f"sqlite:///{tmp_path / 'audit.db'}")),
+    second = create_policy_lifecycle(
+        database=create_database_engine(f"sqlite:///{tmp_path / 'audit.db'}"),
+        opa_binary=opa_binary, state=PolicyStatePaths(second_dir),
     )
     second.start(bootstrap=shipped())
     tightened = without_ghcr_in_staging(shipped())

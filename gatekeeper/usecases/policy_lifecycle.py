@@ -1,90 +1,131 @@
-"""The policy lifecycle: submit (check), replay, activate, roll back, exceptions, GitOps.
+"""Policy lifecycle use case: submit (check), replay, activate, roll back, GitOps, replica sync,
+over the ports of :mod:`gatekeeper.domain.ports.policy`.
 
-:class:`PolicyLifecycle` ties the store, the candidate checker and the running engine together:
-
-* the active revision lives in the store (derived from its event chain); each replica
-  materialises it into its **active directory**, the directory its embedded OPA watches, so the
-  ``policy_revision`` recorded with decisions is the revision id (both hash the same files);
-* exceptions are published as ``data.gatekeeper.exceptions`` (a watched data directory beside
-  the active one, or an OPA sidecar's Data API);
-* :meth:`sync` brings a replica up to date with the store (cheap when nothing changed: one
-  ``max(seq)`` query); a background thread calls it, so an activation on one replica reaches all;
-* :meth:`sync_from_path` is GitOps: a watched directory or bundle goes through the same checks
-  and becomes active only when they pass.
+* the active revision lives in the store (derived from its event chain); each replica hands it
+  and the exceptions to its engine through the
+  :class:`~gatekeeper.domain.ports.policy.PolicyReplica` port, so the ``policy_revision``
+  recorded with decisions is the revision id;
+* :meth:`PolicyLifecycle.sync` brings a replica up to date with the store (cheap when nothing
+  changed: one ``max(seq)`` query); a background thread calls it, so an activation on one replica
+  reaches all;
+* :meth:`PolicyLifecycle.sync_from_path` is GitOps: a watched directory or bundle goes through
+  the same checks and becomes active only when they pass;
+* :class:`PolicyAuthoring` is the part that needs no store: load a candidate, run the
+  activation checks, run the policy tests (``gatekeeper policy check`` / ``test``);
+* exceptions are the use case :class:`~gatekeeper.usecases.exceptions.PolicyExceptions`
+  (``lifecycle.exceptions``), which syncs the replica after each change.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from gatekeeper.errors import ConfigurationError, GatekeeperError, PolicyEngineError
-from gatekeeper.policy.bundle import PolicyFiles
-from gatekeeper.policy.candidates import candidate_stamp, load_candidate_path, replace_tree
-from gatekeeper.policy.checks import OpaCandidateChecker
-from gatekeeper.policy.exceptions import (
-    ExceptionPublisher,
-    ExceptionRequest,
-    PolicyException,
-    exceptions_document,
-    normalise_subject,
-)
-from gatekeeper.policy.replay import (
-    ReplayReport,
-    SqlDecisionHistory,
-    StoredDecision,
-    replay_decisions,
-)
-from gatekeeper.policy.sidecar import opa_serves
-from gatekeeper.policy.store import (
-    PolicyConflictError,
+from gatekeeper.domain.policy_exceptions import exceptions_document
+from gatekeeper.domain.policy_lifecycle import (
+    ACTIVATE,
+    ROLLBACK,
+    CheckReport,
+    OpaTestRun,
+    PolicyCandidate,
     PolicyEvent,
     RevisionRecord,
-    SqlPolicyStore,
+    StoredDecision,
     check_actor,
 )
+from gatekeeper.domain.ports.policy import (
+    BundleBuilder,
+    CandidateChecker,
+    CandidateLoader,
+    DecisionReplayer,
+    PolicyReplica,
+    PolicyStore,
+    ReplayOutcome,
+    TagResolver,
+)
+from gatekeeper.errors import ConfigurationError, GatekeeperError, PolicyEngineError
+from gatekeeper.usecases.exceptions import PolicyExceptions
 
-__all__ = ["BOOTSTRAP_ACTOR", "PolicyLifecycle"]
+__all__ = ["BOOTSTRAP_ACTOR", "PolicyAuthoring", "PolicyBundle", "PolicyLifecycle"]
 
 log = logging.getLogger(__name__)
 
-_LOAD_TIMEOUT = 10.0
 BOOTSTRAP_ACTOR = "system:bootstrap"
+_LIFECYCLE_ACTIONS = (ACTIVATE, ROLLBACK)
+
+
+class PolicyAuthoring:
+    """What a policy author runs without a store: load a candidate, check it, test it."""
+
+    def __init__(self, *, checker: CandidateChecker, candidates: CandidateLoader) -> None:
+        self.checker = checker
+        self.candidates = candidates
+
+    def load(self, directory: Path, tests: Path | None = None) -> PolicyCandidate:
+        """``directory`` with ``tests`` beside it, or what :meth:`CandidateLoader.load_path`
+        reads (a ``.tar.gz``, a directory with ``policies/``, a flat directory)."""
+        if tests is not None:
+            return self.candidates.from_directory(directory, tests)
+        return self.candidates.load_path(directory)
+
+    def from_tarball(self, data: bytes) -> PolicyCandidate:
+        """An uploaded ``.tar.gz`` (``policies/`` + ``tests/``) or OPA bundle."""
+        return self.candidates.from_tarball(data)
+
+    def from_text(
+        self, policies: Mapping[str, str], tests: Mapping[str, str] | None = None
+    ) -> PolicyCandidate:
+        """A JSON map of file path -> file text."""
+        return self.candidates.from_text(policies, tests)
+
+    def check(self, files: PolicyCandidate) -> CheckReport:
+        """The activation checks, as a submission would run them."""
+        return self.checker.check(files)
+
+    def run_tests(self, roots: list[Path], *, cwd: Path) -> OpaTestRun:
+        return self.checker.run_tests(roots, cwd=cwd)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyBundle:
+    """A revision as the bundle an OPA sidecar loads; ``revision_id`` is its ETag."""
+
+    revision_id: str
+    content: bytes
 
 
 class PolicyLifecycle:
-    """Orchestrates revisions, activation and exceptions for one gatekeeper replica."""
+    """Revisions, activation, replay, GitOps and the replica sync; ``exceptions`` for waivers."""
 
     def __init__(
         self,
         *,
-        store: SqlPolicyStore,
-        checker: OpaCandidateChecker,
-        opa_binary: str,
-        active_dir: Path | None,
-        publisher: ExceptionPublisher | None,
-        history: SqlDecisionHistory,
-        opa_client: httpx.Client | None = None,
+        store: PolicyStore,
+        checker: CandidateChecker,
+        candidates: CandidateLoader,
+        bundles: BundleBuilder,
+        replayer: DecisionReplayer,
+        replica: PolicyReplica | None = None,
         clock: Callable[[], datetime] | None = None,
-        tag_resolver: Callable[[str], str] | None = None,
+        tag_resolver: TagResolver | None = None,
     ) -> None:
         self.store = store
-        #: ``registry/repository:tag`` -> ``sha256:...`` (the registry), for approvals
-        self.tag_resolver = tag_resolver
+        self.authoring = PolicyAuthoring(checker=checker, candidates=candidates)
         self._checker = checker
-        self._opa_binary = opa_binary
-        self._active_dir = active_dir
-        self._publisher = publisher
-        self._history = history
-        self._opa_client = opa_client
+        self._candidates = candidates
+        self._bundles = bundles
+        self._replayer = replayer
+        self._replica = replica
         self._now = clock or (lambda: datetime.now(UTC))
+        self.exceptions = PolicyExceptions(
+            store=store, chain=store, tag_resolver=tag_resolver, on_change=self.sync,
+            clock=self._now,
+        )
         self._lock = threading.RLock()
         self._seen_head: int | None = None
         self._stopping = threading.Event()
@@ -93,18 +134,11 @@ class PolicyLifecycle:
 
     # -- start, sync ----------------------------------------------------------------------
 
-    @staticmethod
-    def seed_active_dir(active_dir: Path, policy_dir: Path) -> None:
-        """Before the embedded OPA exists: give it the shipped policies if the dir is empty
-        (OPA needs a directory with Rego to start; :meth:`start` then syncs from the store)."""
-        if active_dir.is_dir() and any(active_dir.rglob("*.rego")):
-            return
-        PolicyFiles.from_directory(policy_dir).write_policies(active_dir)
-
-    def start(self, *, bootstrap: PolicyFiles | None) -> None:
+    def start(self, *, bootstrap: PolicyCandidate | None) -> None:
         """Migrate; record the shipped policies (``bootstrap``) as a revision and activate them
-        if nothing is active yet; materialise the active revision and the exceptions (without
-        waiting for an OPA, which may not run yet: call ``sync(force=True)`` once it does).
+        if nothing is active yet; hand the active revision and the exceptions to the replica
+        (without waiting for an engine, which may not run yet: call ``sync(force=True)`` once
+        it does).
 
         Shipped policies that differ from the active revision (a new image after someone
         activated another revision) are stored as a candidate, not activated: the store's
@@ -146,7 +180,7 @@ class PolicyLifecycle:
             log.warning("policy sync at start incomplete: %s", exc.message)
 
     def sync(self, *, force: bool = False, wait: bool = True) -> bool:
-        """Materialise the active revision and publish exceptions if the store changed."""
+        """Hand the active revision and the exceptions to the replica if the store changed."""
         with self._lock:
             head = self.store.head()
             if not force and head == self._seen_head:
@@ -154,26 +188,12 @@ class PolicyLifecycle:
             active = self.store.active_revision_id()
             record = self.store.get_revision(active) if active else None
             document = exceptions_document(self.store.list_exceptions())
-            if record is not None and self._active_dir is not None:
-                replace_tree(self._active_dir, record.files)
-            if self._publisher is not None:
-                self._publisher.publish(document)
-            if wait and record is not None and self._opa_client is not None:
-                self._wait_loaded(record.files, document)
+            if self._replica is not None:
+                self._replica.publish(
+                    record.files if record is not None else None, document, wait=wait
+                )
             self._seen_head = head
             return True
-
-    def _wait_loaded(self, files: PolicyFiles, document: list[dict[str, Any]]) -> None:
-        assert self._opa_client is not None
-        deadline = time.monotonic() + _LOAD_TIMEOUT
-        while time.monotonic() < deadline:
-            if opa_serves(self._opa_client, files, document):
-                return
-            time.sleep(0.05)
-        raise PolicyEngineError(
-            f"the policy engine did not load revision {files.revision_id} "
-            f"within {_LOAD_TIMEOUT:.0f}s"
-        )
 
     def start_background_sync(self, interval: float = 2.0) -> None:
         self._spawn("policy-sync", interval, lambda: self.sync())
@@ -202,16 +222,16 @@ class PolicyLifecycle:
         self._stopping.set()
         for thread in self._threads:
             thread.join(timeout=5)
-        if self._opa_client is not None:
-            self._opa_client.close()
+        if self._replica is not None:
+            self._replica.close()
 
     # -- revisions ------------------------------------------------------------------------
 
     def submit(
-        self, files: PolicyFiles, *, actor: str, source: str = "api",
+        self, files: PolicyCandidate, *, actor: str, source: str = "api",
         description: str | None = None, require_tests: bool = True,
     ) -> tuple[RevisionRecord, bool]:
-        """Check a candidate with the real ``opa`` and store it (accepted or refused)."""
+        """Check a candidate and store it (accepted or refused); ``(record, created)``."""
         check_actor(actor)
         try:
             existing = self.store.get_revision(files.revision_id)
@@ -251,84 +271,83 @@ class PolicyLifecycle:
         active = self.store.active_revision_id()
         return self.store.get_revision(active) if active else None
 
+    def active_revision_id(self) -> str | None:
+        return self.store.active_revision_id()
+
+    def revision(self, revision_id: str) -> RevisionRecord:
+        """Raise :class:`~gatekeeper.errors.NotFoundError` for an unknown revision."""
+        return self.store.get_revision(revision_id)
+
+    def revisions(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Newest first, without contents."""
+        return self.store.list_revisions(limit)
+
+    def overview(self) -> dict[str, Any]:
+        """``GET /v1/policies``: the active revision with its files, revisions, activations."""
+        active = self.active()
+        return {
+            "active_revision": (
+                active.as_dict(active_revision=active.revision_id, contents=True)
+                if active else None
+            ),
+            "revisions": self.store.list_revisions(),
+            "events": [
+                e.as_dict() for e in self.store.events(limit=50, actions=_LIFECYCLE_ACTIONS)
+            ],
+        }
+
+    def events(self, limit: int = 100) -> dict[str, Any]:
+        """Every lifecycle record, newest first, with the length of the verified chain."""
+        return {
+            "items": [e.as_dict() for e in self.store.events(limit=limit)],
+            "chain_length": self.store.verify_chain(),
+        }
+
+    def history(self, limit: int = 50) -> dict[str, Any]:
+        """Activations and rollbacks, oldest first, after verifying the chain; the active one."""
+        self.store.verify_chain()
+        events = [
+            e.as_dict() for e in self.store.events(limit=limit, actions=_LIFECYCLE_ACTIONS)
+        ]
+        return {"events": list(reversed(events)),
+                "active_revision": self.store.active_revision_id()}
+
+    def bundle(self, revision_id: str) -> PolicyBundle:
+        record = self.store.get_revision(revision_id)
+        return PolicyBundle(record.revision_id, self._bundles.build(record.files))
+
+    def active_bundle(self) -> PolicyBundle | None:
+        """The bundle an OPA sidecar polls; None when nothing is active."""
+        record = self.active()
+        if record is None:
+            return None
+        return PolicyBundle(record.revision_id, self._bundles.build(record.files))
+
+    # -- replay ---------------------------------------------------------------------------
+
     def replay(
         self, revision_id: str, *, since: datetime | None, until: datetime | None,
         running: Sequence[StoredDecision] | None = None,
-    ) -> ReplayReport:
+    ) -> ReplayOutcome:
         return self.replay_files(
             self.store.get_revision(revision_id).files, since=since, until=until,
             running=running,
         )
 
     def replay_files(
-        self, files: PolicyFiles, *, since: datetime | None, until: datetime | None,
+        self, files: PolicyCandidate, *, since: datetime | None, until: datetime | None,
         running: Sequence[StoredDecision] | None = None,
-    ) -> ReplayReport:
+    ) -> ReplayOutcome:
+        """The decisions recorded in ``[since, until)`` (default: the last 7 days) against
+        ``files``, with today's exceptions."""
         now = self._now()
-        since = since if since is not None else now - timedelta(days=7)
-        until = until if until is not None else now
-        return replay_decisions(
+        return self._replayer.replay(
             files,
-            self._history.decisions(since, until),
-            opa_binary=self._opa_binary,
+            since=since if since is not None else now - timedelta(days=7),
+            until=until if until is not None else now,
             exceptions=exceptions_document(self.store.list_exceptions()),
-            since=since,
-            until=until,
             running=running,
         )
-
-    # -- exceptions -----------------------------------------------------------------------
-
-    def create_exception(self, body: dict[str, Any], *, actor: str) -> PolicyException:
-        request = ExceptionRequest.parse(body, now=self._now())
-        exception = self.store.create_exception(request, actor=check_actor(actor))
-        self.sync()
-        return exception
-
-    def approve_exception(self, exception_id: str, *, actor: str) -> PolicyException:
-        """A second principal approves a pending exception; its tags are pinned to digests.
-
-        The caller (the route) has already refused unauthenticated principals.
-        """
-        actor = check_actor(actor)
-
-        def same_person(creator: str, approver: str) -> bool:
-            return normalise_subject(creator) == normalise_subject(approver)
-
-        pending = self.store.get_exception(exception_id)
-        if same_person(pending.created_by, actor):
-            raise PolicyConflictError(
-                f"exception {exception_id} was created by {pending.created_by!r}: a second "
-                "person must approve it (subjects are compared after Unicode NFKC, case "
-                "folding and removal of invisible characters)"
-            )
-        digests: dict[str, str] = {}
-        for tag in pending.tags_to_resolve():
-            if self.tag_resolver is None:
-                raise PolicyConflictError(
-                    f"exception {exception_id} names the tag {tag}, and this gatekeeper has no "
-                    "registry to resolve it to a digest: name the digest instead"
-                )
-            try:
-                digests[tag] = self.tag_resolver(tag)
-            except GatekeeperError as exc:
-                raise PolicyConflictError(
-                    f"exception {exception_id}: cannot resolve {tag} to a digest: {exc.message}"
-                ) from exc
-        exception = self.store.approve_exception(
-            exception_id, actor=actor, digests=digests, same_person=same_person
-        )
-        self.sync()
-        return exception
-
-    def revoke_exception(
-        self, exception_id: str, *, actor: str, reason: str | None = None
-    ) -> PolicyException:
-        exception = self.store.revoke_exception(
-            exception_id, actor=check_actor(actor), reason=reason
-        )
-        self.sync()
-        return exception
 
     def now(self) -> datetime:
         return self._now()
@@ -347,12 +366,8 @@ class PolicyLifecycle:
         revision alone and is logged (and stored with its report, for
         ``GET /v1/policies/revisions/{id}``).
         """
-        files = (
-            PolicyFiles.from_directory(path, tests_dir)
-            if tests_dir is not None and tests_dir.is_dir()
-            else load_candidate_path(path)
-        )
-        stamp = candidate_stamp(files)
+        files = self._candidates.load_path(path, tests_dir=tests_dir)
+        stamp = self._candidates.stamp(files)
         if stamp == self._gitops_stamp:
             return None
         first_look = self._gitops_stamp is None
