@@ -27,9 +27,9 @@ from typing import Any, Protocol
 
 from gatekeeper.domain import Decision, EvaluationRequest, Source, Verdict, Violation
 from gatekeeper.domain.credentials import WorkloadRegistryLogins
+from gatekeeper.domain.policy_lifecycle import StoredDecision
 from gatekeeper.errors import GatekeeperError, InvalidInputError
 from gatekeeper.kube.workloads import Workload
-from gatekeeper.policy.replay import StoredDecision
 from gatekeeper.service import EvaluationService, SystemClock
 from gatekeeper.webhook.prepare import Prepared, Rejected, prepare_review
 from gatekeeper.webhook.review import (
