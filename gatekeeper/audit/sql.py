@@ -36,12 +36,12 @@ import logging
 from sqlalchemy.exc import SQLAlchemyError
 
 from gatekeeper.audit.core import AuditSettings
-from gatekeeper.audit.database import create_database_engine, describe_url
 from gatekeeper.audit.maintenance import MaintenanceMixin
 from gatekeeper.audit.queries import MAX_PAGE_SIZE, QueriesMixin
 from gatekeeper.audit.rows import checkpoint_from_row, filter_conditions, indexed_columns, prepare
 from gatekeeper.audit.schema import migrate
 from gatekeeper.errors import GatekeeperError, StorageError
+from gatekeeper.storage.engine import create_database_engine, describe_url
 
 __all__ = [
     "MAX_PAGE_SIZE",
