@@ -73,6 +73,7 @@ __all__ = [
     "load_trust_root",
     "open_audit_trail",
     "trail_settings",
+    "write_audit_signing_key",
 ]
 
 log = logging.getLogger(__name__)
@@ -464,3 +465,10 @@ def open_audit_trail(settings: Settings, *, signing: bool) -> AuditTrail:
         return audit
 
     return AuditTrail(SqlAuditTrailStore(open_log, trail_settings(settings)))
+
+
+def write_audit_signing_key(file: Path) -> str:
+    """A new Ed25519 checkpoint signing key at ``file`` (and ``FILE.pub``); its key id."""
+    from gatekeeper.audit.chain import write_signing_key
+
+    return write_signing_key(file)

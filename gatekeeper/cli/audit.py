@@ -27,7 +27,7 @@ from gatekeeper.cli.common import (
     remote_download,
     waiting,
 )
-from gatekeeper.cli.stores import open_audit
+from gatekeeper.cli.stores import open_audit, write_signing_key
 
 __all__ = ["audit_app"]
 
@@ -253,30 +253,7 @@ def keygen(
     ],
 ) -> None:
     """Create an Ed25519 checkpoint signing key (and FILE.pub with its public key)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from gatekeeper.audit.chain import key_id_of
-
     if file.exists():
         fail(f"{file} exists; refusing to overwrite a signing key")
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(private)
-        file.with_name(file.name + ".pub").write_bytes(public)
-    except OSError as exc:
-        fail(f"cannot write {file}: {exc.strerror}")
-    typer.echo(
-        f"signing key {file} (key id {key_id_of(key.public_key())}); public key "
-        f"{file.name}.pub"
-    )
+    key_id = write_signing_key(file)
+    typer.echo(f"signing key {file} (key id {key_id}); public key {file.name}.pub")

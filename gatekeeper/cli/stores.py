@@ -4,6 +4,7 @@ built by the adapters' own factories from the settings (the commands never build
 from __future__ import annotations
 
 import getpass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -11,7 +12,7 @@ if TYPE_CHECKING:
     from gatekeeper.policy.lifecycle import PolicyLifecycle
     from gatekeeper.usecases.audit_trail import AuditTrail
 
-__all__ = ["actor_name", "open_audit", "open_lifecycle", "opa_binary"]
+__all__ = ["actor_name", "open_audit", "open_lifecycle", "opa_binary", "write_signing_key"]
 
 
 def opa_binary(settings: Settings) -> str:
@@ -41,6 +42,13 @@ def open_audit(settings: Settings, *, signing: bool) -> AuditTrail:
     from gatekeeper.wiring import open_audit_trail
 
     return open_audit_trail(settings, signing=signing)
+
+
+def write_signing_key(file: Path) -> str:
+    """``gatekeeper audit keygen``: a new checkpoint signing key at ``file``; its key id."""
+    from gatekeeper.wiring import write_audit_signing_key
+
+    return write_audit_signing_key(file)
 
 
 def actor_name(actor: str | None) -> str:
