@@ -1,18 +1,19 @@
-"""Where in-process commands get their use cases: the policy lifecycle (with its exceptions)
-and the policy authoring checks from :mod:`gatekeeper.wiring`, the audit trail from the audit
-adapter's factory (the commands never build a store)."""
+"""Where in-process commands get their use cases: the policy lifecycle (with its exceptions),
+the policy authoring checks and the audit trail, all from :mod:`gatekeeper.wiring` (the
+commands never build a store)."""
 
 from __future__ import annotations
 
 import getpass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gatekeeper.audit import SqlAuditLog
     from gatekeeper.config import Settings
+    from gatekeeper.usecases.audit_trail import AuditTrail
     from gatekeeper.usecases.policy_lifecycle import PolicyAuthoring, PolicyLifecycle
 
-__all__ = ["actor_name", "open_audit", "open_authoring", "open_lifecycle"]
+__all__ = ["actor_name", "open_audit", "open_authoring", "open_lifecycle", "write_signing_key"]
 
 
 def open_lifecycle(settings: Settings) -> PolicyLifecycle:
@@ -30,20 +31,19 @@ def open_authoring(settings: Settings) -> PolicyAuthoring:
     return open_policy_authoring(settings)
 
 
-def open_audit(settings: Settings, *, signing: bool) -> SqlAuditLog:
-    """The audit trail on the configured store, migrated; with the checkpoint signing key when
-    ``signing`` (export, checkpoint, prune), else for reading."""
-    from gatekeeper.audit import open_audit_log
+def open_audit(settings: Settings, *, signing: bool) -> AuditTrail:
+    """The audit trail use case on the configured store (opened and migrated on first use);
+    with the checkpoint signing key when ``signing`` (export, checkpoint, prune)."""
+    from gatekeeper.wiring import open_audit_trail
 
-    audit = open_audit_log(
-        settings.database_url,
-        signing_key_file=settings.audit_signing_key_file if signing else None,
-        checkpoint_every=settings.audit_checkpoint_every,
-        read_only=not signing,
-        generate_embedded_key=signing,
-    )
-    audit.migrate()
-    return audit
+    return open_audit_trail(settings, signing=signing)
+
+
+def write_signing_key(file: Path) -> str:
+    """``gatekeeper audit keygen``: a new checkpoint signing key at ``file``; its key id."""
+    from gatekeeper.wiring import write_audit_signing_key
+
+    return write_audit_signing_key(file)
 
 
 def actor_name(actor: str | None) -> str:
