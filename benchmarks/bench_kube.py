@@ -45,8 +45,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_admission import push_images, running_registry  # noqa: E402
-from benchmarks.common import free_port  # noqa: E402
+from benchmarks.bench_admission import push_images  # noqa: E402
+from benchmarks.common import free_port, running_registry  # noqa: E402
 
 NAMESPACE = "bench"
 KUBECTL = REPO / ".tools" / "bin" / "kubectl"
