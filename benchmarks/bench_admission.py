@@ -43,7 +43,15 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import free_port, running_registry, summarise  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    free_port,
+    http_status,
+    run_workers,
+    running_registry,
+    stop,
+    summarise,
+    wait_until,
+)
 
 NAMESPACE = "shop"
 REPOSITORIES = ("acme/web", "acme/api", "acme/worker")
@@ -160,28 +168,12 @@ def running_gatekeeper(
         cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     context = ssl.create_default_context(cafile=str(ca.cert_file))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=1)
-                conn.request("POST", "/admission/validate", body=b"{}",
-                             headers={"Content-Type": "application/json"})
-                if conn.getresponse().status == 400:
-                    break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("gatekeeper did not start: "
-                                   + (directory / "gatekeeper.log").read_text()[-2000:])
-            time.sleep(0.1)
+        wait_until(lambda: http_status("127.0.0.1", port, "/admission/validate", method="POST",
+                                       context=context) == 400,
+                   what="gatekeeper", process=process, log=directory / "gatekeeper.log")
         yield port, context, process.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop(process)
         log_file.close()
 
 
@@ -275,13 +267,7 @@ def run_load(port: int, context: ssl.SSLContext, bodies: list[bytes], concurrenc
             for key, count in seen.items():
                 verdicts[key] = verdicts.get(key, 0) + count
 
-    threads = [threading.Thread(target=worker, args=(share,)) for share in shares if share]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_workers(worker, [share for share in shares if share])
     summary = summarise(latencies)
     return {
         "requests": len(latencies), "errors": errors, "verdicts": verdicts,

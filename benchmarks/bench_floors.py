@@ -7,7 +7,8 @@ Run: .venv/bin/python -m benchmarks.bench_floors [--requests 2000] [--concurrenc
    SQLite audit store with fsync), as ``benchmarks/bench_admission.py --webhooks validate``;
 2. the floors of :mod:`benchmarks.floors`, each alone, with the same request count and
    concurrency: a bare FastAPI route over TLS (the same review bodies), OPA alone over its unix
-   socket (a golden admission input), and one 4 KiB write + fsync.
+   socket (the policy input the product recorded for its last review), and one 4 KiB write +
+   fsync.
 
 The product runs first and is stopped before the floors start, so they never share the cores.
 Printed: each figure, then the product as a fraction of each floor's throughput and as a
@@ -36,7 +37,12 @@ from benchmarks.bench_admission import (  # noqa: E402
 )
 from benchmarks.bench_admission import running_gatekeeper as running_product  # noqa: E402
 from benchmarks.common import running_registry, summarise  # noqa: E402
-from benchmarks.floors import fastapi_floor, fsync_floor, opa_floor  # noqa: E402
+from benchmarks.floors import (  # noqa: E402
+    fastapi_floor,
+    fsync_floor,
+    opa_floor,
+    recorded_policy_input,
+)
 
 
 def line(label: str, figures: dict[str, Any]) -> None:
@@ -68,9 +74,12 @@ def main() -> None:
         line("product (admission, HTTPS)", product)
         web = fastapi_floor(directory, bodies[:args.requests], concurrency=args.concurrency)
         line("floor: bare FastAPI, TLS", web)
-        engine = opa_floor(directory, opa, concurrency=args.concurrency,
+        policy_input = recorded_policy_input(directory / "audit.db")
+        engine = opa_floor(directory, opa, policy_input, concurrency=args.concurrency,
                            requests=args.requests)
         line("floor: OPA alone, unix socket", engine)
+        source = "the product's last" if policy_input else "a golden"
+        print(f"{'':<30} (input: {source} policy input)")
         fsync = summarise(fsync_floor(directory, args.fsyncs))
         print(f"{'floor: one fsync (4 KiB)':<30} {fsync.count:>5} fsyncs, p50 "
               f"{fsync.p50 * 1000:7.3f} ms, p99 {fsync.p99 * 1000:7.3f} ms, "

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -288,6 +289,18 @@ def running_gatekeeper(extra_env: dict[str, str] | None = None) -> Iterator[int]
             stop(process)
 
 
+def run_workers(worker: Callable[[Any], None], shares: Sequence[Any]) -> float:
+    """``worker(share)`` on one thread per share, all started together; seconds until the last
+    one ends."""
+    threads = [threading.Thread(target=worker, args=(share,)) for share in shares]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
 def post_json(conn: http.client.HTTPConnection, path: str, body: bytes) -> tuple[int, bytes]:
     """One POST over a kept-alive connection: status and body."""
     conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
@@ -304,7 +317,7 @@ def load(port: int, path: str, body: dict[str, object], *, concurrency: int, req
     per_worker = requests // concurrency
     errors = 0
 
-    def worker() -> None:
+    def worker(_share: object) -> None:
         nonlocal errors
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         mine = []
@@ -317,13 +330,7 @@ def load(port: int, path: str, body: dict[str, object], *, concurrency: int, req
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_workers(worker, range(concurrency))
     summary = summarise(latencies)
     return {
         "requests": len(latencies),

@@ -4,7 +4,8 @@
   answers a fixed AdmissionReview response, with the same TLS set-up as the gatekeeper (a
   throwaway CA), loaded like the product (keep-alive connections, the same review bodies);
 * **OPA alone over its unix socket**: ``opa run --server`` on ``policies/`` (as the embedded OPA
-  runs), ``POST /v1/data/gatekeeper/main/decision`` with a golden policy input, keep-alive;
+  runs), ``POST /v1/data/gatekeeper/main/decision`` with the policy input the product recorded
+  (else a golden one), keep-alive;
 * **one fsync**: a 4 KiB append and ``os.fsync`` in the directory the benchmark's SQLite lives in.
 
 Used by ``benchmarks/bench_floors.py``; the FastAPI floor runs as a child process
@@ -18,6 +19,7 @@ import http.client
 import json
 import os
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -34,6 +36,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.common import (  # noqa: E402
     free_port,
     http_status,
+    run_workers,
     stop,
     summarise,
     wait_until,
@@ -105,10 +108,25 @@ def running_opa(directory: Path, opa_binary: str) -> Iterator[Path]:
         stop(process)
 
 
-def opa_floor(directory: Path, opa_binary: str, *, concurrency: int,
-              requests: int) -> dict[str, Any]:
-    """Decisions of the golden admission input, ``concurrency`` keep-alive connections."""
-    body = json.dumps({"input": json.loads(GOLDEN_INPUT.read_text())}).encode()
+def recorded_policy_input(database: Path) -> dict[str, Any] | None:
+    """The policy input of the last decision in a SQLite audit store (what the product sent
+    OPA), or None when the store has none in that shape."""
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+            row = connection.execute("SELECT policy_input FROM gatekeeper_decisions "
+                                     "ORDER BY seq DESC LIMIT 1").fetchone()
+    except sqlite3.Error:
+        return None
+    document = json.loads(row[0]) if row and row[0] else None
+    return document if isinstance(document, dict) else None
+
+
+def opa_floor(directory: Path, opa_binary: str, policy_input: dict[str, Any] | None, *,
+              concurrency: int, requests: int) -> dict[str, Any]:
+    """Decisions of ``policy_input`` (default: the golden admission input), ``concurrency``
+    keep-alive connections."""
+    document = policy_input or json.loads(GOLDEN_INPUT.read_text())
+    body = json.dumps({"input": document}).encode()
     with running_opa(directory, opa_binary) as path:
 
         def connect() -> http.client.HTTPConnection:
@@ -207,13 +225,7 @@ def parallel_posts(connect: Any, path: str, bodies: list[bytes], concurrency: in
     for body in bodies[:warm_up]:
         post(conn, body)
     conn.close()
-    threads = [threading.Thread(target=worker, args=(share,)) for share in shares if share]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = run_workers(worker, [share for share in shares if share])
     summary = summarise(latencies)
     return {"requests": len(latencies), "errors": refused, "p50_ms": summary.p50 * 1000,
             "p99_ms": summary.p99 * 1000, "per_second": len(latencies) / elapsed}
