@@ -29,9 +29,7 @@ import hashlib
 import http.client
 import json
 import os
-import shutil
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,42 +43,21 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import free_port  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    free_port,
+    http_status,
+    run_workers,
+    running_registry,
+    stop,
+    summarise,
+    wait_until,
+)
 
 NAMESPACE = "shop"
 REPOSITORIES = ("acme/web", "acme/api", "acme/worker")
 
 
 # -- a loopback registry with images to resolve ----------------------------------------------
-
-@contextmanager
-def running_registry(directory: Path) -> Iterator[str]:
-    port = free_port()
-    config = directory / "registry.yml"
-    config.write_text(
-        "version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\n"
-        f"storage: {{filesystem: {{rootdirectory: {directory / 'storage'}}}}}\n"
-        f"http: {{addr: 127.0.0.1:{port}, secret: bench-only}}\n")
-    binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
-    process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:
-        host = f"127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                conn = http.client.HTTPConnection(host, timeout=1)
-                conn.request("GET", "/v2/")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError("docker-registry did not start")
-        yield host
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
 
 def _put(conn: http.client.HTTPConnection, path: str, body: bytes, content_type: str) -> None:
     conn.request("PUT", path, body=body, headers={"Content-Type": content_type})
@@ -191,28 +168,12 @@ def running_gatekeeper(
         cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     context = ssl.create_default_context(cafile=str(ca.cert_file))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=1)
-                conn.request("POST", "/admission/validate", body=b"{}",
-                             headers={"Content-Type": "application/json"})
-                if conn.getresponse().status == 400:
-                    break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("gatekeeper did not start: "
-                                   + (directory / "gatekeeper.log").read_text()[-2000:])
-            time.sleep(0.1)
+        wait_until(lambda: http_status("127.0.0.1", port, "/admission/validate", method="POST",
+                                       context=context) == 400,
+                   what="gatekeeper", process=process, log=directory / "gatekeeper.log")
         yield port, context, process.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop(process)
         log_file.close()
 
 
@@ -306,18 +267,11 @@ def run_load(port: int, context: ssl.SSLContext, bodies: list[bytes], concurrenc
             for key, count in seen.items():
                 verdicts[key] = verdicts.get(key, 0) + count
 
-    threads = [threading.Thread(target=worker, args=(share,)) for share in shares if share]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    latencies.sort()
+    elapsed = run_workers(worker, [share for share in shares if share])
+    summary = summarise(latencies)
     return {
         "requests": len(latencies), "errors": errors, "verdicts": verdicts,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000,
+        "p50_ms": summary.p50 * 1000, "p99_ms": summary.p99 * 1000,
         "per_second": len(latencies) / elapsed,
     }
 

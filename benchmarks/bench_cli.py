@@ -7,37 +7,30 @@ console script does) and the median and best wall time are printed, beside ``pyt
 measured in the same run, so a loaded machine shows as a higher floor rather than a slower CLI.
 
 Target: ``gatekeeper --help`` and ``gatekeeper verify-bundle --help`` start in under 0.3 s.
-Where the time goes: ``python -X importtime -m gatekeeper verify-bundle --help``.
+Where the time goes: ``python -X importtime -m gatekeeper verify-bundle --help``. The start of
+``gatekeeper verify`` doing a real verification is timed by ``benchmarks/bench_cold.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.common import summarise, time_process  # noqa: E402
 
 COMMANDS: list[tuple[str, list[str]]] = [
     ("python -c pass (floor)", ["-c", "pass"]),
     ("gatekeeper --help", ["-m", "gatekeeper", "--help"]),
     ("gatekeeper --version", ["-m", "gatekeeper", "--version"]),
     ("gatekeeper verify-bundle --help", ["-m", "gatekeeper", "verify-bundle", "--help"]),
+    ("gatekeeper verify --help", ["-m", "gatekeeper", "verify", "--help"]),
 ]
 TARGET_SECONDS = 0.3
-
-
-def time_once(arguments: list[str], env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    subprocess.run(  # noqa: S603 - fixed argv
-        [sys.executable, *arguments], env=env, cwd=REPO, check=True, timeout=60,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -49,9 +42,9 @@ def main() -> None:
     print(f"{'command':<34} {'median':>8} {'best':>8} {'over floor':>11}")
     floor = None
     for label, arguments in COMMANDS:
-        time_once(arguments, env)  # warm the file cache and .pyc files
-        samples = [time_once(arguments, env) for _ in range(options.runs)]
-        median, best = statistics.median(samples), min(samples)
+        summary = summarise(time_process([sys.executable, *arguments], options.runs, env=env,
+                                         cwd=REPO))
+        median, best = summary.p50, summary.best
         if floor is None:
             floor = median
         verdict = "" if label.startswith("python") else (

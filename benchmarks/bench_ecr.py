@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Any
 
 import boto3
 
-from benchmarks.common import free_port
+from benchmarks.common import free_port, summarise
 from gatekeeper.domain.ports import EvidenceContext
 from gatekeeper.domain.reference import parse_digest, parse_image_reference
 from gatekeeper.scans import EcrScanSource, ScanEvidenceCollector
@@ -130,13 +129,12 @@ def main() -> None:
             start = time.perf_counter()
             collector.collect(reference, digest, context)
             warm.append((time.perf_counter() - start) * 1000)
-        cold.sort()
-        warm.sort()
+        cold_summary, warm_summary = summarise(cold), summarise(warm)
         print(f"cores: {os.cpu_count()}  moto {url}  {args.findings} enhanced findings")
-        print(f"cold (boto3 -> moto -> evidence): median {statistics.median(cold):.2f} ms, "
-              f"p95 {cold[int(len(cold) * 0.95) - 1]:.2f} ms over {len(cold)} calls")
-        print(f"cached (per-digest TTL cache):    median {statistics.median(warm) * 1000:.1f} us, "
-              f"p95 {warm[int(len(warm) * 0.95) - 1] * 1000:.1f} us over {len(warm)} calls")
+        print(f"cold (boto3 -> moto -> evidence): median {cold_summary.p50:.2f} ms, "
+              f"p90 {cold_summary.p90:.2f} ms over {len(cold)} calls")
+        print(f"cached (per-digest TTL cache):    median {warm_summary.p50 * 1000:.1f} us, "
+              f"p90 {warm_summary.p90 * 1000:.1f} us over {len(warm)} calls")
 
 
 if __name__ == "__main__":

@@ -45,8 +45,14 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_admission import push_images, running_registry  # noqa: E402
-from benchmarks.common import free_port  # noqa: E402
+from benchmarks.bench_admission import push_images  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    free_port,
+    http_status,
+    running_registry,
+    stop,
+    wait_until,
+)
 
 NAMESPACE = "bench"
 KUBECTL = REPO / ".tools" / "bin" / "kubectl"
@@ -121,27 +127,11 @@ def running_gatekeeper(directory: Path, registry: str) -> Iterator[tuple[str, by
                                cwd=directory, stdout=log, stderr=subprocess.STDOUT)
     context = ssl.create_default_context(cafile=str(ca.cert_file))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=1)
-                conn.request("GET", "/readyz")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("gatekeeper did not start: "
-                                   + (directory / "gatekeeper.log").read_text()[-2000:])
-            time.sleep(0.1)
+        wait_until(lambda: http_status("127.0.0.1", port, "/readyz", context=context) == 200,
+                   what="gatekeeper", process=process, log=directory / "gatekeeper.log")
         yield f"https://127.0.0.1:{port}", ca.cert_file.read_bytes()
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop(process)
         log.close()
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import report  # noqa: E402
 from gatekeeper.domain.ports import EvidenceContext  # noqa: E402
 from gatekeeper.domain.reference import parse_image_reference  # noqa: E402
 from gatekeeper.verify import (  # noqa: E402
@@ -51,21 +51,6 @@ TRUST_POLICY = {
         "trustedIdentities": [f"x509.subject: C=US, ST=WA, O=Notary, CN={SIGNER}"],
     }],
 }  # fmt: skip
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def report(name: str, samples: list[float]) -> float:
-    p50, p99 = percentile(samples, 0.50), percentile(samples, 0.99)
-    print(
-        f"{name:<16} n={len(samples):<4} p50={p50 * 1000:8.3f} ms  p99={p99 * 1000:8.3f} ms  "
-        f"mean={statistics.fmean(samples) * 1000:8.3f} ms"
-    )
-    return p50
 
 
 def main() -> int:

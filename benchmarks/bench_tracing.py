@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import statistics
 import time
 
+from benchmarks.common import free_port, summarise
 from gatekeeper.domain import (
     EnforcementMode,
     EvaluationRequest,
@@ -36,12 +35,6 @@ class _Collector:
 
     def collect(self, reference, digest, context):  # type: ignore[no-untyped-def]
         return {"status": "verified"}
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _run(service: EvaluationService, request: EvaluationRequest, rounds: int) -> list[float]:
@@ -64,7 +57,7 @@ def main() -> None:
     )
     collectors = [_Collector(n) for n in ("signatures", "sbom", "scan")]
     off = build_tracing(None, service_name="bench", sample_ratio=1.0, version="bench")
-    on = build_tracing(f"http://127.0.0.1:{_closed_port()}", service_name="bench",
+    on = build_tracing(f"http://127.0.0.1:{free_port()}", service_name="bench",
                        sample_ratio=1.0, version="bench")
     results = {}
     for label, tracing, observers in (
@@ -81,9 +74,8 @@ def main() -> None:
     on.shutdown()
     print(f"cores: {os.cpu_count()}, rounds: {rounds}, 3 images x 3 evidence steps")
     for label, timings in results.items():
-        timings.sort()
-        print(f"{label:<40} p50 {statistics.median(timings):.3f} ms  "
-              f"p99 {timings[int(len(timings) * 0.99) - 1]:.3f} ms")
+        summary = summarise(timings)
+        print(f"{label:<40} p50 {summary.p50:.3f} ms  p99 {summary.p99:.3f} ms")
 
 
 if __name__ == "__main__":

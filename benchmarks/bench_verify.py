@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import report  # noqa: E402
 from gatekeeper.domain.ports import EvidenceContext  # noqa: E402
 from gatekeeper.domain.reference import parse_image_reference  # noqa: E402
 from gatekeeper.verify import (  # noqa: E402
@@ -41,21 +41,6 @@ from tests.integration.cosign_fixtures import (  # noqa: E402
     registry_client,
     unique_repository,
 )
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def report(name: str, samples: list[float]) -> float:
-    p50, p99 = percentile(samples, 0.50), percentile(samples, 0.99)
-    print(
-        f"{name:<14} n={len(samples):<4} p50={p50 * 1000:8.3f} ms  p99={p99 * 1000:8.3f} ms  "
-        f"mean={statistics.fmean(samples) * 1000:8.3f} ms"
-    )
-    return p50
 
 
 def main() -> int:

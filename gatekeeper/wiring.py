@@ -25,6 +25,11 @@ from gatekeeper.domain.policy_lifecycle import CheckReport, OpaTestRun, PolicyCa
 from gatekeeper.domain.reference import parse_image_reference
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.evidence_cache import EvidenceCache
+from gatekeeper.evidence_wiring import (
+    build_registry_client,
+    build_signature_collector,
+    load_trust_root,
+)
 from gatekeeper.metrics import Metrics
 from gatekeeper.policy import EmbeddedOpa, OpaPolicyEngine
 from gatekeeper.policy.bundle import OpaBundleBuilder, PolicyFiles
@@ -36,14 +41,7 @@ from gatekeeper.policy.replay import OpaDecisionReplayer, SqlDecisionHistory
 from gatekeeper.policy.sidecar import SidecarBundleRevision
 from gatekeeper.policy.store import SqlPolicyStore
 from gatekeeper.registry import (
-    BasicCredentials,
-    ChainedCredentials,
-    CredentialProvider,
-    DockerConfigCredentials,
-    EcrCredentials,
     OciRegistryClient,
-    RegistryClientSettings,
-    StaticCredentials,
 )
 from gatekeeper.sbom import (
     CycloneDxValidator,
@@ -61,7 +59,6 @@ from gatekeeper.storage import create_database_engine
 from gatekeeper.tracing import Tracing, build_tracing
 from gatekeeper.usecases import PolicyAuthoring, PolicyLifecycle, SbomUploads
 from gatekeeper.usecases.audit_trail import AuditTrail
-from gatekeeper.verify import SignatureEvidenceCollector, SignaturePolicySettings, TrustRoot
 from gatekeeper.vex import (
     SqlVexStore,
     StoredVexSource,
@@ -106,62 +103,6 @@ def find_opa_binary(settings: Settings) -> str:
     return found
 
 
-_MAX_DOCKER_CONFIG_BYTES = 1 << 20
-
-
-def build_registry_client(
-    settings: Settings, metrics: Metrics | None = None, tracing: Tracing | None = None
-) -> OciRegistryClient:
-    """Registry client with credentials: settings first, then docker config.json, then ECR."""
-    registry_settings = RegistryClientSettings.from_mapping(settings.registry)
-    providers: list[CredentialProvider] = [
-        StaticCredentials(
-            {
-                host.host: BasicCredentials(host.username, host.password)
-                for host in registry_settings.hosts
-                if host.username is not None and host.password is not None
-            }
-        )
-    ]
-    if settings.docker_config is not None:
-        try:
-            with settings.docker_config.open("rb") as handle:
-                raw = handle.read(_MAX_DOCKER_CONFIG_BYTES + 1)
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot read docker config {settings.docker_config}: {exc.strerror}"
-            ) from exc
-        if len(raw) > _MAX_DOCKER_CONFIG_BYTES:
-            raise ConfigurationError(f"docker config {settings.docker_config} is over 1 MiB")
-        providers.append(DockerConfigCredentials.from_json(raw))
-    if settings.ecr_auth:
-        import boto3  # only the composition root knows that boto3 is behind ECR tokens
-
-        providers.append(EcrCredentials(lambda region: boto3.client("ecr", region_name=region)))
-    return OciRegistryClient(
-        registry_settings, credentials=ChainedCredentials(providers),
-        on_request=metrics.registry_request if metrics is not None else None,
-        on_client=tracing.instrument_http_client if tracing is not None and tracing.enabled
-        else None,
-    )
-
-
-def load_trust_root(name: str) -> TrustRoot:
-    """``public-good`` | ``staging`` | ``none`` | path of a trusted_root.json."""
-    if name == "public-good":
-        return TrustRoot.public_good()
-    if name == "staging":
-        return TrustRoot.staging()
-    if name == "none":
-        return TrustRoot.none()
-    path = Path(name)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read trusted root {path}: {exc.strerror}") from exc
-    return TrustRoot.from_json(data, name=str(path))
-
-
 def trust_root_written_at(name: str) -> float | None:
     """When the trust root in use was written (its file's mtime), for the age metric."""
     from importlib import resources
@@ -177,19 +118,6 @@ def trust_root_written_at(name: str) -> float | None:
         return Path(name).stat().st_mtime
     except OSError:
         return None
-
-
-def build_signature_collector(
-    settings: Settings, registry: OciRegistryClient, metrics: Metrics
-) -> SignatureEvidenceCollector | None:
-    if settings.signatures is None:
-        return None
-    return SignatureEvidenceCollector(
-        SignaturePolicySettings.from_mapping(settings.signatures),
-        registry,
-        load_trust_root(settings.trusted_root),
-        metrics=metrics,
-    )
 
 
 @dataclass

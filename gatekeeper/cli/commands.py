@@ -325,14 +325,14 @@ def verify_image(
     output: OutputOption = OutputFormat.JSON,
 ) -> None:
     """Print the signature evidence of one image. Exit 0 verified, 1 not verified, 2 error."""
+    # Only the registry and verification adapters: not gatekeeper.wiring (the server's stack)
     from gatekeeper.domain import EvidenceContext, parse_image_reference
-    from gatekeeper.metrics import Metrics
-    from gatekeeper.wiring import build_registry_client, build_signature_collector
+    from gatekeeper.evidence_wiring import build_registry_client, build_signature_collector
 
     settings = load_settings()
     reference = parse_image_reference(image, field="IMAGE")
     registry = build_registry_client(settings)
-    collector = build_signature_collector(settings, registry, Metrics())
+    collector = build_signature_collector(settings, registry)
     if collector is None:
         fail("no signature authorities configured (setting: signatures)")
     context = EvidenceContext(

@@ -16,18 +16,20 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gatekeeper.domain.ports import EvidenceContext
 from gatekeeper.domain.ports.registry import RegistryReader
 from gatekeeper.domain.reference import Digest, ImageReference
-from gatekeeper.metrics import Metrics
 from gatekeeper.verify.authority import SignaturePolicySettings
 from gatekeeper.verify.cache import TtlCache
 from gatekeeper.verify.cosign import CosignVerifier, VerifiedStatement
 from gatekeeper.verify.discovery import OversizedAttestation, find_material
 from gatekeeper.verify.notation import NotationVerifier, TargetArtifact
 from gatekeeper.verify.trust import TrustRoot
+
+if TYPE_CHECKING:  # the metrics registry (prometheus_client) is the caller's, if any
+    from gatekeeper.metrics import Metrics
 
 __all__ = ["EVIDENCE_SCHEMA_VERSION", "SignatureEvidenceCollector"]
 

@@ -106,3 +106,37 @@ def test_verify_command_prints_the_evidence(signed_world):
     unknown = run(env, "verify", f"{host}/cli/signed:1.0", "--authority", "other")
     assert unknown.returncode == 2
     assert unknown.stderr.strip() == f"error: authority other does not apply to {host}/cli/signed:1.0 (applies: release)"
+
+
+#: What ``gatekeeper verify`` must not load: the server's stack (web framework, stores, policy
+#: engine, traces, metrics registry). The command's start-up time is mostly imports (issue 18).
+SERVER_STACK = (
+    "fastapi", "starlette", "uvicorn", "sqlalchemy", "psycopg", "opentelemetry",
+    "prometheus_client", "gatekeeper.wiring", "gatekeeper.audit", "gatekeeper.policy",
+    "gatekeeper.sbom", "gatekeeper.scans", "gatekeeper.service", "gatekeeper.metrics",
+    "gatekeeper.tracing",
+)
+
+
+def test_verify_command_loads_no_server_stack(signed_world, tmp_path):
+    host, _, env, _ = signed_world
+    listing = tmp_path / "modules.txt"
+    script = (
+        "import atexit, sys\n"
+        f"atexit.register(lambda: open({str(listing)!r}, 'w').write('\\n'.join(sys.modules)))\n"
+        "from gatekeeper.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script, "verify", f"{host}/cli/signed:1.0"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout)["verified"] is True
+    loaded = listing.read_text().splitlines()
+    assert "gatekeeper.verify.collector" in loaded  # the listing is the command's own
+    heavy = sorted(
+        name for name in loaded
+        if any(name == stack or name.startswith(stack + ".") for stack in SERVER_STACK)
+    )
+    assert heavy == []
