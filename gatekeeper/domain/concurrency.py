@@ -19,12 +19,39 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+if TYPE_CHECKING:  # imported when a pool is first needed: the CLI starts without it
+    from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["EvaluationMemo", "FanOut"]
 
 T = TypeVar("T")
+
+
+class _Outcome(Generic[T]):
+    """A value or an exception, set once; readers wait for it."""
+
+    __slots__ = ("_done", "_error", "_value")
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._value: T | None = None
+        self._error: BaseException | None = None
+
+    def settle(self, call: Callable[[], T]) -> None:
+        try:
+            self._value = call()
+        except BaseException as exc:  # re-raised by every reader
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def result(self) -> T:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return cast(T, self._value)
 
 
 class EvaluationMemo:
@@ -39,24 +66,21 @@ class EvaluationMemo:
     __slots__ = ("_entries", "_lock")
 
     def __init__(self) -> None:
-        self._entries: dict[Hashable, Future[Any]] = {}
+        self._entries: dict[Hashable, _Outcome[Any]] = {}
         self._lock = threading.Lock()
 
     def once(self, key: Hashable, compute: Callable[[], T]) -> T:
         """``compute()`` the first time ``key`` is asked for; every other caller (concurrent or
         later) gets its result, or its exception raised again."""
         with self._lock:
-            future = self._entries.get(key)
-            owner = future is None
-            if future is None:
-                future = Future()
-                self._entries[key] = future
+            outcome = self._entries.get(key)
+            owner = outcome is None
+            if outcome is None:
+                outcome = _Outcome()
+                self._entries[key] = outcome
         if owner:
-            try:
-                future.set_result(compute())
-            except BaseException as exc:
-                future.set_exception(exc)
-        return cast(T, future.result())
+            outcome.settle(compute)
+        return cast(T, outcome.result())
 
     def __contains__(self, key: Hashable) -> bool:
         with self._lock:
@@ -82,29 +106,30 @@ class FanOut:
         if len(calls) <= 1 or self._max_workers == 1 or getattr(self._local, "worker", False):
             return [call() for call in calls]
         pool = self._executor()
-        futures = [pool.submit(self._in_worker, contextvars.copy_context(), call)
-                   for call in calls[1:]]  # fmt: skip
-        first: Future[T] = Future()
-        try:
-            first.set_result(calls[0]())
-        except BaseException as exc:
-            first.set_exception(exc)
+        outcomes: list[_Outcome[T]] = [_Outcome() for _ in calls]
+        for outcome, call in zip(outcomes[1:], calls[1:], strict=True):
+            pool.submit(self._in_worker, contextvars.copy_context(), outcome, call)
+        outcomes[0].settle(calls[0])
         results: list[T] = []
         failure: BaseException | None = None
-        for future in (first, *futures):
+        for outcome in outcomes:
             try:
-                results.append(future.result())
+                results.append(outcome.result())
             except BaseException as exc:
                 failure = failure or exc
         if failure is not None:
             raise failure
         return results
 
-    def _in_worker(self, context: contextvars.Context, call: Callable[[], T]) -> T:
+    def _in_worker(
+        self, context: contextvars.Context, outcome: _Outcome[T], call: Callable[[], T]
+    ) -> None:
         self._local.worker = True
-        return context.run(call)
+        context.run(outcome.settle, call)
 
     def _executor(self) -> ThreadPoolExecutor:
+        from concurrent.futures import ThreadPoolExecutor
+
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix=self._name)
