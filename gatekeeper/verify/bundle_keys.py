@@ -1,8 +1,7 @@
-"""Sigstore bundles signed with a managed key: the procedure sigstore-python 4.x lacks.
+"""Sigstore bundles signed with a managed key: the procedure sigstore-python 4.x lacks."""
 
-Built from the same sigstore pieces (log-entry proof and checkpoint, SET, signed timestamps)
-and ``cryptography``; the steps are numbered as in :func:`verify_with_keys`.
-"""
+# Built from the same sigstore pieces (log-entry proof and checkpoint, SET, signed timestamps)
+# and ``cryptography``; the steps are numbered in :func:`verify_with_keys`.
 
 from __future__ import annotations
 
