@@ -107,15 +107,18 @@ def main() -> int:
             }
             with running_gatekeeper(env) as port:
                 images = [f"{host}/{name}" for name in pinned]
-                rows = []
                 mark = proxy.mark()
                 first = evaluate(port, images[0])
-                rows.append(("first (host probe)", [first], len(proxy.since(mark))))
-                cold, mark = [], proxy.mark()
+                rows: list[tuple[str, list[float], float]] = [
+                    ("first (host probe)", [first], float(len(proxy.since(mark))))
+                ]
+                cold: list[float] = []
+                mark = proxy.mark()
                 for image in images[1:]:
                     cold.append(evaluate(port, image))
                 rows.append(("cold (new image)", cold, len(proxy.since(mark)) / len(cold)))
-                repeated, mark = [], proxy.mark()
+                repeated: list[float] = []
+                mark = proxy.mark()
                 for _ in range(args.rounds):
                     repeated.append(evaluate(port, images[0]))
                 rows.append(("cache off (same image)", repeated,
