@@ -176,6 +176,7 @@ def find_material(
     run([partial(item.fetch, finder) for item in pending])
     for item in pending:
         item.finish(finder, digest)
+    finder.steps += finder.refused
     # Round 3: every blob.
     run([partial(finder.fetch_blob, blob) for blob in finder.blobs])
     for step in finder.steps:
@@ -282,6 +283,8 @@ class _Finder:
         self.notation: list[NotationSignature] = []
         self.blobs: list[_Blob] = []
         self.steps: list[Callable[[], None]] = []
+        #: Problems of referrers refused for the item limit, recorded after the others.
+        self.refused: list[Callable[[], None]] = []
         self.count = 0
 
     # -- round 1 -------------------------------------------------------------------------------
@@ -409,6 +412,9 @@ class _Finder:
             return []
         self.sources.append(index.via)
         pending: list[_Referrer] = []
+        # Past the item limit every later referrer is refused; those problems are recorded
+        # after the accepted referrers' own (see ``finish``), as a one-by-one lookup would.
+        steps, self.steps = self.steps, []
         for descriptor in index.manifests:
             artifact_type = descriptor.artifact_type or ""
             if artifact_type == NOTATION_ARTIFACT_TYPE:
@@ -420,6 +426,7 @@ class _Finder:
             if not self._room(f"referrers of {digest}"):
                 break
             pending.append(_Referrer(descriptor, index.via, notation=False))
+        self.refused, self.steps = self.steps, steps
         return pending
 
     def bundle_manifest(self, item: _Referrer, digest: Digest) -> None:
