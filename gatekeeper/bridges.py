@@ -6,13 +6,14 @@ collector read what the other two found live here, one layer up, and ``wiring`` 
 
 * :class:`AttestedSbomSource` - CycloneDX/SPDX predicates of in-toto statements the
   ``signatures`` collector *verified* for the image digest (signature by an authority of the
-  image policy, subject naming the digest). It reads the collector's cache, filled by the
-  ``signatures`` section of the same evaluation, so nothing is verified twice. Bound by the
+  image policy, subject naming the digest). It reads the collector's one discovery result of
+  the same evaluation (the evaluation's memo), so nothing is fetched or verified twice. Bound by the
   attestation subject. An SBOM attestation too large to be read (``max_payload_bytes``) is
   reported as an invalid SBOM, never silently "missing".
 * :class:`ReferrerSbomSource` - OCI referrers of the digest (referrers API, or the
   ``sha256-<hex>`` index tag fallback) whose artifact type is an SBOM, and the artifact cosign
-  ``attach sbom`` tags ``sha256-<hex>.sbom``. Bound by the referrer manifest's own ``subject``
+  ``attach sbom`` tags ``sha256-<hex>.sbom``. The referrers listing is the one the cosign
+  discovery of the same evaluation read. Bound by the referrer manifest's own ``subject``
   (never by the index entry that lists it), or by the digest the ``.sbom`` tag names.
 
 * :class:`AttestedVexSource` - OpenVEX / CycloneDX VEX predicates of statements the
@@ -44,6 +45,7 @@ from gatekeeper.sbom.attestation import (
 )
 from gatekeeper.sbom.parsing import SbomDocumentError
 from gatekeeper.verify.cache import TtlCache
+from gatekeeper.verify.discovery import referrers_of
 from gatekeeper.vex import (
     VexCandidate,
     VexDocument,
@@ -168,7 +170,7 @@ class ReferrerSbomSource:
         pinned = ImageReference(
             reference.original, reference.registry, reference.repository, None, digest
         )
-        candidates = list(self._referrers(pinned, digest, context.deadline))
+        candidates = list(self._referrers(pinned, digest, context))
         candidates += self._attached(pinned, digest, context.deadline)
         found = tuple(candidates)
         if sum(len(c.content) for c in found) <= self._cache_max_entry_bytes:
@@ -178,10 +180,14 @@ class ReferrerSbomSource:
     # -- OCI referrers -----------------------------------------------------------------------
 
     def _referrers(
-        self, reference: ImageReference, digest: Digest, deadline: float | None
+        self, reference: ImageReference, digest: Digest, context: EvidenceContext
     ) -> list[SbomCandidate]:
+        deadline = context.deadline
         try:
-            index = self._registry.get_referrers(reference, digest, deadline=deadline)
+            # The listing the cosign discovery of the same evaluation reads (one lookup).
+            index = referrers_of(
+                self._registry, reference, digest, deadline=deadline, memo=context.memo
+            )
         except VerificationError as exc:
             # An unreadable referrers index says nothing about SBOMs in particular.
             log.warning("referrers of %s@%s unreadable: %s", reference.name, digest, exc.message)

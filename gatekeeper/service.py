@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import uuid6
@@ -35,6 +36,7 @@ from gatekeeper.domain import (
     apply_enforcement_mode,
     build_policy_input,
 )
+from gatekeeper.domain.concurrency import FanOut
 from gatekeeper.domain.credentials import workload_logins
 from gatekeeper.domain.evidence import EvidenceError, EvidenceSkipped
 from gatekeeper.domain.ports import Clock, EvaluationObserver, PolicyPrefilter
@@ -144,6 +146,7 @@ class EvaluationService:
         evidence_cache: EvidenceCache | None = None,
         tracer: trace.Tracer | None = None,
         observers: Sequence[EvaluationObserver] = (),
+        evidence_threads: int = 16,
     ) -> None:
         self._engine = policy_engine
         self._audit = audit_log
@@ -155,6 +158,12 @@ class EvaluationService:
         self._evidence_cache = evidence_cache
         self._tracer = tracer or trace.NoOpTracer()
         self._observers = tuple(observers)
+        # Evidence is gathered concurrently: the images of a request, and the collectors of an
+        # image (they block on registries, ECR, the database: threads, not coroutines; see
+        # gatekeeper.domain.concurrency). Two pools, so an image's worker never waits on its
+        # own pool. Each step keeps the request's deadline (EvidenceContext.deadline).
+        self._image_fan_out = FanOut(max(1, evidence_threads // 2), name="gatekeeper-images")
+        self._collector_fan_out = FanOut(evidence_threads, name="gatekeeper-collectors")
 
     def evaluate(
         self, request: EvaluationRequest, *, deadline: float | None = None, record: bool = True
@@ -192,10 +201,10 @@ class EvaluationService:
         decisive = self._prefilter_violations(request, created_at)  # (1)
         # The workload's own pull secrets, when it carries them, for this evaluation only.
         with workload_logins(request.registry_logins):
-            gathered = [
-                self._gather(ref, context, request, decisive.get(ref.original, ()))
+            gathered = self._image_fan_out.run([
+                partial(self._gather, ref, context, request, decisive.get(ref.original, ()))
                 for ref in request.images
-            ]  # (2)
+            ])  # (2), the images concurrently
             while True:
                 outcome = self._decide(request, gathered, created_at, decisive)  # (3)
                 denied_images = {v.image for v in outcome.violations}
@@ -380,17 +389,36 @@ class EvaluationService:
             cached = self._evidence_cache.get(_evidence_key(reference, digest, request))
             if cached is not None:
                 return _GatheredImage(reference, digest, cached, (), cached=True)
-        for collector in self._collectors:
-            with self._step(collector.name, image) as step:
-                try:
-                    section: Mapping[str, Any] = collector.collect(reference, digest, context)
-                    evidence[collector.name] = dict(section)
-                    step.outcome = _outcome_of(section)
-                except GatekeeperError as exc:
-                    step.fail(exc.message)
-                    evidence[collector.name] = EvidenceError(exc.message).as_input()
-                    failures.append(f"{collector.name} evidence not gathered: {exc.message}")
+        # The collectors concurrently; those that need the same registry material share one
+        # lookup through ``context.memo``. Sections and failures keep the collectors' order.
+        collected = self._collector_fan_out.run([
+            partial(self._collect, collector, reference, digest, context, image)
+            for collector in self._collectors
+        ])  # fmt: skip
+        for collector, (section, failure) in zip(self._collectors, collected, strict=True):
+            evidence[collector.name] = section
+            if failure is not None:
+                failures.append(failure)
         return _GatheredImage(reference, digest, evidence, tuple(failures))
+
+    def _collect(
+        self,
+        collector: EvidenceCollector,
+        reference: ImageReference,
+        digest: Digest | None,
+        context: EvidenceContext,
+        image: Mapping[str, str],
+    ) -> tuple[dict[str, Any], str | None]:
+        """One collector's section, and why it could not be gathered (``None``: it was)."""
+        with self._step(collector.name, image) as step:
+            try:
+                section: Mapping[str, Any] = collector.collect(reference, digest, context)
+                step.outcome = _outcome_of(section)
+                return dict(section), None
+            except GatekeeperError as exc:
+                step.fail(exc.message)
+                failure = f"{collector.name} evidence not gathered: {exc.message}"
+                return EvidenceError(exc.message).as_input(), failure
 
     def _nothing_to_fetch(self, reference: ImageReference, request: EvaluationRequest) -> bool:
         """True when gathering ``reference`` needs no registry: pinned, and either no
@@ -478,7 +506,9 @@ class EvaluationService:
         )
         # Full evidence for every image: `policy input` shows what the policy could read.
         with workload_logins(request.registry_logins):
-            gathered = [self._gather(ref, context, request, ()) for ref in request.images]
+            gathered = self._image_fan_out.run(
+                [partial(self._gather, ref, context, request, ()) for ref in request.images]
+            )
         document = build_policy_input(
             request, [(g.reference, g.digest, g.evidence) for g in gathered], now
         )

@@ -40,6 +40,7 @@ from gatekeeper.registry._http import (
     status_error,
 )
 from gatekeeper.registry.auth import BasicCredentials, CredentialProvider, parse_www_authenticate
+from gatekeeper.registry.hosts import HostCapabilities, HostSlots
 from gatekeeper.registry.model import (
     MANIFEST_ACCEPT,
     OCI_INDEX,
@@ -69,7 +70,10 @@ class _Token:
 class OciRegistryClient:
     """Reads from OCI registries; implements the ``DigestResolver`` port.
 
-    Thread-safe: one pooled ``httpx.Client`` per registry host, tokens cached per repository.
+    Thread-safe: one pooled ``httpx.Client`` per registry host (keep-alive connections reused),
+    at most ``max_concurrent_requests`` requests in flight per host (the others wait for a
+    slot within their deadline), tokens cached per repository, and what each host supports
+    (the referrers API) remembered for ``capability_ttl_seconds``.
     ``transport`` lets tests route requests to an in-process app; production leaves it ``None``.
     """
 
@@ -97,6 +101,8 @@ class OciRegistryClient:
         self._tokens: dict[tuple[str, str], _Token] = {}
         self._basic_hosts: set[str] = set()
         self._lock = threading.Lock()
+        self._slots = HostSlots(self._settings.max_concurrent_requests, monotonic)
+        self._capabilities = HostCapabilities(self._settings.capability_ttl_seconds, monotonic)
 
     # -- public API --------------------------------------------------------------------------
 
@@ -276,24 +282,31 @@ class OciRegistryClient:
         deadline: float | None = None,
     ) -> ReferrersIndex:
         """Artifacts whose ``subject`` is ``digest``: OCI 1.1 referrers API, else the referrers
-        tag fallback (an index tagged ``sha256-<hex>``), filtered by ``artifact_type``."""
+        tag fallback (an index tagged ``sha256-<hex>``), filtered by ``artifact_type``. Whether
+        the host has the API is remembered (``capability_ttl_seconds``): a host without it is
+        asked for the tag only."""
         query = f"?{urlencode({'artifactType': artifact_type})}" if artifact_type else ""
         what = f"listing referrers of {reference.repository}@{digest}"
-        answer = self._request(
-            "GET",
-            reference.registry,
-            f"/v2/{reference.repository}/referrers/{digest}{query}",
-            repository=reference.repository,
-            what=what,
-            deadline=deadline,
-            headers={"Accept": OCI_INDEX},
-            max_bytes=self._settings.max_manifest_bytes,
-            accept_statuses=(200, 400, 404, 405),
-        )
-        content_type = answer.headers.get("Content-Type", "").split(";", 1)[0].strip()
-        if answer.status == 200 and content_type == OCI_INDEX:
-            index = _parse_index(answer.content, digest, reference, what)
-            return ReferrersIndex(_filter(index.manifests, artifact_type), "referrers-api")
+        host = reference.registry.lower()
+        # A host known to lack the API costs one tag lookup, not a 404 and then the tag.
+        if self._capabilities.has_referrers_api(host) is not False:
+            answer = self._request(
+                "GET",
+                reference.registry,
+                f"/v2/{reference.repository}/referrers/{digest}{query}",
+                repository=reference.repository,
+                what=what,
+                deadline=deadline,
+                headers={"Accept": OCI_INDEX},
+                max_bytes=self._settings.max_manifest_bytes,
+                accept_statuses=(200, 400, 404, 405),
+            )
+            content_type = answer.headers.get("Content-Type", "").split(";", 1)[0].strip()
+            if answer.status == 200 and content_type == OCI_INDEX:
+                self._capabilities.remember_referrers_api(host, True)
+                index = _parse_index(answer.content, digest, reference, what)
+                return ReferrersIndex(_filter(index.manifests, artifact_type), "referrers-api")
+            self._capabilities.remember_referrers_api(host, False)
         fallback = self.find_manifest(reference, digest.cosign_tag_prefix, deadline=deadline)
         if fallback is None:
             return ReferrersIndex((), "none")
@@ -356,7 +369,10 @@ class OciRegistryClient:
                     transport=self._transport,
                     follow_redirects=True,
                     headers={"User-Agent": self._settings.user_agent},
-                    limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+                    limits=httpx.Limits(
+                        max_connections=self._settings.max_concurrent_requests,
+                        max_keepalive_connections=self._settings.max_concurrent_requests,
+                    ),
                 )
                 if self._on_client is not None:
                     self._on_client(client)
@@ -422,16 +438,20 @@ class OciRegistryClient:
             answer: Answer | None = None
             error: Exception | None = None
             try:
-                answer = send_limited(
-                    client,
-                    method,
-                    url,
-                    request_headers,
-                    max_bytes,
-                    self._timeout(deadline, registry, what),
-                    registry,
-                    what,
-                )
+                with self._slots.slot(
+                    host_settings.host, deadline=deadline,
+                    default_wait=self._settings.connect_timeout, what=what,
+                ):  # fmt: skip
+                    answer = send_limited(
+                        client,
+                        method,
+                        url,
+                        request_headers,
+                        max_bytes,
+                        self._timeout(deadline, registry, what),
+                        registry,
+                        what,
+                    )
             except httpx.TimeoutException as exc:
                 failure, error = "timed out", exc
             except httpx.TransportError as exc:

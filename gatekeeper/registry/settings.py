@@ -101,6 +101,9 @@ class RegistryClientSettings:
 
     Timeouts are per request; the caller's deadline (``EvidenceContext.deadline``) caps them.
     ``max_manifest_bytes`` bounds every manifest/index read, ``max_blob_bytes`` every blob read.
+    ``max_concurrent_requests`` bounds the requests in flight to one registry host (across all
+    evaluations; also the size of its keep-alive connection pool). ``capability_ttl_seconds``
+    is how long what a host supports (the OCI referrers API) is remembered.
     """
 
     hosts: tuple[RegistryHostSettings, ...] = ()
@@ -112,6 +115,8 @@ class RegistryClientSettings:
     max_manifest_bytes: int = 4 * 1024 * 1024
     max_blob_bytes: int = 16 * 1024 * 1024
     user_agent: str = "forge-gatekeeper/0.1"
+    max_concurrent_requests: int = 8
+    capability_ttl_seconds: float = 3600.0
 
     def for_host(self, host: str) -> RegistryHostSettings:
         host = host.lower()
@@ -136,6 +141,8 @@ class RegistryClientSettings:
             "max_manifest_bytes",
             "max_blob_bytes",
             "user_agent",
+            "max_concurrent_requests",
+            "capability_ttl_seconds",
         }
         if unknown:
             raise ConfigurationError(f"{where}: unknown keys {sorted(unknown)}")
@@ -171,4 +178,11 @@ class RegistryClientSettings:
                 raw, "max_blob_bytes", defaults.max_blob_bytes, where, minimum=1024
             ),
             user_agent=user_agent,
+            max_concurrent_requests=_int(
+                raw, "max_concurrent_requests", defaults.max_concurrent_requests, where,
+                minimum=1,
+            ),
+            capability_ttl_seconds=_number(
+                raw, "capability_ttl_seconds", defaults.capability_ttl_seconds, where, minimum=0
+            ),
         )

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from gatekeeper.domain.concurrency import FanOut
 from gatekeeper.domain.ports import EvidenceContext
 from gatekeeper.domain.ports.registry import RegistryReader
 from gatekeeper.domain.reference import Digest, ImageReference
-from gatekeeper.verify.authority import SignaturePolicySettings
+from gatekeeper.verify.authority import ImagePolicy, SignaturePolicySettings
 from gatekeeper.verify.cache import TtlCache
 from gatekeeper.verify.cosign import CosignVerifier, VerifiedStatement
 from gatekeeper.verify.discovery import OversizedAttestation, find_material
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 
 EVIDENCE_SCHEMA_VERSION = 1
 _CACHE_NAME = "signatures"
+#: Threads fetching cosign material (manifests, blobs) in parallel, across all evaluations;
+#: the registry client's per-host ``max_concurrent_requests`` bounds what reaches a registry.
+_FETCH_WORKERS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,9 @@ class SignatureEvidenceCollector:
         self._now = now
         self._notation = NotationVerifier(now=now, monotonic=monotonic)
         self._config_hash = settings.config_hash()
+        self._fan_out = FanOut(_FETCH_WORKERS, name="gatekeeper-cosign-fetch")
+        #: This collector's part of an evaluation's memo (an object, so no id is ever reused).
+        self._memo_key = object()
         self._cache: TtlCache[_Entry] = TtlCache(
             max_entries=settings.cache_max_entries, monotonic=monotonic
         )
@@ -94,8 +101,9 @@ class SignatureEvidenceCollector:
     ) -> tuple[VerifiedStatement, ...]:
         """The in-toto statements verified for ``digest`` in ``reference``'s repository by an
         authority of its image policy (every authority counts, threshold or not), whose subject
-        names ``digest``. Answered from the cache the ``collect`` of the same evaluation filled;
-        verified only on a miss (expired, evicted). Empty when no image policy matches.
+        names ``digest``. Answered from the evaluation's memo (``context.memo``) that ``collect``
+        shares: one discovery per image per evaluation, whichever asks first, at any cache TTL.
+        Empty when no image policy matches.
         Raises ``UpstreamUnavailableError`` like :meth:`collect`."""
         return self._collect(reference, digest, context, count=False).statements
 
@@ -103,7 +111,7 @@ class SignatureEvidenceCollector:
         self, reference: ImageReference, digest: Digest, context: EvidenceContext
     ) -> tuple[OversizedAttestation, ...]:
         """Attestations of ``digest`` left unread (so unverified) because they are larger than
-        ``max_payload_bytes``; from the same cache as :meth:`verified_statements`."""
+        ``max_payload_bytes``; from the same discovery result as :meth:`verified_statements`."""
         return self._collect(reference, digest, context, count=False).oversized
 
     def _collect(
@@ -146,22 +154,43 @@ class SignatureEvidenceCollector:
             reference.registry, reference.repository, str(digest), policy.glob,
             self._config_hash, self._trust.version,
         )  # fmt: skip
+        # One discovery and verification per image per evaluation, whichever of ``collect``,
+        # ``verified_statements`` and ``oversized_attestations`` asks first (they may run
+        # concurrently): the evaluation's memo, not the TTL cache (which keeps nothing at TTL 0).
+        try:
+            origin, entry = context.memo.once(
+                (self._memo_key, key),
+                lambda: self._cached_or_verified(key, reference, digest, policy, base, context),
+            )
+        except Exception:
+            if count:  # a failed lookup was a miss too
+                self._count("miss")
+            raise
+        if not count:  # a read by another package: no metrics, no copy of the section
+            return entry
+        self._count(origin)
+        return _Entry(
+            copy.deepcopy(entry.section) | {"cache": origin}, entry.statements, entry.oversized
+        )
+
+    def _cached_or_verified(
+        self,
+        key: tuple[str, str, str, str, str, str],
+        reference: ImageReference,
+        digest: Digest,
+        policy: ImagePolicy,
+        base: dict[str, Any],
+        context: EvidenceContext,
+    ) -> tuple[str, _Entry]:
+        """``("hit", entry)`` from the TTL cache, else ``("miss", entry)`` just verified."""
         cached = self._cache.get(key)
         if cached is not None:
-            if not count:  # a read by another package: no metrics, no copy of the section
-                return cached
-            self._count("hit")
-            return _Entry(
-                copy.deepcopy(cached.section) | {"cache": "hit"},
-                cached.statements,
-                cached.oversized,
-            )
-        if count:
-            self._count("miss")
+            return "hit", cached
         material = find_material(
             self._registry, reference, digest,
             max_payload_bytes=self._settings.max_payload_bytes,
             max_items=self._settings.max_materials, deadline=context.deadline,
+            memo=context.memo, fan_out=self._fan_out,
         )  # fmt: skip
         authorities = [self._settings.authority(name) for name in policy.authorities]
         target = None
@@ -228,7 +257,7 @@ class SignatureEvidenceCollector:
         statements = tuple(statement for r in results for statement in r.statements)
         entry = _Entry(section, statements, material.oversized)
         self._cache.put(key, entry, ttl)
-        return _Entry(copy.deepcopy(section) | {"cache": "miss"}, statements, material.oversized)
+        return "miss", entry
 
     def _count(self, result: str) -> None:
         if self._metrics is not None:

@@ -16,18 +16,38 @@ layer is a JWS (``application/jose+json``) or COSE (``application/cose``) envelo
 
 Material that is unusable (too big, malformed) is recorded as a *problem* and skipped, so a
 broken item never hides a good one; transient registry errors propagate (never cached).
+
+The lookups run in parallel, in three rounds on the caller's :class:`FanOut`: the ``.sig`` and
+``.att`` manifests and the referrers listing; then the manifests of the Sigstore-bundle and
+Notation referrers; then every blob. The referrers listing goes through the evaluation's memo,
+so the SBOM referrer source of the same evaluation reuses it. What is found is then recorded in
+a fixed order (``.sig``, ``.att``, referrers), as a sequential lookup would.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar, cast
 
+from gatekeeper.domain.concurrency import EvaluationMemo, FanOut
 from gatekeeper.domain.ports.attestations import OversizedAttestation
-from gatekeeper.domain.ports.registry import DescriptorView, RegistryReader
+from gatekeeper.domain.ports.registry import (
+    DescriptorView,
+    ManifestView,
+    ReferrersView,
+    RegistryReader,
+)
 from gatekeeper.domain.reference import Digest, ImageReference
-from gatekeeper.errors import InvalidInputError, NotFoundError, VerificationError
+from gatekeeper.errors import (
+    GatekeeperError,
+    InvalidInputError,
+    NotFoundError,
+    VerificationError,
+)
 
 __all__ = [
     "BUNDLE_MEDIA_TYPE",
@@ -40,6 +60,7 @@ __all__ = [
     "OversizedAttestation",
     "decode_standard_base64",
     "find_material",
+    "referrers_of",
 ]
 
 SIMPLE_SIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -129,15 +150,37 @@ def find_material(
     max_payload_bytes: int,
     max_items: int,
     deadline: float | None,
+    memo: EvaluationMemo | None = None,
+    fan_out: FanOut | None = None,
 ) -> Material:
-    """Collect every signature/attestation candidate for ``digest`` in ``reference``'s repo."""
+    """Collect every signature/attestation candidate for ``digest`` in ``reference``'s repo.
+
+    ``memo`` (the evaluation's) shares the referrers listing with other readers of the same
+    evaluation; ``fan_out`` runs the lookups of each round in parallel (sequential without)."""
     repository = ImageReference(
         reference.original, reference.registry, reference.repository, None, digest
     )
     finder = _Finder(registry, repository, max_payload_bytes, max_items, deadline)
-    finder.tagged(f"{digest.cosign_tag_prefix}.sig", "sig-tag")
-    finder.tagged(f"{digest.cosign_tag_prefix}.att", "att-tag")
-    finder.referrers(digest)
+    run = fan_out.run if fan_out is not None else _in_turn
+    sig_tag, att_tag = f"{digest.cosign_tag_prefix}.sig", f"{digest.cosign_tag_prefix}.att"
+    # Round 1: the two cosign tags and the referrers listing.
+    found: list[object] = run([
+        lambda: finder.lookup_tag(sig_tag),
+        lambda: finder.lookup_tag(att_tag),
+        lambda: finder.lookup_referrers(digest, memo),
+    ])  # fmt: skip
+    finder.tagged(sig_tag, "sig-tag", cast("ManifestView | VerificationError | None", found[0]))
+    finder.tagged(att_tag, "att-tag", cast("ManifestView | VerificationError | None", found[1]))
+    # Round 2: the manifests the referrers listing names.
+    pending = finder.referrers(digest, cast("ReferrersView | VerificationError", found[2]))
+    run([partial(item.fetch, finder) for item in pending])
+    for item in pending:
+        item.finish(finder, digest)
+    finder.steps += finder.refused
+    # Round 3: every blob.
+    run([partial(finder.fetch_blob, blob) for blob in finder.blobs])
+    for step in finder.steps:
+        step()
     return Material(
         tuple(finder.signatures),
         tuple(finder.attestations),
@@ -149,7 +192,75 @@ def find_material(
     )
 
 
+def referrers_of(
+    registry: RegistryReader,
+    reference: ImageReference,
+    digest: Digest,
+    *,
+    deadline: float | None,
+    memo: EvaluationMemo | None,
+) -> ReferrersView:
+    """The referrers listing of ``digest``, once per evaluation when ``memo`` is given (the
+    cosign discovery and the SBOM referrer source read the same one). Raises like
+    :meth:`RegistryReader.get_referrers`."""
+
+    def fetch() -> ReferrersView:
+        return registry.get_referrers(reference, digest, deadline=deadline)
+
+    if memo is None:
+        return fetch()
+    return memo.once(("referrers", reference.registry, reference.repository, str(digest)), fetch)
+
+
+def _in_turn(calls: list[Callable[[], _T]]) -> list[_T]:
+    return [call() for call in calls]
+
+
+_T = TypeVar("_T")
+
+
+class _Blob:
+    """A blob to fetch in round 3, and what came of it."""
+
+    __slots__ = ("content", "error", "layer")
+
+    def __init__(self, layer: DescriptorView) -> None:
+        self.layer = layer
+        self.content: bytes | None = None
+        self.error: GatekeeperError | None = None
+
+
+class _Referrer:
+    """A referrer manifest to fetch in round 2 (a Sigstore bundle or a Notation signature)."""
+
+    __slots__ = ("descriptor", "error", "manifest", "notation", "via")
+
+    def __init__(self, descriptor: DescriptorView, via: str, *, notation: bool) -> None:
+        self.descriptor = descriptor
+        self.via = via
+        self.notation = notation
+        self.manifest: ManifestView | None = None
+        self.error: GatekeeperError | None = None
+
+    def fetch(self, finder: _Finder) -> None:
+        try:
+            self.manifest = finder.registry.get_manifest(
+                finder.reference, self.descriptor.digest, deadline=finder.deadline
+            )
+        except (VerificationError, InvalidInputError, NotFoundError) as exc:
+            self.error = exc
+
+    def finish(self, finder: _Finder, digest: Digest) -> None:
+        if self.notation:
+            finder.notation_manifest(self, digest)
+        else:
+            finder.bundle_manifest(self, digest)
+
+
 class _Finder:
+    """Plans the lookups and records their outcome in order: ``steps`` run after round 3, so
+    problems and items keep the order a one-by-one lookup would give them."""
+
     def __init__(
         self,
         registry: RegistryReader,
@@ -170,63 +281,117 @@ class _Finder:
         self.problems: list[str] = []
         self.oversized: list[OversizedAttestation] = []
         self.notation: list[NotationSignature] = []
+        self.blobs: list[_Blob] = []
+        self.steps: list[Callable[[], None]] = []
+        #: Problems of referrers refused for the item limit, recorded after the others.
+        self.refused: list[Callable[[], None]] = []
         self.count = 0
+
+    # -- round 1 -------------------------------------------------------------------------------
+
+    def lookup_tag(self, tag: str) -> ManifestView | VerificationError | None:
+        try:
+            return self.registry.find_manifest(self.reference, tag, deadline=self.deadline)
+        except VerificationError as exc:
+            return exc
+
+    def lookup_referrers(
+        self, digest: Digest, memo: EvaluationMemo | None
+    ) -> ReferrersView | VerificationError:
+        try:
+            return referrers_of(
+                self.registry, self.reference, digest, deadline=self.deadline, memo=memo
+            )
+        except VerificationError as exc:
+            return exc
+
+    # -- recording -----------------------------------------------------------------------------
+
+    def problem(self, text: str) -> None:
+        self.steps.append(lambda: self.problems.append(text))
 
     def _room(self, where: str) -> bool:
         if self.count >= self.max_items:
-            self.problems.append(f"{where}: more than {self.max_items} items, the rest ignored")
+            self.problem(f"{where}: more than {self.max_items} items, the rest ignored")
             return False
         self.count += 1
         return True
 
-    def tagged(self, tag: str, source: str) -> None:
+    def _with_blob(self, layer: DescriptorView, where: str, use: Callable[[bytes], None]) -> None:
+        """Fetch ``layer`` in round 3; then ``use`` its bytes, or record why it is unusable."""
+        blob = _Blob(layer)
+        self.blobs.append(blob)
+
+        def step() -> None:
+            if blob.error is not None:
+                self.problems.append(f"{where}: {blob.error.message}")
+            elif blob.content is not None:
+                use(blob.content)
+
+        self.steps.append(step)
+
+    def fetch_blob(self, blob: _Blob) -> None:
+        layer = blob.layer
         try:
-            manifest = self.registry.find_manifest(self.reference, tag, deadline=self.deadline)
-        except VerificationError as exc:
-            self.problems.append(f"{tag}: {exc.message}")
+            if layer.size > self.max_payload_bytes:
+                raise InvalidInputError(
+                    f"payload of {layer.size} bytes exceeds the limit of {self.max_payload_bytes}"
+                )
+            blob.content = self.registry.get_blob(
+                self.reference, layer.digest, size=layer.size,
+                max_bytes=self.max_payload_bytes, deadline=self.deadline,
+            )  # fmt: skip
+        except (VerificationError, InvalidInputError, NotFoundError) as exc:
+            blob.error = exc
+
+    # -- cosign tags ---------------------------------------------------------------------------
+
+    def tagged(self, tag: str, source: str, found: ManifestView | VerificationError | None) -> None:
+        if isinstance(found, VerificationError):
+            self.problem(f"{tag}: {found.message}")
             return
-        if manifest is None:
+        if found is None:
             return
         self.sources.append(source)
-        for index, layer in enumerate(manifest.layers):
+        for index, layer in enumerate(found.layers):
             where = f"{tag} layer {index}"
             if not self._room(tag):
                 return
-            try:
-                if layer.media_type == SIMPLE_SIGNING_MEDIA_TYPE:
-                    self.signatures.append(self._signature(layer, source))
-                elif layer.media_type == DSSE_MEDIA_TYPE:
-                    self._note_size(layer.annotations.get(PREDICATE_TYPE_ANNOTATION), layer, source)
-                    self.attestations.append(
-                        CosignAttestation(
-                            self._blob(layer),
-                            _annotation_bytes(layer, CERTIFICATE_ANNOTATION),
-                            _annotation_bytes(layer, CHAIN_ANNOTATION),
-                            _annotation_bytes(layer, REKOR_BUNDLE_ANNOTATION),
-                            source,
-                        )
-                    )
-                else:
-                    self.problems.append(f"{where}: unexpected media type {layer.media_type}")
-            except (VerificationError, InvalidInputError, NotFoundError) as exc:
-                self.problems.append(f"{where}: {exc.message}")
+            if layer.media_type == SIMPLE_SIGNING_MEDIA_TYPE:
+                self._signature(layer, source, where)
+            elif layer.media_type == DSSE_MEDIA_TYPE:
+                self._note_size(layer.annotations.get(PREDICATE_TYPE_ANNOTATION), layer, source)
+                self._attestation(layer, source, where)
+            else:
+                self.problem(f"{where}: unexpected media type {layer.media_type}")
 
-    def _signature(self, layer: DescriptorView, source: str) -> CosignSignature:
+    def _attestation(self, layer: DescriptorView, source: str, where: str) -> None:
+        self._with_blob(layer, where, lambda content: self.attestations.append(CosignAttestation(
+            content,
+            _annotation_bytes(layer, CERTIFICATE_ANNOTATION),
+            _annotation_bytes(layer, CHAIN_ANNOTATION),
+            _annotation_bytes(layer, REKOR_BUNDLE_ANNOTATION),
+            source,
+        )))  # fmt: skip
+
+    def _signature(self, layer: DescriptorView, source: str, where: str) -> None:
         encoded = layer.annotations.get(SIGNATURE_ANNOTATION)
         if not encoded:
-            raise InvalidInputError("signature annotation missing")
+            self.problem(f"{where}: signature annotation missing")
+            return
         try:
             signature = decode_standard_base64(encoded)
-        except binascii.Error as exc:
-            raise InvalidInputError("signature annotation is not base64") from exc
-        return CosignSignature(
-            self._blob(layer),
+        except binascii.Error:
+            self.problem(f"{where}: signature annotation is not base64")
+            return
+        self._with_blob(layer, where, lambda content: self.signatures.append(CosignSignature(
+            content,
             signature,
             _annotation_bytes(layer, CERTIFICATE_ANNOTATION),
             _annotation_bytes(layer, CHAIN_ANNOTATION),
             _annotation_bytes(layer, REKOR_BUNDLE_ANNOTATION),
             source,
-        )
+        )))  # fmt: skip
 
     def _note_size(self, predicate_type: str | None, layer: DescriptorView, source: str) -> None:
         if layer.size > self.max_payload_bytes:
@@ -234,92 +399,79 @@ class _Finder:
                 OversizedAttestation(predicate_type, layer.size, self.max_payload_bytes, source)
             )
 
-    def _blob(self, layer: DescriptorView) -> bytes:
-        if layer.size > self.max_payload_bytes:
-            raise InvalidInputError(
-                f"payload of {layer.size} bytes exceeds the limit of {self.max_payload_bytes}"
-            )
-        return self.registry.get_blob(
-            self.reference,
-            layer.digest,
-            size=layer.size,
-            max_bytes=self.max_payload_bytes,
-            deadline=self.deadline,
-        )
+    # -- referrers -----------------------------------------------------------------------------
 
-    def referrers(self, digest: Digest) -> None:
-        try:
-            index = self.registry.get_referrers(self.reference, digest, deadline=self.deadline)
-        except VerificationError as exc:
-            self.problems.append(f"referrers of {digest}: {exc.message}")
-            return
+    def referrers(
+        self, digest: Digest, index: ReferrersView | VerificationError
+    ) -> list[_Referrer]:
+        """The referrer manifests to fetch in round 2, within the item limit."""
+        if isinstance(index, VerificationError):
+            self.problem(f"referrers of {digest}: {index.message}")
+            return []
         if not index.manifests:
-            return
+            return []
         self.sources.append(index.via)
+        pending: list[_Referrer] = []
+        # Past the item limit every later referrer is refused; those problems are recorded
+        # after the accepted referrers' own (see ``finish``), as a one-by-one lookup would.
+        steps, self.steps = self.steps, []
         for descriptor in index.manifests:
             artifact_type = descriptor.artifact_type or ""
             if artifact_type == NOTATION_ARTIFACT_TYPE:
                 if self._room(f"referrers of {digest}"):
-                    self._notation(descriptor, digest, index.via)
+                    pending.append(_Referrer(descriptor, index.via, notation=True))
                 continue
             if not artifact_type.startswith(_BUNDLE_MEDIA_PREFIX):
                 continue  # SBOMs and other referrers belong to other collectors
             if not self._room(f"referrers of {digest}"):
-                return
-            where = f"referrer {descriptor.digest}"
-            try:
-                manifest = self.registry.get_manifest(
-                    self.reference, descriptor.digest, deadline=self.deadline
-                )
-                if manifest.subject is not None and manifest.subject.digest != digest:
-                    self.problems.append(f"{where}: its subject is another digest")
-                    continue
-                layers = [
-                    layer
-                    for layer in manifest.layers
-                    if layer.media_type.startswith(_BUNDLE_MEDIA_PREFIX)
-                ]
-                if len(layers) != 1:
-                    self.problems.append(f"{where}: expected exactly one bundle layer")
-                    continue
-                predicate_type = manifest.annotations.get(BUNDLE_PREDICATE_ANNOTATION)
-                self._note_size(predicate_type, layers[0], index.via)
-                self.bundles.append(
-                    BundleArtifact(
-                        self._blob(layers[0]),
-                        manifest.annotations.get(BUNDLE_PREDICATE_ANNOTATION),
-                        index.via,
-                    )
-                )
-            except (VerificationError, InvalidInputError, NotFoundError) as exc:
-                self.problems.append(f"{where}: {exc.message}")
+                break
+            pending.append(_Referrer(descriptor, index.via, notation=False))
+        self.refused, self.steps = self.steps, steps
+        return pending
 
-    def _notation(self, descriptor: DescriptorView, digest: Digest, via: str) -> None:
-        where = f"notation signature {descriptor.digest}"
-        try:
-            manifest = self.registry.get_manifest(
-                self.reference, descriptor.digest, deadline=self.deadline
-            )
-            if manifest.subject is None or manifest.subject.digest != digest:
-                self.problems.append(f"{where}: its subject is not {digest}")
-                return
-            config_type = manifest.config.media_type if manifest.config is not None else None
-            if NOTATION_ARTIFACT_TYPE not in (manifest.artifact_type, config_type):
-                self.problems.append(f"{where}: not a Notary Project signature manifest")
-                return
-            if len(manifest.layers) != 1 or manifest.layers[0].media_type not in (
-                NOTATION_ENVELOPE_TYPES
-            ):
-                self.problems.append(f"{where}: expected exactly one JWS or COSE envelope layer")
-                return
-            layer = manifest.layers[0]
-            self.notation.append(
-                NotationSignature(
-                    self._blob(layer), layer.media_type, str(descriptor.digest), f"notation:{via}"
-                )
-            )
-        except (VerificationError, InvalidInputError, NotFoundError) as exc:
-            self.problems.append(f"{where}: {exc.message}")
+    def bundle_manifest(self, item: _Referrer, digest: Digest) -> None:
+        where = f"referrer {item.descriptor.digest}"
+        manifest = item.manifest
+        if item.error is not None or manifest is None:
+            self.problem(f"{where}: {item.error.message if item.error else 'unreadable'}")
+            return
+        if manifest.subject is not None and manifest.subject.digest != digest:
+            self.problem(f"{where}: its subject is another digest")
+            return
+        layers = [
+            layer for layer in manifest.layers if layer.media_type.startswith(_BUNDLE_MEDIA_PREFIX)
+        ]
+        if len(layers) != 1:
+            self.problem(f"{where}: expected exactly one bundle layer")
+            return
+        predicate_type = manifest.annotations.get(BUNDLE_PREDICATE_ANNOTATION)
+        self._note_size(predicate_type, layers[0], item.via)
+        self._with_blob(layers[0], where, lambda content: self.bundles.append(
+            BundleArtifact(content, predicate_type, item.via)
+        ))  # fmt: skip
+
+    def notation_manifest(self, item: _Referrer, digest: Digest) -> None:
+        where = f"notation signature {item.descriptor.digest}"
+        manifest = item.manifest
+        if item.error is not None or manifest is None:
+            self.problem(f"{where}: {item.error.message if item.error else 'unreadable'}")
+            return
+        if manifest.subject is None or manifest.subject.digest != digest:
+            self.problem(f"{where}: its subject is not {digest}")
+            return
+        config_type = manifest.config.media_type if manifest.config is not None else None
+        if NOTATION_ARTIFACT_TYPE not in (manifest.artifact_type, config_type):
+            self.problem(f"{where}: not a Notary Project signature manifest")
+            return
+        if len(manifest.layers) != 1 or manifest.layers[0].media_type not in (
+            NOTATION_ENVELOPE_TYPES
+        ):
+            self.problem(f"{where}: expected exactly one JWS or COSE envelope layer")
+            return
+        layer = manifest.layers[0]
+        self._with_blob(layer, where, lambda content: self.notation.append(NotationSignature(
+            content, layer.media_type, str(item.descriptor.digest), f"notation:{item.via}"
+        )))  # fmt: skip
 
 
 def _annotation_bytes(layer: DescriptorView, key: str) -> bytes | None:

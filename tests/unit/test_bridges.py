@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
+import traceback
 from types import MappingProxyType
 from typing import Any
 
@@ -29,12 +31,19 @@ from tests.unit.verify.conftest import (
     pem_of,
     sign,
     signing_key,  # noqa: F401 - fixture
+    simple_signing_payload,
 )
 
 IMAGE = parse_image_reference("registry.example.com/team/app:1.0")
 DIGEST = Digest("sha256", "a" * 64)
 OTHER = Digest("sha256", "b" * 64)
-CONTEXT = EvidenceContext("production", "default")
+
+
+def context() -> EvidenceContext:
+    """A new evaluation's context (each has its own memo: one discovery per evaluation)."""
+    return EvidenceContext("production", "default")
+
+
 IN_TOTO = "application/vnd.in-toto+json"
 CDX = "application/vnd.cyclonedx+json"
 
@@ -121,17 +130,17 @@ def test_verified_cyclonedx_statement_is_handed_over_without_verifying_again(
     _attest(registry, signing_key, _statement("https://cyclonedx.org/bom", cyclonedx(2)))
     _attest(registry, signing_key, _statement("https://slsa.dev/provenance/v1", {"x": 1}))
     signatures = _signatures(registry, signing_key)
-    signatures.collect(IMAGE, DIGEST, CONTEXT)
+    signatures.collect(IMAGE, DIGEST, context())
     calls = registry.calls
 
-    [candidate] = AttestedSbomSource(signatures).find(IMAGE, DIGEST, CONTEXT)
+    [candidate] = AttestedSbomSource(signatures).find(IMAGE, DIGEST, context())
 
     assert registry.calls == calls  # answered from the signatures collector's cache
     assert candidate.method is BindingMethod.ATTESTATION
     assert candidate.subjects == (str(DIGEST),)
     assert candidate.origin.startswith("attestation verified by release (att-tag)")
     evidence = SbomEvidenceCollector(sources=[AttestedSbomSource(signatures)]).collect(
-        IMAGE, DIGEST, CONTEXT
+        IMAGE, DIGEST, context()
     )
     [document] = evidence["documents"]
     assert evidence["state"] == "bound" and document["component_count"] == 2
@@ -147,8 +156,8 @@ def test_statement_signed_by_another_key_or_for_another_digest_is_not_handed_ove
     _attest(registry, signing_key, _statement("https://cyclonedx.org/bom", cyclonedx(3), OTHER))
     signatures = _signatures(registry, signing_key)
 
-    assert AttestedSbomSource(signatures).find(IMAGE, DIGEST, CONTEXT) == ()
-    assert signatures.verified_statements(IMAGE, DIGEST, CONTEXT) == ()
+    assert AttestedSbomSource(signatures).find(IMAGE, DIGEST, context()) == ()
+    assert signatures.verified_statements(IMAGE, DIGEST, context()) == ()
 
 
 def test_statements_are_verified_on_a_cache_miss_and_not_for_unmatched_images(
@@ -158,11 +167,11 @@ def test_statements_are_verified_on_a_cache_miss_and_not_for_unmatched_images(
     _attest(registry, signing_key, _statement("https://cyclonedx.org/bom/v1.6", cyclonedx(1)))
     signatures = _signatures(registry, signing_key)
 
-    [verified] = signatures.verified_statements(IMAGE, DIGEST, CONTEXT)  # no collect before
+    [verified] = signatures.verified_statements(IMAGE, DIGEST, context())  # no collect before
     assert verified.predicate_type == "https://cyclonedx.org/bom/v1.6"
     assert verified.authority == "release"
     unmatched = parse_image_reference("other.example.com/app:1")
-    assert signatures.verified_statements(unmatched, DIGEST, CONTEXT) == ()
+    assert signatures.verified_statements(unmatched, DIGEST, context()) == ()
 
 
 def test_unreadable_wrapped_predicate_is_an_invalid_candidate(
@@ -174,7 +183,7 @@ def test_unreadable_wrapped_predicate_is_an_invalid_candidate(
     signatures = _signatures(registry, signing_key)
 
     evidence = SbomEvidenceCollector(sources=[AttestedSbomSource(signatures)]).collect(
-        IMAGE, DIGEST, CONTEXT
+        IMAGE, DIGEST, context()
     )
 
     assert evidence["state"] == "invalid"
@@ -186,8 +195,8 @@ def test_no_digest_no_candidates(
     signing_key: ec.EllipticCurvePrivateKey,  # noqa: F811
 ) -> None:
     registry = Registry()
-    assert AttestedSbomSource(_signatures(registry, signing_key)).find(IMAGE, None, CONTEXT) == ()
-    assert ReferrerSbomSource(registry, max_bytes=1024).find(IMAGE, None, CONTEXT) == ()
+    assert AttestedSbomSource(_signatures(registry, signing_key)).find(IMAGE, None, context()) == ()
+    assert ReferrerSbomSource(registry, max_bytes=1024).find(IMAGE, None, context()) == ()
     assert registry.calls == 0
 
 
@@ -196,7 +205,7 @@ def test_no_digest_no_candidates(
 
 def _collect(registry: Registry, **options: Any) -> dict[str, Any]:
     source = ReferrerSbomSource(registry, max_bytes=options.pop("max_bytes", 1 << 20), **options)
-    return dict(SbomEvidenceCollector(sources=[source]).collect(IMAGE, DIGEST, CONTEXT))
+    return dict(SbomEvidenceCollector(sources=[source]).collect(IMAGE, DIGEST, context()))
 
 
 def test_referrer_is_bound_by_its_own_subject_not_by_the_index_listing_it() -> None:
@@ -262,7 +271,7 @@ def test_only_max_items_referrers_are_read() -> None:
         registry.add_referrer(DIGEST, OTHER, encode(cyclonedx(1)))
     source = ReferrerSbomSource(registry, max_bytes=1 << 20, max_items=2)
 
-    assert len(source.find(IMAGE, DIGEST, CONTEXT)) == 2
+    assert len(source.find(IMAGE, DIGEST, context())) == 2
 
 
 def test_lookups_are_cached_per_digest_and_transient_errors_are_not() -> None:
@@ -272,16 +281,73 @@ def test_lookups_are_cached_per_digest_and_transient_errors_are_not() -> None:
                                 monotonic=lambda: clock[0])  # fmt: skip
     registry.failures_left = 1
     with pytest.raises(UpstreamUnavailableError):
-        source.find(IMAGE, DIGEST, CONTEXT)
-    assert source.find(IMAGE, DIGEST, CONTEXT) == ()
+        source.find(IMAGE, DIGEST, context())
+    assert source.find(IMAGE, DIGEST, context()) == ()
     calls = registry.calls
     registry.add_referrer(DIGEST, DIGEST, encode(cyclonedx(2)))
-    assert source.find(IMAGE, DIGEST, CONTEXT) == ()  # "nothing" remembered for a while
+    assert source.find(IMAGE, DIGEST, context()) == ()  # "nothing" remembered for a while
     assert registry.calls == calls
     clock[0] = 31.0
-    [candidate] = source.find(IMAGE, DIGEST, CONTEXT)
+    [candidate] = source.find(IMAGE, DIGEST, context())
     assert candidate.subjects == (str(DIGEST),)
     calls = registry.calls
     clock[0] = 100.0
-    assert len(source.find(IMAGE, DIGEST, CONTEXT)) == 1
+    assert len(source.find(IMAGE, DIGEST, context())) == 1
     assert registry.calls == calls
+
+
+# -- one discovery per evaluation --------------------------------------------------------------
+
+
+class CountingRegistry(Registry):
+    """Records every lookup (thread-safe: the discovery fetches in parallel)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups: list[str] = []
+        self._lock = threading.Lock()
+
+    def _tick(self) -> None:
+        with self._lock:
+            self.lookups.append(traceback.extract_stack(limit=2)[0].name)
+        super()._tick()
+
+
+def test_one_evaluation_discovers_once_even_with_the_cache_off(
+    signing_key: ec.EllipticCurvePrivateKey,  # noqa: F811
+) -> None:
+    registry = CountingRegistry()
+    registry.add_signature(DIGEST, simple_signing_payload(DIGEST),
+                           sign(signing_key, simple_signing_payload(DIGEST)))  # fmt: skip
+    _attest(registry, signing_key, _statement("https://cyclonedx.org/bom", cyclonedx(2)))
+    _attest(registry, signing_key, _statement("https://slsa.dev/provenance/v1", {"x": 1}))
+    settings = SignaturePolicySettings.from_mapping({
+        "authorities": [{"name": "release", "keys": [pem_of(signing_key)], "tlog": False}],
+        "images": [{"glob": "registry.example.com/team/*", "authorities": ["release"]}],
+        "cache_ttl_seconds": 0, "negative_cache_ttl_seconds": 0,
+    })  # fmt: skip
+    signatures = SignatureEvidenceCollector(settings, registry, TrustRoot.none())
+    sbom = SbomEvidenceCollector(sources=[
+        AttestedSbomSource(signatures), ReferrerSbomSource(registry, max_bytes=1 << 20),
+    ])  # fmt: skip
+    evaluation = context()
+
+    section = signatures.collect(IMAGE, DIGEST, evaluation)
+    evidence = sbom.collect(IMAGE, DIGEST, evaluation)
+    statements = signatures.verified_statements(IMAGE, DIGEST, evaluation)
+    oversized = signatures.oversized_attestations(IMAGE, DIGEST, evaluation)
+
+    assert section["status"] == "verified" and len(section["attestations"]) == 2
+    assert evidence["state"] == "bound"
+    assert len(statements) == 2 and oversized == ()
+    # .sig and .att manifests, their three blobs, the referrers listing (once, shared with
+    # the referrer SBOM source) and the .sbom tag of the referrer SBOM source.
+    assert sorted(registry.lookups) == sorted([
+        "find_manifest", "find_manifest", "get_blob", "get_blob", "get_blob", "get_referrers",
+        "find_manifest",
+    ])  # fmt: skip
+    registry.lookups.clear()
+
+    signatures.collect(IMAGE, DIGEST, context())  # the next evaluation looks again (TTL 0)
+
+    assert len(registry.lookups) == 6

@@ -37,8 +37,12 @@ class OversizedAttestation:
 
 
 class VerifiedAttestations(Protocol):
-    """Implemented by the ``signatures`` collector; answered from the cache its ``collect`` of
-    the same evaluation filled, so nothing is verified twice."""
+    """Implemented by the ``signatures`` collector. Both methods and its ``collect`` answer
+    from ONE discovery and verification per image per evaluation, shared through
+    ``context.memo`` (the evaluation's single-flight memo, independent of the TTL cache, which
+    stores nothing at TTL 0): whichever of them runs first fetches and verifies, the others
+    (concurrent or later in the same evaluation) wait for and reuse its result. No registry
+    lookup is repeated, nothing is verified twice."""
 
     def verified_statements(
         self, reference: ImageReference, digest: Digest, context: EvidenceContext

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from gatekeeper.domain.concurrency import EvaluationMemo
 from gatekeeper.domain.decision import Decision, PolicyResult, Violation
 from gatekeeper.domain.reference import Digest, ImageReference
 
@@ -49,11 +50,19 @@ class PolicyPrefilter(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class EvidenceContext:
-    """What a collector may know about the request besides the image itself."""
+    """What a collector may know about the request besides the image itself.
+
+    One context per evaluation. ``memo`` is that evaluation's single-flight memo: a collector
+    that needs what another collector (or another source) of the same evaluation also needs,
+    such as an image's cosign discovery, computes it through ``memo.once`` so it is fetched
+    and verified once per image per evaluation, whatever the TTL caches are set to (a TTL of 0
+    stores nothing). Collectors may run concurrently (images and collectors in parallel).
+    """
 
     environment: str
     namespace: str | None
     deadline: float | None = None  # time.monotonic() value after which no network step starts
+    memo: EvaluationMemo = field(default_factory=EvaluationMemo, compare=False, repr=False)
 
 
 @runtime_checkable
@@ -62,6 +71,11 @@ class EvidenceCollector(Protocol):
 
     ``name`` is the key of its section under ``input.images[].evidence``. A collector never
     raises for a negative fact (unsigned, stale scan): it says so in its section.
+
+    ``collect`` must be thread-safe: the service calls the collectors of one image
+    concurrently, and the images of one request concurrently. A collector never re-fetches
+    what another collector of the same evaluation fetched: shared results go through
+    ``context.memo`` (see :class:`EvidenceContext`).
     """
 
     name: str

@@ -81,7 +81,13 @@ class ReferrersView(Protocol):
 
 class RegistryReader(Protocol):
     """Raises ``UpstreamUnavailableError`` for transient trouble, ``VerificationError`` for
-    content that breaks its digest or size limits, ``NotFoundError`` for a missing image."""
+    content that breaks its digest or size limits, ``NotFoundError`` for a missing image.
+
+    Thread-safe: the cosign discovery calls it from several threads at once; the implementation
+    bounds the requests in flight per host and keeps connections alive. ``get_referrers``
+    remembers per host whether the OCI referrers API exists (with an expiry), so a host without
+    it costs the ``sha256-<hex>`` tag lookup only. Callers within one evaluation share one
+    referrers listing per digest through ``EvidenceContext.memo`` (``verify.discovery``)."""
 
     def resolve_digest(
         self, reference: ImageReference, *, deadline: float | None = None

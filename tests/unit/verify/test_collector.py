@@ -22,7 +22,10 @@ from tests.unit.verify.conftest import (
 
 IMAGE = parse_image_reference("registry.example.com/team/app:1.0")
 DIGEST = Digest("sha256", "a" * 64)
-CONTEXT = EvidenceContext("production", "default")
+
+def context() -> EvidenceContext:
+    """A new evaluation's context (each has its own memo: one discovery per evaluation)."""
+    return EvidenceContext("production", "default")
 
 
 def _settings(key_pem: str, *, tlog: bool) -> SignaturePolicySettings:
@@ -55,7 +58,7 @@ def test_signature_with_a_valid_tlog_entry_is_verified(
         _settings(pem_of(signing_key), tlog=True), registry, private_rekor.trust
     )
 
-    evidence = collector.collect(IMAGE, DIGEST, CONTEXT)
+    evidence = collector.collect(IMAGE, DIGEST, context())
 
     assert evidence["status"] == "verified"
     assert evidence["authorities"]["release"]["signatures"][0]["tlog"] == "verified"
@@ -76,7 +79,7 @@ def test_tlog_entry_signed_by_another_log_is_invalid(
         _settings(pem_of(signing_key), tlog=True), registry, private_rekor.trust
     )
 
-    evidence = collector.collect(IMAGE, DIGEST, CONTEXT)
+    evidence = collector.collect(IMAGE, DIGEST, context())
 
     assert evidence["reason"] == "tlog entry invalid"
     assert evidence["authorities"]["release"]["detail"] == (
@@ -98,7 +101,7 @@ def test_tlog_entry_of_another_signature_does_not_count(
         _settings(pem_of(signing_key), tlog=True), registry, private_rekor.trust
     )
 
-    evidence = collector.collect(IMAGE, DIGEST, CONTEXT)
+    evidence = collector.collect(IMAGE, DIGEST, context())
 
     assert evidence["reason"] == "tlog entry does not match the signature"
 
@@ -117,7 +120,7 @@ def test_tlog_entry_integrated_in_the_future_is_invalid(
         _settings(pem_of(signing_key), tlog=True), registry, private_rekor.trust
     )
 
-    assert collector.collect(IMAGE, DIGEST, CONTEXT)["authorities"]["release"]["detail"] == (
+    assert collector.collect(IMAGE, DIGEST, context())["authorities"]["release"]["detail"] == (
         "tlog entry is integrated in the future"
     )
 
@@ -132,8 +135,8 @@ def test_transient_failure_is_never_cached(registry: InMemoryRegistry, signing_k
     registry.failures_left = 1
 
     with pytest.raises(UpstreamUnavailableError):
-        collector.collect(IMAGE, DIGEST, CONTEXT)
-    evidence = collector.collect(IMAGE, DIGEST, CONTEXT)
+        collector.collect(IMAGE, DIGEST, context())
+    evidence = collector.collect(IMAGE, DIGEST, context())
 
     assert (evidence["status"], evidence["cache"]) == ("verified", "miss")
     sample = metrics.registry.get_sample_value
@@ -146,12 +149,12 @@ def test_definitive_failure_is_cached_briefly(registry: InMemoryRegistry, signin
         _settings(pem_of(signing_key), tlog=False), registry, TrustRoot.none(), monotonic=clock
     )
 
-    first = collector.collect(IMAGE, DIGEST, CONTEXT)
+    first = collector.collect(IMAGE, DIGEST, context())
     clock.now += 29
-    second = collector.collect(IMAGE, DIGEST, CONTEXT)
+    second = collector.collect(IMAGE, DIGEST, context())
     calls = registry.calls
     clock.now += 2
-    third = collector.collect(IMAGE, DIGEST, CONTEXT)
+    third = collector.collect(IMAGE, DIGEST, context())
 
     assert first["reason"] == "no signature found"
     assert [first["cache"], second["cache"], third["cache"]] == ["miss", "hit", "miss"]
@@ -168,11 +171,11 @@ def test_verified_result_lives_for_the_positive_ttl(
         _settings(pem_of(signing_key), tlog=False), registry, TrustRoot.none(), monotonic=clock
     )
 
-    collector.collect(IMAGE, DIGEST, CONTEXT)
+    collector.collect(IMAGE, DIGEST, context())
     clock.now += 299
-    assert collector.collect(IMAGE, DIGEST, CONTEXT)["cache"] == "hit"
+    assert collector.collect(IMAGE, DIGEST, context())["cache"] == "hit"
     clock.now += 2
-    assert collector.collect(IMAGE, DIGEST, CONTEXT)["cache"] == "miss"
+    assert collector.collect(IMAGE, DIGEST, context())["cache"] == "miss"
 
 
 def test_cached_evidence_cannot_be_changed_by_a_caller(
@@ -184,10 +187,10 @@ def test_cached_evidence_cannot_be_changed_by_a_caller(
         _settings(pem_of(signing_key), tlog=False), registry, TrustRoot.none()
     )
 
-    first = collector.collect(IMAGE, DIGEST, CONTEXT)
+    first = collector.collect(IMAGE, DIGEST, context())
     first["authorities"]["release"]["verified"] = False  # type: ignore[index]
 
-    assert collector.collect(IMAGE, DIGEST, CONTEXT)["authorities"]["release"]["verified"] is True
+    assert collector.collect(IMAGE, DIGEST, context())["authorities"]["release"]["verified"] is True
 
 
 def test_several_signatures_one_good_is_enough(
@@ -200,7 +203,7 @@ def test_several_signatures_one_good_is_enough(
         _settings(pem_of(signing_key), tlog=False), registry, TrustRoot.none()
     )
 
-    evidence = collector.collect(IMAGE, DIGEST, CONTEXT)
+    evidence = collector.collect(IMAGE, DIGEST, context())
 
     assert evidence["status"] == "verified"
     reasons = [s["reason"] for s in evidence["authorities"]["release"]["signatures"]]

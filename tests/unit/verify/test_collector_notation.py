@@ -25,7 +25,11 @@ from tests.unit.verify.notation_helpers import (
 )
 
 IMAGE = parse_image_reference("registry.example.com/team/app:1.0")
-CONTEXT = EvidenceContext("production", "default")
+
+def context() -> EvidenceContext:
+    """A new evaluation's context (each has its own memo: one discovery per evaluation)."""
+    return EvidenceContext("production", "default")
+
 MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_TYPE, "layers": []}).encode()
 
 
@@ -64,7 +68,7 @@ def test_two_of_two_notation_authorities_need_both_signatures(registry: InMemory
     authorities = [notation_authority("acme", acme), notation_authority("partner", partner)]
     one = signed_image(registry, acme)
 
-    section = collector(registry, authorities, threshold=2).collect(IMAGE, one.digest, CONTEXT)
+    section = collector(registry, authorities, threshold=2).collect(IMAGE, one.digest, context())
 
     assert (section["status"], section["verified_count"]) == ("unverified", 1)
     assert section["reason"] == "threshold not met"
@@ -81,7 +85,7 @@ def test_both_signatures_meet_the_threshold(registry: InMemoryRegistry) -> None:
     authorities = [notation_authority("acme", acme), notation_authority("partner", partner)]
     both = signed_image(registry, acme, partner)
 
-    section = collector(registry, authorities, threshold=2).collect(IMAGE, both.digest, CONTEXT)
+    section = collector(registry, authorities, threshold=2).collect(IMAGE, both.digest, context())
 
     assert (section["status"], section["verified_count"]) == ("verified", 2)
     assert section["material"]["sources"] == ["referrers-api"]
@@ -100,7 +104,7 @@ def test_a_cosign_key_and_a_notation_authority_count_together(
         notation_authority("acme", acme),
     ]
 
-    section = collector(registry, authorities, threshold=2).collect(IMAGE, image.digest, CONTEXT)
+    section = collector(registry, authorities, threshold=2).collect(IMAGE, image.digest, context())
 
     assert (section["status"], section["verified_count"]) == ("verified", 2), section["message"]
     assert "kind" not in section["authorities"]["release"]  # cosign evidence is unchanged
@@ -113,10 +117,10 @@ def test_a_verified_signature_is_not_cached_past_its_expiry(registry: InMemoryRe
     gate = collector(registry, [notation_authority("acme", acme)], threshold=1,
                      now=lambda: clock["now"], monotonic=lambda: clock["monotonic"])  # fmt: skip
 
-    first = gate.collect(IMAGE, image.digest, CONTEXT)
+    first = gate.collect(IMAGE, image.digest, context())
     clock["now"] += timedelta(seconds=11)
     clock["monotonic"] += 11
-    second = gate.collect(IMAGE, image.digest, CONTEXT)
+    second = gate.collect(IMAGE, image.digest, context())
 
     assert (first["status"], first["cache"]) == ("verified", "miss")
     assert (second["status"], second["cache"], second["reason"]) == (

@@ -150,11 +150,13 @@ def build_service(
     warn: Mapping[str, str | list[str]] | None = None,
     delay: float = 0.0,
     audit: MemoryAuditLog | None = None,
+    evidence_threads: int = 16,
 ) -> tuple[EvaluationService, MemoryAuditLog]:
     audit = audit or MemoryAuditLog()
     service = EvaluationService(
         policy_engine=RulePolicyEngine(deny, warn),
         audit_log=audit,
         digest_resolver=TableDigestResolver(delay=delay),
+        evidence_threads=evidence_threads,
     )
     return service, audit

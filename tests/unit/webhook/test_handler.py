@@ -355,10 +355,11 @@ def test_hanging_registry_is_denied_within_the_budget_naming_what_did_not_finish
 def test_evidence_deadline_leaves_time_to_decide_and_record() -> None:
     # 4 tags, 0.6 s per registry round trip, budget 2 s (evidence stops at 1.6 s): the third
     # lookup starts at 1.2 s, the fourth would start at 1.8 s and is refused by the deadline.
+    # One image at a time (evidence_threads=1), as a registry serving one request at a time.
     document = load("pod-create")
     spec = document["request"]["object"]["spec"]
     spec["containers"][2]["image"] = "ghcr.io/acme/extra:3"
-    service, audit = build_service(delay=0.6)
+    service, audit = build_service(delay=0.6, evidence_threads=1)
     response = answer(handler_for(service, budget_seconds=2.0, webhook_timeout_seconds=3.0),
         parse(document), webhook="validate")
     assert (response.allowed, response.code) == (False, 403)
