@@ -3,10 +3,10 @@
 Callers (threads through :meth:`record`, coroutines through :meth:`record_async`) queue their
 decision and wait for its outcome. One writer thread per process takes the queue, waits up to
 ``AuditSettings.batch_wait_seconds`` for more decisions (only while callers are arriving
-together: after a batch of several, or with several already queued; and only until as many
-are queued as the last batch carried), and appends them in one transaction: one commit, one
-fsync, for the whole batch. Only then is each caller answered, with its own decision durable
-in the chain or the spool; a batch that fails fails every member with the reason.
+together: after a batch of several, or with several already queued; a lone caller is not
+delayed), and appends them in one transaction: one commit, one fsync, for the whole batch.
+Only then is each caller answered, with its own decision durable in the chain or the spool; a
+batch that fails fails every member with the reason.
 Maintenance (replay, checkpoints, retention) takes the same writer role (:meth:`_as_writer`),
 so the spool and the chain are only ever touched by one thread.
 """
@@ -107,9 +107,7 @@ class WriterMixin(AppendMixin):
             if self._writer is None or not self._writer.is_alive():
                 self._start_writer()
             self._queue.append(item)
-            if len(self._queue) in (1, self._last_batch) or (
-                len(self._queue) >= self.settings.batch_size
-            ):
+            if len(self._queue) == 1 or len(self._queue) >= self.settings.batch_size:
                 self._cond.notify_all()
 
     # -- the writer thread -----------------------------------------------------------------
@@ -154,10 +152,8 @@ class WriterMixin(AppendMixin):
                     return None
                 self._cond.wait()
             if wait > 0 and (self._last_batch > 1 or len(self._queue) > 1):
-                # enough once as many callers are back as the last batch carried
-                enough = min(limit, max(self._last_batch, 2))
                 deadline = time.monotonic() + wait
-                while len(self._queue) < enough and not self._writer_stop:
+                while len(self._queue) < limit and not self._writer_stop:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
