@@ -55,6 +55,12 @@ def _prepare(item: _Pending, decision: Decision) -> None:
     item.spoolable = (document, policy_input)
 
 
+def _decision_id(item: _Pending) -> str:
+    if item.prepared is not None:
+        return item.prepared.decision_id
+    return item.decision.decision_id if item.decision is not None else "?"
+
+
 def _settle(items: Iterable[_Pending]) -> None:
     """On the caller's event loop: resolve each awaiting caller with its outcome."""
     for item in items:
@@ -196,6 +202,14 @@ class WriterMixin(AppendMixin):
                     item.error = exc
                     item.done = True
                     continue
+                except Exception as exc:  # a bug in one decision must not fail the others
+                    log.exception("audit writer: cannot prepare a decision")
+                    item.error = StorageError(
+                        f"cannot record decision {item.decision.decision_id}: internal error "
+                        f"({type(exc).__name__})"
+                    )
+                    item.done = True
+                    continue
             ready.append(item)
         return ready
 
@@ -206,8 +220,8 @@ class WriterMixin(AppendMixin):
         for item in batch:
             if not item.done:  # the writer failed before an outcome was set: fail closed
                 item.error = StorageError(
-                    f"cannot record decision {item.decision.decision_id if item.decision else '?'}"
-                    ": the audit writer failed before it was written"
+                    f"cannot record decision {_decision_id(item)}: the audit writer failed "
+                    "before it was written"
                 )
                 item.done = True
             if item.released is not None:
@@ -280,5 +294,4 @@ class WriterMixin(AppendMixin):
 
     @staticmethod
     def _first_id(batch: list[_Pending]) -> str:
-        first = batch[0].prepared
-        return first.decision_id if first is not None else "?"
+        return _decision_id(batch[0])
