@@ -3,10 +3,10 @@
 Callers (threads through :meth:`record`, coroutines through :meth:`record_async`) queue their
 decision and wait for its outcome. One writer thread per process takes the queue, waits up to
 ``AuditSettings.batch_wait_seconds`` for more decisions (only while callers are arriving
-together: after a batch of several, or with several already queued; and only until as many
-are queued as the last batch carried), and appends them in one transaction: one commit, one
-fsync, for the whole batch. Only then is each caller answered, with its own decision durable
-in the chain or the spool; a batch that fails fails every member with the reason.
+together: after a batch of several, or with several already queued; a lone caller is not
+delayed), and appends them in one transaction: one commit, one fsync, for the whole batch.
+Only then is each caller answered, with its own decision durable in the chain or the spool; a
+batch that fails fails every member with the reason.
 Maintenance (replay, checkpoints, retention) takes the same writer role (:meth:`_as_writer`),
 so the spool and the chain are only ever touched by one thread.
 """
@@ -53,6 +53,12 @@ def _prepare(item: _Pending, decision: Decision) -> None:
             f"cannot record decision {decision.decision_id}: {exc.message}"
         ) from exc
     item.spoolable = (document, policy_input)
+
+
+def _decision_id(item: _Pending) -> str:
+    if item.prepared is not None:
+        return item.prepared.decision_id
+    return item.decision.decision_id if item.decision is not None else "?"
 
 
 def _settle(items: Iterable[_Pending]) -> None:
@@ -107,9 +113,7 @@ class WriterMixin(AppendMixin):
             if self._writer is None or not self._writer.is_alive():
                 self._start_writer()
             self._queue.append(item)
-            if len(self._queue) in (1, self._last_batch) or (
-                len(self._queue) >= self.settings.batch_size
-            ):
+            if len(self._queue) == 1 or len(self._queue) >= self.settings.batch_size:
                 self._cond.notify_all()
 
     # -- the writer thread -----------------------------------------------------------------
@@ -154,10 +158,8 @@ class WriterMixin(AppendMixin):
                     return None
                 self._cond.wait()
             if wait > 0 and (self._last_batch > 1 or len(self._queue) > 1):
-                # enough once as many callers are back as the last batch carried
-                enough = min(limit, max(self._last_batch, 2))
                 deadline = time.monotonic() + wait
-                while len(self._queue) < enough and not self._writer_stop:
+                while len(self._queue) < limit and not self._writer_stop:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
@@ -200,6 +202,14 @@ class WriterMixin(AppendMixin):
                     item.error = exc
                     item.done = True
                     continue
+                except Exception as exc:  # a bug in one decision must not fail the others
+                    log.exception("audit writer: cannot prepare a decision")
+                    item.error = StorageError(
+                        f"cannot record decision {item.decision.decision_id}: internal error "
+                        f"({type(exc).__name__})"
+                    )
+                    item.done = True
+                    continue
             ready.append(item)
         return ready
 
@@ -210,8 +220,8 @@ class WriterMixin(AppendMixin):
         for item in batch:
             if not item.done:  # the writer failed before an outcome was set: fail closed
                 item.error = StorageError(
-                    f"cannot record decision {item.decision.decision_id if item.decision else '?'}"
-                    ": the audit writer failed before it was written"
+                    f"cannot record decision {_decision_id(item)}: the audit writer failed "
+                    "before it was written"
                 )
                 item.done = True
             if item.released is not None:
@@ -284,5 +294,4 @@ class WriterMixin(AppendMixin):
 
     @staticmethod
     def _first_id(batch: list[_Pending]) -> str:
-        first = batch[0].prepared
-        return first.decision_id if first is not None else "?"
+        return _decision_id(batch[0])
