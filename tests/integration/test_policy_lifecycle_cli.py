@@ -147,7 +147,7 @@ def test_policy_input_prints_the_exact_document(cli_env):
         "mode": "enforce",
         "namespace": "payments",
         "review": None,
-        "schema_version": "3",
+        "schema_version": "4",
         "source": "pipeline",
         "ticket": {"deploy_id": None, "intent_id": None, "plan_id": None, "ticket_id": "CHG-1"},
     }
