@@ -21,6 +21,7 @@ from gatekeeper.domain.reference import parse_image_reference
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.evidence_cache import EvidenceCache
 from gatekeeper.metrics import Metrics
+from gatekeeper.domain.evidence_documents import EvidenceExternaliser
 from gatekeeper.policy import EmbeddedOpa, OpaPolicyEngine
 from gatekeeper.policy.bundle import PolicyFiles
 from gatekeeper.policy.bundle_signing import BundleSigner
@@ -383,6 +384,7 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
             else None
         ),
         tracer=tracing.tracer,
+        evidence_externaliser=EvidenceExternaliser(settings.evidence_inline_max_bytes),
         observers=[metrics] + (
             [DecisionLogFile(settings.decision_log_file, version=__version__)]
             if settings.decision_log_file is not None else []
