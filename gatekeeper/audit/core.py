@@ -27,7 +27,7 @@ __all__ = ["AuditCore", "AuditSettings"]
 @dataclass(slots=True)
 class _Pending:
     prepared: Prepared
-    spoolable: tuple[Mapping[str, Any], Mapping[str, Any] | None]
+    spoolable: tuple[Mapping[str, Any], Mapping[str, Any] | None, Mapping[str, Any]]
     done: bool = False
     error: GatekeeperError | None = None
 

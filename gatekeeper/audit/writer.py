@@ -37,13 +37,14 @@ class WriterMixin(AppendMixin):
         """Append ``decision`` (or spool it durably); raise StorageError if neither worked."""
         document = decision.as_dict()
         policy_input = dict(decision.policy_input) if decision.policy_input is not None else None
+        evidence = decision.evidence_documents
         try:
-            prepared = prepare(document, policy_input)
+            prepared = prepare(document, policy_input, evidence)
         except InvalidInputError as exc:
             raise StorageError(
                 f"cannot record decision {decision.decision_id}: {exc.message}"
             ) from exc
-        item = _Pending(prepared, (document, policy_input))
+        item = _Pending(prepared, (document, policy_input, evidence))
         with self._cond:
             self._queue.append(item)
             while not item.done:

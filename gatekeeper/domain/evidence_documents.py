@@ -4,7 +4,7 @@ An SBOM document's component list is the one piece of evidence that grows with t
 1,000-component SBOM made 683 KB of policy input per decision). :func:`externalise_evidence`
 moves every component list whose canonical JSON is larger than a threshold out of the policy
 input: the document keeps ``component_count`` and gains ``components_sha256``, the sha256 of
-the list's canonical JSON (:func:`canonical_json`); the list itself becomes an *evidence
+the list's RFC 8785 canonical JSON (:func:`canonical_json`); the list itself becomes an *evidence
 document*, stored once by the audit trail and loaded once into OPA's data store
 (``data.gatekeeper.evidence[<sha256>]``, in the indexed form :func:`build_evidence_index`
 builds). :func:`expand_evidence` is the exact inverse: it rebuilds the input the policy would
@@ -15,13 +15,13 @@ recomputes the same hashes.
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gatekeeper.domain.canonical import canonical_json
 from gatekeeper.errors import InvalidInputError
 
 __all__ = [
@@ -42,16 +42,6 @@ DEFAULT_INLINE_MAX_BYTES = 2048
 #: The key an externalised SBOM document carries instead of ``components``.
 EVIDENCE_REFERENCE_KEY = "components_sha256"
 _CACHE_SIZE = 256
-
-
-def canonical_json(value: Any) -> bytes:
-    """The canonical form a document is hashed in: sorted keys, no spaces, UTF-8, no NaN."""
-    try:
-        return json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        ).encode()
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"evidence document is not canonical JSON: {exc}") from exc
 
 
 def document_sha256(value: Any) -> str:
