@@ -23,9 +23,11 @@ from gatekeeper.audit.chain import sha256_hex
 from gatekeeper.audit.rows import Prepared
 from gatekeeper.audit.schema import decision_evidence, evidence_documents
 from gatekeeper.domain.canonical import canonical_json
+from gatekeeper.domain.evidence_documents import EVIDENCE_REFERENCE_KEY, referenced_hashes
 from gatekeeper.errors import IntegrityError, StorageError
 
 __all__ = [
+    "evidence_problem",
     "load_evidence",
     "prune_unreferenced_evidence",
     "read_verified_evidence",
@@ -139,6 +141,39 @@ def referenced_by(connection: Connection, seqs: Sequence[int]) -> dict[int, set[
     ):
         links.setdefault(int(row.decision_seq), set()).add(str(row.sha256))
     return links
+
+
+def evidence_problem(
+    connection: Connection, batch: Sequence[tuple[int, str | None]], verified: set[str]
+) -> tuple[int, str] | None:
+    """For ``gatekeeper audit verify``: the first record of ``batch`` (``(seq, policy input
+    text)``, in order) whose evidence does not hold, and why; None when all hold.
+
+    The references come from the policy input (which the chain covers): the link rows must
+    name exactly those documents, and every document must be stored and hash to its key.
+    ``verified`` remembers the documents already re-hashed (each is hashed once per run).
+    """
+    wanted: dict[int, set[str]] = {}
+    for seq, text in batch:
+        if text and EVIDENCE_REFERENCE_KEY in text:
+            wanted[seq] = set(referenced_hashes(json.loads(text)))
+    if not wanted and not sa.inspect(connection).has_table(decision_evidence.name):
+        return None  # a store from before migration 2 (verified as it is, not migrated)
+    links = referenced_by(connection, [seq for seq, _ in batch])
+    for seq, _ in batch:
+        if links.get(seq, set()) != wanted.get(seq, set()):
+            return seq, (
+                f"record {seq} changed: its evidence links differ from the evidence documents "
+                "its policy input references"
+            )
+    for seq, hashes in wanted.items():
+        need = sorted(hashes - verified)
+        try:
+            read_verified_evidence(connection, need)
+        except IntegrityError as exc:
+            return seq, f"record {seq}: {exc.message}"
+        verified.update(need)
+    return None
 
 
 def prune_unreferenced_evidence(connection: Connection, through: int) -> int:
