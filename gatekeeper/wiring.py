@@ -17,11 +17,11 @@ from gatekeeper.audit.opa_log import DecisionLogFile
 from gatekeeper.bridges import AttestedSbomSource, AttestedVexSource, ReferrerSbomSource
 from gatekeeper.config import Settings
 from gatekeeper.domain import EvidenceCollector, PolicyEngine
+from gatekeeper.domain.evidence_documents import EvidenceExternaliser
 from gatekeeper.domain.reference import parse_image_reference
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.evidence_cache import EvidenceCache
 from gatekeeper.metrics import Metrics
-from gatekeeper.domain.evidence_documents import EvidenceExternaliser
 from gatekeeper.policy import EmbeddedOpa, OpaPolicyEngine
 from gatekeeper.policy.bundle import PolicyFiles
 from gatekeeper.policy.bundle_signing import BundleSigner
