@@ -134,3 +134,12 @@ test_golden_by_reference_decides_as_the_inline_golden if {
 	denies == sbom.deny with input as inline with data.gatekeeper.config as config
 	count(denies) == 1
 }
+
+test_an_unloaded_attestation_predicate_is_reported_missing if {
+	attestation := {"predicate_type": "https://cyclonedx.org/bom", "kind": "cyclonedx", "predicate_sha256": "p1", "predicate_truncated": false}
+	inp := object.union(request("production", attested([])), {"images": [object.union(request("production", attested([])).images[0], {"evidence": {"sbom": attested([]), "signatures": {"attestations": [attestation]}}})]})
+	missing := main.decision.missing_evidence with input as inp with data.gatekeeper.config as config with data.gatekeeper.evidence as {}
+	missing == {"p1"}
+	loaded := main.decision.missing_evidence with input as inp with data.gatekeeper.config as config with data.gatekeeper.evidence as {"p1": {"components": []}}
+	loaded == set()
+}

@@ -23,7 +23,7 @@ from gatekeeper.audit.chain import sha256_hex
 from gatekeeper.audit.rows import Prepared
 from gatekeeper.audit.schema import decision_evidence, evidence_documents
 from gatekeeper.domain.canonical import canonical_json
-from gatekeeper.domain.evidence_documents import EVIDENCE_REFERENCE_KEY, referenced_hashes
+from gatekeeper.domain.evidence_documents import mentions_references, referenced_hashes
 from gatekeeper.errors import IntegrityError, StorageError
 
 __all__ = [
@@ -155,7 +155,7 @@ def evidence_problem(
     """
     wanted: dict[int, set[str]] = {}
     for seq, text in batch:
-        if text and EVIDENCE_REFERENCE_KEY in text:
+        if text and mentions_references(text):
             wanted[seq] = set(referenced_hashes(json.loads(text)))
     if not wanted and not sa.inspect(connection).has_table(decision_evidence.name):
         return None  # a store from before migration 2 (verified as it is, not migrated)

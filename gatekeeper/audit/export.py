@@ -39,7 +39,7 @@ from gatekeeper.audit.schema import checkpoints, decisions
 from gatekeeper.audit.sql import SqlAuditLog
 from gatekeeper.audit.verify import ChainBrokenError, ChainVerifier, VerificationReport
 from gatekeeper.domain import DecisionQuery
-from gatekeeper.domain.evidence_documents import EVIDENCE_REFERENCE_KEY, referenced_hashes
+from gatekeeper.domain.evidence_documents import mentions_references, referenced_hashes
 from gatekeeper.domain.wording import counted
 from gatekeeper.errors import InvalidInputError, StorageError
 
@@ -217,7 +217,7 @@ def iter_export(
 
 def _references(document: str | None) -> list[str]:
     """The evidence documents a stored decision document references (cheap when none)."""
-    if document is None or EVIDENCE_REFERENCE_KEY not in document:
+    if document is None or not mentions_references(document):
         return []
     return referenced_hashes(json.loads(document))
 

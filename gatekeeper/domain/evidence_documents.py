@@ -1,15 +1,17 @@
 """Content-addressed evidence documents: large evidence travels and is stored by reference.
 
-An SBOM document's component list is the one piece of evidence that grows with the image (a
-1,000-component SBOM made 683 KB of policy input per decision). :func:`externalise_evidence`
-moves every component list whose canonical JSON is larger than a threshold out of the policy
-input: the document keeps ``component_count`` and gains ``components_sha256``, the sha256 of
-the list's RFC 8785 canonical JSON (:func:`canonical_json`); the list itself becomes an *evidence
-document*, stored once by the audit trail and loaded once into OPA's data store
-(``data.gatekeeper.evidence[<sha256>]``, in the indexed form :func:`build_evidence_index`
-builds). :func:`expand_evidence` is the exact inverse: it rebuilds the input the policy would
-have seen inline. All of it is pure and deterministic, so a replay or an offline verifier
-recomputes the same hashes.
+Two pieces of evidence grow with the image: an SBOM document's component list (a
+1,000-component SBOM made 683 KB of policy input per decision) and the predicate of a verified
+attestation (an attested CycloneDX SBOM is the whole SBOM again). :class:`EvidenceExternaliser`
+moves each of them whose RFC 8785 canonical JSON (:func:`canonical_json`) is larger than a
+threshold out of the policy input: the item keeps its summary (``component_count``,
+``predicate_type``, ``builder_id`` ...) and gains ``components_sha256`` / ``predicate_sha256``,
+the sha256 of that canonical JSON; the value becomes an *evidence document*, stored once by
+the audit trail and loaded once into OPA's data store (``data.gatekeeper.evidence[<sha256>]``,
+a component list in the indexed form :func:`build_evidence_index` builds).
+:func:`expand_evidence` is the exact inverse: it rebuilds the input the policy would have seen
+inline. All of it is pure and deterministic, so a replay or an offline verifier recomputes the
+same hashes.
 """
 
 from __future__ import annotations
@@ -26,21 +28,22 @@ from gatekeeper.errors import InvalidInputError
 
 __all__ = [
     "DEFAULT_INLINE_MAX_BYTES",
-    "EVIDENCE_REFERENCE_KEY",
+    "REFERENCE_KEYS",
+    "SLOTS",
     "EvidenceExternaliser",
     "ExternalisedInput",
+    "build_data_document",
     "build_evidence_index",
     "canonical_json",
     "document_sha256",
     "expand_evidence",
+    "mentions_references",
     "referenced_hashes",
 ]
 
 #: Component lists up to this many bytes of canonical JSON stay inline (a reference and its
 #: summary cost about as much); larger ones travel by reference.
 DEFAULT_INLINE_MAX_BYTES = 2048
-#: The key an externalised SBOM document carries instead of ``components``.
-EVIDENCE_REFERENCE_KEY = "components_sha256"
 _CACHE_SIZE = 256
 
 
@@ -56,33 +59,61 @@ class ExternalisedInput:
     documents: Mapping[str, Any] = field(default_factory=dict)  # sha256 -> document
 
 
-def _sbom_documents(policy_input: Mapping[str, Any]) -> Iterator[tuple[int, int, Any]]:
-    """``(image index, document index, document)`` of every SBOM document in the input."""
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """Where a kind of evidence document sits: ``evidence[section][items][n][field]``."""
+
+    section: str
+    items: str
+    field: str
+    reference: str
+
+
+#: The evidence that grows with the image: an SBOM document's component list, and the
+#: predicate of a verified attestation (an attested CycloneDX SBOM is as large as the SBOM).
+SLOTS = (
+    _Slot("sbom", "documents", "components", "components_sha256"),
+    _Slot("signatures", "attestations", "predicate", "predicate_sha256"),
+)
+REFERENCE_KEYS = tuple(slot.reference for slot in SLOTS)
+
+
+def mentions_references(text: str) -> bool:
+    """Cheap pre-check on a JSON text: could it reference an evidence document?"""
+    return any(f'"{key}"' in text for key in REFERENCE_KEYS)
+
+
+def _documents(policy_input: Mapping[str, Any]) -> Iterator[tuple[int, _Slot, int, Any]]:
+    """``(image index, slot, item index, item)`` of every slot item in the input (or in a
+    decision document: its ``images`` carry the same evidence)."""
     images = policy_input.get("images")
     if not isinstance(images, list):
         return
     for i, image in enumerate(images):
         evidence = image.get("evidence") if isinstance(image, Mapping) else None
-        sbom = evidence.get("sbom") if isinstance(evidence, Mapping) else None
-        documents = sbom.get("documents") if isinstance(sbom, Mapping) else None
-        if isinstance(documents, list):
-            for j, document in enumerate(documents):
-                if isinstance(document, Mapping):
-                    yield i, j, document
+        if not isinstance(evidence, Mapping):
+            continue
+        for slot in SLOTS:
+            section = evidence.get(slot.section)
+            items = section.get(slot.items) if isinstance(section, Mapping) else None
+            if isinstance(items, list):
+                for j, item in enumerate(items):
+                    if isinstance(item, Mapping):
+                        yield i, slot, j, item
 
 
-def _replace_document(
-    policy_input: dict[str, Any], i: int, j: int, document: dict[str, Any]
+def _replace_item(
+    policy_input: dict[str, Any], i: int, slot: _Slot, j: int, item: dict[str, Any]
 ) -> None:
-    """Copy the path down to document ``j`` of image ``i`` (the rest stays shared), set it."""
+    """Copy the path down to item ``j`` of the slot of image ``i`` (the rest stays shared)."""
     images = list(policy_input["images"])
     image = dict(images[i])
     evidence = dict(image["evidence"])
-    sbom = dict(evidence["sbom"])
-    documents = list(sbom["documents"])
-    documents[j] = document
-    sbom["documents"] = documents
-    evidence["sbom"] = sbom
+    section = dict(evidence[slot.section])
+    items = list(section[slot.items])
+    items[j] = item
+    section[slot.items] = items
+    evidence[slot.section] = section
     image["evidence"] = evidence
     images[i] = image
     policy_input["images"] = images
@@ -100,20 +131,20 @@ class EvidenceExternaliser:
         self._memo: OrderedDict[int, tuple[Any, str | None]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _reference(self, components: list[Any]) -> str | None:
-        """The list's sha256 when it is large enough to travel by reference, else None."""
+    def _reference(self, value: Any) -> str | None:
+        """The value's sha256 when it is large enough to travel by reference, else None."""
         with self._lock:
-            cached = self._memo.get(id(components))
-            if cached is not None and cached[0] is components:
-                self._memo.move_to_end(id(components))
+            cached = self._memo.get(id(value))
+            if cached is not None and cached[0] is value:
+                self._memo.move_to_end(id(value))
                 return cached[1]
-        encoded = canonical_json(components)
+        encoded = canonical_json(value)
         digest = (
             hashlib.sha256(encoded).hexdigest()
             if len(encoded) > self.inline_max_bytes else None
         )
         with self._lock:
-            self._memo[id(components)] = (components, digest)
+            self._memo[id(value)] = (value, digest)
             while len(self._memo) > _CACHE_SIZE:
                 self._memo.popitem(last=False)
         return digest
@@ -121,26 +152,27 @@ class EvidenceExternaliser:
     def externalise(self, policy_input: Mapping[str, Any]) -> ExternalisedInput:
         result = dict(policy_input)
         documents: dict[str, Any] = {}
-        for i, j, document in list(_sbom_documents(policy_input)):
-            components = document.get("components")
-            if not isinstance(components, list):
+        for i, slot, j, item in list(_documents(policy_input)):
+            value = item.get(slot.field)
+            # a component list (array) or a predicate (object); null / absent stays as is
+            if not isinstance(value, (list, dict)):
                 continue
-            digest = self._reference(components)
+            digest = self._reference(value)
             if digest is None:
                 continue
-            documents[digest] = components
-            compact = {k: v for k, v in document.items() if k != "components"}
-            compact[EVIDENCE_REFERENCE_KEY] = digest
-            _replace_document(result, i, j, compact)
+            documents[digest] = value
+            compact = {k: v for k, v in item.items() if k != slot.field}
+            compact[slot.reference] = digest
+            _replace_item(result, i, slot, j, compact)
         return ExternalisedInput(result, documents)
 
 
 def referenced_hashes(policy_input: Mapping[str, Any]) -> list[str]:
-    """Every evidence document hash the input references, sorted, each once."""
+    """Every evidence document hash the input (or decision document) references, sorted."""
     found = {
-        document[EVIDENCE_REFERENCE_KEY]
-        for _, _, document in _sbom_documents(policy_input)
-        if isinstance(document.get(EVIDENCE_REFERENCE_KEY), str)
+        item[slot.reference]
+        for _, slot, _, item in _documents(policy_input)
+        if isinstance(item.get(slot.reference), str)
     }
     return sorted(found)
 
@@ -153,19 +185,25 @@ def expand_evidence(
     Raises :class:`InvalidInputError` naming the hash when a referenced document is absent.
     """
     result = dict(policy_input)
-    for i, j, document in list(_sbom_documents(policy_input)):
-        digest = document.get(EVIDENCE_REFERENCE_KEY)
+    for i, slot, j, item in list(_documents(policy_input)):
+        digest = item.get(slot.reference)
         if not isinstance(digest, str):
             continue
         if digest not in documents:
             raise InvalidInputError(
-                f"images[{i}].evidence.sbom.documents[{j}] references evidence document "
-                f"{digest}, which is not available"
+                f"images[{i}].evidence.{slot.section}.{slot.items}[{j}] references evidence "
+                f"document {digest}, which is not available"
             )
-        expanded = {k: v for k, v in document.items() if k != EVIDENCE_REFERENCE_KEY}
-        expanded["components"] = documents[digest]
-        _replace_document(result, i, j, expanded)
+        expanded = {k: v for k, v in item.items() if k != slot.reference}
+        expanded[slot.field] = documents[digest]
+        _replace_item(result, i, slot, j, expanded)
     return result
+
+
+def build_data_document(document: Any) -> Any:
+    """What OPA holds for a document: a component list as its index
+    (:func:`build_evidence_index`), anything else (an attestation predicate) as itself."""
+    return build_evidence_index(document) if isinstance(document, list) else document
 
 
 def _component_name(component: Mapping[str, Any]) -> str:

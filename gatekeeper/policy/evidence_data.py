@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from gatekeeper.domain.evidence_documents import build_evidence_index
+from gatekeeper.domain.evidence_documents import build_data_document
 from gatekeeper.errors import GatekeeperError, PolicyEngineError
 
 __all__ = ["EVIDENCE_DATA_PATH", "OpaEvidenceData"]
@@ -58,7 +58,7 @@ class OpaEvidenceData:
         """Put ``digests`` (again), whatever this process believes is loaded."""
         for digest in digests:
             try:
-                index = build_evidence_index(documents[digest])
+                index = build_data_document(documents[digest])
             except GatekeeperError as exc:
                 raise PolicyEngineError(
                     f"evidence document {digest} cannot be indexed: {exc.message}"
