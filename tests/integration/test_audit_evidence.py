@@ -20,10 +20,13 @@ from gatekeeper.domain import Decision, DecisionQuery, ImageResult
 from gatekeeper.domain.evidence_documents import EvidenceExternaliser
 from gatekeeper.policy.bundle import PolicyFiles
 from gatekeeper.policy.replay import SqlDecisionHistory, replay_decisions
-from tests.integration.test_audit_trail import attack, database_url, make_log, signer  # noqa: F401
+from tests.integration import test_audit_trail as trail
 from tests.unit.audit.factory import BASE_TIME, make_decision
 
 REPO = Path(__file__).resolve().parents[2]
+# the trail's fixtures: each test runs on SQLite and on PostgreSQL
+database_url, signer, make_log, attack = (
+    trail.database_url, trail.signer, trail.make_log, trail.attack)
 
 
 def components(count: int, *, extra: str | None = None) -> list[dict[str, Any]]:

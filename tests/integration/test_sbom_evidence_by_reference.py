@@ -8,15 +8,12 @@ import sqlalchemy as sa
 
 from gatekeeper.audit import create_database_engine, verify_database
 from gatekeeper.audit.schema import decision_evidence, decisions, evidence_documents
+from tests.integration import test_sbom_cannot_be_hidden as hidden
 from tests.integration.cosign_fixtures import cosign_sign
-from tests.integration.test_sbom_cannot_be_hidden import (  # noqa: F401 - fixtures
-    BANNED,
-    BANNED_BY_ATTESTATION,
-    Gate,
-    cosign,
-    gate,
-)
+from tests.integration.test_sbom_cannot_be_hidden import BANNED, BANNED_BY_ATTESTATION, Gate
 from tests.unit.sbom.factory import cyclonedx, cyclonedx_component
+
+cosign, gate = hidden.cosign, hidden.gate  # the whole gatekeeper with cosign (fixtures)
 
 
 def test_a_large_attested_sbom_is_decided_by_reference_and_stored_once(gate: Gate) -> None:
