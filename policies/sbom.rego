@@ -218,10 +218,12 @@ banned_purls(image) := {[purl, object.get(banned, "reason", "listed as banned")]
 # data.gatekeeper.evidence[<sha256>] as an index (gatekeeper/domain/evidence_documents.py):
 #   purls     {purl: true}
 #   packages  {purl up to its first "@": [purls]}
+#   types     {purl up to its first "/" ("pkg:npm/"): [purls]}
 #   licenses  {SPDX id: {component name: true}}
 # so a banned entry costs a lookup, not a scan of every component: an exact purl is one lookup,
 # a pattern whose part before its first "@" is literal ("pkg:npm/event-stream@*") globs only
-# that package's purls, and only a pattern with a wildcard before its first "@" globs every purl.
+# that package's purls, a pattern with a wildcard in the name ("pkg:pypi/debug-only-*") globs
+# only the purls of its type, and only a pattern with a wildcard in the type globs every purl.
 # A licence glob runs over the distinct licence ids.
 
 evidence_index(d) := data.gatekeeper.evidence[d.components_sha256]
@@ -234,6 +236,14 @@ package_part(pattern) := prefix if {
 	at > 0
 	prefix := substring(pattern, 0, at)
 	literal(prefix)
+}
+
+# The purl type ("pkg:pypi/") of a pattern whose wildcard comes after it ("pkg:pypi/debug-*").
+type_part(pattern) := prefix if {
+	literal_prefix := regex.split(`[*?\[\]{}\\]`, pattern)[0]
+	slash := indexof(literal_prefix, "/")
+	slash > 0
+	prefix := substring(pattern, 0, slash + 1)
 }
 
 purls_matching(d, pattern) := {c.purl |
@@ -249,6 +259,11 @@ purls_matching(d, pattern) := {c.purl |
 	glob.match(pattern, anything, purl)
 } if {
 	package_part(pattern)
+} else := {purl |
+	some purl in object.get(evidence_index(d).types, type_part(pattern), [])
+	glob.match(pattern, anything, purl)
+} if {
+	type_part(pattern)
 } else := {purl |
 	some purl, _ in evidence_index(d).purls
 	glob.match(pattern, anything, purl)

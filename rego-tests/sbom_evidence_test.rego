@@ -27,6 +27,16 @@ index(components) := {
 		is_string(c.purl)
 		key := split(c.purl, "@")[0]
 	},
+	"types": {key: sort({p |
+		some other in components
+		p := other.purl
+		is_string(p)
+		type_key(p) == key
+	}) |
+		some c in components
+		is_string(c.purl)
+		key := type_key(c.purl)
+	},
 	"licenses": {id: {sbom.component_name(other): true |
 		some other in components
 		id in other.license_ids
@@ -36,6 +46,8 @@ index(components) := {
 	},
 	"component_count": count(components),
 }
+
+type_key(purl) := substring(purl, 0, indexof(purl, "/") + 1)
 
 by_reference(doc, digest) := object.union(object.remove(doc, ["components"]), {"components_sha256": digest})
 
@@ -65,7 +77,7 @@ test_version_pattern_is_found_through_the_package_index if {
 	same_denies("production", components, config) == {{"image": ref, "message": "banned component pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1: Log4Shell (listed by attestation by release)"}}
 }
 
-test_wildcard_in_the_name_still_globs_every_purl if {
+test_wildcard_in_the_name_globs_only_the_purls_of_its_type if {
 	components := [component("pkg:pypi/debug-only-toolbar@1.0", ["MIT"]), component("pkg:pypi/requests@2.0", ["MIT"])]
 	same_denies("production", components, config) == {{"image": ref, "message": "banned component pkg:pypi/debug-only-toolbar@1.0: development tooling (listed by attestation by release)"}}
 }
@@ -81,6 +93,15 @@ test_an_unencoded_scope_at_sign_is_still_found if {
 	cfg := {"sbom": {"banned_components": [{"purl": "pkg:npm/@evil/thing@*", "reason": "typosquat"}]}}
 	components := [component("pkg:npm/@evil/thing@1.0.0", ["MIT"]), component("pkg:npm/@good/thing@1.0.0", ["MIT"])]
 	same_denies("production", components, cfg) == {{"image": ref, "message": "banned component pkg:npm/@evil/thing@1.0.0: typosquat (listed by attestation by release)"}}
+}
+
+test_a_wildcard_in_the_type_still_globs_every_purl if {
+	cfg := {"sbom": {"banned_components": [{"purl": "pkg:*/left-pad@*", "reason": "any ecosystem"}]}}
+	components := [component("pkg:npm/left-pad@1.3.0", ["MIT"]), component("pkg:gem/left-pad@0.1", ["MIT"]), component("pkg:npm/right-pad@1", ["MIT"])]
+	same_denies("production", components, cfg) == {
+		{"image": ref, "message": "banned component pkg:gem/left-pad@0.1: any ecosystem (listed by attestation by release)"},
+		{"image": ref, "message": "banned component pkg:npm/left-pad@1.3.0: any ecosystem (listed by attestation by release)"},
+	}
 }
 
 test_a_star_crossing_the_version_separator_is_found if {

@@ -222,6 +222,8 @@ def build_evidence_index(components: Any) -> dict[str, Any]:
     * ``purls``: ``{purl: true}`` -- an exact purl is one lookup;
     * ``packages``: ``{purl up to its first "@": [purls]}`` -- a pattern whose part before
       its first "@" is literal (``pkg:npm/event-stream@*``) globs only that package's purls;
+    * ``types``: ``{purl up to its first "/" (``pkg:npm/``): [purls]}`` -- a pattern with a
+      wildcard in the name (``pkg:pypi/debug-*``) globs only the purls of its type;
     * ``licenses``: ``{SPDX id: {component name: true}}`` -- a licence glob runs over the
       distinct ids (a handful), not over the components.
     """
@@ -229,6 +231,7 @@ def build_evidence_index(components: Any) -> dict[str, Any]:
         raise InvalidInputError("an SBOM evidence document must be a list of components")
     purls: dict[str, bool] = {}
     packages: dict[str, list[str]] = {}
+    types: dict[str, list[str]] = {}
     licenses: dict[str, dict[str, bool]] = {}
     for component in components:
         if not isinstance(component, Mapping):
@@ -237,6 +240,9 @@ def build_evidence_index(components: Any) -> dict[str, Any]:
         if isinstance(purl, str) and purl not in purls:
             purls[purl] = True
             packages.setdefault(purl.split("@", 1)[0], []).append(purl)
+            slash = purl.find("/")
+            if slash > 0:
+                types.setdefault(purl[:slash + 1], []).append(purl)
         ids = component.get("license_ids")
         if isinstance(ids, list):
             name = _component_name(component)
@@ -246,6 +252,7 @@ def build_evidence_index(components: Any) -> dict[str, Any]:
     return {
         "purls": purls,
         "packages": {key: sorted(value) for key, value in packages.items()},
+        "types": {key: sorted(value) for key, value in types.items()},
         "licenses": licenses,
         "component_count": len(components),
     }

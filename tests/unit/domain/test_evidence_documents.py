@@ -116,6 +116,8 @@ def test_the_index_lets_the_policy_look_banned_entries_up() -> None:
         "packages": {"pkg:npm/event-stream": ["pkg:npm/event-stream@3.3.6",
                                               "pkg:npm/event-stream@4.0.1"],
                      "pkg:npm/": ["pkg:npm/@scope/x@1.0"]},
+        "types": {"pkg:npm/": ["pkg:npm/@scope/x@1.0", "pkg:npm/event-stream@3.3.6",
+                               "pkg:npm/event-stream@4.0.1"]},
         "licenses": {"MIT": {"pkg:npm/event-stream@3.3.6": True,
                              "pkg:npm/event-stream@4.0.1": True},
                      "AGPL-3.0-only": {"pkg:npm/@scope/x@1.0": True, "tool 3": True}},
