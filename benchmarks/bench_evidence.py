@@ -1,12 +1,14 @@
 """SBOM-size sweep (issue 17.6): warm decisions with 0, 1,000 and 10,000 SBOM components.
 
 Run: .venv/bin/python -m benchmarks.bench_evidence [--requests N] [--concurrency C]
-     [--inline]   (evidence inline in every input and row: the behaviour before issue 17.1/17.2)
+     [--rounds R] [--inline]
+(--inline: evidence inline in every input and row, the behaviour before issue 17.1/17.2)
 
 One ``gatekeeper serve`` (embedded OPA, SQLite with fsync, the shipped policies plus a list of
 banned components and licences, so the policy really looks components up), three image digests:
 one without an SBOM, one with an uploaded CycloneDX SBOM of 1,000 components, one with 10,000.
-For each: warm ``POST /v1/evaluations`` p50 and throughput at the given concurrency, stored
+For each: warm ``POST /v1/evaluations`` p50 and throughput at the given concurrency (the
+sizes take turns for R rounds, medians shown, so a noisy neighbour does not favour one), stored
 bytes per decision (decision document + policy input in its row) and the evidence documents
 stored once, all in the same run, with ratios to the no-SBOM case.
 
@@ -23,6 +25,7 @@ import json
 import os
 import shutil
 import sqlite3
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -77,7 +80,8 @@ def upload(port: int, size: int) -> None:
     response = conn.getresponse()
     body = response.read()
     if response.status != 201:
-        raise RuntimeError(f"SBOM upload of {size} components: HTTP {response.status} {body[:300]!r}")
+        raise RuntimeError(
+            f"SBOM upload of {size} components: HTTP {response.status} {body[:300]!r}")
 
 
 def body_for(size: int) -> dict[str, Any]:
@@ -104,12 +108,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds per size; the median of each figure is shown")
     parser.add_argument("--inline", action="store_true",
-                        help="no evidence by reference (GATEKEEPER_EVIDENCE_INLINE_MAX_BYTES=64 MiB)")
+                        help="no evidence by reference "
+                             "(GATEKEEPER_EVIDENCE_INLINE_MAX_BYTES=64 MiB)")
     args = parser.parse_args()
     mode = "inline (before 17.1/17.2)" if args.inline else "by reference"
     print(f"cores: {os.cpu_count()}  evidence {mode}, concurrency {args.concurrency}, "
-          f"{args.requests} warm evaluations per size, {len(BANNED)} banned purls, "
+          f"{args.rounds} x {args.requests} warm evaluations per size, {len(BANNED)} banned purls, "
           f"{len(BANNED_LICENCES)} banned licences")
     with tempfile.TemporaryDirectory(prefix="bench-evidence-") as tmp:
         root = Path(tmp)
@@ -122,16 +129,21 @@ def main() -> None:
         }
         if args.inline:
             env["GATEKEEPER_EVIDENCE_INLINE_MAX_BYTES"] = str(64 << 20)
-        results: dict[int, dict[str, float]] = {}
+        rounds: dict[int, list[dict[str, float]]] = {size: [] for size in SIZES}
         with running_gatekeeper(env) as port:
             for size in SIZES:
                 if size:
                     upload(port, size)
-                body = body_for(size)
-                load(port, "/v1/evaluations", body, concurrency=args.concurrency,
+                load(port, "/v1/evaluations", body_for(size), concurrency=args.concurrency,
                      requests=max(args.concurrency * 5, args.requests // 10))  # warm-up
-                results[size] = load(port, "/v1/evaluations", body,
-                                     concurrency=args.concurrency, requests=args.requests)
+            # the sizes take turns, round after round: a noisy neighbour hits all of them
+            for _ in range(args.rounds):
+                for size in SIZES:
+                    rounds[size].append(load(port, "/v1/evaluations", body_for(size),
+                                             concurrency=args.concurrency,
+                                             requests=args.requests))
+        results = {size: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+                   for size, runs in rounds.items()}
         base = results[0]
         for size in SIZES:
             figures = results[size]

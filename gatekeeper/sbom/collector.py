@@ -138,11 +138,22 @@ class SbomEvidenceCollector:
         self._inputs: OrderedDict[int, tuple[NormalisedSbom, list[dict[str, Any]]]] = (
             OrderedDict()
         )
+        self._keys: OrderedDict[int, tuple[bytes, str]] = OrderedDict()
         self._lock = threading.Lock()
 
     def _normalised(self, content: bytes) -> NormalisedSbom | SbomDocumentError:
-        """Parse, validate and normalise ``content``, memoised by its sha256."""
-        key = hashlib.sha256(content).hexdigest()
+        """Parse, validate and normalise ``content``, memoised by its sha256 (and by the bytes
+        object itself: the store hands out the same object, so it is hashed once)."""
+        with self._lock:
+            known = self._keys.get(id(content))
+        if known is not None and known[0] is content:
+            key = known[1]
+        else:
+            key = hashlib.sha256(content).hexdigest()
+            with self._lock:
+                self._keys[id(content)] = (content, key)
+                while len(self._keys) > self._cache_size:
+                    self._keys.popitem(last=False)
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
