@@ -78,7 +78,7 @@ def stored(log) -> dict[str, Any]:
             .order_by(decision_evidence.c.decision_seq)).all()
         rows = connection.execute(
             sa.select(decisions.c.seq, sa.func.length(decisions.c.document)
-                      + sa.func.length(decisions.c.policy_input))).all()
+                      + sa.func.coalesce(sa.func.length(decisions.c.policy_input), 0))).all()
     return {"documents": {d.sha256: d.size_bytes for d in docs},
             "links": [(int(seq), digest) for seq, digest in links],
             "row_bytes": [int(size) for _, size in rows]}
@@ -241,3 +241,28 @@ def test_replay_rebuilds_the_exact_input_from_the_stored_documents(make_log, opa
     assert [v.message for v in change.violations_added if v.policy == "sbom"] == [
         "banned component pkg:npm/event-stream@3.3.6: malicious release "
         "(listed by attestation by release)"]
+
+
+def test_a_spooled_decision_carries_its_documents_into_the_store(tmp_path, signer):
+    from gatekeeper.audit import DurableSpool, SqlAuditLog, create_database_engine
+
+    spool = DurableSpool(tmp_path / "spool")
+    broken = create_database_engine(f"sqlite:///{tmp_path / 'missing' / 'x.db'}")
+    down = SqlAuditLog(broken, spool=spool, signer=signer)
+    decision = with_sbom(make_decision(index=1), components(300))
+    [digest] = decision.evidence_documents
+    down.record(decision)  # the store is unreachable: answered from the spool
+    down.close()
+    assert spool.depth == 1
+    spool.append([(make_decision(index=2).as_dict(), None)])  # a line of an older version
+
+    log = SqlAuditLog(create_database_engine(f"sqlite:///{tmp_path / 'audit.db'}"),
+                      spool=DurableSpool(tmp_path / "spool"), signer=signer)
+    log.migrate()  # replays the spool
+    try:
+        assert log.spool_depth == 0
+        assert list(stored(log)["documents"]) == [digest]
+        assert stored(log)["links"] == [(1, digest)]
+        assert verify_database(log.engine, signer.public_key).records == 2
+    finally:
+        log.close()
