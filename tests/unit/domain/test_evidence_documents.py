@@ -85,7 +85,7 @@ def test_a_missing_document_is_named_when_expanding() -> None:
         "which is not available")
 
 
-def test_a_warm_list_is_hashed_once_and_a_changed_one_again() -> None:
+def test_a_warm_list_gives_the_same_reference_and_a_changed_one_another() -> None:
     externaliser = EvidenceExternaliser(inline_max_bytes=0)
     listed = many(10)
     first = externaliser.externalise(policy_input(listed)).documents
