@@ -192,6 +192,10 @@ class Settings(BaseSettings):
     sbom_max_bytes: int = Field(default=32 << 20, gt=0)
     sbom_max_depth: int = Field(default=64, ge=8, le=512)
     sbom_max_components: int = Field(default=5000, gt=0, le=100_000)
+    #: An SBOM component list larger than this (bytes of canonical JSON) travels by reference:
+    #: stored once in the audit trail's evidence store, loaded once into OPA's data store by its
+    #: sha256; smaller lists stay inline in the policy input (see README, "Evidence store").
+    evidence_inline_max_bytes: int = Field(default=2048, ge=0, le=64 << 20)
 
     # --- ECR scan findings -------------------------------------------------------------------
     ecr_scan_enabled: bool = True

@@ -39,6 +39,7 @@ from gatekeeper.domain import (
 from gatekeeper.domain.concurrency import FanOut
 from gatekeeper.domain.credentials import workload_logins
 from gatekeeper.domain.evidence import EvidenceError, EvidenceSkipped
+from gatekeeper.domain.evidence_documents import EvidenceExternaliser
 from gatekeeper.domain.ports import Clock, EvaluationObserver, PolicyPrefilter
 from gatekeeper.errors import GatekeeperError, PolicyEngineError
 from gatekeeper.evidence_cache import EvidenceCache, EvidenceKey
@@ -147,6 +148,7 @@ class EvaluationService:
         tracer: trace.Tracer | None = None,
         observers: Sequence[EvaluationObserver] = (),
         evidence_threads: int = 16,
+        evidence_externaliser: EvidenceExternaliser | None = None,
     ) -> None:
         self._engine = policy_engine
         self._audit = audit_log
@@ -164,6 +166,7 @@ class EvaluationService:
         # own pool. Each step keeps the request's deadline (EvidenceContext.deadline).
         self._image_fan_out = FanOut(max(1, evidence_threads // 2), name="gatekeeper-images")
         self._collector_fan_out = FanOut(evidence_threads, name="gatekeeper-collectors")
+        self._externaliser = evidence_externaliser or EvidenceExternaliser()
 
     def evaluate(
         self, request: EvaluationRequest, *, deadline: float | None = None, record: bool = True
@@ -225,7 +228,7 @@ class EvaluationService:
             request,
             created_at=created_at,
             verdict=outcome.verdict,
-            images=tuple(ImageResult(g.reference, g.digest, g.evidence) for g in gathered),
+            images=outcome.images(gathered),
             violations=outcome.violations,
             warnings=outcome.warnings,
             revision=outcome.revision,
@@ -233,6 +236,7 @@ class EvaluationService:
             latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
             policy_input=outcome.policy_input,
             exceptions=outcome.exceptions,
+            evidence_documents=outcome.evidence_documents,
             record=record,
         )
 
@@ -243,9 +247,10 @@ class EvaluationService:
         created_at: datetime,
         decisive: Mapping[str, tuple[Violation, ...]],
     ) -> _Outcome:
-        policy_input = build_policy_input(
+        externalised = self._externaliser.externalise(build_policy_input(
             request, [(g.reference, g.digest, g.evidence) for g in gathered], created_at
-        )
+        ))
+        policy_input, documents = externalised.policy_input, externalised.documents
         evidence_violations = tuple(
             Violation(EVIDENCE_POLICY, reason, g.reference.original)
             for g in gathered
@@ -254,7 +259,7 @@ class EvaluationService:
         try:
             with self._tracer.start_as_current_span("gatekeeper.policy.opa") as opa_span:
                 try:
-                    result = self._engine.evaluate(policy_input)
+                    result = self._engine.evaluate(policy_input, documents)
                 except PolicyEngineError as exc:
                     opa_span.set_status(trace.StatusCode.ERROR, exc.message)
                     raise
@@ -266,13 +271,13 @@ class EvaluationService:
             failed = (*evidence_violations, Violation(ENGINE_POLICY, error))
             verdict = (apply_enforcement_mode(request.mode, failed, ())
                        if request.gate_failure_admits else Verdict.DENY)
-            return _Outcome(verdict, failed, (), None, error, policy_input, ())
+            return _Outcome(verdict, failed, (), None, error, policy_input, (), documents)
         violations = evidence_violations + _decisive_first(result.violations, decisive)
         verdict = apply_enforcement_mode(request.mode, violations, result.warnings)
         if evidence_violations and not request.gate_failure_admits:
             verdict = Verdict.DENY  # evidence we could not gather fails closed in every mode
         return _Outcome(verdict, violations, result.warnings, result.revision, None,
-                        policy_input, result.exceptions)
+                        policy_input, result.exceptions, documents)
 
     def _prefilter_violations(
         self, request: EvaluationRequest, created_at: datetime
@@ -313,6 +318,7 @@ class EvaluationService:
         latency_ms: float = 0.0,
         policy_input: Mapping[str, Any] | None = None,
         exceptions: tuple[Mapping[str, Any], ...] = (),
+        evidence_documents: Mapping[str, Any] | None = None,
         record: bool = True,
     ) -> Decision:
         """Build the decision from the request's own fields, record it, return it."""
@@ -336,6 +342,7 @@ class EvaluationService:
             policy_input=policy_input,
             context=request.context,
             exceptions=exceptions,
+            evidence_documents=evidence_documents or {},
         )
         current = trace.get_current_span()
         current.set_attribute("gatekeeper.decision_id", decision.decision_id)
@@ -532,6 +539,17 @@ class _Outcome:
     error: str | None
     policy_input: Mapping[str, Any]
     exceptions: tuple[Mapping[str, Any], ...]
+    evidence_documents: Mapping[str, Any]
+
+    def images(self, gathered: Sequence[_GatheredImage]) -> tuple[ImageResult, ...]:
+        """The images as decided, their evidence as the policy input carries it (large
+        documents by reference, as in ``policy_input``)."""
+        sent = self.policy_input.get("images") or []
+        return tuple(
+            ImageResult(g.reference, g.digest, sent[i]["evidence"] if i < len(sent) else
+                        g.evidence)
+            for i, g in enumerate(gathered)
+        )
 
 
 def _decisive_first(

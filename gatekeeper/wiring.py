@@ -21,6 +21,7 @@ from gatekeeper.audit.trail import SqlAuditTrailStore, TrailSettings
 from gatekeeper.bridges import AttestedSbomSource, AttestedVexSource, ReferrerSbomSource
 from gatekeeper.config import Settings
 from gatekeeper.domain import EvidenceCollector, PolicyEngine
+from gatekeeper.domain.evidence_documents import EvidenceExternaliser
 from gatekeeper.domain.policy_lifecycle import CheckReport, OpaTestRun, PolicyCandidate
 from gatekeeper.domain.reference import parse_image_reference
 from gatekeeper.errors import ConfigurationError
@@ -333,6 +334,7 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
             else None
         ),
         tracer=tracing.tracer,
+        evidence_externaliser=EvidenceExternaliser(settings.evidence_inline_max_bytes),
         observers=[metrics] + (
             [DecisionLogFile(settings.decision_log_file, version=__version__)]
             if settings.decision_log_file is not None else []

@@ -294,4 +294,24 @@ decision := {
 	"deny": deny,
 	"warn": warn,
 	"exceptions": exceptions,
+	"missing_evidence": missing_evidence,
+}
+
+# Evidence documents the input references by sha256 (an SBOM's components, an attestation's
+# predicate) that are not in data.gatekeeper.evidence, e.g. after an OPA restart: the
+# gatekeeper loads them and asks again, and fails closed if they are still missing. Its
+# presence in the decision also tells the gatekeeper that this policy set reads evidence by
+# reference.
+missing_evidence contains digest if {
+	some image in input.images
+	some document in image.evidence.sbom.documents
+	digest := document.components_sha256
+	not data.gatekeeper.evidence[digest]
+}
+
+missing_evidence contains digest if {
+	some image in input.images
+	some attestation in image.evidence.signatures.attestations
+	digest := attestation.predicate_sha256
+	not data.gatekeeper.evidence[digest]
 }

@@ -205,19 +205,117 @@ deny contains {"image": image.reference, "message": msg} if {
 	msg := sprintf("banned component %s: %s (listed by %s)", [purl, reason, described(listing_purl(image, purl))])
 }
 
-banned_purls(image) := {[component.purl, object.get(banned, "reason", "listed as banned")] |
+banned_purls(image) := {[purl, object.get(banned, "reason", "listed as banned")] |
 	some d in documents(image)
-	some component in d.components
-	is_string(component.purl)
 	some banned in banned_components
-	glob.match(banned.purl, anything, component.purl)
+	some purl in purls_matching(d, banned.purl)
 }
+
+# --- where the components are ---------------------------------------------------------------
+#
+# A small component list travels inline (d.components) and is scanned. A large one travels by
+# reference: d.components_sha256 names the evidence document the gatekeeper loaded into
+# data.gatekeeper.evidence[<sha256>] as an index (gatekeeper/domain/evidence_documents.py):
+#   purls     {purl: true}
+#   packages  {purl up to its first "@": [purls]}
+#   types     {purl up to its first "/" ("pkg:npm/"): [purls]}
+#   licenses  {SPDX id: {component name: true}}
+# so a banned entry costs a lookup, not a scan of every component: an exact purl is one lookup,
+# a pattern whose part before its first "@" is literal ("pkg:npm/event-stream@*") globs only
+# that package's purls, a pattern with a wildcard in the name ("pkg:pypi/debug-only-*") globs
+# only the purls of its type, and only a pattern with a wildcard in the type globs every purl.
+# A licence glob runs over the distinct licence ids.
+
+evidence_index(d) := data.gatekeeper.evidence[d.components_sha256]
+
+# Glob metacharacters of glob.match; a pattern without them matches only itself.
+literal(pattern) if not regex.match(`[*?\[\]{}\\]`, pattern)
+
+package_part(pattern) := prefix if {
+	at := indexof(pattern, "@")
+	at > 0
+	prefix := substring(pattern, 0, at)
+	literal(prefix)
+}
+
+# The purl type ("pkg:pypi/") of a pattern whose wildcard comes after it ("pkg:pypi/debug-*").
+type_part(pattern) := prefix if {
+	literal_prefix := regex.split(`[*?\[\]{}\\]`, pattern)[0]
+	slash := indexof(literal_prefix, "/")
+	slash > 0
+	prefix := substring(pattern, 0, slash + 1)
+}
+
+purls_matching(d, pattern) := {c.purl |
+	some c in d.components
+	is_string(c.purl)
+	glob.match(pattern, anything, c.purl)
+} if {
+	is_array(d.components)
+} else := {pattern | evidence_index(d).purls[pattern]} if {
+	literal(pattern)
+} else := {purl |
+	some purl in object.get(evidence_index(d).packages, package_part(pattern), [])
+	glob.match(pattern, anything, purl)
+} if {
+	package_part(pattern)
+} else := {purl |
+	some purl in object.get(evidence_index(d).types, type_part(pattern), [])
+	glob.match(pattern, anything, purl)
+} if {
+	type_part(pattern)
+} else := {purl |
+	some purl, _ in evidence_index(d).purls
+	glob.match(pattern, anything, purl)
+}
+
+lists_purl(d, purl) if {
+	some component in d.components
+	component.purl == purl
+}
+
+lists_purl(d, purl) if evidence_index(d).purls[purl]
 
 listing_purl(image, purl) := [d |
 	some d in documents(image)
-	some component in d.components
-	component.purl == purl
+	lists_purl(d, purl)
 ]
+
+licensed(d, pattern) := {[component_name(component), licence] |
+	some component in d.components
+	some licence in component.license_ids
+	glob.match(pattern, anything, licence)
+} if {
+	is_array(d.components)
+} else := {[name, licence] |
+	some licence, names in evidence_index(d).licenses
+	glob.match(pattern, anything, licence)
+	some name, _ in names
+}
+
+lists_licence(d, name, licence) if {
+	some component in d.components
+	component_name(component) == name
+	licence in component.license_ids
+}
+
+lists_licence(d, name, licence) if evidence_index(d).licenses[licence][name]
+
+# A document by reference whose index is not loaded: its components cannot be seen, so the
+# decision denies (the gatekeeper loads the document and asks again; see
+# data.gatekeeper.main.decision.missing_evidence).
+deny contains {"image": image.reference, "message": msg} if {
+	some image in input.images
+	some d in documents(image)
+	is_string(d.components_sha256)
+	not evidence_index(d)
+	msg := sprintf(
+		"the components of the SBOM from %s (evidence document %s) are not loaded in the policy engine",
+		[describe(d), d.components_sha256],
+	)
+}
+
+# --- banned licences ------------------------------------------------------------------------
 
 deny contains {"image": image.reference, "message": msg} if {
 	some image in input.images
@@ -228,19 +326,15 @@ deny contains {"image": image.reference, "message": msg} if {
 	)
 }
 
-banned_licences_found(image) := {[component_name(component), licence, object.get(banned, "reason", "listed as banned")] |
+banned_licences_found(image) := {[name, licence, object.get(banned, "reason", "listed as banned")] |
 	some d in documents(image)
-	some component in d.components
-	some licence in component.license_ids
 	some banned in banned_licenses
-	glob.match(banned.id, anything, licence)
+	some [name, licence] in licensed(d, banned.id)
 }
 
 listing_licence(image, name, licence) := [d |
 	some d in documents(image)
-	some component in d.components
-	component_name(component) == name
-	licence in component.license_ids
+	lists_licence(d, name, licence)
 ]
 
 component_name(c) := c.purl if is_string(c.purl)

@@ -25,7 +25,9 @@ class FakePolicyEngine(PolicyEngine):
         self.error = error
         self.inputs: list[Mapping[str, Any]] = []
 
-    def evaluate(self, policy_input: Mapping[str, Any]) -> PolicyResult:
+    def evaluate(
+        self, policy_input: Mapping[str, Any], evidence: Mapping[str, Any] | None = None
+    ) -> PolicyResult:
         self.inputs.append(policy_input)
         if self.error:
             raise PolicyEngineError(self.error)

@@ -22,6 +22,7 @@ from gatekeeper.domain import (
     build_policy_input,
     parse_image_reference,
 )
+from gatekeeper.domain.evidence_documents import EvidenceExternaliser, build_evidence_index
 from gatekeeper.sbom import BindingMethod, SbomCandidate, SbomEvidenceCollector
 from gatekeeper.vex import VexCandidate, VexEvidenceCollector, parse_vex_document
 
@@ -102,9 +103,28 @@ def _admission_input(name: str, environment: str) -> dict[str, Any]:
     return _input(prepared.request)
 
 
+def _by_reference(policy_input: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every component list by reference (issue 17.2), and the evidence data OPA is given."""
+    externalised = EvidenceExternaliser(inline_max_bytes=0).externalise(policy_input)
+    evidence = {digest: build_evidence_index(document)
+                for digest, document in externalised.documents.items()}
+    return externalised.policy_input, evidence
+
+
 def golden_inputs() -> dict[str, dict[str, Any]]:
     ticket = Ticket(intent_id="INT-7", plan_id="PLAN-3", ticket_id="CHG-1042", deploy_id=None)
+    sources_request = EvaluationRequest(
+        images=(parse_image_reference(f"registry.example.com/payments/api@{DIGEST}"),),
+        source=Source.PIPELINE,
+        environment="production",
+        namespace="payments",
+        ticket=ticket,
+    )
+    by_reference, evidence = _by_reference(_sources_input(sources_request))
     return {
+        "pipeline_production_sbom_by_reference": by_reference,
+        # not an input: data.gatekeeper.evidence for the input above
+        "evidence_by_reference": evidence,
         "admission_production_deployment": _admission_input("deployment-create", "production"),
         "admission_production_cronjob": _admission_input("cronjob-create", "production"),
         "pipeline_production_pinned": _input(

@@ -13,8 +13,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gatekeeper.audit.chain import Checkpoint
 from gatekeeper.audit.checkpoints import CheckpointsMixin
+from gatekeeper.audit.evidence import store_evidence
 from gatekeeper.audit.rows import Prepared, prepare
-from gatekeeper.audit.schema import chain_head, checkpoints, decision_images, decisions
+from gatekeeper.audit.schema import (
+    chain_head,
+    checkpoints,
+    decision_evidence,
+    decision_images,
+    decisions,
+)
 from gatekeeper.audit.witness import check_head_against_checkpoint
 from gatekeeper.errors import GatekeeperError, StorageError
 
@@ -67,10 +74,16 @@ class AppendMixin(CheckpointsMixin):
                 rows.append({**item.row, "seq": seq, "prev_hash": prev, "record_hash": digest})
                 images.extend({**image, "decision_seq": seq} for image in item.images)
                 prev = digest
+            store_evidence(connection, prepared)
             if rows:
                 connection.execute(decisions.insert(), rows)
             if images:
                 connection.execute(decision_images.insert(), images)
+            links = [{"decision_seq": row["seq"], "sha256": digest}
+                     for row, item in zip(rows, prepared, strict=True)
+                     for digest in item.evidence_hashes]
+            if links:
+                connection.execute(decision_evidence.insert(), links)
             values: dict[str, Any] = {"seq": seq, "record_hash": prev}
             if head.checkpoint_at is None:
                 values["checkpoint_at"] = datetime.now(UTC)
@@ -157,6 +170,7 @@ class AppendMixin(CheckpointsMixin):
                 )
         return len(chunk)
 
-    def _replay_chunk(self, chunk: list[tuple[Any, Any]]) -> None:
+    def _replay_chunk(self, chunk: list[tuple[Any, Any, Any]]) -> None:
         with self._timed("replay"):
-            self._append([prepare(doc, policy) for doc, policy in chunk], dedupe=True)
+            self._append([prepare(doc, policy, evidence) for doc, policy, evidence in chunk],
+                         dedupe=True)

@@ -25,18 +25,17 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gatekeeper.domain.canonical import canonical_json
 from gatekeeper.errors import ConfigurationError, InvalidInputError
 
 __all__ = [
@@ -57,65 +56,6 @@ __all__ = [
 
 GENESIS_HASH = "0" * 64
 CHECKPOINT_TYPE = "gatekeeper.audit.checkpoint/v1"
-
-
-def canonical_json(value: Any) -> bytes:
-    """RFC 8785 (JCS) canonical JSON; refuses values JSON cannot carry exactly.
-
-    Documents whose every key is ASCII and whose every float prints the same in Python and
-    ECMAScript take the C ``json`` encoder (same bytes, a tenth of the time); anything else
-    goes through the reference implementation. A unit test compares both on edge cases.
-    """
-    if _fast_path_safe(value):
-        try:
-            return json.dumps(
-                value, ensure_ascii=False, sort_keys=True, separators=(",", ":"),
-                allow_nan=False,
-            ).encode("utf-8")
-        except (TypeError, ValueError, UnicodeEncodeError):
-            pass  # the reference implementation below says what is wrong
-    try:
-        return bytes(rfc8785.dumps(value))
-    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
-        raise InvalidInputError(f"document cannot be canonicalised (RFC 8785): {exc}") from exc
-
-
-_MAX_SAFE_INTEGER = 2**53 - 1
-
-
-def _fast_path_safe(value: Any) -> bool:
-    """True when ``json.dumps`` (sorted, compact) is byte-identical to RFC 8785 for ``value``.
-
-    They differ only on: object keys outside ASCII (RFC 8785 sorts by UTF-16 code units),
-    floats that Python prints differently from ECMAScript (integral values ``12.0`` vs ``12``,
-    exponents below 1e-4 or from 1e16), integers beyond 2**53 (RFC 8785 refuses them), and
-    non-JSON types. Strings are escaped identically (``ensure_ascii=False``).
-    """
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str) or item is None or isinstance(item, bool):
-            continue
-        if isinstance(item, int):
-            if -_MAX_SAFE_INTEGER <= item <= _MAX_SAFE_INTEGER:
-                continue
-            return False
-        if isinstance(item, float):
-            magnitude = abs(item)
-            if item.is_integer() or not 1e-4 <= magnitude < 1e16:
-                return False
-            continue
-        if isinstance(item, dict):
-            for key, child in item.items():
-                if not isinstance(key, str) or not key.isascii():
-                    return False
-                stack.append(child)
-            continue
-        if isinstance(item, (list, tuple)):
-            stack.extend(item)
-            continue
-        return False
-    return True
 
 
 def sha256_hex(data: bytes) -> str:

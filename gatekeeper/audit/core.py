@@ -37,7 +37,9 @@ class _Pending:
     """
 
     prepared: Prepared | None
-    spoolable: tuple[Mapping[str, Any], Mapping[str, Any] | None] | None
+    spoolable: (
+        tuple[Mapping[str, Any], Mapping[str, Any] | None, Mapping[str, Any]] | None
+    )
     decision: Decision | None = None
     released: threading.Lock | None = None
     loop: asyncio.AbstractEventLoop | None = None

@@ -4,7 +4,10 @@ An export covers the records from the first one matching the filters up to the f
 checkpoint at or after the last match. Matching records carry their whole decision document;
 the others in between appear as *links* (their chain entry only: seq, hashes and digests, no
 content), so the chain can be recomputed end to end. Every checkpoint inside the range follows
-its record, and the export ends with the checkpoint that covers it: with only the public key,
+its record, and the export ends with the checkpoint that covers it. Each evidence document a
+matching record references by hash (a large SBOM component list, see
+:mod:`gatekeeper.audit.evidence`) is written once, as an ``evidence`` line before the first
+record that references it. With only the public key,
 ``gatekeeper audit verify --file EXPORT`` proves that no matching record was changed, removed
 or inserted after it was recorded.
 
@@ -30,11 +33,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.exc import SQLAlchemyError
 
 from gatekeeper.audit.chain import Checkpoint, sha256_hex
+from gatekeeper.audit.evidence import read_verified_evidence
 from gatekeeper.audit.rows import checkpoint_from_row, filter_conditions
 from gatekeeper.audit.schema import checkpoints, decisions
 from gatekeeper.audit.sql import SqlAuditLog
 from gatekeeper.audit.verify import ChainBrokenError, ChainVerifier, VerificationReport
 from gatekeeper.domain import DecisionQuery
+from gatekeeper.domain.evidence_documents import mentions_references, referenced_hashes
 from gatekeeper.domain.wording import counted
 from gatekeeper.errors import InvalidInputError, StorageError
 
@@ -48,7 +53,9 @@ __all__ = [
     "verify_export_file",
 ]
 
-EXPORT_FORMAT = "gatekeeper-audit-export/v1"
+#: v2 adds ``evidence`` lines; v1 exports (no evidence lines) still verify.
+EXPORT_FORMAT = "gatekeeper-audit-export/v2"
+_READABLE_FORMATS = ("gatekeeper-audit-export/v1", EXPORT_FORMAT)
 Format = Literal["jsonl", "csv"]
 
 CSV_COLUMNS = [
@@ -180,6 +187,7 @@ def iter_export(
         except SQLAlchemyError as exc:
             raise StorageError(f"export interrupted: cannot read {audit.where}") from exc
 
+    written: set[str] = set()  # evidence documents already in the export
     # One batch is read ahead while the previous one is rendered and sent: two in memory.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-export-read") as reader:
         pending = reader.submit(read, plan.first_seq - 1)
@@ -191,7 +199,11 @@ def iter_export(
             if last < end_seq:
                 pending = reader.submit(read, last)
             chunk: list[str] = []
+            documents = _new_evidence(audit, rows, written)
             for row in rows:
+                for digest in _references(row.document):
+                    if digest in documents:
+                        chunk.append(_render_evidence(digest, documents.pop(digest), csv_mode))
                 chunk.append(_render_entry(row, csv_mode))
                 checkpoint = inside.get(int(row.seq))
                 if checkpoint is not None:
@@ -201,6 +213,36 @@ def iter_export(
             yield "".join(chunk)
             if last >= end_seq:
                 break
+
+
+def _references(document: str | None) -> list[str]:
+    """The evidence documents a stored decision document references (cheap when none)."""
+    if document is None or not mentions_references(document):
+        return []
+    return referenced_hashes(json.loads(document))
+
+
+def _new_evidence(audit: SqlAuditLog, rows: Sequence[Any], written: set[str]) -> dict[str, str]:
+    """The canonical text of the documents this batch references that are not written yet;
+    they are marked written (the caller writes each before its first record)."""
+    wanted = sorted({d for row in rows for d in _references(row.document)} - written)
+    if not wanted:
+        return {}
+    try:
+        with audit.engine.connect() as connection:
+            texts = read_verified_evidence(connection, wanted)
+    except SQLAlchemyError as exc:
+        raise StorageError(f"export interrupted: cannot read {audit.where}") from exc
+    written.update(wanted)
+    return texts
+
+
+def _render_evidence(digest: str, text: str, csv_mode: bool) -> str:
+    if csv_mode:  # the document's hash in decision_sha256, its canonical text in decision
+        values = {"type": "evidence", "decision_sha256": digest, "decision": text}
+        return _csv_row([_csv_value(values.get(name)) for name in CSV_COLUMNS])
+    # the stored text is canonical JSON: written as is
+    return f'{{"type":"evidence","sha256":"{digest}","document":{text}}}\n'
 
 
 def _csv_row(values: list[Any]) -> str:
@@ -261,12 +303,16 @@ class ExportReport:
     chain: VerificationReport
     records: int
     links: int
+    evidence_documents: int = 0
 
     def summary(self) -> str:
         chain = self.chain
+        evidence = (f", {counted(self.evidence_documents, 'evidence document')}"
+                    if self.evidence_documents else "")
         return (
             f"export verified: {counted(self.records, 'record')} and "
-            f"{counted(self.links, 'chain link')} ({chain.first_seq or 0}..{chain.last_seq or 0}), "
+            f"{counted(self.links, 'chain link')} ({chain.first_seq or 0}..{chain.last_seq or 0})"
+            f"{evidence}, "
             f"{counted(chain.checkpoints, 'signed checkpoint')}, covered by the checkpoint at "
             f"record {chain.last_checkpoint_seq}"
         )
@@ -307,18 +353,22 @@ def _verify_export_file(path: Path, public_key: Ed25519PublicKey) -> ExportRepor
     verifier = ChainVerifier((), public_key, anchored_start=False, require_final_checkpoint=True)
     records = links = 0
     saw_final_checkpoint = False
+    evidence: set[str] = set()  # documents seen (and re-hashed) so far
     try:
         for number, row in _entries(path):
             kind = row.get("type")
             where = f"{path} line {number}"
             if kind == "header":
-                if row.get("format") != EXPORT_FORMAT:
+                if row.get("format") not in _READABLE_FORMATS:
                     raise InvalidInputError(f"{where}: unknown export format {row.get('format')!r}")
                 continue
             if kind == "checkpoint":
                 cleaned = {k: (v if v != "" else None) for k, v in row.items()}
                 verifier.add_checkpoint(Checkpoint.from_dict(cleaned, where=where))
                 saw_final_checkpoint = True
+                continue
+            if kind == "evidence":
+                evidence.add(_verified_evidence_line(row, where))
                 continue
             if kind not in ("record", "link"):
                 raise InvalidInputError(f"{where}: unknown line type {kind!r}")
@@ -329,9 +379,16 @@ def _verify_export_file(path: Path, public_key: Ed25519PublicKey) -> ExportRepor
                 decision = row["decision"]
                 if isinstance(decision, str):  # CSV: the canonical text itself
                     content = decision.encode()
-                    _check_csv_columns(seq, row, json.loads(decision))
+                    decision = json.loads(decision)
+                    _check_csv_columns(seq, row, decision)
                 else:
                     content = bytes(rfc8785.dumps(decision))
+                for digest in referenced_hashes(decision):
+                    if digest not in evidence:
+                        raise ChainBrokenError(
+                            seq, f"record {seq} references evidence document {digest}, which "
+                            "the export does not carry before it", subject="export",
+                        )
                 if sha256_hex(content) != decision_sha:
                     raise ChainBrokenError(
                         seq, f"record {seq} changed: its decision does not match its digest",
@@ -350,7 +407,23 @@ def _verify_export_file(path: Path, public_key: Ed25519PublicKey) -> ExportRepor
             last, f"the export does not end with a signed checkpoint (after record {last}): "
             f"it was cut short"
         )
-    return ExportReport(verifier.finish(), records, links)
+    return ExportReport(verifier.finish(), records, links, len(evidence))
+
+
+def _verified_evidence_line(row: dict[str, Any], where: str) -> str:
+    """The hash of an ``evidence`` line whose document hashes to it (else ChainBrokenError)."""
+    document = row.get("document")
+    if document is None:  # CSV: hash in decision_sha256, canonical text in decision
+        digest, text = str(row["decision_sha256"]), str(row["decision"])
+        content = text.encode()
+    else:
+        digest, content = str(row["sha256"]), bytes(rfc8785.dumps(document))
+    if sha256_hex(content) != digest:
+        raise ChainBrokenError(
+            0, f"{where}: evidence document {digest} changed: its content does not match its "
+            "hash", subject="export",
+        )
+    return digest
 
 
 def _check_csv_columns(seq: int, row: dict[str, Any], document: dict[str, Any]) -> None:

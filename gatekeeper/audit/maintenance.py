@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
+from gatekeeper.audit.evidence import prune_unreferenced_evidence
 from gatekeeper.audit.schema import (
     chain_head,
     checkpoints,
@@ -112,6 +113,11 @@ class MaintenanceMixin(WriterMixin):
                 connection.execute(
                     decision_images.delete().where(decision_images.c.decision_seq <= through)
                 )
+                # evidence documents go with the last decision that references them
+                dropped = prune_unreferenced_evidence(connection, int(through))
+                if dropped:
+                    log.info("audit retention: %d evidence documents no longer referenced",
+                             dropped)
                 deleted = connection.execute(
                     decisions.delete().where(decisions.c.seq <= through)
                 ).rowcount

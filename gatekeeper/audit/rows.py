@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from gatekeeper.audit.chain import Checkpoint, canonical_json, sha256_hex
 from gatekeeper.audit.schema import decision_images, decisions
 from gatekeeper.domain import DecisionQuery
+from gatekeeper.domain.evidence_documents import referenced_hashes
 from gatekeeper.errors import InvalidInputError
 
 __all__ = [
@@ -52,6 +53,10 @@ class Prepared:
     decision_id: str
     row: dict[str, Any]
     images: list[dict[str, Any]]
+    #: Hashes of the evidence documents the policy input references (sorted, each once) ...
+    evidence_hashes: list[str] = field(default_factory=list)
+    #: ... and those documents, as far as the caller has them (sha256 -> document).
+    evidence: Mapping[str, Any] = field(default_factory=dict)
 
 
 def indexed_columns(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -75,8 +80,13 @@ def indexed_columns(document: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def prepare(document: Mapping[str, Any], policy_input: Mapping[str, Any] | None) -> Prepared:
-    """Columns of one decision row from its public document (and Rego input)."""
+def prepare(
+    document: Mapping[str, Any],
+    policy_input: Mapping[str, Any] | None,
+    evidence: Mapping[str, Any] | None = None,
+) -> Prepared:
+    """Columns of one decision row from its public document (and Rego input, and the
+    evidence documents that input references by hash)."""
     canonical = canonical_json(document).decode()
     policy_text = canonical_json(policy_input).decode() if policy_input is not None else None
     row = {
@@ -90,7 +100,8 @@ def prepare(document: Mapping[str, Any], policy_input: Mapping[str, Any] | None)
         {"position": position, "reference": image["reference"], "digest": image.get("digest")}
         for position, image in enumerate(document.get("images") or [])
     ]
-    return Prepared(document["decision_id"], row, images)
+    hashes = referenced_hashes(policy_input) if policy_input is not None else []
+    return Prepared(document["decision_id"], row, images, hashes, dict(evidence or {}))
 
 
 def checkpoint_from_row(row: Any) -> Checkpoint:

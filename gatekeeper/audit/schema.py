@@ -21,8 +21,10 @@ __all__ = [
     "MIGRATIONS",
     "chain_head",
     "checkpoints",
+    "decision_evidence",
     "decision_images",
     "decisions",
+    "evidence_documents",
     "drop_append_only_triggers",
     "install_append_only_triggers",
     "metadata",
@@ -108,6 +110,27 @@ checkpoints = sa.Table(
     sa.Column("signature", sa.Text, nullable=False),
 )
 
+#: Evidence documents (issue 17.1): each stored once, keyed by the sha256 of its RFC 8785
+#: canonical JSON (``document`` is that text), shared by every decision that references it.
+evidence_documents = sa.Table(
+    "gatekeeper_evidence_documents",
+    metadata,
+    sa.Column("sha256", _Hash, primary_key=True, autoincrement=False),
+    sa.Column("document", sa.Text, nullable=False),
+    sa.Column("size_bytes", sa.Integer, nullable=False),
+)
+
+#: Which decision references which evidence document (derived from its policy input, which
+#: the chain covers; verify re-derives it). Retention keeps every document a row here names.
+decision_evidence = sa.Table(
+    "gatekeeper_decision_evidence",
+    metadata,
+    sa.Column("decision_seq", _BigId, sa.ForeignKey("gatekeeper_decisions.seq"), nullable=False),
+    sa.Column("sha256", _Hash, nullable=False),
+    sa.PrimaryKeyConstraint("decision_seq", "sha256"),
+    sa.Index("ix_gatekeeper_decision_evidence_sha256", "sha256"),
+)
+
 prune_permits = sa.Table(
     "gatekeeper_audit_prune_permits",
     metadata,
@@ -178,7 +201,8 @@ def install_append_only_triggers(connection: Connection) -> None:
 
 def drop_append_only_triggers(connection: Connection) -> None:
     """What an attacker with database access does first (tests use it to tamper)."""
-    tables = ("gatekeeper_decisions", "gatekeeper_decision_images", "gatekeeper_audit_checkpoints")
+    tables = ("gatekeeper_decisions", "gatekeeper_decision_images", "gatekeeper_audit_checkpoints",
+              "gatekeeper_evidence_documents", "gatekeeper_decision_evidence")
     for table in tables:
         if connection.dialect.name == "postgresql":
             connection.execute(sa.text(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}"))
@@ -200,9 +224,74 @@ def _v1_initial(connection: Connection) -> None:
     install_append_only_triggers(connection)
 
 
+_EVIDENCE_SQLITE_TRIGGERS = [
+    f"""CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table}
+        BEGIN SELECT RAISE(ABORT, '{_REFUSED}: UPDATE of {table} refused'); END"""
+    for table in ("gatekeeper_evidence_documents", "gatekeeper_decision_evidence")
+] + [
+    f"""CREATE TRIGGER IF NOT EXISTS gatekeeper_decision_evidence_no_delete
+        BEFORE DELETE ON gatekeeper_decision_evidence
+        WHEN NOT EXISTS (SELECT 1 FROM gatekeeper_audit_prune_permits p
+                         WHERE OLD.decision_seq <= p.through_seq)
+        BEGIN SELECT RAISE(ABORT, '{_REFUSED}: DELETE of gatekeeper_decision_evidence refused');
+        END""",  # noqa: S608
+    # a document goes only during retention, and only when no decision references it
+    f"""CREATE TRIGGER IF NOT EXISTS gatekeeper_evidence_documents_no_delete
+        BEFORE DELETE ON gatekeeper_evidence_documents
+        WHEN NOT EXISTS (SELECT 1 FROM gatekeeper_audit_prune_permits)
+          OR EXISTS (SELECT 1 FROM gatekeeper_decision_evidence e WHERE e.sha256 = OLD.sha256)
+        BEGIN SELECT RAISE(ABORT, '{_REFUSED}: DELETE of gatekeeper_evidence_documents refused');
+        END""",  # noqa: S608
+]
+
+_EVIDENCE_POSTGRES_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION gatekeeper_refuse_evidence_delete() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'DELETE' AND EXISTS (SELECT 1 FROM gatekeeper_audit_prune_permits)
+     AND NOT EXISTS (SELECT 1 FROM gatekeeper_decision_evidence e
+                     WHERE e.sha256 = OLD.sha256) THEN
+    RETURN OLD;
+  END IF;
+  RAISE EXCEPTION '{_REFUSED}: % of % refused', TG_OP, TG_TABLE_NAME
+    USING ERRCODE = 'insufficient_privilege';
+END
+$$"""  # noqa: S608 (constant text, no input)
+
+
+def _evidence_postgres_triggers() -> list[str]:
+    statements = [_POSTGRES_FUNCTION, _EVIDENCE_POSTGRES_FUNCTION]
+    for table, function in (
+        ("gatekeeper_decision_evidence", "gatekeeper_refuse_audit_change('decision_seq')"),
+        ("gatekeeper_evidence_documents", "gatekeeper_refuse_evidence_delete()"),
+    ):
+        statements += [
+            f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}",
+            f"""CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}
+                FOR EACH ROW EXECUTE FUNCTION {function}""",
+            f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}",
+            f"""CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
+                FOR EACH STATEMENT EXECUTE FUNCTION gatekeeper_refuse_audit_change()""",
+        ]
+    return statements
+
+
+def _v2_evidence_documents(connection: Connection) -> None:
+    for table in (evidence_documents, decision_evidence):
+        table.create(connection, checkfirst=True)
+    statements = (
+        _evidence_postgres_triggers() if connection.dialect.name == "postgresql"
+        else _EVIDENCE_SQLITE_TRIGGERS
+    )
+    for statement in statements:
+        connection.execute(sa.text(statement))
+
+
 #: Ordered, append-only list of (version, description, step). Never edit a released step.
 MIGRATIONS: list[Migration] = [
     (1, "hash-chained append-only decisions, images, chain head, signed checkpoints", _v1_initial),
+    (2, "content-addressed evidence documents and the decisions referencing them",
+     _v2_evidence_documents),
 ]
 
 

@@ -1,6 +1,7 @@
 """A local durable spool for decisions the database could not take (yet).
 
-One append-only file of JSON lines, ``{"decision": {...}, "policy_input": {...}}``, each batch
+One append-only file of JSON lines, ``{"decision": {...}, "policy_input": {...}}`` (and
+``"evidence": {sha256: document}``, the evidence documents the input references), each batch
 written and ``fsync``-ed before the caller is answered. Replayed in order into the chain when
 the database answers again (and at start). Replay is idempotent: a line whose decision is
 already stored (its commit reached the database but the acknowledgement did not) is skipped
@@ -30,13 +31,17 @@ from typing import Any
 
 from gatekeeper.errors import StorageError
 
-__all__ = ["DurableSpool", "SpoolLine", "SpooledDecision", "count_quarantined"]
+__all__ = [
+    "DurableSpool", "SpoolLine", "SpooledDecision", "SpooledWithEvidence", "count_quarantined",
+]
 
 log = logging.getLogger(__name__)
 
 SpooledDecision = tuple[Mapping[str, Any], Mapping[str, Any] | None]
+#: A decision, its policy input and the evidence documents the input references by hash.
+SpooledWithEvidence = tuple[Mapping[str, Any], Mapping[str, Any] | None, Mapping[str, Any]]
 #: One complete line: its number, the decision (None when the line is corrupt), the raw bytes.
-SpoolLine = tuple[int, SpooledDecision | None, bytes]
+SpoolLine = tuple[int, SpooledWithEvidence | None, bytes]
 
 
 class DurableSpool:
@@ -114,15 +119,16 @@ class DurableSpool:
     def depth(self) -> int:
         return self._depth
 
-    def append(self, items: Sequence[SpooledDecision]) -> None:
+    def append(self, items: Sequence[SpooledDecision | SpooledWithEvidence]) -> None:
         """Write ``items`` durably (data and directory entry fsynced) or raise StorageError."""
         payload = b"".join(
             json.dumps(
-                {"decision": decision, "policy_input": policy_input},
+                {"decision": item[0], "policy_input": item[1],
+                 **({"evidence": item[2]} if len(item) > 2 and item[2] else {})},
                 separators=(",", ":"), sort_keys=True,
             ).encode()
             + b"\n"
-            for decision, policy_input in items
+            for item in items
         )
         with self._lock:
             try:
@@ -165,7 +171,7 @@ class DurableSpool:
                 raise StorageError(
                     f"the audit spool {self.path} line {number} is corrupt; replay stopped"
                 )
-            yield item
+            yield item[0], item[1]
 
     def iter_lines(self) -> Iterator[SpoolLine]:
         """Every complete line in order, a corrupt one as ``(number, None, raw)``."""
@@ -189,7 +195,9 @@ class DurableSpool:
                     return
                 try:
                     value = json.loads(line)
-                    item: SpooledDecision | None = (value["decision"], value.get("policy_input"))
+                    item: SpooledWithEvidence | None = (
+                        value["decision"], value.get("policy_input"), value.get("evidence") or {}
+                    )
                 except (ValueError, KeyError, TypeError):
                     item = None
                 yield number, item, line

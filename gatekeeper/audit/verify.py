@@ -403,6 +403,7 @@ def _verify_database(
     checkpoint_every: int | None = None,
     checkpoint_interval: float | None = None,
 ) -> VerificationReport:
+    from gatekeeper.audit.evidence import evidence_problem
     from gatekeeper.audit.rows import checkpoint_from_row
     from gatekeeper.audit.schema import chain_head, checkpoints, decision_images, decisions
 
@@ -474,6 +475,7 @@ def _verify_database(
                 )
         return rows, images
 
+    verified_evidence: set[str] = set()
     # Read the next batch while this one is hashed: the database and the CPU work in parallel
     # (the driver releases the GIL while it waits), and memory stays at two batches.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-verify-read") as reader:
@@ -496,6 +498,12 @@ def _verify_database(
             if images:  # image rows whose decision row is gone
                 orphan = min(images)
                 raise ChainBrokenError(orphan, f"record {orphan} removed: its image rows remain")
+            with engine.connect() as connection:  # (d) the evidence documents they reference
+                problem = evidence_problem(
+                    connection, [(int(r.seq), r.policy_input) for r in rows], verified_evidence
+                )
+            if problem is not None:
+                raise ChainBrokenError(*problem)
             if progress is not None:
                 progress(len(rows))
     report = verifier.finish(head_seq=head_seq)

@@ -46,13 +46,14 @@ def _prepare(item: _Pending, decision: Decision) -> None:
     """Canonical JSON, digests and index rows of ``decision`` (before any lock is taken)."""
     document = decision.as_dict()
     policy_input = dict(decision.policy_input) if decision.policy_input is not None else None
+    evidence = decision.evidence_documents
     try:
-        item.prepared = prepare(document, policy_input)
+        item.prepared = prepare(document, policy_input, evidence)
     except InvalidInputError as exc:
         raise StorageError(
             f"cannot record decision {decision.decision_id}: {exc.message}"
         ) from exc
-    item.spoolable = (document, policy_input)
+    item.spoolable = (document, policy_input, evidence)
 
 
 def _decision_id(item: _Pending) -> str:

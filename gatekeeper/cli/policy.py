@@ -122,9 +122,18 @@ def print_input(
         str | None,
         typer.Option(metavar="TIME", help="RFC 3339 instant used as 'now' (default: now)"),
     ] = None,
+    by_reference: Annotated[bool, typer.Option(
+        "--by-reference",
+        help="Print what OPA receives: the input with large evidence by sha256 and the "
+             "documents it loads into data.gatekeeper.evidence ({\"input\", \"data\"})",
+    )] = False,
     output: OutputOption = OutputFormat.JSON,
 ) -> None:
-    """Print the exact input document the gate would build for IMAGES (for writing tests)."""
+    """Print the exact input document the gate would build for IMAGES (for writing tests).
+
+    Large evidence (SBOM component lists, attestation predicates) is shown inline, as the
+    policy reads it; OPA receives it by sha256 in data.gatekeeper.evidence (--by-reference).
+    """
     from pydantic import ValidationError
 
     from gatekeeper.api.models import EvaluationBody
@@ -156,6 +165,20 @@ def print_input(
         container.stop()
     for failure in failures:
         typer.echo(f"warning: {failure}", err=True)
+    from gatekeeper.domain.evidence_documents import EvidenceExternaliser, build_data_document
+
+    sent = EvidenceExternaliser(settings.evidence_inline_max_bytes).externalise(document)
+    if by_reference:
+        evidence = {digest: build_data_document(value)
+                    for digest, value in sent.documents.items()}
+        emit({"input": sent.policy_input, "data": {"gatekeeper": {"evidence": evidence}}},
+             output)
+        return
+    if sent.documents:
+        typer.echo(
+            f"note: {len(sent.documents)} evidence document(s) shown inline reach OPA by sha256 "
+            "(data.gatekeeper.evidence); --by-reference prints that form", err=True,
+        )
     emit(document, output)
 
 

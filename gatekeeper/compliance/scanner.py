@@ -210,6 +210,7 @@ class ComplianceScanner:
                 ticket_id=d.ticket.ticket_id, policy_revision=d.policy_revision,
                 violations=d.violations, warnings=d.warnings,
                 policy_input=dict(d.policy_input) if d.policy_input is not None else None,
+                evidence=d.evidence_documents,
             )
             for d in self._latest
         ]

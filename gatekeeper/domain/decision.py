@@ -166,6 +166,9 @@ class Decision:
     policy_input: Mapping[str, Any] | None = None
     context: Mapping[str, Any] = field(default_factory=dict)
     exceptions: tuple[Mapping[str, Any], ...] = ()
+    #: Evidence documents (sha256 -> document) that ``policy_input`` and ``images`` reference
+    #: by hash; stored once each by the audit trail (gatekeeper/domain/evidence_documents.py).
+    evidence_documents: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def allowed(self) -> bool:

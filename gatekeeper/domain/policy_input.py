@@ -15,7 +15,7 @@ from gatekeeper.domain.reference import Digest, ImageReference
 
 __all__ = ["SCHEMA_VERSION", "build_image_input", "build_policy_input"]
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 
 
 def build_image_input(

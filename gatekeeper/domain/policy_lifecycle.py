@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -251,6 +251,8 @@ class StoredDecision:
     violations: tuple[Violation, ...]
     warnings: tuple[Violation, ...]
     policy_input: dict[str, Any] | None
+    #: The evidence documents ``policy_input`` references by hash (sha256 -> document).
+    evidence: Mapping[str, Any] = field(default_factory=dict)
 
 
 def check_actor(actor: str) -> str:

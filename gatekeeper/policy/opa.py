@@ -9,6 +9,7 @@ into a deny: the gate fails closed.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -17,8 +18,10 @@ from typing import Any
 import httpx
 
 from gatekeeper.domain import PolicyResult, Violation
+from gatekeeper.domain.evidence_documents import expand_evidence
 from gatekeeper.errors import PolicyEngineError
 from gatekeeper.metrics import Metrics
+from gatekeeper.policy.evidence_data import OpaEvidenceData
 from gatekeeper.policy.revision import hash_policy_files
 
 __all__ = ["DECISION_PATH", "PREFILTER_PATH", "OpaPolicyEngine", "parse_decision"]
@@ -27,6 +30,8 @@ DECISION_PATH = "/v1/data/gatekeeper/main/decision"
 #: Network-free violations, asked before evidence is gathered (absent in older policy sets).
 PREFILTER_PATH = "/v1/data/gatekeeper/main/prefilter"
 _REMOTE_REVISION_TTL = 5.0
+
+log = logging.getLogger(__name__)
 
 
 def _parse_finding(raw: Any, kind: str) -> tuple[Violation, bool]:
@@ -99,6 +104,18 @@ def parse_decision(body: Any, revision: str) -> PolicyResult:
     return PolicyResult(_sorted(violations), _sorted(warnings), revision, tuple(ordered))
 
 
+def _missing_evidence(body: Any) -> set[str] | None:
+    """``decision.missing_evidence`` as a set; None when the policy set does not define it."""
+    result = body.get("result") if isinstance(body, dict) else None
+    if not isinstance(result, dict) or "missing_evidence" not in result:
+        return None
+    missing = result["missing_evidence"]
+    if not isinstance(missing, list) or not all(isinstance(m, str) for m in missing):
+        raise PolicyEngineError("data.gatekeeper.main.decision.missing_evidence is not a list "
+                                "of hashes")
+    return set(missing)
+
+
 class OpaPolicyEngine:
     """Policy engine backed by an OPA server (a sidecar, or the embedded child process)."""
 
@@ -116,6 +133,8 @@ class OpaPolicyEngine:
         self._local_revision = local_revision
         self._remote_revision: tuple[float, str] | None = None
         self._lock = threading.Lock()
+        #: What this engine loaded into OPA's data.gatekeeper.evidence.
+        self.evidence_data = OpaEvidenceData(client, describe=describe)
 
     @classmethod
     def for_url(
@@ -149,12 +168,14 @@ class OpaPolicyEngine:
         except ValueError as exc:
             raise PolicyEngineError(f"{self._describe} answered invalid JSON") from exc
 
-    def evaluate(self, policy_input: Mapping[str, Any]) -> PolicyResult:
+    def evaluate(
+        self, policy_input: Mapping[str, Any], evidence: Mapping[str, Any] | None = None
+    ) -> PolicyResult:
         started = time.perf_counter()
         outcome = "error"
         try:
             revision = self.revision()
-            body = self._post(DECISION_PATH, {"input": policy_input})
+            body = self._decide(policy_input, evidence or {})
             result = parse_decision(body, revision)
             outcome = "ok"
             return result
@@ -162,6 +183,39 @@ class OpaPolicyEngine:
             if self._metrics is not None:
                 self._metrics.opa_evaluations.labels(outcome).inc()
                 self._metrics.opa_latency.observe(time.perf_counter() - started)
+
+    def _decide(self, policy_input: Mapping[str, Any], evidence: Mapping[str, Any]) -> Any:
+        """Ask for the decision with the referenced evidence loaded (issue 17.2)."""
+        if not evidence:
+            return self._post(DECISION_PATH, {"input": policy_input})
+        self.evidence_data.ensure(evidence)
+        body = self._post(DECISION_PATH, {"input": policy_input})
+        missing = _missing_evidence(body)
+        if missing is None:
+            # A policy set older than evidence by reference would not see the components:
+            # it gets them inline (slower, but the same decision).
+            log.warning("the loaded policy has no decision.missing_evidence: evidence is sent "
+                        "inline (update policies/main.rego)")
+            return self._post(DECISION_PATH, {"input": expand_evidence(policy_input, evidence)})
+        if not missing:
+            return body
+        unknown = sorted(missing - evidence.keys())
+        if unknown:
+            raise PolicyEngineError(
+                f"{self._describe} reports evidence documents the input does not carry: "
+                f"{', '.join(unknown)}"
+            )
+        log.warning("%s lost %d evidence document(s) (restarted?): loading them again",
+                    self._describe, len(missing))
+        self.evidence_data.load(evidence, sorted(missing))
+        body = self._post(DECISION_PATH, {"input": policy_input})
+        still = _missing_evidence(body)
+        if still:
+            raise PolicyEngineError(
+                f"{self._describe} still lacks evidence document(s) {', '.join(sorted(still))} "
+                "after loading them: the decision cannot see those components"
+            )
+        return body
 
     def prefilter(self, policy_input: Mapping[str, Any]) -> tuple[Violation, ...]:
         """``data.gatekeeper.main.prefilter`` for an evidence-free input; () when undefined."""

@@ -14,6 +14,7 @@ as they were then.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -33,6 +34,7 @@ from gatekeeper.domain import (
     Violation,
     apply_enforcement_mode,
 )
+from gatekeeper.domain.evidence_documents import referenced_hashes
 from gatekeeper.domain.policy_lifecycle import PolicyCandidate, StoredDecision
 from gatekeeper.errors import InvalidInputError, PolicyEngineError, StorageError
 from gatekeeper.policy.bundle import PolicyFiles, as_policy_files
@@ -76,6 +78,33 @@ _decisions = sa.Table(
     sa.Column("document", sa.Text),
     sa.Column("policy_input", sa.Text),
 )
+#: The audit store's evidence documents (schema version 2): canonical JSON by sha256.
+_evidence = sa.Table(
+    "gatekeeper_evidence_documents",
+    _metadata,
+    sa.Column("sha256", sa.String(64), primary_key=True),
+    sa.Column("document", sa.Text),
+)
+
+
+def _read_evidence(connection: Any, hashes: Iterable[str]) -> dict[str, Any]:
+    """The referenced documents, each re-hashed: the replay decides on exactly what the
+    recorded decision saw, or refuses (:class:`StorageError` naming the document)."""
+    wanted = sorted(set(hashes))
+    if not wanted:
+        return {}
+    rows = connection.execute(
+        sa.select(_evidence.c.sha256, _evidence.c.document).where(_evidence.c.sha256.in_(wanted))
+    ).all()
+    found = {str(row.sha256): str(row.document) for row in rows}
+    documents: dict[str, Any] = {}
+    for digest in wanted:
+        text = found.get(digest)
+        if text is None or hashlib.sha256(text.encode()).hexdigest() != digest:
+            state = "missing" if text is None else "altered"
+            raise StorageError(f"evidence document {digest} of a recorded decision is {state}")
+        documents[digest] = json.loads(text)
+    return documents
 
 
 def _violations(items: Any) -> tuple[Violation, ...]:
@@ -123,6 +152,11 @@ class SqlDecisionHistory:
             try:
                 with self._engine.connect() as connection:
                     rows = connection.execute(statement).all()
+                    inputs = {row.seq: json.loads(row.policy_input) if row.policy_input else None
+                              for row in rows}
+                    evidence = _read_evidence(connection, (
+                        digest for value in inputs.values() if value is not None
+                        for digest in referenced_hashes(value)))
             except SQLAlchemyError as exc:
                 raise StorageError(
                     f"cannot read recorded decisions: {type(exc).__name__}"
@@ -142,7 +176,9 @@ class SqlDecisionHistory:
                     policy_revision=document.get("policy_revision"),
                     violations=_violations(document.get("violations")),
                     warnings=_violations(document.get("warnings")),
-                    policy_input=json.loads(row.policy_input) if row.policy_input else None,
+                    policy_input=inputs[row.seq],
+                    evidence={digest: evidence[digest] for digest in
+                              referenced_hashes(inputs[row.seq] or {})},
                 )
             after = rows[-1].seq
 
@@ -286,7 +322,7 @@ def _evaluate_one(engine_evaluate: Any, decision: StoredDecision) -> DecisionCha
     evidence = tuple(v for v in decision.violations if v.policy == _EVIDENCE_POLICY)
     old_violations = tuple(v for v in decision.violations if v.policy != _EVIDENCE_POLICY)
     try:
-        result = engine_evaluate(decision.policy_input)
+        result = engine_evaluate(decision.policy_input, decision.evidence)
         violations: tuple[Violation, ...] = result.violations
         warnings: tuple[Violation, ...] = result.warnings
         verdict = apply_enforcement_mode(decision.mode, evidence + violations, warnings)

@@ -135,11 +135,25 @@ class SbomEvidenceCollector:
         self._normalisation_limits = normalisation_limits or NormalisationLimits()
         self._cache: OrderedDict[str, NormalisedSbom | SbomDocumentError] = OrderedDict()
         self._cache_size = cache_size
+        self._inputs: OrderedDict[int, tuple[NormalisedSbom, list[dict[str, Any]]]] = (
+            OrderedDict()
+        )
+        self._keys: OrderedDict[int, tuple[bytes, str]] = OrderedDict()
         self._lock = threading.Lock()
 
     def _normalised(self, content: bytes) -> NormalisedSbom | SbomDocumentError:
-        """Parse, validate and normalise ``content``, memoised by its sha256."""
-        key = hashlib.sha256(content).hexdigest()
+        """Parse, validate and normalise ``content``, memoised by its sha256 (and by the bytes
+        object itself: the store hands out the same object, so it is hashed once)."""
+        with self._lock:
+            known = self._keys.get(id(content))
+        if known is not None and known[0] is content:
+            key = known[1]
+        else:
+            key = hashlib.sha256(content).hexdigest()
+            with self._lock:
+                self._keys[id(content)] = (content, key)
+                while len(self._keys) > self._cache_size:
+                    self._keys.popitem(last=False)
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
@@ -201,10 +215,21 @@ class SbomEvidenceCollector:
             "components": self._components(outcome) if keep_components else [],
         }
 
-    @staticmethod
-    def _components(sbom: NormalisedSbom) -> list[dict[str, Any]]:
+    def _components(self, sbom: NormalisedSbom) -> list[dict[str, Any]]:
+        """The input form of ``sbom``'s components, built once per memoised document: a warm
+        request hands the policy input the same list, so its evidence hash is computed once
+        (gatekeeper/domain/evidence_documents.py). Nobody mutates evidence after collection."""
+        with self._lock:
+            cached = self._inputs.get(id(sbom))
+            if cached is not None and cached[0] is sbom:
+                return cached[1]
         with paused_gc():
-            return sbom.components_as_input()
+            components = sbom.components_as_input()
+        with self._lock:
+            self._inputs[id(sbom)] = (sbom, components)
+            while len(self._inputs) > self._cache_size:
+                self._inputs.popitem(last=False)
+        return components
 
     def collect(
         self, reference: ImageReference, digest: Digest | None, context: EvidenceContext

@@ -8,8 +8,10 @@ document as uploaded, the value the audit trail and the evidence carry.
 
 from __future__ import annotations
 
+import threading
 import uuid
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +25,9 @@ from gatekeeper.domain.reference import Digest
 from gatekeeper.errors import NotFoundError, StorageError
 
 __all__ = ["SqlSbomStore", "create_sbom_tables", "sbom_metadata", "sboms"]
+
+#: Decompressed documents kept in memory across requests (least recently used go first).
+_MEMO_BYTES = 64 << 20
 
 sbom_metadata = sa.MetaData()
 
@@ -73,6 +78,9 @@ class SqlSbomStore:
     ) -> None:
         self._engine = engine
         self._clock = clock
+        self._memo: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._memo_bytes = 0
+        self._memo_lock = threading.Lock()
 
     def create_tables(self) -> None:
         """For a stand-alone store; with the audit store, use its migrations instead."""
@@ -85,8 +93,25 @@ class SqlSbomStore:
     def _context(self) -> dict[str, Any]:
         return {"database": self._engine.url.render_as_string(hide_password=True)}
 
-    @staticmethod
-    def _row_to_stored(row: Any) -> StoredSbom:
+    def _content(self, row: Any) -> bytes:
+        """The decompressed document of ``row``, kept for the next request: a stored upload
+        never changes (there is no update path), and decompressing a 10,000-component SBOM
+        on every evaluation cost more than the whole decision (issue 17.6)."""
+        key = (str(row.id), str(row.sha256))
+        with self._memo_lock:
+            cached = self._memo.get(key)
+            if cached is not None:
+                self._memo.move_to_end(key)
+                return cached
+        content = zlib.decompress(row.content_zlib)
+        with self._memo_lock:
+            self._memo[key] = content
+            self._memo_bytes += len(content)
+            while self._memo_bytes > _MEMO_BYTES and len(self._memo) > 1:
+                self._memo_bytes -= len(self._memo.popitem(last=False)[1])
+        return content
+
+    def _row_to_stored(self, row: Any) -> StoredSbom:
         return StoredSbom(
             id=row.id,
             image_digest=row.image_digest,
@@ -98,7 +123,7 @@ class SqlSbomStore:
             uploaded_at=_as_utc(row.uploaded_at),
             ticket_id=row.ticket_id,
             uploaded_by=row.uploaded_by,
-            content=zlib.decompress(row.content_zlib),
+            content=self._content(row),
             source=row.source or "upload",
         )
 

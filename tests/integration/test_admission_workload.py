@@ -84,7 +84,7 @@ def test_real_deployment_without_limits_is_denied_in_production_naming_the_field
         "oldObject": None, "userInfo": {"username": request["userInfo"]["username"],
                                         "uid": "", "groups": request["userInfo"]["groups"]},
     }
-    assert decision.policy_input["schema_version"] == "3"
+    assert decision.policy_input["schema_version"] == "4"
 
 
 def test_compliant_deployment_has_no_workload_finding(production):

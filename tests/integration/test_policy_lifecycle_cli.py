@@ -147,7 +147,7 @@ def test_policy_input_prints_the_exact_document(cli_env):
         "mode": "enforce",
         "namespace": "payments",
         "review": None,
-        "schema_version": "3",
+        "schema_version": "4",
         "source": "pipeline",
         "ticket": {"deploy_id": None, "intent_id": None, "plan_id": None, "ticket_id": "CHG-1"},
     }
@@ -279,3 +279,39 @@ def test_policy_submit_activate_rollback_history_in_process(cli_env, tmp_path):
         f"rollback {tightened.revision_id} -> {original.revision_id}  by cli:bob",
     ]
     assert listed.output.splitlines()[-1] == f"active {original.revision_id}"
+
+
+def test_policy_input_shows_large_evidence_inline_and_by_reference(cli_env):
+    from gatekeeper.domain import parse_digest
+    from tests.unit.sbom.factory import cyclonedx
+
+    digest = "sha256:" + "ab" * 32
+    container = build_container(cli_env)
+    try:
+        container.audit_log.migrate()
+        container.sbom_store.create_tables()
+        container.vex_store.create_tables()
+        container.sbom_uploader.upload(json.dumps(cyclonedx(300)).encode(), parse_digest(digest),
+                                       uploaded_by="ci-bot")
+    finally:
+        container.stop()
+    args = ["input", f"registry.example.com/payments/api@{digest}", "--environment", "staging",
+            "--evaluated-at", "2026-11-24T12:00:00Z"]
+
+    inline = runner.invoke(policy_app, args)
+    assert inline.exit_code == 0, inline.output
+    [document] = json.loads(inline.stdout)["images"][0]["evidence"]["sbom"]["documents"]
+    assert len(document["components"]) == 300
+    assert "components_sha256" not in document
+    assert inline.stderr == (
+        "note: 1 evidence document(s) shown inline reach OPA by sha256 "
+        "(data.gatekeeper.evidence); --by-reference prints that form\n")
+
+    sent = runner.invoke(policy_app, [*args, "--by-reference"])
+    assert sent.exit_code == 0, sent.output
+    both = json.loads(sent.stdout)
+    [referenced] = both["input"]["images"][0]["evidence"]["sbom"]["documents"]
+    assert "components" not in referenced
+    index = both["data"]["gatekeeper"]["evidence"][referenced["components_sha256"]]
+    assert index["component_count"] == 300
+    assert "pkg:npm/pkg-7@1.7.0" in index["purls"]

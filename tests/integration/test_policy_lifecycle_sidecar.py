@@ -8,6 +8,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,6 +26,8 @@ from tests.integration.test_policy_lifecycle_api import (
     shipped,
     without_ghcr_in_staging,
 )
+
+REPO_POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
 
 def free_port() -> int:
@@ -223,3 +226,44 @@ def test_cli_drives_a_running_gatekeeper(served_gate, tmp_path, monkeypatch):
     approved = runner.invoke(policy_app, ["exceptions", "approve", created["id"], "--server", url])
     assert approved.exit_code == 0, approved.output
     assert approved.output.startswith(f"{created['id']}  active   registries  ghcr.io/acme/*  ")
+
+
+def test_sidecar_takes_large_evidence_through_its_data_api_and_keeps_it_across_bundles(
+    served_gate, sidecar
+):
+    """Issue 17.2: a sidecar accepts data.gatekeeper.evidence (outside every bundle root) and
+    a new bundle does not drop it."""
+    from gatekeeper.policy.bundle import PolicyFiles
+    from gatekeeper.policy.evidence_data import EVIDENCE_DATA_PATH
+    from gatekeeper.policy.opa import OpaPolicyEngine
+    from tests.integration.test_opa_evidence import EXPECTED, _input
+
+    gate, _url = served_gate
+    original = shipped().revision_id
+    wait_for(lambda: bundle_revision(sidecar) == original, "the first bundle")
+    base = shipped()
+    policies = dict(base.policies)
+    policies["sbom.rego"] = (REPO_POLICIES / "sbom.rego").read_bytes()
+    data = json.loads(policies["data.json"])
+    data["gatekeeper"]["config"]["sbom"] = {"banned_components": [
+        {"purl": "pkg:npm/event-stream@3.3.*", "reason": "malicious release"}]}
+    policies["data.json"] = json.dumps(data, indent=2).encode()
+    candidate = PolicyFiles(policies, dict(base.tests))
+    assert gate.client.post(
+        "/v1/policies/revisions", json=as_json_body(candidate), headers=ADMIN
+    ).status_code == 201
+    assert gate.client.post(
+        f"/v1/policies/revisions/{candidate.revision_id}/activate", headers=ADMIN
+    ).status_code == 200
+    wait_for(lambda: bundle_revision(sidecar) == candidate.revision_id, "the activated bundle")
+
+    engine = OpaPolicyEngine(sidecar, describe="OPA sidecar")
+    externalised = _input()
+    [digest] = externalised.documents
+    result = engine.evaluate(externalised.policy_input, externalised.documents)
+    assert [v.message for v in result.violations if v.policy == "sbom"] == [EXPECTED]
+    assert sidecar.get(f"{EVIDENCE_DATA_PATH}/{digest}").json()["result"]["component_count"] == 1001
+
+    assert gate.client.post("/v1/policies/rollback", headers=ADMIN).status_code == 200
+    wait_for(lambda: bundle_revision(sidecar) == original, "the rolled-back bundle")
+    assert sidecar.get(f"{EVIDENCE_DATA_PATH}/{digest}").json()["result"]["component_count"] == 1001

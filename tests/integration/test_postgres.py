@@ -69,11 +69,11 @@ def test_decisions_are_stored_and_read_back_by_id_and_ticket(make_settings, data
 
 def test_migrations_are_idempotent_and_versioned(database_url):
     audit = SqlAuditLog(create_database_engine(database_url))
-    assert audit.migrate() == [1]
+    assert audit.migrate() == [1, 2]
     assert audit.migrate() == []
     with audit.engine.connect() as connection:
         versions = connection.execute(sa.text("SELECT version FROM gatekeeper_schema_migrations")).scalars().all()
-    assert versions == [1]
+    assert versions == [1, 2]
     audit.close()
 
 

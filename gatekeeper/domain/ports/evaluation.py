@@ -25,8 +25,14 @@ __all__ = [
 class PolicyEngine(Protocol):
     """Evaluates the versioned input document against the active policies."""
 
-    def evaluate(self, policy_input: Mapping[str, Any]) -> PolicyResult:
-        """Raise :class:`~gatekeeper.errors.PolicyEngineError` when it cannot decide."""
+    def evaluate(
+        self, policy_input: Mapping[str, Any], evidence: Mapping[str, Any] | None = None
+    ) -> PolicyResult:
+        """Raise :class:`~gatekeeper.errors.PolicyEngineError` when it cannot decide.
+
+        ``evidence``: the documents (sha256 -> document) the input references by hash (see
+        :mod:`gatekeeper.domain.evidence_documents`); the engine makes them readable by the
+        policy, or fails closed."""
         ...
 
     def revision(self) -> str:

@@ -23,7 +23,7 @@ def stored(decision_id: str, verdict: Verdict, violations=(), *, ticket="CHG-1",
 
 
 def engine(answers):
-    def evaluate(policy_input):
+    def evaluate(policy_input, evidence=None):
         answer = answers[policy_input["id"]]
         if isinstance(answer, Exception):
             raise answer

@@ -60,7 +60,9 @@ class RulePolicyEngine:
             messages = [messages]
         return [Violation("test.rule", message, ref) for message in messages]
 
-    def evaluate(self, policy_input: Mapping[str, Any]) -> PolicyResult:
+    def evaluate(
+        self, policy_input: Mapping[str, Any], evidence: Mapping[str, Any] | None = None
+    ) -> PolicyResult:
         with self._lock:
             self.inputs.append(policy_input)
         violations: list[Violation] = []

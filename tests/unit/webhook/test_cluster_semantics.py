@@ -385,8 +385,8 @@ def test_an_image_the_allow_list_denies_is_not_fetched_and_its_reason_comes_firs
 
 def test_a_prefilter_the_policy_does_not_confirm_still_gathers_the_evidence() -> None:
     class Inconsistent(PrefilterPolicyEngine):
-        def evaluate(self, policy_input: Any) -> Any:
-            return RulePolicyEngine.evaluate(RulePolicyEngine(), policy_input)
+        def evaluate(self, policy_input: Any, evidence: Any = None) -> Any:
+            return RulePolicyEngine.evaluate(RulePolicyEngine(), policy_input, evidence)
 
     engine = Inconsistent(offline={"busybox:1.36": "offline says no"})
     collector = CountingCollector()

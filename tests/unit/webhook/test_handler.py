@@ -153,8 +153,10 @@ def test_one_image_in_two_containers_is_evaluated_once_and_named_twice() -> None
 
 
 class RequestWidePolicy(RulePolicyEngine):
-    def evaluate(self, policy_input: Mapping[str, Any]) -> PolicyResult:
-        result = super().evaluate(policy_input)
+    def evaluate(
+        self, policy_input: Mapping[str, Any], evidence: Mapping[str, Any] | None = None
+    ) -> PolicyResult:
+        result = super().evaluate(policy_input, evidence)
         request_wide = Violation("ticket", "deploy ticket required")
         return PolicyResult((request_wide, *result.violations), result.warnings, "r")
 
