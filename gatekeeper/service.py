@@ -6,9 +6,11 @@ Both doors (the REST API / CLI for pipelines, the admission webhook for Kubernet
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +31,7 @@ from gatekeeper.domain import (
     ImageReference,
     ImageResult,
     PolicyEngine,
+    PolicyResult,
     Source,
     Verdict,
     Violation,
@@ -37,7 +40,7 @@ from gatekeeper.domain import (
 )
 from gatekeeper.domain.credentials import workload_logins
 from gatekeeper.domain.evidence import EvidenceError, EvidenceSkipped
-from gatekeeper.domain.ports import Clock, EvaluationObserver, PolicyPrefilter
+from gatekeeper.domain.ports import AsyncPolicyEngine, Clock, EvaluationObserver, PolicyPrefilter
 from gatekeeper.errors import GatekeeperError, PolicyEngineError
 from gatekeeper.evidence_cache import EvidenceCache, EvidenceKey
 
@@ -144,7 +147,20 @@ class EvaluationService:
         evidence_cache: EvidenceCache | None = None,
         tracer: trace.Tracer | None = None,
         observers: Sequence[EvaluationObserver] = (),
+        async_policy_engine: AsyncPolicyEngine | None = None,
+        record_async: Callable[[Decision], Awaitable[None]] | None = None,
+        audit_write_threads: int = 8,
     ) -> None:
+        """``async_policy_engine`` (the same engine, asked on the event loop) enables
+        :meth:`evaluate_warm`. ``record_async`` awaits a durable audit write; by default
+        :meth:`AuditLog.record` runs on ``audit_write_threads`` threads of the service's own
+        (never the shared pool), so concurrent writes still share a commit."""
+        self._async_engine = async_policy_engine
+        self._threaded_writes: _ThreadedAuditWrites | None = None
+        if record_async is None:
+            self._threaded_writes = _ThreadedAuditWrites(audit_log, audit_write_threads)
+            record_async = self._threaded_writes.record
+        self._record_async = record_async
         self._engine = policy_engine
         self._audit = audit_log
         self._collectors = tuple(collectors)
@@ -234,14 +250,7 @@ class EvaluationService:
         created_at: datetime,
         decisive: Mapping[str, tuple[Violation, ...]],
     ) -> _Outcome:
-        policy_input = build_policy_input(
-            request, [(g.reference, g.digest, g.evidence) for g in gathered], created_at
-        )
-        evidence_violations = tuple(
-            Violation(EVIDENCE_POLICY, reason, g.reference.original)
-            for g in gathered
-            for reason in g.failures
-        )
+        policy_input = _policy_input(request, gathered, created_at)
         try:
             with self._tracer.start_as_current_span("gatekeeper.policy.opa") as opa_span:
                 try:
@@ -252,18 +261,8 @@ class EvaluationService:
                 opa_span.set_attribute("gatekeeper.policy_revision", result.revision or "")
                 opa_span.set_attribute("gatekeeper.violation_count", len(result.violations))
         except PolicyEngineError as exc:
-            log.error("policy engine failed: %s", exc.render())
-            error = f"policy engine unavailable: {exc.message}"
-            failed = (*evidence_violations, Violation(ENGINE_POLICY, error))
-            verdict = (apply_enforcement_mode(request.mode, failed, ())
-                       if request.gate_failure_admits else Verdict.DENY)
-            return _Outcome(verdict, failed, (), None, error, policy_input, ())
-        violations = evidence_violations + _decisive_first(result.violations, decisive)
-        verdict = apply_enforcement_mode(request.mode, violations, result.warnings)
-        if evidence_violations and not request.gate_failure_admits:
-            verdict = Verdict.DENY  # evidence we could not gather fails closed in every mode
-        return _Outcome(verdict, violations, result.warnings, result.revision, None,
-                        policy_input, result.exceptions)
+            return _engine_failed(request, gathered, policy_input, exc)
+        return _interpret(request, gathered, policy_input, result, decisive)
 
     def _prefilter_violations(
         self, request: EvaluationRequest, created_at: datetime
@@ -307,7 +306,32 @@ class EvaluationService:
         record: bool = True,
     ) -> Decision:
         """Build the decision from the request's own fields, record it, return it."""
-        decision = Decision(
+        decision = self._new_decision(
+            request, created_at=created_at, verdict=verdict, images=images,
+            violations=violations, warnings=warnings, revision=revision, error=error,
+            latency_ms=latency_ms, policy_input=policy_input, exceptions=exceptions,
+        )
+        if record:
+            with self._audit_span(decision):
+                self._audit.record(decision)
+        return self._recorded(decision)
+
+    def _new_decision(
+        self,
+        request: EvaluationRequest,
+        *,
+        created_at: datetime,
+        verdict: Verdict,
+        images: tuple[ImageResult, ...],
+        violations: tuple[Violation, ...],
+        warnings: tuple[Violation, ...] = (),
+        revision: str | None = None,
+        error: str | None = None,
+        latency_ms: float = 0.0,
+        policy_input: Mapping[str, Any] | None = None,
+        exceptions: tuple[Mapping[str, Any], ...] = (),
+    ) -> Decision:
+        return Decision(
             decision_id=self._new_id(),
             created_at=created_at,
             source=request.source,
@@ -328,19 +352,24 @@ class EvaluationService:
             context=request.context,
             exceptions=exceptions,
         )
+
+    @contextmanager
+    def _audit_span(self, decision: Decision) -> Iterator[None]:
+        with self._tracer.start_as_current_span(
+            "gatekeeper.audit.write",
+            attributes={"gatekeeper.decision_id": decision.decision_id},
+        ) as audit_span:
+            try:
+                yield
+            except GatekeeperError as exc:
+                audit_span.set_status(trace.StatusCode.ERROR, exc.message)
+                raise
+
+    def _recorded(self, decision: Decision) -> Decision:
+        """After the write (or none, ``record=False``): the span's attributes, the observers."""
         current = trace.get_current_span()
         current.set_attribute("gatekeeper.decision_id", decision.decision_id)
         current.set_attribute("gatekeeper.verdict", decision.verdict.value)
-        if record:
-            with self._tracer.start_as_current_span(
-                "gatekeeper.audit.write",
-                attributes={"gatekeeper.decision_id": decision.decision_id},
-            ) as audit_span:
-                try:
-                    self._audit.record(decision)
-                except GatekeeperError as exc:
-                    audit_span.set_status(trace.StatusCode.ERROR, exc.message)
-                    raise
         for observer in self._observers:
             try:
                 observer.decision_recorded(decision)
@@ -434,6 +463,104 @@ class EvaluationService:
             except Exception:  # telemetry must never change a decision
                 log.exception("observer %s failed on step %s", type(observer).__name__, name)
 
+    # -- the warm admission path, on the event loop ---------------------------------------
+
+    def _warm_evidence(self, request: EvaluationRequest) -> list[_GatheredImage] | None:
+        """Every image's evidence without a network step (pinned, and from the cache of
+        admitted digests or no collector configured), or None when one needs a fetch."""
+        if (self._async_engine is None or request.source is not Source.ADMISSION
+                or request.registry_logins is not None):
+            return None
+        gathered: list[_GatheredImage] = []
+        for reference in request.images:
+            digest = reference.digest
+            if digest is None:
+                return None
+            if not self._collectors:
+                gathered.append(_GatheredImage(reference, digest, {}, ()))
+                continue
+            cached = (self._evidence_cache.get(_evidence_key(reference, digest, request))
+                      if self._evidence_cache is not None else None)
+            if cached is None:
+                return None
+            gathered.append(_GatheredImage(reference, digest, cached, (), cached=True))
+        return gathered
+
+    async def evaluate_warm(
+        self, request: EvaluationRequest, *, record: bool = True
+    ) -> Decision | None:
+        """:meth:`evaluate` on the running event loop when nothing needs the network but the
+        policy engine: every image pinned and its evidence cached (controller-made objects,
+        the validating webhook, re-admissions). One policy query (the prefilter is skipped,
+        as :meth:`evaluate` skips it when nothing is to be fetched), the audit write awaited
+        (durable before the answer). None, with nothing done, when some image needs the
+        network: the caller runs :meth:`evaluate` in a worker thread instead."""
+        gathered = self._warm_evidence(request)
+        if gathered is None:
+            return None
+        assert self._async_engine is not None
+        with self._tracer.start_as_current_span(
+            "gatekeeper.decision", attributes=_request_attributes(request)
+        ):
+            started = self._clock.monotonic()
+            created_at = self._clock.now()
+            policy_input = _policy_input(request, gathered, created_at)
+            try:
+                with self._tracer.start_as_current_span("gatekeeper.policy.opa") as opa_span:
+                    try:
+                        result = await self._async_engine.evaluate_async(policy_input)
+                    except PolicyEngineError as exc:
+                        opa_span.set_status(trace.StatusCode.ERROR, exc.message)
+                        raise
+                    opa_span.set_attribute("gatekeeper.policy_revision", result.revision or "")
+                    opa_span.set_attribute("gatekeeper.violation_count",
+                                           len(result.violations))
+                outcome = _interpret(request, gathered, policy_input, result, {})
+            except PolicyEngineError as exc:
+                outcome = _engine_failed(request, gathered, policy_input, exc)
+            decision = self._new_decision(
+                request, created_at=created_at, verdict=outcome.verdict,
+                images=tuple(ImageResult(g.reference, g.digest, g.evidence) for g in gathered),
+                violations=outcome.violations, warnings=outcome.warnings,
+                revision=outcome.revision, error=outcome.error,
+                latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
+                policy_input=outcome.policy_input, exceptions=outcome.exceptions,
+            )
+            if record:
+                with self._audit_span(decision):
+                    await self._record_async(decision)
+            return self._recorded(decision)
+
+    async def record_without_evaluation_async(
+        self,
+        request: EvaluationRequest,
+        *,
+        verdict: Verdict,
+        violations: Sequence[Violation],
+        error: str | None = None,
+        record: bool = True,
+    ) -> Decision:
+        """:meth:`record_without_evaluation` with the audit write awaited on the event loop."""
+        if not violations and verdict is not Verdict.ALLOW:
+            raise ValueError("a deny or warn without evaluation needs at least one violation")
+        with self._tracer.start_as_current_span(
+            "gatekeeper.decision", attributes=_request_attributes(request)
+        ):
+            decision = self._new_decision(
+                request, created_at=self._clock.now(), verdict=verdict,
+                images=tuple(ImageResult(ref, ref.digest, {}) for ref in request.images),
+                violations=tuple(violations), error=error,
+            )
+            if record:
+                with self._audit_span(decision):
+                    await self._record_async(decision)
+            return self._recorded(decision)
+
+    def close(self) -> None:
+        """Wait for the audit writes under way (their callers are answered after them)."""
+        if self._threaded_writes is not None:
+            self._threaded_writes.close()
+
     def record_rejection(
         self, request: EvaluationRequest, violations: Sequence[Violation]
     ) -> Decision:
@@ -502,6 +629,70 @@ class _Outcome:
     error: str | None
     policy_input: Mapping[str, Any]
     exceptions: tuple[Mapping[str, Any], ...]
+
+
+class _ThreadedAuditWrites:
+    """An awaitable :meth:`AuditLog.record`: the write runs on threads of its own (not the
+    shared pool), so the event loop never blocks on the database or its fsync and writes from
+    concurrent requests still meet in one group commit. The one place to swap for an audit
+    log's own awaitable writer (``record_async=`` of :class:`EvaluationService`)."""
+
+    def __init__(self, audit_log: AuditLog, threads: int) -> None:
+        self._audit = audit_log
+        self._pool = ThreadPoolExecutor(max_workers=max(1, threads),
+                                        thread_name_prefix="gatekeeper-audit-write")
+
+    async def record(self, decision: Decision) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._audit.record, decision)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def _policy_input(
+    request: EvaluationRequest, gathered: Sequence[_GatheredImage], created_at: datetime
+) -> dict[str, Any]:
+    return build_policy_input(
+        request, [(g.reference, g.digest, g.evidence) for g in gathered], created_at
+    )
+
+
+def _evidence_violations(gathered: Sequence[_GatheredImage]) -> tuple[Violation, ...]:
+    return tuple(
+        Violation(EVIDENCE_POLICY, reason, g.reference.original)
+        for g in gathered
+        for reason in g.failures
+    )
+
+
+def _engine_failed(
+    request: EvaluationRequest,
+    gathered: Sequence[_GatheredImage],
+    policy_input: Mapping[str, Any],
+    exc: PolicyEngineError,
+) -> _Outcome:
+    log.error("policy engine failed: %s", exc.render())
+    error = f"policy engine unavailable: {exc.message}"
+    failed = (*_evidence_violations(gathered), Violation(ENGINE_POLICY, error))
+    verdict = (apply_enforcement_mode(request.mode, failed, ())
+               if request.gate_failure_admits else Verdict.DENY)
+    return _Outcome(verdict, failed, (), None, error, policy_input, ())
+
+
+def _interpret(
+    request: EvaluationRequest,
+    gathered: Sequence[_GatheredImage],
+    policy_input: Mapping[str, Any],
+    result: PolicyResult,
+    decisive: Mapping[str, tuple[Violation, ...]],
+) -> _Outcome:
+    evidence_violations = _evidence_violations(gathered)
+    violations = evidence_violations + _decisive_first(result.violations, decisive)
+    verdict = apply_enforcement_mode(request.mode, violations, result.warnings)
+    if evidence_violations and not request.gate_failure_admits:
+        verdict = Verdict.DENY  # evidence we could not gather fails closed in every mode
+    return _Outcome(verdict, violations, result.warnings, result.revision, None,
+                    policy_input, result.exceptions)
 
 
 def _decisive_first(

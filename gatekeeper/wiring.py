@@ -244,6 +244,7 @@ class Container:
         elif isinstance(self.policy_engine, OpaPolicyEngine):
             self.policy_engine.close()
         self.registry.close()
+        self.service.close()  # audit writes under way finish first
         self.audit_log.close()
         if self.policy_state_tmp is not None:
             shutil.rmtree(self.policy_state_tmp, ignore_errors=True)
@@ -374,6 +375,10 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         collectors=collectors,
         digest_resolver=registry if settings.resolve_digests else None,
         prefilter=engine if isinstance(engine, OpaPolicyEngine) else None,
+        # the embedded OPA is also asked on the event loop (warm admissions); a sidecar's
+        # revision lookup blocks, so it keeps the worker-thread path
+        async_policy_engine=(engine if isinstance(engine, OpaPolicyEngine)
+                             and engine.evaluates_async else None),
         evidence_cache=(
             EvidenceCache(
                 ttl_seconds=settings.evidence_cache_ttl_seconds,
@@ -396,6 +401,9 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         sidecar_url=settings.opa_url,
         # an exception's tags are pinned to the digests the registry serves when approved
         tag_resolver=lambda text: str(registry.resolve_digest(parse_image_reference(text))),
+        # the embedded engine learns the revision it serves from the lifecycle (no directory
+        # walk per decision)
+        on_revision=embedded.served_revision.set if embedded is not None else None,
     )
     return Container(
         policy_lifecycle=lifecycle,

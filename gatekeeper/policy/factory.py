@@ -49,10 +49,11 @@ def create_policy_lifecycle(
     timeout: float = 5.0,
     clock: Callable[[], datetime] | None = None,
     tag_resolver: Callable[[str], str] | None = None,
+    on_revision: Callable[[str], None] | None = None,
 ) -> PolicyLifecycle:
     """The lifecycle for an embedded OPA (``state`` + ``embedded_socket``) or a sidecar
     (``sidecar_url``: exceptions go to its Data API; it pulls the active revision as a bundle
-    from ``GET /v1/policies/bundle``)."""
+    from ``GET /v1/policies/bundle``). ``on_revision``: see :class:`PolicyLifecycle`."""
     from gatekeeper.policy.replay import SqlDecisionHistory
     from gatekeeper.policy.store import SqlPolicyStore
 
@@ -79,4 +80,5 @@ def create_policy_lifecycle(
         opa_client=opa_client,
         clock=clock,
         tag_resolver=tag_resolver,
+        on_revision=on_revision,
     )

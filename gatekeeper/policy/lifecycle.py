@@ -74,8 +74,13 @@ class PolicyLifecycle:
         opa_client: httpx.Client | None = None,
         clock: Callable[[], datetime] | None = None,
         tag_resolver: Callable[[str], str] | None = None,
+        on_revision: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_revision``: told the revision id each time :meth:`sync` has materialised the
+        active revision (and, when it waits, seen the engine serve it), so the engine knows
+        the revision it serves without re-hashing its directory per decision."""
         self.store = store
+        self._on_revision = on_revision
         #: ``registry/repository:tag`` -> ``sha256:...`` (the registry), for approvals
         self.tag_resolver = tag_resolver
         self._checker = checker
@@ -160,6 +165,8 @@ class PolicyLifecycle:
                 self._publisher.publish(document)
             if wait and record is not None and self._opa_client is not None:
                 self._wait_loaded(record.files, document)
+            if record is not None and self._active_dir is not None and self._on_revision:
+                self._on_revision(record.revision_id)
             self._seen_head = head
             return True
 

@@ -12,6 +12,7 @@ from gatekeeper.domain.ports.attestations import (
 )
 from gatekeeper.domain.ports.audit import AuditLog, DecisionPage, DecisionQuery, SpooledAuditLog
 from gatekeeper.domain.ports.evaluation import (
+    AsyncPolicyEngine,
     Clock,
     DigestResolver,
     EvaluationObserver,
@@ -52,6 +53,7 @@ from gatekeeper.domain.ports.vex import (
 )
 
 __all__ = [
+    "AsyncPolicyEngine",
     "AuditLog",
     "BasicCredentials",
     "BindingMethod",
