@@ -7,6 +7,7 @@ Both doors (the REST API / CLI for pipelines, the admission webhook for Kubernet
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -205,7 +206,8 @@ class EvaluationService:
         context = EvidenceContext(
             environment=request.environment, namespace=request.namespace, deadline=deadline
         )
-        decisive = self._prefilter_violations(request, created_at)  # (1)
+        asked = self._prefilter_violations(request, created_at)  # (1)
+        decisive = asked or {}
         # The workload's own pull secrets, when it carries them, for this evaluation only.
         with workload_logins(request.registry_logins):
             gathered = [
@@ -224,6 +226,11 @@ class EvaluationService:
                 decisive = {}
                 gathered = [self._gather(g.reference, context, request, ()) if g.skipped
                             else g for g in gathered]  # (4)
+        if asked is None and outcome.violations and outcome.error is None:
+            # (1) skipped for lately admitted repositories, yet something is wrong: the
+            # network-free rules' reasons first, as if they had been asked before
+            outcome = dataclasses.replace(outcome, violations=_decisive_first(
+                outcome.violations, self._ask_prefilter(request, created_at)))
         if (request.source is Source.ADMISSION and outcome.verdict is not Verdict.DENY
                 and request.registry_logins is None):
             # Evidence read with a workload's own logins is not offered to other workloads.
@@ -266,14 +273,28 @@ class EvaluationService:
 
     def _prefilter_violations(
         self, request: EvaluationRequest, created_at: datetime
-    ) -> dict[str, tuple[Violation, ...]]:
-        """(1) Violations of the network-free rules, by image, when they will deny anyway."""
+    ) -> dict[str, tuple[Violation, ...]] | None:
+        """(1) Violations of the network-free rules, by image, when they will deny anyway;
+        None when they were not asked because every image was admitted here lately."""
         if (
             self._prefilter is None
             or request.mode is not EnforcementMode.ENFORCE
             or all(self._nothing_to_fetch(ref, request) for ref in request.images)
         ):
             return {}  # nothing would be fetched: the policy evaluation alone decides
+        if all(self._nothing_to_fetch(ref, request) or self._admitted_lately(ref, request)
+               for ref in request.images):
+            # Only tags of repositories admitted here lately (their registry passed these
+            # rules then): resolving them is one request to an allowed registry, and their
+            # evidence is likely cached. Should the policy deny, the prefilter is asked after
+            # the decision, to put the decisive reasons first (see ``_evaluate``).
+            return None
+        return self._ask_prefilter(request, created_at)
+
+    def _ask_prefilter(
+        self, request: EvaluationRequest, created_at: datetime
+    ) -> dict[str, tuple[Violation, ...]]:
+        assert self._prefilter is not None
         document = build_policy_input(
             request, [(ref, ref.digest, {}) for ref in request.images], created_at
         )
@@ -432,6 +453,15 @@ class EvaluationService:
             request.source is Source.ADMISSION
             and self._evidence_cache is not None
             and self._evidence_cache.contains(_evidence_key(reference, reference.digest, request))
+        )
+
+    def _admitted_lately(self, reference: ImageReference, request: EvaluationRequest) -> bool:
+        return (
+            request.source is Source.ADMISSION
+            and request.registry_logins is None
+            and self._evidence_cache is not None
+            and self._evidence_cache.admitted_lately(
+                reference.name, request.environment, request.namespace)
         )
 
     def _remember_evidence(
