@@ -49,7 +49,7 @@ def create_policy_lifecycle(
     timeout: float = 5.0,
     clock: Callable[[], datetime] | None = None,
     tag_resolver: Callable[[str], str] | None = None,
-    on_revision: Callable[[str], None] | None = None,
+    on_revision: Callable[[str | None], None] | None = None,
 ) -> PolicyLifecycle:
     """The lifecycle for an embedded OPA (``state`` + ``embedded_socket``) or a sidecar
     (``sidecar_url``: exceptions go to its Data API; it pulls the active revision as a bundle

@@ -74,11 +74,12 @@ class PolicyLifecycle:
         opa_client: httpx.Client | None = None,
         clock: Callable[[], datetime] | None = None,
         tag_resolver: Callable[[str], str] | None = None,
-        on_revision: Callable[[str], None] | None = None,
+        on_revision: Callable[[str | None], None] | None = None,
     ) -> None:
-        """``on_revision``: told the revision id each time :meth:`sync` has materialised the
-        active revision (and, when it waits, seen the engine serve it), so the engine knows
-        the revision it serves without re-hashing its directory per decision."""
+        """``on_revision``: told ``None`` before :meth:`sync` rewrites the active directory
+        (the engine then hashes the directory, as it would without a lifecycle), and the
+        revision id once it has materialised it and, when it waits, seen the engine serve
+        it: between two changes the engine knows its revision without a directory walk."""
         self.store = store
         self._on_revision = on_revision
         #: ``registry/repository:tag`` -> ``sha256:...`` (the registry), for approvals
@@ -160,6 +161,8 @@ class PolicyLifecycle:
             record = self.store.get_revision(active) if active else None
             document = exceptions_document(self.store.list_exceptions())
             if record is not None and self._active_dir is not None:
+                if self._on_revision is not None:
+                    self._on_revision(None)  # changing: OPA reloads on its own time
                 replace_tree(self._active_dir, record.files)
             if self._publisher is not None:
                 self._publisher.publish(document)

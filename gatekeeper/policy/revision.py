@@ -74,19 +74,20 @@ class DirectoryRevision:
 class ServedRevision:
     """The revision an embedded OPA serves, as the policy lifecycle last materialised it.
 
-    The lifecycle writes the active revision's files into the directory OPA watches, waits
-    until OPA serves them, then calls :meth:`set` with the revision id (the hash of exactly
-    those files, so the same value :class:`DirectoryRevision` would compute). From then on
-    :meth:`current` is an attribute read: no directory walk per decision. Until the lifecycle
-    has said anything (an engine without a lifecycle, as in tests that drop a policy file into
-    the directory), ``fallback`` answers, e.g. ``DirectoryRevision(directory).current``.
+    The lifecycle calls :meth:`set` with None before it rewrites the directory OPA watches,
+    and with the revision id (the hash of exactly those files, the value
+    :class:`DirectoryRevision` computes) once OPA serves them. Between two changes
+    :meth:`current` is an attribute read: no directory walk per decision. While a change is
+    under way, and before the lifecycle has said anything (an engine without a lifecycle, as in
+    tests that drop a policy file into the directory), ``fallback`` answers, e.g.
+    ``DirectoryRevision(directory).current``: the same answer as without a lifecycle.
     """
 
     def __init__(self, fallback: Callable[[], str]) -> None:
         self._fallback = fallback
         self._known: str | None = None
 
-    def set(self, revision: str) -> None:
+    def set(self, revision: str | None) -> None:
         self._known = revision  # one reference assignment: atomic for readers
 
     def current(self) -> str:
