@@ -7,6 +7,7 @@ Both doors (the REST API / CLI for pipelines, the admission webhook for Kubernet
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 import time
@@ -157,6 +158,9 @@ class EvaluationService:
         :meth:`AuditLog.record` runs on ``audit_write_threads`` threads of the service's own
         (never the shared pool), so concurrent writes still share a commit."""
         self._async_engine = async_policy_engine
+        #: Tag resolutions of the warm path (a blocking registry client): a pool of its own.
+        self._resolve_pool = ThreadPoolExecutor(max_workers=4,
+                                                thread_name_prefix="gatekeeper-resolve")
         self._threaded_writes: _ThreadedAuditWrites | None = None
         if record_async is None:
             self._threaded_writes = _ThreadedAuditWrites(audit_log, audit_write_threads)
@@ -495,17 +499,37 @@ class EvaluationService:
 
     # -- the warm admission path, on the event loop ---------------------------------------
 
-    def _warm_evidence(self, request: EvaluationRequest) -> list[_GatheredImage] | None:
-        """Every image's evidence without a network step (pinned, and from the cache of
-        admitted digests or no collector configured), or None when one needs a fetch."""
+    async def _warm_evidence(
+        self, request: EvaluationRequest, deadline: float | None
+    ) -> list[_GatheredImage] | None:
+        """Every image's evidence from the cache of admitted digests (or no collector
+        configured), or None when one needs a fetch. Tags are resolved first (one registry
+        request each, on the service's resolver threads) only when every tag names a
+        repository admitted here lately; a failed resolution is also None (the worker-thread
+        path then decides, saying why)."""
         if (self._async_engine is None or request.source is not Source.ADMISSION
                 or request.registry_logins is not None):
             return None
+        tags = [ref for ref in request.images if ref.digest is None]
+        resolved: dict[str, Digest] = {}
+        if tags:
+            if (self._resolver is None
+                    or not all(self._admitted_lately(ref, request) for ref in tags)):
+                return None
+            context = EvidenceContext(environment=request.environment,
+                                      namespace=request.namespace, deadline=deadline)
+            loop = asyncio.get_running_loop()
+            outcomes = await asyncio.gather(*(
+                loop.run_in_executor(self._resolve_pool, contextvars.copy_context().run,
+                                     self._resolve_step, ref, context)
+                for ref in tags))
+            for ref, digest in zip(tags, outcomes, strict=True):
+                if digest is None:
+                    return None
+                resolved[ref.original] = digest
         gathered: list[_GatheredImage] = []
         for reference in request.images:
-            digest = reference.digest
-            if digest is None:
-                return None
+            digest = reference.digest or resolved[reference.original]
             if not self._collectors:
                 gathered.append(_GatheredImage(reference, digest, {}, ()))
                 continue
@@ -516,16 +540,28 @@ class EvaluationService:
             gathered.append(_GatheredImage(reference, digest, cached, (), cached=True))
         return gathered
 
+    def _resolve_step(self, reference: ImageReference, context: EvidenceContext) -> Digest | None:
+        assert self._resolver is not None
+        with self._step("digest", {"gatekeeper.image": reference.original}) as step:
+            try:
+                digest = self._resolver.resolve(reference, context)
+            except GatekeeperError as exc:
+                step.fail(exc.message)
+                return None
+            step.outcome = "resolved"
+            return digest
+
     async def evaluate_warm(
-        self, request: EvaluationRequest, *, record: bool = True
+        self, request: EvaluationRequest, *, deadline: float | None = None, record: bool = True
     ) -> Decision | None:
         """:meth:`evaluate` on the running event loop when nothing needs the network but the
         policy engine: every image pinned and its evidence cached (controller-made objects,
-        the validating webhook, re-admissions). One policy query (the prefilter is skipped,
-        as :meth:`evaluate` skips it when nothing is to be fetched), the audit write awaited
-        (durable before the answer). None, with nothing done, when some image needs the
-        network: the caller runs :meth:`evaluate` in a worker thread instead."""
-        gathered = self._warm_evidence(request)
+        the validating webhook, re-admissions), or tags of repositories admitted here lately
+        whose resolved digests' evidence is cached. One policy query (the prefilter is
+        skipped, as :meth:`evaluate` skips it then), the audit write awaited (durable before
+        the answer). None, with nothing recorded, when some image needs more than its digest
+        from the network: the caller runs :meth:`evaluate` in a worker thread instead."""
+        gathered = await self._warm_evidence(request, deadline)
         if gathered is None:
             return None
         assert self._async_engine is not None
@@ -548,6 +584,15 @@ class EvaluationService:
                 outcome = _interpret(request, gathered, policy_input, result, {})
             except PolicyEngineError as exc:
                 outcome = _engine_failed(request, gathered, policy_input, exc)
+            if (outcome.violations and outcome.error is None and self._prefilter is not None
+                    and request.mode is EnforcementMode.ENFORCE
+                    and any(ref.digest is None for ref in request.images)):
+                # tags: the prefilter was skipped as in ``_prefilter_violations``; asked now
+                # (a blocking query: off the loop) to put the decisive reasons first
+                decisive = await asyncio.get_running_loop().run_in_executor(
+                    self._resolve_pool, self._ask_prefilter, request, created_at)
+                outcome = dataclasses.replace(
+                    outcome, violations=_decisive_first(outcome.violations, decisive))
             decision = self._new_decision(
                 request, created_at=created_at, verdict=outcome.verdict,
                 images=tuple(ImageResult(g.reference, g.digest, g.evidence) for g in gathered),
@@ -588,6 +633,7 @@ class EvaluationService:
 
     def close(self) -> None:
         """Wait for the audit writes under way (their callers are answered after them)."""
+        self._resolve_pool.shutdown(wait=True)
         if self._threaded_writes is not None:
             self._threaded_writes.close()
 

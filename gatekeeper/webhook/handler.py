@@ -104,7 +104,7 @@ class Evaluator(Protocol):
         ...
 
     async def evaluate_warm(
-        self, request: EvaluationRequest, *, record: bool = True
+        self, request: EvaluationRequest, *, deadline: float | None = None, record: bool = True
     ) -> Decision | None:
         ...
 
@@ -188,7 +188,7 @@ class AdmissionHandler:
         # (5) warm: on the event loop, within the budget (6)
         task: asyncio.Future[Decision | None] | None = None
         try:
-            task = asyncio.ensure_future(self._warm(prepared))
+            task = asyncio.ensure_future(self._warm(prepared, started))
             # shielded: at the deadline the evaluation goes on and is recorded (as in a thread)
             warm_decision = await asyncio.wait_for(asyncio.shield(task), timeout=remaining)
         except TimeoutError:
@@ -246,20 +246,22 @@ class AdmissionHandler:
             annotations={"decision-id": decision.decision_id, "verdict": "deny"},
         )
 
-    def _warm(self, prepared: Prepared) -> Awaitable[Decision | None]:
+    def _warm(self, prepared: Prepared, started: float) -> Awaitable[Decision | None]:
         """(4) an UPDATE that changes no image: admitted and recorded as such; else (5) the
         warm evaluation (None when an image needs the network)."""
         if not prepared.images and not prepared.workload_changed:
             return self._evaluator.record_without_evaluation_async(
                 prepared.request, verdict=Verdict.ALLOW, violations=(), record=prepared.record)
-        return self._evaluator.evaluate_warm(prepared.request, record=prepared.record)
+        return self._evaluator.evaluate_warm(
+            prepared.request, deadline=self._evidence_deadline(started), record=prepared.record)
+
+    def _evidence_deadline(self, started: float) -> float:
+        budget = self.settings.budget_seconds
+        return started + budget - min(_RESERVE_MAX_SECONDS, budget * _RESERVE_SHARE)
 
     def _submit(self, prepared: Prepared, started: float) -> Future[Decision]:
-        budget = self.settings.budget_seconds
-        reserve = min(_RESERVE_MAX_SECONDS, budget * _RESERVE_SHARE)
-        evidence_deadline = started + budget - reserve
         return self._executor.submit(
-            self._evaluator.evaluate, prepared.request, deadline=evidence_deadline,
+            self._evaluator.evaluate, prepared.request, deadline=self._evidence_deadline(started),
             record=prepared.record,
         )
 
@@ -336,7 +338,9 @@ class AdmissionHandler:
                 f"{item.location.field_path} ({item.location.image})"
                 for item in prepared.images
             )
-            what = f"evaluation of {pending} did not finish (registry, verifier or policy engine)"
+            what = (f"evaluation of {pending} did not finish (registry, verifier or policy engine)"
+                    if pending else "the record of an update that changed no image did not "
+                    "finish (audit store)")
             # The evaluation goes on and is recorded by the service; log the link to this uid.
             if isinstance(future, Future):
                 future.add_done_callback(lambda done: _log_late(prepared.uid, done))

@@ -13,6 +13,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
+
 from gatekeeper.domain import Decision, PolicyResult
 from gatekeeper.evidence_cache import EvidenceCache
 from gatekeeper.service import EvaluationService
@@ -61,10 +63,10 @@ class ThreadNotingAudit(MemoryAuditLog):
 
 
 def _service(engine: AsyncPrefilterEngine, audit: MemoryAuditLog, collector: CountingCollector,
-             resolver: TableDigestResolver) -> EvaluationService:
+             resolver: TableDigestResolver, *, on_loop: bool = True) -> EvaluationService:
     return EvaluationService(
         policy_engine=engine, audit_log=audit, collectors=[collector], digest_resolver=resolver,
-        prefilter=engine, async_policy_engine=engine,
+        prefilter=engine, async_policy_engine=engine if on_loop else None,
         evidence_cache=EvidenceCache(ttl_seconds=60, max_entries=64))
 
 
@@ -135,27 +137,34 @@ def test_an_update_that_changes_no_image_is_recorded_without_a_worker_thread() -
     assert response.audit_annotations["decision-id"] == audit.records[0].decision_id
 
 
-def test_a_tag_of_a_repository_admitted_lately_skips_the_prefilter() -> None:
+@pytest.mark.parametrize("on_loop", [True, False])
+def test_a_tag_of_a_repository_admitted_lately_skips_the_prefilter(on_loop: bool) -> None:
     engine, audit = AsyncPrefilterEngine(), ThreadNotingAudit()
-    handler = AdmissionHandler(
-        _service(engine, audit, CountingCollector(), TableDigestResolver()),
-        AdmissionSettings())
+    collector, resolver = CountingCollector(), TableDigestResolver()
+    handler = AdmissionHandler(_service(engine, audit, collector, resolver, on_loop=on_loop),
+                               AdmissionSettings())
     deployment = load("deployment-create")
-    assert answer(handler, deployment, webhook="mutate").allowed
-    assert len(engine.prefilter_inputs) == 1
+    first = answer(handler, deployment, webhook="mutate")
+    assert first.allowed and len(engine.prefilter_inputs) == 1 and resolver.calls == 3
 
     again = load("deployment-create")
     again["request"]["uid"] = "00000000-0000-4000-8000-00000000beef"
-    assert answer(handler, again, webhook="mutate").allowed
+    second = answer(handler, again, webhook="mutate")
 
+    assert second.allowed and second.patch == first.patch  # the tags pinned again
     assert len(engine.prefilter_inputs) == 1  # every repository was admitted here lately
+    assert resolver.calls == 6 and len(collector.calls) == 4  # tags resolved, evidence cached
+    # with an engine asked on the event loop, only the resolutions leave it
+    assert engine.threads[-1].startswith("loop:" if on_loop else "gatekeeper-admission")
 
 
-def test_a_deny_after_a_skipped_prefilter_still_puts_the_decisive_reason_first() -> None:
+@pytest.mark.parametrize("on_loop", [True, False])
+def test_a_deny_after_a_skipped_prefilter_still_puts_the_decisive_reason_first(
+        on_loop: bool) -> None:
     hub = "busybox:1.36"
     engine, audit = AsyncPrefilterEngine(), ThreadNotingAudit()
     handler = AdmissionHandler(
-        _service(engine, audit, CountingCollector(), TableDigestResolver()),
+        _service(engine, audit, CountingCollector(), TableDigestResolver(), on_loop=on_loop),
         AdmissionSettings())
     assert answer(handler, load("deployment-create"), webhook="mutate").allowed
     # the allow-list changes after busybox was admitted: a network-free reason, and another
