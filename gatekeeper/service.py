@@ -159,8 +159,7 @@ class EvaluationService:
         (never the shared pool), so concurrent writes still share a commit."""
         self._async_engine = async_policy_engine
         #: Tag resolutions of the warm path (a blocking registry client): a pool of its own.
-        self._resolve_pool = ThreadPoolExecutor(max_workers=4,
-                                                thread_name_prefix="gatekeeper-resolve")
+        self._resolve_pool = _resolver_pool()
         self._threaded_writes: _ThreadedAuditWrites | None = None
         if record_async is None:
             self._threaded_writes = _ThreadedAuditWrites(audit_log, audit_write_threads)
@@ -634,6 +633,7 @@ class EvaluationService:
     def close(self) -> None:
         """Wait for the audit writes under way (their callers are answered after them)."""
         self._resolve_pool.shutdown(wait=True)
+        self._resolve_pool = _resolver_pool()  # threads start lazily: a restart finds one
         if self._threaded_writes is not None:
             self._threaded_writes.close()
 
@@ -715,14 +715,25 @@ class _ThreadedAuditWrites:
 
     def __init__(self, audit_log: AuditLog, threads: int) -> None:
         self._audit = audit_log
-        self._pool = ThreadPoolExecutor(max_workers=max(1, threads),
-                                        thread_name_prefix="gatekeeper-audit-write")
+        self._threads = max(1, threads)
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=self._threads,
+                                  thread_name_prefix="gatekeeper-audit-write")
 
     async def record(self, decision: Decision) -> None:
         await asyncio.get_running_loop().run_in_executor(self._pool, self._audit.record, decision)
 
     def close(self) -> None:
+        """Wait for the writes under way; a later write gets a new pool (threads start
+        lazily, so an unused pool costs nothing)."""
         self._pool.shutdown(wait=True)
+        self._pool = self._new_pool()
+
+
+def _resolver_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="gatekeeper-resolve")
 
 
 def _policy_input(

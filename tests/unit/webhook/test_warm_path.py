@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -180,3 +181,37 @@ def test_a_deny_after_a_skipped_prefilter_still_puts_the_decisive_reason_first(
         f"spec.template.spec.initContainers[0].image ({hub}): registry \"docker.io\" is not "
         f"allowed; spec.template.spec.initContainers[0].image ({hub}): an SBOM is required "
         f"(decision {audit.records[-1].decision_id})")
+
+
+class SlowOnceAudit(ThreadNotingAudit):
+    """The first write hangs (a locked database), the others are quick."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def record(self, decision: Decision) -> None:
+        if not self.records:
+            time.sleep(self.seconds)
+        super().record(decision)
+
+
+def test_a_warm_evaluation_past_the_budget_is_answered_and_still_recorded() -> None:
+    audit = SlowOnceAudit(0.8)
+    engine = AsyncPrefilterEngine()
+    service = _service(engine, audit, CountingCollector(), TableDigestResolver())
+    handler = AdmissionHandler(service, AdmissionSettings(budget_seconds=0.3,
+                                                          webhook_timeout_seconds=1.0))
+    update = as_update(load("pod-create"),
+                       lambda obj: obj["metadata"].setdefault("labels", {}).update(tier="x"))
+    started = time.monotonic()
+
+    response = answer(handler, update, webhook="validate")
+
+    assert time.monotonic() - started < 1.6
+    assert (response.allowed, response.code) == (False, 504)
+    assert response.message.startswith(
+        "the record of an update that changed no image did not finish (audit store) within "
+        "the admission budget of 0.3s (decision ")
+    service.close()  # the late write finishes: both answers are in the trail
+    assert sorted(d.verdict.value for d in audit.records) == ["allow", "deny"]
