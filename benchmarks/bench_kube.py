@@ -24,7 +24,6 @@ at concurrency 1. Traffic goes to 127.0.0.1 only; every loop is bounded by its r
 from __future__ import annotations
 
 import argparse
-import base64
 import http.client
 import json
 import multiprocessing
@@ -45,7 +44,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_admission import push_images  # noqa: E402
+from benchmarks.bench_admission import push_images, tree_cpu_seconds  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     free_port,
     http_status,
@@ -81,8 +80,11 @@ def control_plane(directory: Path) -> Iterator[Path]:
 
 def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
     binary = os.environ.get("GATEKEEPER_KUBECTL") or str(KUBECTL)
-    return subprocess.run([binary, "--kubeconfig", str(kubeconfig), *args], input=stdin,
-                          capture_output=True, text=True, check=True, timeout=60).stdout
+    done = subprocess.run([binary, "--kubeconfig", str(kubeconfig), *args], input=stdin,
+                          capture_output=True, text=True, check=False, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()[:2000]}")
+    return done.stdout
 
 
 def api_endpoint(kubeconfig: Path) -> dict[str, str]:
@@ -98,8 +100,8 @@ def api_endpoint(kubeconfig: Path) -> dict[str, str]:
 # -- the gatekeeper (a child process) and its registration ----------------------------------
 
 @contextmanager
-def running_gatekeeper(directory: Path, registry: str) -> Iterator[tuple[str, bytes]]:
-    """``gatekeeper serve`` over HTTPS on loopback; yields its URL and the CA's PEM."""
+def running_gatekeeper(directory: Path, registry: str) -> Iterator[tuple[str, Path, int]]:
+    """``gatekeeper serve`` over HTTPS on loopback; yields its URL, the CA file and its pid."""
     from tests.unit.webhook.certificates import CertificateAuthority
 
     ca = CertificateAuthority(directory)
@@ -129,28 +131,19 @@ def running_gatekeeper(directory: Path, registry: str) -> Iterator[tuple[str, by
     try:
         wait_until(lambda: http_status("127.0.0.1", port, "/readyz", context=context) == 200,
                    what="gatekeeper", process=process, log=directory / "gatekeeper.log")
-        yield f"https://127.0.0.1:{port}", ca.cert_file.read_bytes()
+        yield f"https://127.0.0.1:{port}", ca.cert_file, process.pid
     finally:
         stop(process)
         log.close()
 
 
-def webhook_configurations(url: str, ca_pem: bytes) -> list[dict[str, Any]]:
-    """The chart's webhook configurations with ``url:`` clientConfigs (as the kube tests do)."""
-    helm = os.environ.get("GATEKEEPER_HELM") or str(REPO / ".tools" / "bin" / "helm")
-    chart = REPO / "charts" / "gatekeeper"
-    text = subprocess.run(
-        [helm, "template", "gatekeeper", str(chart), "--namespace", "gatekeeper-system",
-         "--kube-version", "1.35.8", "--values", str(chart / "ci" / "test-values.yaml")],
-        capture_output=True, text=True, check=True, timeout=120).stdout
-    documents = [doc for doc in yaml.safe_load_all(text) if doc and doc["kind"] in
-                 ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")]
-    for document in documents:
-        for webhook in document["webhooks"]:
-            path = webhook["clientConfig"].pop("service")["path"]
-            webhook["clientConfig"]["url"] = url + path
-            webhook["clientConfig"]["caBundle"] = base64.b64encode(ca_pem).decode()
-    return documents
+def webhook_configurations(url: str, ca_file: Path) -> list[dict[str, Any]]:
+    """The chart's mutating and validating configurations, rendered as manifests with
+    ``admission.url`` (``url:`` clientConfigs) and the CA in every ``caBundle``, as
+    ``tests/integration/kube_cluster.py`` renders them."""
+    from tests.integration.kube_cluster import rendered_webhook_configurations
+
+    return rendered_webhook_configurations(ca_file, url)
 
 
 # -- load ------------------------------------------------------------------------------------
@@ -214,6 +207,8 @@ def report(label: str, concurrency: int, figures: dict[str, Any],
     line = (f"{label:<16} concurrency {concurrency:>2}: {figures['requests']:>5} Pods, "
             f"{figures['errors']} errors, p50 {figures['p50_ms']:7.2f} ms, "
             f"p99 {figures['p99_ms']:7.2f} ms, {figures['per_second']:7.1f} Pods/s")
+    if "cpu_ms" in figures:
+        line += f", gatekeeper CPU {figures['cpu_ms']:5.2f} ms/Pod"
     if baseline is not None:
         line += (f"  | vs no webhook: p50 +{figures['p50_ms'] - baseline['p50_ms']:.2f} ms "
                  f"(x{figures['p50_ms'] / baseline['p50_ms']:.1f}), throughput "
@@ -247,7 +242,7 @@ def main() -> None:
         (directory / "gatekeeper").mkdir()
         with running_registry(directory) as registry, \
                 control_plane(directory / "cluster") as kubeconfig, \
-                running_gatekeeper(directory / "gatekeeper", registry) as (url, ca_pem):
+                running_gatekeeper(directory / "gatekeeper", registry) as (url, ca_file, pid):
             digest = push_images(registry, 1)
             image = f"{registry}/acme/web:v0"
             endpoint = api_endpoint(kubeconfig)
@@ -264,18 +259,25 @@ def main() -> None:
                 baseline[concurrency] = run_load(pool, endpoint, image, concurrency,
                                                  args.requests)
                 report("no webhook", concurrency, baseline[concurrency], None)
-            documents = webhook_configurations(url, ca_pem)
+            documents = webhook_configurations(url, ca_file)
             kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
             wait_for_webhook(pool, endpoint, image, f"{image}@{digest}")
             run_load(pool, endpoint, image, max(levels), 100)  # warm-up through the webhooks
-            for concurrency in levels:
+            def measured(concurrency: int) -> dict[str, Any]:
+                """The load, and the CPU the gatekeeper and its OPA spent per Pod (user +
+                system, from /proc): stable where the shared machine's latency is not."""
+                cpu = tree_cpu_seconds(pid)
                 figures = run_load(pool, endpoint, image, concurrency, args.requests)
-                report("both webhooks", concurrency, figures, baseline[concurrency])
+                figures["cpu_ms"] = (tree_cpu_seconds(pid) - cpu) * 1000 / figures["requests"]
+                return figures
+
+            for concurrency in levels:
+                report("both webhooks", concurrency, measured(concurrency), baseline[concurrency])
             kubectl(kubeconfig, "delete", "mutatingwebhookconfiguration", "gatekeeper")
             time.sleep(2)  # the API server drops the registration asynchronously
             for concurrency in levels:
-                figures = run_load(pool, endpoint, image, concurrency, args.requests)
-                report("validating only", concurrency, figures, baseline[concurrency])
+                report("validating only", concurrency, measured(concurrency),
+                       baseline[concurrency])
             kubectl(kubeconfig, "delete", "validatingwebhookconfiguration", "gatekeeper")
     print("targets (2 cores): >= 300 Pods/s at concurrency 8 with both webhooks; webhooks add "
           "<= 3 ms to p50 at concurrency 1")

@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 __all__ = ["EvidenceCache", "EvidenceKey"]
 
 
@@ -56,6 +58,9 @@ class EvidenceCache:
         #: Kept as JSON text: every ``get`` hands out a fresh copy (nothing shared between
         #: decisions) at the cost of one C-speed parse, not a Python deep copy.
         self._entries: OrderedDict[EvidenceKey, tuple[float, str]] = OrderedDict()
+        #: ``(name, environment, namespace)`` -> when its latest admitted digest expires: the
+        #: repository was admitted there lately (see :meth:`admitted_lately`).
+        self._repositories: dict[tuple[str, str, str | None], float] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -73,8 +78,18 @@ class EvidenceCache:
             self._entries.move_to_end(key)
             self.hits += 1
             text = entry[1]
-        evidence: dict[str, Any] = json.loads(text)
+        try:
+            evidence: dict[str, Any] = orjson.loads(text)
+        except orjson.JSONDecodeError:  # NaN written by json.dumps: orjson refuses it
+            evidence = json.loads(text)
         return evidence
+
+    def admitted_lately(self, name: str, environment: str, namespace: str | None) -> bool:
+        """Whether some digest of repository ``name`` was admitted in this environment and
+        namespace within the time to live (its network-free rules passed then)."""
+        with self._lock:
+            expires = self._repositories.get((name, environment, namespace))
+            return expires is not None and expires > self._monotonic()
 
     def contains(self, key: EvidenceKey) -> bool:
         """Whether :meth:`get` would answer (without counting a hit or a miss)."""
@@ -90,6 +105,12 @@ class EvidenceCache:
             self._entries.move_to_end(key)
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
+            self._repositories[(key.name, key.environment, key.namespace)] = expires
+            if len(self._repositories) > self._max:
+                now = self._monotonic()
+                live = sorted(((v, k) for k, v in self._repositories.items() if v > now),
+                              reverse=True)[: self._max]
+                self._repositories = {k: v for v, k in live}
 
     def __len__(self) -> int:
         with self._lock:

@@ -6,9 +6,13 @@ Both doors (the REST API / CLI for pipelines, the admission webhook for Kubernet
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +34,7 @@ from gatekeeper.domain import (
     ImageReference,
     ImageResult,
     PolicyEngine,
+    PolicyResult,
     Source,
     Verdict,
     Violation,
@@ -40,7 +45,7 @@ from gatekeeper.domain.concurrency import FanOut
 from gatekeeper.domain.credentials import workload_logins
 from gatekeeper.domain.evidence import EvidenceError, EvidenceSkipped
 from gatekeeper.domain.evidence_documents import EvidenceExternaliser
-from gatekeeper.domain.ports import Clock, EvaluationObserver, PolicyPrefilter
+from gatekeeper.domain.ports import AsyncPolicyEngine, Clock, EvaluationObserver, PolicyPrefilter
 from gatekeeper.errors import GatekeeperError, PolicyEngineError
 from gatekeeper.evidence_cache import EvidenceCache, EvidenceKey
 
@@ -149,7 +154,22 @@ class EvaluationService:
         observers: Sequence[EvaluationObserver] = (),
         evidence_threads: int = 16,
         evidence_externaliser: EvidenceExternaliser | None = None,
+        async_policy_engine: AsyncPolicyEngine | None = None,
+        record_async: Callable[[Decision], Awaitable[None]] | None = None,
+        audit_write_threads: int = 8,
     ) -> None:
+        """``async_policy_engine`` (the same engine, asked on the event loop) enables
+        :meth:`evaluate_warm`. ``record_async`` awaits a durable audit write; by default
+        :meth:`AuditLog.record` runs on ``audit_write_threads`` threads of the service's own
+        (never the shared pool), so concurrent writes still share a commit."""
+        self._async_engine = async_policy_engine
+        #: Tag resolutions of the warm path (a blocking registry client): a pool of its own.
+        self._resolve_pool = _resolver_pool()
+        self._threaded_writes: _ThreadedAuditWrites | None = None
+        if record_async is None:
+            self._threaded_writes = _ThreadedAuditWrites(audit_log, audit_write_threads)
+            record_async = self._threaded_writes.record
+        self._record_async = record_async
         self._engine = policy_engine
         self._audit = audit_log
         self._collectors = tuple(collectors)
@@ -201,7 +221,8 @@ class EvaluationService:
         context = EvidenceContext(
             environment=request.environment, namespace=request.namespace, deadline=deadline
         )
-        decisive = self._prefilter_violations(request, created_at)  # (1)
+        asked = self._prefilter_violations(request, created_at)  # (1)
+        decisive = asked or {}
         # The workload's own pull secrets, when it carries them, for this evaluation only.
         with workload_logins(request.registry_logins):
             gathered = self._image_fan_out.run([
@@ -220,6 +241,11 @@ class EvaluationService:
                 decisive = {}
                 gathered = [self._gather(g.reference, context, request, ()) if g.skipped
                             else g for g in gathered]  # (4)
+        if asked is None and outcome.violations and outcome.error is None:
+            # (1) skipped for lately admitted repositories, yet something is wrong: the
+            # network-free rules' reasons first, as if they had been asked before
+            outcome = dataclasses.replace(outcome, violations=_decisive_first(
+                outcome.violations, self._ask_prefilter(request, created_at)))
         if (request.source is Source.ADMISSION and outcome.verdict is not Verdict.DENY
                 and request.registry_logins is None):
             # Evidence read with a workload's own logins is not offered to other workloads.
@@ -247,15 +273,7 @@ class EvaluationService:
         created_at: datetime,
         decisive: Mapping[str, tuple[Violation, ...]],
     ) -> _Outcome:
-        externalised = self._externaliser.externalise(build_policy_input(
-            request, [(g.reference, g.digest, g.evidence) for g in gathered], created_at
-        ))
-        policy_input, documents = externalised.policy_input, externalised.documents
-        evidence_violations = tuple(
-            Violation(EVIDENCE_POLICY, reason, g.reference.original)
-            for g in gathered
-            for reason in g.failures
-        )
+        policy_input, documents = self._input(request, gathered, created_at)
         try:
             with self._tracer.start_as_current_span("gatekeeper.policy.opa") as opa_span:
                 try:
@@ -266,29 +284,43 @@ class EvaluationService:
                 opa_span.set_attribute("gatekeeper.policy_revision", result.revision or "")
                 opa_span.set_attribute("gatekeeper.violation_count", len(result.violations))
         except PolicyEngineError as exc:
-            log.error("policy engine failed: %s", exc.render())
-            error = f"policy engine unavailable: {exc.message}"
-            failed = (*evidence_violations, Violation(ENGINE_POLICY, error))
-            verdict = (apply_enforcement_mode(request.mode, failed, ())
-                       if request.gate_failure_admits else Verdict.DENY)
-            return _Outcome(verdict, failed, (), None, error, policy_input, (), documents)
-        violations = evidence_violations + _decisive_first(result.violations, decisive)
-        verdict = apply_enforcement_mode(request.mode, violations, result.warnings)
-        if evidence_violations and not request.gate_failure_admits:
-            verdict = Verdict.DENY  # evidence we could not gather fails closed in every mode
-        return _Outcome(verdict, violations, result.warnings, result.revision, None,
-                        policy_input, result.exceptions, documents)
+            return _engine_failed(request, gathered, policy_input, documents, exc)
+        return _interpret(request, gathered, policy_input, documents, result, decisive)
+
+    def _input(
+        self, request: EvaluationRequest, gathered: Sequence[_GatheredImage], created_at: datetime
+    ) -> tuple[dict[str, Any], Mapping[str, Any]]:
+        """The policy input, with large evidence replaced by its sha256, and the documents
+        it references (sha256 -> document)."""
+        externalised = self._externaliser.externalise(build_policy_input(
+            request, [(g.reference, g.digest, g.evidence) for g in gathered], created_at
+        ))
+        return externalised.policy_input, externalised.documents
 
     def _prefilter_violations(
         self, request: EvaluationRequest, created_at: datetime
-    ) -> dict[str, tuple[Violation, ...]]:
-        """(1) Violations of the network-free rules, by image, when they will deny anyway."""
+    ) -> dict[str, tuple[Violation, ...]] | None:
+        """(1) Violations of the network-free rules, by image, when they will deny anyway;
+        None when they were not asked because every image was admitted here lately."""
         if (
             self._prefilter is None
             or request.mode is not EnforcementMode.ENFORCE
             or all(self._nothing_to_fetch(ref, request) for ref in request.images)
         ):
             return {}  # nothing would be fetched: the policy evaluation alone decides
+        if all(self._nothing_to_fetch(ref, request) or self._admitted_lately(ref, request)
+               for ref in request.images):
+            # Only tags of repositories admitted here lately (their registry passed these
+            # rules then): resolving them is one request to an allowed registry, and their
+            # evidence is likely cached. Should the policy deny, the prefilter is asked after
+            # the decision, to put the decisive reasons first (see ``_evaluate``).
+            return None
+        return self._ask_prefilter(request, created_at)
+
+    def _ask_prefilter(
+        self, request: EvaluationRequest, created_at: datetime
+    ) -> dict[str, tuple[Violation, ...]]:
+        assert self._prefilter is not None
         document = build_policy_input(
             request, [(ref, ref.digest, {}) for ref in request.images], created_at
         )
@@ -322,7 +354,34 @@ class EvaluationService:
         record: bool = True,
     ) -> Decision:
         """Build the decision from the request's own fields, record it, return it."""
-        decision = Decision(
+        decision = self._new_decision(
+            request, created_at=created_at, verdict=verdict, images=images,
+            violations=violations, warnings=warnings, revision=revision, error=error,
+            latency_ms=latency_ms, policy_input=policy_input, exceptions=exceptions,
+            evidence_documents=evidence_documents,
+        )
+        if record:
+            with self._audit_span(decision):
+                self._audit.record(decision)
+        return self._recorded(decision)
+
+    def _new_decision(
+        self,
+        request: EvaluationRequest,
+        *,
+        created_at: datetime,
+        verdict: Verdict,
+        images: tuple[ImageResult, ...],
+        violations: tuple[Violation, ...],
+        warnings: tuple[Violation, ...] = (),
+        revision: str | None = None,
+        error: str | None = None,
+        latency_ms: float = 0.0,
+        policy_input: Mapping[str, Any] | None = None,
+        exceptions: tuple[Mapping[str, Any], ...] = (),
+        evidence_documents: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        return Decision(
             decision_id=self._new_id(),
             created_at=created_at,
             source=request.source,
@@ -344,19 +403,24 @@ class EvaluationService:
             exceptions=exceptions,
             evidence_documents=evidence_documents or {},
         )
+
+    @contextmanager
+    def _audit_span(self, decision: Decision) -> Iterator[None]:
+        with self._tracer.start_as_current_span(
+            "gatekeeper.audit.write",
+            attributes={"gatekeeper.decision_id": decision.decision_id},
+        ) as audit_span:
+            try:
+                yield
+            except GatekeeperError as exc:
+                audit_span.set_status(trace.StatusCode.ERROR, exc.message)
+                raise
+
+    def _recorded(self, decision: Decision) -> Decision:
+        """After the write (or none, ``record=False``): the span's attributes, the observers."""
         current = trace.get_current_span()
         current.set_attribute("gatekeeper.decision_id", decision.decision_id)
         current.set_attribute("gatekeeper.verdict", decision.verdict.value)
-        if record:
-            with self._tracer.start_as_current_span(
-                "gatekeeper.audit.write",
-                attributes={"gatekeeper.decision_id": decision.decision_id},
-            ) as audit_span:
-                try:
-                    self._audit.record(decision)
-                except GatekeeperError as exc:
-                    audit_span.set_status(trace.StatusCode.ERROR, exc.message)
-                    raise
         for observer in self._observers:
             try:
                 observer.decision_recorded(decision)
@@ -440,6 +504,15 @@ class EvaluationService:
             and self._evidence_cache.contains(_evidence_key(reference, reference.digest, request))
         )
 
+    def _admitted_lately(self, reference: ImageReference, request: EvaluationRequest) -> bool:
+        return (
+            request.source is Source.ADMISSION
+            and request.registry_logins is None
+            and self._evidence_cache is not None
+            and self._evidence_cache.admitted_lately(
+                reference.name, request.environment, request.namespace)
+        )
+
     def _remember_evidence(
         self, request: EvaluationRequest, gathered: Sequence[_GatheredImage]
     ) -> None:
@@ -468,6 +541,149 @@ class EvaluationService:
                 observer.evidence_step(name, step.outcome, seconds)
             except Exception:  # telemetry must never change a decision
                 log.exception("observer %s failed on step %s", type(observer).__name__, name)
+
+    # -- the warm admission path, on the event loop ---------------------------------------
+
+    async def _warm_evidence(
+        self, request: EvaluationRequest, deadline: float | None
+    ) -> list[_GatheredImage] | None:
+        """Every image's evidence from the cache of admitted digests (or no collector
+        configured), or None when one needs a fetch. Tags are resolved first (one registry
+        request each, on the service's resolver threads) only when every tag names a
+        repository admitted here lately; a failed resolution is also None (the worker-thread
+        path then decides, saying why)."""
+        if (self._async_engine is None or request.source is not Source.ADMISSION
+                or request.registry_logins is not None):
+            return None
+        tags = [ref for ref in request.images if ref.digest is None]
+        resolved: dict[str, Digest] = {}
+        if tags:
+            if (self._resolver is None
+                    or not all(self._admitted_lately(ref, request) for ref in tags)):
+                return None
+            context = EvidenceContext(environment=request.environment,
+                                      namespace=request.namespace, deadline=deadline)
+            loop = asyncio.get_running_loop()
+            outcomes = await asyncio.gather(*(
+                loop.run_in_executor(self._resolve_pool, contextvars.copy_context().run,
+                                     self._resolve_step, ref, context)
+                for ref in tags))
+            for ref, digest in zip(tags, outcomes, strict=True):
+                if digest is None:
+                    return None
+                resolved[ref.original] = digest
+        gathered: list[_GatheredImage] = []
+        for reference in request.images:
+            digest = reference.digest or resolved[reference.original]
+            if not self._collectors:
+                gathered.append(_GatheredImage(reference, digest, {}, ()))
+                continue
+            cached = (self._evidence_cache.get(_evidence_key(reference, digest, request))
+                      if self._evidence_cache is not None else None)
+            if cached is None:
+                return None
+            gathered.append(_GatheredImage(reference, digest, cached, (), cached=True))
+        return gathered
+
+    def _resolve_step(self, reference: ImageReference, context: EvidenceContext) -> Digest | None:
+        assert self._resolver is not None
+        with self._step("digest", {"gatekeeper.image": reference.original}) as step:
+            try:
+                digest = self._resolver.resolve(reference, context)
+            except GatekeeperError as exc:
+                step.fail(exc.message)
+                return None
+            step.outcome = "resolved"
+            return digest
+
+    async def evaluate_warm(
+        self, request: EvaluationRequest, *, deadline: float | None = None, record: bool = True
+    ) -> Decision | None:
+        """:meth:`evaluate` on the running event loop when nothing needs the network but the
+        policy engine: every image pinned and its evidence cached (controller-made objects,
+        the validating webhook, re-admissions), or tags of repositories admitted here lately
+        whose resolved digests' evidence is cached. One policy query (the prefilter is
+        skipped, as :meth:`evaluate` skips it then), the audit write awaited (durable before
+        the answer). None, with nothing recorded, when some image needs more than its digest
+        from the network: the caller runs :meth:`evaluate` in a worker thread instead."""
+        gathered = await self._warm_evidence(request, deadline)
+        if gathered is None:
+            return None
+        assert self._async_engine is not None
+        with self._tracer.start_as_current_span(
+            "gatekeeper.decision", attributes=_request_attributes(request)
+        ):
+            started = self._clock.monotonic()
+            created_at = self._clock.now()
+            policy_input, documents = self._input(request, gathered, created_at)
+            try:
+                with self._tracer.start_as_current_span("gatekeeper.policy.opa") as opa_span:
+                    try:
+                        result = await self._async_engine.evaluate_async(
+                            policy_input, documents)
+                    except PolicyEngineError as exc:
+                        opa_span.set_status(trace.StatusCode.ERROR, exc.message)
+                        raise
+                    opa_span.set_attribute("gatekeeper.policy_revision", result.revision or "")
+                    opa_span.set_attribute("gatekeeper.violation_count",
+                                           len(result.violations))
+                outcome = _interpret(request, gathered, policy_input, documents, result, {})
+            except PolicyEngineError as exc:
+                outcome = _engine_failed(request, gathered, policy_input, documents, exc)
+            if (outcome.violations and outcome.error is None and self._prefilter is not None
+                    and request.mode is EnforcementMode.ENFORCE
+                    and any(ref.digest is None for ref in request.images)):
+                # tags: the prefilter was skipped as in ``_prefilter_violations``; asked now
+                # (a blocking query: off the loop) to put the decisive reasons first
+                decisive = await asyncio.get_running_loop().run_in_executor(
+                    self._resolve_pool, self._ask_prefilter, request, created_at)
+                outcome = dataclasses.replace(
+                    outcome, violations=_decisive_first(outcome.violations, decisive))
+            decision = self._new_decision(
+                request, created_at=created_at, verdict=outcome.verdict,
+                images=outcome.images(gathered),
+                violations=outcome.violations, warnings=outcome.warnings,
+                revision=outcome.revision, error=outcome.error,
+                latency_ms=round((self._clock.monotonic() - started) * 1000, 3),
+                policy_input=outcome.policy_input, exceptions=outcome.exceptions,
+                evidence_documents=outcome.evidence_documents,
+            )
+            if record:
+                with self._audit_span(decision):
+                    await self._record_async(decision)
+            return self._recorded(decision)
+
+    async def record_without_evaluation_async(
+        self,
+        request: EvaluationRequest,
+        *,
+        verdict: Verdict,
+        violations: Sequence[Violation],
+        error: str | None = None,
+        record: bool = True,
+    ) -> Decision:
+        """:meth:`record_without_evaluation` with the audit write awaited on the event loop."""
+        if not violations and verdict is not Verdict.ALLOW:
+            raise ValueError("a deny or warn without evaluation needs at least one violation")
+        with self._tracer.start_as_current_span(
+            "gatekeeper.decision", attributes=_request_attributes(request)
+        ):
+            decision = self._new_decision(
+                request, created_at=self._clock.now(), verdict=verdict,
+                images=tuple(ImageResult(ref, ref.digest, {}) for ref in request.images),
+                violations=tuple(violations), error=error,
+            )
+            if record:
+                with self._audit_span(decision):
+                    await self._record_async(decision)
+            return self._recorded(decision)
+
+    def close(self) -> None:
+        """Wait for the audit writes under way (their callers are answered after them)."""
+        self._resolve_pool.shutdown(wait=True)
+        self._resolve_pool = _resolver_pool()  # threads start lazily: a restart finds one
+        if self._threaded_writes is not None:
+            self._threaded_writes.close()
 
     def record_rejection(
         self, request: EvaluationRequest, violations: Sequence[Violation]
@@ -550,6 +766,75 @@ class _Outcome:
                         g.evidence)
             for i, g in enumerate(gathered)
         )
+
+
+class _ThreadedAuditWrites:
+    """An awaitable :meth:`AuditLog.record`: the write runs on threads of its own (not the
+    shared pool), so the event loop never blocks on the database or its fsync and writes from
+    concurrent requests still meet in one group commit. The one place to swap for an audit
+    log's own awaitable writer (``record_async=`` of :class:`EvaluationService`)."""
+
+    def __init__(self, audit_log: AuditLog, threads: int) -> None:
+        self._audit = audit_log
+        self._threads = max(1, threads)
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=self._threads,
+                                  thread_name_prefix="gatekeeper-audit-write")
+
+    async def record(self, decision: Decision) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._audit.record, decision)
+
+    def close(self) -> None:
+        """Wait for the writes under way; a later write gets a new pool (threads start
+        lazily, so an unused pool costs nothing)."""
+        self._pool.shutdown(wait=True)
+        self._pool = self._new_pool()
+
+
+def _resolver_pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="gatekeeper-resolve")
+
+
+def _evidence_violations(gathered: Sequence[_GatheredImage]) -> tuple[Violation, ...]:
+    return tuple(
+        Violation(EVIDENCE_POLICY, reason, g.reference.original)
+        for g in gathered
+        for reason in g.failures
+    )
+
+
+def _engine_failed(
+    request: EvaluationRequest,
+    gathered: Sequence[_GatheredImage],
+    policy_input: Mapping[str, Any],
+    documents: Mapping[str, Any],
+    exc: PolicyEngineError,
+) -> _Outcome:
+    log.error("policy engine failed: %s", exc.render())
+    error = f"policy engine unavailable: {exc.message}"
+    failed = (*_evidence_violations(gathered), Violation(ENGINE_POLICY, error))
+    verdict = (apply_enforcement_mode(request.mode, failed, ())
+               if request.gate_failure_admits else Verdict.DENY)
+    return _Outcome(verdict, failed, (), None, error, policy_input, (), documents)
+
+
+def _interpret(
+    request: EvaluationRequest,
+    gathered: Sequence[_GatheredImage],
+    policy_input: Mapping[str, Any],
+    documents: Mapping[str, Any],
+    result: PolicyResult,
+    decisive: Mapping[str, tuple[Violation, ...]],
+) -> _Outcome:
+    evidence_violations = _evidence_violations(gathered)
+    violations = evidence_violations + _decisive_first(result.violations, decisive)
+    verdict = apply_enforcement_mode(request.mode, violations, result.warnings)
+    if evidence_violations and not request.gate_failure_admits:
+        verdict = Verdict.DENY  # evidence we could not gather fails closed in every mode
+    return _Outcome(verdict, violations, result.warnings, result.revision, None,
+                    policy_input, result.exceptions, documents)
 
 
 def _decisive_first(

@@ -191,6 +191,7 @@ class Container:
         elif isinstance(self.policy_engine, OpaPolicyEngine):
             self.policy_engine.close()
         self.registry.close()
+        self.service.close()  # audit writes under way finish first
         self.audit_log.close()
         if self.policy_state_tmp is not None:
             shutil.rmtree(self.policy_state_tmp, ignore_errors=True)
@@ -325,6 +326,10 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         collectors=collectors,
         digest_resolver=registry if settings.resolve_digests else None,
         prefilter=engine if isinstance(engine, OpaPolicyEngine) else None,
+        # the embedded OPA is also asked on the event loop (warm admissions); a sidecar's
+        # revision lookup blocks, so it keeps the worker-thread path
+        async_policy_engine=(engine if isinstance(engine, OpaPolicyEngine)
+                             and engine.evaluates_async else None),
         evidence_cache=(
             EvidenceCache(
                 ttl_seconds=settings.evidence_cache_ttl_seconds,
@@ -352,6 +357,9 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         # an exception's tags are pinned to the digests the registry serves when approved
         tag_resolver=lambda text: str(registry.resolve_digest(parse_image_reference(text))),
         bundle_signer=bundle_signer,
+        # the embedded engine learns the revision it serves from the lifecycle (no directory
+        # walk per decision)
+        on_revision=embedded.served_revision.set if embedded is not None else None,
     )
     return Container(
         policy_lifecycle=lifecycle,
@@ -386,6 +394,7 @@ def create_policy_lifecycle(
     clock: Callable[[], datetime] | None = None,
     tag_resolver: Callable[[str], str] | None = None,
     bundle_signer: BundleSigner | None = None,
+    on_revision: Callable[[str | None], None] | None = None,
 ) -> PolicyLifecycle:
     """The policy lifecycle (and its exceptions) on ``database``, for an embedded OPA
     (``state`` + ``embedded_socket``), a sidecar (``sidecar_url``), or no engine at all
@@ -398,7 +407,7 @@ def create_policy_lifecycle(
         replayer=OpaDecisionReplayer(opa_binary, SqlDecisionHistory(database)),
         replica=create_replica(
             state=state, embedded_socket=embedded_socket, sidecar_url=sidecar_url,
-            timeout=timeout,
+            timeout=timeout, on_revision=on_revision,
         ),
         clock=clock,
         tag_resolver=tag_resolver,

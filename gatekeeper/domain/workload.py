@@ -18,6 +18,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from gatekeeper.domain.workload_images import CONTAINER_LISTS, find_pod_specs
 from gatekeeper.errors import InvalidInputError
 
@@ -27,10 +29,21 @@ __all__ = ["MAX_REVIEW_OBJECT_BYTES", "build_review", "pod_specs_changed", "work
 MAX_REVIEW_OBJECT_BYTES = 1_572_864
 
 
+def _compact_json(value: Any, *, sort_keys: bool = False) -> bytes:
+    """Compact UTF-8 JSON, as ``json.dumps(separators=(",", ":"), ensure_ascii=False)`` writes
+    it, by orjson (several times faster on the admission path); ``json`` for what orjson
+    refuses (integers over 64 bits)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else None)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
+                          sort_keys=sort_keys).encode()
+
+
 def _checked(obj: Mapping[str, Any] | None, field: str, limit: int) -> dict[str, Any] | None:
     if obj is None:
         return None
-    size = len(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode())
+    size = len(_compact_json(obj))
     if size > limit:
         raise InvalidInputError(
             f"{field} is {size} bytes, more than the policy input limit of {limit} bytes",
@@ -110,8 +123,7 @@ def workload_fingerprint(obj: Mapping[str, Any] | None, kind: str) -> str:
     if isinstance(metadata, Mapping):
         blanked["metadata"] = {key: value for key, value in metadata.items()
                                if key not in _SERVER_SET_METADATA}
-    canonical = json.dumps(blanked, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_compact_json(blanked, sort_keys=True)).hexdigest()
 
 
 def pod_specs_changed(

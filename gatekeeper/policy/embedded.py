@@ -3,7 +3,9 @@
 The gatekeeper starts OPA on a unix socket in a private directory (no port to collide with,
 not reachable from the network), waits until ``/health`` answers, restarts it with backoff if
 it dies, and stops it on shutdown. OPA watches the policy directory (``--watch``), so a policy
-file dropped in takes effect at once; the revision is re-hashed from the same directory.
+file dropped in takes effect at once. The revision recorded with decisions is the one the
+policy lifecycle last materialised and saw served (:class:`ServedRevision`); without a
+lifecycle it is re-hashed from the same directory when a file's size or mtime changed.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ import httpx
 from gatekeeper.errors import ConfigurationError, PolicyEngineError
 from gatekeeper.metrics import Metrics
 from gatekeeper.policy.opa import OpaPolicyEngine
-from gatekeeper.policy.revision import DirectoryRevision
+from gatekeeper.policy.opa_http import AsyncOpaConnectionPool
+from gatekeeper.policy.revision import DirectoryRevision, ServedRevision
 
 __all__ = ["EmbeddedOpa"]
 
@@ -95,11 +98,19 @@ class EmbeddedOpa:
         self._lock = threading.Lock()
         transport = httpx.HTTPTransport(uds=str(self._socket))
         client = httpx.Client(transport=transport, base_url="http://opa", timeout=timeout)
+        #: Set by the policy lifecycle (``on_revision``) once it materialised a revision.
+        self.served_revision = ServedRevision(DirectoryRevision(self._policy_dir).current)
+        socket = str(self._socket)
+
+        def async_client() -> AsyncOpaConnectionPool:
+            return AsyncOpaConnectionPool(unix_socket=socket, timeout=timeout)
+
         self.engine = OpaPolicyEngine(
             client,
             describe="embedded OPA",
             metrics=metrics,
-            local_revision=DirectoryRevision(self._policy_dir).current,
+            local_revision=self.served_revision.current,
+            async_client=async_client,
         )
 
     @property

@@ -3,6 +3,7 @@ for an embedded OPA or a sidecar."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -41,10 +42,12 @@ def create_replica(
     embedded_socket: Path | None = None,
     sidecar_url: str | None = None,
     timeout: float = 5.0,
+    on_revision: Callable[[str | None], None] | None = None,
 ) -> OpaReplica:
     """The replica of an embedded OPA (``state`` + ``embedded_socket``) or a sidecar
     (``sidecar_url``: exceptions go to its Data API; it pulls the active revision as a bundle
-    from ``GET /v1/policies/bundle``); neither: nothing to feed (the CLI)."""
+    from ``GET /v1/policies/bundle``); neither: nothing to feed (the CLI). ``on_revision``:
+    see :class:`OpaReplica`."""
     publisher: ExceptionPublisher | None = None
     opa_client: httpx.Client | None = None
     if sidecar_url is not None:
@@ -62,4 +65,5 @@ def create_replica(
         active_dir=state.active if state is not None and sidecar_url is None else None,
         publisher=publisher,
         opa_client=opa_client,
+        on_revision=on_revision,
     )

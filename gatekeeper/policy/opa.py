@@ -4,10 +4,18 @@ The aggregation of rule packages happens in Rego (``policies/main.rego``, packag
 ``gatekeeper.main``); this adapter asks for ``data.gatekeeper.main.decision`` and parses the
 answer strictly. Anything unexpected is a :class:`PolicyEngineError`, which the service turns
 into a deny: the gate fails closed.
+
+Two clients reach the same server: the blocking ``httpx.Client`` (pipelines, the CLI, the cold
+admission path in a worker thread) and, when the engine is given an ``async_client`` factory,
+an :class:`~gatekeeper.policy.opa_http.AsyncOpaConnectionPool` used by
+:meth:`OpaPolicyEngine.evaluate_async` on the event loop (the warm admission path: no
+worker-thread hop). Both keep their connections alive (OPA's unix socket, or the sidecar's
+loopback port); answers are decoded with orjson.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -16,12 +24,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
+import orjson
 
 from gatekeeper.domain import PolicyResult, Violation
 from gatekeeper.domain.evidence_documents import expand_evidence
 from gatekeeper.errors import PolicyEngineError
 from gatekeeper.metrics import Metrics
 from gatekeeper.policy.evidence_data import OpaEvidenceData
+from gatekeeper.policy.opa_http import AsyncOpaConnectionPool, OpaHttpError
 from gatekeeper.policy.revision import hash_policy_files
 
 __all__ = ["DECISION_PATH", "PREFILTER_PATH", "OpaPolicyEngine", "parse_decision"]
@@ -126,7 +136,12 @@ class OpaPolicyEngine:
         describe: str,
         metrics: Metrics | None = None,
         local_revision: Callable[[], str] | None = None,
+        async_client: Callable[[], AsyncOpaConnectionPool] | None = None,
     ) -> None:
+        """``local_revision``: how the revision is known without asking OPA (it must not block:
+        :meth:`evaluate_async` calls it on the event loop). ``async_client``: a factory of the
+        client :meth:`evaluate_async` uses, one per event loop (pooled connections belong to the
+        loop that opened them)."""
         self._client = client
         self._describe = describe
         self._metrics = metrics
@@ -135,6 +150,8 @@ class OpaPolicyEngine:
         self._lock = threading.Lock()
         #: What this engine loaded into OPA's data.gatekeeper.evidence.
         self.evidence_data = OpaEvidenceData(client, describe=describe)
+        self._async_factory = async_client
+        self._async: tuple[asyncio.AbstractEventLoop, AsyncOpaConnectionPool] | None = None
 
     @classmethod
     def for_url(
@@ -150,23 +167,69 @@ class OpaPolicyEngine:
 
     def _post(self, path: str, payload: Mapping[str, Any]) -> Any:
         try:
-            response = self._client.post(
-                path,
-                content=json.dumps(payload, separators=(",", ":")),
-                headers={"Content-Type": "application/json"},
-            )
+            response = self._client.post(path, content=_encode(payload), headers=_JSON_HEADERS)
         except httpx.TimeoutException as exc:
             raise PolicyEngineError(f"{self._describe} timed out") from exc
         except httpx.HTTPError as exc:
             raise PolicyEngineError(f"{self._describe} unreachable: {exc}") from exc
-        if response.status_code != 200:
-            raise PolicyEngineError(
-                f"{self._describe} answered HTTP {response.status_code}: {response.text[:300]}"
-            )
+        return self._read(response)
+
+    def _read(self, response: httpx.Response) -> Any:
+        return self._parse(response.status_code, response.content)
+
+    def _parse(self, status: int, content: bytes) -> Any:
+        if status != 200:
+            text = content[:300].decode("utf-8", errors="replace")
+            raise PolicyEngineError(f"{self._describe} answered HTTP {status}: {text}")
         try:
-            return response.json()
-        except ValueError as exc:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError as exc:
             raise PolicyEngineError(f"{self._describe} answered invalid JSON") from exc
+
+    @property
+    def evaluates_async(self) -> bool:
+        """True when :meth:`evaluate_async` has a client of its own (else it is not offered)."""
+        return self._async_factory is not None
+
+    def _async_client(self) -> AsyncOpaConnectionPool:
+        assert self._async_factory is not None, "no async client configured"
+        loop = asyncio.get_running_loop()
+        current = self._async
+        if current is None or current[0] is not loop:
+            # A new loop (a test client's, or after a restart of the server): its own client.
+            # The previous one is dropped with its loop (its connections cannot be reused).
+            current = (loop, self._async_factory())
+            self._async = current
+        return current[1]
+
+    async def evaluate_async(
+        self, policy_input: Mapping[str, Any], evidence: Mapping[str, Any] | None = None
+    ) -> PolicyResult:
+        """:meth:`evaluate` on the running event loop (one request, kept-alive connection).
+
+        Evidence by reference is loaded (and reloaded when OPA lost it) by the blocking
+        client on a worker thread: that path is rare (a large SBOM first seen) and must
+        never block the loop."""
+        if evidence:
+            return await asyncio.to_thread(self.evaluate, policy_input, evidence)
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            revision = self.revision()
+            try:
+                response = await self._async_client().post(
+                    DECISION_PATH, _encode({"input": policy_input}))
+            except TimeoutError as exc:
+                raise PolicyEngineError(f"{self._describe} timed out") from exc
+            except OpaHttpError as exc:
+                raise PolicyEngineError(f"{self._describe} unreachable: {exc}") from exc
+            result = parse_decision(self._parse(response.status, response.body), revision)
+            outcome = "ok"
+            return result
+        finally:
+            if self._metrics is not None:
+                self._metrics.opa_evaluations.labels(outcome).inc()
+                self._metrics.opa_latency.observe(time.perf_counter() - started)
 
     def evaluate(
         self, policy_input: Mapping[str, Any], evidence: Mapping[str, Any] | None = None
@@ -266,3 +329,17 @@ class OpaPolicyEngine:
 
     def close(self) -> None:
         self._client.close()
+        self._async = None  # its loop closes its connections
+
+
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def _encode(payload: Mapping[str, Any]) -> bytes:
+    """The request body, compact. Encoded by ``json`` with ``allow_nan=False`` rather than
+    orjson: orjson writes NaN and infinities as ``null``, which a rule could read as "no
+    score"; here a non-finite number fails the evaluation closed, naming the reason."""
+    try:
+        return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise PolicyEngineError(f"policy input cannot be encoded as JSON: {exc}") from exc

@@ -9,6 +9,7 @@ OPA client, :meth:`OpaReplica.publish` can wait until the engine serves what was
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,13 @@ class OpaReplica:
         active_dir: Path | None,
         publisher: ExceptionPublisher | None,
         opa_client: httpx.Client | None = None,
+        on_revision: Callable[[str | None], None] | None = None,
     ) -> None:
+        """``on_revision``: told ``None`` before :meth:`publish` rewrites the active directory
+        (the engine then hashes the directory, as it would without a lifecycle), and the
+        revision id once it has materialised it and, when it waits, seen the engine serve
+        it: between two changes the engine knows its revision without a directory walk."""
+        self._on_revision = on_revision
         self._active_dir = active_dir
         self._publisher = publisher
         self._opa_client = opa_client
@@ -54,11 +61,15 @@ class OpaReplica:
         self, revision: PolicyCandidate | None, exceptions: list[dict[str, Any]], *, wait: bool
     ) -> None:
         if revision is not None and self._active_dir is not None:
+            if self._on_revision is not None:
+                self._on_revision(None)  # changing: OPA reloads on its own time
             replace_tree(self._active_dir, revision)
         if self._publisher is not None:
             self._publisher.publish(exceptions)
         if wait and revision is not None and self._opa_client is not None:
             self._wait_loaded(as_policy_files(revision), exceptions)
+        if revision is not None and self._active_dir is not None and self._on_revision:
+            self._on_revision(as_policy_files(revision).revision_id)
 
     def _wait_loaded(self, files: PolicyFiles, document: list[dict[str, Any]]) -> None:
         assert self._opa_client is not None

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["POLICY_FILE_SUFFIXES", "DirectoryRevision", "hash_policy_files"]
+__all__ = ["POLICY_FILE_SUFFIXES", "DirectoryRevision", "ServedRevision", "hash_policy_files"]
 
 #: Files OPA loads from a policy directory (Rego modules and data documents).
 POLICY_FILE_SUFFIXES = (".rego", ".json", ".yaml", ".yml")
@@ -68,3 +69,27 @@ class DirectoryRevision:
                 self._revision = hash_policy_files(contents)
                 self._stamp = stamp
             return self._revision
+
+
+class ServedRevision:
+    """The revision an embedded OPA serves, as the policy lifecycle last materialised it.
+
+    The lifecycle calls :meth:`set` with None before it rewrites the directory OPA watches,
+    and with the revision id (the hash of exactly those files, the value
+    :class:`DirectoryRevision` computes) once OPA serves them. Between two changes
+    :meth:`current` is an attribute read: no directory walk per decision. While a change is
+    under way, and before the lifecycle has said anything (an engine without a lifecycle, as in
+    tests that drop a policy file into the directory), ``fallback`` answers, e.g.
+    ``DirectoryRevision(directory).current``: the same answer as without a lifecycle.
+    """
+
+    def __init__(self, fallback: Callable[[], str]) -> None:
+        self._fallback = fallback
+        self._known: str | None = None
+
+    def set(self, revision: str | None) -> None:
+        self._known = revision  # one reference assignment: atomic for readers
+
+    def current(self) -> str:
+        known = self._known
+        return known if known is not None else self._fallback()

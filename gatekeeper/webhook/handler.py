@@ -11,9 +11,12 @@
     (:mod:`gatekeeper.webhook.reuse`). An UPDATE that changes neither an image nor the pod
     spec is recorded as an allow ("no image changed") without evaluation; one that changes the
     pod spec only is evaluated with no images (the workload rules read ``input.review``).
-(5) Evaluate in a worker thread with the evidence deadline set ``reserve`` before the budget
-    ends, so collectors stop starting network steps while there is still time to run the policy
-    and record the decision.
+(5) Warm (every image pinned, its evidence cached): evaluate on the event loop, one policy
+    query and the awaited audit write, no worker thread
+    (:meth:`~gatekeeper.service.EvaluationService.evaluate_warm`). Otherwise evaluate in a
+    worker thread with the evidence deadline set ``reserve`` before the budget ends, so
+    collectors stop starting network steps while there is still time to run the policy and
+    record the decision.
 (6) Wait at most until the budget ends. A review that is not answered by then is denied (or
     admitted where gate failures fail open) with a message naming what did not finish and the
     time it had, instead of the API server's generic "context deadline exceeded".
@@ -31,7 +34,7 @@ import copy
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol
 
@@ -90,6 +93,22 @@ class Evaluator(Protocol):
         ...
 
     def record_without_evaluation(
+        self,
+        request: EvaluationRequest,
+        *,
+        verdict: Verdict,
+        violations: Sequence[Violation],
+        error: str | None = None,
+        record: bool = True,
+    ) -> Decision:
+        ...
+
+    async def evaluate_warm(
+        self, request: EvaluationRequest, *, deadline: float | None = None, record: bool = True
+    ) -> Decision | None:
+        ...
+
+    async def record_without_evaluation_async(
         self,
         request: EvaluationRequest,
         *,
@@ -165,14 +184,21 @@ class AdmissionHandler:
                 prepared.reuse_key(frozenset(i.location.image for i in prepared.images)))
             if reused is not None:
                 return self._render(prepared, reused, reused=True)
-        if not prepared.images and not prepared.workload_changed:
-            try:
-                decision = await loop.run_in_executor(self._executor, self._record_unchanged,
-                                                      prepared)
-            except Exception as exc:  # every failure must become an answer
-                return self._failed(prepared, exc)
-            return self._render(prepared, decision)
-        # (5) and (6)
+        remaining = max(0.0, started + self.settings.budget_seconds - self._monotonic())
+        # (5) warm: on the event loop, within the budget (6)
+        task: asyncio.Future[Decision | None] | None = None
+        try:
+            task = asyncio.ensure_future(self._warm(prepared, started))
+            # shielded: at the deadline the evaluation goes on and is recorded (as in a thread)
+            warm_decision = await asyncio.wait_for(asyncio.shield(task), timeout=remaining)
+        except TimeoutError:
+            assert task is not None
+            return await loop.run_in_executor(None, self._out_of_time, prepared, task)
+        except Exception as exc:  # every failure must become an answer
+            return self._failed(prepared, exc)
+        if warm_decision is not None:
+            return self._render(prepared, warm_decision)
+        # (5) and (6) in a worker thread
         future = self._submit(prepared, started)
         remaining = max(0.0, started + self.settings.budget_seconds - self._monotonic())
         try:
@@ -220,18 +246,22 @@ class AdmissionHandler:
             annotations={"decision-id": decision.decision_id, "verdict": "deny"},
         )
 
-    def _record_unchanged(self, prepared: Prepared) -> Decision:
-        """(4) An UPDATE that changes no image: admitted and recorded as such."""
-        return self._evaluator.record_without_evaluation(
-            prepared.request, verdict=Verdict.ALLOW, violations=(), record=prepared.record
-        )
+    def _warm(self, prepared: Prepared, started: float) -> Awaitable[Decision | None]:
+        """(4) an UPDATE that changes no image: admitted and recorded as such; else (5) the
+        warm evaluation (None when an image needs the network)."""
+        if not prepared.images and not prepared.workload_changed:
+            return self._evaluator.record_without_evaluation_async(
+                prepared.request, verdict=Verdict.ALLOW, violations=(), record=prepared.record)
+        return self._evaluator.evaluate_warm(
+            prepared.request, deadline=self._evidence_deadline(started), record=prepared.record)
+
+    def _evidence_deadline(self, started: float) -> float:
+        budget = self.settings.budget_seconds
+        return started + budget - min(_RESERVE_MAX_SECONDS, budget * _RESERVE_SHARE)
 
     def _submit(self, prepared: Prepared, started: float) -> Future[Decision]:
-        budget = self.settings.budget_seconds
-        reserve = min(_RESERVE_MAX_SECONDS, budget * _RESERVE_SHARE)
-        evidence_deadline = started + budget - reserve
         return self._executor.submit(
-            self._evaluator.evaluate, prepared.request, deadline=evidence_deadline,
+            self._evaluator.evaluate, prepared.request, deadline=self._evidence_deadline(started),
             record=prepared.record,
         )
 
@@ -293,10 +323,12 @@ class AdmissionHandler:
             outcome="fail_open",
         )
 
-    def _out_of_time(self, prepared: Prepared, future: Future[Decision]) -> AdmissionResponse:
+    def _out_of_time(
+        self, prepared: Prepared, future: Future[Decision] | asyncio.Future[Decision | None]
+    ) -> AdmissionResponse:
         # (5) name what did not finish, and the time it had
         budget = self.settings.budget_seconds
-        if future.cancel():
+        if isinstance(future, Future) and future.cancel():
             what = (
                 "evaluation did not start: every admission worker was busy "
                 f"({self.settings.max_workers} workers)"
@@ -306,9 +338,15 @@ class AdmissionHandler:
                 f"{item.location.field_path} ({item.location.image})"
                 for item in prepared.images
             )
-            what = f"evaluation of {pending} did not finish (registry, verifier or policy engine)"
+            what = (f"evaluation of {pending} did not finish (registry, verifier or policy engine)"
+                    if pending else "the record of an update that changed no image did not "
+                    "finish (audit store)")
             # The evaluation goes on and is recorded by the service; log the link to this uid.
-            future.add_done_callback(lambda done: _log_late(prepared.uid, done))
+            if isinstance(future, Future):
+                future.add_done_callback(lambda done: _log_late(prepared.uid, done))
+            else:  # a warm evaluation on the loop (shielded: it goes on)
+                future.get_loop().call_soon_threadsafe(
+                    future.add_done_callback, lambda done: _log_late(prepared.uid, done))
         message = f"{what} within the admission budget of {budget:g}s"
         log.warning("admission out of time uid=%s namespace=%s: %s",
                     prepared.uid, prepared.namespace, message)
@@ -381,10 +419,12 @@ class AdmissionHandler:
         )
 
 
-def _log_late(uid: str, future: Future[Decision]) -> None:
+def _log_late(uid: str, future: Future[Decision] | asyncio.Future[Decision | None]) -> None:
     if future.cancelled() or future.exception() is not None:
         return
     decision = future.result()
+    if decision is None:
+        return
     log.warning(
         "late decision %s (verdict %s) recorded for admission uid=%s, answered as out of time",
         decision.decision_id, decision.verdict.value, uid,

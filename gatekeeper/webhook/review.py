@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import base64
 import enum
-import json
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gatekeeper.errors import InvalidInputError
@@ -129,7 +129,7 @@ class AdmissionResponse(_WireModel):
         if self.audit_annotations:
             response["auditAnnotations"] = dict(self.audit_annotations)
         if self.patch:
-            encoded = json.dumps(list(self.patch), separators=(",", ":")).encode()
+            encoded = orjson.dumps(list(self.patch))
             response["patchType"] = "JSONPatch"
             response["patch"] = base64.b64encode(encoded).decode("ascii")
         return {"apiVersion": ADMISSION_API_VERSION, "kind": "AdmissionReview",
@@ -156,6 +156,15 @@ def parse_admission_review(
         )
     if not body:
         raise InvalidInputError("AdmissionReview body is empty", field="body")
+    try:
+        # One pass for what the API server sends; anything else takes the two passes
+        # below, which name what is wrong in the order a reader needs it.
+        review = AdmissionReview.model_validate_json(body)
+    except ValidationError:
+        review = None
+    if (review is not None and review.request is not None and review.kind == "AdmissionReview"
+            and review.api_version == ADMISSION_API_VERSION):
+        return review
     try:
         head: Any = _Envelope.model_validate_json(body)
     except ValidationError as exc:

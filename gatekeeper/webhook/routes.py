@@ -14,6 +14,7 @@ import json
 import time
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request, Response
 
 from gatekeeper.domain import EnforcementMode
@@ -103,9 +104,7 @@ def build_admission_router(handler: AdmissionHandler) -> APIRouter:
         response = await handler.handle(
             review, webhook=webhook, path_mode=path_mode, received_at=received_at
         )
-        return Response(
-            json.dumps(response.to_review(), separators=(",", ":")), media_type=_JSON
-        )
+        return Response(orjson.dumps(response.to_review()), media_type=_JSON)
 
     @router.post(
         "/validate", summary="ValidatingAdmissionWebhook (mode from configuration)",

@@ -24,6 +24,7 @@ from gatekeeper.domain.ports.audit import (
     TrailVerification,
 )
 from gatekeeper.domain.ports.evaluation import (
+    AsyncPolicyEngine,
     Clock,
     DigestResolver,
     EvaluationObserver,
@@ -69,6 +70,7 @@ __all__ = [
     "ExportRange",
     "ExportFormat",
     "AsyncAuditLog",
+    "AsyncPolicyEngine",
     "AuditLog",
     "AuditTrailStore",
     "ChainVerification",

@@ -12,6 +12,7 @@ from gatekeeper.domain.decision import Decision, PolicyResult, Violation
 from gatekeeper.domain.reference import Digest, ImageReference
 
 __all__ = [
+    "AsyncPolicyEngine",
     "Clock",
     "DigestResolver",
     "EvidenceCollector",
@@ -41,6 +42,18 @@ class PolicyEngine(Protocol):
 
     def check_health(self) -> None:
         """Raise :class:`~gatekeeper.errors.PolicyEngineError` when not ready."""
+        ...
+
+
+class AsyncPolicyEngine(Protocol):
+    """A policy engine that can also decide on the running event loop (the warm admission
+    path: no worker thread per request)."""
+
+    async def evaluate_async(
+        self, policy_input: Mapping[str, Any], evidence: Mapping[str, Any] | None = None
+    ) -> PolicyResult:
+        """As :meth:`PolicyEngine.evaluate` (``evidence`` likewise); raises
+        :class:`~gatekeeper.errors.PolicyEngineError` when it cannot decide."""
         ...
 
 
