@@ -43,11 +43,15 @@ class AsyncPrefilterEngine(PrefilterPolicyEngine):
         super().__init__(offline or {}, **tables)
         self.threads: list[str] = []
 
-    def evaluate(self, policy_input: Mapping[str, Any]) -> PolicyResult:
+    def evaluate(
+        self, policy_input: Mapping[str, Any], evidence: Mapping[str, Any] | None = None
+    ) -> PolicyResult:
         self.threads.append(threading.current_thread().name)
         return super().evaluate(policy_input)
 
-    async def evaluate_async(self, policy_input: Mapping[str, Any]) -> PolicyResult:
+    async def evaluate_async(
+        self, policy_input: Mapping[str, Any], evidence: Mapping[str, Any] | None = None
+    ) -> PolicyResult:
         self.threads.append(f"loop:{threading.current_thread().name}")
         await asyncio.sleep(0)
         return super().evaluate(policy_input)
