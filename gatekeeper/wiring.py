@@ -323,6 +323,8 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
     service = EvaluationService(
         policy_engine=engine,
         audit_log=audit_log,
+        # warm admissions await the audit writer's own future: no thread hop per decision
+        record_async=audit_log.record_async,
         collectors=collectors,
         digest_resolver=registry if settings.resolve_digests else None,
         prefilter=engine if isinstance(engine, OpaPolicyEngine) else None,
