@@ -12,7 +12,7 @@ import os
 from benchmarks.common import load, running_gatekeeper
 
 DIGEST = "sha256:" + "ab" * 32
-BODY = {
+BODY: dict[str, object] = {
     "images": [
         f"registry.example.com/payments/api:1.4@{DIGEST}",
         f"registry.example.com/payments/worker:1.4@{DIGEST}",

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
 from gatekeeper.config import Settings, load_settings
+from tests.helpers.types import AssetPath, MakeSettings
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -30,7 +31,7 @@ def opa_binary() -> str:
 
 
 @pytest.fixture
-def asset():
+def asset() -> AssetPath:
     def _asset(name: str) -> Path:
         path = ASSETS / name
         assert path.exists(), f"missing test asset {path}"
@@ -48,7 +49,9 @@ def policy_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path, opa_binary: str, policy_dir: Path, monkeypatch):
+def make_settings(
+    tmp_path: Path, opa_binary: str, policy_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> MakeSettings:
     for name in list(os.environ):
         if name.startswith("GATEKEEPER_") and not name.startswith("GATEKEEPER_TEST_"):
             monkeypatch.delenv(name)
@@ -71,7 +74,7 @@ def make_settings(tmp_path: Path, opa_binary: str, policy_dir: Path, monkeypatch
 
 
 @pytest.fixture
-def client(make_settings) -> Iterator[TestClient]:
+def client(make_settings: MakeSettings) -> Iterator[TestClient]:
     with TestClient(create_app(make_settings())) as test_client:
         yield test_client
 

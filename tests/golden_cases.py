@@ -8,6 +8,7 @@ rewrites them after an intended change of the input schema.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,9 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 def _input(request: EvaluationRequest) -> dict[str, Any]:
-    images = [(ref, ref.digest, {}) for ref in request.images]
+    images: list[tuple[ImageReference, Digest | None, Mapping[str, Any]]] = [
+        (ref, ref.digest, {}) for ref in request.images
+    ]
     return build_policy_input(request, images, EVALUATED_AT)
 
 
