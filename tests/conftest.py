@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
 from gatekeeper.config import Settings, load_settings
+from tests.helpers.postgres import PGBIN, ThrowawayPostgres
 from tests.helpers.types import AssetPath, MakeSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,6 +79,27 @@ def make_settings(
 def client(make_settings: MakeSettings) -> Iterator[TestClient]:
     with TestClient(create_app(make_settings())) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
+    """A started PostgreSQL cluster of the test's own, which it may stop and start again."""
+    if not (PGBIN / "initdb").exists():
+        pytest.skip("PostgreSQL 15 binaries are not installed")
+    # Not under pytest's tmp dir: that one is private to root, and postgres refuses root.
+    base = Path(tempfile.mkdtemp(prefix="gatekeeper-pg-outage-"))
+    base.chmod(0o711)
+    server = ThrowawayPostgres(base / "cluster")
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        try:
+            server.stop("immediate")
+        except RuntimeError:
+            pass
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

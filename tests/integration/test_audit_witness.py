@@ -30,6 +30,7 @@ from gatekeeper.app import create_app
 from gatekeeper.audit.chain import GENESIS_HASH, canonical_json, record_hash, sha256_hex
 from gatekeeper.audit.schema import drop_append_only_triggers
 from gatekeeper.cli.audit import audit_app
+from tests.helpers.postgres import fresh_database
 from tests.integration.test_admission_signatures import deployment_review
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
@@ -51,16 +52,8 @@ def moto_url() -> str:
 
 @pytest.fixture
 def database(postgres_url: str) -> Iterator[str]:
-    name = f"gk_witness_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield sa.engine.make_url(postgres_url).set(database=name).render_as_string(
-        hide_password=False
-    )
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_database(postgres_url, prefix="gk_witness") as url:
+        yield url
 
 
 @pytest.fixture

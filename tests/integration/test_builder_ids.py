@@ -65,12 +65,14 @@ class Production:
             "/v1/evaluations", json={"images": [image], "environment": "production"}
         )
         assert response.status_code == 200, response.text
-        return response.json()
+        decoded: dict[str, Any] = response.json()
+        return decoded
 
     def admit(self, image: str, uid: str) -> dict[str, Any]:
         response = self.client.post("/admission/validate", json=deployment_review(uid, [image]))
         assert response.status_code == 200, response.text
-        return response.json()["response"]
+        decoded: dict[str, Any] = response.json()["response"]
+        return decoded
 
 
 @pytest.fixture
@@ -100,7 +102,7 @@ def production(cosign_v2: str, tmp_path: Path, make_settings: Any) -> Iterator[P
 
 
 @pytest.mark.parametrize("builder", [ACME_WORKFLOW, SLSA_GENERATOR])
-def test_provenance_from_a_real_github_builder_is_allowed(production: Production, builder: str):
+def test_provenance_from_a_real_github_builder_is_allowed(production: Production, builder: str) -> None:
     image = production.image(builder)
 
     decision = production.evaluate(image)
@@ -113,7 +115,7 @@ def test_provenance_from_a_real_github_builder_is_allowed(production: Production
 
 
 @pytest.mark.parametrize("builder", LOOKALIKES)
-def test_a_lookalike_builder_is_denied_naming_it(production: Production, builder: str):
+def test_a_lookalike_builder_is_denied_naming_it(production: Production, builder: str) -> None:
     image = production.image(builder)
 
     decision = production.evaluate(image)

@@ -56,12 +56,14 @@ class Gate:
             headers=PIPELINE,
         )
         assert response.status_code == 200, response.text
-        return response.json()
+        decoded: dict[str, Any] = response.json()
+        return decoded
 
     def admit(self, image: str, uid: str) -> dict[str, Any]:
         response = self.client.post("/admission/validate", json=deployment_review(uid, [image]))
         assert response.status_code == 200, response.text
-        return response.json()["response"]
+        decoded: dict[str, Any] = response.json()["response"]
+        return decoded
 
     def create(self, **overrides: object) -> dict[str, Any]:
         body: dict[str, object] = {
@@ -75,7 +77,8 @@ class Gate:
         body.update(overrides)
         response = self.client.post("/v1/exceptions", json=body, headers=ALICE)
         assert response.status_code == 201, response.text
-        return response.json()
+        decoded: dict[str, Any] = response.json()
+        return decoded
 
 
 def start_gate(

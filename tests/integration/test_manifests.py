@@ -115,7 +115,7 @@ def served(tmp_path: Path, opa_binary: str, policy_dir: Path) -> Iterator[tuple[
         yield url, client
 
 
-def test_helm_template_verdicts_equal_what_admission_answers(served, rendered) -> None:
+def test_helm_template_verdicts_equal_what_admission_answers(served: tuple[str, Any], rendered: tuple[str, str]) -> None:
     url, client = served
     manifests, image = rendered
     answer = client.post(url + "/v1/evaluations", headers=_token("pipeline"), json={
@@ -158,7 +158,7 @@ def test_helm_template_verdicts_equal_what_admission_answers(served, rendered) -
 
 
 def test_cli_reads_manifests_from_stdin_and_names_each_workload(
-    rendered, tmp_path: Path, opa_binary: str, policy_dir: Path
+    rendered: tuple[str, str], tmp_path: Path, opa_binary: str, policy_dir: Path
 ) -> None:
     manifests, _ = rendered
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}

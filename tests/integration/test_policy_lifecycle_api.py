@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
@@ -31,6 +32,7 @@ from gatekeeper.policy.factory import PolicyStatePaths, create_policy_lifecycle
 from gatekeeper.policy.lifecycle import PolicyLifecycle
 from gatekeeper.service import EvaluationService
 from gatekeeper.wiring import build_container
+from tests.helpers.types import MakeSettings
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "policy-lifecycle-test-secret-0123456789abcdef"
@@ -152,7 +154,9 @@ class LifecycleApp:
     clock: SteppingClock
     active_dir: Path
 
-    def evaluate(self, images: list[str], environment: str, ticket_id: str | None = None) -> dict:
+    def evaluate(
+        self, images: list[str], environment: str, ticket_id: str | None = None
+    ) -> dict[str, Any]:
         response = self.client.post(
             "/v1/evaluations",
             json={"images": images, "environment": environment, "namespace": "payments",
@@ -160,11 +164,12 @@ class LifecycleApp:
             headers=PIPELINE,
         )
         assert response.status_code == 200, response.text
-        return response.json()
+        decision: dict[str, Any] = response.json()
+        return decision
 
 
 @contextmanager
-def lifecycle_app(tmp_path: Path, make_settings, opa_binary: str) -> Iterator[LifecycleApp]:
+def lifecycle_app(tmp_path: Path, make_settings: MakeSettings, opa_binary: str) -> Iterator[LifecycleApp]:
     clock = SteppingClock(T0)
     # (1) before the embedded OPA exists: an active directory to serve, an exceptions document
     state = PolicyStatePaths(tmp_path / "policy-state")
@@ -172,8 +177,9 @@ def lifecycle_app(tmp_path: Path, make_settings, opa_binary: str) -> Iterator[Li
     settings = make_settings(policy_dir=state.active)
     container = build_container(settings)
     # (2) the embedded OPA also loads the exceptions directory (EmbeddedOpa(data_paths=...))
+    assert container.embedded_opa is not None
     container.embedded_opa.stop()  # the one build_container made, never started
-    if getattr(container, "policy_lifecycle", None) is not None:
+    if container.policy_lifecycle is not None:
         # once wired by build_container: replaced by one on the test's clock, built the same way
         container.policy_lifecycle.stop()
         container.policy_lifecycle = None
@@ -208,12 +214,12 @@ def lifecycle_app(tmp_path: Path, make_settings, opa_binary: str) -> Iterator[Li
 
 
 @pytest.fixture
-def gate(tmp_path, make_settings, opa_binary) -> Iterator[LifecycleApp]:
+def gate(tmp_path: Path, make_settings: MakeSettings, opa_binary: str) -> Iterator[LifecycleApp]:
     with lifecycle_app(tmp_path, make_settings, opa_binary) as app:
         yield app
 
 
-def test_bootstrap_activates_the_shipped_policies(gate):
+def test_bootstrap_activates_the_shipped_policies(gate: LifecycleApp) -> None:
     revision = shipped().revision_id
     body = gate.client.get("/v1/policies", headers=AUDITOR).json()
     assert body["active_revision"]["revision_id"] == revision
@@ -230,7 +236,7 @@ def test_bootstrap_activates_the_shipped_policies(gate):
     assert decision["policy_revision"] == revision
 
 
-def test_candidate_with_a_failing_test_is_refused_naming_the_test(gate):
+def test_candidate_with_a_failing_test_is_refused_naming_the_test(gate: LifecycleApp) -> None:
     candidate = with_teams_policy(shipped())
     response = gate.client.post(
         "/v1/policies/revisions", json=as_json_body(candidate), headers=ADMIN
@@ -262,7 +268,7 @@ def test_candidate_with_a_failing_test_is_refused_naming_the_test(gate):
     ] == shipped().revision_id
 
 
-def test_active_policies_with_a_failing_test_are_refused_not_overwritten(gate):
+def test_active_policies_with_a_failing_test_are_refused_not_overwritten(gate: LifecycleApp) -> None:
     files = shipped()
     broken_tests = with_teams_policy(files).tests
     response = gate.client.post(
@@ -281,7 +287,7 @@ def test_active_policies_with_a_failing_test_are_refused_not_overwritten(gate):
     assert stored.json()["status"] == "accepted"
 
 
-def test_candidate_with_compile_and_format_errors_names_file_and_line(gate):
+def test_candidate_with_compile_and_format_errors_names_file_and_line(gate: LifecycleApp) -> None:
     files = shipped()
     broken = (
         "package gatekeeper.rules.broken\n\nimport data.gatekeeper.config\n\n"
@@ -312,7 +318,7 @@ def test_candidate_with_compile_and_format_errors_names_file_and_line(gate):
     ]
 
 
-def test_replay_activate_rollback_each_step_recorded(gate):
+def test_replay_activate_rollback_each_step_recorded(gate: LifecycleApp) -> None:
     original = shipped().revision_id
     # recorded traffic: one staging deploy from ghcr.io, one pinned production deploy, one dev
     gate.clock.instant = T0 + timedelta(minutes=1)
@@ -429,7 +435,7 @@ def test_replay_activate_rollback_each_step_recorded(gate):
     ] == original
 
 
-def test_active_bundle_answers_304_to_the_same_etag(gate):
+def test_active_bundle_answers_304_to_the_same_etag(gate: LifecycleApp) -> None:
     revision = shipped().revision_id
     first = gate.client.get("/v1/policies/bundle", headers=AUDITOR)
     assert first.status_code == 200
@@ -440,7 +446,7 @@ def test_active_bundle_answers_304_to_the_same_etag(gate):
     assert again.status_code == 304
 
 
-def test_bundle_export_is_an_opa_bundle_of_the_revision(gate, opa_binary, tmp_path):
+def test_bundle_export_is_an_opa_bundle_of_the_revision(gate: LifecycleApp, opa_binary: str, tmp_path: Path) -> None:
     revision = shipped().revision_id
     response = gate.client.get(f"/v1/policies/revisions/{revision}/bundle", headers=AUDITOR)
     assert response.status_code == 200
@@ -448,13 +454,15 @@ def test_bundle_export_is_an_opa_bundle_of_the_revision(gate, opa_binary, tmp_pa
     bundle = tmp_path / "bundle.tar.gz"
     bundle.write_bytes(response.content)
     with tarfile.open(bundle) as archive:
-        manifest = json.loads(archive.extractfile("/.manifest").read())
+        member = archive.extractfile("/.manifest")
+        assert member is not None
+        manifest = json.loads(member.read())
     assert manifest["revision"] == revision
     assert "gatekeeper/exceptions" not in manifest["roots"]
     assert PolicyFiles.from_tarball(response.content).revision_id == revision
 
 
-def test_roles_are_enforced(gate):
+def test_roles_are_enforced(gate: LifecycleApp) -> None:
     revision = shipped().revision_id
     assert gate.client.get("/v1/policies").status_code == 401
     assert gate.client.get("/v1/policies", headers=PIPELINE).status_code == 403
@@ -488,10 +496,11 @@ def create_and_approve(gate: LifecycleApp, **overrides: object) -> dict[str, obj
     assert created.status_code == 201, created.text
     approved = gate.client.post(f"/v1/exceptions/{created.json()['id']}/approve", headers=APPROVER)
     assert approved.status_code == 200, approved.text
-    return approved.json()
+    exception: dict[str, object] = approved.json()
+    return exception
 
 
-def test_exception_waives_until_its_expiry_instant_and_not_after(gate):
+def test_exception_waives_until_its_expiry_instant_and_not_after(gate: LifecycleApp) -> None:
     denied = gate.evaluate([HUB_IMAGE], "production", "CHG-10")
     assert denied["verdict"] == "deny"
 
@@ -547,7 +556,7 @@ def test_exception_waives_until_its_expiry_instant_and_not_after(gate):
     assert report["changes"] == []
 
 
-def test_exception_scope_validation_revocation_and_export(gate):
+def test_exception_scope_validation_revocation_and_export(gate: LifecycleApp) -> None:
     bad = gate.client.post(
         "/v1/exceptions", json=exception_body(images=["*/*"]), headers=ADMIN
     )

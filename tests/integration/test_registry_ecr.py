@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import boto3
 import pytest
@@ -24,8 +26,8 @@ def moto_url() -> str:
     return url
 
 
-def _factory(url: str, created: list[str]):  # noqa: ANN202
-    def factory(region: str):  # noqa: ANN202
+def _factory(url: str, created: list[str]) -> Callable[[str], Any]:
+    def factory(region: str) -> Any:  # a boto3 ECR client (boto3 is untyped here)
         created.append(region)
         return boto3.client(
             "ecr", region_name=region, endpoint_url=url,

@@ -30,7 +30,14 @@ MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.ima
 DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
 
 
-def _certificate(subject: str, key, issuer_name, issuer_key, *, ca: bool):  # noqa: ANN001, ANN202
+def _certificate(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer_name: x509.Name,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()

@@ -21,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
+from tests.helpers.types import MakeSettings
 from tests.integration.cosign_fixtures import (
     KeyPair,
     cosign_attest,
@@ -97,7 +98,7 @@ def cosign() -> str:
 
 
 @pytest.fixture
-def gate(make_settings, cosign: str, policy_dir: Path, tmp_path: Path) -> Iterator[Gate]:  # noqa: ANN001
+def gate(make_settings: MakeSettings, cosign: str, policy_dir: Path, tmp_path: Path) -> Iterator[Gate]:  # noqa: ANN001
     host = registry_host()
     keys = generate_key_pair(cosign, tmp_path / "keys")
     data_file = policy_dir / "data.json"

@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
 from gatekeeper.domain.reference import Digest, ImageReference
+from tests.helpers.types import MakeSettings
 from tests.integration.test_ecr_scans import (  # noqa: F401 - fixtures
     PushImage,
     aws_credentials,
@@ -95,7 +96,7 @@ GLIBC_FINDING = ("CVE-2023-4911", "glibc", "2.37", "2.38", "HIGH")
 
 
 @pytest.fixture
-def gate(make_settings, policy_dir: Path, moto_url: str) -> Iterator[TestClient]:  # noqa: ANN001, F811
+def gate(make_settings: MakeSettings, policy_dir: Path, moto_url: str) -> Iterator[TestClient]:  # noqa: ANN001, F811
     data_file = policy_dir / "data.json"
     data = json.loads(data_file.read_text())
     config = data["gatekeeper"]["config"]
@@ -116,7 +117,9 @@ def gate(make_settings, policy_dir: Path, moto_url: str) -> Iterator[TestClient]
         yield client
 
 
-def _image(moto_url: str, push_image: PushImage, *findings: tuple[Any, ...]) -> tuple[ImageReference, Digest]:  # noqa: F811
+def _image(  # noqa: F811
+    moto_url: str, push_image: PushImage, *findings: tuple[str, str, str, str | None, str]  # noqa: F811
+) -> tuple[ImageReference, Digest]:
     reference, digest = push_image()
     inject(moto_url, reference, digest, **_scan([enhanced_finding(*f[:4], severity=f[4]) for f in findings]))
     return reference, digest
