@@ -22,7 +22,8 @@ import statistics
 import time
 from typing import Any
 
-from gatekeeper.domain.reference import parse_digest
+from gatekeeper.domain.ports import EvidenceContext, SbomSource
+from gatekeeper.domain.reference import Digest, ImageReference, parse_digest
 from gatekeeper.sbom import (
     BindingMethod,
     CycloneDxValidator,
@@ -96,13 +97,15 @@ def main() -> None:
     bench_every_document(validator, args.rounds)
 
 
-class _Fixed:
+class _Fixed(SbomSource):
     name = "bench"
 
     def __init__(self, candidates: list[SbomCandidate]) -> None:
         self.candidates = candidates
 
-    def find(self, reference: object, digest: object, context: object) -> list[SbomCandidate]:
+    def find(
+        self, reference: ImageReference, digest: Digest | None, context: EvidenceContext
+    ) -> list[SbomCandidate]:
         return self.candidates
 
 

@@ -8,7 +8,7 @@ rewrites them after an intended change of the input schema.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from gatekeeper.domain import (
     build_policy_input,
     parse_image_reference,
 )
+from gatekeeper.domain.ports import SbomSource, VexSource
 from gatekeeper.sbom import BindingMethod, SbomCandidate, SbomEvidenceCollector
 from gatekeeper.vex import VexCandidate, VexEvidenceCollector, parse_vex_document
 
@@ -38,15 +39,31 @@ def _input(request: EvaluationRequest) -> dict[str, Any]:
     return build_policy_input(request, images, EVALUATED_AT)
 
 
-class _Candidates:
-    """A source of fixed SBOM or VEX candidates (both collectors call ``find``)."""
+class _SbomCandidates(SbomSource):
+    """A source of fixed SBOM candidates."""
 
     name = "golden"
 
-    def __init__(self, *candidates: Any) -> None:
+    def __init__(self, *candidates: SbomCandidate) -> None:
         self.candidates = candidates
 
-    def find(self, reference: ImageReference, digest: Digest | None, context: Any) -> Any:
+    def find(
+        self, reference: ImageReference, digest: Digest | None, context: EvidenceContext
+    ) -> Sequence[SbomCandidate]:
+        return self.candidates
+
+
+class _VexCandidates(VexSource):
+    """A source of fixed VEX candidates."""
+
+    name = "golden"
+
+    def __init__(self, *candidates: VexCandidate) -> None:
+        self.candidates = candidates
+
+    def find(
+        self, reference: ImageReference, digest: Digest, context: EvidenceContext
+    ) -> Sequence[VexCandidate]:
         return self.candidates
 
 
@@ -60,7 +77,7 @@ def _cyclonedx(*purls: str) -> bytes:
 def _sources_input(request: EvaluationRequest) -> dict[str, Any]:
     """Every SBOM of the digest with its source (issue 10.1) and a VEX statement (14.4)."""
     [reference] = request.images
-    sbom = SbomEvidenceCollector(sources=[_Candidates(
+    sbom = SbomEvidenceCollector(sources=[_SbomCandidates(
         SbomCandidate(_cyclonedx("pkg:npm/event-stream@3.3.6", "pkg:npm/left-pad@1.3.0"),
                       BindingMethod.ATTESTATION, (DIGEST,),
                       "attestation verified by release (att-tag)", source="attestation",
@@ -78,7 +95,7 @@ def _sources_input(request: EvaluationRequest) -> dict[str, Any]:
             "status": "not_affected", "justification": "vulnerable_code_not_in_execute_path",
         }],
     })  # fmt: skip
-    vex = VexEvidenceCollector([_Candidates(
+    vex = VexEvidenceCollector([_VexCandidates(
         VexCandidate(vex_document, "upload", "vex upload 1", supplied_by="sec-team"),
     )])  # fmt: skip
     context = EvidenceContext(environment=request.environment, namespace=request.namespace)

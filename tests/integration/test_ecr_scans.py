@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
-from gatekeeper.domain.ports import EvidenceContext
+from gatekeeper.domain.ports import EvidenceContext, ScanReport, ScanSource
 from gatekeeper.domain.reference import Digest, ImageReference, parse_digest, parse_image_reference
 from gatekeeper.scans import EcrScanSource, ScanEvidenceCollector
 
@@ -290,13 +290,13 @@ def test_results_are_cached_per_digest(moto_url: str, push_image: PushImage) -> 
     calls: list[str] = []
     real = source(moto_url)
 
-    class CountingSource:
+    class CountingSource(ScanSource):
         name = "ecr"
 
         def applies_to(self, ref: ImageReference) -> bool:
             return real.applies_to(ref)
 
-        def fetch(self, ref: ImageReference, dig: Digest, context: EvidenceContext) -> Any:
+        def fetch(self, ref: ImageReference, dig: Digest, context: EvidenceContext) -> ScanReport:
             calls.append(str(dig))
             return real.fetch(ref, dig, context)
 

@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient
 from gatekeeper.api.auth import Authenticator, install_auth
 from gatekeeper.api.policy_routes import build_policy_router
 from gatekeeper.app import create_app
+from gatekeeper.domain.ports import Clock
 from gatekeeper.policy import EmbeddedOpa
 from gatekeeper.policy.bundle import PolicyFiles
 from gatekeeper.policy.factory import PolicyStatePaths, create_policy_lifecycle
@@ -70,7 +71,7 @@ def with_teams_policy(files: PolicyFiles) -> PolicyFiles:
     )
 
 
-class SteppingClock:
+class SteppingClock(Clock):
     """The service's and the store's clock, moved by the test."""
 
     def __init__(self, instant: datetime) -> None:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from gatekeeper.cli.sbom import sbom_app
-from gatekeeper.domain.ports import EvidenceCollector, EvidenceContext
+from gatekeeper.domain.ports import EvidenceCollector, EvidenceContext, SbomSource
 from gatekeeper.domain.reference import Digest, ImageReference, parse_digest, parse_image_reference
 from gatekeeper.errors import NotFoundError
 from gatekeeper.sbom import (
@@ -42,7 +42,7 @@ CONTEXT = EvidenceContext(environment="production", namespace="shop")
 CORPUS = Path(__file__).resolve().parents[2] / "assets" / "cyclonedx"
 
 
-class ListSource:
+class ListSource(SbomSource):
     """A fake attestation/referrer source implementing the real SbomSource protocol."""
 
     name = "fake"
