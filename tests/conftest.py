@@ -103,6 +103,15 @@ def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
 
 
 @pytest.fixture(scope="session")
+def moto_url() -> str:
+    """moto_server's URL (the AWS APIs on loopback, started by scripts/test-servers)."""
+    url = os.environ.get("GATEKEEPER_TEST_MOTO_URL")
+    if not url:
+        pytest.skip("GATEKEEPER_TEST_MOTO_URL is not set (scripts/test-servers starts moto)")
+    return url
+
+
+@pytest.fixture(scope="session")
 def postgres_url() -> str:
     url = os.environ.get("GATEKEEPER_TEST_POSTGRES_URL")
     if not url:

@@ -4,13 +4,11 @@ way the integration proposal of issue 6 wires them."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -21,6 +19,7 @@ from typer.testing import CliRunner
 from gatekeeper.api.audit_routes import audit_readiness
 from gatekeeper.app import create_app
 from gatekeeper.cli.audit import audit_app
+from tests.helpers.tokens import bearer_headers
 from tests.helpers.types import MakeSettings
 
 SECRET = "an HS256 secret of at least 32 bytes!"
@@ -28,9 +27,7 @@ DIGEST = "sha256:" + "cd" * 32
 
 
 def bearer(*roles: str, sub: str = "tester") -> dict[str, str]:
-    now = int(time.time())
-    token = jwt.encode({"sub": sub, "roles": list(roles), "iat": now, "exp": now + 300}, SECRET, "HS256")
-    return {"Authorization": f"Bearer {token}"}
+    return bearer_headers(SECRET, *roles, subject=sub)
 
 
 @pytest.fixture

@@ -41,16 +41,6 @@ DENIED = f"evil.example.com/payments/api:1.4@{DIGEST}"
 
 
 @pytest.fixture
-def moto_url() -> str:
-    import os
-
-    url = os.environ.get("GATEKEEPER_TEST_MOTO_URL")
-    if not url:
-        pytest.skip("GATEKEEPER_TEST_MOTO_URL is not set (scripts/test-servers starts moto)")
-    return url
-
-
-@pytest.fixture
 def database(postgres_url: str) -> Iterator[str]:
     with fresh_database(postgres_url, prefix="gk_witness") as url:
         yield url

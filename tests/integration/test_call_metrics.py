@@ -18,7 +18,6 @@ from tests.integration.test_ecr_scans import (  # noqa: F401  (fixtures)
     PushImage,
     aws_credentials,
     ecr,
-    moto_url,
 )
 from tests.integration.test_ecr_scans import push_image as push_ecr_image  # noqa: F401
 

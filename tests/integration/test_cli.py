@@ -1,24 +1,16 @@
 """The gatekeeper CLI as a user runs it: real processes, exit codes, printed messages."""
 
 import json
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.helpers.cli import cli_environment, run_gatekeeper
+from tests.helpers.net import free_port
+from tests.helpers.serve import gatekeeper_serve
 
 DIGEST = "sha256:" + "12" * 32
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -91,21 +83,10 @@ def test_bad_configuration_exits_2(cli_env: dict[str, str]) -> None:
 def test_serve_prints_url_and_answers_the_cli(cli_env: dict[str, str], tmp_path: Path) -> None:
     port, metrics_port = free_port(), free_port()
     cli_env["GATEKEEPER_METRICS_PORT"] = str(metrics_port)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gatekeeper", "serve", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("gatekeeper serve did not become ready")
+    # no --host: the default is loopback, as the printed URL shows
+    with gatekeeper_serve(cli_env, tmp_path / "serve.log", port=port, host=None,
+                          cwd=None) as server:
+        url = server.url
         remote = run(cli_env, "evaluate", "nginx", "--environment", "development", "--server", url,
                      "--output", "json")
         assert remote.returncode == 0, remote.stderr
@@ -114,9 +95,7 @@ def test_serve_prints_url_and_answers_the_cli(cli_env: dict[str, str], tmp_path:
         assert json.loads(shown.stdout)["decision_id"] == decision_id
         metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
         assert 'gatekeeper_decisions_total{source="pipeline",verdict="warn"} 1.0' in metrics
-    finally:
-        server.terminate()
-        output, _ = server.communicate(timeout=20)
+    output = server.log.read_text()
     assert f"Forge Gatekeeper serving on http://127.0.0.1:{port} (API docs: /docs)" in output
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status shows it.
-    assert server.returncode in (0, -15)
+    assert server.process.returncode in (0, -15)

@@ -8,18 +8,17 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from xml.etree import ElementTree
 
-import httpx
 import pytest
 import yaml
 
 import gatekeeper
 from tests.helpers.cli import cli_environment
-from tests.integration.test_cli import DIGEST, free_port, run
+from tests.helpers.serve import gatekeeper_serve
+from tests.integration.test_cli import DIGEST, run
 
 ALLOWED = f"registry.example.com/api@{DIGEST}"
 
@@ -122,26 +121,8 @@ def served(cli_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     key = tmp_path / "served-audit.pem"
     assert run(cli_env, "audit", "keygen", "--file", str(key)).returncode == 0
     cli_env["GATEKEEPER_AUDIT_SIGNING_KEY_FILE"] = str(key)
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gatekeeper", "serve", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("gatekeeper serve did not become ready")
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+    with gatekeeper_serve(cli_env, tmp_path / "serve.log", host=None, cwd=None) as server:
+        yield server.url
 
 
 def test_decisions_show_same_exit_codes_and_short_ids_with_and_without_server(cli_env: dict[str, str], served: str) -> None:

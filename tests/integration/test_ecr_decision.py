@@ -64,7 +64,6 @@ SETTINGS: dict[str, Any] = {
 from tests.integration.test_ecr_scans import (  # noqa: E402
     aws_credentials,  # noqa: F401
     ecr,  # noqa: F401
-    moto_url,  # noqa: F401
     push_image,  # noqa: F401
 )
 

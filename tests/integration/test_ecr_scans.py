@@ -7,7 +7,6 @@ then answers ``describe_image_scan_findings`` for that repository and digest wit
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -26,14 +25,6 @@ ACCOUNT = "123456789012"
 REGION = "eu-west-1"
 HOST = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
 CONTEXT = EvidenceContext(environment="production", namespace="shop")
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> str:
-    url = os.environ.get("GATEKEEPER_TEST_MOTO_URL")
-    if not url:
-        pytest.skip("GATEKEEPER_TEST_MOTO_URL is not set (scripts/test-servers starts moto)")
-    return url
 
 
 @pytest.fixture(autouse=True)

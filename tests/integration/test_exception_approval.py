@@ -10,18 +10,17 @@ is seen through the REST API (``POST /v1/evaluations``) and an AdmissionReview
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
+from tests.helpers.tokens import bearer_headers
 from tests.integration.cosign_fixtures import push_image, registry_host, unique_repository
 from tests.integration.test_admission_signatures import deployment_review
 
@@ -32,8 +31,7 @@ VIOLATION = "no signature evidence was collected; staging requires signatures"
 
 
 def token(subject: str, *roles: str) -> dict[str, str]:
-    claims = {"sub": subject, "roles": list(roles), "exp": int(time.time()) + 3600}
-    return {"Authorization": "Bearer " + jwt.encode(claims, SECRET, algorithm="HS256")}
+    return bearer_headers(SECRET, *roles, subject=subject, ttl=3600)
 
 
 ALICE = token("alice", "policy-admin")

@@ -48,7 +48,6 @@ from tests.integration.test_ecr_scans import (  # noqa: F401
     ecr,
     enhanced_finding,
     inject,
-    moto_url,
     push_image,
 )
 

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.helpers.tokens import bearer_headers
 from tests.integration.cosign_fixtures import push_image, registry_host, unique_repository
 from tests.integration.test_admission_app import AUTH_SECRET, post, serve_gatekeeper
 from tests.unit.webhook.certificates import CertificateAuthority
@@ -35,11 +35,7 @@ def _helm() -> str:
 
 
 def _token(role: str) -> dict[str, str]:
-    import jwt
-
-    now = int(time.time())
-    claims = {"sub": "ci-bot", "roles": [role], "iat": now, "exp": now + 300}
-    return {"Authorization": f"Bearer {jwt.encode(claims, AUTH_SECRET, 'HS256')}"}
+    return bearer_headers(AUTH_SECRET, role, subject="ci-bot")
 
 
 def _container(name: str, image: str, **security: Any) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 from fastapi.testclient import TestClient
 
@@ -33,6 +32,7 @@ from gatekeeper.policy.factory import PolicyStatePaths, create_policy_lifecycle
 from gatekeeper.policy.lifecycle import PolicyLifecycle
 from gatekeeper.service import EvaluationService
 from gatekeeper.wiring import build_container
+from tests.helpers.tokens import bearer_headers
 from tests.helpers.types import MakeSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,8 +85,7 @@ class SteppingClock(Clock):
 
 
 def token(subject: str, *roles: str) -> dict[str, str]:
-    claims = {"sub": subject, "roles": list(roles), "exp": int(time.time()) + 3600}
-    return {"Authorization": "Bearer " + jwt.encode(claims, SECRET, algorithm="HS256")}
+    return bearer_headers(SECRET, *roles, subject=subject, ttl=3600)
 
 
 ADMIN = token("alice", "policy-admin")

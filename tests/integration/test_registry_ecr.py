@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,14 +15,6 @@ from gatekeeper.registry import EcrCredentials
 pytestmark = pytest.mark.integration
 
 HOST = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
-
-
-@pytest.fixture
-def moto_url() -> str:
-    url = os.environ.get("GATEKEEPER_TEST_MOTO_URL")
-    if not url:
-        pytest.skip("GATEKEEPER_TEST_MOTO_URL is not set (scripts/test-servers sets it)")
-    return url
 
 
 def _factory(url: str, created: list[str]) -> Callable[[str], Any]:

@@ -10,17 +10,16 @@ the attested one, for that request and for later admission reviews of the same d
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
+from tests.helpers.tokens import bearer_headers
 from tests.helpers.types import MakeSettings
 from tests.integration.cosign_fixtures import (
     KeyPair,
@@ -46,10 +45,7 @@ BANNED_BY_ATTESTATION = (
 
 
 def bearer(*roles: str, sub: str) -> dict[str, str]:
-    now = int(time.time())
-    token = jwt.encode({"sub": sub, "roles": list(roles), "iat": now, "exp": now + 300},
-                       SECRET, "HS256")  # fmt: skip
-    return {"Authorization": f"Bearer {token}"}
+    return bearer_headers(SECRET, *roles, subject=sub)
 
 
 def pipeline() -> dict[str, str]:

@@ -9,18 +9,17 @@ through ``POST /v1/vex`` by the roles that may (``vex-publisher``, ``policy-admi
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
 from gatekeeper.domain.reference import Digest, ImageReference
+from tests.helpers.tokens import bearer_headers
 from tests.helpers.types import MakeSettings
 from tests.integration.test_ecr_scans import (  # noqa: F401 - fixtures
     PushImage,
@@ -28,7 +27,6 @@ from tests.integration.test_ecr_scans import (  # noqa: F401 - fixtures
     ecr,
     enhanced_finding,
     inject,
-    moto_url,
     push_image,
 )
 
@@ -46,10 +44,7 @@ WAIVED = (f"{XZ_TEXT} waived by VEX (not_affected: vulnerable_code_not_in_execut
 
 
 def bearer(*roles: str, sub: str) -> dict[str, str]:
-    now = int(time.time())
-    token = jwt.encode({"sub": sub, "roles": list(roles), "iat": now, "exp": now + 300},
-                       SECRET, "HS256")  # fmt: skip
-    return {"Authorization": f"Bearer {token}"}
+    return bearer_headers(SECRET, *roles, subject=sub)
 
 
 def publisher() -> dict[str, str]:

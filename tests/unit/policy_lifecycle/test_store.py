@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,10 +36,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SteppedSto
     if request.param == "sqlite":
         engine = create_database_engine(f"sqlite:///{tmp_path / 'store.db'}")
     else:
-        url = os.environ.get("GATEKEEPER_TEST_POSTGRES_URL")
-        if not url:
-            pytest.skip("GATEKEEPER_TEST_POSTGRES_URL is not set (scripts/test starts PostgreSQL)")
-        engine = create_database_engine(url)
+        engine = create_database_engine(request.getfixturevalue("postgres_url"))
         with engine.begin() as connection:
             metadata.drop_all(connection)
             connection.execute(sa.text("DROP TABLE IF EXISTS gatekeeper_policy_migrations"))
