@@ -8,7 +8,7 @@ rewrites them after an intended change of the input schema.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,9 @@ from gatekeeper.domain import (
     build_policy_input,
     parse_image_reference,
 )
-from gatekeeper.domain.ports import SbomSource, VexSource
 from gatekeeper.sbom import BindingMethod, SbomCandidate, SbomEvidenceCollector
 from gatekeeper.vex import VexCandidate, VexEvidenceCollector, parse_vex_document
+from tests.fakes import FixedSbomSource, FixedVexSource
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "rego-tests" / "golden"
 EVALUATED_AT = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -39,34 +39,6 @@ def _input(request: EvaluationRequest) -> dict[str, Any]:
     return build_policy_input(request, images, EVALUATED_AT)
 
 
-class _SbomCandidates(SbomSource):
-    """A source of fixed SBOM candidates."""
-
-    name = "golden"
-
-    def __init__(self, *candidates: SbomCandidate) -> None:
-        self.candidates = candidates
-
-    def find(
-        self, reference: ImageReference, digest: Digest | None, context: EvidenceContext
-    ) -> Sequence[SbomCandidate]:
-        return self.candidates
-
-
-class _VexCandidates(VexSource):
-    """A source of fixed VEX candidates."""
-
-    name = "golden"
-
-    def __init__(self, *candidates: VexCandidate) -> None:
-        self.candidates = candidates
-
-    def find(
-        self, reference: ImageReference, digest: Digest, context: EvidenceContext
-    ) -> Sequence[VexCandidate]:
-        return self.candidates
-
-
 def _cyclonedx(*purls: str) -> bytes:
     components = [{"type": "library", "name": purl.rsplit("/", 1)[-1].split("@")[0],
                    "version": purl.rsplit("@", 1)[-1], "purl": purl} for purl in purls]
@@ -77,13 +49,14 @@ def _cyclonedx(*purls: str) -> bytes:
 def _sources_input(request: EvaluationRequest) -> dict[str, Any]:
     """Every SBOM of the digest with its source (issue 10.1) and a VEX statement (14.4)."""
     [reference] = request.images
-    sbom = SbomEvidenceCollector(sources=[_SbomCandidates(
+    sbom = SbomEvidenceCollector(sources=[FixedSbomSource(
         SbomCandidate(_cyclonedx("pkg:npm/event-stream@3.3.6", "pkg:npm/left-pad@1.3.0"),
                       BindingMethod.ATTESTATION, (DIGEST,),
                       "attestation verified by release (att-tag)", source="attestation",
                       authority="release"),
         SbomCandidate(_cyclonedx("pkg:npm/left-pad@1.3.0"), BindingMethod.UPLOAD, (DIGEST,),
                       "upload 1 by ci-bot", source="upload", supplied_by="ci-bot"),
+        name="golden",
     )])  # fmt: skip
     vex_document = parse_vex_document({
         "@context": "https://openvex.dev/ns/v0.2.0", "@id": "https://example.com/vex/1",
@@ -95,8 +68,9 @@ def _sources_input(request: EvaluationRequest) -> dict[str, Any]:
             "status": "not_affected", "justification": "vulnerable_code_not_in_execute_path",
         }],
     })  # fmt: skip
-    vex = VexEvidenceCollector([_VexCandidates(
+    vex = VexEvidenceCollector([FixedVexSource(
         VexCandidate(vex_document, "upload", "vex upload 1", supplied_by="sec-team"),
+        name="golden",
     )])  # fmt: skip
     context = EvidenceContext(environment=request.environment, namespace=request.namespace)
     evidence = {

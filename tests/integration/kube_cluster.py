@@ -54,6 +54,12 @@ TOOLS = REPO / ".tools" / "bin"
 CHART = REPO / "charts" / "gatekeeper"
 RELEASE_NAMESPACE = "gatekeeper-system"
 KUBE_VERSION = "v1.35.8"
+
+#: When the session's gatekeeper (``gatekeeper`` below) has registered the chart's webhooks,
+#: they govern a test's namespaces too: its audit-mode webhook admits what the test creates,
+#: whatever its own (staging, loopback-registry) policy says. A background scanner under test
+#: evaluates in its own settings' mode (enforce), as the README says.
+AUDIT_ONLY = {"gatekeeper.forge.dev/mode": "audit"}
 #: The gatekeeper's environment in these tests: 127.0.0.1:* is allowed, localhost:* is not.
 ENVIRONMENT = "staging"
 

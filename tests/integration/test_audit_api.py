@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from gatekeeper.api.audit_routes import audit_readiness
 from gatekeeper.app import create_app
 from gatekeeper.cli.audit import audit_app
+from tests.helpers.app import evaluated
 from tests.helpers.tokens import bearer_headers
 from tests.helpers.types import MakeSettings
 
@@ -63,15 +64,12 @@ def evaluate(
     ticket_id: str = "CHG-1",
     images: Sequence[str] = (f"registry.example.com/payments/api:1.4@{DIGEST}",),
 ) -> dict[str, Any]:
-    response = client.post(
-        "/v1/evaluations",
-        json={"images": list(images), "environment": "production", "namespace": "payments",
-              "ticket": {"intent_id": "INT-1", "plan_id": "PLAN-1", "ticket_id": ticket_id}},
+    return evaluated(
+        client,
+        {"images": list(images), "environment": "production", "namespace": "payments",
+         "ticket": {"intent_id": "INT-1", "plan_id": "PLAN-1", "ticket_id": ticket_id}},
         headers=bearer("pipeline"),
     )
-    assert response.status_code == 200, response.text
-    decision: dict[str, Any] = response.json()
-    return decision
 
 
 def test_ticket_decisions_route(client: TestClient) -> None:

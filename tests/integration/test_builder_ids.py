@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
+from tests.helpers.app import admitted, evaluated
 from tests.integration.cosign_fixtures import (
     CYCLONEDX_PREDICATE,
     SLSA_V02_PREDICATE,
@@ -61,18 +62,10 @@ class Production:
         return f"{self.host}/{repository}:1.0@{digest}"
 
     def evaluate(self, image: str) -> dict[str, Any]:
-        response = self.client.post(
-            "/v1/evaluations", json={"images": [image], "environment": "production"}
-        )
-        assert response.status_code == 200, response.text
-        decoded: dict[str, Any] = response.json()
-        return decoded
+        return evaluated(self.client, {"images": [image], "environment": "production"})
 
     def admit(self, image: str, uid: str) -> dict[str, Any]:
-        response = self.client.post("/admission/validate", json=deployment_review(uid, [image]))
-        assert response.status_code == 200, response.text
-        decoded: dict[str, Any] = response.json()["response"]
-        return decoded
+        return admitted(self.client, deployment_review(uid, [image]))
 
 
 @pytest.fixture

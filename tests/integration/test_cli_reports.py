@@ -7,32 +7,20 @@ import json
 from pathlib import Path
 from xml.etree import ElementTree
 
-import pytest
 from typer.testing import CliRunner
 
 from gatekeeper.cli import app
 from gatekeeper.config import Settings
-from tests.helpers.cli import settings_through_environment
-from tests.helpers.types import MakeSettings
 from tests.integration.test_policy_lifecycle_api import shipped, with_teams_policy, write_candidate
+from tests.integration.test_policy_lifecycle_cli import cli_env  # noqa: F401 - fixture
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def cli_env(
-    tmp_path: Path, make_settings: MakeSettings, opa_binary: str, monkeypatch: pytest.MonkeyPatch
-) -> Settings:
-    """As in test_policy_lifecycle_cli: settings through the environment."""
-    core = write_candidate(tmp_path / "shipped", shipped())
-    settings = make_settings(policy_dir=core / "policies")
-    return settings_through_environment(settings, opa_binary, monkeypatch)
 
 
 FAILING = "data.gatekeeper.rules.teams_test.test_message_names_the_field"
 
 
-def test_policy_test_reports_for_ci(cli_env: Settings, tmp_path: Path) -> None:
+def test_policy_test_reports_for_ci(cli_env: Settings, tmp_path: Path) -> None:  # noqa: F811
     root = write_candidate(tmp_path / "candidate", with_teams_policy(shipped()))
     arguments = ["policy", "test", "--policies", str(root / "policies"), "--tests", str(root / "tests")]
     junit = runner.invoke(app, [*arguments, "--format", "junit"])
@@ -57,7 +45,7 @@ def test_policy_test_reports_for_ci(cli_env: Settings, tmp_path: Path) -> None:
     ]
 
 
-def test_policy_activate_takes_a_unique_revision_prefix(cli_env: Settings, tmp_path: Path) -> None:
+def test_policy_activate_takes_a_unique_revision_prefix(cli_env: Settings, tmp_path: Path) -> None:  # noqa: F811
     original = shipped()
     submitted = runner.invoke(
         app, ["policy", "submit", str(write_candidate(tmp_path / "original", original)),

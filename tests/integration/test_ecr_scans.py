@@ -10,6 +10,7 @@ import json
 import urllib.request
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -71,6 +72,22 @@ def push_image(ecr: Any) -> PushImage:
         return parse_image_reference(f"{HOST}/{repository}@{digest}"), digest
 
     return push
+
+
+def complete_scan(
+    findings: list[dict[str, Any]], *, age: timedelta = timedelta(hours=2)
+) -> dict[str, Any]:
+    """A finished enhanced scan with ``findings``, completed ``age`` ago (for :func:`inject`)."""
+    recent = (datetime.now(UTC) - age).strftime("%Y-%m-%dT%H:%M:%SZ")
+    counts: dict[str, int] = {}
+    for finding in findings:
+        counts[finding["severity"]] = counts.get(finding["severity"], 0) + 1
+    return {
+        "imageScanStatus": {"status": "COMPLETE"},
+        "imageScanFindings": {"imageScanCompletedAt": recent,
+                              "vulnerabilitySourceUpdatedAt": recent,
+                              "findingSeverityCounts": counts, "enhancedFindings": findings},
+    }  # fmt: skip
 
 
 def inject(moto_url: str, reference: ImageReference, digest: Digest, **response: Any) -> None:

@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
+from tests.helpers.app import admitted, evaluated
 from tests.helpers.tokens import bearer_headers
 from tests.integration.cosign_fixtures import push_image, registry_host, unique_repository
 from tests.integration.test_admission_signatures import deployment_review
@@ -48,20 +49,14 @@ class Gate:
     other_digest: str
 
     def evaluate(self, image: str) -> dict[str, Any]:
-        response = self.client.post(
-            "/v1/evaluations",
-            json={"images": [image], "environment": "staging", "namespace": "shop"},
+        return evaluated(
+            self.client,
+            {"images": [image], "environment": "staging", "namespace": "shop"},
             headers=PIPELINE,
         )
-        assert response.status_code == 200, response.text
-        decoded: dict[str, Any] = response.json()
-        return decoded
 
     def admit(self, image: str, uid: str) -> dict[str, Any]:
-        response = self.client.post("/admission/validate", json=deployment_review(uid, [image]))
-        assert response.status_code == 200, response.text
-        decoded: dict[str, Any] = response.json()["response"]
-        return decoded
+        return admitted(self.client, deployment_review(uid, [image]))
 
     def create(self, **overrides: object) -> dict[str, Any]:
         body: dict[str, object] = {

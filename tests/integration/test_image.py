@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.helpers.app import evaluated
 from tests.helpers.types import MakeSettings
 from tests.integration.cosign_fixtures import (
     COSIGN_PASSWORD,
@@ -236,11 +237,8 @@ def copy_image(source: str, repository: str) -> str:
 
 
 def evaluate(client: TestClient, image: str) -> dict[str, Any]:
-    response = client.post("/v1/evaluations", json={
+    return evaluated(client, {
         "images": [image], "environment": "production", "namespace": "gatekeeper-system"})
-    assert response.status_code == 200, response.text
-    decision: dict[str, Any] = response.json()
-    return decision
 
 
 def messages(decision: dict[str, Any]) -> list[str]:

@@ -13,7 +13,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +41,16 @@ from gatekeeper.scans import EcrScanSource, ScanEvidenceCollector
 from gatekeeper.service import EvaluationService
 from gatekeeper.webhook.scope import AdmissionSettings
 from tests.fakes import FakeAuditLog
-from tests.integration.kube_cluster import REPO, ControlPlane, control_plane  # noqa: F401
+from tests.integration.kube_cluster import (  # noqa: F401
+    AUDIT_ONLY,
+    REPO,
+    ControlPlane,
+    control_plane,
+)
 from tests.integration.test_ecr_scans import (  # noqa: F401
     PushImage,
     aws_credentials,
+    complete_scan,
     ecr,
     enhanced_finding,
     inject,
@@ -52,12 +58,6 @@ from tests.integration.test_ecr_scans import (  # noqa: F401
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.kube]
-
-#: When the session's gatekeeper (kube_cluster.gatekeeper) has registered the chart's webhooks,
-#: they govern these namespaces too: its audit-mode webhook admits what this test creates,
-#: whatever its own (staging, loopback-registry) policy says. The background scanner under test
-#: evaluates in its own settings' mode (enforce), as the README says.
-AUDIT_ONLY = {"gatekeeper.forge.dev/mode": "audit"}
 
 CRD = REPO / "charts" / "gatekeeper" / "crds" / "wgpolicyk8s.io_policyreports.yaml"
 #: The rules of the chart's background ClusterRole (charts/gatekeeper/templates/background.yaml).
@@ -74,18 +74,6 @@ CONFIG = {
 PERIOD = 2.0
 Background = tuple[ComplianceScanner, ComplianceLoop, FakeAuditLog, Path, KubeClient,
                    CollectorRegistry]
-
-
-def _scan(findings: list[dict[str, Any]]) -> dict[str, Any]:
-    recent = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    counts: dict[str, int] = {}
-    for finding in findings:
-        counts[finding["severity"]] = counts.get(finding["severity"], 0) + 1
-    return {"imageScanStatus": {"status": "COMPLETE"},
-            "imageScanFindings": {"imageScanCompletedAt": recent,
-                                  "vulnerabilitySourceUpdatedAt": recent,
-                                  "findingSeverityCounts": counts,
-                                  "enhancedFindings": findings}}
 
 
 def _service_account_client(cluster: ControlPlane, tmp_path: Path) -> KubeClient:
@@ -226,8 +214,8 @@ def test_critical_finding_and_stricter_revision_reach_the_policy_report(
     # (plus the scan cache's 1 s TTL and the time to evaluate).
     ecr.start_image_scan(repositoryName=reference.repository,
                          imageId={"imageDigest": str(digest)})
-    inject(moto_url, reference, digest, **_scan(
-        [enhanced_finding("CVE-2024-3094", "xz-utils", "5.6.0", "5.6.1")]))
+    inject(moto_url, reference, digest, **complete_scan(
+        [enhanced_finding("CVE-2024-3094", "xz-utils", "5.6.0", "5.6.1")], age=timedelta(hours=1)))
     injected = time.monotonic()
     failing = report_where(lambda r: r["summary"]["fail"] > 0, timeout=PERIOD + 1.0 + 3.0)
     latency = time.monotonic() - injected

@@ -42,15 +42,14 @@ from tests.integration.cosign_fixtures import (
     generate_key_pair,
     skopeo_binary,
 )
-from tests.integration.kube_cluster import REPO, ControlPlane, control_plane  # noqa: F401
+from tests.integration.kube_cluster import (  # noqa: F401
+    AUDIT_ONLY,
+    REPO,
+    ControlPlane,
+    control_plane,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.kube]
-
-#: When the session's gatekeeper (kube_cluster.gatekeeper) has registered the chart's webhooks,
-#: they govern these namespaces too: its audit-mode webhook admits what this test creates,
-#: whatever its own (staging, loopback-registry) policy says. The background scanner under test
-#: evaluates in its own settings' mode (enforce), as the README says.
-AUDIT_ONLY = {"gatekeeper.forge.dev/mode": "audit"}
 
 USER, PASSWORD = "puller", "s3cret-pull-password"  # noqa: S105 - a throwaway test login
 RULES = [

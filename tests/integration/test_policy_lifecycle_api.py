@@ -32,6 +32,7 @@ from gatekeeper.policy.factory import PolicyStatePaths, create_policy_lifecycle
 from gatekeeper.policy.lifecycle import PolicyLifecycle
 from gatekeeper.service import EvaluationService
 from gatekeeper.wiring import build_container
+from tests.helpers.app import evaluated
 from tests.helpers.tokens import bearer_headers
 from tests.helpers.types import MakeSettings
 
@@ -157,15 +158,12 @@ class LifecycleApp:
     def evaluate(
         self, images: list[str], environment: str, ticket_id: str | None = None
     ) -> dict[str, Any]:
-        response = self.client.post(
-            "/v1/evaluations",
-            json={"images": images, "environment": environment, "namespace": "payments",
-                  "ticket": {"ticket_id": ticket_id}},
+        return evaluated(
+            self.client,
+            {"images": images, "environment": environment, "namespace": "payments",
+             "ticket": {"ticket_id": ticket_id}},
             headers=PIPELINE,
         )
-        assert response.status_code == 200, response.text
-        decision: dict[str, Any] = response.json()
-        return decision
 
 
 @contextmanager

@@ -19,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
+from tests.helpers.app import admitted, evaluated
 from tests.helpers.tokens import bearer_headers
 from tests.helpers.types import MakeSettings
 from tests.integration.cosign_fixtures import (
@@ -71,20 +72,14 @@ class Gate:
                       predicate_type="cyclonedx", predicate=document)  # fmt: skip
 
     def evaluate(self, image: str, **body: Any) -> dict[str, Any]:
-        response = self.client.post(
-            "/v1/evaluations",
-            json={"images": [image], "environment": "production", "namespace": "shop", **body},
+        return evaluated(
+            self.client,
+            {"images": [image], "environment": "production", "namespace": "shop", **body},
             headers=pipeline(),
         )
-        assert response.status_code == 200, response.text
-        result: dict[str, Any] = response.json()
-        return result
 
     def admit(self, image: str, uid: str) -> dict[str, Any]:
-        response = self.client.post("/admission/validate", json=deployment_review(uid, [image]))
-        assert response.status_code == 200, response.text
-        answer: dict[str, Any] = response.json()["response"]
-        return answer
+        return admitted(self.client, deployment_review(uid, [image]))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,13 @@ from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
 from gatekeeper.domain.reference import Digest, ImageReference
+from tests.helpers.app import evaluated
 from tests.helpers.tokens import bearer_headers
 from tests.helpers.types import MakeSettings
 from tests.integration.test_ecr_scans import (  # noqa: F401 - fixtures
     PushImage,
     aws_credentials,
+    complete_scan,
     ecr,
     enhanced_finding,
     inject,
@@ -73,19 +74,6 @@ def openvex(reference: ImageReference, digest: Digest, cve: str = XZ, **statemen
     }).encode()  # fmt: skip
 
 
-def _scan(findings: list[dict[str, Any]]) -> dict[str, Any]:
-    recent = (datetime.now(UTC) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    counts: dict[str, int] = {}
-    for finding in findings:
-        counts[finding["severity"]] = counts.get(finding["severity"], 0) + 1
-    return {
-        "imageScanStatus": {"status": "COMPLETE"},
-        "imageScanFindings": {"imageScanCompletedAt": recent,
-                              "vulnerabilitySourceUpdatedAt": recent,
-                              "findingSeverityCounts": counts, "enhancedFindings": findings},
-    }  # fmt: skip
-
-
 XZ_FINDING = ("CVE-2024-3094", "xz-utils", "5.6.0", "5.6.1", "CRITICAL")
 GLIBC_FINDING = ("CVE-2023-4911", "glibc", "2.37", "2.38", "HIGH")
 
@@ -116,18 +104,16 @@ def _image(  # noqa: F811
     moto_url: str, push_image: PushImage, *findings: tuple[str, str, str, str | None, str]  # noqa: F811
 ) -> tuple[ImageReference, Digest]:
     reference, digest = push_image()
-    inject(moto_url, reference, digest, **_scan([enhanced_finding(*f[:4], severity=f[4]) for f in findings]))
+    inject(moto_url, reference, digest, **complete_scan([enhanced_finding(*f[:4], severity=f[4]) for f in findings]))
     return reference, digest
 
 
 def _decide(client: TestClient, reference: ImageReference) -> dict[str, Any]:
-    response = client.post(
-        "/v1/evaluations", headers=pipeline(),
-        json={"images": [str(reference)], "environment": "production", "namespace": "shop"},
-    )  # fmt: skip
-    assert response.status_code == 200, response.text
-    decision: dict[str, Any] = response.json()
-    return decision
+    return evaluated(
+        client,
+        {"images": [str(reference)], "environment": "production", "namespace": "shop"},
+        headers=pipeline(),
+    )
 
 
 def _violations(decision: dict[str, Any]) -> set[tuple[str, str]]:
