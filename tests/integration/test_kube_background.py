@@ -46,6 +46,7 @@ from tests.integration.kube_cluster import (  # noqa: F401
     REPO,
     ControlPlane,
     control_plane,
+    service_account,
 )
 from tests.integration.test_ecr_scans import (  # noqa: F401
     PushImage,
@@ -86,31 +87,7 @@ def _service_account(cluster: ControlPlane, tmp_path: Path) -> tuple[str, Path, 
     cluster.apply(yaml.safe_load(CRD.read_text()))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s",
                     "crd/policyreports.wgpolicyk8s.io")
-    namespace = cluster.namespace("gk-bg-system")
-    cluster.apply([
-        {"apiVersion": "v1", "kind": "ServiceAccount",
-         "metadata": {"name": "gatekeeper", "namespace": namespace}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-         "metadata": {"name": f"{namespace}-background"}, "rules": BACKGROUND_RULES},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-         "metadata": {"name": f"{namespace}-background"},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                     "name": f"{namespace}-background"},
-         "subjects": [{"kind": "ServiceAccount", "name": "gatekeeper",
-                       "namespace": namespace}]},
-    ])
-    token = cluster.kubectl("create", "token", "gatekeeper", "-n", namespace).stdout.strip()
-    (tmp_path / "token").write_text(token)
-    config = json.loads(cluster.kubectl("config", "view", "--raw", "--minify",
-                                        "-o", "json").stdout)
-    entry = config["clusters"][0]["cluster"]
-    ca_file = Path(entry["certificate-authority"]) if "certificate-authority" in entry else None
-    if ca_file is None:
-        import base64
-
-        ca_file = tmp_path / "ca.crt"
-        ca_file.write_bytes(base64.b64decode(entry["certificate-authority-data"]))
-    return entry["server"], tmp_path / "token", ca_file
+    return service_account(cluster, "gk-bg-system", BACKGROUND_RULES, tmp_path)
 
 
 @pytest.fixture()
