@@ -121,7 +121,9 @@ def served(cli_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     key = tmp_path / "served-audit.pem"
     assert run(cli_env, "audit", "keygen", "--file", str(key)).returncode == 0
     cli_env["GATEKEEPER_AUDIT_SIGNING_KEY_FILE"] = str(key)
-    with gatekeeper_serve(cli_env, tmp_path / "serve.log", host=None, cwd=None) as server:
+    # its own metrics port: the default (9090) may be taken by another server on this machine
+    served_env = {**cli_env, "GATEKEEPER_METRICS_PORT": "0"}
+    with gatekeeper_serve(served_env, tmp_path / "serve.log", host=None, cwd=None) as server:
         yield server.url
 
 
