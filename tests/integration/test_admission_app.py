@@ -44,7 +44,7 @@ def auditor_token() -> dict[str, str]:
 def serve_gatekeeper(
     tmp_path: Path, opa_binary: str, policy_dir: Path, ca: CertificateAuthority,
     **extra_env: str,
-) -> Iterator[tuple[str, Any]]:
+) -> Iterator[tuple[str, httpx.Client]]:
     """``gatekeeper serve`` as a child on HTTPS with ``extra_env`` on top of the defaults."""
     host = registry_host()
     leaf = ca.issue("gatekeeper", ip_addresses=("127.0.0.1",))
@@ -74,7 +74,7 @@ def serve_gatekeeper(
 
 
 @pytest.fixture
-def served(tmp_path: Path, opa_binary: str, policy_dir: Path) -> Iterator[tuple[str, Any]]:
+def served(tmp_path: Path, opa_binary: str, policy_dir: Path) -> Iterator[tuple[str, httpx.Client]]:
     with serve_gatekeeper(tmp_path, opa_binary, policy_dir, CertificateAuthority(tmp_path)) as (
         url, client
     ):
@@ -86,7 +86,7 @@ def post(client: httpx.Client, url: str, path: str, document: dict[str, Any]) ->
                        headers={"Content-Type": "application/json"})
 
 
-def test_mutation_pins_the_registry_digest_in_the_real_app(served: tuple[str, Any], tmp_path: Path) -> None:
+def test_mutation_pins_the_registry_digest_in_the_real_app(served: tuple[str, httpx.Client], tmp_path: Path) -> None:
     url, client = served
     host = registry_host()
     repository = unique_repository()
@@ -108,7 +108,7 @@ def test_mutation_pins_the_registry_digest_in_the_real_app(served: tuple[str, An
     assert recorded["images"][0]["digest"] == str(digest)
 
 
-def test_policy_violation_is_denied_naming_the_field(served: tuple[str, Any]) -> None:
+def test_policy_violation_is_denied_naming_the_field(served: tuple[str, httpx.Client]) -> None:
     url, client = served
     image = f"gcr.io/acme/app@{DIGEST}"
 
@@ -121,7 +121,7 @@ def test_policy_violation_is_denied_naming_the_field(served: tuple[str, Any]) ->
         f"in environment \"development\" (decision {answer['auditAnnotations']['decision-id']})")
 
 
-def test_edges_of_the_real_app(served: tuple[str, Any]) -> None:
+def test_edges_of_the_real_app(served: tuple[str, httpx.Client]) -> None:
     url, client = served
     beta = json.loads((ASSETS / "pod-create.json").read_text())
     beta["apiVersion"] = "admission.k8s.io/v1beta1"
@@ -140,7 +140,7 @@ def decisions_of(client: httpx.Client, url: str) -> list[dict[str, Any]]:
     return items
 
 
-def test_one_admission_through_both_webhooks_is_one_record(served: tuple[str, Any], tmp_path: Path) -> None:
+def test_one_admission_through_both_webhooks_is_one_record(served: tuple[str, httpx.Client], tmp_path: Path) -> None:
     url, client = served
     host = registry_host()
     repository = unique_repository()
@@ -159,7 +159,7 @@ def test_one_admission_through_both_webhooks_is_one_record(served: tuple[str, An
     assert op["value"] == f"{host}/{repository}:1.0@{digest}"
 
 
-def test_a_forbidden_registry_is_never_contacted_and_its_reason_comes_first(served: tuple[str, Any]) -> None:
+def test_a_forbidden_registry_is_never_contacted_and_its_reason_comes_first(served: tuple[str, httpx.Client]) -> None:
     """127.0.0.2 is loopback but not on development's allow-list (127.0.0.1:* is): the deny is
     decided before evidence, so nothing connects to the registry there."""
     url, client = served

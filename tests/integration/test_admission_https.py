@@ -29,7 +29,7 @@ from gatekeeper.webhook.tls import (
     ReloadingServerContext,
 )
 from tests.unit.webhook.certificates import CertificateAuthority
-from tests.unit.webhook.fakes import build_service, digest_of
+from tests.unit.webhook.fakes import MemoryAuditLog, build_service, digest_of
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "admission"
 API = "ghcr.io/acme/api:1.4"
@@ -78,7 +78,7 @@ def ca(tmp_path: Path) -> CertificateAuthority:
 
 
 @pytest.fixture
-def gatekeeper(ca: CertificateAuthority) -> Iterator[tuple[str, Any]]:
+def gatekeeper(ca: CertificateAuthority) -> Iterator[tuple[str, MemoryAuditLog]]:
     leaf = ca.issue("gatekeeper", dns_names=(SERVICE_NAME,), ip_addresses=("127.0.0.1",))
     tls = ReloadingServerContext(leaf.cert_file, leaf.key_file)
     service, audit = build_service(deny={API: UNSIGNED})
@@ -112,7 +112,7 @@ EXPECTED_ALLOWED = {
 }
 
 
-def test_every_review_document_is_answered_over_https(ca: CertificateAuthority, gatekeeper: tuple[str, Any]) -> None:
+def test_every_review_document_is_answered_over_https(ca: CertificateAuthority, gatekeeper: tuple[str, MemoryAuditLog]) -> None:
     url, audit = gatekeeper
     assert sorted(EXPECTED_ALLOWED) == sorted(p.stem for p in ASSETS.glob("*.json"))
     with client_for(ca) as client:
@@ -127,7 +127,7 @@ def test_every_review_document_is_answered_over_https(ca: CertificateAuthority, 
                     d.decision_id for d in audit.records}
 
 
-def test_mutation_over_https_pins_digests(ca: CertificateAuthority, gatekeeper: tuple[str, Any]) -> None:
+def test_mutation_over_https_pins_digests(ca: CertificateAuthority, gatekeeper: tuple[str, MemoryAuditLog]) -> None:
     url, _ = gatekeeper
     with client_for(ca) as client:
         response = send(client, url, "replicationcontroller-create", "/admission/mutate")
@@ -138,7 +138,7 @@ def test_mutation_over_https_pins_digests(ca: CertificateAuthority, gatekeeper: 
     }]
 
 
-def test_v1beta1_review_is_a_clear_400_over_https(ca: CertificateAuthority, gatekeeper: tuple[str, Any]) -> None:
+def test_v1beta1_review_is_a_clear_400_over_https(ca: CertificateAuthority, gatekeeper: tuple[str, MemoryAuditLog]) -> None:
     url, _ = gatekeeper
     document = json.loads((ASSETS / "pod-create.json").read_text())
     document["apiVersion"] = "admission.k8s.io/v1beta1"

@@ -31,6 +31,7 @@ from gatekeeper.audit.chain import GENESIS_HASH, canonical_json, record_hash, sh
 from gatekeeper.audit.schema import drop_append_only_triggers
 from gatekeeper.cli.audit import audit_app
 from tests.helpers.postgres import fresh_database
+from tests.helpers.types import MakeSettings
 from tests.integration.test_admission_signatures import deployment_review
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
@@ -95,7 +96,7 @@ def rewrite_history(url: str) -> None:
 
 
 def test_a_superuser_rewrite_is_caught_by_the_witness_and_refused_by_the_writer(
-    make_settings: Any, database: str, keys: tuple[Path, Path], moto_url: str,
+    make_settings: MakeSettings, database: str, keys: tuple[Path, Path], moto_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
@@ -167,7 +168,7 @@ def test_a_superuser_rewrite_is_caught_by_the_witness_and_refused_by_the_writer(
 
 
 def test_file_witness_fails_on_reordered_and_contradicting_checkpoints(
-    make_settings: Any, database: str, keys: tuple[Path, Path], tmp_path: Path
+    make_settings: MakeSettings, database: str, keys: tuple[Path, Path], tmp_path: Path
 ) -> None:
     witness_file = tmp_path / "other-volume" / "checkpoints.jsonl"
     witness = f"file://{witness_file}"

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
 from tests.helpers.app import admitted, evaluated
+from tests.helpers.types import MakeSettings
 from tests.integration.cosign_fixtures import (
     CYCLONEDX_PREDICATE,
     SLSA_V02_PREDICATE,
@@ -75,7 +76,7 @@ def cosign_v2() -> str:
 
 
 @pytest.fixture
-def production(cosign_v2: str, tmp_path: Path, make_settings: Any) -> Iterator[Production]:
+def production(cosign_v2: str, tmp_path: Path, make_settings: MakeSettings) -> Iterator[Production]:
     host = registry_host()
     cosign = cosign_v2
     keys = generate_key_pair(cosign, tmp_path / "keys")

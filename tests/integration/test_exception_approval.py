@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from gatekeeper.app import create_app
 from tests.helpers.app import admitted, evaluated
 from tests.helpers.tokens import bearer_headers
+from tests.helpers.types import MakeSettings
 from tests.integration.cosign_fixtures import push_image, registry_host, unique_repository
 from tests.integration.test_admission_signatures import deployment_review
 
@@ -75,7 +76,7 @@ class Gate:
 
 
 def start_gate(
-    tmp_path: Path, make_settings: Any, **overrides: object
+    tmp_path: Path, make_settings: MakeSettings, **overrides: object
 ) -> Iterator[TestClient]:
     host = registry_host()
     values: dict[str, object] = {
@@ -92,7 +93,7 @@ def start_gate(
 
 
 @pytest.fixture
-def gate(tmp_path: Path, make_settings: Any) -> Iterator[Gate]:
+def gate(tmp_path: Path, make_settings: MakeSettings) -> Iterator[Gate]:
     host = registry_host()
     repository = unique_repository()
     approved = push_image(host, f"{repository}:approved", "the reviewed build", tmp_path)
@@ -215,7 +216,7 @@ def test_pending_until_a_second_authenticated_person_approves(gate: Gate) -> Non
 
 
 def test_with_authentication_disabled_nothing_can_be_approved(
-    tmp_path: Path, make_settings: Any
+    tmp_path: Path, make_settings: MakeSettings
 ) -> None:
     host = registry_host()
     repository = unique_repository()

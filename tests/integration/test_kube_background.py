@@ -41,6 +41,7 @@ from gatekeeper.scans import EcrScanSource, ScanEvidenceCollector
 from gatekeeper.service import EvaluationService
 from gatekeeper.webhook.scope import AdmissionSettings
 from tests.fakes import FakeAuditLog
+from tests.helpers.types import MakeSettings
 from tests.integration.kube_cluster import (  # noqa: F401
     AUDIT_ONLY,
     REPO,
@@ -277,7 +278,7 @@ def test_least_privilege_account_cannot_read_secrets(
 
 
 def test_serve_with_background_enabled_answers_v1_compliance(
-    control_plane: ControlPlane, make_settings: Any, tmp_path: Path,  # noqa: F811
+    control_plane: ControlPlane, make_settings: MakeSettings, tmp_path: Path,  # noqa: F811
 ) -> None:
     """The composition root: settings -> loop started with the app -> GET /v1/compliance."""
     from gatekeeper.app import create_app

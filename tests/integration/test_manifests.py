@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -105,13 +106,13 @@ def rendered(tmp_path: Path) -> tuple[str, str]:
 
 
 @pytest.fixture
-def served(tmp_path: Path, opa_binary: str, policy_dir: Path) -> Iterator[tuple[str, Any]]:
+def served(tmp_path: Path, opa_binary: str, policy_dir: Path) -> Iterator[tuple[str, httpx.Client]]:
     with serve_gatekeeper(tmp_path, opa_binary, policy_dir, CertificateAuthority(tmp_path),
                           GATEKEEPER_ADMISSION_ENVIRONMENT="development") as (url, client):
         yield url, client
 
 
-def test_helm_template_verdicts_equal_what_admission_answers(served: tuple[str, Any], rendered: tuple[str, str]) -> None:
+def test_helm_template_verdicts_equal_what_admission_answers(served: tuple[str, httpx.Client], rendered: tuple[str, str]) -> None:
     url, client = served
     manifests, image = rendered
     answer = client.post(url + "/v1/evaluations", headers=_token("pipeline"), json={
