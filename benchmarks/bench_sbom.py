@@ -22,6 +22,7 @@ import statistics
 import time
 from typing import Any
 
+from gatekeeper.domain.ports import EvidenceContext
 from gatekeeper.domain.reference import parse_digest
 from gatekeeper.sbom import (
     BindingMethod,
@@ -31,6 +32,7 @@ from gatekeeper.sbom import (
 )
 from gatekeeper.sbom.normalise import normalise_sbom
 from gatekeeper.sbom.validation import parse_sbom_document
+from tests.fakes import FixedSbomSource
 
 DIGEST = "sha256:" + "ab" * 32
 _LICENSES = ["MIT", "Apache-2.0", "BSD-3-Clause", "GPL-2.0-only OR MIT", "ISC"]
@@ -96,18 +98,7 @@ def main() -> None:
     bench_every_document(validator, args.rounds)
 
 
-class _Fixed:
-    name = "bench"
-
-    def __init__(self, candidates: list[SbomCandidate]) -> None:
-        self.candidates = candidates
-
-    def find(self, reference: object, digest: object, context: object) -> list[SbomCandidate]:
-        return self.candidates
-
-
 def bench_every_document(validator: CycloneDxValidator, rounds: int) -> None:
-    from gatekeeper.domain.ports import EvidenceContext
     from gatekeeper.domain.reference import parse_image_reference
 
     documents = [generate(2_000)] + [
@@ -123,7 +114,8 @@ def bench_every_document(validator: CycloneDxValidator, rounds: int) -> None:
     cold: list[float] = []
     warm: list[float] = []
     for _ in range(max(1, rounds // 3)):
-        collector = SbomEvidenceCollector(sources=(_Fixed(candidates),), validator=validator)
+        source = FixedSbomSource(*candidates, name="bench")
+        collector = SbomEvidenceCollector(sources=(source,), validator=validator)
         start = time.perf_counter()
         section = collector.collect(image, image.digest, context)
         cold.append((time.perf_counter() - start) * 1000)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from benchmarks.common import free_port, summarise
 from gatekeeper.domain import (
@@ -23,17 +25,21 @@ from gatekeeper.domain import (
     Ticket,
     parse_image_reference,
 )
+from gatekeeper.domain.ports import EvidenceCollector, EvidenceContext
+from gatekeeper.domain.reference import Digest, ImageReference
 from gatekeeper.metrics import Metrics
 from gatekeeper.service import EvaluationService
 from gatekeeper.tracing import build_tracing
 from tests.fakes import FakeAuditLog, FakePolicyEngine
 
 
-class _Collector:
+class _Collector(EvidenceCollector):
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def collect(self, reference, digest, context):  # type: ignore[no-untyped-def]
+    def collect(
+        self, reference: ImageReference, digest: Digest | None, context: EvidenceContext
+    ) -> Mapping[str, Any]:
         return {"status": "verified"}
 
 

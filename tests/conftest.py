@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
 from gatekeeper.config import Settings, load_settings
+from tests.helpers.postgres import PGBIN, ThrowawayPostgres
+from tests.helpers.types import AssetPath, MakeSettings
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -30,7 +33,7 @@ def opa_binary() -> str:
 
 
 @pytest.fixture
-def asset():
+def asset() -> AssetPath:
     def _asset(name: str) -> Path:
         path = ASSETS / name
         assert path.exists(), f"missing test asset {path}"
@@ -48,7 +51,9 @@ def policy_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path, opa_binary: str, policy_dir: Path, monkeypatch):
+def make_settings(
+    tmp_path: Path, opa_binary: str, policy_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> MakeSettings:
     for name in list(os.environ):
         if name.startswith("GATEKEEPER_") and not name.startswith("GATEKEEPER_TEST_"):
             monkeypatch.delenv(name)
@@ -71,9 +76,39 @@ def make_settings(tmp_path: Path, opa_binary: str, policy_dir: Path, monkeypatch
 
 
 @pytest.fixture
-def client(make_settings) -> Iterator[TestClient]:
+def client(make_settings: MakeSettings) -> Iterator[TestClient]:
     with TestClient(create_app(make_settings())) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
+    """A started PostgreSQL cluster of the test's own, which it may stop and start again."""
+    if not (PGBIN / "initdb").exists():
+        pytest.skip("PostgreSQL 15 binaries are not installed")
+    # Not under pytest's tmp dir: that one is private to root, and postgres refuses root.
+    base = Path(tempfile.mkdtemp(prefix="gatekeeper-pg-outage-"))
+    base.chmod(0o711)
+    server = ThrowawayPostgres(base / "cluster")
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        try:
+            server.stop("immediate")
+        except RuntimeError:
+            pass
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> str:
+    """moto_server's URL (the AWS APIs on loopback, started by scripts/test-servers)."""
+    url = os.environ.get("GATEKEEPER_TEST_MOTO_URL")
+    if not url:
+        pytest.skip("GATEKEEPER_TEST_MOTO_URL is not set (scripts/test-servers starts moto)")
+    return url
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,27 @@ Each fake subclasses its port, so mypy (which covers this module) checks it agai
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from gatekeeper.domain import Decision, DecisionPage, DecisionQuery, PolicyResult, Violation
-from gatekeeper.domain.ports import AuditLog, PolicyEngine
+from gatekeeper.domain import (
+    Decision,
+    DecisionPage,
+    DecisionQuery,
+    Digest,
+    EvidenceContext,
+    ImageReference,
+    PolicyResult,
+    Violation,
+)
+from gatekeeper.domain.ports import (
+    AuditLog,
+    PolicyEngine,
+    SbomCandidate,
+    SbomSource,
+    VexCandidate,
+    VexSource,
+)
 from gatekeeper.errors import NotFoundError, PolicyEngineError, StorageError
 
 
@@ -67,6 +83,32 @@ class FakeAuditLog(AuditLog):
     def check_health(self) -> None:
         if self.fail:
             raise StorageError("audit store down")
+
+
+class FixedSbomSource(SbomSource):
+    """Finds the same SBOM candidates for every image (an attestation or referrer source)."""
+
+    def __init__(self, *candidates: SbomCandidate, name: str = "fake") -> None:
+        self.name = name
+        self.candidates = candidates
+
+    def find(
+        self, reference: ImageReference, digest: Digest | None, context: EvidenceContext
+    ) -> Sequence[SbomCandidate]:
+        return self.candidates
+
+
+class FixedVexSource(VexSource):
+    """Finds the same VEX candidates for every image."""
+
+    def __init__(self, *candidates: VexCandidate, name: str = "fake") -> None:
+        self.name = name
+        self.candidates = candidates
+
+    def find(
+        self, reference: ImageReference, digest: Digest, context: EvidenceContext
+    ) -> Sequence[VexCandidate]:
+        return self.candidates
 
 
 def violation(message: str, image: str | None = None, policy: str = "test") -> Violation:

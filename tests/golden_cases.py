@@ -8,6 +8,7 @@ rewrites them after an intended change of the input schema.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from gatekeeper.domain import (
 from gatekeeper.domain.evidence_documents import EvidenceExternaliser, build_evidence_index
 from gatekeeper.sbom import BindingMethod, SbomCandidate, SbomEvidenceCollector
 from gatekeeper.vex import VexCandidate, VexEvidenceCollector, parse_vex_document
+from tests.fakes import FixedSbomSource, FixedVexSource
 
 GOLDEN_DIR = Path(__file__).resolve().parent.parent / "rego-tests" / "golden"
 EVALUATED_AT = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -32,20 +34,10 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 def _input(request: EvaluationRequest) -> dict[str, Any]:
-    images = [(ref, ref.digest, {}) for ref in request.images]
+    images: list[tuple[ImageReference, Digest | None, Mapping[str, Any]]] = [
+        (ref, ref.digest, {}) for ref in request.images
+    ]
     return build_policy_input(request, images, EVALUATED_AT)
-
-
-class _Candidates:
-    """A source of fixed SBOM or VEX candidates (both collectors call ``find``)."""
-
-    name = "golden"
-
-    def __init__(self, *candidates: Any) -> None:
-        self.candidates = candidates
-
-    def find(self, reference: ImageReference, digest: Digest | None, context: Any) -> Any:
-        return self.candidates
 
 
 def _cyclonedx(*purls: str) -> bytes:
@@ -58,13 +50,14 @@ def _cyclonedx(*purls: str) -> bytes:
 def _sources_input(request: EvaluationRequest) -> dict[str, Any]:
     """Every SBOM of the digest with its source (issue 10.1) and a VEX statement (14.4)."""
     [reference] = request.images
-    sbom = SbomEvidenceCollector(sources=[_Candidates(
+    sbom = SbomEvidenceCollector(sources=[FixedSbomSource(
         SbomCandidate(_cyclonedx("pkg:npm/event-stream@3.3.6", "pkg:npm/left-pad@1.3.0"),
                       BindingMethod.ATTESTATION, (DIGEST,),
                       "attestation verified by release (att-tag)", source="attestation",
                       authority="release"),
         SbomCandidate(_cyclonedx("pkg:npm/left-pad@1.3.0"), BindingMethod.UPLOAD, (DIGEST,),
                       "upload 1 by ci-bot", source="upload", supplied_by="ci-bot"),
+        name="golden",
     )])  # fmt: skip
     vex_document = parse_vex_document({
         "@context": "https://openvex.dev/ns/v0.2.0", "@id": "https://example.com/vex/1",
@@ -76,8 +69,9 @@ def _sources_input(request: EvaluationRequest) -> dict[str, Any]:
             "status": "not_affected", "justification": "vulnerable_code_not_in_execute_path",
         }],
     })  # fmt: skip
-    vex = VexEvidenceCollector([_Candidates(
+    vex = VexEvidenceCollector([FixedVexSource(
         VexCandidate(vex_document, "upload", "vex upload 1", supplied_by="sec-team"),
+        name="golden",
     )])  # fmt: skip
     context = EvidenceContext(environment=request.environment, namespace=request.namespace)
     evidence = {

@@ -21,6 +21,7 @@ paths) is the chart's.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shlex
@@ -54,6 +55,12 @@ TOOLS = REPO / ".tools" / "bin"
 CHART = REPO / "charts" / "gatekeeper"
 RELEASE_NAMESPACE = "gatekeeper-system"
 KUBE_VERSION = "v1.35.8"
+
+#: When the session's gatekeeper (``gatekeeper`` below) has registered the chart's webhooks,
+#: they govern a test's namespaces too: its audit-mode webhook admits what the test creates,
+#: whatever its own (staging, loopback-registry) policy says. A background scanner under test
+#: evaluates in its own settings' mode (enforce), as the README says.
+AUDIT_ONLY = {"gatekeeper.forge.dev/mode": "audit"}
 #: The gatekeeper's environment in these tests: 127.0.0.1:* is allowed, localhost:* is not.
 ENVIRONMENT = "staging"
 
@@ -127,6 +134,37 @@ def _unavailable(message: str) -> None:
     if _required():
         pytest.fail(f"{message} (GATEKEEPER_TEST_CLUSTER_REQUIRED is set)")
     pytest.skip(message)
+
+
+def service_account(
+    cluster: ControlPlane, prefix: str, rules: list[dict[str, Any]], workdir: Path
+) -> tuple[str, Path, Path]:
+    """A ServiceAccount in a new namespace named after ``prefix``, bound to a ClusterRole with
+    ``rules``: the API server URL, a file with a token of it, and the cluster CA file."""
+    namespace = cluster.namespace(prefix)
+    cluster.apply([
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": "gatekeeper", "namespace": namespace}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": f"{namespace}-background"}, "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": f"{namespace}-background"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                     "name": f"{namespace}-background"},
+         "subjects": [{"kind": "ServiceAccount", "name": "gatekeeper",
+                       "namespace": namespace}]},
+    ])
+    token = cluster.kubectl("create", "token", "gatekeeper", "-n", namespace).stdout.strip()
+    (workdir / "token").write_text(token)
+    config = json.loads(cluster.kubectl("config", "view", "--raw", "--minify",
+                                        "-o", "json").stdout)
+    entry = config["clusters"][0]["cluster"]
+    if "certificate-authority" in entry:
+        ca_file = Path(entry["certificate-authority"])
+    else:
+        ca_file = workdir / "ca.crt"
+        ca_file.write_bytes(base64.b64decode(entry["certificate-authority-data"]))
+    return entry["server"], workdir / "token", ca_file
 
 
 @pytest.fixture(scope="session")

@@ -3,26 +3,14 @@ the real HTTP server (uvicorn, its protocol, the embedded OPA as a grandchild)."
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from tests.helpers.cli import outside_environment
+from tests.helpers.serve import REPO, ServedProcess, gatekeeper_serve
 
-REPO = Path(__file__).resolve().parents[2]
 SECRET = "served-gatekeeper-secret-of-at-least-32-bytes"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def children(pid: int) -> list[int]:
@@ -55,19 +43,13 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-@dataclass
-class Served:
-    url: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Path
+#: What ``serve`` yields: the URL, port, process and log of the running gatekeeper.
+Served = ServedProcess
 
 
 @contextmanager
 def serve(workdir: Path, *, opa_binary: str, **env: str) -> Iterator[Served]:
-    port = free_port()
-    variables = {k: v for k, v in os.environ.items()
-                 if not k.startswith("GATEKEEPER_") or k.startswith("GATEKEEPER_TEST_")}
+    variables = outside_environment()
     variables.update(
         PYTHONPATH=str(REPO), GATEKEEPER_SKIP_VENV="1",
         GATEKEEPER_DATABASE_URL=f"sqlite:///{workdir / 'audit.db'}",
@@ -80,31 +62,5 @@ def serve(workdir: Path, *, opa_binary: str, **env: str) -> Iterator[Served]:
         GATEKEEPER_POLICY_STATE_DIR=str(workdir / "policy-state"),
     )
     variables.update(env)
-    log_path = workdir / "serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gatekeeper", "serve", "--host", "127.0.0.1",
-             "--port", str(port)],
-            cwd=REPO, env=variables, stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, (
-                log_path.read_text()[-3000:])
-            time.sleep(0.2)
-        yield Served(url, port, process, log_path)
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+    with gatekeeper_serve(variables, workdir / "serve.log") as served:
+        yield served

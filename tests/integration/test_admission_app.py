@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers.cli import outside_environment
+from tests.helpers.serve import gatekeeper_serve
+from tests.helpers.tokens import bearer_headers
 from tests.integration.cosign_fixtures import push_image, registry_host, unique_repository
 from tests.integration.test_admission_https import client_for
 from tests.integration.test_admission_signatures import deployment_review
@@ -38,26 +37,18 @@ AUTH_SECRET = "admission-test-secret-of-at-least-32-bytes"
 
 
 def auditor_token() -> dict[str, str]:
-    import jwt
-
-    now = int(time.time())
-    claims = {"sub": "auditor-bot", "roles": ["auditor"], "iat": now, "exp": now + 300}
-    return {"Authorization": f"Bearer {jwt.encode(claims, AUTH_SECRET, 'HS256')}"}
+    return bearer_headers(AUTH_SECRET, "auditor", subject="auditor-bot")
 
 
 @contextmanager
 def serve_gatekeeper(
     tmp_path: Path, opa_binary: str, policy_dir: Path, ca: CertificateAuthority,
     **extra_env: str,
-) -> Iterator[tuple[str, Any]]:
+) -> Iterator[tuple[str, httpx.Client]]:
     """``gatekeeper serve`` as a child on HTTPS with ``extra_env`` on top of the defaults."""
     host = registry_host()
     leaf = ca.issue("gatekeeper", ip_addresses=("127.0.0.1",))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")
-           or k.startswith("GATEKEEPER_TEST_")}
+    env = outside_environment()
     env.update(
         GATEKEEPER_DATABASE_URL=f"sqlite:///{tmp_path / 'audit.db'}",
         GATEKEEPER_OPA_BINARY=opa_binary,
@@ -76,37 +67,14 @@ def serve_gatekeeper(
         GATEKEEPER_POLICY_STATE_DIR=str(tmp_path / "policy-state"),
         **extra_env,
     )
-    log = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gatekeeper", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"https://127.0.0.1:{port}"
-    client = client_for(ca)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.get(url + "/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, (
-                (tmp_path / "serve.log").read_text()[-3000:])
-            time.sleep(0.2)
-        yield url, client
-    finally:
-        client.close()
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        log.close()
+    with client_for(ca) as client, gatekeeper_serve(
+        env, tmp_path / "serve.log", scheme="https", client=client
+    ) as server:
+        yield server.url, client
 
 
 @pytest.fixture
-def served(tmp_path: Path, opa_binary: str, policy_dir: Path) -> Iterator[tuple[str, Any]]:
+def served(tmp_path: Path, opa_binary: str, policy_dir: Path) -> Iterator[tuple[str, httpx.Client]]:
     with serve_gatekeeper(tmp_path, opa_binary, policy_dir, CertificateAuthority(tmp_path)) as (
         url, client
     ):
@@ -118,7 +86,7 @@ def post(client: httpx.Client, url: str, path: str, document: dict[str, Any]) ->
                        headers={"Content-Type": "application/json"})
 
 
-def test_mutation_pins_the_registry_digest_in_the_real_app(served, tmp_path: Path) -> None:
+def test_mutation_pins_the_registry_digest_in_the_real_app(served: tuple[str, httpx.Client], tmp_path: Path) -> None:
     url, client = served
     host = registry_host()
     repository = unique_repository()
@@ -140,7 +108,7 @@ def test_mutation_pins_the_registry_digest_in_the_real_app(served, tmp_path: Pat
     assert recorded["images"][0]["digest"] == str(digest)
 
 
-def test_policy_violation_is_denied_naming_the_field(served) -> None:
+def test_policy_violation_is_denied_naming_the_field(served: tuple[str, httpx.Client]) -> None:
     url, client = served
     image = f"gcr.io/acme/app@{DIGEST}"
 
@@ -153,7 +121,7 @@ def test_policy_violation_is_denied_naming_the_field(served) -> None:
         f"in environment \"development\" (decision {answer['auditAnnotations']['decision-id']})")
 
 
-def test_edges_of_the_real_app(served) -> None:
+def test_edges_of_the_real_app(served: tuple[str, httpx.Client]) -> None:
     url, client = served
     beta = json.loads((ASSETS / "pod-create.json").read_text())
     beta["apiVersion"] = "admission.k8s.io/v1beta1"
@@ -172,7 +140,7 @@ def decisions_of(client: httpx.Client, url: str) -> list[dict[str, Any]]:
     return items
 
 
-def test_one_admission_through_both_webhooks_is_one_record(served, tmp_path: Path) -> None:
+def test_one_admission_through_both_webhooks_is_one_record(served: tuple[str, httpx.Client], tmp_path: Path) -> None:
     url, client = served
     host = registry_host()
     repository = unique_repository()
@@ -191,7 +159,7 @@ def test_one_admission_through_both_webhooks_is_one_record(served, tmp_path: Pat
     assert op["value"] == f"{host}/{repository}:1.0@{digest}"
 
 
-def test_a_forbidden_registry_is_never_contacted_and_its_reason_comes_first(served) -> None:
+def test_a_forbidden_registry_is_never_contacted_and_its_reason_comes_first(served: tuple[str, httpx.Client]) -> None:
     """127.0.0.2 is loopback but not on development's allow-list (127.0.0.1:* is): the deny is
     decided before evidence, so nothing connects to the registry there."""
     url, client = served

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -55,7 +56,7 @@ def hanging_registry() -> Iterator[str]:
 
 @pytest.mark.parametrize("fail_open", [False, True], ids=["fail-closed", "fail-open"])
 def test_hanging_registry_is_answered_within_budget_naming_the_step(
-    hanging_registry: str, tmp_path, fail_open: bool
+    hanging_registry: str, tmp_path: Path, fail_open: bool
 ) -> None:
     registry = OciRegistryClient(RegistryClientSettings(
         hosts=(RegistryHostSettings(hanging_registry, plain_http=True),),

@@ -29,7 +29,7 @@ from gatekeeper.webhook.tls import (
     ReloadingServerContext,
 )
 from tests.unit.webhook.certificates import CertificateAuthority
-from tests.unit.webhook.fakes import build_service, digest_of
+from tests.unit.webhook.fakes import MemoryAuditLog, build_service, digest_of
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "admission"
 API = "ghcr.io/acme/api:1.4"
@@ -78,7 +78,7 @@ def ca(tmp_path: Path) -> CertificateAuthority:
 
 
 @pytest.fixture
-def gatekeeper(ca: CertificateAuthority) -> Iterator[tuple[str, Any]]:
+def gatekeeper(ca: CertificateAuthority) -> Iterator[tuple[str, MemoryAuditLog]]:
     leaf = ca.issue("gatekeeper", dns_names=(SERVICE_NAME,), ip_addresses=("127.0.0.1",))
     tls = ReloadingServerContext(leaf.cert_file, leaf.key_file)
     service, audit = build_service(deny={API: UNSIGNED})
@@ -112,7 +112,7 @@ EXPECTED_ALLOWED = {
 }
 
 
-def test_every_review_document_is_answered_over_https(ca, gatekeeper) -> None:
+def test_every_review_document_is_answered_over_https(ca: CertificateAuthority, gatekeeper: tuple[str, MemoryAuditLog]) -> None:
     url, audit = gatekeeper
     assert sorted(EXPECTED_ALLOWED) == sorted(p.stem for p in ASSETS.glob("*.json"))
     with client_for(ca) as client:
@@ -127,7 +127,7 @@ def test_every_review_document_is_answered_over_https(ca, gatekeeper) -> None:
                     d.decision_id for d in audit.records}
 
 
-def test_mutation_over_https_pins_digests(ca, gatekeeper) -> None:
+def test_mutation_over_https_pins_digests(ca: CertificateAuthority, gatekeeper: tuple[str, MemoryAuditLog]) -> None:
     url, _ = gatekeeper
     with client_for(ca) as client:
         response = send(client, url, "replicationcontroller-create", "/admission/mutate")
@@ -138,7 +138,7 @@ def test_mutation_over_https_pins_digests(ca, gatekeeper) -> None:
     }]
 
 
-def test_v1beta1_review_is_a_clear_400_over_https(ca, gatekeeper) -> None:
+def test_v1beta1_review_is_a_clear_400_over_https(ca: CertificateAuthority, gatekeeper: tuple[str, MemoryAuditLog]) -> None:
     url, _ = gatekeeper
     document = json.loads((ASSETS / "pod-create.json").read_text())
     document["apiVersion"] = "admission.k8s.io/v1beta1"
@@ -148,7 +148,7 @@ def test_v1beta1_review_is_a_clear_400_over_https(ca, gatekeeper) -> None:
     assert response.json()["error"]["field"] == "apiVersion"
 
 
-def test_hanging_registry_is_answered_before_the_api_server_gives_up(ca) -> None:
+def test_hanging_registry_is_answered_before_the_api_server_gives_up(ca: CertificateAuthority) -> None:
     leaf = ca.issue("gatekeeper", dns_names=(SERVICE_NAME,), ip_addresses=("127.0.0.1",))
     service, _ = build_service(delay=5.0)
     handler = AdmissionHandler(
@@ -178,7 +178,7 @@ def _served_serial(url: str, ca: CertificateAuthority) -> int:
     return x509.load_der_x509_certificate(der).serial_number
 
 
-def test_rotated_certificate_is_served_without_restart(ca) -> None:
+def test_rotated_certificate_is_served_without_restart(ca: CertificateAuthority) -> None:
     first = ca.issue("gatekeeper", dns_names=(SERVICE_NAME,), ip_addresses=("127.0.0.1",))
     tls = ReloadingServerContext(first.cert_file, first.key_file, check_interval=0.05)
     service, _ = build_service()
@@ -193,7 +193,7 @@ def test_rotated_certificate_is_served_without_restart(ca) -> None:
     assert tls.reloads == 1
 
 
-def test_broken_rotation_keeps_the_previous_certificate(ca) -> None:
+def test_broken_rotation_keeps_the_previous_certificate(ca: CertificateAuthority) -> None:
     first = ca.issue("gatekeeper", dns_names=(SERVICE_NAME,), ip_addresses=("127.0.0.1",))
     tls = ReloadingServerContext(first.cert_file, first.key_file, check_interval=0.05)
     service, _ = build_service()
@@ -204,7 +204,7 @@ def test_broken_rotation_keeps_the_previous_certificate(ca) -> None:
     assert tls.reloads == 0
 
 
-def test_client_certificate_is_required_for_admission_only(ca, tmp_path) -> None:
+def test_client_certificate_is_required_for_admission_only(ca: CertificateAuthority, tmp_path: Path) -> None:
     leaf = ca.issue("gatekeeper", dns_names=(SERVICE_NAME,), ip_addresses=("127.0.0.1",))
     apiserver = ca.issue("kube-apiserver", client=True, stem="apiserver-client")
     tls = ReloadingServerContext(leaf.cert_file, leaf.key_file, client_ca_file=ca.cert_file)
@@ -233,7 +233,7 @@ def test_client_certificate_is_required_for_admission_only(ca, tmp_path) -> None
             intruder.get(url + "/healthz")
 
 
-def test_admission_gate_fails_closed_without_the_certificate_protocol(ca) -> None:
+def test_admission_gate_fails_closed_without_the_certificate_protocol(ca: CertificateAuthority) -> None:
     """Served by a protocol that does not report the peer certificate: refused, not admitted."""
     leaf = ca.issue("gatekeeper", dns_names=(SERVICE_NAME,), ip_addresses=("127.0.0.1",))
     apiserver = ca.issue("kube-apiserver", client=True, stem="apiserver-client")

@@ -9,8 +9,9 @@ import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import httpx
 import pytest
 
 from gatekeeper.policy import EmbeddedOpa
@@ -33,6 +34,16 @@ from tests.unit.webhook.certificates import CertificateAuthority
 from tests.unit.webhook.fakes import MemoryAuditLog
 
 pytestmark = pytest.mark.integration
+
+
+class Cluster(Protocol):
+    """The admission webhook served over TLS, and images pushed for it to admit."""
+
+    audit_log: MemoryAuditLog
+
+    def image(self, content: str, *, signed: bool) -> tuple[str, str]: ...
+
+    def admit(self, path: str, images: list[str], uid: str) -> dict[str, Any]: ...
 
 
 def deployment_review(uid: str, images: list[str]) -> dict[str, Any]:
@@ -59,7 +70,7 @@ def deployment_review(uid: str, images: list[str]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def cluster(opa_binary: str, policy_dir: Path, tmp_path: Path) -> Iterator[Any]:
+def cluster(opa_binary: str, policy_dir: Path, tmp_path: Path) -> Iterator[Cluster]:
     host = registry_host()
     cosign = cosign_binary("v2")
     keys = generate_key_pair(cosign, tmp_path / "keys")
@@ -81,8 +92,11 @@ def cluster(opa_binary: str, policy_dir: Path, tmp_path: Path) -> Iterator[Any]:
     leaf = ca.issue("gatekeeper", ip_addresses=("127.0.0.1",))
     handler = AdmissionHandler(service, AdmissionSettings(environment="staging"))
 
-    class Cluster:
+    class Served(Cluster):
         audit_log = audit
+
+        def __init__(self, url: str, client: httpx.Client) -> None:
+            self.url, self.client = url, client
 
         def image(self, content: str, *, signed: bool) -> tuple[str, str]:
             repository = unique_repository()
@@ -94,20 +108,19 @@ def cluster(opa_binary: str, policy_dir: Path, tmp_path: Path) -> Iterator[Any]:
         def admit(self, path: str, images: list[str], uid: str) -> dict[str, Any]:
             response = self.client.post(self.url + path, json=deployment_review(uid, images))
             assert response.status_code == 200, response.text
-            return response.json()["response"]
+            answer: dict[str, Any] = response.json()["response"]
+            return answer
 
     try:
         with serve_https(handler, ReloadingServerContext(leaf.cert_file, leaf.key_file)) as url, \
                 client_for(ca) as client:
-            cluster = Cluster()
-            cluster.url, cluster.client = url, client  # type: ignore[attr-defined]
-            yield cluster
+            yield Served(url, client)
     finally:
         registry.close()
         opa.stop()
 
 
-def test_signed_images_are_admitted_and_pinned_to_the_verified_digest(cluster) -> None:
+def test_signed_images_are_admitted_and_pinned_to_the_verified_digest(cluster: Cluster) -> None:
     web, web_digest = cluster.image("web", signed=True)
     api, api_digest = cluster.image("api", signed=True)
 
@@ -130,7 +143,7 @@ def test_signed_images_are_admitted_and_pinned_to_the_verified_digest(cluster) -
     assert again["allowed"] is True and "patch" not in again
 
 
-def test_unsigned_image_is_denied_with_a_field_addressed_message(cluster) -> None:
+def test_unsigned_image_is_denied_with_a_field_addressed_message(cluster: Cluster) -> None:
     web, _ = cluster.image("web", signed=True)
     api, api_digest = cluster.image("api-unsigned", signed=False)
 
@@ -150,7 +163,7 @@ def test_unsigned_image_is_denied_with_a_field_addressed_message(cluster) -> Non
         "decision-id": decision.decision_id, "verdict": "deny", "mode": "enforce"}
 
 
-def test_warn_namespace_admits_the_unsigned_image_with_a_warning(cluster) -> None:
+def test_warn_namespace_admits_the_unsigned_image_with_a_warning(cluster: Cluster) -> None:
     api, api_digest = cluster.image("api-unsigned-warn", signed=False)
 
     response = cluster.admit("/admission/validate/warn", [api], "uid-warn")

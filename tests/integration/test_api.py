@@ -1,21 +1,26 @@
 """The REST API end to end: real embedded OPA child, real SQLite audit store."""
 
 import json
+from collections.abc import Iterator
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
+from tests.helpers.app import container_of
+from tests.helpers.types import MakeSettings
 
 DIGEST = "sha256:" + "cd" * 32
 TICKET = {"intent_id": "INT-1", "plan_id": "PLAN-1", "ticket_id": "CHG-1", "deploy_id": "DEP-1"}
 
 
-def evaluate(client, **body):
-    return client.post("/v1/evaluations", json=body)
+def evaluate(client: TestClient, **body: object) -> httpx.Response:
+    response: httpx.Response = client.post("/v1/evaluations", json=body)
+    return response
 
 
-def test_allow_is_answered_and_recorded(client):
+def test_allow_is_answered_and_recorded(client: TestClient) -> None:
     response = evaluate(
         client,
         images=[f"registry.example.com/payments/api:1.4@{DIGEST}"],
@@ -40,7 +45,7 @@ def test_allow_is_answered_and_recorded(client):
     assert stored.json() == body
 
 
-def test_deny_names_policy_image_and_reason(client):
+def test_deny_names_policy_image_and_reason(client: TestClient) -> None:
     # Both images are denied by network-free rules (registry allow-list; digest required and
     # tags not resolved here): their SBOM and scan evidence is not gathered ("skipped"), so no
     # SBOM finding is listed, and the decisive reasons lead each image's violations.
@@ -63,13 +68,13 @@ def test_deny_names_policy_image_and_reason(client):
     ]
 
 
-def test_default_environment_is_production(client):
+def test_default_environment_is_production(client: TestClient) -> None:
     body = evaluate(client, images=["nginx:1.27"]).json()
     assert body["environment"] == "production"
     assert body["verdict"] == "deny"
 
 
-def test_unknown_environment_denied(client):
+def test_unknown_environment_denied(client: TestClient) -> None:
     body = evaluate(client, images=["nginx:1.27"], environment="prod").json()
     assert body["verdict"] == "deny"
     # The request-wide violation comes first; the other packages treat an unknown
@@ -81,7 +86,7 @@ def test_unknown_environment_denied(client):
     assert {v["policy"] for v in body["violations"][1:]} == {"sbom", "signatures"}
 
 
-def test_warn_only_is_allowed(client):
+def test_warn_only_is_allowed(client: TestClient) -> None:
     body = evaluate(client, images=["nginx"], environment="development").json()
     assert body["verdict"] == "warn" and body["allowed"] is True
 
@@ -97,28 +102,30 @@ def test_warn_only_is_allowed(client):
         ({"images": ["nginx"], "ticket": {"ticket_id": 7}}, "ticket.ticket_id", "ticket.ticket_id: Input should be a valid string"),
     ],
 )
-def test_malformed_body_is_422_naming_the_field(client, body, field, message):
+def test_malformed_body_is_422_naming_the_field(
+    client: TestClient, body: dict[str, object], field: str, message: str
+) -> None:
     response = client.post("/v1/evaluations", json=body)
     assert response.status_code == 422
     assert response.json()["field"] == field
     assert response.json()["message"] == message
 
 
-def test_not_json_is_422(client):
+def test_not_json_is_422(client: TestClient) -> None:
     response = client.post("/v1/evaluations", content=b"{not json", headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert response.json()["error"] == "invalid_input"
 
 
-def test_body_over_one_mebibyte_is_413(client):
+def test_body_over_one_mebibyte_is_413(client: TestClient) -> None:
     big = json.dumps({"images": ["nginx"], "namespace": "x" * (1 << 20)})
     response = client.post("/v1/evaluations", content=big, headers={"content-type": "application/json"})
     assert response.status_code == 413
     assert response.json() == {"error": "payload_too_large", "message": "request body is larger than 1048576 bytes"}
 
 
-def test_streamed_body_over_limit_is_413(client):
-    def chunks():
+def test_streamed_body_over_limit_is_413(client: TestClient) -> None:
+    def chunks() -> Iterator[bytes]:
         yield b'{"images": ["nginx"], "namespace": "'
         for _ in range(20):
             yield b"x" * 65536
@@ -128,13 +135,13 @@ def test_streamed_body_over_limit_is_413(client):
     assert response.status_code == 413
 
 
-def test_unknown_decision_is_404(client):
+def test_unknown_decision_is_404(client: TestClient) -> None:
     response = client.get("/v1/decisions/does-not-exist")
     assert response.status_code == 404
     assert response.json() == {"error": "not_found", "message": "decision does-not-exist not found"}
 
 
-def test_query_by_ticket_digest_and_verdict_with_cursor(client):
+def test_query_by_ticket_digest_and_verdict_with_cursor(client: TestClient) -> None:
     ids = []
     for index in range(5):
         ticket = dict(TICKET, deploy_id=f"DEP-{index}")
@@ -156,7 +163,7 @@ def test_query_by_ticket_digest_and_verdict_with_cursor(client):
     assert [d["decision_id"] for d in by_deploy["items"]] == [ids[3]]
 
 
-def test_query_rejects_bad_cursor_and_digest(client):
+def test_query_rejects_bad_cursor_and_digest(client: TestClient) -> None:
     bad_cursor = client.get("/v1/decisions", params={"cursor": "!!"})
     assert bad_cursor.status_code == 422
     assert bad_cursor.json()["field"] == "cursor"
@@ -165,7 +172,7 @@ def test_query_rejects_bad_cursor_and_digest(client):
     assert bad_digest.json()["message"] == "image_digest: invalid digest 'sha256:xyz': sha256 needs 64 lowercase hex characters"
 
 
-def test_health_ready_docs_and_metrics(client):
+def test_health_ready_docs_and_metrics(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
@@ -174,14 +181,14 @@ def test_health_ready_docs_and_metrics(client):
     evaluate(client, images=["nginx"], environment="development")
     from prometheus_client import generate_latest
 
-    text = generate_latest(client.app.state.container.metrics.registry).decode()
+    text = generate_latest(container_of(client).metrics.registry).decode()
     assert 'gatekeeper_decisions_total{source="pipeline",verdict="warn"} 1.0' in text
     assert 'gatekeeper_opa_evaluations_total{outcome="ok"} 1.0' in text
     assert 'route="/v1/evaluations"' in text
     assert 'gatekeeper_audit_writes_total{outcome="ok"} 1.0' in text
 
 
-def test_readyz_names_the_broken_component(make_settings):
+def test_readyz_names_the_broken_component(make_settings: MakeSettings) -> None:
     app = create_app(make_settings(opa_url="http://127.0.0.1:9"))
     with TestClient(app) as client:
         response = client.get("/readyz")
@@ -195,14 +202,14 @@ def test_readyz_names_the_broken_component(make_settings):
     assert decision["violations"][0]["policy"] == "gatekeeper.engine"
 
 
-def cyclonedx(components):
+def cyclonedx(components: list[dict[str, str]]) -> dict[str, object]:
     return {
         "bomFormat": "CycloneDX", "specVersion": "1.5", "version": 1,
         "components": components,
     }
 
 
-def test_inline_sbom_is_stored_bound_and_handed_to_policy(client):
+def test_inline_sbom_is_stored_bound_and_handed_to_policy(client: TestClient) -> None:
     image = f"registry.example.com/payments/api:1.4@{DIGEST}"
     component = {"type": "library", "name": "left-pad", "version": "1.3.0", "purl": "pkg:npm/left-pad@1.3.0"}
     body = evaluate(
@@ -219,14 +226,14 @@ def test_inline_sbom_is_stored_bound_and_handed_to_policy(client):
     assert (document["source"], document["supplied_by"]) == ("inline", "anonymous (auth disabled)")
 
 
-def test_inline_sbom_for_a_tag_is_422(client):
+def test_inline_sbom_for_a_tag_is_422(client: TestClient) -> None:
     response = evaluate(client, images=["nginx:1.27"], sboms=[{"image": 0, "document": cyclonedx([])}])
     assert response.status_code == 422
     assert response.json()["field"] == "sboms[0].image"
     assert response.json()["message"].startswith("sboms[0].image: an inline SBOM needs a digest-pinned image")
 
 
-def test_invalid_inline_sbom_names_the_json_path(client):
+def test_invalid_inline_sbom_names_the_json_path(client: TestClient) -> None:
     image = f"registry.example.com/payments/api:1.4@{DIGEST}"
     bad = cyclonedx([{"type": "spaceship", "name": "x"}])
     response = evaluate(client, images=[image], sboms=[{"image": 0, "document": bad}])

@@ -4,31 +4,35 @@ way the integration proposal of issue 6 wires them."""
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
-import jwt
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from gatekeeper.api.audit_routes import audit_readiness
 from gatekeeper.app import create_app
 from gatekeeper.cli.audit import audit_app
+from tests.helpers.app import evaluated
+from tests.helpers.tokens import bearer_headers
+from tests.helpers.types import MakeSettings
 
 SECRET = "an HS256 secret of at least 32 bytes!"
 DIGEST = "sha256:" + "cd" * 32
 
 
 def bearer(*roles: str, sub: str = "tester") -> dict[str, str]:
-    now = int(time.time())
-    token = jwt.encode({"sub": sub, "roles": list(roles), "iat": now, "exp": now + 300}, SECRET, "HS256")
-    return {"Authorization": f"Bearer {token}"}
+    return bearer_headers(SECRET, *roles, subject=sub)
 
 
 @pytest.fixture
-def signing_key(tmp_path):
+def signing_key(tmp_path: Path) -> tuple[Path, Path]:
     key = Ed25519PrivateKey.generate()
     path = tmp_path / "audit-signing.pem"
     path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -40,7 +44,7 @@ def signing_key(tmp_path):
 
 
 @pytest.fixture
-def app(make_settings, signing_key, tmp_path):
+def app(make_settings: MakeSettings, signing_key: tuple[Path, Path], tmp_path: Path) -> FastAPI:
     """The production app: chained audit log with signed checkpoints, bearer auth on."""
     settings = make_settings(
         audit_signing_key_file=signing_key[0], audit_spool_dir=tmp_path / "spool",
@@ -50,23 +54,25 @@ def app(make_settings, signing_key, tmp_path):
 
 
 @pytest.fixture
-def client(app):
+def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app) as test_client:
         yield test_client
 
 
-def evaluate(client, ticket_id="CHG-1", images=(f"registry.example.com/payments/api:1.4@{DIGEST}",)):
-    response = client.post(
-        "/v1/evaluations",
-        json={"images": list(images), "environment": "production", "namespace": "payments",
-              "ticket": {"intent_id": "INT-1", "plan_id": "PLAN-1", "ticket_id": ticket_id}},
+def evaluate(
+    client: TestClient,
+    ticket_id: str = "CHG-1",
+    images: Sequence[str] = (f"registry.example.com/payments/api:1.4@{DIGEST}",),
+) -> dict[str, Any]:
+    return evaluated(
+        client,
+        {"images": list(images), "environment": "production", "namespace": "payments",
+         "ticket": {"intent_id": "INT-1", "plan_id": "PLAN-1", "ticket_id": ticket_id}},
         headers=bearer("pipeline"),
     )
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
-def test_ticket_decisions_route(client):
+def test_ticket_decisions_route(client: TestClient) -> None:
     first = evaluate(client, "CHG-1")
     evaluate(client, "CHG-2")
     second = evaluate(client, "CHG-1", images=["nginx"])
@@ -77,13 +83,14 @@ def test_ticket_decisions_route(client):
     assert len(page["items"]) == 1 and page["next_cursor"]
 
 
-def export_lines(client, **params):
+def export_lines(client: TestClient, **params: str) -> httpx.Response:
     response = client.get("/v1/audit/export", params=params, headers=bearer("auditor"))
     assert response.status_code == 200, response.text
-    return response
+    exported: httpx.Response = response
+    return exported
 
 
-def test_ticket_export_verifies_offline_and_detects_edits(client, signing_key, tmp_path):
+def test_ticket_export_verifies_offline_and_detects_edits(client: TestClient, signing_key: tuple[Path, Path], tmp_path: Path) -> None:
     wanted = [evaluate(client, "CHG-1")["decision_id"]]
     evaluate(client, "CHG-2")
     evaluate(client, "CHG-3")
@@ -133,7 +140,7 @@ def test_ticket_export_verifies_offline_and_detects_edits(client, signing_key, t
     assert "the export does not end with a signed checkpoint (after record 5): it was cut short" in result.output
 
 
-def test_csv_export_verifies_offline(client, signing_key, tmp_path):
+def test_csv_export_verifies_offline(client: TestClient, signing_key: tuple[Path, Path], tmp_path: Path) -> None:
     for ticket in ("CHG-1", "CHG-2", "CHG-1"):
         evaluate(client, ticket)
     response = export_lines(client, format="csv")
@@ -147,7 +154,7 @@ def test_csv_export_verifies_offline(client, signing_key, tmp_path):
     assert result.output.startswith("export verified: 3 records and 0 chain links (1..3)")
 
 
-def test_verify_route(client):
+def test_verify_route(client: TestClient) -> None:
     for _ in range(4):
         evaluate(client)
     body = client.get("/v1/audit/verify", headers=bearer("auditor")).json()
@@ -158,7 +165,7 @@ def test_verify_route(client):
     )
 
 
-def test_readiness_fields(app, client):
+def test_readiness_fields(app: FastAPI, client: TestClient) -> None:
     audit = app.state.container.audit_log
     assert audit_readiness(audit) == {
         "audit_spool_depth": 0, "audit_spool_quarantined": 0,
@@ -198,7 +205,9 @@ VEX = {"@context": "https://openvex.dev/ns/v0.2.0", "@id": "https://example.com/
                        "status": "fixed"}]}
 
 
-def call(client, method, path, headers):
+def call(client: TestClient, method: str, path: str, headers: dict[str, str]) -> Any:
+    """The answer to one request of the matrix (an ``httpx.Response``; TestClient is untyped
+    here: starlette types it against httpx2, which is not installed)."""
     if path == "/v1/vex":
         return client.post(path, content=json.dumps(VEX),
                            headers={**headers, "Content-Type": "application/json"})
@@ -215,7 +224,7 @@ def call(client, method, path, headers):
 
 
 @pytest.mark.parametrize(("method", "path", "allowed"), MATRIX, ids=[f"{m} {p}" for m, p, _ in MATRIX])
-def test_role_matrix(client, method, path, allowed):
+def test_role_matrix(client: TestClient, method: str, path: str, allowed: set[str] | None) -> None:
     decision = evaluate(client)
     path = path.replace("{id}", decision["decision_id"])
     anonymous = call(client, method, path, {})
@@ -235,7 +244,7 @@ def test_role_matrix(client, method, path, allowed):
             assert response.json()["message"].startswith(f"subject '{role}-bot' lacks the role")
 
 
-def test_vex_publisher_may_upload_vex_and_nothing_else(client):
+def test_vex_publisher_may_upload_vex_and_nothing_else(client: TestClient) -> None:
     publisher = bearer("vex-publisher", sub="sec-team")
     assert call(client, "POST", "/v1/vex", publisher).status_code == 201
     for method, path, allowed in MATRIX:
@@ -243,7 +252,7 @@ def test_vex_publisher_may_upload_vex_and_nothing_else(client):
             assert call(client, method, path.replace("/{id}", "/x"), publisher).status_code == 403, path
 
 
-def test_export_cli_with_progress_and_summary(client, make_settings, signing_key, tmp_path, monkeypatch):
+def test_export_cli_with_progress_and_summary(client: TestClient, make_settings: MakeSettings, signing_key: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for ticket in ("CHG-1", "CHG-2", "CHG-1", "CHG-3"):
         evaluate(client, ticket)
     settings = make_settings()

@@ -6,11 +6,6 @@ free port, because this test stops and restarts it.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,75 +21,17 @@ from gatekeeper.audit import open_audit_log, verify_database
 from gatekeeper.audit.chain import load_public_key
 from gatekeeper.service import EvaluationService
 from gatekeeper.wiring import build_container
+from tests.helpers.postgres import ThrowawayPostgres
+from tests.helpers.types import MakeSettings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.integration]
 
-PGBIN = Path("/usr/lib/postgresql/15/bin")
 DIGEST = "sha256:" + "cd" * 32
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class ThrowawayPostgres:
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.data = base / "data"
-        self.port = _free_port()
-        self.owner = "postgres" if os.geteuid() == 0 else None
-
-    def _run(self, *args: str) -> None:
-        command = [*args]
-        if self.owner:
-            command = ["runuser", "-u", self.owner, "--", *command]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd="/")
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(args)} failed: {result.stderr.strip()}")
-
-    def init(self) -> None:
-        self.base.mkdir(parents=True, exist_ok=True)
-        if self.owner:
-            shutil.chown(self.base, self.owner)
-        self._run(str(PGBIN / "initdb"), "-D", str(self.data), "-U", "gatekeeper", "--auth=trust",
-                  "-E", "UTF8", "--locale=C.UTF-8", "--no-sync")
-
-    def start(self) -> None:
-        self._run(str(PGBIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.base / "log"), "-w",
-                  "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''",
-                  "start")
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run(str(PGBIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg://gatekeeper@127.0.0.1:{self.port}/postgres"
-
-
-@pytest.fixture
-def throwaway_postgres():
-    if not (PGBIN / "initdb").exists():
-        pytest.skip("PostgreSQL 15 binaries are not installed")
-    # Not under pytest's tmp dir: that one is private to root, and postgres refuses root.
-    base = Path(tempfile.mkdtemp(prefix="gatekeeper-pg-outage-"))
-    base.chmod(0o711)
-    server = ThrowawayPostgres(base / "cluster")
-    try:
-        server.init()
-        server.start()
-        yield server
-    finally:
-        try:
-            server.stop("immediate")
-        except RuntimeError:
-            pass
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def test_database_outage_in_the_middle_of_a_load_loses_nothing(make_settings, throwaway_postgres, tmp_path):
+def test_database_outage_in_the_middle_of_a_load_loses_nothing(
+    make_settings: MakeSettings, throwaway_postgres: ThrowawayPostgres, tmp_path: Path
+) -> None:
     key = Ed25519PrivateKey.generate()
     key_file = tmp_path / "audit.pem"
     key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

@@ -4,8 +4,10 @@ triggers, checkpoints, verification naming the tampered record, retention, spool
 from __future__ import annotations
 
 import json
-import uuid
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -22,38 +24,34 @@ from gatekeeper.audit import (
 )
 from gatekeeper.audit.schema import drop_append_only_triggers
 from gatekeeper.audit.sql import prepare
-from gatekeeper.domain import DecisionQuery, Verdict
+from gatekeeper.domain import Decision, DecisionQuery, Verdict
 from gatekeeper.errors import StorageError
 from gatekeeper.metrics import Metrics
+from tests.helpers.postgres import fresh_database
 from tests.unit.audit.factory import BASE_TIME, make_decision
+
+MakeLog = Callable[..., SqlAuditLog]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request, tmp_path):
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'audit.db'}"
         return
-    postgres_url = request.getfixturevalue("postgres_url")
-    name = f"gk_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield sa.engine.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_database(request.getfixturevalue("postgres_url")) as url:
+        yield url
 
 
 @pytest.fixture
-def signer():
+def signer() -> CheckpointSigner:
     return CheckpointSigner(Ed25519PrivateKey.generate())
 
 
 @pytest.fixture
-def make_log(database_url, signer, tmp_path):
-    logs = []
+def make_log(database_url: str, signer: CheckpointSigner, tmp_path: Path) -> Iterator[MakeLog]:
+    logs: list[SqlAuditLog] = []
 
-    def _make(**kwargs) -> SqlAuditLog:
+    def _make(**kwargs: Any) -> SqlAuditLog:
         kwargs.setdefault("signer", signer)
         kwargs.setdefault("settings", AuditSettings(checkpoint_every=4, checkpoint_interval_seconds=3600))
         log = SqlAuditLog(create_database_engine(database_url), **kwargs)
@@ -66,14 +64,14 @@ def make_log(database_url, signer, tmp_path):
         log.close()
 
 
-def fill(log, count, **kwargs):
+def fill(log: SqlAuditLog, count: int, **kwargs: Any) -> list[Decision]:
     decisions = [make_decision(index=i, **kwargs) for i in range(1, count + 1)]
     for decision in decisions:
         log.record(decision)
     return decisions
 
 
-def attack(log, *statements):
+def attack(log: SqlAuditLog, *statements: tuple[str, dict[str, Any]]) -> None:
     """An attacker with database access: drop the triggers, then change rows directly."""
     with log.engine.begin() as connection:
         drop_append_only_triggers(connection)
@@ -81,13 +79,13 @@ def attack(log, *statements):
             connection.execute(sa.text(statement), params)
 
 
-def failure(log, signer) -> str:
+def failure(log: SqlAuditLog, signer: CheckpointSigner) -> str:
     with pytest.raises(ChainBrokenError) as caught:
         verify_database(log.engine, signer.public_key)
     return caught.value.message
 
 
-def test_record_is_complete_and_canonical(make_log):
+def test_record_is_complete_and_canonical(make_log: MakeLog) -> None:
     log = make_log()
     decision = make_decision(index=1)
     log.record(decision)
@@ -104,7 +102,7 @@ def test_record_is_complete_and_canonical(make_log):
     assert log.get(decision.decision_id) == decision
 
 
-def test_update_delete_truncate_are_refused(make_log, database_url):
+def test_update_delete_truncate_are_refused(make_log: MakeLog, database_url: str) -> None:
     log = make_log()
     fill(log, 4)  # a checkpoint at 4
     statements = {
@@ -122,7 +120,7 @@ def test_update_delete_truncate_are_refused(make_log, database_url):
     assert verify_database(log.engine, None).records == 4
 
 
-def test_intact_trail_verifies_with_periodic_checkpoints(make_log, signer):
+def test_intact_trail_verifies_with_periodic_checkpoints(make_log: MakeLog, signer: CheckpointSigner) -> None:
     log = make_log()
     fill(log, 10)
     report = verify_database(log.engine, signer.public_key)
@@ -131,11 +129,11 @@ def test_intact_trail_verifies_with_periodic_checkpoints(make_log, signer):
         "audit trail verified: 10 records (1..10), 2 signed checkpoints, last at record 8; "
         "2 records after it are chained but not yet signed"
     )
-    assert log.write_checkpoint().seq == 10
+    assert log.write_checkpoint().seq == 10  # type: ignore[union-attr]  # None fails the test
     assert verify_database(log.engine, signer.public_key).uncovered == 0
 
 
-def test_edited_document_is_named(make_log, signer):
+def test_edited_document_is_named(make_log: MakeLog, signer: CheckpointSigner) -> None:
     log = make_log()
     fill(log, 6)
     attack(log, ("UPDATE gatekeeper_decisions SET document = replace(document, '\"allow\"', '\"deny\"') "
@@ -143,14 +141,14 @@ def test_edited_document_is_named(make_log, signer):
     assert failure(log, signer) == "record 3 changed: its content does not match its hash"
 
 
-def test_edited_query_column_is_named(make_log, signer):
+def test_edited_query_column_is_named(make_log: MakeLog, signer: CheckpointSigner) -> None:
     log = make_log()
     fill(log, 6)
     attack(log, ("UPDATE gatekeeper_decisions SET ticket_id = 'CHG-OTHER' WHERE seq = 5", {}))
     assert failure(log, signer) == "record 5 changed: column ticket_id differs from its hashed document"
 
 
-def test_deleted_record_is_named(make_log, signer):
+def test_deleted_record_is_named(make_log: MakeLog, signer: CheckpointSigner) -> None:
     log = make_log()
     fill(log, 6)
     attack(log, ("DELETE FROM gatekeeper_decision_images WHERE decision_seq = 3", {}),
@@ -158,7 +156,7 @@ def test_deleted_record_is_named(make_log, signer):
     assert failure(log, signer) == "record 3 removed: the trail goes from record 2 to record 4"
 
 
-def test_deleted_last_records_are_named(make_log, signer):
+def test_deleted_last_records_are_named(make_log: MakeLog, signer: CheckpointSigner) -> None:
     log = make_log()
     fill(log, 8)  # checkpoint at 8
     attack(log, ("DELETE FROM gatekeeper_decision_images WHERE decision_seq >= 7", {}),
@@ -167,7 +165,7 @@ def test_deleted_last_records_are_named(make_log, signer):
     assert failure(log, signer) == "record 7 removed: the signed checkpoint at record 8 covers it"
 
 
-def test_inserted_record_is_named(make_log, signer):
+def test_inserted_record_is_named(make_log: MakeLog, signer: CheckpointSigner) -> None:
     log = make_log()
     fill(log, 6)
     from gatekeeper.audit.chain import record_hash
@@ -178,7 +176,7 @@ def test_inserted_record_is_named(make_log, signer):
             sa.select(decisions).where(decisions.c.seq >= 3).order_by(decisions.c.seq))]
         images = [dict(r._mapping) for r in connection.execute(
             sa.select(decision_images).where(decision_images.c.decision_seq >= 3))]
-        prev = connection.execute(sa.text("SELECT record_hash FROM gatekeeper_decisions WHERE seq = 2")).scalar()
+        prev = connection.execute(sa.text("SELECT record_hash FROM gatekeeper_decisions WHERE seq = 2")).scalar_one()
 
     forged = prepare(make_decision(index=99, verdict=Verdict.ALLOW).as_dict(), None)
     forged_row = {**forged.row, "seq": 3, "prev_hash": prev,
@@ -197,7 +195,7 @@ def test_inserted_record_is_named(make_log, signer):
     )
 
 
-def test_rehashed_rewrite_is_caught_by_signed_checkpoint(make_log, signer):
+def test_rehashed_rewrite_is_caught_by_signed_checkpoint(make_log: MakeLog, signer: CheckpointSigner) -> None:
     log = make_log()
     fill(log, 8)  # checkpoints at 4 and 8
     from gatekeeper.audit.chain import record_hash
@@ -221,14 +219,14 @@ def test_rehashed_rewrite_is_caught_by_signed_checkpoint(make_log, signer):
     assert failure(log, signer) == "record 6 changed: its content does not match its hash"
 
 
-def test_since_starts_at_a_checkpoint(make_log, signer):
+def test_since_starts_at_a_checkpoint(make_log: MakeLog, signer: CheckpointSigner) -> None:
     log = make_log()
     fill(log, 10)
     report = verify_database(log.engine, signer.public_key, since=BASE_TIME + timedelta(seconds=7))
     assert (report.first_seq, report.records) == (5, 6)
 
 
-def test_retention_prunes_behind_a_checkpoint_and_the_rest_verifies(make_log, signer):
+def test_retention_prunes_behind_a_checkpoint_and_the_rest_verifies(make_log: MakeLog, signer: CheckpointSigner) -> None:
     log = make_log()
     fill(log, 10)  # created 1..10 s after BASE_TIME; checkpoints at 4 and 8
     deleted = log.prune(timedelta(days=1), now=BASE_TIME + timedelta(days=1, seconds=9, milliseconds=500))
@@ -243,19 +241,19 @@ def test_retention_prunes_behind_a_checkpoint_and_the_rest_verifies(make_log, si
         connection.execute(sa.text("DELETE FROM gatekeeper_decisions WHERE seq = 9"))
 
 
-def test_prune_without_key_refuses(make_log):
+def test_prune_without_key_refuses(make_log: MakeLog) -> None:
     log = make_log(signer=None)
     with pytest.raises(StorageError, match="retention needs the audit signing key: nothing was pruned"):
         log.prune(timedelta(days=1))
 
 
-def test_two_writers_share_one_chain_without_gaps_or_forks(make_log, signer):
+def test_two_writers_share_one_chain_without_gaps_or_forks(make_log: MakeLog, signer: CheckpointSigner) -> None:
     import threading
 
     logs = [make_log(), make_log()]  # two "replicas": separate engines, one database
     decisions = [make_decision(index=i) for i in range(1, 81)]
 
-    def write(log, part):
+    def write(log: SqlAuditLog, part: list[Decision]) -> None:
         for decision in part:
             log.record(decision)
 
@@ -268,7 +266,7 @@ def test_two_writers_share_one_chain_without_gaps_or_forks(make_log, signer):
     assert (report.first_seq, report.last_seq, report.records) == (1, 80, 80)
 
 
-def test_queries_and_ticket_filter(make_log):
+def test_queries_and_ticket_filter(make_log: MakeLog) -> None:
     log = make_log()
     fill(log, 3, ticket_id="CHG-7")
     log.record(make_decision(index=4, ticket_id="CHG-8", verdict=Verdict.DENY))
@@ -277,7 +275,7 @@ def test_queries_and_ticket_filter(make_log):
     assert [d.verdict for d in log.query(DecisionQuery(verdict=Verdict.DENY)).items] == [Verdict.DENY]
 
 
-def test_unreachable_database_spools_and_replays_in_order(tmp_path, signer):
+def test_unreachable_database_spools_and_replays_in_order(tmp_path: Path, signer: CheckpointSigner) -> None:
     spool = DurableSpool(tmp_path / "spool")
     metrics = Metrics()
     good = f"sqlite:///{tmp_path / 'audit.db'}"
@@ -308,7 +306,7 @@ def test_unreachable_database_spools_and_replays_in_order(tmp_path, signer):
     again.close()
 
 
-def test_replay_is_idempotent(tmp_path, signer):
+def test_replay_is_idempotent(tmp_path: Path, signer: CheckpointSigner) -> None:
     spool = DurableSpool(tmp_path / "spool")
     decision = make_decision(index=1)
     spool.append([(decision.as_dict(), None)] * 2)  # e.g. committed, but the ack was lost
@@ -318,7 +316,7 @@ def test_replay_is_idempotent(tmp_path, signer):
     log.close()
 
 
-def test_spool_unwritable_fails_closed_saying_why(tmp_path, signer):
+def test_spool_unwritable_fails_closed_saying_why(tmp_path: Path, signer: CheckpointSigner) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     engine = create_database_engine(f"sqlite:///{tmp_path / 'gone' / 'x.db'}")
@@ -335,7 +333,7 @@ def test_spool_unwritable_fails_closed_saying_why(tmp_path, signer):
     )
 
 
-def test_torn_spool_tail_is_dropped(tmp_path, signer):
+def test_torn_spool_tail_is_dropped(tmp_path: Path, signer: CheckpointSigner) -> None:
     spool_dir = tmp_path / "spool"
     spool = DurableSpool(spool_dir)
     spool.append([(make_decision(index=1).as_dict(), None)])
@@ -347,7 +345,7 @@ def test_torn_spool_tail_is_dropped(tmp_path, signer):
     assert [d["decision_id"][-1] for d, _ in DurableSpool(spool_dir).read_all()] == ["1", "2"]
 
 
-def test_maintenance_thread_signs_on_time_and_prunes(make_log, signer):
+def test_maintenance_thread_signs_on_time_and_prunes(make_log: MakeLog, signer: CheckpointSigner) -> None:
     import time as clock
 
     log = make_log(settings=AuditSettings(checkpoint_every=1000, checkpoint_interval_seconds=0.0,
@@ -365,7 +363,7 @@ def test_maintenance_thread_signs_on_time_and_prunes(make_log, signer):
     assert report is not None and report.pruned_through == 3 and report.records == 0
 
 
-def test_cli_verify_exit_codes_name_the_record(make_log, database_url, signer, tmp_path):
+def test_cli_verify_exit_codes_name_the_record(make_log: MakeLog, database_url: str, signer: CheckpointSigner, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from gatekeeper.cli.audit import audit_app
@@ -396,7 +394,7 @@ def test_cli_verify_exit_codes_name_the_record(make_log, database_url, signer, t
     assert unsigned.exit_code == 1
 
 
-def test_deleted_prefix_up_to_a_checkpoint_is_not_retention(make_log, signer):
+def test_deleted_prefix_up_to_a_checkpoint_is_not_retention(make_log: MakeLog, signer: CheckpointSigner) -> None:
     log = make_log()
     fill(log, 6)  # checkpoint at 4, but no signed retention statement
     attack(log, ("DELETE FROM gatekeeper_decision_images WHERE decision_seq <= 4", {}),
@@ -407,10 +405,10 @@ def test_deleted_prefix_up_to_a_checkpoint_is_not_retention(make_log, signer):
     )
 
 
-def test_unexpected_write_failure_fails_closed(make_log, monkeypatch):
+def test_unexpected_write_failure_fails_closed(make_log: MakeLog, monkeypatch: pytest.MonkeyPatch) -> None:
     log = make_log()
 
-    def broken(*_args, **_kwargs):
+    def broken(*_args: object, **_kwargs: object) -> None:
         raise TypeError("bug")
 
     monkeypatch.setattr(log, "_append", broken)
@@ -420,7 +418,7 @@ def test_unexpected_write_failure_fails_closed(make_log, monkeypatch):
     assert caught.value.message == f"cannot record decision {decision.decision_id}: internal error (TypeError)"
 
 
-def test_export_streams_in_batches_and_filters_by_time(make_log, signer, tmp_path):
+def test_export_streams_in_batches_and_filters_by_time(make_log: MakeLog, signer: CheckpointSigner, tmp_path: Path) -> None:
     from gatekeeper.audit.export import iter_export, plan_export, verify_export_file
 
     log = make_log()
@@ -440,7 +438,7 @@ def test_export_streams_in_batches_and_filters_by_time(make_log, signer, tmp_pat
     assert (report.records, report.links, report.chain.checkpoints) == (3, 3, 2)
 
 
-def test_spool_stays_0600_after_replay_and_a_corrupt_line_is_quarantined(tmp_path, signer):
+def test_spool_stays_0600_after_replay_and_a_corrupt_line_is_quarantined(tmp_path: Path, signer: CheckpointSigner) -> None:
     import os
     import stat
 

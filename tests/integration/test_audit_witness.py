@@ -30,6 +30,8 @@ from gatekeeper.app import create_app
 from gatekeeper.audit.chain import GENESIS_HASH, canonical_json, record_hash, sha256_hex
 from gatekeeper.audit.schema import drop_append_only_triggers
 from gatekeeper.cli.audit import audit_app
+from tests.helpers.postgres import fresh_database
+from tests.helpers.types import MakeSettings
 from tests.integration.test_admission_signatures import deployment_review
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
@@ -40,27 +42,9 @@ DENIED = f"evil.example.com/payments/api:1.4@{DIGEST}"
 
 
 @pytest.fixture
-def moto_url() -> str:
-    import os
-
-    url = os.environ.get("GATEKEEPER_TEST_MOTO_URL")
-    if not url:
-        pytest.skip("GATEKEEPER_TEST_MOTO_URL is not set (scripts/test-servers starts moto)")
-    return url
-
-
-@pytest.fixture
 def database(postgres_url: str) -> Iterator[str]:
-    name = f"gk_witness_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield sa.engine.make_url(postgres_url).set(database=name).render_as_string(
-        hide_password=False
-    )
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_database(postgres_url, prefix="gk_witness") as url:
+        yield url
 
 
 @pytest.fixture
@@ -112,7 +96,7 @@ def rewrite_history(url: str) -> None:
 
 
 def test_a_superuser_rewrite_is_caught_by_the_witness_and_refused_by_the_writer(
-    make_settings: Any, database: str, keys: tuple[Path, Path], moto_url: str,
+    make_settings: MakeSettings, database: str, keys: tuple[Path, Path], moto_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
@@ -184,7 +168,7 @@ def test_a_superuser_rewrite_is_caught_by_the_witness_and_refused_by_the_writer(
 
 
 def test_file_witness_fails_on_reordered_and_contradicting_checkpoints(
-    make_settings: Any, database: str, keys: tuple[Path, Path], tmp_path: Path
+    make_settings: MakeSettings, database: str, keys: tuple[Path, Path], tmp_path: Path
 ) -> None:
     witness_file = tmp_path / "other-volume" / "checkpoints.jsonl"
     witness = f"file://{witness_file}"

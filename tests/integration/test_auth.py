@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Annotated
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Annotated, Any
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -16,15 +19,25 @@ from fastapi.testclient import TestClient
 
 from gatekeeper.api.auth import Authenticator, Principal, Role, install_auth, require_roles
 from gatekeeper.errors import ConfigurationError
+from tests.helpers.types import MakeSettings
 
 SECRET = "s" * 40
 ISSUER = "https://issuer.example"
 AUDIENCE = "gatekeeper"
 
 
-def token(key=SECRET, algorithm="HS256", *, sub="ci-bot", roles=("pipeline",), ttl=300, headers=None, **claims):
+def token(
+    key: str | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = SECRET,
+    algorithm: str = "HS256",
+    *,
+    sub: str | None = "ci-bot",
+    roles: Iterable[str] | str | None = ("pipeline",),
+    ttl: int = 300,
+    headers: dict[str, str] | None = None,
+    **claims: object,
+) -> str:
     now = int(time.time())
-    payload = {"sub": sub, "roles": roles if isinstance(roles, str) or roles is None else list(roles), "iat": now, "exp": now + ttl, "iss": ISSUER, "aud": AUDIENCE}
+    payload: dict[str, object] = {"sub": sub, "roles": roles if isinstance(roles, str) or roles is None else list(roles), "iat": now, "exp": now + ttl, "iss": ISSUER, "aud": AUDIENCE}
     payload.update(claims)
     payload = {k: v for k, v in payload.items() if v is not None}
     return jwt.encode(payload, key, algorithm=algorithm, headers=headers)
@@ -35,53 +48,58 @@ def build(authenticator: Authenticator) -> TestClient:
     install_auth(app, authenticator)
 
     @app.get("/pipeline")
-    def pipeline(principal: Annotated[Principal, Depends(require_roles(Role.PIPELINE))]) -> dict:
+    def pipeline(
+        principal: Annotated[Principal, Depends(require_roles(Role.PIPELINE))],
+    ) -> dict[str, object]:
         return {"subject": principal.subject, "roles": sorted(principal.roles)}
 
     @app.get("/read", dependencies=[Depends(require_roles(Role.PIPELINE, Role.AUDITOR))])
-    def read() -> dict:
+    def read() -> dict[str, bool]:
         return {"ok": True}
 
     return TestClient(app)
 
 
 @pytest.fixture
-def rsa_key():
+def rsa_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
 @pytest.fixture
-def ec_key():
+def ec_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def pem(private_key) -> str:
+def pem(private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
     return private_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()
 
 
 @pytest.fixture
-def hs_client():
+def hs_client() -> TestClient:
     return build(Authenticator.from_settings(hs256_secret=SECRET, issuer=ISSUER, audience=AUDIENCE))
 
 
-def get(client, path, bearer=None, raw=None):
+def get(
+    client: TestClient, path: str, bearer: str | None = None, raw: str | None = None
+) -> httpx.Response:
     headers = {}
     if bearer is not None:
         headers["Authorization"] = f"Bearer {bearer}"
     if raw is not None:
         headers["Authorization"] = raw
-    return client.get(path, headers=headers)
+    response: httpx.Response = client.get(path, headers=headers)
+    return response
 
 
-def test_valid_hs256_token_gives_principal(hs_client):
+def test_valid_hs256_token_gives_principal(hs_client: TestClient) -> None:
     response = get(hs_client, "/pipeline", token(roles=["pipeline", "unknown-role"]))
     assert response.status_code == 200
     assert response.json() == {"subject": "ci-bot", "roles": ["pipeline"]}
 
 
-def test_missing_token_is_401_with_challenge(hs_client):
+def test_missing_token_is_401_with_challenge(hs_client: TestClient) -> None:
     response = get(hs_client, "/pipeline")
     assert response.status_code == 401
     assert response.json() == {
@@ -99,7 +117,7 @@ def test_missing_token_is_401_with_challenge(hs_client):
         ("Bearer not-a-jwt", "token is not a well-formed JWT"),
     ],
 )
-def test_malformed_headers_are_401(hs_client, header, message):
+def test_malformed_headers_are_401(hs_client: TestClient, header: str, message: str) -> None:
     response = get(hs_client, "/pipeline", raw=header)
     assert response.status_code == 401
     assert response.json() == {"error": "unauthorized", "message": message}
@@ -118,13 +136,15 @@ def test_malformed_headers_are_401(hs_client, header, message):
         ({"nbf": int(time.time()) + 3600}, "token is not valid yet (nbf/iat in the future)"),
     ],
 )
-def test_bad_tokens_are_401_with_reason(hs_client, kwargs, message):
+def test_bad_tokens_are_401_with_reason(
+    hs_client: TestClient, kwargs: dict[str, Any], message: str
+) -> None:
     response = get(hs_client, "/pipeline", token(**kwargs))
     assert response.status_code == 401
     assert response.json() == {"error": "unauthorized", "message": message}
 
 
-def test_wrong_role_is_403_naming_roles(hs_client):
+def test_wrong_role_is_403_naming_roles(hs_client: TestClient) -> None:
     response = get(hs_client, "/pipeline", token(sub="alice", roles=["auditor"]))
     assert response.status_code == 403
     assert response.json() == {
@@ -137,12 +157,12 @@ def test_wrong_role_is_403_naming_roles(hs_client):
     )
 
 
-def test_admin_passes_every_role_check_and_roles_may_be_a_string(hs_client):
+def test_admin_passes_every_role_check_and_roles_may_be_a_string(hs_client: TestClient) -> None:
     assert get(hs_client, "/pipeline", token(roles="admin")).status_code == 200
     assert get(hs_client, "/read", token(roles=["admin"])).status_code == 200
 
 
-def test_rs256_and_es256_public_keys(rsa_key, ec_key, tmp_path):
+def test_rs256_and_es256_public_keys(rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey, tmp_path: Path) -> None:
     key_file = tmp_path / "rsa.pem"
     key_file.write_text(pem(rsa_key))
     client = build(Authenticator.from_settings(public_key_files=[key_file], public_keys_pem=[pem(ec_key)]))
@@ -155,7 +175,7 @@ def test_rs256_and_es256_public_keys(rsa_key, ec_key, tmp_path):
     assert refused.json()["message"] == "token algorithm 'HS256' is not accepted (accepted: ES256, RS256)"
 
 
-def test_public_key_cannot_be_used_as_hmac_secret(rsa_key):
+def test_public_key_cannot_be_used_as_hmac_secret(rsa_key: rsa.RSAPrivateKey) -> None:
     client = build(Authenticator.from_settings(hs256_secret=SECRET, public_keys_pem=[pem(rsa_key)]))
     forged = jwt.api_jws.PyJWS().encode(
         json.dumps({"sub": "x", "roles": ["admin"], "exp": int(time.time()) + 60}).encode(),
@@ -178,8 +198,8 @@ def test_public_key_cannot_be_used_as_hmac_secret(rsa_key):
     assert response.json()["message"] == "token signature is not valid"
 
 
-def test_jwks_file_with_kid(rsa_key, ec_key, tmp_path):
-    jwks = {"keys": []}
+def test_jwks_file_with_kid(rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey, tmp_path: Path) -> None:
+    jwks: dict[str, list[dict[str, str]]] = {"keys": []}
     for kid, key in (("r1", rsa_key), ("e1", ec_key)):
         entry = json.loads(jwt.algorithms.get_default_algorithms()["RS256" if kid == "r1" else "ES256"].to_jwk(key.public_key()))
         entry["kid"] = kid
@@ -191,7 +211,7 @@ def test_jwks_file_with_kid(rsa_key, ec_key, tmp_path):
     assert get(client, "/pipeline", token(ec_key, "ES256", headers={"kid": "e1"})).status_code == 200
 
 
-def test_disabled_auth_admits_everyone_as_admin_and_says_so(caplog):
+def test_disabled_auth_admits_everyone_as_admin_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         authenticator = Authenticator.from_settings(insecure_disable_auth=True)
     assert "AUTHENTICATION IS DISABLED" in caplog.text
@@ -200,7 +220,7 @@ def test_disabled_auth_admits_everyone_as_admin_and_says_so(caplog):
     assert response.json() == {"subject": "anonymous (auth disabled)", "roles": ["admin"]}
 
 
-def test_tokens_are_never_logged(hs_client, caplog):
+def test_tokens_are_never_logged(hs_client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     bad = token(key="y" * 40)
     with caplog.at_level(logging.DEBUG):
         response = get(hs_client, "/pipeline", bad)
@@ -220,17 +240,17 @@ def test_tokens_are_never_logged(hs_client, caplog):
         ({"public_key_files": ["/nonexistent/key.pem"]}, "cannot read public key file /nonexistent/key.pem: No such file or directory"),
     ],
 )
-def test_bad_configuration_is_refused(kwargs, message):
+def test_bad_configuration_is_refused(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigurationError) as caught:
         Authenticator.from_settings(**kwargs)
     assert caught.value.message == message
 
 
-def test_app_without_authenticator_fails_closed():
+def test_app_without_authenticator_fails_closed() -> None:
     app = FastAPI()
 
     @app.get("/x", dependencies=[Depends(require_roles(Role.ADMIN))])
-    def x() -> dict:
+    def x() -> dict[str, object]:
         return {}
 
     response = TestClient(app).get("/x")  # no install_auth: still 401, never 500 nor 200
@@ -255,7 +275,7 @@ EXCEPTION_ROUTES = {
 
 
 @pytest.fixture
-def real_app(make_settings):
+def real_app(make_settings: MakeSettings) -> Iterator[TestClient]:
     from gatekeeper.app import create_app
 
     settings = make_settings(insecure_disable_auth=False, auth_hs256_secret=SECRET)
@@ -263,7 +283,7 @@ def real_app(make_settings):
         yield client
 
 
-def test_every_api_route_refuses_a_caller_without_token(real_app):
+def test_every_api_route_refuses_a_caller_without_token(real_app: TestClient) -> None:
     paths = {p: ops for p, ops in real_app.get("/openapi.json").json()["paths"].items()
              if p.startswith("/v1/")}
     assert "/v1/exceptions/{exception_id}/approve" in paths
@@ -275,7 +295,7 @@ def test_every_api_route_refuses_a_caller_without_token(real_app):
 
 
 @pytest.mark.parametrize(("method", "path"), sorted(EXCEPTION_ROUTES))
-def test_exception_routes_role_matrix(real_app, method, path):
+def test_exception_routes_role_matrix(real_app: TestClient, method: str, path: str) -> None:
     allowed = EXCEPTION_ROUTES[(method, path)]
     for role in ROLES:
         bearer = jwt.encode(
@@ -290,7 +310,7 @@ def test_exception_routes_role_matrix(real_app, method, path):
             assert response.json()["error"] == "forbidden"
 
 
-def test_jwks_kid_that_matches_no_key_is_refused_even_if_another_key_verifies(rsa_key, tmp_path):
+def test_jwks_kid_that_matches_no_key_is_refused_even_if_another_key_verifies(rsa_key: rsa.RSAPrivateKey, tmp_path: Path) -> None:
     entry = json.loads(jwt.algorithms.get_default_algorithms()["RS256"].to_jwk(rsa_key.public_key()))
     entry["kid"] = "r1"
     path = tmp_path / "jwks.json"

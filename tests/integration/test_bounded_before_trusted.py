@@ -20,17 +20,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import jwt
 import pytest
 
+from tests.helpers.tokens import hs256_token
 from tests.integration.served import SECRET, Served, alive, children, serve
 
 pytestmark = pytest.mark.integration
 
 
 def bearer(*roles: str) -> str:
-    claims = {"sub": "tester", "roles": list(roles), "exp": int(time.time()) + 600}
-    return jwt.encode(claims, SECRET, algorithm="HS256")
+    return hs256_token(SECRET, *roles, subject="tester", ttl=600)
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
+from tests.helpers.app import admitted, evaluated
+from tests.helpers.types import MakeSettings
 from tests.integration.cosign_fixtures import (
     CYCLONEDX_PREDICATE,
     SLSA_V02_PREDICATE,
@@ -61,16 +63,10 @@ class Production:
         return f"{self.host}/{repository}:1.0@{digest}"
 
     def evaluate(self, image: str) -> dict[str, Any]:
-        response = self.client.post(
-            "/v1/evaluations", json={"images": [image], "environment": "production"}
-        )
-        assert response.status_code == 200, response.text
-        return response.json()
+        return evaluated(self.client, {"images": [image], "environment": "production"})
 
     def admit(self, image: str, uid: str) -> dict[str, Any]:
-        response = self.client.post("/admission/validate", json=deployment_review(uid, [image]))
-        assert response.status_code == 200, response.text
-        return response.json()["response"]
+        return admitted(self.client, deployment_review(uid, [image]))
 
 
 @pytest.fixture
@@ -80,7 +76,7 @@ def cosign_v2() -> str:
 
 
 @pytest.fixture
-def production(cosign_v2: str, tmp_path: Path, make_settings: Any) -> Iterator[Production]:
+def production(cosign_v2: str, tmp_path: Path, make_settings: MakeSettings) -> Iterator[Production]:
     host = registry_host()
     cosign = cosign_v2
     keys = generate_key_pair(cosign, tmp_path / "keys")
@@ -100,7 +96,7 @@ def production(cosign_v2: str, tmp_path: Path, make_settings: Any) -> Iterator[P
 
 
 @pytest.mark.parametrize("builder", [ACME_WORKFLOW, SLSA_GENERATOR])
-def test_provenance_from_a_real_github_builder_is_allowed(production: Production, builder: str):
+def test_provenance_from_a_real_github_builder_is_allowed(production: Production, builder: str) -> None:
     image = production.image(builder)
 
     decision = production.evaluate(image)
@@ -113,7 +109,7 @@ def test_provenance_from_a_real_github_builder_is_allowed(production: Production
 
 
 @pytest.mark.parametrize("builder", LOOKALIKES)
-def test_a_lookalike_builder_is_denied_naming_it(production: Production, builder: str):
+def test_a_lookalike_builder_is_denied_naming_it(production: Production, builder: str) -> None:
     image = production.image(builder)
 
     decision = production.evaluate(image)

@@ -11,6 +11,7 @@ import json
 import subprocess
 import tarfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,9 +20,11 @@ import pytest
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
 from gatekeeper.policy.bundle_signing import file_hash
+from tests.helpers.types import MakeSettings
 from tests.integration.test_policy_lifecycle_sidecar import (
     bundle_revision,
     free_port,
@@ -29,7 +32,7 @@ from tests.integration.test_policy_lifecycle_sidecar import (
 )
 
 
-def _write_key(path: Path, key) -> str:
+def _write_key(path: Path, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
     path.write_bytes(key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
@@ -38,9 +41,17 @@ def _write_key(path: Path, key) -> str:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
+def _member(archive: tarfile.TarFile, member: tarfile.TarInfo | str) -> bytes:
+    extracted = archive.extractfile(member)
+    assert extracted is not None, f"{member} is not a file in the bundle"
+    return extracted.read()
+
+
 @pytest.fixture(params=["RS256", "ES256"])
-def signed_gate(request, tmp_path, make_settings):
-    key = (rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def signed_gate(
+    request: pytest.FixtureRequest, tmp_path: Path, make_settings: MakeSettings
+) -> Iterator[tuple[str, str, str]]:
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = (rsa.generate_private_key(public_exponent=65537, key_size=2048)
            if request.param == "RS256" else ec.generate_private_key(ec.SECP256R1()))
     public_pem = _write_key(tmp_path / "bundle-key.pem", key)
     settings = make_settings(bundle_signing_key_file=tmp_path / "bundle-key.pem",
@@ -58,7 +69,9 @@ def signed_gate(request, tmp_path, make_settings):
         thread.join(timeout=10)
 
 
-def _sidecar(opa_binary, tmp_path, url, public_pem, algorithm):
+def _sidecar(
+    opa_binary: str, tmp_path: Path, url: str, public_pem: str, algorithm: str
+) -> tuple[subprocess.Popen[bytes], httpx.Client, Path]:
     port = free_port()
     config = {
         "services": {"gatekeeper": {"url": url}},
@@ -81,12 +94,14 @@ def _sidecar(opa_binary, tmp_path, url, public_pem, algorithm):
     return process, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5), log_path
 
 
-def test_sidecar_loads_the_signed_bundle_with_its_key(signed_gate, opa_binary, tmp_path):
+def test_sidecar_loads_the_signed_bundle_with_its_key(
+    signed_gate: tuple[str, str, str], opa_binary: str, tmp_path: Path
+) -> None:
     url, public_pem, algorithm = signed_gate
     bundle = httpx.get(f"{url}/v1/policies/bundle")
     assert bundle.status_code == 200
     with tarfile.open(fileobj=io.BytesIO(bundle.content), mode="r:gz") as archive:
-        members = {m.name.lstrip("/"): archive.extractfile(m).read() for m in archive}
+        members = {m.name.lstrip("/"): _member(archive, m) for m in archive}
     signatures = json.loads(members.pop(".signatures.json"))
     token = signatures["signatures"][0]
     assert jwt.get_unverified_header(token)["alg"] == algorithm
@@ -109,7 +124,9 @@ def test_sidecar_loads_the_signed_bundle_with_its_key(signed_gate, opa_binary, t
         process.wait(timeout=10)
 
 
-def test_sidecar_with_another_key_refuses_the_bundle(signed_gate, opa_binary, tmp_path):
+def test_sidecar_with_another_key_refuses_the_bundle(
+    signed_gate: tuple[str, str, str], opa_binary: str, tmp_path: Path
+) -> None:
     url, _public_pem, algorithm = signed_gate
     other = (rsa.generate_private_key(public_exponent=65537, key_size=2048)
              if algorithm == "RS256" else ec.generate_private_key(ec.SECP256R1()))
@@ -126,7 +143,7 @@ def test_sidecar_with_another_key_refuses_the_bundle(signed_gate, opa_binary, tm
         process.wait(timeout=10)
 
 
-def test_file_hashes_match_what_opa_sign_computes(opa_binary, tmp_path):
+def test_file_hashes_match_what_opa_sign_computes(opa_binary: str, tmp_path: Path) -> None:
     """The canonical form of structured documents is the one the real ``opa sign`` hashes."""
     bundle = tmp_path / "bundle"
     (bundle / "gatekeeper" / "config").mkdir(parents=True)
@@ -151,7 +168,7 @@ def test_file_hashes_match_what_opa_sign_computes(opa_binary, tmp_path):
     assert signed == {name: file_hash(name, content) for name, content in files.items()}
 
 
-def test_an_uploaded_bundles_signatures_are_kept(client, tmp_path):
+def test_an_uploaded_bundles_signatures_are_kept(client: TestClient, tmp_path: Path) -> None:
     from gatekeeper.policy.bundle import PolicyFiles, build_opa_bundle
     from gatekeeper.policy.bundle_signing import BundleSigner
 
@@ -163,7 +180,7 @@ def test_an_uploaded_bundles_signatures_are_kept(client, tmp_path):
     bundle = build_opa_bundle(candidate, BundleSigner(ec.generate_private_key(ec.SECP256R1()),
                                                       "security-team"))
     with tarfile.open(fileobj=io.BytesIO(bundle), mode="r:gz") as archive:
-        sent = json.loads(archive.extractfile("/.signatures.json").read())
+        sent = json.loads(_member(archive, "/.signatures.json"))
     answer = client.post("/v1/policies/revisions", content=bundle,
                          headers={"Content-Type": "application/gzip"})
     assert answer.status_code in (201, 422), answer.text  # an OPA bundle ships no tests

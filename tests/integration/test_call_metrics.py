@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gatekeeper.domain import parse_image_reference
@@ -13,16 +15,16 @@ from tests.integration.cosign_fixtures import push_image, registry_host, unique_
 from tests.integration.test_ecr_scans import (  # noqa: F401  (fixtures)
     CONTEXT,
     HOST,
+    PushImage,
     aws_credentials,
     ecr,
-    moto_url,
 )
 from tests.integration.test_ecr_scans import push_image as push_ecr_image  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
 
-def test_registry_round_trips_by_outcome(tmp_path):
+def test_registry_round_trips_by_outcome(tmp_path: Path) -> None:
     host = registry_host()
     metrics = Metrics()
     client = OciRegistryClient(
@@ -46,7 +48,7 @@ def test_registry_round_trips_by_outcome(tmp_path):
     assert not any(outcome in ("timeout", "unreachable") for _, outcome in counted)
 
 
-def test_ecr_calls_by_operation_and_outcome(moto_url, push_ecr_image):  # noqa: F811
+def test_ecr_calls_by_operation_and_outcome(moto_url: str, push_ecr_image: PushImage) -> None:  # noqa: F811
     metrics = Metrics()
     source = EcrScanSource(endpoint_url=moto_url, max_attempts=1, on_call=metrics.ecr_call)
     reference, digest = push_ecr_image(scan=False)

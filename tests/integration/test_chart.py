@@ -130,7 +130,7 @@ def test_without_auth_lint_names_it_and_the_render_fails() -> None:
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_every_rendered_manifest_validates_against_kubernetes_schemas(name: str) -> None:
     try:
-        import kubernetes_validate
+        import kubernetes_validate  # type: ignore[import-untyped]  # ships no type hints
     except ImportError:
         pytest.fail("kubernetes-validate is required (test extra) to validate the chart")
     docs = render(*VALUE_SETS[name])

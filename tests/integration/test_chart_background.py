@@ -4,6 +4,8 @@ API server by test_kube_background.py and test_kube_pull_secrets.py (same files)
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import yaml
 
@@ -15,7 +17,7 @@ BACKGROUND_RULES = yaml.safe_load((CHART / "files" / "background-rules.yaml").re
 SECRET_RULES = yaml.safe_load((CHART / "files" / "pull-secret-rules.yaml").read_text())
 
 
-def background(docs: list[dict], kind: str) -> list[dict]:
+def background(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     """The background loop's cluster-wide objects (the certificate and webhook-registration
     hooks have cluster roles of their own, limited to the release's webhook configurations)."""
     return [d for d in by_kind(docs, kind) if d["metadata"]["name"].endswith("-background")]

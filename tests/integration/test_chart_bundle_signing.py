@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,6 +16,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gatekeeper.app import create_app
+from tests.helpers.types import MakeSettings
 from tests.integration.test_bundle_signing import _write_key
 from tests.integration.test_chart import HELM, one, refused, render
 from tests.integration.test_policy_lifecycle_sidecar import bundle_revision, free_port, wait_for
@@ -21,13 +24,14 @@ from tests.integration.test_policy_lifecycle_sidecar import bundle_revision, fre
 pytestmark = pytest.mark.skipif(not HELM, reason="GATEKEEPER_HELM (path of helm) is not set")
 
 
-def _opa_config(docs) -> dict:
+def _opa_config(docs: list[dict[str, Any]]) -> dict[str, Any]:
     (config_map,) = [d for d in docs if d["kind"] == "ConfigMap"
                      and "config.yaml" in d.get("data", {})]
-    return yaml.safe_load(config_map["data"]["config.yaml"])
+    decoded: dict[str, Any] = yaml.safe_load(config_map["data"]["config.yaml"])
+    return decoded
 
 
-def test_rendered_sidecar_config_verifies_the_signed_bundles(make_settings, opa_binary, tmp_path):
+def test_rendered_sidecar_config_verifies_the_signed_bundles(make_settings: MakeSettings, opa_binary: str, tmp_path: Path) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     public_pem = _write_key(tmp_path / "bundle-signing-key.pem", key)
     docs = render("opa.bundleSigning.existingSecret=gk-bundle-key",
@@ -78,7 +82,7 @@ def test_rendered_sidecar_config_verifies_the_signed_bundles(make_settings, opa_
         thread.join(timeout=10)
 
 
-def test_signing_without_the_public_key_is_refused():
+def test_signing_without_the_public_key_is_refused() -> None:
     assert ("opa.bundleSigning.publicKey is required with opa.bundleSigning.existingSecret"
             in refused("opa.bundleSigning.existingSecret=gk-bundle-key"))
     assert "keys" not in _opa_config(render())

@@ -27,7 +27,8 @@ def jobs(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def container(job: dict[str, Any]) -> dict[str, Any]:
     (only,) = job["spec"]["template"]["spec"]["containers"]
-    return only
+    decoded: dict[str, Any] = only
+    return decoded
 
 
 def test_hook_jobs_run_the_gatekeeper_image_at_the_right_moments() -> None:

@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gatekeeper.policy.bundle import PolicyFiles
+from tests.helpers.tokens import hs256_token
 from tests.integration.test_chart import HELM, NAMESPACE, by_kind, one, render
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,9 +72,7 @@ pytestmark = [
 
 
 def token(roles: list[str], subject: str) -> str:
-    claims = {"sub": subject, "roles": roles, "exp": int(time.time()) + 3600,
-              "iss": ISSUER, "aud": AUDIENCE}
-    return jwt.encode(claims, SECRET, algorithm="HS256")
+    return hs256_token(SECRET, *roles, subject=subject, ttl=3600, iss=ISSUER, aud=AUDIENCE)
 
 
 def free_port() -> int:

@@ -1,58 +1,39 @@
 """The gatekeeper CLI as a user runs it: real processes, exit codes, printed messages."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.helpers.cli import cli_environment, run_gatekeeper
+from tests.helpers.net import free_port
+from tests.helpers.serve import gatekeeper_serve
+
 DIGEST = "sha256:" + "12" * 32
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def cli_env(opa_binary, policy_dir, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
-    env.update(
-        GATEKEEPER_DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
-        GATEKEEPER_OPA_BINARY=opa_binary,
-        GATEKEEPER_POLICY_DIR=str(policy_dir),
-        GATEKEEPER_RESOLVE_DIGESTS="false",
-        GATEKEEPER_INSECURE_DISABLE_AUTH="true",
-        GATEKEEPER_AUDIT_SPOOL_DIR=str(tmp_path / "audit-spool"),
-    )
-    return env
+def cli_env(opa_binary: str, policy_dir: Path, tmp_path: Path) -> dict[str, str]:
+    return cli_environment(opa_binary, policy_dir, tmp_path)
 
 
-def run(env, *args, cwd=None):
-    return subprocess.run(
-        [sys.executable, "-m", "gatekeeper", *args],
-        capture_output=True, text=True, env=env, timeout=60, cwd=cwd,
-    )
+run = run_gatekeeper
 
 
-def test_allow_exits_0(cli_env):
+def test_allow_exits_0(cli_env: dict[str, str]) -> None:
     result = run(cli_env, "evaluate", f"registry.example.com/api@{DIGEST}", "--environment", "development")
     assert result.returncode == 0, result.stderr
     assert "verdict   ALLOW  (environment development" in result.stdout
 
 
-def test_warn_exits_0(cli_env):
+def test_warn_exits_0(cli_env: dict[str, str]) -> None:
     result = run(cli_env, "evaluate", "nginx", "--environment", "development")
     assert result.returncode == 0
     assert 'warning   [digests] nginx: tag "latest" is mutable; deploy a version tag or a digest' in result.stdout
 
 
-def test_deny_exits_1_and_names_the_reason(cli_env):
+def test_deny_exits_1_and_names_the_reason(cli_env: dict[str, str]) -> None:
     result = run(cli_env, "evaluate", "registry.example.com.evil.io/api:1", "--environment", "development",
                  "--ticket-id", "CHG-7", "--output", "json")
     assert result.returncode == 1
@@ -67,56 +48,45 @@ def test_deny_exits_1_and_names_the_reason(cli_env):
     assert json.loads(shown.stdout) == decision
 
 
-def test_bad_reference_exits_2_naming_the_image(cli_env):
+def test_bad_reference_exits_2_naming_the_image(cli_env: dict[str, str]) -> None:
     result = run(cli_env, "evaluate", "nginx", "Bad//Ref")
     assert result.returncode == 2
     assert result.stderr.strip() == "error: images[1]: invalid image reference 'Bad//Ref': repository name must be lowercase"
 
 
-def test_engine_unavailable_exits_2(cli_env):
+def test_engine_unavailable_exits_2(cli_env: dict[str, str]) -> None:
     cli_env["GATEKEEPER_OPA_URL"] = "http://127.0.0.1:9"
     result = run(cli_env, "evaluate", "nginx", "--output", "json")
     assert result.returncode == 2
     assert json.loads(result.stdout)["error"].startswith("policy engine unavailable: OPA at http://127.0.0.1:9")
 
 
-def test_bad_output_format_exits_2(cli_env):
+def test_bad_output_format_exits_2(cli_env: dict[str, str]) -> None:
     result = run(cli_env, "evaluate", "nginx", "--output", "xml")
     assert result.returncode == 2
     assert "'xml' is not one of 'table', 'json', 'yaml'" in result.stderr
 
 
-def test_unknown_decision_exits_1(cli_env):
+def test_unknown_decision_exits_1(cli_env: dict[str, str]) -> None:
     result = run(cli_env, "decisions", "show", "nope")
     assert result.returncode == 1
     assert result.stderr.strip() == "error: decision nope not found"
 
 
-def test_bad_configuration_exits_2(cli_env):
+def test_bad_configuration_exits_2(cli_env: dict[str, str]) -> None:
     cli_env["GATEKEEPER_METRICS_PORT"] = "not-a-port"
     result = run(cli_env, "evaluate", "nginx")
     assert result.returncode == 2
     assert result.stderr.startswith("error: invalid configuration: metrics_port:")
 
 
-def test_serve_prints_url_and_answers_the_cli(cli_env, tmp_path):
+def test_serve_prints_url_and_answers_the_cli(cli_env: dict[str, str], tmp_path: Path) -> None:
     port, metrics_port = free_port(), free_port()
     cli_env["GATEKEEPER_METRICS_PORT"] = str(metrics_port)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gatekeeper", "serve", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("gatekeeper serve did not become ready")
+    # no --host: the default is loopback, as the printed URL shows
+    with gatekeeper_serve(cli_env, tmp_path / "serve.log", port=port, host=None,
+                          cwd=None) as server:
+        url = server.url
         remote = run(cli_env, "evaluate", "nginx", "--environment", "development", "--server", url,
                      "--output", "json")
         assert remote.returncode == 0, remote.stderr
@@ -125,9 +95,7 @@ def test_serve_prints_url_and_answers_the_cli(cli_env, tmp_path):
         assert json.loads(shown.stdout)["decision_id"] == decision_id
         metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
         assert 'gatekeeper_decisions_total{source="pipeline",verdict="warn"} 1.0' in metrics
-    finally:
-        server.terminate()
-        output, _ = server.communicate(timeout=20)
+    output = server.log.read_text()
     assert f"Forge Gatekeeper serving on http://127.0.0.1:{port} (API docs: /docs)" in output
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status shows it.
-    assert server.returncode in (0, -15)
+    assert server.process.returncode in (0, -15)

@@ -8,42 +8,35 @@ import json
 import os
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
+from pathlib import Path
 from xml.etree import ElementTree
 
-import httpx
 import pytest
 import yaml
 
 import gatekeeper
-from tests.integration.test_cli import DIGEST, free_port, run
+from tests.helpers.cli import cli_environment
+from tests.helpers.serve import gatekeeper_serve
+from tests.integration.test_cli import DIGEST, run
 
 ALLOWED = f"registry.example.com/api@{DIGEST}"
 
 
 @pytest.fixture
-def cli_env(opa_binary, policy_dir, tmp_path):
+def cli_env(opa_binary: str, policy_dir: Path, tmp_path: Path) -> dict[str, str]:
     """As in test_cli: settings through the environment of a fresh process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
-    env.update(
-        GATEKEEPER_DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
-        GATEKEEPER_OPA_BINARY=opa_binary,
-        GATEKEEPER_POLICY_DIR=str(policy_dir),
-        GATEKEEPER_RESOLVE_DIGESTS="false",
-        GATEKEEPER_INSECURE_DISABLE_AUTH="true",
-        GATEKEEPER_AUDIT_SPOOL_DIR=str(tmp_path / "audit-spool"),
-    )
-    return env
+    return cli_environment(opa_binary, policy_dir, tmp_path)
 
 
-def test_version_names_the_package_version(cli_env):
+def test_version_names_the_package_version(cli_env: dict[str, str]) -> None:
     result = run(cli_env, "--version")
     assert (result.returncode, result.stdout, result.stderr) == (
         0, f"gatekeeper {gatekeeper.__version__}\n", ""
     )
 
 
-def test_bash_completion_completes_commands_and_options(cli_env):
+def test_bash_completion_completes_commands_and_options(cli_env: dict[str, str]) -> None:
     def complete(words: str) -> list[str]:
         env = dict(cli_env, _GATEKEEPER_COMPLETE="complete_bash", COMP_WORDS=words,
                    COMP_CWORD=str(len(words.split()) - (0 if words.endswith(" ") else 1)))
@@ -61,7 +54,7 @@ def test_bash_completion_completes_commands_and_options(cli_env):
     assert script.returncode == 0 and "_GATEKEEPER_COMPLETE=complete_bash" in script.stdout
 
 
-def test_help_shows_option_names_not_types(cli_env):
+def test_help_shows_option_names_not_types(cli_env: dict[str, str]) -> None:
     result = run(cli_env, "evaluate", "--help")
     assert result.returncode == 0
     assert "Usage: gatekeeper evaluate [OPTIONS] [IMAGE...]\n" in result.stdout
@@ -71,14 +64,14 @@ def test_help_shows_option_names_not_types(cli_env):
     assert "<str>" not in result.stdout and "<bool>" not in result.stdout
 
 
-def test_evaluate_prints_yaml(cli_env):
+def test_evaluate_prints_yaml(cli_env: dict[str, str]) -> None:
     result = run(cli_env, "evaluate", ALLOWED, "--environment", "development", "-o", "yaml")
     assert result.returncode == 0, result.stderr
     document = yaml.safe_load(result.stdout)
     assert document["verdict"] == "allow" and document["images"][0]["reference"] == ALLOWED
 
 
-def test_evaluate_junit_sarif_github_reports_for_a_deny(cli_env):
+def test_evaluate_junit_sarif_github_reports_for_a_deny(cli_env: dict[str, str]) -> None:
     denied = "registry.example.com.evil.io/api:1"
     message = 'registry "registry.example.com.evil.io" is not allowed in environment "development"'
     junit = run(cli_env, "evaluate", denied, "--environment", "development", "--format", "junit")
@@ -96,7 +89,7 @@ def test_evaluate_junit_sarif_github_reports_for_a_deny(cli_env):
     assert f"::error title=registries::{message}" in github.stdout.splitlines()
 
 
-def test_fail_on_warn_turns_a_warn_into_exit_1(cli_env):
+def test_fail_on_warn_turns_a_warn_into_exit_1(cli_env: dict[str, str]) -> None:
     plain = run(cli_env, "evaluate", "nginx", "--environment", "development")
     assert plain.returncode == 0, plain.stderr
     assert "verdict   WARN " in plain.stdout
@@ -105,7 +98,7 @@ def test_fail_on_warn_turns_a_warn_into_exit_1(cli_env):
     assert "verdict   WARN " in strict.stdout
 
 
-def test_verbose_adds_the_error_context(cli_env):
+def test_verbose_adds_the_error_context(cli_env: dict[str, str]) -> None:
     quiet = run(cli_env, "sbom", "evidence", "-", "--digest", "sha1:abc")
     verbose = run(cli_env, "-v", "sbom", "evidence", "-", "--digest", "sha1:abc")
     assert quiet.returncode == verbose.returncode == 2
@@ -114,42 +107,27 @@ def test_verbose_adds_the_error_context(cli_env):
     assert verbose.stderr.strip() == f"{first}\n  field: --digest"
 
 
-def _decision(env, ticket: str) -> str:
+def _decision(env: dict[str, str], ticket: str) -> str:
     result = run(env, "evaluate", ALLOWED, "--environment", "development", "--ticket-id", ticket,
                  "-o", "json")
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)["decision_id"]
+    decision_id: str = json.loads(result.stdout)["decision_id"]
+    return decision_id
 
 
 @pytest.fixture
-def served(cli_env, tmp_path):
+def served(cli_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     """A real ``gatekeeper serve`` on the same store, signing checkpoints with a fresh key."""
     key = tmp_path / "served-audit.pem"
     assert run(cli_env, "audit", "keygen", "--file", str(key)).returncode == 0
     cli_env["GATEKEEPER_AUDIT_SIGNING_KEY_FILE"] = str(key)
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gatekeeper", "serve", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("gatekeeper serve did not become ready")
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+    # its own metrics port: the default (9090) may be taken by another server on this machine
+    served_env = {**cli_env, "GATEKEEPER_METRICS_PORT": "0"}
+    with gatekeeper_serve(served_env, tmp_path / "serve.log", host=None, cwd=None) as server:
+        yield server.url
 
 
-def test_decisions_show_same_exit_codes_and_short_ids_with_and_without_server(cli_env, served):
+def test_decisions_show_same_exit_codes_and_short_ids_with_and_without_server(cli_env: dict[str, str], served: str) -> None:
     ids = [_decision(cli_env, f"CHG-{n}") for n in range(3)]
     for where in ([], ["--server", served]):
         unknown = run(cli_env, "decisions", "show", "nope", *where)
@@ -173,7 +151,7 @@ def test_decisions_show_same_exit_codes_and_short_ids_with_and_without_server(cl
         assert json.loads(shown.stdout)["decision_id"] == ids[2]
 
 
-def test_exceptions_and_history_through_a_running_gatekeeper(cli_env, served):
+def test_exceptions_and_history_through_a_running_gatekeeper(cli_env: dict[str, str], served: str) -> None:
     server = ["--server", served]
     created = run(cli_env, "policy", "exceptions", "create", "--image", "docker.io/library/nginx",
                   "--policy", "registries", "--environment", "production", "--reason", "mirror",
@@ -204,7 +182,7 @@ def test_exceptions_and_history_through_a_running_gatekeeper(cli_env, served):
     assert json.loads(local.stdout)["active_revision"].startswith("sha256:")
 
 
-def test_audit_keygen_export_verify_with_file_flags_and_relative_times(cli_env, tmp_path):
+def test_audit_keygen_export_verify_with_file_flags_and_relative_times(cli_env: dict[str, str], tmp_path: Path) -> None:
     key = tmp_path / "keys" / "audit.pem"
     made = run(cli_env, "audit", "keygen", "--file", str(key))
     assert made.returncode == 0, made.stderr
@@ -234,7 +212,7 @@ def test_audit_keygen_export_verify_with_file_flags_and_relative_times(cli_env, 
     )
 
 
-def test_audit_export_and_verify_through_a_running_gatekeeper(cli_env, served, tmp_path):
+def test_audit_export_and_verify_through_a_running_gatekeeper(cli_env: dict[str, str], served: str, tmp_path: Path) -> None:
     _decision(cli_env, "CHG-1")
     _decision(cli_env, "CHG-2")
     export = tmp_path / "remote.jsonl"

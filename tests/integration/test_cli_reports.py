@@ -4,33 +4,23 @@ real opa, a real SQLite store, exact output."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from xml.etree import ElementTree
 
-import pytest
 from typer.testing import CliRunner
 
 from gatekeeper.cli import app
+from gatekeeper.config import Settings
 from tests.integration.test_policy_lifecycle_api import shipped, with_teams_policy, write_candidate
+from tests.integration.test_policy_lifecycle_cli import cli_env  # noqa: F401 - fixture
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def cli_env(tmp_path, make_settings, opa_binary, monkeypatch):
-    """As in test_policy_lifecycle_cli: settings through the environment."""
-    core = write_candidate(tmp_path / "shipped", shipped())
-    settings = make_settings(policy_dir=core / "policies")
-    monkeypatch.setenv("GATEKEEPER_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("GATEKEEPER_OPA_BINARY", opa_binary)
-    monkeypatch.setenv("GATEKEEPER_POLICY_DIR", str(settings.policy_dir))
-    monkeypatch.setenv("GATEKEEPER_RESOLVE_DIGESTS", "false")  # no registry on the network
-    return settings
 
 
 FAILING = "data.gatekeeper.rules.teams_test.test_message_names_the_field"
 
 
-def test_policy_test_reports_for_ci(cli_env, tmp_path):
+def test_policy_test_reports_for_ci(cli_env: Settings, tmp_path: Path) -> None:  # noqa: F811
     root = write_candidate(tmp_path / "candidate", with_teams_policy(shipped()))
     arguments = ["policy", "test", "--policies", str(root / "policies"), "--tests", str(root / "tests")]
     junit = runner.invoke(app, [*arguments, "--format", "junit"])
@@ -55,7 +45,7 @@ def test_policy_test_reports_for_ci(cli_env, tmp_path):
     ]
 
 
-def test_policy_activate_takes_a_unique_revision_prefix(cli_env, tmp_path):
+def test_policy_activate_takes_a_unique_revision_prefix(cli_env: Settings, tmp_path: Path) -> None:  # noqa: F811
     original = shipped()
     submitted = runner.invoke(
         app, ["policy", "submit", str(write_candidate(tmp_path / "original", original)),

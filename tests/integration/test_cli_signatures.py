@@ -5,16 +5,18 @@ registry is allowed and an unsigned one denied, naming the image and the reason,
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
+from gatekeeper.domain import Digest
+from tests.helpers.cli import outside_environment, run_gatekeeper
+from tests.helpers.types import MakeSettings
 from tests.integration.cosign_fixtures import (
     cosign_binary,
     cosign_sign,
@@ -25,7 +27,9 @@ from tests.integration.cosign_fixtures import (
 
 
 @pytest.fixture
-def signed_world(tmp_path: Path, opa_binary: str, policy_dir: Path):
+def signed_world(
+    tmp_path: Path, opa_binary: str, policy_dir: Path
+) -> tuple[str, Digest, dict[str, str], dict[str, Any]]:
     host = registry_host()
     cosign = cosign_binary("v2")
     keys = generate_key_pair(cosign, tmp_path / "keys")
@@ -46,7 +50,7 @@ def signed_world(tmp_path: Path, opa_binary: str, policy_dir: Path):
     }
     config_file = tmp_path / "gatekeeper.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_") or k.startswith("GATEKEEPER_TEST_")}
+    env = outside_environment()
     env.update(
         GATEKEEPER_CONFIG=str(config_file),
         GATEKEEPER_DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
@@ -58,11 +62,11 @@ def signed_world(tmp_path: Path, opa_binary: str, policy_dir: Path):
     return host, signed_digest, env, config
 
 
-def run(env, *args):
-    return subprocess.run([sys.executable, "-m", "gatekeeper", *args], capture_output=True, text=True, env=env, timeout=120)
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return run_gatekeeper(env, *args, timeout=120)
 
 
-def test_cli_evaluate_allows_signed_and_denies_unsigned(signed_world):
+def test_cli_evaluate_allows_signed_and_denies_unsigned(signed_world: tuple[str, Digest, dict[str, str], dict[str, Any]]) -> None:
     host, digest, env, _ = signed_world
     allowed = run(env, "evaluate", f"{host}/cli/signed:1.0", "--environment", "staging", "--output", "json")
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
@@ -80,7 +84,9 @@ def test_cli_evaluate_allows_signed_and_denies_unsigned(signed_world):
     assert "no signature found; 0 of 1 required authorities verified" in violation["message"]
 
 
-def test_api_allows_signed_and_denies_unsigned(signed_world, make_settings):
+def test_api_allows_signed_and_denies_unsigned(
+    signed_world: tuple[str, Digest, dict[str, str], dict[str, Any]], make_settings: MakeSettings
+) -> None:
     host, digest, _, config = signed_world
     settings = make_settings(resolve_digests=True, trusted_root="none", ecr_auth=False,
                              registry=config["registry"], signatures=config["signatures"])
@@ -93,7 +99,7 @@ def test_api_allows_signed_and_denies_unsigned(signed_world, make_settings):
     assert "no signature found" in unsigned["violations"][0]["message"]
 
 
-def test_verify_command_prints_the_evidence(signed_world):
+def test_verify_command_prints_the_evidence(signed_world: tuple[str, Digest, dict[str, str], dict[str, Any]]) -> None:
     host, digest, env, _ = signed_world
     ok = run(env, "verify", f"{host}/cli/signed:1.0", "--authority", "release")
     assert ok.returncode == 0, ok.stderr

@@ -9,10 +9,11 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
-from gatekeeper.domain import EvaluationRequest, Verdict
+from gatekeeper.domain import Decision, EvaluationRequest, Verdict
 from gatekeeper.domain.decision import Source
 from gatekeeper.domain.reference import parse_image_reference
 from gatekeeper.policy import EmbeddedOpa
@@ -34,6 +35,14 @@ from tests.integration.cosign_fixtures import (
 pytestmark = pytest.mark.integration
 
 
+class Decide(Protocol):
+    """Pushes images to the loopback registry and decides them in an environment."""
+
+    def image(self, content: str, *, signed: bool, builder: str | None = None) -> str: ...
+
+    def __call__(self, image: str, environment: str) -> Decision: ...
+
+
 
 # Kept for modules that still import it: the shipped policy itself.
 PROPOSED_SIGNATURES_POLICY = (
@@ -42,7 +51,7 @@ PROPOSED_SIGNATURES_POLICY = (
 
 
 @pytest.fixture
-def decide(opa_binary: str, policy_dir: Path, tmp_path: Path) -> Iterator[object]:
+def decide(opa_binary: str, policy_dir: Path, tmp_path: Path) -> Iterator[Decide]:
     host = registry_host()
     cosign = cosign_binary("v2")
     keys = generate_key_pair(cosign, tmp_path / "keys")
@@ -67,7 +76,7 @@ def decide(opa_binary: str, policy_dir: Path, tmp_path: Path) -> Iterator[object
         digest_resolver=client,
     )  # fmt: skip
 
-    class Decide:
+    class Deciding(Decide):
         def image(self, content: str, *, signed: bool, builder: str | None = None) -> str:
             repository = unique_repository()
             digest = push_image(host, f"{repository}:1.0", content, tmp_path)
@@ -79,7 +88,7 @@ def decide(opa_binary: str, policy_dir: Path, tmp_path: Path) -> Iterator[object
                               predicate_type="slsaprovenance", predicate=predicate)  # fmt: skip
             return f"{host}/{repository}:1.0"
 
-        def __call__(self, image: str, environment: str):  # noqa: ANN204
+        def __call__(self, image: str, environment: str) -> Decision:
             request = EvaluationRequest(
                 images=(parse_image_reference(image),), source=Source.PIPELINE,
                 environment=environment,
@@ -87,13 +96,13 @@ def decide(opa_binary: str, policy_dir: Path, tmp_path: Path) -> Iterator[object
             return service.evaluate(request, deadline=time.monotonic() + 8)
 
     try:
-        yield Decide()
+        yield Deciding()
     finally:
         client.close()
         opa.stop()
 
 
-def test_signed_image_is_allowed_and_pinned_to_its_digest(decide) -> None:  # noqa: ANN001
+def test_signed_image_is_allowed_and_pinned_to_its_digest(decide: Decide) -> None:
     image = decide.image("signed", signed=True)
 
     decision = decide(image, "staging")
@@ -103,7 +112,7 @@ def test_signed_image_is_allowed_and_pinned_to_its_digest(decide) -> None:  # no
     assert decision.images[0].evidence["signatures"]["status"] == "verified"
 
 
-def test_unsigned_image_is_denied_naming_image_and_reason(decide) -> None:  # noqa: ANN001
+def test_unsigned_image_is_denied_naming_image_and_reason(decide: Decide) -> None:
     image = decide.image("unsigned", signed=False)
 
     decision = decide(image, "staging")
@@ -117,7 +126,7 @@ def test_unsigned_image_is_denied_naming_image_and_reason(decide) -> None:  # no
     ]  # fmt: skip
 
 
-def test_production_requires_provenance_from_an_allowed_builder(decide) -> None:  # noqa: ANN001
+def test_production_requires_provenance_from_an_allowed_builder(decide: Decide) -> None:
     trusted = decide.image("trusted-build", signed=True, builder="https://ci.example.com/builders/a")
     stranger = decide.image("other-build", signed=True, builder="https://laptop.example/bob")
 

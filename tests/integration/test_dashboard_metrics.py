@@ -7,9 +7,11 @@ import json
 import re
 from pathlib import Path
 
+from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers.app import container_of
 from tests.integration.test_admission_signatures import deployment_review
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "gatekeeper"
@@ -41,11 +43,11 @@ def _queried() -> dict[str, set[str]]:
     }
 
 
-def test_every_queried_metric_is_exposed(client):
+def test_every_queried_metric_is_exposed(client: TestClient) -> None:
     assert client.post("/v1/evaluations", json={
         "images": [f"registry.example.com/a@{DIGEST}"], "environment": "development"}
     ).status_code == 200
-    text = generate_latest(client.app.state.container.metrics.registry).decode()
+    text = generate_latest(container_of(client).metrics.registry).decode()
     exposed = _exposed(text)
     queried = _queried()
     assert len(queried["rules"]) >= 6 and len(queried["dashboard"]) >= 15
@@ -53,14 +55,14 @@ def test_every_queried_metric_is_exposed(client):
         assert names - exposed == set(), f"{where} queries metrics the app does not expose"
 
 
-def test_decisions_of_both_doors_are_counted_with_old_names_kept(client):
+def test_decisions_of_both_doors_are_counted_with_old_names_kept(client: TestClient) -> None:
     assert client.post("/v1/evaluations", json={
         "images": [f"registry.example.com/a@{DIGEST}"], "environment": "development"}
     ).status_code == 200
     answered = client.post("/admission/validate", json=deployment_review(
         "uid-metrics-1", [f"registry.example.com/a@{DIGEST}"]))
     assert answered.status_code == 200
-    registry = client.app.state.container.metrics.registry
+    registry = container_of(client).metrics.registry
     for prefix in ("forge_gatekeeper_", "gatekeeper_"):
         assert registry.get_sample_value(
             f"{prefix}decisions_total", {"source": "pipeline", "verdict": "allow"}) == 1

@@ -3,11 +3,13 @@
 import re
 
 import pytest
+from fastapi.testclient import TestClient
 
 from gatekeeper.api.docs import SWAGGER_UI_VERSION
+from tests.helpers.types import MakeSettings
 
 
-def test_docs_page_names_no_external_host_and_its_assets_are_served(client):
+def test_docs_page_names_no_external_host_and_its_assets_are_served(client: TestClient) -> None:
     page = client.get("/docs")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
@@ -29,7 +31,7 @@ def test_docs_page_names_no_external_host_and_its_assets_are_served(client):
     assert f'"{SWAGGER_UI_VERSION}"' in bundle or SWAGGER_UI_VERSION in bundle
 
 
-def test_docs_and_spec_need_no_token(make_settings):
+def test_docs_and_spec_need_no_token(make_settings: MakeSettings) -> None:
     from fastapi.testclient import TestClient
 
     from gatekeeper.app import create_app
@@ -43,5 +45,5 @@ def test_docs_and_spec_need_no_token(make_settings):
 
 
 @pytest.mark.parametrize("path", ["/redoc", "/docs/assets/../../config.py", "/docs/assets/nope.js"])
-def test_no_cdn_page_and_no_escape_from_the_assets(client, path):
+def test_no_cdn_page_and_no_escape_from_the_assets(client: TestClient, path: str) -> None:
     assert client.get(path).status_code == 404

@@ -34,6 +34,7 @@ from tests.fakes import FakeAuditLog
 from tests.integration.test_ecr_scans import (
     HOST,
     PushImage,
+    complete_scan,
     enhanced_finding,
     inject,
 )
@@ -64,7 +65,6 @@ SETTINGS: dict[str, Any] = {
 from tests.integration.test_ecr_scans import (  # noqa: E402
     aws_credentials,  # noqa: F401
     ecr,  # noqa: F401
-    moto_url,  # noqa: F401
     push_image,  # noqa: F401
 )
 
@@ -103,19 +103,6 @@ def _production(image: str) -> EvaluationRequest:
                              environment="production", namespace="shop")
 
 
-def _complete_scan(findings: list[dict[str, Any]]) -> dict[str, Any]:
-    from datetime import UTC, datetime, timedelta
-
-    recent = (datetime.now(UTC) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    counts: dict[str, int] = {}
-    for finding in findings:
-        counts[finding["severity"]] = counts.get(finding["severity"], 0) + 1
-    return {
-        "imageScanStatus": {"status": "COMPLETE"},
-        "imageScanFindings": {"imageScanCompletedAt": recent,
-                              "vulnerabilitySourceUpdatedAt": recent,
-                              "findingSeverityCounts": counts, "enhancedFindings": findings},
-    }
 
 
 def test_banned_component_and_fixable_cve_deny_then_clean_image_is_allowed(
@@ -124,7 +111,7 @@ def test_banned_component_and_fixable_cve_deny_then_clean_image_is_allowed(
 ) -> None:
     service, uploader = gate
     reference, digest = push_image()
-    inject(moto_url, reference, digest, **_complete_scan(
+    inject(moto_url, reference, digest, **complete_scan(
         [enhanced_finding("CVE-2024-3094", "xz-utils", "5.6.0", "5.6.1")]
     ))
     components = [cyclonedx_component(0),
@@ -144,7 +131,7 @@ def test_banned_component_and_fixable_cve_deny_then_clean_image_is_allowed(
     assert decision.images[0].evidence["sbom"]["documents"][0]["sha256"] == upload.stored.sha256
 
     clean, clean_digest = push_image()
-    inject(moto_url, clean, clean_digest, **_complete_scan([]))
+    inject(moto_url, clean, clean_digest, **complete_scan([]))
     uploader.upload(encode(cyclonedx(3)), clean_digest)
     allowed = service.evaluate(_production(str(clean)))
     assert allowed.violations == ()
@@ -180,7 +167,7 @@ def test_sbom_for_another_digest_is_denied(
     reference, digest = push_image()
     _, other_digest = push_image()
     assert other_digest != digest
-    inject(moto_url, reference, digest, **_complete_scan([]))
+    inject(moto_url, reference, digest, **complete_scan([]))
     subject = {"type": "container", "name": "app",
                "purl": f"pkg:oci/app@{str(other_digest).replace(':', '%3A')}"}
     uploader.upload(encode(cyclonedx(2, subject=subject)), digest)

@@ -9,7 +9,6 @@ real HTTP server on loopback: three pages, and a throttling error before the sec
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -20,6 +19,7 @@ from gatekeeper.domain.ports import EvidenceContext
 from gatekeeper.domain.reference import parse_image_reference
 from gatekeeper.errors import UpstreamUnavailableError
 from gatekeeper.scans import EcrScanSource
+from tests.helpers.net import serving_in_thread
 
 pytestmark = pytest.mark.integration
 
@@ -99,11 +99,8 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[_EcrServer]:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     ecr = _EcrServer()
-    thread = threading.Thread(target=ecr.serve_forever, daemon=True)
-    thread.start()
-    yield ecr
-    ecr.shutdown()
-    ecr.server_close()
+    with serving_in_thread(ecr):
+        yield ecr
 
 
 def test_all_pages_are_read_and_throttling_is_retried(server: _EcrServer) -> None:

@@ -7,16 +7,16 @@ then answers ``describe_image_scan_findings`` for that repository and digest wit
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 import pytest
 
-from gatekeeper.domain.ports import EvidenceContext
+from gatekeeper.domain.ports import EvidenceContext, ScanReport, ScanSource
 from gatekeeper.domain.reference import Digest, ImageReference, parse_digest, parse_image_reference
 from gatekeeper.scans import EcrScanSource, ScanEvidenceCollector
 
@@ -26,14 +26,6 @@ ACCOUNT = "123456789012"
 REGION = "eu-west-1"
 HOST = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
 CONTEXT = EvidenceContext(environment="production", namespace="shop")
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> str:
-    url = os.environ.get("GATEKEEPER_TEST_MOTO_URL")
-    if not url:
-        pytest.skip("GATEKEEPER_TEST_MOTO_URL is not set (scripts/test-servers starts moto)")
-    return url
 
 
 @pytest.fixture(autouse=True)
@@ -80,6 +72,22 @@ def push_image(ecr: Any) -> PushImage:
         return parse_image_reference(f"{HOST}/{repository}@{digest}"), digest
 
     return push
+
+
+def complete_scan(
+    findings: list[dict[str, Any]], *, age: timedelta = timedelta(hours=2)
+) -> dict[str, Any]:
+    """A finished enhanced scan with ``findings``, completed ``age`` ago (for :func:`inject`)."""
+    recent = (datetime.now(UTC) - age).strftime("%Y-%m-%dT%H:%M:%SZ")
+    counts: dict[str, int] = {}
+    for finding in findings:
+        counts[finding["severity"]] = counts.get(finding["severity"], 0) + 1
+    return {
+        "imageScanStatus": {"status": "COMPLETE"},
+        "imageScanFindings": {"imageScanCompletedAt": recent,
+                              "vulnerabilitySourceUpdatedAt": recent,
+                              "findingSeverityCounts": counts, "enhancedFindings": findings},
+    }  # fmt: skip
 
 
 def inject(moto_url: str, reference: ImageReference, digest: Digest, **response: Any) -> None:
@@ -290,13 +298,13 @@ def test_results_are_cached_per_digest(moto_url: str, push_image: PushImage) -> 
     calls: list[str] = []
     real = source(moto_url)
 
-    class CountingSource:
+    class CountingSource(ScanSource):
         name = "ecr"
 
         def applies_to(self, ref: ImageReference) -> bool:
             return real.applies_to(ref)
 
-        def fetch(self, ref: ImageReference, dig: Digest, context: EvidenceContext) -> Any:
+        def fetch(self, ref: ImageReference, dig: Digest, context: EvidenceContext) -> ScanReport:
             calls.append(str(dig))
             return real.fetch(ref, dig, context)
 

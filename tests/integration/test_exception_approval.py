@@ -10,18 +10,19 @@ is seen through the REST API (``POST /v1/evaluations``) and an AdmissionReview
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
+from tests.helpers.app import admitted, evaluated
+from tests.helpers.tokens import bearer_headers
+from tests.helpers.types import MakeSettings
 from tests.integration.cosign_fixtures import push_image, registry_host, unique_repository
 from tests.integration.test_admission_signatures import deployment_review
 
@@ -32,8 +33,7 @@ VIOLATION = "no signature evidence was collected; staging requires signatures"
 
 
 def token(subject: str, *roles: str) -> dict[str, str]:
-    claims = {"sub": subject, "roles": list(roles), "exp": int(time.time()) + 3600}
-    return {"Authorization": "Bearer " + jwt.encode(claims, SECRET, algorithm="HS256")}
+    return bearer_headers(SECRET, *roles, subject=subject, ttl=3600)
 
 
 ALICE = token("alice", "policy-admin")
@@ -50,18 +50,14 @@ class Gate:
     other_digest: str
 
     def evaluate(self, image: str) -> dict[str, Any]:
-        response = self.client.post(
-            "/v1/evaluations",
-            json={"images": [image], "environment": "staging", "namespace": "shop"},
+        return evaluated(
+            self.client,
+            {"images": [image], "environment": "staging", "namespace": "shop"},
             headers=PIPELINE,
         )
-        assert response.status_code == 200, response.text
-        return response.json()
 
     def admit(self, image: str, uid: str) -> dict[str, Any]:
-        response = self.client.post("/admission/validate", json=deployment_review(uid, [image]))
-        assert response.status_code == 200, response.text
-        return response.json()["response"]
+        return admitted(self.client, deployment_review(uid, [image]))
 
     def create(self, **overrides: object) -> dict[str, Any]:
         body: dict[str, object] = {
@@ -75,11 +71,12 @@ class Gate:
         body.update(overrides)
         response = self.client.post("/v1/exceptions", json=body, headers=ALICE)
         assert response.status_code == 201, response.text
-        return response.json()
+        decoded: dict[str, Any] = response.json()
+        return decoded
 
 
 def start_gate(
-    tmp_path: Path, make_settings: Any, **overrides: object
+    tmp_path: Path, make_settings: MakeSettings, **overrides: object
 ) -> Iterator[TestClient]:
     host = registry_host()
     values: dict[str, object] = {
@@ -96,7 +93,7 @@ def start_gate(
 
 
 @pytest.fixture
-def gate(tmp_path: Path, make_settings: Any) -> Iterator[Gate]:
+def gate(tmp_path: Path, make_settings: MakeSettings) -> Iterator[Gate]:
     host = registry_host()
     repository = unique_repository()
     approved = push_image(host, f"{repository}:approved", "the reviewed build", tmp_path)
@@ -219,7 +216,7 @@ def test_pending_until_a_second_authenticated_person_approves(gate: Gate) -> Non
 
 
 def test_with_authentication_disabled_nothing_can_be_approved(
-    tmp_path: Path, make_settings: Any
+    tmp_path: Path, make_settings: MakeSettings
 ) -> None:
     host = registry_host()
     repository = unique_repository()

@@ -13,11 +13,16 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from tests.helpers.app import evaluated
+from tests.helpers.types import MakeSettings
 from tests.integration.cosign_fixtures import (
     COSIGN_PASSWORD,
     KeyPair,
@@ -72,12 +77,13 @@ def gatekeeper_image(tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
     return BuiltImage(reference, repository, digest, work / "out", keys, result.stderr, cosign)
 
 
-def skopeo_inspect(reference: str, *flags: str) -> dict[str, object]:
+def skopeo_inspect(reference: str, *flags: str) -> dict[str, Any]:
     output = subprocess.run(
         ["skopeo", "inspect", "--tls-verify=false", *flags, f"docker://{reference}"],
         check=True, capture_output=True, text=True, timeout=60,
     ).stdout
-    return json.loads(output)
+    document: dict[str, Any] = json.loads(output)
+    return document
 
 
 def test_image_runs_as_non_root_without_a_shell_entrypoint_and_says_what_it_is(
@@ -188,7 +194,9 @@ BUILDER_ID = "https://github.com/forge/gatekeeper/scripts/build-image@v1"
 
 
 @pytest.fixture
-def own_gate(make_settings, gatekeeper_image: BuiltImage, policy_dir: Path):  # noqa: ANN001
+def own_gate(
+    make_settings: MakeSettings, gatekeeper_image: BuiltImage, policy_dir: Path
+) -> Iterator[TestClient]:
     """The gatekeeper as production builds it, trusting the release key that signed the image and
     allowing the build script's builder id (the shipped rules; data configured as a user would)."""
     from fastapi.testclient import TestClient
@@ -228,19 +236,17 @@ def copy_image(source: str, repository: str) -> str:
     return f"{repository}@{digest_file.read_text().strip()}"
 
 
-def evaluate(client, image: str) -> dict[str, object]:  # noqa: ANN001
-    response = client.post("/v1/evaluations", json={
+def evaluate(client: TestClient, image: str) -> dict[str, Any]:
+    return evaluated(client, {
         "images": [image], "environment": "production", "namespace": "gatekeeper-system"})
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
-def messages(decision: dict[str, object]) -> list[str]:
-    return [v["message"] for v in decision["violations"]]  # type: ignore[index,union-attr]
+def messages(decision: dict[str, Any]) -> list[str]:
+    return [v["message"] for v in decision["violations"]]
 
 
 def test_its_own_production_policy_allows_the_signed_attested_image(
-    own_gate, gatekeeper_image: BuiltImage,  # noqa: ANN001
+    own_gate: TestClient, gatekeeper_image: BuiltImage,
 ) -> None:
     decision = evaluate(own_gate, gatekeeper_image.reference)
     assert decision["verdict"] == "allow", messages(decision)
@@ -248,7 +254,7 @@ def test_its_own_production_policy_allows_the_signed_attested_image(
 
 
 def test_each_missing_proof_is_denied_with_its_reason(
-    own_gate, gatekeeper_image: BuiltImage, tmp_path: Path,  # noqa: ANN001
+    own_gate: TestClient, gatekeeper_image: BuiltImage, tmp_path: Path,
 ) -> None:
     from tests.integration.cosign_fixtures import cosign_attest, cosign_sign
 

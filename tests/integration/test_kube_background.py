@@ -13,7 +13,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,24 +41,25 @@ from gatekeeper.scans import EcrScanSource, ScanEvidenceCollector
 from gatekeeper.service import EvaluationService
 from gatekeeper.webhook.scope import AdmissionSettings
 from tests.fakes import FakeAuditLog
-from tests.integration.kube_cluster import REPO, ControlPlane, control_plane  # noqa: F401
+from tests.helpers.types import MakeSettings
+from tests.integration.kube_cluster import (  # noqa: F401
+    AUDIT_ONLY,
+    REPO,
+    ControlPlane,
+    control_plane,
+    service_account,
+)
 from tests.integration.test_ecr_scans import (  # noqa: F401
     PushImage,
     aws_credentials,
+    complete_scan,
     ecr,
     enhanced_finding,
     inject,
-    moto_url,
     push_image,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.kube]
-
-#: When the session's gatekeeper (kube_cluster.gatekeeper) has registered the chart's webhooks,
-#: they govern these namespaces too: its audit-mode webhook admits what this test creates,
-#: whatever its own (staging, loopback-registry) policy says. The background scanner under test
-#: evaluates in its own settings' mode (enforce), as the README says.
-AUDIT_ONLY = {"gatekeeper.forge.dev/mode": "audit"}
 
 CRD = REPO / "charts" / "gatekeeper" / "crds" / "wgpolicyk8s.io_policyreports.yaml"
 #: The rules of the chart's background ClusterRole (charts/gatekeeper/templates/background.yaml).
@@ -77,18 +78,6 @@ Background = tuple[ComplianceScanner, ComplianceLoop, FakeAuditLog, Path, KubeCl
                    CollectorRegistry]
 
 
-def _scan(findings: list[dict[str, Any]]) -> dict[str, Any]:
-    recent = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    counts: dict[str, int] = {}
-    for finding in findings:
-        counts[finding["severity"]] = counts.get(finding["severity"], 0) + 1
-    return {"imageScanStatus": {"status": "COMPLETE"},
-            "imageScanFindings": {"imageScanCompletedAt": recent,
-                                  "vulnerabilitySourceUpdatedAt": recent,
-                                  "findingSeverityCounts": counts,
-                                  "enhancedFindings": findings}}
-
-
 def _service_account_client(cluster: ControlPlane, tmp_path: Path) -> KubeClient:
     server, token_file, ca_file = _service_account(cluster, tmp_path)
     return KubeClient(server, token_file=token_file, ca_file=ca_file)
@@ -99,31 +88,7 @@ def _service_account(cluster: ControlPlane, tmp_path: Path) -> tuple[str, Path, 
     cluster.apply(yaml.safe_load(CRD.read_text()))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=30s",
                     "crd/policyreports.wgpolicyk8s.io")
-    namespace = cluster.namespace("gk-bg-system")
-    cluster.apply([
-        {"apiVersion": "v1", "kind": "ServiceAccount",
-         "metadata": {"name": "gatekeeper", "namespace": namespace}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-         "metadata": {"name": f"{namespace}-background"}, "rules": BACKGROUND_RULES},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-         "metadata": {"name": f"{namespace}-background"},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                     "name": f"{namespace}-background"},
-         "subjects": [{"kind": "ServiceAccount", "name": "gatekeeper",
-                       "namespace": namespace}]},
-    ])
-    token = cluster.kubectl("create", "token", "gatekeeper", "-n", namespace).stdout.strip()
-    (tmp_path / "token").write_text(token)
-    config = json.loads(cluster.kubectl("config", "view", "--raw", "--minify",
-                                        "-o", "json").stdout)
-    entry = config["clusters"][0]["cluster"]
-    ca_file = Path(entry["certificate-authority"]) if "certificate-authority" in entry else None
-    if ca_file is None:
-        import base64
-
-        ca_file = tmp_path / "ca.crt"
-        ca_file.write_bytes(base64.b64decode(entry["certificate-authority-data"]))
-    return entry["server"], tmp_path / "token", ca_file
+    return service_account(cluster, "gk-bg-system", BACKGROUND_RULES, tmp_path)
 
 
 @pytest.fixture()
@@ -227,8 +192,8 @@ def test_critical_finding_and_stricter_revision_reach_the_policy_report(
     # (plus the scan cache's 1 s TTL and the time to evaluate).
     ecr.start_image_scan(repositoryName=reference.repository,
                          imageId={"imageDigest": str(digest)})
-    inject(moto_url, reference, digest, **_scan(
-        [enhanced_finding("CVE-2024-3094", "xz-utils", "5.6.0", "5.6.1")]))
+    inject(moto_url, reference, digest, **complete_scan(
+        [enhanced_finding("CVE-2024-3094", "xz-utils", "5.6.0", "5.6.1")], age=timedelta(hours=1)))
     injected = time.monotonic()
     failing = report_where(lambda r: r["summary"]["fail"] > 0, timeout=PERIOD + 1.0 + 3.0)
     latency = time.monotonic() - injected
@@ -313,7 +278,7 @@ def test_least_privilege_account_cannot_read_secrets(
 
 
 def test_serve_with_background_enabled_answers_v1_compliance(
-    control_plane: ControlPlane, make_settings: Any, tmp_path: Path,  # noqa: F811
+    control_plane: ControlPlane, make_settings: MakeSettings, tmp_path: Path,  # noqa: F811
 ) -> None:
     """The composition root: settings -> loop started with the app -> GET /v1/compliance."""
     from gatekeeper.app import create_app

@@ -42,15 +42,15 @@ from tests.integration.cosign_fixtures import (
     generate_key_pair,
     skopeo_binary,
 )
-from tests.integration.kube_cluster import REPO, ControlPlane, control_plane  # noqa: F401
+from tests.integration.kube_cluster import (  # noqa: F401
+    AUDIT_ONLY,
+    REPO,
+    ControlPlane,
+    control_plane,
+    service_account,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.kube]
-
-#: When the session's gatekeeper (kube_cluster.gatekeeper) has registered the chart's webhooks,
-#: they govern these namespaces too: its audit-mode webhook admits what this test creates,
-#: whatever its own (staging, loopback-registry) policy says. The background scanner under test
-#: evaluates in its own settings' mode (enforce), as the README says.
-AUDIT_ONLY = {"gatekeeper.forge.dev/mode": "audit"}
 
 USER, PASSWORD = "puller", "s3cret-pull-password"  # noqa: S105 - a throwaway test login
 RULES = [
@@ -123,30 +123,8 @@ def _push_signed(host: str, tmp_path: Path) -> tuple[str, str, Path]:
 
 
 def _client(cluster: ControlPlane, tmp_path: Path) -> KubeClient:
-    namespace = cluster.namespace("gk-ps-system")
-    cluster.apply([
-        {"apiVersion": "v1", "kind": "ServiceAccount",
-         "metadata": {"name": "gatekeeper", "namespace": namespace}},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-         "metadata": {"name": f"{namespace}-background"}, "rules": RULES},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-         "metadata": {"name": f"{namespace}-background"},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                     "name": f"{namespace}-background"},
-         "subjects": [{"kind": "ServiceAccount", "name": "gatekeeper",
-                       "namespace": namespace}]},
-    ])
-    (tmp_path / "token").write_text(
-        cluster.kubectl("create", "token", "gatekeeper", "-n", namespace).stdout.strip())
-    config = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o",
-                                        "json").stdout)
-    entry = config["clusters"][0]["cluster"]
-    if "certificate-authority" in entry:
-        ca_file = Path(entry["certificate-authority"])
-    else:
-        ca_file = tmp_path / "ca.crt"
-        ca_file.write_bytes(base64.b64decode(entry["certificate-authority-data"]))
-    return KubeClient(entry["server"], token_file=tmp_path / "token", ca_file=ca_file)
+    server, token_file, ca_file = service_account(cluster, "gk-ps-system", RULES, tmp_path)
+    return KubeClient(server, token_file=token_file, ca_file=ca_file)
 
 
 def _pod(name: str, namespace: str, image: str, secrets: list[str]) -> dict[str, Any]:

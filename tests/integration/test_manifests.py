@@ -9,14 +9,15 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
+from tests.helpers.tokens import bearer_headers
 from tests.integration.cosign_fixtures import push_image, registry_host, unique_repository
 from tests.integration.test_admission_app import AUTH_SECRET, post, serve_gatekeeper
 from tests.unit.webhook.certificates import CertificateAuthority
@@ -35,11 +36,7 @@ def _helm() -> str:
 
 
 def _token(role: str) -> dict[str, str]:
-    import jwt
-
-    now = int(time.time())
-    claims = {"sub": "ci-bot", "roles": [role], "iat": now, "exp": now + 300}
-    return {"Authorization": f"Bearer {jwt.encode(claims, AUTH_SECRET, 'HS256')}"}
+    return bearer_headers(AUTH_SECRET, role, subject="ci-bot")
 
 
 def _container(name: str, image: str, **security: Any) -> dict[str, Any]:
@@ -109,13 +106,13 @@ def rendered(tmp_path: Path) -> tuple[str, str]:
 
 
 @pytest.fixture
-def served(tmp_path: Path, opa_binary: str, policy_dir: Path) -> Iterator[tuple[str, Any]]:
+def served(tmp_path: Path, opa_binary: str, policy_dir: Path) -> Iterator[tuple[str, httpx.Client]]:
     with serve_gatekeeper(tmp_path, opa_binary, policy_dir, CertificateAuthority(tmp_path),
                           GATEKEEPER_ADMISSION_ENVIRONMENT="development") as (url, client):
         yield url, client
 
 
-def test_helm_template_verdicts_equal_what_admission_answers(served, rendered) -> None:
+def test_helm_template_verdicts_equal_what_admission_answers(served: tuple[str, httpx.Client], rendered: tuple[str, str]) -> None:
     url, client = served
     manifests, image = rendered
     answer = client.post(url + "/v1/evaluations", headers=_token("pipeline"), json={
@@ -158,7 +155,7 @@ def test_helm_template_verdicts_equal_what_admission_answers(served, rendered) -
 
 
 def test_cli_reads_manifests_from_stdin_and_names_each_workload(
-    rendered, tmp_path: Path, opa_binary: str, policy_dir: Path
+    rendered: tuple[str, str], tmp_path: Path, opa_binary: str, policy_dir: Path
 ) -> None:
     manifests, _ = rendered
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}

@@ -30,6 +30,7 @@ from fastapi.testclient import TestClient
 from gatekeeper.app import create_app
 from gatekeeper.config import load_settings
 from gatekeeper.domain.reference import parse_digest
+from tests.helpers.app import admitted, evaluated
 from tests.integration.cosign_fixtures import push_image, registry_host
 from tests.integration.notation_fixtures import (
     OCI_MANIFEST,
@@ -86,18 +87,10 @@ class Gate:
         return f"{self.host}/{repository}:1.0", str(digest)
 
     def evaluate(self, image: str) -> dict[str, Any]:
-        response = self.client.post(
-            "/v1/evaluations", json={"images": [image], "environment": "staging"}
-        )
-        assert response.status_code == 200, response.text
-        decision: dict[str, Any] = response.json()
-        return decision
+        return evaluated(self.client, {"images": [image], "environment": "staging"})
 
     def admit(self, image: str, uid: str) -> dict[str, Any]:
-        response = self.client.post("/admission/validate", json=deployment_review(uid, [image]))
-        assert response.status_code == 200, response.text
-        answer: dict[str, Any] = response.json()["response"]
-        return answer
+        return admitted(self.client, deployment_review(uid, [image]))
 
 
 @pytest.fixture(scope="module")

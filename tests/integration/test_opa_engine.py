@@ -3,6 +3,9 @@
 import os
 import signal
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -10,6 +13,7 @@ from fastapi.testclient import TestClient
 from gatekeeper.app import create_app
 from gatekeeper.errors import ConfigurationError, PolicyEngineError
 from gatekeeper.policy import EmbeddedOpa
+from tests.helpers.types import MakeSettings
 
 DROP_IN = '''package gatekeeper.rules.no_nightly
 
@@ -20,7 +24,7 @@ deny contains {"image": image.reference, "message": "nightly builds are not depl
 '''
 
 
-def wait_for(predicate, timeout=10.0):
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -29,7 +33,7 @@ def wait_for(predicate, timeout=10.0):
     return False
 
 
-def test_dropped_in_policy_takes_effect_at_once_with_its_name(make_settings, policy_dir):
+def test_dropped_in_policy_takes_effect_at_once_with_its_name(make_settings: MakeSettings, policy_dir: Path) -> None:
     app = create_app(make_settings())
     with TestClient(app) as client:
         body = {"images": ["ghcr.io/acme/api:nightly"], "environment": "development"}
@@ -37,8 +41,9 @@ def test_dropped_in_policy_takes_effect_at_once_with_its_name(make_settings, pol
         assert before["verdict"] == "allow"
         (policy_dir / "no_nightly.rego").write_text(DROP_IN)
 
-        def denied():
-            return client.post("/v1/evaluations", json=body).json()["verdict"] == "deny"
+        def denied() -> bool:
+            verdict: str = client.post("/v1/evaluations", json=body).json()["verdict"]
+            return verdict == "deny"
 
         assert wait_for(denied), "OPA --watch did not load the new policy"
         after = client.post("/v1/evaluations", json=body).json()
@@ -48,18 +53,19 @@ def test_dropped_in_policy_takes_effect_at_once_with_its_name(make_settings, pol
     assert after["policy_revision"] != before["policy_revision"]
 
 
-def test_killed_opa_is_restarted(opa_binary, policy_dir):
+def test_killed_opa_is_restarted(opa_binary: str, policy_dir: Path) -> None:
     opa = EmbeddedOpa(opa_binary=opa_binary, policy_dir=policy_dir)
     opa.start()
     try:
         first = opa.pid
+        assert first is not None
         os.kill(first, signal.SIGKILL)
         assert wait_for(lambda: opa.pid != first and _healthy(opa)), "OPA was not restarted"
     finally:
         opa.stop()
 
 
-def _healthy(opa):
+def _healthy(opa: EmbeddedOpa) -> bool:
     try:
         opa.engine.check_health()
         return True
@@ -67,7 +73,7 @@ def _healthy(opa):
         return False
 
 
-def test_broken_policy_fails_start_with_opas_message(opa_binary, policy_dir):
+def test_broken_policy_fails_start_with_opas_message(opa_binary: str, policy_dir: Path) -> None:
     (policy_dir / "broken.rego").write_text("package gatekeeper.rules.broken\n\ndeny contains x if {\n")
     opa = EmbeddedOpa(opa_binary=opa_binary, policy_dir=policy_dir)
     with pytest.raises(PolicyEngineError) as caught:
@@ -77,18 +83,18 @@ def test_broken_policy_fails_start_with_opas_message(opa_binary, policy_dir):
     assert "broken.rego" in caught.value.message
 
 
-def test_empty_policy_directory_is_a_configuration_error(opa_binary, tmp_path):
+def test_empty_policy_directory_is_a_configuration_error(opa_binary: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as caught:
         EmbeddedOpa(opa_binary=opa_binary, policy_dir=tmp_path)
     assert caught.value.message == f"policy directory {tmp_path} holds no .rego files"
 
 
-def test_missing_binary_is_a_configuration_error(policy_dir):
+def test_missing_binary_is_a_configuration_error(policy_dir: Path) -> None:
     with pytest.raises(ConfigurationError, match="OPA binary '/nope/opa' not found"):
         EmbeddedOpa(opa_binary="/nope/opa", policy_dir=policy_dir)
 
 
-def test_policy_set_without_rule_packages_denies(make_settings, policy_dir):
+def test_policy_set_without_rule_packages_denies(make_settings: MakeSettings, policy_dir: Path) -> None:
     for path in policy_dir.glob("*.rego"):
         if path.name != "main.rego":
             path.unlink()
@@ -104,7 +110,9 @@ def test_policy_set_without_rule_packages_denies(make_settings, policy_dir):
     )
 
 
-def _evidence_free(environment, images, digests_resolved):
+def _evidence_free(
+    environment: str, images: list[tuple[str, str]], digests_resolved: bool
+) -> dict[str, Any]:
     return {
         "schema_version": "1", "source": "admission", "environment": environment,
         "namespace": "shop", "mode": "enforce", "dry_run": False,
@@ -116,7 +124,7 @@ def _evidence_free(environment, images, digests_resolved):
     }
 
 
-def test_prefilter_of_the_shipped_policies_answers_network_free_denials(opa_binary, policy_dir):
+def test_prefilter_of_the_shipped_policies_answers_network_free_denials(opa_binary: str, policy_dir: Path) -> None:
     opa = EmbeddedOpa(opa_binary=opa_binary, policy_dir=policy_dir)
     opa.start()
     try:
@@ -134,7 +142,7 @@ def test_prefilter_of_the_shipped_policies_answers_network_free_denials(opa_bina
         opa.stop()
 
 
-def test_policy_set_without_a_prefilter_prefilters_nothing(opa_binary, tmp_path):
+def test_policy_set_without_a_prefilter_prefilters_nothing(opa_binary: str, tmp_path: Path) -> None:
     (tmp_path / "main.rego").write_text(
         "package gatekeeper.main\n\ndecision := {\"packages\": [\"x\"], \"deny\": [], \"warn\": []}\n")
     opa = EmbeddedOpa(opa_binary=opa_binary, policy_dir=tmp_path)

@@ -34,7 +34,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def run_env(tmp_path, opa_binary):
+def run_env(tmp_path: Path, opa_binary: str) -> dict[str, str]:
     """The environment of a user who only ran ``scripts/run`` (state in a private dir)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
     if os.environ.get("GATEKEEPER_SKIP_VENV"):
@@ -49,7 +49,7 @@ def run_env(tmp_path, opa_binary):
     return env
 
 
-def _start(env, port):
+def _start(env: dict[str, str], port: int) -> tuple[subprocess.Popen[str], str]:
     server = subprocess.Popen(
         [str(REPO / "scripts/run"), "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -69,19 +69,20 @@ def _start(env, port):
     pytest.fail(f"scripts/run did not become ready: {server.communicate()[0]}")
 
 
-def _stop(server) -> str:
+def _stop(server: subprocess.Popen[str]) -> str:
     server.terminate()
-    return server.communicate(timeout=30)[0]
+    output: str = server.communicate(timeout=30)[0]
+    return output
 
 
-def _cli(env, *args):
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gatekeeper", *args],
         capture_output=True, text=True, env=env, timeout=120,
     )
 
 
-def test_scripts_run_then_audit_export_and_offline_verify(run_env, tmp_path):
+def test_scripts_run_then_audit_export_and_offline_verify(run_env: dict[str, str], tmp_path: Path) -> None:
     key_file = tmp_path / "var" / f"gatekeeper.db{EMBEDDED_KEY_SUFFIX}"
     server, url = _start(run_env, _free_port())
     try:
@@ -137,7 +138,7 @@ def test_scripts_run_then_audit_export_and_offline_verify(run_env, tmp_path):
     assert again == {"source": "embedded", "file": str(key_file), "key_id": key_id}
 
 
-def test_a_key_readable_by_others_is_refused(run_env, tmp_path):
+def test_a_key_readable_by_others_is_refused(run_env: dict[str, str], tmp_path: Path) -> None:
     key_file = tmp_path / "var" / f"gatekeeper.db{EMBEDDED_KEY_SUFFIX}"
     key_file.parent.mkdir(parents=True)
     generated = _cli(run_env, "audit", "keygen", "--file", str(key_file))

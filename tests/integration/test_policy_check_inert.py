@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from gatekeeper.cli.policy import policy_app
 from gatekeeper.policy.bundle import PolicyFiles
-from gatekeeper.policy.checks import OpaCandidateChecker
+from gatekeeper.policy.checks import CheckReport, OpaCandidateChecker
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -62,11 +62,11 @@ def candidate(extra: dict[str, bytes], constraints: list[dict[str, object]] | No
     )
 
 
-def structure(report) -> list[tuple[str | None, str]]:
+def structure(report: CheckReport) -> list[tuple[str | None, str]]:
     return [(p.file, p.message) for p in report.problems if p.check == "structure"]
 
 
-def test_gatekeeper_template_in_its_own_package_is_refused_saying_why(opa_binary):
+def test_gatekeeper_template_in_its_own_package_is_refused_saying_why(opa_binary: str) -> None:
     report = OpaCandidateChecker(opa_binary).check(candidate(
         {"required_owner.rego": TEMPLATE}, tests={"required_owner_test.rego": TEMPLATE_TEST}))
     assert not report.passed
@@ -79,7 +79,7 @@ def test_gatekeeper_template_in_its_own_package_is_refused_saying_why(opa_binary
         "gatekeeper.config.constraints"))]
 
 
-def test_msg_shaped_deny_and_violation_in_a_rule_package_are_explained(opa_binary):
+def test_msg_shaped_deny_and_violation_in_a_rule_package_are_explained(opa_binary: str) -> None:
     as_rule = TEMPLATE.replace(b"package k8srequiredowner", b"package gatekeeper.rules.owner")
     report = OpaCandidateChecker(opa_binary).check(candidate(
         {"owner.rego": as_rule, "conftest.rego": MSG_RULES}))
@@ -96,7 +96,7 @@ def test_msg_shaped_deny_and_violation_in_a_rule_package_are_explained(opa_binar
     ]
 
 
-def test_template_needs_a_constraint_and_a_constraint_its_template(opa_binary):
+def test_template_needs_a_constraint_and_a_constraint_its_template(opa_binary: str) -> None:
     template = TEMPLATE.replace(b"package k8srequiredowner",
                                 b"package gatekeeper.templates.requiredowner")
     checker = OpaCandidateChecker(opa_binary)
@@ -114,7 +114,7 @@ def test_template_needs_a_constraint_and_a_constraint_its_template(opa_binary):
     assert used.passed, used.problems
 
 
-def test_policy_check_cli_prints_the_explanation(opa_binary, tmp_path, monkeypatch):
+def test_policy_check_cli_prints_the_explanation(opa_binary: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATEKEEPER_OPA_BINARY", opa_binary)
     files = candidate({"required_owner.rego": TEMPLATE})
     files.write_policies(tmp_path / "policies")

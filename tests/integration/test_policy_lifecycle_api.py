@@ -17,20 +17,24 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-import jwt
 import pytest
 from fastapi.testclient import TestClient
 
 from gatekeeper.api.auth import Authenticator, install_auth
 from gatekeeper.api.policy_routes import build_policy_router
 from gatekeeper.app import create_app
+from gatekeeper.domain.ports import Clock
 from gatekeeper.policy import EmbeddedOpa
 from gatekeeper.policy.bundle import PolicyFiles
 from gatekeeper.policy.factory import PolicyStatePaths
 from gatekeeper.service import EvaluationService
 from gatekeeper.usecases.policy_lifecycle import PolicyLifecycle
 from gatekeeper.wiring import build_container, create_policy_lifecycle
+from tests.helpers.app import evaluated
+from tests.helpers.tokens import bearer_headers
+from tests.helpers.types import MakeSettings
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "policy-lifecycle-test-secret-0123456789abcdef"
@@ -68,7 +72,7 @@ def with_teams_policy(files: PolicyFiles) -> PolicyFiles:
     )
 
 
-class SteppingClock:
+class SteppingClock(Clock):
     """The service's and the store's clock, moved by the test."""
 
     def __init__(self, instant: datetime) -> None:
@@ -82,8 +86,7 @@ class SteppingClock:
 
 
 def token(subject: str, *roles: str) -> dict[str, str]:
-    claims = {"sub": subject, "roles": list(roles), "exp": int(time.time()) + 3600}
-    return {"Authorization": "Bearer " + jwt.encode(claims, SECRET, algorithm="HS256")}
+    return bearer_headers(SECRET, *roles, subject=subject, ttl=3600)
 
 
 ADMIN = token("alice", "policy-admin")
@@ -152,19 +155,19 @@ class LifecycleApp:
     clock: SteppingClock
     active_dir: Path
 
-    def evaluate(self, images: list[str], environment: str, ticket_id: str | None = None) -> dict:
-        response = self.client.post(
-            "/v1/evaluations",
-            json={"images": images, "environment": environment, "namespace": "payments",
-                  "ticket": {"ticket_id": ticket_id}},
+    def evaluate(
+        self, images: list[str], environment: str, ticket_id: str | None = None
+    ) -> dict[str, Any]:
+        return evaluated(
+            self.client,
+            {"images": images, "environment": environment, "namespace": "payments",
+             "ticket": {"ticket_id": ticket_id}},
             headers=PIPELINE,
         )
-        assert response.status_code == 200, response.text
-        return response.json()
 
 
 @contextmanager
-def lifecycle_app(tmp_path: Path, make_settings, opa_binary: str) -> Iterator[LifecycleApp]:
+def lifecycle_app(tmp_path: Path, make_settings: MakeSettings, opa_binary: str) -> Iterator[LifecycleApp]:
     clock = SteppingClock(T0)
     # (1) before the embedded OPA exists: an active directory to serve, an exceptions document
     state = PolicyStatePaths(tmp_path / "policy-state")
@@ -172,8 +175,9 @@ def lifecycle_app(tmp_path: Path, make_settings, opa_binary: str) -> Iterator[Li
     settings = make_settings(policy_dir=state.active)
     container = build_container(settings)
     # (2) the embedded OPA also loads the exceptions directory (EmbeddedOpa(data_paths=...))
+    assert container.embedded_opa is not None
     container.embedded_opa.stop()  # the one build_container made, never started
-    if getattr(container, "policy_lifecycle", None) is not None:
+    if container.policy_lifecycle is not None:
         # once wired by build_container: replaced by one on the test's clock, built the same way
         container.policy_lifecycle.stop()
         container.policy_lifecycle = None
@@ -208,12 +212,12 @@ def lifecycle_app(tmp_path: Path, make_settings, opa_binary: str) -> Iterator[Li
 
 
 @pytest.fixture
-def gate(tmp_path, make_settings, opa_binary) -> Iterator[LifecycleApp]:
+def gate(tmp_path: Path, make_settings: MakeSettings, opa_binary: str) -> Iterator[LifecycleApp]:
     with lifecycle_app(tmp_path, make_settings, opa_binary) as app:
         yield app
 
 
-def test_bootstrap_activates_the_shipped_policies(gate):
+def test_bootstrap_activates_the_shipped_policies(gate: LifecycleApp) -> None:
     revision = shipped().revision_id
     body = gate.client.get("/v1/policies", headers=AUDITOR).json()
     assert body["active_revision"]["revision_id"] == revision
@@ -230,7 +234,7 @@ def test_bootstrap_activates_the_shipped_policies(gate):
     assert decision["policy_revision"] == revision
 
 
-def test_candidate_with_a_failing_test_is_refused_naming_the_test(gate):
+def test_candidate_with_a_failing_test_is_refused_naming_the_test(gate: LifecycleApp) -> None:
     candidate = with_teams_policy(shipped())
     response = gate.client.post(
         "/v1/policies/revisions", json=as_json_body(candidate), headers=ADMIN
@@ -262,7 +266,7 @@ def test_candidate_with_a_failing_test_is_refused_naming_the_test(gate):
     ] == shipped().revision_id
 
 
-def test_active_policies_with_a_failing_test_are_refused_not_overwritten(gate):
+def test_active_policies_with_a_failing_test_are_refused_not_overwritten(gate: LifecycleApp) -> None:
     files = shipped()
     broken_tests = with_teams_policy(files).tests
     response = gate.client.post(
@@ -281,7 +285,7 @@ def test_active_policies_with_a_failing_test_are_refused_not_overwritten(gate):
     assert stored.json()["status"] == "accepted"
 
 
-def test_candidate_with_compile_and_format_errors_names_file_and_line(gate):
+def test_candidate_with_compile_and_format_errors_names_file_and_line(gate: LifecycleApp) -> None:
     files = shipped()
     broken = (
         "package gatekeeper.rules.broken\n\nimport data.gatekeeper.config\n\n"
@@ -312,7 +316,7 @@ def test_candidate_with_compile_and_format_errors_names_file_and_line(gate):
     ]
 
 
-def test_replay_activate_rollback_each_step_recorded(gate):
+def test_replay_activate_rollback_each_step_recorded(gate: LifecycleApp) -> None:
     original = shipped().revision_id
     # recorded traffic: one staging deploy from ghcr.io, one pinned production deploy, one dev
     gate.clock.instant = T0 + timedelta(minutes=1)
@@ -429,7 +433,7 @@ def test_replay_activate_rollback_each_step_recorded(gate):
     ] == original
 
 
-def test_active_bundle_answers_304_to_the_same_etag(gate):
+def test_active_bundle_answers_304_to_the_same_etag(gate: LifecycleApp) -> None:
     revision = shipped().revision_id
     first = gate.client.get("/v1/policies/bundle", headers=AUDITOR)
     assert first.status_code == 200
@@ -440,7 +444,7 @@ def test_active_bundle_answers_304_to_the_same_etag(gate):
     assert again.status_code == 304
 
 
-def test_bundle_export_is_an_opa_bundle_of_the_revision(gate, opa_binary, tmp_path):
+def test_bundle_export_is_an_opa_bundle_of_the_revision(gate: LifecycleApp, opa_binary: str, tmp_path: Path) -> None:
     revision = shipped().revision_id
     response = gate.client.get(f"/v1/policies/revisions/{revision}/bundle", headers=AUDITOR)
     assert response.status_code == 200
@@ -448,13 +452,15 @@ def test_bundle_export_is_an_opa_bundle_of_the_revision(gate, opa_binary, tmp_pa
     bundle = tmp_path / "bundle.tar.gz"
     bundle.write_bytes(response.content)
     with tarfile.open(bundle) as archive:
-        manifest = json.loads(archive.extractfile("/.manifest").read())
+        member = archive.extractfile("/.manifest")
+        assert member is not None
+        manifest = json.loads(member.read())
     assert manifest["revision"] == revision
     assert "gatekeeper/exceptions" not in manifest["roots"]
     assert PolicyFiles.from_tarball(response.content).revision_id == revision
 
 
-def test_roles_are_enforced(gate):
+def test_roles_are_enforced(gate: LifecycleApp) -> None:
     revision = shipped().revision_id
     assert gate.client.get("/v1/policies").status_code == 401
     assert gate.client.get("/v1/policies", headers=PIPELINE).status_code == 403
@@ -488,10 +494,11 @@ def create_and_approve(gate: LifecycleApp, **overrides: object) -> dict[str, obj
     assert created.status_code == 201, created.text
     approved = gate.client.post(f"/v1/exceptions/{created.json()['id']}/approve", headers=APPROVER)
     assert approved.status_code == 200, approved.text
-    return approved.json()
+    exception: dict[str, object] = approved.json()
+    return exception
 
 
-def test_exception_waives_until_its_expiry_instant_and_not_after(gate):
+def test_exception_waives_until_its_expiry_instant_and_not_after(gate: LifecycleApp) -> None:
     denied = gate.evaluate([HUB_IMAGE], "production", "CHG-10")
     assert denied["verdict"] == "deny"
 
@@ -547,7 +554,7 @@ def test_exception_waives_until_its_expiry_instant_and_not_after(gate):
     assert report["changes"] == []
 
 
-def test_exception_scope_validation_revocation_and_export(gate):
+def test_exception_scope_validation_revocation_and_export(gate: LifecycleApp) -> None:
     bad = gate.client.post(
         "/v1/exceptions", json=exception_body(images=["*/*"]), headers=ADMIN
     )

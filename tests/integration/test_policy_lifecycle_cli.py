@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from gatekeeper.cli.policy import policy_app
+from gatekeeper.config import Settings
 from gatekeeper.policy import EmbeddedOpa
 from gatekeeper.service import EvaluationService
 from gatekeeper.wiring import build_container
+from tests.helpers.cli import settings_through_environment
+from tests.helpers.types import MakeSettings
 from tests.integration.test_policy_lifecycle_api import (
     T0,
     SteppingClock,
@@ -26,26 +30,25 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def cli_env(tmp_path, make_settings, opa_binary, monkeypatch):
+def cli_env(
+    tmp_path: Path, make_settings: MakeSettings, opa_binary: str, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
     """Settings through the environment, as the installed CLI reads them."""
     core = write_candidate(tmp_path / "shipped", shipped())
     settings = make_settings(policy_dir=core / "policies")
-    monkeypatch.setenv("GATEKEEPER_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("GATEKEEPER_OPA_BINARY", opa_binary)
-    monkeypatch.setenv("GATEKEEPER_POLICY_DIR", str(settings.policy_dir))
-    monkeypatch.setenv("GATEKEEPER_RESOLVE_DIGESTS", "false")  # no registry on the network
-    return settings
+    return settings_through_environment(settings, opa_binary, monkeypatch)
 
 
-def record_traffic(settings, opa_binary: str) -> list[str]:
+def record_traffic(settings: Settings, opa_binary: str) -> list[str]:
     """Three recorded decisions on the shipped policies, at known instants."""
     from gatekeeper.domain import EnforcementMode, EvaluationRequest, Source, Ticket
     from gatekeeper.domain import parse_image_reference as ref
 
     clock = SteppingClock(T0)
     container = build_container(settings)
+    assert container.embedded_opa is not None
     container.embedded_opa.stop()
-    if getattr(container, "policy_lifecycle", None) is not None:
+    if container.policy_lifecycle is not None:
         container.policy_lifecycle = None  # this helper only records decisions
     embedded = EmbeddedOpa(opa_binary=opa_binary, policy_dir=settings.policy_dir)
     container.embedded_opa = embedded
@@ -78,7 +81,7 @@ def record_traffic(settings, opa_binary: str) -> list[str]:
     return ids
 
 
-def test_policy_test_runs_the_shipped_suites_with_coverage(cli_env, tmp_path):
+def test_policy_test_runs_the_shipped_suites_with_coverage(cli_env: Settings, tmp_path: Path) -> None:
     core = tmp_path / "shipped"
     result = runner.invoke(
         policy_app, ["test", "--policies", str(core / "policies"), "--tests", str(core / "tests")]
@@ -89,7 +92,7 @@ def test_policy_test_runs_the_shipped_suites_with_coverage(cli_env, tmp_path):
     assert re.search(r"^coverage: \d+\.\d\d%$", result.output, re.MULTILINE)
 
 
-def test_policy_test_names_the_failing_test(cli_env, tmp_path):
+def test_policy_test_names_the_failing_test(cli_env: Settings, tmp_path: Path) -> None:
     root = write_candidate(tmp_path / "candidate", with_teams_policy(shipped()))
     result = runner.invoke(
         policy_app, ["test", "--policies", str(root / "policies"), "--tests", str(root / "tests")]
@@ -101,7 +104,7 @@ def test_policy_test_names_the_failing_test(cli_env, tmp_path):
     ) in result.output
 
 
-def test_policy_check_refuses_a_candidate_naming_the_failing_test(cli_env, tmp_path):
+def test_policy_check_refuses_a_candidate_naming_the_failing_test(cli_env: Settings, tmp_path: Path) -> None:
     core = tmp_path / "shipped"
     candidate = with_teams_policy(shipped())
     root = write_candidate(tmp_path / "candidate", candidate)
@@ -118,7 +121,7 @@ def test_policy_check_refuses_a_candidate_naming_the_failing_test(cli_env, tmp_p
     assert good.output.splitlines()[0] == f"revision {shipped().revision_id}"
 
 
-def test_policy_input_prints_the_exact_document(cli_env):
+def test_policy_input_prints_the_exact_document(cli_env: Settings) -> None:
     result = runner.invoke(
         policy_app,
         ["input", "nginx", "registry.example.com/payments/api:1.4@sha256:" + "ab" * 32,
@@ -158,7 +161,7 @@ def test_policy_input_prints_the_exact_document(cli_env):
     )
 
 
-def test_policy_replay_prints_the_impact(cli_env, opa_binary, tmp_path):
+def test_policy_replay_prints_the_impact(cli_env: Settings, opa_binary: str, tmp_path: Path) -> None:
     ids = record_traffic(cli_env, opa_binary)
     candidate = without_ghcr_in_staging(shipped())
     root = write_candidate(tmp_path / "candidate", candidate)
@@ -187,7 +190,7 @@ def test_policy_replay_prints_the_impact(cli_env, opa_binary, tmp_path):
     )
 
 
-def test_policy_exceptions_create_list_revoke_export(cli_env):
+def test_policy_exceptions_create_list_revoke_export(cli_env: Settings) -> None:
     created = runner.invoke(
         policy_app,
         ["exceptions", "create", "--image", "docker.io/library/nginx", "--policy", "registries",
@@ -234,7 +237,7 @@ def without_time(line: str) -> str:
     return line.split("  ", 1)[1]
 
 
-def test_policy_submit_activate_rollback_history_in_process(cli_env, tmp_path):
+def test_policy_submit_activate_rollback_history_in_process(cli_env: Settings, tmp_path: Path) -> None:
     refused_dir = write_candidate(tmp_path / "refused", with_teams_policy(shipped()))
     refused = runner.invoke(policy_app, ["submit", str(refused_dir), "--actor", "cli:alice"])
     assert refused.exit_code == 1

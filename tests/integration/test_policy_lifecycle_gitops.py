@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from gatekeeper.audit import create_database_engine
+from gatekeeper.domain.policy_lifecycle import RevisionRecord
 from gatekeeper.policy.bundle import PolicyFiles, build_opa_bundle
 from gatekeeper.policy.candidates import load_candidate_path
 from gatekeeper.policy.factory import PolicyStatePaths
@@ -20,7 +25,13 @@ from tests.integration.test_policy_lifecycle_api import (
 )
 
 
-def make_lifecycle(tmp_path, opa_binary) -> PolicyLifecycle:
+def synced(lifecycle: PolicyLifecycle, path: Path) -> RevisionRecord:
+    """What ``sync_from_path`` submitted (the test fails when it found nothing new)."""
+    record = lifecycle.sync_from_path(path)
+    assert record is not None, f"nothing new to sync from {path}"
+    return record
+
+def make_lifecycle(tmp_path: Path, opa_binary: str) -> PolicyLifecycle:
     # active/ and exceptions/ under tmp_path; no OPA to wait for
     engine = create_database_engine(f"sqlite:///{tmp_path / 'audit.db'}")
     return create_policy_lifecycle(
@@ -28,7 +39,7 @@ def make_lifecycle(tmp_path, opa_binary) -> PolicyLifecycle:
     )
 
 
-def test_watched_directory_is_checked_then_activated(tmp_path, opa_binary):
+def test_watched_directory_is_checked_then_activated(tmp_path: Path, opa_binary: str) -> None:
     lifecycle = make_lifecycle(tmp_path, opa_binary)
     lifecycle.start(bootstrap=shipped())
     original = shipped().revision_id
@@ -38,14 +49,14 @@ def test_watched_directory_is_checked_then_activated(tmp_path, opa_binary):
     watched = tmp_path / "configmap"
     write_candidate(watched, shipped())
     # the same content as the active revision: nothing to activate
-    assert lifecycle.sync_from_path(watched).revision_id == original
+    assert synced(lifecycle, watched).revision_id == original
     assert lifecycle.sync_from_path(watched) is None  # unchanged since the last look
 
     # a change whose shipped test fails is refused; the active revision stays
     broken = with_teams_policy(shipped())
     broken.write_policies(watched / "policies")
     broken.write_tests(watched / "tests")
-    refused = lifecycle.sync_from_path(watched)
+    refused = synced(lifecycle, watched)
     assert refused.status == "refused"
     assert refused.report.failed_tests == (FAILING_TEST_NAME,)
     assert lifecycle.store.active_revision_id() == original
@@ -56,7 +67,7 @@ def test_watched_directory_is_checked_then_activated(tmp_path, opa_binary):
     (watched / "policies/teams.rego").unlink()
     tightened = without_ghcr_in_staging(shipped())
     tightened.write_policies(watched / "policies")
-    record = lifecycle.sync_from_path(watched)
+    record = synced(lifecycle, watched)
     assert record.revision_id == tightened.revision_id
     assert lifecycle.store.active_revision_id() == tightened.revision_id
     assert DirectoryRevision(tmp_path / "active").current() == tightened.revision_id
@@ -66,19 +77,19 @@ def test_watched_directory_is_checked_then_activated(tmp_path, opa_binary):
     )
 
 
-def test_watched_bundle_file(tmp_path, opa_binary):
+def test_watched_bundle_file(tmp_path: Path, opa_binary: str) -> None:
     """An OPA bundle carries no tests, so a GitOps bundle is refused: tests are required."""
     lifecycle = make_lifecycle(tmp_path, opa_binary)
     lifecycle.start(bootstrap=shipped())
     bundle = tmp_path / "bundle.tar.gz"
     bundle.write_bytes(build_opa_bundle(without_ghcr_in_staging(shipped())))
-    record = lifecycle.sync_from_path(bundle)
+    record = synced(lifecycle, bundle)
     assert record.status == "refused"
     assert record.report.summary() == "[test] candidate ships no opa tests (add tests/*_test.rego)"
     assert lifecycle.store.active_revision_id() == shipped().revision_id
 
 
-def test_replicas_follow_the_store(tmp_path, opa_binary):
+def test_replicas_follow_the_store(tmp_path: Path, opa_binary: str) -> None:
     """A second replica (own active dir, same database) picks up an activation on sync."""
     first = make_lifecycle(tmp_path, opa_binary)
     first.start(bootstrap=shipped())
@@ -99,7 +110,7 @@ def test_replicas_follow_the_store(tmp_path, opa_binary):
     assert isinstance(PolicyFiles.from_directory(second_dir / "active"), PolicyFiles)
 
 
-def test_restart_with_other_shipped_policies_keeps_the_active_revision(tmp_path, opa_binary, caplog):
+def test_restart_with_other_shipped_policies_keeps_the_active_revision(tmp_path: Path, opa_binary: str, caplog: pytest.LogCaptureFixture) -> None:
     make_lifecycle(tmp_path, opa_binary).start(bootstrap=shipped())
     tightened = without_ghcr_in_staging(shipped())
     restarted = make_lifecycle(tmp_path, opa_binary)
@@ -122,7 +133,7 @@ def test_restart_with_other_shipped_policies_keeps_the_active_revision(tmp_path,
     assert broken.store.active_revision_id() == shipped().revision_id
 
 
-def test_first_start_with_broken_shipped_policies_fails(tmp_path, opa_binary):
+def test_first_start_with_broken_shipped_policies_fails(tmp_path: Path, opa_binary: str) -> None:
     import pytest
 
     from gatekeeper.errors import ConfigurationError
@@ -138,11 +149,11 @@ def test_first_start_with_broken_shipped_policies_fails(tmp_path, opa_binary):
     )
 
 
-def test_a_restart_never_undoes_an_activation_made_through_the_api(tmp_path, opa_binary):
+def test_a_restart_never_undoes_an_activation_made_through_the_api(tmp_path: Path, opa_binary: str) -> None:
     watched = write_candidate(tmp_path / "configmap", shipped())
     first = make_lifecycle(tmp_path, opa_binary)
     first.start(bootstrap=shipped())
-    assert first.sync_from_path(watched).revision_id == shipped().revision_id
+    assert synced(first, watched).revision_id == shipped().revision_id
     tightened = without_ghcr_in_staging(shipped())
     record, _ = first.submit(tightened, actor="alice")
     first.activate(record.revision_id, actor="alice")
@@ -153,12 +164,12 @@ def test_a_restart_never_undoes_an_activation_made_through_the_api(tmp_path, opa
     assert restarted.store.active_revision_id() == tightened.revision_id
     # a real change of the watched content is activated again
     (watched / "policies/main.rego").write_bytes(shipped().policies["main.rego"] + b"\n# v2\n")
-    record = restarted.sync_from_path(watched)
+    record = synced(restarted, watched)
     assert record.status == "accepted", record.report.summary()
     assert restarted.store.active_revision_id() == record.revision_id != tightened.revision_id
 
 
-def test_flat_configmap_directory_with_test_files(tmp_path, opa_binary):
+def test_flat_configmap_directory_with_test_files(tmp_path: Path, opa_binary: str) -> None:
     """A mounted ConfigMap: flat files behind Kubernetes' hidden ..data symlinks; the
     ``*_test.rego`` files are the candidate's tests."""
     lifecycle = make_lifecycle(tmp_path, opa_binary)
@@ -180,7 +191,7 @@ def test_flat_configmap_directory_with_test_files(tmp_path, opa_binary):
     candidate = load_candidate_path(tmp_path / "configmap")
     assert sorted(candidate.tests) == ["teams_test.rego"]
     assert "teams.rego" in candidate.policies and "teams_test.rego" not in candidate.policies
-    record = lifecycle.sync_from_path(tmp_path / "configmap")
+    record = synced(lifecycle, tmp_path / "configmap")
     assert record.status == "accepted", record.report.summary()
     assert (record.report.tests_run, record.report.tests_passed) == (2, 2)
     assert lifecycle.store.active_revision_id() == candidate.revision_id

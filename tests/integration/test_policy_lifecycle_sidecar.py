@@ -8,7 +8,9 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -16,11 +18,13 @@ import uvicorn
 
 from gatekeeper.policy.exceptions import DataApiExceptionPublisher, exceptions_document
 from gatekeeper.policy.sidecar import SidecarBundleRevision
+from tests.helpers.types import MakeSettings
 from tests.integration.test_policy_lifecycle_api import (
     ADMIN,
     APPROVER,
     AUDITOR,
     DIGEST,
+    LifecycleApp,
     as_json_body,
     lifecycle_app,
     shipped,
@@ -28,6 +32,7 @@ from tests.integration.test_policy_lifecycle_api import (
 )
 
 REPO_POLICIES = Path(__file__).resolve().parents[2] / "policies"
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -36,9 +41,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wait_for(predicate, what: str, timeout: float = 20.0):
+def wait_for(predicate: Callable[[], T | None], what: str, timeout: float = 20.0) -> T:
     deadline = time.monotonic() + timeout
-    last = None
+    last: T | None = None
     while time.monotonic() < deadline:
         last = predicate()
         if last:
@@ -48,7 +53,9 @@ def wait_for(predicate, what: str, timeout: float = 20.0):
 
 
 @pytest.fixture
-def served_gate(tmp_path, make_settings, opa_binary):
+def served_gate(
+    tmp_path: Path, make_settings: MakeSettings, opa_binary: str
+) -> Iterator[tuple[LifecycleApp, str]]:
     with lifecycle_app(tmp_path, make_settings, opa_binary) as gate:
         port = free_port()
         server = uvicorn.Server(
@@ -66,7 +73,9 @@ def served_gate(tmp_path, make_settings, opa_binary):
 
 
 @pytest.fixture
-def sidecar(served_gate, opa_binary, tmp_path):
+def sidecar(
+    served_gate: tuple[LifecycleApp, str], opa_binary: str, tmp_path: Path
+) -> Iterator[httpx.Client]:
     _gate, url = served_gate
     port = free_port()
     config = {
@@ -102,13 +111,15 @@ def bundle_revision(client: httpx.Client) -> str | None:
         body = client.get("/v1/data/system/bundles/gatekeeper/manifest/revision").json()
     except (httpx.HTTPError, ValueError):
         return None
-    return body.get("result")
+    revision: str | None = body.get("result")
+    return revision
 
 
-def decide(client: httpx.Client, policy_input: dict) -> dict:
-    return client.post("/v1/data/gatekeeper/main/decision", json={"input": policy_input}).json()[
-        "result"
-    ]
+def decide(client: httpx.Client, policy_input: dict[str, Any]) -> dict[str, Any]:
+    decision: dict[str, Any] = client.post(
+        "/v1/data/gatekeeper/main/decision", json={"input": policy_input}
+    ).json()["result"]
+    return decision
 
 
 STAGING_GHCR = {
@@ -118,7 +129,9 @@ STAGING_GHCR = {
 }
 
 
-def test_sidecar_follows_activation_and_takes_exceptions(served_gate, sidecar):
+def test_sidecar_follows_activation_and_takes_exceptions(
+    served_gate: tuple[LifecycleApp, str], sidecar: httpx.Client
+) -> None:
     gate, _url = served_gate
     original = shipped().revision_id
     assert wait_for(lambda: bundle_revision(sidecar) == original, "the first bundle")
@@ -169,12 +182,17 @@ def test_sidecar_follows_activation_and_takes_exceptions(served_gate, sidecar):
     assert f"@{DIGEST}"  # the module constant stays imported for readers of this scenario
 
 
-def test_cli_drives_a_running_gatekeeper(served_gate, tmp_path, monkeypatch):
+def test_cli_drives_a_running_gatekeeper(
+    served_gate: tuple[LifecycleApp, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from typer.testing import CliRunner
 
     from gatekeeper.cli.policy import policy_app
-    from tests.integration.test_policy_lifecycle_api import FAILING_TEST_NAME, with_teams_policy
-    from tests.integration.test_policy_lifecycle_cli import write_candidate
+    from tests.integration.test_policy_lifecycle_api import (
+        FAILING_TEST_NAME,
+        with_teams_policy,
+        write_candidate,
+    )
 
     gate, url = served_gate
     runner = CliRunner()

@@ -1,9 +1,9 @@
 """The audit store on a real PostgreSQL (started by scripts/test), through the API and the CLI."""
 
-import os
 import subprocess
 import sys
-import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -13,6 +13,9 @@ from gatekeeper.app import create_app
 from gatekeeper.audit import SqlAuditLog, create_database_engine
 from gatekeeper.domain import SCHEMA_VERSION
 from gatekeeper.errors import StorageError
+from tests.helpers.cli import outside_environment
+from tests.helpers.postgres import fresh_database
+from tests.helpers.types import MakeSettings
 
 pytestmark = pytest.mark.postgres
 
@@ -20,20 +23,13 @@ DIGEST = "sha256:" + "ef" * 32
 
 
 @pytest.fixture
-def database_url(postgres_url):
+def database_url(postgres_url: str) -> Iterator[str]:
     """A fresh database per test, dropped afterwards."""
-    name = f"gk_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(postgres_url).set(database=name)
-    yield url.render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_database(postgres_url) as url:
+        yield url
 
 
-def test_decisions_are_stored_and_read_back_by_id_and_ticket(make_settings, database_url):
+def test_decisions_are_stored_and_read_back_by_id_and_ticket(make_settings: MakeSettings, database_url: str) -> None:
     settings = make_settings(database_url=database_url)
     with TestClient(create_app(settings)) as client:
         body = client.post(
@@ -67,7 +63,7 @@ def test_decisions_are_stored_and_read_back_by_id_and_ticket(make_settings, data
     assert [tuple(i) for i in images] == [(f"registry.example.com/pay/api:2@{DIGEST}", DIGEST), ("nginx", None)]
 
 
-def test_migrations_are_idempotent_and_versioned(database_url):
+def test_migrations_are_idempotent_and_versioned(database_url: str) -> None:
     audit = SqlAuditLog(create_database_engine(database_url))
     assert audit.migrate() == [1, 2]
     assert audit.migrate() == []
@@ -77,7 +73,7 @@ def test_migrations_are_idempotent_and_versioned(database_url):
     audit.close()
 
 
-def test_unreachable_database_names_itself_without_password():
+def test_unreachable_database_names_itself_without_password() -> None:
     audit = SqlAuditLog(create_database_engine("postgresql://gk:s3cret@127.0.0.1:9/none"))
     with pytest.raises(StorageError) as caught:
         audit.check_health()
@@ -85,8 +81,8 @@ def test_unreachable_database_names_itself_without_password():
     assert "s3cret" not in caught.value.render()
 
 
-def test_cli_evaluate_records_in_postgres(database_url, opa_binary, policy_dir, tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
+def test_cli_evaluate_records_in_postgres(database_url: str, opa_binary: str, policy_dir: Path, tmp_path: Path) -> None:
+    env = outside_environment(keep_test_servers=False)
     env.update(GATEKEEPER_DATABASE_URL=database_url, GATEKEEPER_OPA_BINARY=opa_binary,
                GATEKEEPER_POLICY_DIR=str(policy_dir))
     result = subprocess.run(

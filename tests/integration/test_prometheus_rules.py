@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -33,7 +34,7 @@ def _promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @needs_promtool
-def test_rendered_rules_pass_promtool_check_and_tests(tmp_path):
+def test_rendered_rules_pass_promtool_check_and_tests(tmp_path: Path) -> None:
     docs = render("metrics.prometheusRule.enabled=true")
     rule = one(docs, "PrometheusRule")
     assert [r["alert"] for r in rule["spec"]["groups"][0]["rules"]] == [
@@ -51,7 +52,7 @@ def test_rendered_rules_pass_promtool_check_and_tests(tmp_path):
 
 
 @needs_promtool
-def test_a_broken_threshold_fails_the_promtool_cases(tmp_path):
+def test_a_broken_threshold_fails_the_promtool_cases(tmp_path: Path) -> None:
     """The cases can fail: with a 2-hour checkpoint threshold the 'old' case no longer fires."""
     docs = render("metrics.prometheusRule.enabled=true",
                   "metrics.prometheusRule.checkpointMaxAgeSeconds=7200")
@@ -63,7 +64,7 @@ def test_a_broken_threshold_fails_the_promtool_cases(tmp_path):
     assert "ForgeGatekeeperCheckpointTooOld" in tested.stdout + tested.stderr
 
 
-def test_dashboard_and_rules_are_optional(tmp_path):
+def test_dashboard_and_rules_are_optional(tmp_path: Path) -> None:
     kinds = {doc["kind"] for doc in render()}
     assert "PrometheusRule" not in kinds
     docs = render("metrics.grafanaDashboard.enabled=true")
@@ -74,11 +75,12 @@ def test_dashboard_and_rules_are_optional(tmp_path):
     assert dashboard == json.loads((CHART / "files/grafana-dashboard.json").read_text())
 
 
-def test_sidecar_decision_logs_are_optional():
-    def opa_config(*sets):
+def test_sidecar_decision_logs_are_optional() -> None:
+    def opa_config(*sets: str) -> dict[str, Any]:
         (config_map,) = [d for d in render(*sets) if d["kind"] == "ConfigMap"
                          and "config.yaml" in d.get("data", {})]
-        return yaml.safe_load(config_map["data"]["config.yaml"])
+        config: dict[str, Any] = yaml.safe_load(config_map["data"]["config.yaml"])
+        return config
 
     assert "decision_logs" not in opa_config()
     assert opa_config("opa.decisionLogs.console=true")["decision_logs"] == {"console": True}

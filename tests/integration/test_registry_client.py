@@ -160,7 +160,7 @@ def test_multi_arch_index_is_verified_at_the_digest_the_workload_names(
 
 # -- loopback servers for what a healthy registry never does -----------------------------------
 
-Handler = Callable[[BaseHTTPRequestHandler], None]
+Handler = Callable[[BaseHTTPRequestHandler], object]
 
 
 class _Server:
@@ -231,7 +231,7 @@ MANIFEST = json.dumps(
 MANIFEST_DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
 
 
-def test_registry_answering_500_fails_after_retries_naming_registry(serve) -> None:  # noqa: ANN001
+def test_registry_answering_500_fails_after_retries_naming_registry(serve: Callable[[Handler], _Server]) -> None:  # noqa: ANN001
     server = serve(lambda request: _answer(request, 500, b"boom"))
     client = _client(server, max_retries=2)
 
@@ -244,7 +244,7 @@ def test_registry_answering_500_fails_after_retries_naming_registry(serve) -> No
     assert len(server.requests) == 3
 
 
-def test_429_with_retry_after_is_retried(serve) -> None:  # noqa: ANN001
+def test_429_with_retry_after_is_retried(serve: Callable[[Handler], _Server]) -> None:  # noqa: ANN001
     answers = iter([429, 200])
 
     def handle(request: BaseHTTPRequestHandler) -> None:
@@ -262,7 +262,7 @@ def test_429_with_retry_after_is_retried(serve) -> None:  # noqa: ANN001
     assert str(digest) == MANIFEST_DIGEST
 
 
-def test_hanging_registry_ends_within_the_budget(serve) -> None:  # noqa: ANN001
+def test_hanging_registry_ends_within_the_budget(serve: Callable[[Handler], _Server]) -> None:  # noqa: ANN001
     release = threading.Event()
 
     def handle(request: BaseHTTPRequestHandler) -> None:
@@ -286,7 +286,7 @@ def test_hanging_registry_ends_within_the_budget(serve) -> None:  # noqa: ANN001
     assert "resolving app:1.2" in caught.value.message
 
 
-def test_hanging_registry_through_the_collector_fails_in_budget(serve) -> None:  # noqa: ANN001
+def test_hanging_registry_through_the_collector_fails_in_budget(serve: Callable[[Handler], _Server]) -> None:  # noqa: ANN001
     release = threading.Event()
     server = serve(lambda request: release.wait(10))
     client = _client(server, read_timeout=30)
@@ -323,7 +323,7 @@ def _any_public_key() -> str:
     ).decode()
 
 
-def test_bearer_token_challenge_with_docker_config_credentials(serve) -> None:  # noqa: ANN001
+def test_bearer_token_challenge_with_docker_config_credentials(serve: Callable[[Handler], _Server]) -> None:  # noqa: ANN001
     expected_basic = "Basic " + base64.b64encode(b"robot:s3cret").decode()
 
     def handle(request: BaseHTTPRequestHandler) -> None:
@@ -360,7 +360,7 @@ def test_bearer_token_challenge_with_docker_config_credentials(serve) -> None:  
     assert len(token_requests) == 1  # cached for the second request
 
 
-def test_basic_challenge_without_credentials_is_denied(serve) -> None:  # noqa: ANN001
+def test_basic_challenge_without_credentials_is_denied(serve: Callable[[Handler], _Server]) -> None:  # noqa: ANN001
     server = serve(lambda request: _answer(request, 401, WWW_Authenticate='Basic realm="x"'))
 
     with pytest.raises(UpstreamUnavailableError) as caught:
@@ -369,7 +369,7 @@ def test_basic_challenge_without_credentials_is_denied(serve) -> None:  # noqa: 
     assert caught.value.message == f"registry {server.host} denied access (401) resolving app:1.2"
 
 
-def test_manifest_that_does_not_hash_to_its_digest_is_refused(serve) -> None:  # noqa: ANN001
+def test_manifest_that_does_not_hash_to_its_digest_is_refused(serve: Callable[[Handler], _Server]) -> None:  # noqa: ANN001
     lie = "sha256:" + "0" * 64
 
     def handle(request: BaseHTTPRequestHandler) -> None:
@@ -389,7 +389,7 @@ def test_manifest_that_does_not_hash_to_its_digest_is_refused(serve) -> None:  #
     )
 
 
-def test_registry_answering_500_denies_the_evaluation_with_the_reason(serve) -> None:  # noqa: ANN001
+def test_registry_answering_500_denies_the_evaluation_with_the_reason(serve: Callable[[Handler], _Server]) -> None:  # noqa: ANN001
     from gatekeeper.domain import EvaluationRequest, Verdict
     from gatekeeper.domain.decision import Source
     from gatekeeper.service import EvaluationService

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import boto3
 import pytest
@@ -16,16 +17,8 @@ pytestmark = pytest.mark.integration
 HOST = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 
 
-@pytest.fixture
-def moto_url() -> str:
-    url = os.environ.get("GATEKEEPER_TEST_MOTO_URL")
-    if not url:
-        pytest.skip("GATEKEEPER_TEST_MOTO_URL is not set (scripts/test-servers sets it)")
-    return url
-
-
-def _factory(url: str, created: list[str]):  # noqa: ANN202
-    def factory(region: str):  # noqa: ANN202
+def _factory(url: str, created: list[str]) -> Callable[[str], Any]:
+    def factory(region: str) -> Any:  # a boto3 ECR client (boto3 is untyped here)
         created.append(region)
         return boto3.client(
             "ecr", region_name=region, endpoint_url=url,

@@ -8,7 +8,6 @@ import ipaddress
 import json
 import logging
 import ssl
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,6 +21,7 @@ from cryptography.x509.oid import NameOID
 from gatekeeper.domain.reference import parse_image_reference
 from gatekeeper.errors import ConfigurationError, UpstreamUnavailableError
 from gatekeeper.registry import OciRegistryClient, RegistryClientSettings
+from tests.helpers.net import serving_in_thread
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,14 @@ MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.ima
 DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
 
 
-def _certificate(subject: str, key, issuer_name, issuer_key, *, ca: bool):  # noqa: ANN001, ANN202
+def _certificate(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer_name: x509.Name,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
@@ -78,13 +85,8 @@ def tls_registry(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_file, key_file)
     httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_in_thread(httpd):
         yield f"127.0.0.1:{httpd.server_address[1]}", ca_file
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def _client(host: str, **host_settings: object) -> OciRegistryClient:

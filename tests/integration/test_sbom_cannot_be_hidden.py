@@ -10,17 +10,18 @@ the attested one, for that request and for later admission reviews of the same d
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
+from tests.helpers.app import admitted, evaluated
+from tests.helpers.tokens import bearer_headers
+from tests.helpers.types import MakeSettings
 from tests.integration.cosign_fixtures import (
     KeyPair,
     cosign_attest,
@@ -45,10 +46,7 @@ BANNED_BY_ATTESTATION = (
 
 
 def bearer(*roles: str, sub: str) -> dict[str, str]:
-    now = int(time.time())
-    token = jwt.encode({"sub": sub, "roles": list(roles), "iat": now, "exp": now + 300},
-                       SECRET, "HS256")  # fmt: skip
-    return {"Authorization": f"Bearer {token}"}
+    return bearer_headers(SECRET, *roles, subject=sub)
 
 
 def pipeline() -> dict[str, str]:
@@ -74,20 +72,14 @@ class Gate:
                       predicate_type="cyclonedx", predicate=document)  # fmt: skip
 
     def evaluate(self, image: str, **body: Any) -> dict[str, Any]:
-        response = self.client.post(
-            "/v1/evaluations",
-            json={"images": [image], "environment": "production", "namespace": "shop", **body},
+        return evaluated(
+            self.client,
+            {"images": [image], "environment": "production", "namespace": "shop", **body},
             headers=pipeline(),
         )
-        assert response.status_code == 200, response.text
-        result: dict[str, Any] = response.json()
-        return result
 
     def admit(self, image: str, uid: str) -> dict[str, Any]:
-        response = self.client.post("/admission/validate", json=deployment_review(uid, [image]))
-        assert response.status_code == 200, response.text
-        answer: dict[str, Any] = response.json()["response"]
-        return answer
+        return admitted(self.client, deployment_review(uid, [image]))
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +89,7 @@ def cosign() -> str:
 
 
 @pytest.fixture
-def gate(make_settings, cosign: str, policy_dir: Path, tmp_path: Path) -> Iterator[Gate]:  # noqa: ANN001
+def gate(make_settings: MakeSettings, cosign: str, policy_dir: Path, tmp_path: Path) -> Iterator[Gate]:  # noqa: ANN001
     host = registry_host()
     keys = generate_key_pair(cosign, tmp_path / "keys")
     data_file = policy_dir / "data.json"

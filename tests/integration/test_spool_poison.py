@@ -28,8 +28,11 @@ from typer.testing import CliRunner
 
 from gatekeeper.app import create_app
 from gatekeeper.cli.audit import audit_app
+from gatekeeper.config import Settings
+from tests.helpers.app import container_of
+from tests.helpers.postgres import ThrowawayPostgres
+from tests.helpers.types import MakeSettings
 from tests.integration.test_admission_signatures import deployment_review
-from tests.integration.test_audit_outage import throwaway_postgres  # noqa: F401 - fixture
 
 DIGEST = "sha256:" + "cd" * 32
 IMAGE = f"registry.example.com/payments/api:1.4@{DIGEST}"
@@ -51,7 +54,7 @@ def review(namespace: str = "shop", username: str = "alice") -> dict[str, Any]:
 
 
 @pytest.fixture
-def gate(make_settings: Any) -> Iterator[TestClient]:
+def gate(make_settings: MakeSettings) -> Iterator[TestClient]:
     with TestClient(create_app(make_settings(default_environment="staging"))) as client:
         yield client
 
@@ -69,7 +72,9 @@ def gate(make_settings: Any) -> Iterator[TestClient]:
          "environment contains the control character U+0000 at position 7"),
     ],
 )
-def test_rest_refuses_control_characters_naming_the_field(gate, body, field, message):
+def test_rest_refuses_control_characters_naming_the_field(
+    gate: TestClient, body: dict[str, Any], field: str, message: str
+) -> None:
     before = gate.get("/v1/decisions").json()["items"]
     response = evaluate(gate, **body)
     assert response.status_code == 422, response.text
@@ -78,7 +83,7 @@ def test_rest_refuses_control_characters_naming_the_field(gate, body, field, mes
     assert gate.get("/v1/decisions").json()["items"] == before
 
 
-def test_rest_refuses_over_long_fields(gate):
+def test_rest_refuses_over_long_fields(gate: TestClient) -> None:
     for body, field in (({"namespace": "n" * 254}, "namespace"),
                         ({"ticket": {"ticket_id": "T" * 257}}, "ticket.ticket_id"),
                         ({"environment": "e" * 129}, "environment")):
@@ -95,8 +100,8 @@ def test_rest_refuses_over_long_fields(gate):
     ],
 )
 def test_admission_refuses_the_same_values_with_400_naming_the_field(
-    gate, namespace, username, message
-):
+    gate: TestClient, namespace: str, username: str, message: str
+) -> None:
     before = gate.get("/v1/decisions").json()["items"]
     response = gate.post("/admission/validate", json=review(namespace, username))
     assert response.status_code == 200, response.text
@@ -119,21 +124,25 @@ def mode(path: Path) -> int:
 
 
 @pytest.fixture
-def pg_gate(make_settings, throwaway_postgres, tmp_path) -> Iterator[tuple[TestClient, Any]]:  # noqa: F811
+def pg_gate(
+    make_settings: MakeSettings, throwaway_postgres: ThrowawayPostgres, tmp_path: Path
+) -> Iterator[tuple[TestClient, Settings]]:
     settings = make_settings(
         database_url=throwaway_postgres.url, default_environment="staging",
         audit_spool_dir=tmp_path / "spool",
     )
     with TestClient(create_app(settings)) as client:
-        client.app.state.container.audit_log.settings.maintenance_interval_seconds = 0.2
+        container_of(client).audit_log.settings.maintenance_interval_seconds = 0.2
         yield client, settings
 
 
 def test_a_spooled_record_the_store_refuses_is_quarantined_and_blocks_nothing(
-    pg_gate, throwaway_postgres, monkeypatch  # noqa: F811
-):
+    pg_gate: tuple[TestClient, Settings], throwaway_postgres: ThrowawayPostgres,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     client, settings = pg_gate
-    audit = client.app.state.container.audit_log
+    audit = container_of(client).audit_log
+    assert audit.spool is not None  # pg_gate configures a spool directory
     first = evaluate(client).json()["decision_id"]
 
     throwaway_postgres.stop()
@@ -169,7 +178,7 @@ def test_a_spooled_record_the_store_refuses_is_quarantined_and_blocks_nothing(
     assert mode(quarantine) == 0o600
     assert mode(audit.spool.path) == 0o600
     assert "gatekeeper_audit_spool_quarantined 1.0" in generate_latest(
-        client.app.state.container.metrics.registry
+        container_of(client).metrics.registry
     ).decode()
 
     monkeypatch.setenv("GATEKEEPER_DATABASE_URL", settings.database_url)
@@ -182,9 +191,12 @@ def test_a_spooled_record_the_store_refuses_is_quarantined_and_blocks_nothing(
     ) in verified.output
 
 
-def test_readyz_fails_while_the_spool_cannot_drain(pg_gate, throwaway_postgres):  # noqa: F811
+def test_readyz_fails_while_the_spool_cannot_drain(
+    pg_gate: tuple[TestClient, Settings], throwaway_postgres: ThrowawayPostgres
+) -> None:
     client, settings = pg_gate
-    audit = client.app.state.container.audit_log
+    audit = container_of(client).audit_log
+    assert audit.spool is not None  # pg_gate configures a spool directory
     evaluate(client)
     throwaway_postgres.stop()
     assert evaluate(client).status_code == 200
@@ -202,7 +214,8 @@ def test_readyz_fails_while_the_spool_cannot_drain(pg_gate, throwaway_postgres):
         ))
 
     def not_ready() -> bool:
-        return client.get("/readyz").status_code == 503
+        status: int = client.get("/readyz").status_code
+        return status == 503
 
     wait_for(not_ready, "/readyz to fail")
     body = client.get("/readyz").json()

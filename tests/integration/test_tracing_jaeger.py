@@ -8,12 +8,15 @@ import json
 import os
 import secrets
 import time
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
+from tests.helpers.types import MakeSettings
 from tests.integration.test_admission_signatures import deployment_review
 
 OTLP = os.environ.get("GATEKEEPER_TEST_JAEGER_OTLP_URL")
@@ -24,11 +27,11 @@ pytestmark = pytest.mark.skipif(
 DIGEST = "sha256:" + "78" * 32
 
 
-def _tags(span: dict) -> dict:
+def _tags(span: dict[str, Any]) -> dict[str, Any]:
     return {tag["key"]: tag["value"] for tag in span["tags"]}
 
 
-def _trace(trace_id: str, service: str, *, need: set[str]) -> dict:
+def _trace(trace_id: str, service: str, *, need: set[str]) -> dict[str, Any]:
     """The trace as Jaeger stored it, once every span in ``need`` arrived."""
     deadline = time.monotonic() + 30
     last: object = None
@@ -38,13 +41,14 @@ def _trace(trace_id: str, service: str, *, need: set[str]) -> dict:
             found = answer.json()["data"][0]
             names = {span["operationName"] for span in found["spans"]}
             if need <= names:
-                return found
+                decoded: dict[str, Any] = found
+                return decoded
             last = names
         time.sleep(0.5)
     pytest.fail(f"trace {trace_id} of {service} not complete in Jaeger (last: {last!r})")
 
 
-def test_pipeline_trace_is_continued_and_stored_with_the_ticket_ids(make_settings):
+def test_pipeline_trace_is_continued_and_stored_with_the_ticket_ids(make_settings: MakeSettings) -> None:
     service = f"forge-gatekeeper-test-{secrets.token_hex(4)}"
     settings = make_settings(tracing_otlp_endpoint=OTLP, tracing_service_name=service)
     caller_trace, caller_span = secrets.token_hex(16), secrets.token_hex(8)
@@ -88,7 +92,7 @@ def test_pipeline_trace_is_continued_and_stored_with_the_ticket_ids(make_setting
     assert [t["traceID"] for t in found] == [caller_trace]
 
 
-def test_admission_decision_is_a_trace_of_its_own(make_settings):
+def test_admission_decision_is_a_trace_of_its_own(make_settings: MakeSettings) -> None:
     service = f"forge-gatekeeper-test-{secrets.token_hex(4)}"
     settings = make_settings(tracing_otlp_endpoint=OTLP, tracing_service_name=service)
     with TestClient(create_app(settings)) as client:
@@ -112,7 +116,7 @@ def test_admission_decision_is_a_trace_of_its_own(make_settings):
     assert _tags(decision_span)["gatekeeper.source"] == "admission"
 
 
-def test_registry_round_trips_are_spans_of_the_digest_step(make_settings, tmp_path):
+def test_registry_round_trips_are_spans_of_the_digest_step(make_settings: MakeSettings, tmp_path: Path) -> None:
     from tests.integration.cosign_fixtures import push_image, registry_host, unique_repository
 
     host = registry_host()

@@ -9,25 +9,25 @@ through ``POST /v1/vex`` by the roles that may (``vex-publisher``, ``policy-admi
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
 from gatekeeper.domain.reference import Digest, ImageReference
+from tests.helpers.app import evaluated
+from tests.helpers.tokens import bearer_headers
+from tests.helpers.types import MakeSettings
 from tests.integration.test_ecr_scans import (  # noqa: F401 - fixtures
     PushImage,
     aws_credentials,
+    complete_scan,
     ecr,
     enhanced_finding,
     inject,
-    moto_url,
     push_image,
 )
 
@@ -45,10 +45,7 @@ WAIVED = (f"{XZ_TEXT} waived by VEX (not_affected: vulnerable_code_not_in_execut
 
 
 def bearer(*roles: str, sub: str) -> dict[str, str]:
-    now = int(time.time())
-    token = jwt.encode({"sub": sub, "roles": list(roles), "iat": now, "exp": now + 300},
-                       SECRET, "HS256")  # fmt: skip
-    return {"Authorization": f"Bearer {token}"}
+    return bearer_headers(SECRET, *roles, subject=sub)
 
 
 def publisher() -> dict[str, str]:
@@ -77,25 +74,12 @@ def openvex(reference: ImageReference, digest: Digest, cve: str = XZ, **statemen
     }).encode()  # fmt: skip
 
 
-def _scan(findings: list[dict[str, Any]]) -> dict[str, Any]:
-    recent = (datetime.now(UTC) - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    counts: dict[str, int] = {}
-    for finding in findings:
-        counts[finding["severity"]] = counts.get(finding["severity"], 0) + 1
-    return {
-        "imageScanStatus": {"status": "COMPLETE"},
-        "imageScanFindings": {"imageScanCompletedAt": recent,
-                              "vulnerabilitySourceUpdatedAt": recent,
-                              "findingSeverityCounts": counts, "enhancedFindings": findings},
-    }  # fmt: skip
-
-
 XZ_FINDING = ("CVE-2024-3094", "xz-utils", "5.6.0", "5.6.1", "CRITICAL")
 GLIBC_FINDING = ("CVE-2023-4911", "glibc", "2.37", "2.38", "HIGH")
 
 
 @pytest.fixture
-def gate(make_settings, policy_dir: Path, moto_url: str) -> Iterator[TestClient]:  # noqa: ANN001, F811
+def gate(make_settings: MakeSettings, policy_dir: Path, moto_url: str) -> Iterator[TestClient]:  # noqa: ANN001, F811
     data_file = policy_dir / "data.json"
     data = json.loads(data_file.read_text())
     config = data["gatekeeper"]["config"]
@@ -116,20 +100,20 @@ def gate(make_settings, policy_dir: Path, moto_url: str) -> Iterator[TestClient]
         yield client
 
 
-def _image(moto_url: str, push_image: PushImage, *findings: tuple[Any, ...]) -> tuple[ImageReference, Digest]:  # noqa: F811
+def _image(  # noqa: F811
+    moto_url: str, push_image: PushImage, *findings: tuple[str, str, str, str | None, str]  # noqa: F811
+) -> tuple[ImageReference, Digest]:
     reference, digest = push_image()
-    inject(moto_url, reference, digest, **_scan([enhanced_finding(*f[:4], severity=f[4]) for f in findings]))
+    inject(moto_url, reference, digest, **complete_scan([enhanced_finding(*f[:4], severity=f[4]) for f in findings]))
     return reference, digest
 
 
 def _decide(client: TestClient, reference: ImageReference) -> dict[str, Any]:
-    response = client.post(
-        "/v1/evaluations", headers=pipeline(),
-        json={"images": [str(reference)], "environment": "production", "namespace": "shop"},
-    )  # fmt: skip
-    assert response.status_code == 200, response.text
-    decision: dict[str, Any] = response.json()
-    return decision
+    return evaluated(
+        client,
+        {"images": [str(reference)], "environment": "production", "namespace": "shop"},
+        headers=pipeline(),
+    )
 
 
 def _violations(decision: dict[str, Any]) -> set[tuple[str, str]]:

@@ -29,10 +29,11 @@ def _block() -> str:
     return found.group(1)
 
 
-def test_readme_walkthrough_ends_with_an_allowed_signed_image(opa_binary):
+def test_readme_walkthrough_ends_with_an_allowed_signed_image(opa_binary: str) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    assert REGISTRY is not None and COSIGN is not None  # else skipped (pytestmark)
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
     env.update(REGISTRY=REGISTRY, PORT=str(port), COSIGN=COSIGN, GATEKEEPER_OPA_BINARY=opa_binary,
                GATEKEEPER_METRICS_PORT="0")

@@ -53,7 +53,7 @@ class Registry(InMemoryRegistry):
 
     def __init__(self) -> None:
         super().__init__()
-        self.referrers: dict[str, list[FakeDescriptor]] = {}
+        self.referrers_by_subject: dict[str, list[FakeDescriptor]] = {}
         self.broken_index = False
 
     def get_referrers(self, reference: ImageReference, digest: Digest, *,
@@ -62,7 +62,7 @@ class Registry(InMemoryRegistry):
         self._tick()
         if self.broken_index:
             raise VerificationError("referrers tag sha256-... is not an index")
-        listed = tuple(self.referrers.get(str(digest), ()))
+        listed = tuple(self.referrers_by_subject.get(str(digest), ()))
         return FakeReferrers(listed, "referrers-tag" if listed else "none")
 
     def add_referrer(
@@ -78,7 +78,7 @@ class Registry(InMemoryRegistry):
             subject=FakeDescriptor("application/vnd.oci.image.manifest.v1+json", subject, 1)
             if subject is not None else None,
         )  # fmt: skip
-        self.referrers.setdefault(str(listed_under), []).append(
+        self.referrers_by_subject.setdefault(str(listed_under), []).append(
             FakeDescriptor("application/vnd.oci.image.manifest.v1+json", manifest_digest, 1,
                            artifact_type=artifact_type)
         )  # fmt: skip
@@ -257,7 +257,7 @@ def test_oversized_referrer_is_invalid_and_never_fetched() -> None:
 
 def test_dangling_referrer_is_skipped_and_a_broken_index_finds_nothing() -> None:
     registry = Registry()
-    registry.referrers[str(DIGEST)] = [
+    registry.referrers_by_subject[str(DIGEST)] = [
         FakeDescriptor("application/vnd.oci.image.manifest.v1+json", OTHER, 1, artifact_type=CDX)
     ]
     assert _collect(registry)["state"] == "missing"

@@ -7,7 +7,7 @@ from tests.golden_cases import GOLDEN_DIR, golden_inputs
 
 
 @pytest.mark.parametrize("name", sorted(golden_inputs()))
-def test_golden_input_is_what_the_builder_produces(name):
+def test_golden_input_is_what_the_builder_produces(name: str) -> None:
     produced = golden_inputs()[name]
     path = GOLDEN_DIR / name / "data.json"
     if os.environ.get("UPDATE_GOLDEN") == "1":
@@ -19,6 +19,6 @@ def test_golden_input_is_what_the_builder_produces(name):
     )
 
 
-def test_every_golden_on_disk_has_a_case():
+def test_every_golden_on_disk_has_a_case() -> None:
     on_disk = {p.parent.name for p in GOLDEN_DIR.glob("*/data.json")}
     assert on_disk == set(golden_inputs())

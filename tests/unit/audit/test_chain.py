@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import pytest
 import rfc8785
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gatekeeper.audit.chain import (
     GENESIS_HASH,
@@ -15,17 +18,19 @@ from gatekeeper.audit.chain import (
     sha256_hex,
     verify_checkpoint_signature,
 )
-from gatekeeper.audit.verify import ChainBrokenError, ChainVerifier
+from gatekeeper.audit.verify import ChainBrokenError, ChainVerifier, VerificationReport
+
+Entry = tuple[int, str, str, str, str | None]
 
 
-def test_composed_entry_is_rfc8785_canonical():
+def test_composed_entry_is_rfc8785_canonical() -> None:
     for policy in ("aa" * 32, None):
-        entry = {"seq": 12345678901, "prev_hash": "0f" * 32, "decision_sha256": "1e" * 32,
+        entry: dict[str, int | str | None] = {"seq": 12345678901, "prev_hash": "0f" * 32, "decision_sha256": "1e" * 32,
                  "policy_input_sha256": policy}
         assert entry_bytes(12345678901, "0f" * 32, "1e" * 32, policy) == rfc8785.dumps(entry)
 
 
-def test_checkpoint_signature_round_trip_and_tampering():
+def test_checkpoint_signature_round_trip_and_tampering() -> None:
     signer = CheckpointSigner(Ed25519PrivateKey.generate())
     checkpoint = signer.sign(10, "ab" * 32, pruned_through=4)
     assert verify_checkpoint_signature(checkpoint, signer.public_key) is None
@@ -38,9 +43,10 @@ def test_checkpoint_signature_round_trip_and_tampering():
     )
 
 
-def build_chain(count: int):
+def build_chain(count: int) -> list[Entry]:
     """[(seq, prev, hash, decision_sha, policy_sha)] for records 1..count."""
-    entries, prev = [], GENESIS_HASH
+    entries: list[Entry] = []
+    prev = GENESIS_HASH
     for seq in range(1, count + 1):
         decision = sha256_hex(f"decision {seq}".encode())
         digest = record_hash(seq, prev, decision, None)
@@ -49,20 +55,26 @@ def build_chain(count: int):
     return entries
 
 
-def run(entries, checkpoints=(), public_key=None, head=None, **kwargs):
+def run(
+    entries: Iterable[Entry],
+    checkpoints: Iterable[Checkpoint] = (),
+    public_key: Ed25519PublicKey | None = None,
+    head: int | None = None,
+    **kwargs: bool,
+) -> VerificationReport:
     verifier = ChainVerifier(checkpoints, public_key, **kwargs)
     for entry in entries:
         verifier.add(*entry)
     return verifier.finish(head_seq=head)
 
 
-def broken(*args, **kwargs) -> str:
+def broken(*args: Any, **kwargs: Any) -> str:
     with pytest.raises(ChainBrokenError) as caught:
         run(*args, **kwargs)
     return caught.value.message
 
 
-def test_intact_chain_verifies_with_checkpoints():
+def test_intact_chain_verifies_with_checkpoints() -> None:
     signer = CheckpointSigner(Ed25519PrivateKey.generate())
     chain = build_chain(10)
     report = run(chain, [signer.sign(5, chain[4][2]), signer.sign(8, chain[7][2])], signer.public_key, head=10)
@@ -73,14 +85,14 @@ def test_intact_chain_verifies_with_checkpoints():
     )
 
 
-def test_changed_content_names_the_record():
+def test_changed_content_names_the_record() -> None:
     chain = build_chain(6)
     seq, prev, digest, _decision, policy = chain[3]
     chain[3] = (seq, prev, digest, sha256_hex(b"edited"), policy)
     assert broken(chain) == "record 4 changed: its content does not match its hash"
 
 
-def test_rehashed_change_is_caught_by_the_successor():
+def test_rehashed_change_is_caught_by_the_successor() -> None:
     chain = build_chain(6)
     seq, prev, _digest, _decision, policy = chain[3]
     forged = sha256_hex(b"edited")
@@ -88,7 +100,7 @@ def test_rehashed_change_is_caught_by_the_successor():
     assert broken(chain) == "record 4 changed: record 5 no longer chains to it"
 
 
-def test_rehashed_tail_is_caught_by_the_signed_checkpoint():
+def test_rehashed_tail_is_caught_by_the_signed_checkpoint() -> None:
     signer = CheckpointSigner(Ed25519PrivateKey.generate())
     chain = build_chain(6)
     checkpoint = signer.sign(6, chain[5][2])
@@ -105,7 +117,7 @@ def test_rehashed_tail_is_caught_by_the_signed_checkpoint():
     )
 
 
-def test_removed_record_gap_and_tail():
+def test_removed_record_gap_and_tail() -> None:
     chain = build_chain(6)
     assert broken(chain[:2] + chain[3:]) == "record 3 removed: the trail goes from record 2 to record 4"
     assert broken(chain[:5], head=6) == "record 6 removed: the chain head is at record 6"
@@ -118,7 +130,7 @@ def test_removed_record_gap_and_tail():
     )
 
 
-def test_removed_record_with_renumbering():
+def test_removed_record_with_renumbering() -> None:
     chain = build_chain(6)
     shifted = chain[:2] + [(s - 1, p, h, d, q) for s, p, h, d, q in chain[3:]]
     assert broken(shifted) == (
@@ -126,7 +138,7 @@ def test_removed_record_with_renumbering():
     )
 
 
-def test_inserted_record_with_renumbering_and_in_place():
+def test_inserted_record_with_renumbering_and_in_place() -> None:
     chain = build_chain(6)
     prev = chain[2][2]
     fake_decision = sha256_hex(b"fake")
@@ -137,7 +149,7 @@ def test_inserted_record_with_renumbering_and_in_place():
     )
 
 
-def test_bad_checkpoint_signature_is_named():
+def test_bad_checkpoint_signature_is_named() -> None:
     signer = CheckpointSigner(Ed25519PrivateKey.generate())
     chain = build_chain(3)
     good = signer.sign(3, chain[2][2])
@@ -147,7 +159,7 @@ def test_bad_checkpoint_signature_is_named():
     )
 
 
-def test_pruned_prefix_is_anchored_by_a_checkpoint():
+def test_pruned_prefix_is_anchored_by_a_checkpoint() -> None:
     signer = CheckpointSigner(Ed25519PrivateKey.generate())
     chain = build_chain(10)
     checkpoints = [signer.sign(4, chain[3][2]), signer.sign(10, chain[9][2], pruned_through=4)]
@@ -156,7 +168,7 @@ def test_pruned_prefix_is_anchored_by_a_checkpoint():
     assert report.summary().endswith("; records 1..4 pruned by retention")
 
 
-def test_unanchored_export_must_end_with_a_checkpoint():
+def test_unanchored_export_must_end_with_a_checkpoint() -> None:
     signer = CheckpointSigner(Ed25519PrivateKey.generate())
     chain = build_chain(6)
     report = run(chain[3:], [signer.sign(6, chain[5][2])], signer.public_key,
@@ -181,13 +193,13 @@ CANONICAL_CASES = [
 
 
 @pytest.mark.parametrize("value", CANONICAL_CASES)
-def test_canonical_json_matches_the_reference_implementation(value):
+def test_canonical_json_matches_the_reference_implementation(value: Any) -> None:
     from gatekeeper.audit.chain import canonical_json
 
     assert canonical_json(value) == rfc8785.dumps(value)
 
 
-def test_canonical_json_refuses_what_json_cannot_carry():
+def test_canonical_json_refuses_what_json_cannot_carry() -> None:
     from gatekeeper.audit.chain import canonical_json
     from gatekeeper.errors import InvalidInputError
 

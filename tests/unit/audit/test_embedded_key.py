@@ -1,6 +1,7 @@
 """Where the embedded default keeps its generated checkpoint key, and when there is none."""
 
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -21,12 +22,12 @@ from gatekeeper.errors import ConfigurationError
         ("not a url", None),
     ],
 )
-def test_key_path_only_for_a_sqlite_file(url, expected):
+def test_key_path_only_for_a_sqlite_file(url: str, expected: str | None) -> None:
     path = embedded_key_path(url)
     assert (str(path) if path else None) == expected
 
 
-def test_generated_once_private_then_reused(tmp_path):
+def test_generated_once_private_then_reused(tmp_path: Path) -> None:
     path = tmp_path / "db" / "gatekeeper.db.audit-signing-key.pem"
     first = ensure_embedded_key(path)
     assert first.created and stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -35,7 +36,7 @@ def test_generated_once_private_then_reused(tmp_path):
     assert second.describe() == {"source": "embedded", "file": str(path), "key_id": first.key_id}
 
 
-def test_a_key_others_can_read_is_refused(tmp_path):
+def test_a_key_others_can_read_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "k.pem"
     ensure_embedded_key(path)
     path.chmod(0o640)

@@ -25,7 +25,7 @@ SCHEMA = json.loads(
 VALIDATOR = jsonschema_rs.validator_for(SCHEMA)
 
 
-def _decision(revision="sha256:" + "ab" * 32, caller="ci-bot"):
+def _decision(revision: str | None = "sha256:" + "ab" * 32, caller: str | None = "ci-bot") -> Decision:
     return Decision(
         decision_id="0193a1b2-0000-7000-8000-000000000001",
         created_at=datetime(2026, 11, 24, 12, 0, 0, 123456, tzinfo=UTC),
@@ -40,7 +40,7 @@ def _decision(revision="sha256:" + "ab" * 32, caller="ci-bot"):
     )
 
 
-def test_event_has_opas_fields_and_ours():
+def test_event_has_opas_fields_and_ours() -> None:
     decision = _decision()
     event = decision_log_event(decision.as_dict(), decision.policy_input, version="0.1.0",
                                chain={"seq": 7, "record_hash": "cd" * 32})
@@ -61,7 +61,7 @@ def test_event_has_opas_fields_and_ours():
     assert event["chain"] == {"seq": 7, "record_hash": "cd" * 32}
 
 
-def test_a_decision_the_engine_never_reached_names_no_bundle():
+def test_a_decision_the_engine_never_reached_names_no_bundle() -> None:
     decision = _decision(revision=None, caller=None)
     event = decision_log_event(decision.as_dict(), None, version="0.1.0")
     assert VALIDATOR.is_valid(event)
@@ -72,11 +72,11 @@ def test_a_decision_the_engine_never_reached_names_no_bundle():
     ("2026-11-24T12:00:00Z", "2026-11-24T12:00:00.000000000Z"),
     ("2026-11-24T12:00:00.5+00:00", "2026-11-24T12:00:00.500000000Z"),
 ])
-def test_timestamps_carry_nanoseconds(text, expected):
+def test_timestamps_carry_nanoseconds(text: str, expected: str) -> None:
     assert rfc3339_nanos(text) == expected
 
 
-def test_the_schema_refuses_what_a_consumer_could_not_read():
+def test_the_schema_refuses_what_a_consumer_could_not_read() -> None:
     good = decision_log_event(_decision().as_dict(), None, version="0.1.0")
     for broken in (
         {**good, "timestamp": "24/11/2026"},
@@ -87,7 +87,7 @@ def test_the_schema_refuses_what_a_consumer_could_not_read():
         assert not VALIDATOR.is_valid(broken)
 
 
-def test_streaming_sink_appends_one_event_per_decision(tmp_path):
+def test_streaming_sink_appends_one_event_per_decision(tmp_path: Path) -> None:
     sink = DecisionLogFile(tmp_path / "logs" / "decisions.jsonl", version="0.1.0")
     sink.decision_recorded(_decision())
     sink.decision_recorded(_decision())

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.server
 import ssl
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gatekeeper.cli import app
+from tests.helpers.net import serving_in_thread
 from tests.unit.webhook.certificates import CertificateAuthority
 
 API = ["--api-server", "https://127.0.0.1:1", "--token-file", "/nonexistent"]
@@ -83,12 +83,8 @@ def ready_server(tmp_path: Path) -> Iterator[tuple[str, CertificateAuthority]]:
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving_in_thread(server):
         yield f"https://127.0.0.1:{server.server_address[1]}", ca
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_probe_answers_ready_only_over_tls_verified_for_the_service_name(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from xml.etree import ElementTree
 
+import click
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -36,7 +38,7 @@ DECISION = {
 }
 
 
-def test_json_and_yaml_render_the_same_document(capsys):
+def test_json_and_yaml_render_the_same_document(capsys: pytest.CaptureFixture[str]) -> None:
     emit(DECISION, OutputFormat.JSON)
     as_json = json.loads(capsys.readouterr().out)
     emit(DECISION, OutputFormat.YAML)
@@ -44,13 +46,13 @@ def test_json_and_yaml_render_the_same_document(capsys):
     assert as_json == as_yaml == DECISION
 
 
-def test_table_needs_a_view_of_the_command():
+def test_table_needs_a_view_of_the_command() -> None:
     with pytest.raises(InvalidInputError) as caught:
         emit({"a": 1}, OutputFormat.TABLE)
     assert caught.value.user_message() == "--output: this command prints a document: use -o json or -o yaml"
 
 
-def test_junit_report_of_a_decision():
+def test_junit_report_of_a_decision() -> None:
     text = render_report(ReportFormat.JUNIT, decision_findings(DECISION), title="t", version="1")
     root = ElementTree.fromstring(text.split("\n", 1)[1])
     suite = root.find("testsuite")
@@ -68,7 +70,7 @@ def test_junit_report_of_a_decision():
     assert cases["request [sbom]"].findtext("system-out") == "warning: 50% of images, ship an SBOM\nsoon"
 
 
-def test_sarif_report_of_a_decision():
+def test_sarif_report_of_a_decision() -> None:
     document = json.loads(
         render_report(ReportFormat.SARIF, decision_findings(DECISION), title="t", version="9.9")
     )
@@ -83,7 +85,7 @@ def test_sarif_report_of_a_decision():
     ]
 
 
-def test_github_annotations_escape_their_data_and_properties():
+def test_github_annotations_escape_their_data_and_properties() -> None:
     findings = [
         Finding("data.gatekeeper.rules.teams_test", "test_x", "error", "expected 1,\ngot 2",
                 "tests/teams_test.rego", 13, rule="data.gatekeeper.rules.teams_test.test_x"),
@@ -102,15 +104,15 @@ def test_github_annotations_escape_their_data_and_properties():
 TYPE_TAG = re.compile(r"<(?:str|bool|int|float|path|file|datetime|list\[)|<[a-z]+\||\{[a-z_.]+\}")
 
 
-def _command_paths(command, path):
+def _command_paths(command: click.Command, path: list[str]) -> Iterator[list[str]]:
     yield path
     for name, child in getattr(command, "commands", {}).items():
         yield from _command_paths(child, [*path, name])
 
 
-def test_help_of_every_command_has_no_type_placeholders():
+def test_help_of_every_command_has_no_type_placeholders() -> None:
     runner = CliRunner()
-    paths = [[]] + [p for name in COMMANDS for p in _command_paths(load_command(name), [name])]
+    paths: list[list[str]] = [[]] + [p for name in COMMANDS for p in _command_paths(load_command(name), [name])]
     assert ["policy", "exceptions", "create"] in paths and len(paths) > 25
     for path in paths:
         result = runner.invoke(app, [*path, "--help"])
@@ -118,7 +120,7 @@ def test_help_of_every_command_has_no_type_placeholders():
         assert not TYPE_TAG.search(result.output), (path, result.output)
 
 
-def test_the_root_help_lines_match_the_commands():
+def test_the_root_help_lines_match_the_commands() -> None:
     for name, (_module, _attribute, line) in COMMANDS.items():
         command = load_command(name)
         assert (command.help or "").split("\n\n")[0].replace("\n", " ").startswith(
@@ -126,6 +128,6 @@ def test_the_root_help_lines_match_the_commands():
         ), name
 
 
-def test_sbom_limits_repeated_in_the_cli_agree_with_the_parser():
+def test_sbom_limits_repeated_in_the_cli_agree_with_the_parser() -> None:
     assert sbom_cli.DEFAULT_MAX_BYTES == gatekeeper.sbom.parsing.DEFAULT_MAX_BYTES
     assert sbom_cli.DEFAULT_MAX_DEPTH == gatekeeper.sbom.parsing.DEFAULT_MAX_DEPTH

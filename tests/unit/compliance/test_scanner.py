@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from gatekeeper.compliance import ComplianceLoop, ComplianceScanner, build_policy_report
-from gatekeeper.compliance.scanner import WorkloadResult
+from gatekeeper.compliance.scanner import ReportSink, WorkloadResult, WorkloadSource
 from gatekeeper.domain import Source, Verdict, Violation
 from gatekeeper.kube.workloads import Workload
 from gatekeeper.service import EvaluationService
@@ -29,7 +29,7 @@ def deployment(name: str, namespace: str = "shop", image: str = IMAGE) -> Worklo
     return Workload("Deployment", namespace, name, f"uid-{name}", obj)
 
 
-class Workloads:
+class Workloads(WorkloadSource):
     def __init__(self, *items: Workload) -> None:
         self.items = list(items)
 
@@ -37,7 +37,7 @@ class Workloads:
         return list(self.items)
 
 
-class Reports:
+class Reports(ReportSink):
     def __init__(self) -> None:
         self.written: list[tuple[str, dict[str, Any]]] = []
 
@@ -142,7 +142,7 @@ def test_the_loop_scans_at_start_and_when_the_revision_changes() -> None:
         loop.stop()
 
 
-class Unreachable:
+class Unreachable(WorkloadSource):
     def list_workloads(self) -> list[Workload]:
         from gatekeeper.errors import UpstreamUnavailableError
 

@@ -18,12 +18,12 @@ def _documented(env_name: str) -> bool:
 
 
 @pytest.mark.parametrize("field", sorted(Settings.model_fields))
-def test_every_setting_is_in_the_readme(field):
+def test_every_setting_is_in_the_readme(field: str) -> None:
     env_name = f"GATEKEEPER_{field.upper()}"
     assert _documented(env_name), f"{env_name} is not documented in README.md"
 
 
-def test_unknown_variable_names_the_closest_setting():
+def test_unknown_variable_names_the_closest_setting() -> None:
     environ = {
         "GATEKEEPER_DATABSE_URL": "sqlite:///x.db",
         "GATEKEEPER_ADMISION_MAX_WORKERS": "4",
@@ -40,7 +40,7 @@ def test_unknown_variable_names_the_closest_setting():
     ]
 
 
-def test_load_settings_warns_about_a_misspelled_variable(monkeypatch, caplog):
+def test_load_settings_warns_about_a_misspelled_variable(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     for name in [n for n in __import__("os").environ if n.startswith("GATEKEEPER_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("GATEKEEPER_SCAN_MAX_FINDING", "10")
@@ -53,7 +53,7 @@ def test_load_settings_warns_about_a_misspelled_variable(monkeypatch, caplog):
     ]
 
 
-def test_copy_paste_curl_bodies_are_valid_json():
+def test_copy_paste_curl_bodies_are_valid_json() -> None:
     import json
 
     blocks = re.findall(r"```(?:sh|bash)\n(.*?)```", README, re.S)

@@ -26,7 +26,9 @@ HEX = "a" * 64
         ("123456789012.dkr.ecr.eu-west-1.amazonaws.com/web:2", "123456789012.dkr.ecr.eu-west-1.amazonaws.com", "web", "2", None),
     ],
 )
-def test_parses_and_normalises(text, registry, repository, tag, digest):
+def test_parses_and_normalises(
+    text: str, registry: str, repository: str, tag: str | None, digest: str | None
+) -> None:
     reference = parse_image_reference(text)
     assert reference.original == text
     assert (reference.registry, reference.repository, reference.tag) == (registry, repository, tag)
@@ -55,21 +57,21 @@ def test_parses_and_normalises(text, registry, repository, tag, digest):
         ("ghcr.io/" + "a" * 300, "invalid image reference 'ghcr.io/" + "a" * 300 + "': repository name longer than 255 characters"),
     ],
 )
-def test_rejects_malformed_with_a_reason(text, message):
+def test_rejects_malformed_with_a_reason(text: str, message: str) -> None:
     with pytest.raises(InvalidInputError) as caught:
         parse_image_reference(text, field="images[1]")
     assert caught.value.message == message
     assert caught.value.field == "images[1]"
 
 
-def test_with_digest_keeps_tag_and_canonical_form():
+def test_with_digest_keeps_tag_and_canonical_form() -> None:
     reference = parse_image_reference("nginx:1.27").with_digest(parse_digest(f"sha256:{HEX}"))
     assert reference.canonical == f"docker.io/library/nginx:1.27@sha256:{HEX}"
 
 
-def test_cosign_tag_prefix():
+def test_cosign_tag_prefix() -> None:
     assert parse_digest(f"sha256:{HEX}").cosign_tag_prefix == f"sha256-{HEX}"
 
 
-def test_sha512_accepted():
+def test_sha512_accepted() -> None:
     assert parse_digest("sha512:" + "0" * 128).algorithm == "sha512"

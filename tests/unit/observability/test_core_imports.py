@@ -21,7 +21,7 @@ def _imported_modules(path: Path) -> set[str]:
     return names
 
 
-def test_core_imports_only_the_opentelemetry_api():
+def test_core_imports_only_the_opentelemetry_api() -> None:
     offending = {
         f"{path.name}: {name}"
         for path in CORE

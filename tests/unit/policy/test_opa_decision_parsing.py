@@ -5,7 +5,7 @@ from gatekeeper.errors import PolicyEngineError
 from gatekeeper.policy.opa import parse_decision
 
 
-def test_objects_and_bare_strings():
+def test_objects_and_bare_strings() -> None:
     body = {
         "result": {
             "packages": ["registries"],
@@ -37,7 +37,7 @@ def test_objects_and_bare_strings():
         ),
     ],
 )
-def test_malformed_answers_fail_closed(body, message):
+def test_malformed_answers_fail_closed(body: object, message: str) -> None:
     with pytest.raises(PolicyEngineError) as caught:
         parse_decision(body, "r")
     assert caught.value.message == message
@@ -52,7 +52,7 @@ def broken(policy: str, kind: str, shape: str, image: str | None = None) -> Viol
     )
 
 
-def test_a_malformed_item_is_its_packages_violation_and_the_others_stay():
+def test_a_malformed_item_is_its_packages_violation_and_the_others_stay() -> None:
     body = {"result": {"packages": ["p", "q"], "deny": [
         {"policy": "p", "item": {"msg": "x"}},
         {"policy": "q", "item": {"image": "a", "message": "real"}},

@@ -33,7 +33,7 @@ def tarball(members: dict[str, bytes], *, symlink: str | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def test_revision_id_is_the_directory_hash_of_the_policy_files():
+def test_revision_id_is_the_directory_hash_of_the_policy_files() -> None:
     files = PolicyFiles.from_text({"main.rego": MAIN, "data.json": DATA}, {"x_test.rego": RULE})
     assert files.revision_id == hash_policy_files(
         {"main.rego": MAIN.encode(), "data.json": DATA.encode()}
@@ -49,18 +49,18 @@ def test_revision_id_is_the_directory_hash_of_the_policy_files():
         ("run.sh", "policies: file 'run.sh' is neither Rego nor a data document (.rego, .json, .yaml, .yml)"),
     ],
 )
-def test_unsafe_paths_are_refused(name, message):
+def test_unsafe_paths_are_refused(name: str, message: str) -> None:
     with pytest.raises(InvalidInputError) as caught:
         PolicyFiles.from_text({"main.rego": MAIN, name: "x"})
     assert caught.value.message == message
 
 
-def test_a_candidate_needs_rego():
+def test_a_candidate_needs_rego() -> None:
     with pytest.raises(InvalidInputError, match="candidate holds no .rego policy files"):
         PolicyFiles.from_text({"data.json": DATA})
 
 
-def test_tarball_with_policies_and_tests():
+def test_tarball_with_policies_and_tests() -> None:
     files = PolicyFiles.from_tarball(
         tarball({"policies/main.rego": MAIN.encode(), "./rego-tests/a_test.rego": RULE.encode()})
     )
@@ -68,7 +68,7 @@ def test_tarball_with_policies_and_tests():
     assert dict(files.tests) == {"a_test.rego": RULE.encode()}
 
 
-def test_tarball_members_outside_the_layout_and_links_are_refused():
+def test_tarball_members_outside_the_layout_and_links_are_refused() -> None:
     with pytest.raises(InvalidInputError) as outside:
         PolicyFiles.from_tarball(tarball({"policies/main.rego": b"x", "etc/x.rego": b"x"}))
     assert outside.value.message == (
@@ -82,7 +82,7 @@ def test_tarball_members_outside_the_layout_and_links_are_refused():
         PolicyFiles.from_tarball(b"not a tarball")
 
 
-def test_opa_bundle_round_trip_and_roots():
+def test_opa_bundle_round_trip_and_roots() -> None:
     files = PolicyFiles.from_text({"main.rego": MAIN, "x.rego": RULE, "data.json": DATA})
     bundle = build_opa_bundle(files)
     assert bundle == build_opa_bundle(files)  # deterministic
@@ -96,7 +96,7 @@ def test_opa_bundle_round_trip_and_roots():
     assert bundle_roots(files) == manifest["roots"]
 
 
-def test_summary_lists_failing_tests_first():
+def test_summary_lists_failing_tests_first() -> None:
     report = CheckReport(
         passed=False,
         problems=(

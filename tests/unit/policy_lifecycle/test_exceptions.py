@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -33,7 +34,7 @@ def body(**overrides: object) -> dict[str, object]:
     return value
 
 
-def test_valid_request_is_normalised():
+def test_valid_request_is_normalised() -> None:
     request = ExceptionRequest.parse(
         body(images=["docker.io/library/nginx", "sha256:" + "ab" * 32, "docker.io/library/nginx"]),
         now=NOW,
@@ -64,7 +65,9 @@ def test_valid_request_is_normalised():
         ({"ticket": "x"}, "ticket", "unknown fields: ticket"),
     ],
 )
-def test_invalid_requests_name_the_field(overrides, field, message):
+def test_invalid_requests_name_the_field(
+    overrides: dict[str, object], field: str, message: str
+) -> None:
     with pytest.raises(InvalidInputError) as caught:
         ExceptionRequest.parse(body(**overrides), now=NOW)
     assert (caught.value.field, caught.value.message) == (field, message)
@@ -82,7 +85,7 @@ def exception(number: int, **overrides: object) -> PolicyException:
     return PolicyException(**values)  # type: ignore[arg-type]
 
 
-def test_rego_document_is_sorted_by_number_and_carries_revocation():
+def test_rego_document_is_sorted_by_number_and_carries_revocation() -> None:
     document = exceptions_document(
         [exception(10), exception(2, revoked_at=NOW + timedelta(minutes=5), revoked_by="bob")]
     )
@@ -98,7 +101,7 @@ def test_rego_document_is_sorted_by_number_and_carries_revocation():
     }
 
 
-def test_status_at_an_instant():
+def test_status_at_an_instant() -> None:
     item = exception(1, revoked_at=NOW + timedelta(minutes=30))
     assert item.status(NOW) == "active"
     assert item.status(NOW + timedelta(minutes=30)) == "revoked"
@@ -106,7 +109,7 @@ def test_status_at_an_instant():
     assert exception(3, approved_at=None, approved_by=None).status(NOW) == "pending"
 
 
-def test_valid_patterns_are_normalised_to_what_rego_compares():
+def test_valid_patterns_are_normalised_to_what_rego_compares() -> None:
     digest = "sha256:" + "ab" * 32
     request = ExceptionRequest.parse(
         body(images=["registry.example.com/payments/api:1.4",
@@ -124,16 +127,16 @@ def test_valid_patterns_are_normalised_to_what_rego_compares():
     ["alice", "ALICE", "Alice", "al\u200bice", "\u200balice\u200d", "\uff41lice", "alice\u2060",
      " alice ", "a\u00adlice", "\u202ealice", "alice\ufeff"],
 )
-def test_subjects_compare_after_nfkc_casefold_and_invisible_removal(lookalike):
+def test_subjects_compare_after_nfkc_casefold_and_invisible_removal(lookalike: str) -> None:
     assert normalise_subject(lookalike) == "alice"
 
 
-def test_different_people_stay_different():
+def test_different_people_stay_different() -> None:
     assert normalise_subject("alice") != normalise_subject("alicia")
     assert normalise_subject("anonymous (auth disabled)") != normalise_subject("carol")
 
 
-def test_file_publisher_writes_the_data_document_atomically(tmp_path):
+def test_file_publisher_writes_the_data_document_atomically(tmp_path: Path) -> None:
     publisher = ExceptionFilePublisher(tmp_path / "exceptions")
     publisher.publish([exception(1).as_rego()])
     written = json.loads((tmp_path / "exceptions/data.json").read_text())

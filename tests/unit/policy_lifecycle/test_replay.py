@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from gatekeeper.domain import EnforcementMode, PolicyResult, Verdict, Violation
 from gatekeeper.errors import PolicyEngineError
@@ -13,7 +15,15 @@ HUB = Violation("registries", 'registry "docker.io" is not allowed', "nginx")
 EVIDENCE = Violation("gatekeeper.evidence", "digest not resolved: timeout", "nginx")
 
 
-def stored(decision_id: str, verdict: Verdict, violations=(), *, ticket="CHG-1", mode=EnforcementMode.ENFORCE, has_input=True) -> StoredDecision:
+def stored(
+    decision_id: str,
+    verdict: Verdict,
+    violations: Iterable[Violation] = (),
+    *,
+    ticket: str | None = "CHG-1",
+    mode: EnforcementMode = EnforcementMode.ENFORCE,
+    has_input: bool = True,
+) -> StoredDecision:
     return StoredDecision(
         decision_id=decision_id, created_at=AT, verdict=verdict, mode=mode,
         environment="production", namespace=None, ticket_id=ticket, policy_revision="sha256:old",
@@ -22,8 +32,12 @@ def stored(decision_id: str, verdict: Verdict, violations=(), *, ticket="CHG-1",
     )
 
 
-def engine(answers):
-    def evaluate(policy_input, evidence=None):
+def engine(
+    answers: Mapping[str, Iterable[Violation] | Exception],
+) -> Callable[..., PolicyResult]:
+    def evaluate(
+        policy_input: Mapping[str, Any], evidence: Mapping[str, Any] | None = None
+    ) -> PolicyResult:
         answer = answers[policy_input["id"]]
         if isinstance(answer, Exception):
             raise answer
@@ -32,7 +46,7 @@ def engine(answers):
     return evaluate
 
 
-def test_changes_and_totals():
+def test_changes_and_totals() -> None:
     decisions = [
         stored("a", Verdict.ALLOW, ticket="CHG-1"),                   # newly denied
         stored("b", Verdict.DENY, [HUB], ticket="CHG-2"),             # newly allowed
@@ -59,7 +73,7 @@ def test_changes_and_totals():
     )
 
 
-def test_summary_wording_matches_the_issue():
+def test_summary_wording_matches_the_issue() -> None:
     report = ReplayReport(
         revision_id="sha256:x", since=None, until=None, replayed=3481,
         skipped_without_input=0, would_deny=12, previously_denied=0, newly_denied=12,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -24,28 +25,31 @@ def files(marker: str) -> PolicyFiles:
     return PolicyFiles.from_text({"main.rego": f"package gatekeeper.main\n\n# {marker}\n"})
 
 
+class SteppedStore(SqlPolicyStore):
+    """The store with its clock exposed, so a test can move time on."""
+
+    clock: dict[str, datetime]
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SteppedStore]:
     if request.param == "sqlite":
         engine = create_database_engine(f"sqlite:///{tmp_path / 'store.db'}")
     else:
-        url = os.environ.get("GATEKEEPER_TEST_POSTGRES_URL")
-        if not url:
-            pytest.skip("GATEKEEPER_TEST_POSTGRES_URL is not set (scripts/test starts PostgreSQL)")
-        engine = create_database_engine(url)
+        engine = create_database_engine(request.getfixturevalue("postgres_url"))
         with engine.begin() as connection:
             metadata.drop_all(connection)
             connection.execute(sa.text("DROP TABLE IF EXISTS gatekeeper_policy_migrations"))
     clock = {"now": NOW}
-    store = SqlPolicyStore(engine, clock=lambda: clock["now"])
-    store.clock = clock  # type: ignore[attr-defined]
+    store = SteppedStore(engine, clock=lambda: clock["now"])
+    store.clock = clock
     assert store.migrate() == [1, 2, 3]
     assert store.migrate() == []
     yield store
     engine.dispose()
 
 
-def test_activation_stack_and_rollback(store):
+def test_activation_stack_and_rollback(store: SteppedStore) -> None:
     a, _ = store.save_revision(files("a"), PASSED, actor="alice", source="api")
     b, created = store.save_revision(files("b"), PASSED, actor="alice", source="api")
     assert created and store.save_revision(files("b"), PASSED, actor="bob", source="api")[1] is False
@@ -64,7 +68,7 @@ def test_activation_stack_and_rollback(store):
     assert store.head() == 3
 
 
-def test_refused_revision_cannot_be_activated(store):
+def test_refused_revision_cannot_be_activated(store: SteppedStore) -> None:
     refused, _ = store.save_revision(files("r"), REFUSED, actor="alice", source="api")
     assert refused.status == "refused"
     with pytest.raises(PolicyConflictError) as caught:
@@ -77,7 +81,7 @@ def test_refused_revision_cannot_be_activated(store):
         store.activate("sha256:nope", actor="alice")
 
 
-def test_tampering_with_an_event_breaks_the_chain(store):
+def test_tampering_with_an_event_breaks_the_chain(store: SteppedStore) -> None:
     a, _ = store.save_revision(files("a"), PASSED, actor="alice", source="api")
     b, _ = store.save_revision(files("b"), PASSED, actor="alice", source="api")
     store.activate(a.revision_id, actor="alice")
@@ -88,7 +92,7 @@ def test_tampering_with_an_event_breaks_the_chain(store):
         store.verify_chain()
 
 
-def test_exceptions_numbered_approved_revoked_once_and_audited(store):
+def test_exceptions_numbered_approved_revoked_once_and_audited(store: SteppedStore) -> None:
     request = ExceptionRequest.parse(
         {"images": ["registry.example.com/shop/api:1.4"], "policies": ["registries"],
          "environment": "production", "reason": "r", "ticket_id": "SEC-9",
@@ -134,7 +138,7 @@ def test_exceptions_numbered_approved_revoked_once_and_audited(store):
     assert store.active_revision_id() is None  # exception events never move the pointer
 
 
-def test_v2_adds_the_signatures_column_to_a_v1_store(tmp_path):
+def test_v2_adds_the_signatures_column_to_a_v1_store(tmp_path: Path) -> None:
     engine = create_database_engine(f"sqlite:///{tmp_path / 'v1.db'}")
     store = SqlPolicyStore(engine)
     store.migrate()
@@ -148,7 +152,7 @@ def test_v2_adds_the_signatures_column_to_a_v1_store(tmp_path):
     engine.dispose()
 
 
-def test_v1_exceptions_become_pending_after_the_v3_migration(tmp_path):
+def test_v1_exceptions_become_pending_after_the_v3_migration(tmp_path: Path) -> None:
     """A v1 store (free-text approver) migrates; its exceptions waive nothing until approved."""
     engine = create_database_engine(f"sqlite:///{tmp_path / 'v1.db'}")
     SqlPolicyStore(engine).migrate()

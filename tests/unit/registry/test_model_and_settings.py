@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any, cast
 
 import pytest
 
 from gatekeeper.domain.reference import Digest
 from gatekeeper.errors import ConfigurationError, InvalidInputError
 from gatekeeper.registry import RegistryClientSettings
-from gatekeeper.registry.model import OCI_INDEX, OCI_MANIFEST, parse_manifest
+from gatekeeper.registry.model import OCI_INDEX, OCI_MANIFEST, Manifest, parse_manifest
 
 EMPTY = {"mediaType": "application/vnd.oci.empty.v1+json", "size": 2,
          "digest": "sha256:" + hashlib.sha256(b"{}").hexdigest()}  # fmt: skip
 
 
-def _parse(document: object, media_type: str | None = OCI_MANIFEST):  # noqa: ANN202
+def _parse(document: object, media_type: str | None = OCI_MANIFEST) -> Manifest:
     content = json.dumps(document).encode()
     return parse_manifest(
         content, media_type=media_type, digest=Digest("sha256", hashlib.sha256(content).hexdigest())
@@ -90,5 +91,5 @@ def test_settings_validate_each_field() -> None:
         ({"timeout": 1}, "registry: unknown keys ['timeout']"),
     ]:  # fmt: skip
         with pytest.raises(ConfigurationError) as caught:
-            RegistryClientSettings.from_mapping(document)
+            RegistryClientSettings.from_mapping(cast("dict[str, Any]", document))
         assert caught.value.message == message

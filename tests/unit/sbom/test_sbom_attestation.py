@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from gatekeeper.domain.ports import EvidenceContext
 from gatekeeper.domain.reference import parse_digest, parse_image_reference
@@ -15,7 +16,7 @@ IMAGE = parse_image_reference(f"registry.example.com/app@{IMAGE_DIGEST}")
 CONTEXT = EvidenceContext(environment="production", namespace=None)
 
 
-def statement(predicate_type: str, predicate: object, digest: str = IMAGE_DIGEST) -> dict:
+def statement(predicate_type: str, predicate: object, digest: str = IMAGE_DIGEST) -> dict[str, Any]:
     return {
         "_type": "https://in-toto.io/Statement/v1",
         "subject": [{"name": "registry.example.com/app",
@@ -25,7 +26,7 @@ def statement(predicate_type: str, predicate: object, digest: str = IMAGE_DIGEST
     }
 
 
-def evidence_for(candidate: object) -> dict:
+def evidence_for(candidate: object) -> dict[str, Any]:
     collector = SbomEvidenceCollector(sources=(), validator=CycloneDxValidator())
     return collector.evaluate_candidate(candidate, DIGEST)  # type: ignore[arg-type]
 

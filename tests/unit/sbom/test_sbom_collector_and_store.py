@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from typer.testing import CliRunner
 
 from gatekeeper.cli.sbom import sbom_app
 from gatekeeper.domain.ports import EvidenceCollector, EvidenceContext
-from gatekeeper.domain.reference import Digest, ImageReference, parse_digest, parse_image_reference
+from gatekeeper.domain.reference import parse_digest, parse_image_reference
 from gatekeeper.errors import NotFoundError
 from gatekeeper.sbom import (
     BindingMethod,
@@ -27,6 +26,7 @@ from gatekeeper.sbom import (
     StoredSbomSource,
 )
 from gatekeeper.usecases import SbomUploads
+from tests.fakes import FixedSbomSource
 from tests.unit.sbom.factory import (
     IMAGE_DIGEST,
     OTHER_DIGEST,
@@ -40,20 +40,6 @@ DIGEST = parse_digest(IMAGE_DIGEST)
 IMAGE = parse_image_reference(f"registry.example.com/app@{IMAGE_DIGEST}")
 CONTEXT = EvidenceContext(environment="production", namespace="shop")
 CORPUS = Path(__file__).resolve().parents[2] / "assets" / "cyclonedx"
-
-
-class ListSource:
-    """A fake attestation/referrer source implementing the real SbomSource protocol."""
-
-    name = "fake"
-
-    def __init__(self, *candidates: SbomCandidate) -> None:
-        self.candidates = candidates
-
-    def find(
-        self, reference: ImageReference, digest: Digest | None, context: EvidenceContext
-    ) -> Sequence[SbomCandidate]:
-        return self.candidates
 
 
 @pytest.fixture()
@@ -76,7 +62,7 @@ def test_collector_implements_the_port(validator: CycloneDxValidator) -> None:
 
 
 def test_no_sbom_is_missing(validator: CycloneDxValidator) -> None:
-    evidence = SbomEvidenceCollector(sources=(ListSource(),), validator=validator).collect(
+    evidence = SbomEvidenceCollector(sources=(FixedSbomSource(),), validator=validator).collect(
         IMAGE, DIGEST, CONTEXT
     )
     assert evidence == {
@@ -91,7 +77,7 @@ def test_attested_sbom_is_bound_and_listed(validator: CycloneDxValidator) -> Non
         encode(cyclonedx(3)), BindingMethod.ATTESTATION, (IMAGE_DIGEST,), "attestation"
     )
     evidence = SbomEvidenceCollector(
-        sources=(ListSource(candidate),), validator=validator
+        sources=(FixedSbomSource(candidate),), validator=validator
     ).collect(IMAGE, DIGEST, CONTEXT)
     assert (evidence["state"], evidence["reason"]) == (
         "bound", "1 SBOM bound to the image digest: attestation"
@@ -116,7 +102,7 @@ def test_sbom_for_another_artifact_is_reported_without_its_components(
         encode(cyclonedx(3)), BindingMethod.ATTESTATION, (OTHER_DIGEST,), "attestation"
     )
     evidence = SbomEvidenceCollector(
-        sources=(ListSource(candidate),), validator=validator
+        sources=(FixedSbomSource(candidate),), validator=validator
     ).collect(IMAGE, DIGEST, CONTEXT)
     assert evidence["state"] == "another_artifact"
     assert evidence["reason"].startswith("SBOM for another artifact")
@@ -134,14 +120,14 @@ def test_bound_summary_wins_over_negatives_and_every_document_is_listed(
         encode(cyclonedx(2, subject=container_subject())), None, (), "inline"
     )
     collector = SbomEvidenceCollector(
-        sources=(ListSource(wrong, other), ListSource(right)), validator=validator
+        sources=(FixedSbomSource(wrong, other), FixedSbomSource(right)), validator=validator
     )
     evidence = collector.collect(IMAGE, DIGEST, CONTEXT)
     assert evidence["state"] == "bound"
     assert [(d["state"], d["binding"]["method"]) for d in evidence["documents"]] == [
         ("invalid", "referrer"), ("another_artifact", "referrer"), ("bound", "metadata"),
     ]
-    negative = SbomEvidenceCollector(sources=(ListSource(wrong, other),), validator=validator)
+    negative = SbomEvidenceCollector(sources=(FixedSbomSource(wrong, other),), validator=validator)
     assert negative.collect(IMAGE, DIGEST, CONTEXT)["state"] == "another_artifact"
 
 
@@ -151,7 +137,7 @@ def test_invalid_sbom_says_why(validator: CycloneDxValidator) -> None:
         encode(cyclonedx(components)), BindingMethod.UPLOAD, (IMAGE_DIGEST,), "upload"
     )
     evidence = SbomEvidenceCollector(
-        sources=(ListSource(candidate),), validator=validator
+        sources=(FixedSbomSource(candidate),), validator=validator
     ).collect(IMAGE, DIGEST, CONTEXT)
     assert (evidence["present"], evidence["state"]) == (True, "invalid")
     assert evidence["documents"][0]["valid"] is False
@@ -273,7 +259,7 @@ def test_attested_and_uploaded_sboms_are_both_listed_with_their_source(
         source="attestation", authority="release",
     )
     collector = SbomEvidenceCollector(
-        sources=(ListSource(attested), StoredSbomSource(store)), validator=validator
+        sources=(FixedSbomSource(attested), StoredSbomSource(store)), validator=validator
     )
     uploader = SbomUploads(
         store=store, inspector=SbomDocumentInspector(collector=collector, validator=validator)

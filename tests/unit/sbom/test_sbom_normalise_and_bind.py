@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from gatekeeper.domain.reference import parse_digest
@@ -34,7 +36,7 @@ def validator() -> CycloneDxValidator:
 
 
 def _normalise(
-    document: dict, validator: CycloneDxValidator, limits: NormalisationLimits | None = None
+    document: dict[str, Any], validator: CycloneDxValidator, limits: NormalisationLimits | None = None
 ) -> NormalisedSbom:
     return normalise_sbom(parse_sbom_document(encode(document), validator=validator), limits)
 
@@ -153,7 +155,7 @@ def test_attestation_for_another_digest_is_another_artifact(
     ids=["version", "purl", "hash"],
 )
 def test_metadata_component_naming_the_digest_binds(
-    subject: dict, validator: CycloneDxValidator
+    subject: dict[str, Any], validator: CycloneDxValidator
 ) -> None:
     sbom = _normalise(cyclonedx(1, subject=subject), validator)
     binding = bind_sbom(sbom, DIGEST, method=None)

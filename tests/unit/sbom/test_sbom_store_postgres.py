@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import threading
 import uuid
 
 import pytest
@@ -11,18 +9,15 @@ import sqlalchemy as sa
 
 from gatekeeper.domain.reference import parse_digest
 from gatekeeper.sbom import SbomUpload, SqlSbomStore
+from tests.helpers.postgres import psycopg_url
+from tests.helpers.threads import failures_of_concurrent_calls
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture()
-def engine() -> sa.Engine:
-    url = os.environ.get("GATEKEEPER_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("GATEKEEPER_TEST_POSTGRES_URL is not set (scripts/test-servers starts it)")
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return sa.create_engine(url)
+def engine(postgres_url: str) -> sa.Engine:
+    return sa.create_engine(psycopg_url(postgres_url))
 
 
 def _upload(digest: str, content: bytes) -> SbomUpload:
@@ -36,19 +31,7 @@ def _upload(digest: str, content: bytes) -> SbomUpload:
 
 
 def test_concurrent_replicas_create_the_table_and_store_once(engine: sa.Engine) -> None:
-    errors: list[BaseException] = []
-
-    def start_replica() -> None:
-        try:
-            SqlSbomStore(engine).create_tables()
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start_replica) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = failures_of_concurrent_calls(lambda: SqlSbomStore(engine).create_tables(), count=4)
     assert errors == []
 
     store = SqlSbomStore(engine)

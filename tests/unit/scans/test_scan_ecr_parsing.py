@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gatekeeper.domain.ports import EvidenceCollector, EvidenceContext
+from gatekeeper.domain.ports import EvidenceCollector, EvidenceContext, ScanSource
 from gatekeeper.domain.reference import Digest, ImageReference, parse_image_reference
 from gatekeeper.errors import UpstreamUnavailableError
 from gatekeeper.scans import (
@@ -110,7 +110,7 @@ def test_ttl_cache_expires_and_evicts() -> None:
     assert cache.get("b") is None  # expired
 
 
-class FailingSource:
+class FailingSource(ScanSource):
     name = "ecr"
 
     def __init__(self) -> None:

@@ -17,6 +17,7 @@ import rfc8785
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from gatekeeper.domain.ports import RegistryReader
 from gatekeeper.domain.reference import Digest, ImageReference
 from gatekeeper.errors import NotFoundError, UpstreamUnavailableError
 from gatekeeper.verify.trust import TrustRoot
@@ -88,7 +89,7 @@ class PrivateRekor:
         return self.bundle_for_body(body, integrated_time=integrated_time)
 
     def bundle_for_body(self, body: Mapping[str, Any], *, integrated_time: int) -> bytes:
-        payload = {
+        payload: dict[str, str | int] = {
             "body": base64.b64encode(json.dumps(body).encode()).decode(),
             "integratedTime": integrated_time,
             "logID": self.log_id,
@@ -156,7 +157,7 @@ class FakeReferrers:
     via: str
 
 
-class InMemoryRegistry:
+class InMemoryRegistry(RegistryReader):
     """Implements ``gatekeeper.domain.ports.registry.RegistryReader`` over dictionaries."""
 
     def __init__(self) -> None:

@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 import cbor2
 from cryptography import x509
@@ -106,6 +106,11 @@ class Chain:
         return self.root.public_bytes(serialization.Encoding.PEM).decode()
 
 
+class Validity(TypedDict):
+    not_before: datetime
+    not_after: datetime
+
+
 def make_chain(
     leaf_key: Key | None = None,
     *,
@@ -116,7 +121,9 @@ def make_chain(
     now: datetime = NOW,
 ) -> Chain:
     """Valid from ``now`` - 30 days to ``now`` + 1 year (the leaf until ``leaf_not_after``)."""
-    window = {"not_before": now - timedelta(days=30), "not_after": now + timedelta(days=365)}
+    window: Validity = {
+        "not_before": now - timedelta(days=30), "not_after": now + timedelta(days=365)
+    }
     root_key = ec.generate_private_key(ec.SECP384R1())
     intermediate_key = ec.generate_private_key(ec.SECP256R1())
     leaf_key = leaf_key or ec.generate_private_key(ec.SECP256R1())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.verify import KeylessIdentity, SignaturePolicySettings
@@ -13,7 +14,7 @@ from tests.unit.verify.conftest import pem_of
 
 
 @pytest.fixture
-def pem(signing_key) -> str:
+def pem(signing_key: ec.EllipticCurvePrivateKey) -> str:
     return pem_of(signing_key)
 
 
@@ -43,7 +44,7 @@ def test_globs_match_registry_and_repository(glob: str, name: str, matches: bool
     assert bool(compile_image_glob(glob).match(name)) is matches
 
 
-def test_valid_configuration_and_its_hash(pem: str, other_key) -> None:
+def test_valid_configuration_and_its_hash(pem: str, other_key: ec.EllipticCurvePrivateKey) -> None:
     settings = SignaturePolicySettings.from_mapping(_document(pem))
     changed = SignaturePolicySettings.from_mapping(_document(pem_of(other_key)))
 

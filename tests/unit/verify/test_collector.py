@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from gatekeeper.domain.ports import EvidenceContext
 from gatekeeper.domain.reference import Digest, parse_image_reference
@@ -46,7 +47,7 @@ class Clock:
 
 
 def test_signature_with_a_valid_tlog_entry_is_verified(
-    registry: InMemoryRegistry, signing_key, private_rekor: PrivateRekor
+    registry: InMemoryRegistry, signing_key: ec.EllipticCurvePrivateKey, private_rekor: PrivateRekor
 ) -> None:
     payload = simple_signing_payload(DIGEST)
     signature = sign(signing_key, payload)
@@ -66,7 +67,7 @@ def test_signature_with_a_valid_tlog_entry_is_verified(
 
 
 def test_tlog_entry_signed_by_another_log_is_invalid(
-    registry: InMemoryRegistry, signing_key, other_key, private_rekor: PrivateRekor
+    registry: InMemoryRegistry, signing_key: ec.EllipticCurvePrivateKey, other_key: ec.EllipticCurvePrivateKey, private_rekor: PrivateRekor
 ) -> None:
     payload = simple_signing_payload(DIGEST)
     signature = sign(signing_key, payload)
@@ -88,7 +89,7 @@ def test_tlog_entry_signed_by_another_log_is_invalid(
 
 
 def test_tlog_entry_of_another_signature_does_not_count(
-    registry: InMemoryRegistry, signing_key, private_rekor: PrivateRekor
+    registry: InMemoryRegistry, signing_key: ec.EllipticCurvePrivateKey, private_rekor: PrivateRekor
 ) -> None:
     payload = simple_signing_payload(DIGEST)
     signature = sign(signing_key, payload)
@@ -107,7 +108,7 @@ def test_tlog_entry_of_another_signature_does_not_count(
 
 
 def test_tlog_entry_integrated_in_the_future_is_invalid(
-    registry: InMemoryRegistry, signing_key, private_rekor: PrivateRekor
+    registry: InMemoryRegistry, signing_key: ec.EllipticCurvePrivateKey, private_rekor: PrivateRekor
 ) -> None:
     payload = simple_signing_payload(DIGEST)
     signature = sign(signing_key, payload)
@@ -125,7 +126,7 @@ def test_tlog_entry_integrated_in_the_future_is_invalid(
     )
 
 
-def test_transient_failure_is_never_cached(registry: InMemoryRegistry, signing_key) -> None:
+def test_transient_failure_is_never_cached(registry: InMemoryRegistry, signing_key: ec.EllipticCurvePrivateKey) -> None:
     payload = simple_signing_payload(DIGEST)
     registry.add_signature(DIGEST, payload, sign(signing_key, payload))
     metrics = Metrics()
@@ -143,7 +144,7 @@ def test_transient_failure_is_never_cached(registry: InMemoryRegistry, signing_k
     assert sample("gatekeeper_evidence_cache_total", {"cache": "signatures", "result": "miss"}) == 2
 
 
-def test_definitive_failure_is_cached_briefly(registry: InMemoryRegistry, signing_key) -> None:
+def test_definitive_failure_is_cached_briefly(registry: InMemoryRegistry, signing_key: ec.EllipticCurvePrivateKey) -> None:
     clock = Clock()
     collector = SignatureEvidenceCollector(
         _settings(pem_of(signing_key), tlog=False), registry, TrustRoot.none(), monotonic=clock
@@ -162,7 +163,7 @@ def test_definitive_failure_is_cached_briefly(registry: InMemoryRegistry, signin
 
 
 def test_verified_result_lives_for_the_positive_ttl(
-    registry: InMemoryRegistry, signing_key
+    registry: InMemoryRegistry, signing_key: ec.EllipticCurvePrivateKey
 ) -> None:
     payload = simple_signing_payload(DIGEST)
     registry.add_signature(DIGEST, payload, sign(signing_key, payload))
@@ -179,7 +180,7 @@ def test_verified_result_lives_for_the_positive_ttl(
 
 
 def test_cached_evidence_cannot_be_changed_by_a_caller(
-    registry: InMemoryRegistry, signing_key
+    registry: InMemoryRegistry, signing_key: ec.EllipticCurvePrivateKey
 ) -> None:
     payload = simple_signing_payload(DIGEST)
     registry.add_signature(DIGEST, payload, sign(signing_key, payload))
@@ -194,7 +195,7 @@ def test_cached_evidence_cannot_be_changed_by_a_caller(
 
 
 def test_several_signatures_one_good_is_enough(
-    registry: InMemoryRegistry, signing_key, other_key
+    registry: InMemoryRegistry, signing_key: ec.EllipticCurvePrivateKey, other_key: ec.EllipticCurvePrivateKey
 ) -> None:
     payload = simple_signing_payload(DIGEST)
     registry.add_signature(DIGEST, payload, sign(other_key, payload))

@@ -113,7 +113,7 @@ def test_a_cosign_key_and_a_notation_authority_count_together(
 def test_a_verified_signature_is_not_cached_past_its_expiry(registry: InMemoryRegistry) -> None:
     acme = make_chain(organization="Acme")
     image = signed_image(registry, acme, expiry=NOW + timedelta(seconds=10))
-    clock = {"now": NOW, "monotonic": 1000.0}
+    clock: dict[str, Any] = {"now": NOW, "monotonic": 1000.0}
     gate = collector(registry, [notation_authority("acme", acme)], threshold=1,
                      now=lambda: clock["now"], monotonic=lambda: clock["monotonic"])  # fmt: skip
 

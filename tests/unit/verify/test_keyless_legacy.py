@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gatekeeper.domain.reference import Digest
 from gatekeeper.verify import Authority, CosignVerifier, KeylessIdentity, TrustRoot
+from gatekeeper.verify.cosign import AuthorityResult
 from gatekeeper.verify.discovery import CosignSignature, Material
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "sigstore-conformance"
@@ -67,7 +68,9 @@ def verifier() -> CosignVerifier:
     return CosignVerifier(TrustRoot.public_good())
 
 
-def _verify(verifier: CosignVerifier, candidate: CosignSignature, identity: KeylessIdentity):  # noqa: ANN202
+def _verify(
+    verifier: CosignVerifier, candidate: CosignSignature, identity: KeylessIdentity
+) -> AuthorityResult:
     authority = Authority("ci", identities=(identity,))
     return verifier.verify(
         Material((candidate,), (), (), ("sig-tag",), ()), authority, DIGEST,

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.verify import load_public_key
 
 
-def _pem(public_key) -> bytes:  # noqa: ANN001
+def _pem(public_key: PublicKeyTypes) -> bytes:
     return public_key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -23,7 +24,9 @@ def _pem(public_key) -> bytes:  # noqa: ANN001
         (ec.SECP384R1(), hashes.SHA384(), "ecdsa-p384"),
     ],
 )
-def test_ecdsa_keys(curve, hash_algorithm, name) -> None:  # noqa: ANN001
+def test_ecdsa_keys(
+    curve: ec.EllipticCurve, hash_algorithm: hashes.HashAlgorithm, name: str
+) -> None:
     private = ec.generate_private_key(curve)
     key = load_public_key(_pem(private.public_key()))
     signature = private.sign(b"payload", ec.ECDSA(hash_algorithm))

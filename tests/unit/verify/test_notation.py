@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -23,6 +22,7 @@ from gatekeeper.verify.cosign import AuthorityResult
 from gatekeeper.verify.discovery import NotationSignature
 from gatekeeper.verify.notation import NotationVerifier
 from gatekeeper.verify.notation_policy import NotationTrust
+from tests.helpers.net import serving_in_thread
 from tests.unit.verify.notation_helpers import (
     NOW,
     PROFILE,
@@ -467,13 +467,8 @@ def crl_server() -> Iterator[tuple[str, dict[str, bytes]]]:
             pass  # a client that gave up on a slow answer: expected in the budget test
 
     server = Server(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving_in_thread(server):
         yield f"http://127.0.0.1:{server.server_address[1]}", served
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.parametrize("envelope_format", FORMATS)

@@ -3,44 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
-import threading
 import uuid
 
 import pytest
 import sqlalchemy as sa
 
 from gatekeeper.vex import SqlVexStore, VexUploader
+from tests.helpers.postgres import psycopg_url
+from tests.helpers.threads import failures_of_concurrent_calls
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture()
-def engine() -> sa.Engine:
-    url = os.environ.get("GATEKEEPER_TEST_POSTGRES_URL")
-    if not url:
-        pytest.skip("GATEKEEPER_TEST_POSTGRES_URL is not set (scripts/test-servers starts it)")
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return sa.create_engine(url)
+def engine(postgres_url: str) -> sa.Engine:
+    return sa.create_engine(psycopg_url(postgres_url))
 
 
 def test_concurrent_replicas_create_the_tables_and_a_document_is_stored_once(
     engine: sa.Engine,
 ) -> None:
-    errors: list[BaseException] = []
-
-    def start_replica() -> None:
-        try:
-            SqlVexStore(engine).create_tables()
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start_replica) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    errors = failures_of_concurrent_calls(lambda: SqlVexStore(engine).create_tables(), count=4)
     assert errors == []
 
     digest = "sha256:" + uuid.uuid4().hex * 2

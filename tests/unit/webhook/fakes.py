@@ -20,6 +20,7 @@ from gatekeeper.domain import (
     PolicyResult,
     Violation,
 )
+from gatekeeper.domain.ports import DigestResolver, EvidenceCollector, PolicyEngine, PolicyPrefilter
 from gatekeeper.errors import UpstreamUnavailableError
 from gatekeeper.service import EvaluationService
 from tests.fakes import FakeAuditLog
@@ -40,7 +41,7 @@ def digest_of(name: str) -> str:
     return "sha256:" + hashlib.sha256(name.encode()).hexdigest()
 
 
-class RulePolicyEngine:
+class RulePolicyEngine(PolicyEngine):
     """Violations and warnings by image reference (as written in the object)."""
 
     def __init__(
@@ -79,7 +80,7 @@ class RulePolicyEngine:
         return None
 
 
-class PrefilterPolicyEngine(RulePolicyEngine):
+class PrefilterPolicyEngine(RulePolicyEngine, PolicyPrefilter):
     """Also implements ``PolicyPrefilter``: ``offline`` findings hold without evidence (like the
     registry allow-list) and deny in the full evaluation too, as the real Rego does."""
 
@@ -100,7 +101,7 @@ class PrefilterPolicyEngine(RulePolicyEngine):
         )
 
 
-class CountingCollector:
+class CountingCollector(EvidenceCollector):
     """An evidence collector that counts its calls (each one would be registry round trips)."""
 
     name = "signatures"
@@ -120,7 +121,7 @@ class CountingCollector:
 MemoryAuditLog = FakeAuditLog
 
 
-class TableDigestResolver:
+class TableDigestResolver(DigestResolver):
     """A registry on a table: every tag resolves to :func:`digest_of`, unless ``missing``.
 
     ``delay`` seconds are spent per resolution, as a slow or hanging registry would; the

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,7 @@ def test_a_validating_review_with_other_facts_is_evaluated_again() -> None:
     service, audit = build_service()
     handler = AdmissionHandler(service, AdmissionSettings())
     document = load("deployment-create")
+    change: Callable[[dict[str, Any]], object]
     for change in (
         lambda r: r["userInfo"].update(username="mallory"),
         lambda r: r["object"]["metadata"]["annotations"].update(

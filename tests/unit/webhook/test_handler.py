@@ -7,15 +7,23 @@ import copy
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
-from gatekeeper.domain import EnforcementMode, PolicyResult, Ticket, Verdict, Violation
+from gatekeeper.domain import (
+    Decision,
+    EnforcementMode,
+    EvaluationRequest,
+    PolicyResult,
+    Ticket,
+    Verdict,
+    Violation,
+)
 from gatekeeper.service import EvaluationService
-from gatekeeper.webhook.handler import AdmissionHandler
+from gatekeeper.webhook.handler import AdmissionHandler, Evaluator
 from gatekeeper.webhook.review import AdmissionResponse, AdmissionReview, parse_admission_review
 from gatekeeper.webhook.scope import AdmissionSettings
 from tests.unit.webhook.fakes import (
@@ -34,7 +42,8 @@ UNSIGNED = 'no signature from authority "release"'
 
 
 def load(name: str) -> dict[str, Any]:
-    return json.loads((ASSETS / f"{name}.json").read_text())
+    document: dict[str, Any] = json.loads((ASSETS / f"{name}.json").read_text())
+    return document
 
 
 def parse(document: dict[str, Any]) -> AdmissionReview:
@@ -104,11 +113,11 @@ CASES = [
                          ids=[case[0] for case in CASES])
 @pytest.mark.parametrize("webhook", ["validate", "mutate"])
 def test_every_kind_is_answered_with_field_addressed_messages(
-    name: str, allowed: bool, code: int, message: str, webhook: str
+    name: str, allowed: bool, code: int, message: str, webhook: Literal["validate", "mutate"]
 ) -> None:
     service, audit = build_service(deny={API: UNSIGNED})
     document = load(name)
-    response = answer(handler_for(service), parse(document), webhook=webhook)  # type: ignore[arg-type]
+    response = answer(handler_for(service), parse(document), webhook=webhook)
     assert response.uid == document["request"]["uid"]
     assert (response.allowed, response.code) == (allowed, code)
     if message.startswith("not evaluated"):
@@ -437,8 +446,28 @@ def test_unrecorded_decision_is_not_answered() -> None:
 
 
 def test_unexpected_errors_deny_without_leaking_details() -> None:
-    class Broken:
-        def evaluate(self, request, *, deadline=None):
+    class Broken(Evaluator):
+        """Every call fails with an error the product does not know."""
+
+        def evaluate(
+            self, request: EvaluationRequest, *, deadline: float | None = None, record: bool = True
+        ) -> Decision:
+            raise RuntimeError("secret internals")
+
+        def record_rejection(
+            self, request: EvaluationRequest, violations: Sequence[Violation]
+        ) -> Decision:
+            raise RuntimeError("secret internals")
+
+        def record_without_evaluation(
+            self,
+            request: EvaluationRequest,
+            *,
+            verdict: Verdict,
+            violations: Sequence[Violation],
+            error: str | None = None,
+            record: bool = True,
+        ) -> Decision:
             raise RuntimeError("secret internals")
 
     response = answer(AdmissionHandler(Broken(), AdmissionSettings()),
@@ -468,11 +497,11 @@ def test_async_hanging_registry_is_cut_at_the_budget() -> None:
     handler.close()
 
 
-def test_a_bug_while_reading_the_review_still_answers_closed(monkeypatch) -> None:
+def test_a_bug_while_reading_the_review_still_answers_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     service, _ = build_service()
     handler = handler_for(service)
 
-    def broken(*_args, **_kwargs):
+    def broken(*_args: object, **_kwargs: object) -> None:
         raise KeyError("bug")
 
     monkeypatch.setattr("gatekeeper.webhook.prepare.read_ticket", broken)

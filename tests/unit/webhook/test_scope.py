@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gatekeeper.domain import EnforcementMode, Ticket
 from gatekeeper.errors import ConfigurationError
-from gatekeeper.webhook.review import parse_admission_review
+from gatekeeper.webhook.review import AdmissionRequest, parse_admission_review
 from gatekeeper.webhook.scope import AdmissionSettings, read_ticket, resolve_mode, why_not_governed
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "admission"
 ENFORCE, WARN, AUDIT = EnforcementMode.ENFORCE, EnforcementMode.WARN, EnforcementMode.AUDIT
 
 
-def request(name: str):
+def request(name: str) -> AdmissionRequest:
     review = parse_admission_review((ASSETS / f"{name}.json").read_bytes())
     assert review.request is not None
     return review.request
@@ -69,7 +70,13 @@ def test_own_namespace_is_always_excluded() -> None:
     ids=["default", "path", "configured-wins", "label-stricter", "annotation-stricter",
          "no-laxer", "unknown-enforces"],
 )
-def test_mode_resolution(configured, path_mode, labels, annotations, expected) -> None:
+def test_mode_resolution(
+    configured: dict[str, EnforcementMode],
+    path_mode: EnforcementMode | None,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    expected: EnforcementMode,
+) -> None:
     settings = AdmissionSettings(namespace_modes=configured)
     obj = {"metadata": {"labels": labels, "annotations": annotations}}
     assert resolve_mode(settings, "shop", path_mode, obj) is expected
@@ -102,6 +109,6 @@ def test_malformed_ticket_annotation_is_ignored_with_a_warning() -> None:
     [{"budget_seconds": 10.0}, {"budget_seconds": 0}, {"webhook_timeout_seconds": 31},
      {"max_workers": 0}],
 )
-def test_settings_refuse_a_budget_that_cannot_beat_the_api_server(kwargs) -> None:
+def test_settings_refuse_a_budget_that_cannot_beat_the_api_server(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         AdmissionSettings(**kwargs)

@@ -1,0 +1,1 @@
+"""Helpers shared by the test suites: fixture types, bearer tokens, served processes, stores."""
