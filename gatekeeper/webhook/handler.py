@@ -121,7 +121,7 @@ class AdmissionHandler:
             max_workers=settings.max_workers, thread_name_prefix="gatekeeper-admission"
         )
         #: ``reuse``: shared by the workers of ``serve --workers N``; else this process's own.
-        self._reuse: RememberedDecisions = reuse or DecisionReuse(
+        self._reuse: RememberedDecisions = reuse if reuse is not None else DecisionReuse(
             ttl_seconds=settings.reuse_ttl_seconds, max_entries=settings.reuse_max_entries,
             monotonic=monotonic,
         )

@@ -74,8 +74,8 @@ def serve_gatekeeper(
         GATEKEEPER_AUTH_HS256_SECRET=AUTH_SECRET,
         GATEKEEPER_AUDIT_SPOOL_DIR=str(tmp_path / "audit-spool"),
         GATEKEEPER_POLICY_STATE_DIR=str(tmp_path / "policy-state"),
-        **extra_env,
     )
+    env.update(extra_env)  # may replace a default (the metrics port ...)
     log = (tmp_path / "serve.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "gatekeeper", "serve", "--host", "127.0.0.1", "--port", str(port)],

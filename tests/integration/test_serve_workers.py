@@ -1,0 +1,190 @@
+"""``gatekeeper serve --workers 2``: two real worker processes on one listener, over HTTPS.
+
+What must hold across processes: one gap-free hash chain that ``gatekeeper audit verify`` (the
+real CLI) accepts, every answered decision stored exactly once, and one evaluation and one
+record per admission when the mutating and the validating call land on different workers.
+
+Which worker answers is forced, not hoped for: a worker stopped with SIGSTOP cannot accept, so
+every new connection goes to the other one (they share one listen queue).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.cosign_fixtures import push_image, registry_host, unique_repository
+from tests.integration.served import children
+from tests.integration.test_admission_app import serve_gatekeeper
+from tests.integration.test_admission_signatures import deployment_review
+from tests.unit.webhook.certificates import CertificateAuthority
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _command_line(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return []
+
+
+def _supervisor(port: int) -> int:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            line = _command_line(int(entry.name))
+            if "serve" in line and str(port) in line and "gatekeeper" in line:
+                return int(entry.name)
+    raise AssertionError(f"no gatekeeper serve process on port {port}")
+
+
+def _workers(supervisor: int) -> list[int]:
+    """The worker processes: the supervisor's children that run an embedded OPA."""
+    return sorted(pid for pid in children(supervisor)
+                  if any("opa" in Path(_command_line(c)[0]).name for c in children(pid)))
+
+
+@contextmanager
+def _only(worker: int, workers: list[int]) -> Iterator[None]:
+    """Every other worker stopped: new connections are accepted by ``worker`` alone."""
+    stopped = [pid for pid in workers if pid != worker]
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+
+
+class Gatekeeper:
+    def __init__(self, url: str, ca: CertificateAuthority, directory: Path) -> None:
+        self.url = url
+        self.ca = ca
+        self.directory = directory
+        self.workers = _workers(_supervisor(int(url.rsplit(":", 1)[1])))
+
+    def post(self, path: str, document: dict[str, Any]) -> dict[str, Any]:
+        """One call on a connection of its own (so the listener picks the worker)."""
+        with httpx.Client(verify=str(self.ca.cert_file), timeout=30) as client:
+            response = client.post(self.url + path, content=json.dumps(document),
+                                   headers={"Content-Type": "application/json"})
+        assert response.status_code == 200, response.text
+        answer: dict[str, Any] = response.json()["response"]
+        return answer
+
+
+@pytest.fixture(scope="module")
+def gatekeeper(tmp_path_factory: pytest.TempPathFactory, opa_binary: str) -> Iterator[Gatekeeper]:
+    directory = tmp_path_factory.mktemp("workers")
+    ca = CertificateAuthority(directory)
+    with serve_gatekeeper(directory, opa_binary, REPO / "policies", ca, GATEKEEPER_WORKERS="2",
+                          GATEKEEPER_AUDIT_CHECKPOINT_EVERY="7") as (url, _client):
+        log = directory / "serve.log"
+        deadline = time.monotonic() + 120
+        while "2 workers serving" not in log.read_text():  # /readyz answers from worker 0 on
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        served = Gatekeeper(url, ca, directory)
+        assert len(served.workers) == 2, (directory / "serve.log").read_text()[-3000:]
+        yield served
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A tag in the loopback registry and the digest it points at."""
+    host = registry_host()
+    repository = unique_repository()
+    digest = push_image(host, f"{repository}:1.0", "app",
+                        tmp_path_factory.mktemp("image"))
+    return f"{host}/{repository}:1.0", str(digest)
+
+
+def _stored(database: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(database) as connection:
+        return [(int(seq), str(decision_id)) for seq, decision_id in connection.execute(
+            "SELECT seq, decision_id FROM gatekeeper_decisions ORDER BY seq")]
+
+
+def test_two_workers_extend_one_gap_free_chain(gatekeeper: Gatekeeper,
+                                              image: tuple[str, str]) -> None:
+    tag, digest = image
+    pinned = f"{tag}@{digest}"
+    answered: list[str] = []
+    counter = iter(range(10_000))
+
+    def decide(_: int) -> str:
+        answer = gatekeeper.post("/admission/validate",
+                                 deployment_review(f"uid-chain-{next(counter)}", [pinned]))
+        assert answer["allowed"] is True, answer["status"]
+        return str(answer["auditAnnotations"]["decision-id"])
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        # each worker alone, then the other, then both at once: every append after the
+        # first finds a head the other process moved
+        for worker in gatekeeper.workers:
+            with _only(worker, gatekeeper.workers):
+                answered += pool.map(decide, range(15))
+        answered += pool.map(decide, range(60))
+
+    stored = _stored(gatekeeper.directory / "audit.db")
+    assert [seq for seq, _ in stored] == list(range(1, len(stored) + 1))
+    assert sorted(decision_id for _, decision_id in stored) == sorted(answered)
+    assert len(set(answered)) == len(answered) == 90
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")
+           or k.startswith("GATEKEEPER_TEST_")}
+    env.update(PYTHONPATH=str(REPO), GATEKEEPER_SKIP_VENV="1",
+               GATEKEEPER_DATABASE_URL=f"sqlite:///{gatekeeper.directory / 'audit.db'}",
+               GATEKEEPER_AUDIT_CHECKPOINT_EVERY="7")
+    verified = subprocess.run([sys.executable, "-m", "gatekeeper", "audit", "verify"],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.startswith(f"audit trail verified: {len(stored)} records "
+                                      f"(1..{len(stored)}), "), verified.stdout
+    assert verified.stderr == ""
+
+
+def test_the_validating_call_on_the_other_worker_reuses_the_decision(
+    gatekeeper: Gatekeeper, image: tuple[str, str]
+) -> None:
+    tag, digest = image
+    first, second = gatekeeper.workers
+    for index, (mutating, validating) in enumerate(((first, second), (second, first))):
+        review = deployment_review(f"uid-reuse-{index}", [tag])
+        review["request"]["object"]["metadata"]["name"] = f"shop-{index}"
+        review["request"]["name"] = f"shop-{index}"
+        before = len(_stored(gatekeeper.directory / "audit.db"))
+        with _only(mutating, gatekeeper.workers):
+            mutated = gatekeeper.post("/admission/mutate", review)
+        assert mutated["allowed"] is True, mutated["status"]
+        [op] = json.loads(base64.b64decode(mutated["patch"]))
+        assert op["value"] == f"{tag}@{digest}"
+        containers = review["request"]["object"]["spec"]["template"]["spec"]["containers"]
+        containers[0]["image"] = op["value"]
+        review["request"]["uid"] = f"uid-reuse-{index}-validate"  # one uid per call
+        with _only(validating, gatekeeper.workers):
+            validated = gatekeeper.post("/admission/validate", review)
+
+        decision_id = mutated["auditAnnotations"]["decision-id"]
+        assert validated["allowed"] is True
+        assert validated["auditAnnotations"]["decision-id"] == decision_id
+        assert validated["status"]["message"] == (
+            f"admitted: 1 image(s) evaluated (decision {decision_id}, made by the mutating "
+            "webhook)")
+        after = _stored(gatekeeper.directory / "audit.db")
+        assert [d for _, d in after[before:]] == [decision_id]  # one record per admission
