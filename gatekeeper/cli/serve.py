@@ -38,6 +38,9 @@ __all__ = ["run_worker", "serve", "worker_settings"]
 
 log = logging.getLogger(__name__)
 
+#: Seconds a stopping process waits for its open connections (see ``_uvicorn_options``).
+_GRACEFUL_SHUTDOWN_SECONDS = 20.0
+
 
 def _configure_logging(settings: Settings, prefix: str = "") -> None:
     logging.basicConfig(
@@ -67,7 +70,13 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         # Tells the app whether the peer presented a verified client certificate.
         base = ClientCertificateProtocol
     options["http"] = header_deadline_protocol(settings.http_header_timeout_seconds, base)
-    return {"log_level": "warning", "timeout_keep_alive": 5, **options}
+    # A connection still open this long after SIGTERM is dropped: an idle TLS keep-alive whose
+    # client never reads (so never answers close_notify) would otherwise hold the process for
+    # asyncio's 30 s SSL shutdown timeout, past the supervisor's stop timeout and close to
+    # the chart's terminationGracePeriodSeconds. Longer than any admission (webhook timeout
+    # <= 30 s is the API server's own limit; the default is 10 s).
+    return {"log_level": "warning", "timeout_keep_alive": 5,
+            "timeout_graceful_shutdown": _GRACEFUL_SHUTDOWN_SECONDS, **options}
 
 
 def _announce(settings: Settings) -> None:

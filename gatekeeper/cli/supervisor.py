@@ -215,6 +215,11 @@ class WorkerSupervisor:
 
     # (7)
     def _stop_all(self) -> None:
+        if self._listener is not None:
+            # the workers close their copies on SIGTERM; with ours closed too, connections
+            # still queued are reset at once instead of waiting for an accept that never comes
+            self._listener.close()
+            self._listener = None
         for worker in self._workers.values():
             if worker.process.is_alive() and worker.process.pid is not None:
                 os.kill(worker.process.pid, signal.SIGTERM)

@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
@@ -26,9 +27,10 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.cosign_fixtures import push_image, registry_host, unique_repository
-from tests.integration.served import children
+from tests.integration.served import alive, children, free_port
 from tests.integration.test_admission_app import serve_gatekeeper
 from tests.integration.test_admission_signatures import deployment_review
 from tests.unit.webhook.certificates import CertificateAuthority
@@ -72,15 +74,31 @@ def _only(worker: int, workers: list[int]) -> Iterator[None]:
 
 
 class Gatekeeper:
-    def __init__(self, url: str, ca: CertificateAuthority, directory: Path) -> None:
+    def __init__(self, url: str, ca: CertificateAuthority, directory: Path,
+                 metrics_port: int = 0) -> None:
         self.url = url
         self.ca = ca
         self.directory = directory
-        self.workers = _workers(_supervisor(int(url.rsplit(":", 1)[1])))
+        self.metrics_port = metrics_port
+        self.supervisor = _supervisor(int(url.rsplit(":", 1)[1]))
+        self.workers = _workers(self.supervisor)
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples
+        }
+
+    def decide(self, uid: str, image: str) -> str:
+        answer = self.post("/admission/validate", deployment_review(uid, [image]))
+        assert answer["allowed"] is True, answer["status"]
+        return str(answer["auditAnnotations"]["decision-id"])
 
     def post(self, path: str, document: dict[str, Any]) -> dict[str, Any]:
         """One call on a connection of its own (so the listener picks the worker)."""
-        with httpx.Client(verify=str(self.ca.cert_file), timeout=30) as client:
+        context = ssl.create_default_context(cafile=str(self.ca.cert_file))
+        with httpx.Client(verify=context, timeout=30) as client:
             response = client.post(self.url + path, content=json.dumps(document),
                                    headers={"Content-Type": "application/json"})
         assert response.status_code == 200, response.text
@@ -92,14 +110,16 @@ class Gatekeeper:
 def gatekeeper(tmp_path_factory: pytest.TempPathFactory, opa_binary: str) -> Iterator[Gatekeeper]:
     directory = tmp_path_factory.mktemp("workers")
     ca = CertificateAuthority(directory)
+    metrics_port = free_port()
     with serve_gatekeeper(directory, opa_binary, REPO / "policies", ca, GATEKEEPER_WORKERS="2",
-                          GATEKEEPER_AUDIT_CHECKPOINT_EVERY="7") as (url, _client):
+                          GATEKEEPER_AUDIT_CHECKPOINT_EVERY="7",
+                          GATEKEEPER_METRICS_PORT=str(metrics_port)) as (url, _client):
         log = directory / "serve.log"
         deadline = time.monotonic() + 120
         while "2 workers serving" not in log.read_text():  # /readyz answers from worker 0 on
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
-        served = Gatekeeper(url, ca, directory)
+        served = Gatekeeper(url, ca, directory, metrics_port)
         assert len(served.workers) == 2, (directory / "serve.log").read_text()[-3000:]
         yield served
 
@@ -188,3 +208,92 @@ def test_the_validating_call_on_the_other_worker_reuses_the_decision(
             "webhook)")
         after = _stored(gatekeeper.directory / "audit.db")
         assert [d for _, d in after[before:]] == [decision_id]  # one record per admission
+
+
+ALLOWED = ("forge_gatekeeper_decisions_total",
+           (("source", "admission"), ("verdict", "allow")))
+
+
+def test_metrics_count_the_decisions_of_every_worker(gatekeeper: Gatekeeper,
+                                                     image: tuple[str, str]) -> None:
+    pinned = "@".join(image)
+    before = gatekeeper.metrics()
+    for index, worker in enumerate(gatekeeper.workers):
+        with _only(worker, gatekeeper.workers):
+            for call in range(3 + index):
+                gatekeeper.decide(f"uid-metrics-{index}-{call}", pinned)
+    after = gatekeeper.metrics()
+    assert after[ALLOWED] - before.get(ALLOWED, 0.0) == 7  # 3 by one worker, 4 by the other
+    assert after[("forge_gatekeeper_workers", (("state", "answering"),))] == 2
+    assert after[("forge_gatekeeper_workers", (("state", "configured"),))] == 2
+    assert after[("forge_gatekeeper_audit_spool_depth", ())] == 0
+
+
+def test_a_worker_that_dies_is_replaced(gatekeeper: Gatekeeper, image: tuple[str, str]) -> None:
+    survivor, victim = gatekeeper.workers
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while True:
+        workers = _workers(gatekeeper.supervisor)
+        if len(workers) == 2 and victim not in workers and (
+            "gatekeeper ready" in gatekeeper.directory.joinpath("serve.log").read_text()
+            .rsplit("exited with code -9; restarting it", 1)[-1]
+        ):
+            break
+        assert time.monotonic() < deadline, gatekeeper.directory.joinpath(
+            "serve.log").read_text()[-3000:]
+        time.sleep(0.2)
+    gatekeeper.workers = workers
+    [replacement] = [pid for pid in workers if pid != survivor]
+    with _only(replacement, workers):
+        decision_id = gatekeeper.decide("uid-after-restart", "@".join(image))
+    assert decision_id in {d for _, d in _stored(gatekeeper.directory / "audit.db")}
+
+
+def test_sigterm_answers_and_records_what_is_in_flight(
+    tmp_path: Path, opa_binary: str, image: tuple[str, str]
+) -> None:
+    """SIGTERM to the supervisor (what Kubernetes sends after the preStop sleep): every
+    answered decision is stored, the chain verifies, every process is gone."""
+    ca = CertificateAuthority(tmp_path)
+    pinned = "@".join(image)
+    with serve_gatekeeper(tmp_path, opa_binary, REPO / "policies", ca,
+                          GATEKEEPER_WORKERS="2") as (url, readiness):
+        readiness.close()  # its idle keep-alive would wait for the graceful-shutdown timeout
+        log = tmp_path / "serve.log"
+        deadline = time.monotonic() + 120
+        while "2 workers serving" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        served = Gatekeeper(url, ca, tmp_path)
+        family = [served.supervisor, *served.workers,
+                  *(c for w in served.workers for c in children(w))]
+        answered: list[str] = []
+        refused = 0
+
+        def client(number: int) -> None:
+            nonlocal refused
+            for call in range(200):
+                try:
+                    answered.append(served.decide(f"uid-term-{number}-{call}", pinned))
+                except (httpx.HTTPError, AssertionError):
+                    refused += 1  # after the listener closed: not answered, not recorded
+                    return
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            futures = [pool.submit(client, number) for number in range(4)]
+            while len(answered) < 20:
+                time.sleep(0.05)
+            os.kill(served.supervisor, signal.SIGTERM)
+            for future in futures:
+                future.result(timeout=60)
+        deadline = time.monotonic() + 40
+        while any(alive(pid) for pid in family):
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.1)
+    text = log.read_text()
+    assert "received SIGTERM: stopping the workers" in text
+    assert "killing it" not in text and "Traceback" not in text, text[-3000:]
+    stored = _stored(tmp_path / "audit.db")
+    assert {d for _, d in stored} == set(answered)
+    assert [seq for seq, _ in stored] == list(range(1, len(stored) + 1))
