@@ -1,0 +1,147 @@
+"""The state every part of ``SqlAuditLog`` shares: settings, metrics, spool gauges, head lock."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from gatekeeper.audit.chain import Checkpoint, CheckpointSigner
+from gatekeeper.audit.database import describe_url
+from gatekeeper.audit.rows import Prepared
+from gatekeeper.audit.schema import chain_head
+from gatekeeper.audit.spool import DurableSpool
+from gatekeeper.audit.witness import CheckpointWitness
+from gatekeeper.errors import GatekeeperError
+from gatekeeper.metrics import Metrics
+
+__all__ = ["AuditCore", "AuditSettings"]
+
+
+@dataclass(slots=True)
+class _Pending:
+    prepared: Prepared
+    spoolable: tuple[Mapping[str, Any], Mapping[str, Any] | None]
+    done: bool = False
+    error: GatekeeperError | None = None
+
+
+@dataclass
+class AuditSettings:
+    """Knobs of the trail (the composition root fills them from :class:`Settings`)."""
+
+    checkpoint_every: int = 1000
+    checkpoint_interval_seconds: float = 60.0
+    batch_size: int = 256
+    maintenance_interval_seconds: float = 1.0
+    #: Records older than this many days are pruned (behind a checkpoint) by the maintenance
+    #: thread, once per ``retention_interval_seconds``; None keeps everything.
+    retention_days: int | None = None
+    retention_interval_seconds: float = 3600.0
+
+
+class AuditCore:
+    """Constructor, shared state and helpers of the trail (the other parts are mixins)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        metrics: Metrics | None = None,
+        spool: DurableSpool | None = None,
+        signer: CheckpointSigner | None = None,
+        settings: AuditSettings | None = None,
+        witness: CheckpointWitness | None = None,
+    ) -> None:
+        self._engine = engine
+        self._metrics = metrics
+        self.spool = spool
+        #: Why the last spool replay stopped (None once it drained): ``/readyz`` reports it.
+        self.replay_error: str | None = None
+        self.signer = signer
+        #: Signed checkpoints are also published here (outside the database), if configured.
+        self.witness = witness
+        #: The newest checkpoint this writer trusts (signed by it, or read from the witness):
+        #: the chain must still verify against it before the writer extends or signs it.
+        self._trusted: Checkpoint | None = None
+        self._last_head_hash: str | None = None
+        #: Why the writer refused to extend the chain (``/readyz`` fails while it is set).
+        self.chain_error: str | None = None
+        #: The last (seq, record hash) this writer checked or wrote: later checks start there.
+        self._verified: tuple[int, str] | None = None
+        #: The key checkpoints are verified with: the signer's, or a configured public key.
+        self.verify_key = signer.public_key if signer is not None else None
+        #: Where the signing key came from (``/readyz``): configured, generated, embedded, none.
+        self.signing_key_info: dict[str, str] = {"source": "configured" if signer else "none"}
+        self.settings = settings or AuditSettings()
+        self._where = describe_url(str(engine.url.render_as_string(hide_password=False)))
+        self._cond = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._writing = False
+        self._last_replay_failure = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_retention = 0.0
+        self._update_depth()
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def where(self) -> str:
+        return self._where
+
+    @contextmanager
+    def _timed(self, operation: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self._metrics is not None:
+                self._metrics.db_queries.labels(operation).observe(time.perf_counter() - started)
+
+    def _update_depth(self) -> None:
+        if self._metrics is not None:
+            self._metrics.spool_depth.set(self.spool_depth)
+            self._metrics.spool_quarantined.set(self.spool_quarantined)
+
+    @property
+    def spool_depth(self) -> int:
+        return self.spool.depth if self.spool is not None else 0
+
+    @property
+    def spool_quarantined(self) -> int:
+        """Spooled decisions the store refused (kept in the spool's quarantine file)."""
+        return self.spool.quarantined if self.spool is not None else 0
+
+    @property
+    def spool_quarantine_path(self) -> str | None:
+        """Where the quarantined decisions are kept (None without a spool)."""
+        return str(self.spool.quarantine_path) if self.spool is not None else None
+
+    def spool_blocked(self) -> str | None:
+        """Why the spool cannot drain now (None when it is empty or draining)."""
+        if self.spool_depth and self.replay_error is not None:
+            return (
+                f"audit spool cannot drain: {self.spool_depth} decisions waiting "
+                f"({self.replay_error})"
+            )
+        return None
+
+    def _lock_head(self, connection: Connection) -> sa.Row[Any]:
+        if connection.dialect.name == "sqlite":
+            # Take the write lock before reading, so no other writer can slip in between.
+            connection.execute(
+                chain_head.update().where(chain_head.c.id == 1).values(seq=chain_head.c.seq)
+            )
+            return connection.execute(sa.select(chain_head).where(chain_head.c.id == 1)).one()
+        return connection.execute(
+            sa.select(chain_head).where(chain_head.c.id == 1).with_for_update()
+        ).one()
