@@ -14,7 +14,6 @@ import base64
 import json
 import os
 import signal
-import sqlite3
 import ssl
 import subprocess
 import sys
@@ -27,6 +26,9 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.cosign_fixtures import push_image, registry_host, unique_repository
@@ -58,6 +60,14 @@ def _workers(supervisor: int) -> list[int]:
     """The worker processes: the supervisor's children that run an embedded OPA."""
     return sorted(pid for pid in children(supervisor)
                   if any("opa" in Path(_command_line(c)[0]).name for c in children(pid)))
+
+
+def _wait_serving(log: Path, count: int) -> None:
+    """Until every worker serves (``/readyz`` answers as soon as worker 0 does)."""
+    deadline = time.monotonic() + 180
+    while f"{count} workers serving" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
 
 
 @contextmanager
@@ -113,12 +123,11 @@ def gatekeeper(tmp_path_factory: pytest.TempPathFactory, opa_binary: str) -> Ite
     metrics_port = free_port()
     with serve_gatekeeper(directory, opa_binary, REPO / "policies", ca, GATEKEEPER_WORKERS="2",
                           GATEKEEPER_AUDIT_CHECKPOINT_EVERY="7",
+                          # checkpoints by count only, inside the appends: a worker is never
+                          # frozen (SIGSTOP, below) while its maintenance holds the chain head
+                          GATEKEEPER_AUDIT_CHECKPOINT_INTERVAL_SECONDS="3600",
                           GATEKEEPER_METRICS_PORT=str(metrics_port)) as (url, _client):
-        log = directory / "serve.log"
-        deadline = time.monotonic() + 120
-        while "2 workers serving" not in log.read_text():  # /readyz answers from worker 0 on
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
+        _wait_serving(directory / "serve.log", 2)
         served = Gatekeeper(url, ca, directory, metrics_port)
         assert len(served.workers) == 2, (directory / "serve.log").read_text()[-3000:]
         yield served
@@ -134,49 +143,94 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     return f"{host}/{repository}:1.0", str(digest)
 
 
-def _stored(database: Path) -> list[tuple[int, str]]:
-    with sqlite3.connect(database) as connection:
-        return [(int(seq), str(decision_id)) for seq, decision_id in connection.execute(
-            "SELECT seq, decision_id FROM gatekeeper_decisions ORDER BY seq")]
+def _stored(database: Path | str) -> list[tuple[int, str]]:
+    """(seq, decision id) of every stored record, in chain order (SQLite file or URL)."""
+    url = database if isinstance(database, str) else f"sqlite:///{database}"
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as connection:
+            return [(int(seq), str(decision_id)) for seq, decision_id in connection.execute(
+                sa.text("SELECT seq, decision_id FROM gatekeeper_decisions ORDER BY seq"))]
+    finally:
+        engine.dispose()
 
 
-def test_two_workers_extend_one_gap_free_chain(gatekeeper: Gatekeeper,
-                                              image: tuple[str, str]) -> None:
-    tag, digest = image
-    pinned = f"{tag}@{digest}"
+def _prove_one_chain(gatekeeper: Gatekeeper, pinned: str, database: Path | str,
+                     *verify_options: str, **verify_env: str) -> None:
+    """Each worker alone, in turn, then all at once: every append after the first finds a
+    head another process moved. Then: one gap-free chain holding each answer exactly once,
+    which ``gatekeeper audit verify`` accepts."""
     answered: list[str] = []
     counter = iter(range(10_000))
 
     def decide(_: int) -> str:
-        answer = gatekeeper.post("/admission/validate",
-                                 deployment_review(f"uid-chain-{next(counter)}", [pinned]))
-        assert answer["allowed"] is True, answer["status"]
-        return str(answer["auditAnnotations"]["decision-id"])
+        return gatekeeper.decide(f"uid-chain-{next(counter)}", pinned)
 
     with ThreadPoolExecutor(max_workers=6) as pool:
-        # each worker alone, then the other, then both at once: every append after the
-        # first finds a head the other process moved
         for worker in gatekeeper.workers:
             with _only(worker, gatekeeper.workers):
                 answered += pool.map(decide, range(15))
         answered += pool.map(decide, range(60))
 
-    stored = _stored(gatekeeper.directory / "audit.db")
+    stored = _stored(database)
     assert [seq for seq, _ in stored] == list(range(1, len(stored) + 1))
     assert sorted(decision_id for _, decision_id in stored) == sorted(answered)
-    assert len(set(answered)) == len(answered) == 90
+    assert len(set(answered)) == len(answered) == 15 * len(gatekeeper.workers) + 60
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")
            or k.startswith("GATEKEEPER_TEST_")}
-    env.update(PYTHONPATH=str(REPO), GATEKEEPER_SKIP_VENV="1",
-               GATEKEEPER_DATABASE_URL=f"sqlite:///{gatekeeper.directory / 'audit.db'}",
-               GATEKEEPER_AUDIT_CHECKPOINT_EVERY="7")
-    verified = subprocess.run([sys.executable, "-m", "gatekeeper", "audit", "verify"],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    url = database if isinstance(database, str) else f"sqlite:///{database}"
+    env.update(PYTHONPATH=str(REPO), GATEKEEPER_SKIP_VENV="1", GATEKEEPER_DATABASE_URL=url,
+               GATEKEEPER_AUDIT_CHECKPOINT_EVERY="7", **verify_env)
+    verified = subprocess.run(
+        [sys.executable, "-m", "gatekeeper", "audit", "verify", *verify_options],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert verified.stdout.startswith(f"audit trail verified: {len(stored)} records "
                                       f"(1..{len(stored)}), "), verified.stdout
-    assert verified.stderr == ""
+    assert "signed checkpoint" in verified.stdout and verified.stderr == ""
+
+
+def test_two_workers_extend_one_gap_free_chain(gatekeeper: Gatekeeper,
+                                              image: tuple[str, str]) -> None:
+    _prove_one_chain(gatekeeper, "@".join(image), gatekeeper.directory / "audit.db")
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> Iterator[str]:
+    """A database of its own on the test PostgreSQL server."""
+    admin = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1),
+                             isolation_level="AUTOCOMMIT")
+    name = f"gk_workers_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield sa.engine.make_url(postgres_url).set(database=name).render_as_string(
+        hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_three_workers_on_postgresql_extend_one_gap_free_chain(
+    tmp_path: Path, opa_binary: str, database_url: str, image: tuple[str, str]
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    private, public = tmp_path / "audit-signing.pem", tmp_path / "audit-signing.pub.pem"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    ca = CertificateAuthority(tmp_path)
+    with serve_gatekeeper(tmp_path, opa_binary, REPO / "policies", ca, GATEKEEPER_WORKERS="3",
+                          GATEKEEPER_DATABASE_URL=database_url,
+                          GATEKEEPER_AUDIT_SIGNING_KEY_FILE=str(private),
+                          GATEKEEPER_AUDIT_CHECKPOINT_EVERY="7",
+                          GATEKEEPER_AUDIT_CHECKPOINT_INTERVAL_SECONDS="3600") as (url, _client):
+        _wait_serving(tmp_path / "serve.log", 3)
+        served = Gatekeeper(url, ca, tmp_path)
+        assert len(served.workers) == 3
+        _prove_one_chain(served, "@".join(image), database_url, "--public-key", str(public))
 
 
 def test_the_validating_call_on_the_other_worker_reuses_the_decision(
@@ -261,10 +315,7 @@ def test_sigterm_answers_and_records_what_is_in_flight(
                           GATEKEEPER_WORKERS="2") as (url, readiness):
         readiness.close()  # its idle keep-alive would wait for the graceful-shutdown timeout
         log = tmp_path / "serve.log"
-        deadline = time.monotonic() + 120
-        while "2 workers serving" not in log.read_text():
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
+        _wait_serving(log, 2)
         served = Gatekeeper(url, ca, tmp_path)
         family = [served.supervisor, *served.workers,
                   *(c for w in served.workers for c in children(w))]
