@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     audit_spool_dir: Path = Path("var/audit-spool")
     #: Most decisions written in one append transaction (group commit).
     audit_batch_size: int = Field(default=256, ge=1, le=10_000)
+    #: How long the audit writer waits for more concurrent decisions before one commit (one
+    #: fsync) covers them all; 0 commits whatever is queued at once.
+    audit_batch_wait_seconds: float = Field(default=0.002, ge=0, le=0.1)
     #: Prune records older than this many days, behind a signed checkpoint; unset keeps all.
     audit_retention_days: int | None = Field(default=None, ge=1)
 

@@ -105,6 +105,12 @@ class Metrics:
             self.spool_quarantined,
         ]))
         # --- new in this release (no legacy names) ---------------------------------------
+        self.audit_batches = Histogram(
+            f"{p}audit_batch_decisions",
+            "Decisions per audit write batch (one commit and fsync each): _count is commits, "
+            "_sum decisions",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=r,
+        )
         self.policy_results = Counter(
             f"{p}policy_results_total",
             "Violations and warnings in recorded decisions, per policy (rule package)",

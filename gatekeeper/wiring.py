@@ -14,6 +14,7 @@ import httpx
 from gatekeeper import __version__
 from gatekeeper.audit import SqlAuditLog, open_audit_log
 from gatekeeper.audit.opa_log import DecisionLogFile
+from gatekeeper.audit.trail import SqlAuditTrailStore, TrailSettings
 from gatekeeper.bridges import AttestedSbomSource, AttestedVexSource, ReferrerSbomSource
 from gatekeeper.config import Settings
 from gatekeeper.domain import EvidenceCollector, PolicyEngine
@@ -49,8 +50,10 @@ from gatekeeper.sbom import (
 from gatekeeper.sbom.inspector import SbomDocumentInspector
 from gatekeeper.scans import EcrScanSource, ScanEvidenceCollector
 from gatekeeper.service import EvaluationService
+from gatekeeper.storage import create_database_engine
 from gatekeeper.tracing import Tracing, build_tracing
 from gatekeeper.usecases import SbomUploads
+from gatekeeper.usecases.audit_trail import AuditTrail
 from gatekeeper.verify import SignatureEvidenceCollector, SignaturePolicySettings, TrustRoot
 from gatekeeper.vex import (
     SqlVexStore,
@@ -68,6 +71,9 @@ __all__ = [
     "build_signature_collector",
     "find_opa_binary",
     "load_trust_root",
+    "open_audit_trail",
+    "trail_settings",
+    "write_audit_signing_key",
 ]
 
 log = logging.getLogger(__name__)
@@ -189,6 +195,8 @@ class Container:
     sbom_store: SqlSbomStore
     sbom_uploader: SbomUploads
     sbom_validator: CycloneDxValidator
+    #: The audit trail use case (export, verify, checkpoints, retention) the API calls.
+    audit_trail: AuditTrail
     embedded_opa: EmbeddedOpa | None = None
     vex_store: SqlVexStore | None = None
     vex_uploader: VexUploader | None = None
@@ -295,14 +303,18 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
             data_paths=[state.exceptions],
         )
         engine = embedded.engine
+    # One engine for every SQL store (gatekeeper.storage); the audit trail disposes it on close.
+    database = create_database_engine(settings.database_url)
     audit_log = open_audit_log(
         settings.database_url,
+        engine=database,
         signing_key_file=settings.audit_signing_key_file,
         public_key_file=settings.audit_public_key_file,
         spool_dir=settings.audit_spool_dir,
         checkpoint_every=settings.audit_checkpoint_every,
         checkpoint_interval_seconds=settings.audit_checkpoint_interval_seconds,
         batch_size=settings.audit_batch_size,
+        batch_wait_seconds=settings.audit_batch_wait_seconds,
         retention_days=settings.audit_retention_days,
         metrics=metrics,
         witness=settings.audit_witness,
@@ -321,7 +333,7 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
 
     validator = CycloneDxValidator()
     json_limits = JsonLimits(settings.sbom_max_bytes, settings.sbom_max_depth)
-    sbom_store = SqlSbomStore(audit_log.engine)
+    sbom_store = SqlSbomStore(database)
     # Every source is read and every document reaches the policy (an upload never hides an
     # attested SBOM). Attestations and referrers are read from the registry per image only
     # where it is read for cosign material already (signatures configured).
@@ -356,7 +368,7 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
             )
         )
     # VEX: attested by an authority of the image policy, or uploaded by a VEX publisher.
-    vex_store = SqlVexStore(audit_log.engine)
+    vex_store = SqlVexStore(database)
     vex_limits = VexLimits()
     vex_sources: list[VexSource] = [StoredVexSource(vex_store, limits=vex_limits)]
     if signature_collector is not None:
@@ -389,7 +401,7 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         ),
     )
     lifecycle = create_policy_lifecycle(
-        database=audit_log.engine,
+        database=database,
         opa_binary=opa_binary,
         state=state,
         embedded_socket=embedded.socket_path if embedded is not None else None,
@@ -409,6 +421,7 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         sbom_store=sbom_store,
         sbom_uploader=uploader,
         sbom_validator=validator,
+        audit_trail=AuditTrail(SqlAuditTrailStore(audit_log, trail_settings(settings))),
         embedded_opa=embedded,
         collectors=collectors,
         vex_store=vex_store,
@@ -418,3 +431,44 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
             settings.bundle_signing_key_file, settings.bundle_signing_key_id
         ) if settings.bundle_signing_key_file is not None else None,
     )
+
+
+def trail_settings(settings: Settings) -> TrailSettings:
+    """What the audit trail's verification needs from the settings."""
+    return TrailSettings(
+        database_url=settings.database_url,
+        spool_dir=settings.audit_spool_dir,
+        public_key_file=settings.audit_public_key_file,
+        signing_key_file=settings.audit_signing_key_file,
+        checkpoint_every=settings.audit_checkpoint_every,
+        checkpoint_interval_seconds=settings.audit_checkpoint_interval_seconds,
+        witness_endpoint_url=settings.audit_witness_endpoint_url,
+        witness_retention_days=settings.audit_witness_retention_days,
+        version=__version__,
+    )
+
+
+def open_audit_trail(settings: Settings, *, signing: bool) -> AuditTrail:
+    """The audit trail for a command (the CLI's factory): the store is opened and migrated on
+    first use only (verifying an export file never touches it); with the checkpoint signing
+    key when ``signing`` (export, checkpoint, prune), else for reading. Close it when done."""
+
+    def open_log() -> SqlAuditLog:
+        audit = open_audit_log(
+            settings.database_url,
+            signing_key_file=settings.audit_signing_key_file if signing else None,
+            checkpoint_every=settings.audit_checkpoint_every,
+            read_only=not signing,
+            generate_embedded_key=signing,
+        )
+        audit.migrate()
+        return audit
+
+    return AuditTrail(SqlAuditTrailStore(open_log, trail_settings(settings)))
+
+
+def write_audit_signing_key(file: Path) -> str:
+    """A new Ed25519 checkpoint signing key at ``file`` (and ``FILE.pub``); its key id."""
+    from gatekeeper.audit.chain import write_signing_key
+
+    return write_signing_key(file)

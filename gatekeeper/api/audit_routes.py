@@ -17,11 +17,10 @@ from starlette.concurrency import run_in_threadpool
 from gatekeeper.api.auth import Role, require_roles
 from gatekeeper.api.models import DecisionList, ErrorBody
 from gatekeeper.api.models_records import AuditVerification
-from gatekeeper.audit.export import iter_export, plan_export
-from gatekeeper.audit.sql import SqlAuditLog
-from gatekeeper.audit.verify import ChainBrokenError, verify_database
 from gatekeeper.domain import DecisionQuery, Verdict, parse_digest
 from gatekeeper.domain.ports import SpooledAuditLog
+from gatekeeper.errors import IntegrityError
+from gatekeeper.usecases.audit_trail import AuditTrail
 
 __all__ = ["audit_readiness", "build_audit_router"]
 
@@ -32,9 +31,9 @@ _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _audit_log(request: Request) -> SqlAuditLog:
-    audit: SqlAuditLog = request.app.state.container.audit_log
-    return audit
+def _audit_trail(request: Request) -> AuditTrail:
+    trail: AuditTrail = request.app.state.container.audit_trail
+    return trail
 
 
 def audit_readiness(audit: SpooledAuditLog) -> dict[str, Any]:
@@ -74,7 +73,7 @@ def build_audit_router() -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
         cursor: str | None = None,
     ) -> JSONResponse:
-        page = _audit_log(request).query(
+        page = _audit_trail(request).query(
             DecisionQuery(ticket_id=ticket_id, limit=limit, cursor=cursor)
         )
         return JSONResponse(
@@ -114,13 +113,13 @@ def build_audit_router() -> APIRouter:
             intent_id=intent_id, deploy_id=deploy_id, namespace=namespace, verdict=verdict,
             image_digest=image_digest,
         )
-        audit = _audit_log(request)
+        trail = _audit_trail(request)
         # Planning (and signing the covering checkpoint) happens before the status line, so
         # a storage error is still a clean 503; rows are then read batch by batch.
-        plan = await run_in_threadpool(plan_export, audit, query)
+        plan = await run_in_threadpool(trail.plan_export, query)
         stamp = plan.created_at.replace(":", "").replace("-", "")
         return StreamingResponse(
-            iter_export(audit, plan, format),
+            trail.export(plan, format),
             media_type=_MEDIA_TYPES[format],
             headers={
                 "Content-Disposition": f'attachment; filename="gatekeeper-audit-{stamp}.{format}"',
@@ -137,12 +136,11 @@ def build_audit_router() -> APIRouter:
         dependencies=[Depends(auditors)],
     )
     def verify(request: Request, since: datetime | None = None) -> JSONResponse:
-        audit = _audit_log(request)
         try:
-            report = verify_database(audit.engine, audit.verify_key, since=since)
-        except ChainBrokenError as exc:
+            report = _audit_trail(request).verify(since=since).report
+        except IntegrityError as exc:
             return JSONResponse(
-                {"verified": False, "record": exc.seq,
+                {"verified": False, "record": exc.context.get("record"),
                  "message": f"audit verification FAILED: {exc.message}"}
             )
         return JSONResponse(

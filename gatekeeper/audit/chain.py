@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from gatekeeper.errors import ConfigurationError, InvalidInputError
 
 __all__ = [
+    "write_signing_key",
     "CHECKPOINT_TYPE",
     "GENESIS_HASH",
     "Checkpoint",
@@ -272,3 +274,25 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise ConfigurationError(f"audit public key {path} is not an Ed25519 key")
     return key
+
+
+def write_signing_key(file: Path) -> str:
+    """Create a new Ed25519 checkpoint signing key at ``file`` (0600, never overwriting) and
+    its public key at ``FILE.pub``; return the key id. ConfigurationError if it cannot."""
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(private)
+        file.with_name(file.name + ".pub").write_bytes(public)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write {file}: {exc.strerror}") from exc
+    return key_id_of(key.public_key())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -13,21 +14,34 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from gatekeeper.audit.chain import Checkpoint, CheckpointSigner
-from gatekeeper.audit.database import describe_url
 from gatekeeper.audit.rows import Prepared
 from gatekeeper.audit.schema import chain_head
 from gatekeeper.audit.spool import DurableSpool
 from gatekeeper.audit.witness import CheckpointWitness
+from gatekeeper.domain import Decision
 from gatekeeper.errors import GatekeeperError
 from gatekeeper.metrics import Metrics
+from gatekeeper.storage.engine import describe_url
 
 __all__ = ["AuditCore", "AuditSettings"]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Pending:
-    prepared: Prepared
-    spoolable: tuple[Mapping[str, Any], Mapping[str, Any] | None]
+    """One decision waiting for the writer thread, and how its caller learns the outcome.
+
+    A thread caller blocks on ``released`` (a lock taken at creation, released by the writer);
+    an async caller awaits ``future``, resolved on ``loop`` by ``call_soon_threadsafe``. An
+    async caller's decision is prepared by the writer (``decision`` set, ``prepared`` None), so
+    the event loop spends no time on canonical JSON.
+    """
+
+    prepared: Prepared | None
+    spoolable: tuple[Mapping[str, Any], Mapping[str, Any] | None] | None
+    decision: Decision | None = None
+    released: threading.Lock | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    future: asyncio.Future[None] | None = None
     done: bool = False
     error: GatekeeperError | None = None
 
@@ -39,6 +53,9 @@ class AuditSettings:
     checkpoint_every: int = 1000
     checkpoint_interval_seconds: float = 60.0
     batch_size: int = 256
+    #: How long the writer thread waits for more decisions once one is queued, before it
+    #: commits them together (one fsync per batch); 0 commits whatever is queued at once.
+    batch_wait_seconds: float = 0.002
     maintenance_interval_seconds: float = 1.0
     #: Records older than this many days are pruned (behind a checkpoint) by the maintenance
     #: thread, once per ``retention_interval_seconds``; None keeps everything.
@@ -84,6 +101,13 @@ class AuditCore:
         self._cond = threading.Condition()
         self._queue: list[_Pending] = []
         self._writing = False
+        #: The writer thread (started by the first record, in this process) and its stop flag.
+        self._writer: threading.Thread | None = None
+        self._writer_pid = 0
+        self._writer_stop = False
+        #: Size of the batch the writer committed last (it waits for more only after a batch
+        #: of several: a lone caller is never slowed down by the wait).
+        self._last_batch = 0
         self._last_replay_failure = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

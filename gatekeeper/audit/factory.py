@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from sqlalchemy.engine import Engine
+
 from gatekeeper.audit.chain import CheckpointSigner, load_public_key, load_signing_key
-from gatekeeper.audit.database import create_database_engine
 from gatekeeper.audit.embedded_key import embedded_key_path, ensure_embedded_key
 from gatekeeper.audit.spool import DurableSpool
 from gatekeeper.audit.sql import AuditSettings, SqlAuditLog
 from gatekeeper.audit.witness import open_witness
 from gatekeeper.metrics import Metrics
+from gatekeeper.storage.engine import create_database_engine
 
 __all__ = ["open_audit_log"]
 
@@ -27,6 +29,7 @@ def open_audit_log(
     checkpoint_every: int = 1000,
     checkpoint_interval_seconds: float = 60.0,
     batch_size: int = 256,
+    batch_wait_seconds: float = 0.002,
     retention_days: int | None = None,
     metrics: Metrics | None = None,
     read_only: bool = False,
@@ -34,6 +37,7 @@ def open_audit_log(
     witness: str | None = None,
     witness_endpoint_url: str | None = None,
     witness_retention_days: int = 400,
+    engine: Engine | None = None,
 ) -> SqlAuditLog:
     """An (unmigrated) :class:`SqlAuditLog`; a bad key is a ConfigurationError naming it.
 
@@ -41,7 +45,8 @@ def open_audit_log(
     key beside the database is used, generated on first use unless ``generate_embedded_key``
     is false (see :mod:`gatekeeper.audit.embedded_key`). ``read_only`` (a reader such as
     ``gatekeeper decisions show``) skips the warning about unsigned checkpoints, which concerns
-    writers.
+    writers. ``engine`` is the shared engine of :mod:`gatekeeper.storage` (built from
+    ``database_url`` when not given).
     """
     signer = CheckpointSigner(load_signing_key(signing_key_file)) if signing_key_file else None
     key_info: dict[str, str] = {"source": "none"}
@@ -58,7 +63,7 @@ def open_audit_log(
             log.info("audit checkpoints are signed with the embedded key %s (key id %s)",
                      generated.path, generated.key_id)
     audit = SqlAuditLog(
-        create_database_engine(database_url),
+        engine if engine is not None else create_database_engine(database_url),
         metrics=metrics,
         spool=DurableSpool(spool_dir) if spool_dir is not None else None,
         signer=signer,
@@ -66,6 +71,7 @@ def open_audit_log(
             checkpoint_every=checkpoint_every,
             checkpoint_interval_seconds=checkpoint_interval_seconds,
             batch_size=batch_size,
+            batch_wait_seconds=batch_wait_seconds,
             retention_days=retention_days,
         ),
         witness=(

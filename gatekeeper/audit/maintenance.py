@@ -43,6 +43,7 @@ class MaintenanceMixin(WriterMixin):
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        self._stop_writer()
         self._engine.dispose()
 
     def _maybe_prune(self) -> None:

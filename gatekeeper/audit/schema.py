@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from gatekeeper.audit.chain import GENESIS_HASH
-from gatekeeper.migrations import Migration, apply_migrations, migration_table
+from gatekeeper.storage.migrations import Migration, apply_migrations, migration_table
 
 __all__ = [
     "MIGRATIONS",

@@ -19,9 +19,10 @@ back transaction leaves no gap. We chose the head row over ``pg_advisory_xact_lo
 the same on SQLite, it keeps the head readable for verification (a truncated tail is visible
 against it), and it puts the lock and the data it protects in one place.
 
-The lock is held for one short transaction per *batch*: concurrent callers in one process are
-grouped (a leader writes everyone's pending decisions, the others wait for their outcome), and
-canonical JSON and document digests are computed before the lock is taken.
+The lock is held for one short transaction per *batch*: one writer thread per process collects
+the decisions of all concurrent callers (after a bounded wait) and commits them together, each
+caller waiting for its own outcome (see :mod:`gatekeeper.audit.writer`); canonical JSON and
+document digests are computed before the lock is taken.
 
 Never lost: when the database cannot be reached, the batch goes to the local
 :class:`~gatekeeper.audit.spool.DurableSpool` (fsync) before anyone is answered, and the spool
@@ -36,12 +37,12 @@ import logging
 from sqlalchemy.exc import SQLAlchemyError
 
 from gatekeeper.audit.core import AuditSettings
-from gatekeeper.audit.database import create_database_engine, describe_url
 from gatekeeper.audit.maintenance import MaintenanceMixin
 from gatekeeper.audit.queries import MAX_PAGE_SIZE, QueriesMixin
 from gatekeeper.audit.rows import checkpoint_from_row, filter_conditions, indexed_columns, prepare
 from gatekeeper.audit.schema import migrate
 from gatekeeper.errors import GatekeeperError, StorageError
+from gatekeeper.storage.engine import create_database_engine, describe_url
 
 __all__ = [
     "MAX_PAGE_SIZE",

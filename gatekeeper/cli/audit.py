@@ -10,7 +10,7 @@ database unreachable, unreadable file).
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,7 +27,7 @@ from gatekeeper.cli.common import (
     remote_download,
     waiting,
 )
-from gatekeeper.cli.stores import open_audit
+from gatekeeper.cli.stores import open_audit, write_signing_key
 
 __all__ = ["audit_app"]
 
@@ -63,7 +63,6 @@ def export(
     """Export decisions, ending with the signed checkpoint that covers them."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from gatekeeper.audit.export import iter_export, plan_export
     from gatekeeper.domain import DecisionQuery, Verdict, parse_digest
     from gatekeeper.domain.wording import counted
 
@@ -83,27 +82,17 @@ def export(
     if server:
         _export_remote(server, query, file, file_format)
         return
-    audit = open_audit(load_settings(), signing=True)
+    trail = open_audit(load_settings(), signing=True)
     temporary = file.with_name(file.name + ".partial")
     try:
-        plan = plan_export(audit, query)
+        plan = trail.plan_export(query)
         with Progress(
             TextColumn("exporting"), BarColumn(), MofNCompleteColumn(),
             console=_stderr_console(), transient=True,
         ) as progress, temporary.open("w", encoding="utf-8", newline="") as handle:
             task = progress.add_task("export", total=plan.entries)
-            if file_format == "opa":  # matching records only, as OPA decision-log events
-                from gatekeeper import __version__
-                from gatekeeper.audit.opa_log import iter_opa_export
-
-                chunks = iter_opa_export(audit, plan, version=__version__,
-                                         progress=lambda n: progress.advance(task, n))
-            else:
-                chunks = iter_export(
-                    audit, plan, file_format,  # type: ignore[arg-type]
-                    progress=lambda n: progress.advance(task, n),
-                )
-            for chunk in chunks:
+            for chunk in trail.export(plan, file_format,
+                                      progress=lambda n: progress.advance(task, n)):
                 handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
@@ -112,7 +101,7 @@ def export(
         fail(f"cannot write {file}: {exc.strerror}")
     finally:
         temporary.unlink(missing_ok=True)
-        audit.close()
+        trail.close()
     if plan.first_seq is None:
         typer.echo(
             f"exported 0 records to {file}; it ends with the checkpoint at record "
@@ -155,17 +144,6 @@ def _export_remote(server: str, query: Any, file: Path, file_format: str) -> Non
     )
 
 
-def _configured_public_key(settings: Any) -> Path | None:
-    """The checkpoint key the settings name, else the embedded default's generated key."""
-    from gatekeeper.audit.embedded_key import embedded_key_path
-
-    embedded = embedded_key_path(settings.database_url)
-    candidates = [settings.audit_public_key_file, settings.audit_signing_key_file,
-                  embedded if embedded is not None and embedded.exists() else None]
-    chosen = next((candidate for candidate in candidates if candidate), None)
-    return Path(chosen) if chosen else None
-
-
 def _stderr_console() -> Any:
     from rich.console import Console
 
@@ -192,8 +170,6 @@ def verify(
     server: ServerOption = None,
 ) -> None:
     """Recompute the hash chain and check the signed checkpoints. Exit 0 ok, 1 broken."""
-    from gatekeeper.audit.chain import load_public_key
-
     if server and file is None:
         params = {"since": parse_time(since, option="--since").isoformat()} if since else {}
         answer = remote("GET", server, "/v1/audit/verify", params=params, timeout=600)
@@ -204,59 +180,30 @@ def verify(
         typer.echo(str(answer.get("message")))
         return
 
-    if file is not None:
-        from gatekeeper.audit.export import verify_export_file
-
-        # Without --public-key: the configured key, or the embedded default's generated one.
-        chosen = public_key or _configured_public_key(load_settings())
-        if chosen is None:
-            fail("verifying an export needs the public key of its checkpoints: --public-key FILE")
-        try:
-            with waiting(f"verifying {file}"):
-                report = verify_export_file(file, load_public_key(chosen))
-        except OSError as exc:
-            fail(f"cannot read {file}: {exc.strerror}")
-        typer.echo(report.summary())
-        return
-    from gatekeeper.audit.verify import verify_database
-
     settings = load_settings()
-    chosen = public_key or _configured_public_key(settings)
-    key = load_public_key(Path(chosen)) if chosen else None
-    started = parse_time(since, option="--since") if since else None
-    witness_uri = witness or settings.audit_witness
-    audit = open_audit(settings, signing=False)
+    trail = open_audit(settings, signing=False)
     try:
-        witnessed = None
-        if witness_uri:
-            from gatekeeper.audit.witness import open_witness
-
-            with waiting(f"reading the witness {witness_uri}"):
-                witnessed = open_witness(
-                    witness_uri, endpoint_url=settings.audit_witness_endpoint_url,
-                    retention_days=settings.audit_witness_retention_days,
-                ).read()
+        if file is not None:
+            # Without --public-key: the configured key, or the embedded default's generated one.
+            chosen = trail.export_public_key(public_key)
+            with waiting(f"verifying {file}"):
+                report = trail.verify_export_file(file, chosen)
+            typer.echo(report.summary())
+            return
+        started = parse_time(since, option="--since") if since else None
+        witness_uri = witness or settings.audit_witness
         with waiting("verifying the audit trail"):
-            result = verify_database(
-                audit.engine, key, since=started, witnessed=witnessed,
-                witness_name=witness_uri or "the witness",
-                checkpoint_every=settings.audit_checkpoint_every,
-                checkpoint_interval=settings.audit_checkpoint_interval_seconds,
-            )
+            result = trail.verify(since=started, public_key=public_key, witness=witness_uri)
     finally:
-        audit.close()
-    for note in result.notes:
+        trail.close()
+    for note in result.report.notes:
         typer.echo(f"warning: {note}", err=True)
-    typer.echo(result.summary())
-    from gatekeeper.audit.spool import DurableSpool, count_quarantined
-
-    quarantined = count_quarantined(settings.audit_spool_dir)
-    if quarantined:
+    typer.echo(result.report.summary())
+    if result.quarantined:
         # decisions that were answered but the store refused: the trail is not complete
         fail(
-            f"audit verification FAILED: {quarantined} spooled decisions were refused by the "
-            f"audit store and are kept in "
-            f"{settings.audit_spool_dir / DurableSpool.QUARANTINE_NAME}",
+            f"audit verification FAILED: {result.quarantined} spooled decisions were refused "
+            f"by the audit store and are kept in {result.quarantine_file}",
             EXIT_FAILED,
         )
 
@@ -264,11 +211,11 @@ def verify(
 @audit_app.command("checkpoint")
 def checkpoint() -> None:
     """Sign a checkpoint of the current head now."""
-    audit = open_audit(load_settings(), signing=True)
+    trail = open_audit(load_settings(), signing=True)
     try:
-        written = audit.write_checkpoint()
+        written = trail.checkpoint()
     finally:
-        audit.close()
+        trail.close()
     if written is None:
         typer.echo("the trail is empty: nothing to sign")
         return
@@ -288,15 +235,13 @@ def prune(
 
     settings = load_settings()
     days = older_than_days or settings.audit_retention_days
-    if not days:
-        fail("no retention age: pass --older-than-days N or set GATEKEEPER_AUDIT_RETENTION_DAYS")
-    audit = open_audit(settings, signing=True)
+    trail = open_audit(settings, signing=True)
     try:
-        deleted = audit.prune(timedelta(days=int(days)))
+        deleted = trail.prune(days)
     finally:
-        audit.close()
+        trail.close()
     typer.echo(
-        f"pruned {counted(deleted, 'record')} older than {counted(int(days), 'day')} "
+        f"pruned {counted(deleted, 'record')} older than {counted(days or 0, 'day')} "
         "(behind a signed checkpoint)"
     )
 
@@ -308,30 +253,7 @@ def keygen(
     ],
 ) -> None:
     """Create an Ed25519 checkpoint signing key (and FILE.pub with its public key)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from gatekeeper.audit.chain import key_id_of
-
     if file.exists():
         fail(f"{file} exists; refusing to overwrite a signing key")
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(private)
-        file.with_name(file.name + ".pub").write_bytes(public)
-    except OSError as exc:
-        fail(f"cannot write {file}: {exc.strerror}")
-    typer.echo(
-        f"signing key {file} (key id {key_id_of(key.public_key())}); public key "
-        f"{file.name}.pub"
-    )
+    key_id = write_signing_key(file)
+    typer.echo(f"signing key {file} (key id {key_id}); public key {file.name}.pub")

@@ -4,14 +4,15 @@ built by the adapters' own factories from the settings (the commands never build
 from __future__ import annotations
 
 import getpass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gatekeeper.audit import SqlAuditLog
     from gatekeeper.config import Settings
     from gatekeeper.policy.lifecycle import PolicyLifecycle
+    from gatekeeper.usecases.audit_trail import AuditTrail
 
-__all__ = ["actor_name", "open_audit", "open_lifecycle", "opa_binary"]
+__all__ = ["actor_name", "open_audit", "open_lifecycle", "opa_binary", "write_signing_key"]
 
 
 def opa_binary(settings: Settings) -> str:
@@ -23,8 +24,8 @@ def opa_binary(settings: Settings) -> str:
 def open_lifecycle(settings: Settings) -> PolicyLifecycle:
     """The policy lifecycle on the configured store, migrated (no OPA of its own to feed:
     running gatekeepers pick changes up on their next sync)."""
-    from gatekeeper.audit import create_database_engine
     from gatekeeper.policy.factory import create_policy_lifecycle
+    from gatekeeper.storage import create_database_engine
 
     lifecycle = create_policy_lifecycle(
         database=create_database_engine(settings.database_url),
@@ -35,20 +36,19 @@ def open_lifecycle(settings: Settings) -> PolicyLifecycle:
     return lifecycle
 
 
-def open_audit(settings: Settings, *, signing: bool) -> SqlAuditLog:
-    """The audit trail on the configured store, migrated; with the checkpoint signing key when
-    ``signing`` (export, checkpoint, prune), else for reading."""
-    from gatekeeper.audit import open_audit_log
+def open_audit(settings: Settings, *, signing: bool) -> AuditTrail:
+    """The audit trail use case on the configured store (opened and migrated on first use);
+    with the checkpoint signing key when ``signing`` (export, checkpoint, prune)."""
+    from gatekeeper.wiring import open_audit_trail
 
-    audit = open_audit_log(
-        settings.database_url,
-        signing_key_file=settings.audit_signing_key_file if signing else None,
-        checkpoint_every=settings.audit_checkpoint_every,
-        read_only=not signing,
-        generate_embedded_key=signing,
-    )
-    audit.migrate()
-    return audit
+    return open_audit_trail(settings, signing=signing)
+
+
+def write_signing_key(file: Path) -> str:
+    """``gatekeeper audit keygen``: a new checkpoint signing key at ``file``; its key id."""
+    from gatekeeper.wiring import write_audit_signing_key
+
+    return write_audit_signing_key(file)
 
 
 def actor_name(actor: str | None) -> str:

@@ -10,7 +10,19 @@ from gatekeeper.domain.ports.attestations import (
     VerifiedAttestations,
     VerifiedStatement,
 )
-from gatekeeper.domain.ports.audit import AuditLog, DecisionPage, DecisionQuery, SpooledAuditLog
+from gatekeeper.domain.ports.audit import (
+    AsyncAuditLog,
+    AuditLog,
+    AuditTrailStore,
+    ChainVerification,
+    DecisionPage,
+    DecisionQuery,
+    ExportFormat,
+    ExportRange,
+    SignedCheckpoint,
+    SpooledAuditLog,
+    TrailVerification,
+)
 from gatekeeper.domain.ports.evaluation import (
     Clock,
     DigestResolver,
@@ -52,7 +64,14 @@ from gatekeeper.domain.ports.vex import (
 )
 
 __all__ = [
+    "TrailVerification",
+    "SignedCheckpoint",
+    "ExportRange",
+    "ExportFormat",
+    "AsyncAuditLog",
     "AuditLog",
+    "AuditTrailStore",
+    "ChainVerification",
     "BasicCredentials",
     "BindingMethod",
     "Clock",
