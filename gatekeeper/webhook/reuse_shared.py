@@ -41,8 +41,7 @@ CREATE TABLE IF NOT EXISTS remembered (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     key TEXT NOT NULL,
     expires REAL NOT NULL,
-    document TEXT NOT NULL,
-    policy_input TEXT
+    document TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS remembered_by_key ON remembered (key, seq);
 """
@@ -84,18 +83,15 @@ class SharedDecisionReuse:
     def remember(self, key: AdmissionKey, decision: Decision) -> None:
         if self._ttl <= 0:
             return
+        # The decision's public document: all the validating answer is built from. Its policy
+        # input (often the largest part) stays in the audit record and is not copied here.
         document = json.dumps(decision.as_dict(), separators=(",", ":"))
-        policy_input = (
-            json.dumps(decision.policy_input, separators=(",", ":"))
-            if decision.policy_input is not None else None
-        )
         now = self._monotonic()
         try:
             with self._lock:
                 cursor = self._connection.execute(
-                    "INSERT INTO remembered (key, expires, document, policy_input) "
-                    "VALUES (?, ?, ?, ?)",
-                    (admission_key_digest(key), now + self._ttl, document, policy_input),
+                    "INSERT INTO remembered (key, expires, document) VALUES (?, ?, ?)",
+                    (admission_key_digest(key), now + self._ttl, document),
                 )
                 newest = cursor.lastrowid or 0
                 # bounded: the least recently stored go first, and so do the expired
@@ -114,7 +110,7 @@ class SharedDecisionReuse:
                 row = self._connection.execute(
                     "DELETE FROM remembered WHERE seq = (SELECT seq FROM remembered "
                     "WHERE key = ? AND expires > ? ORDER BY seq LIMIT 1) "
-                    "RETURNING document, policy_input",
+                    "RETURNING document",
                     (admission_key_digest(key), self._monotonic()),
                 ).fetchone()
         except sqlite3.Error as exc:
@@ -122,10 +118,7 @@ class SharedDecisionReuse:
             return None
         if row is None:
             return None
-        document, policy_input = row
-        return decision_from_dict(
-            json.loads(document), json.loads(policy_input) if policy_input is not None else None
-        )
+        return decision_from_dict(json.loads(row[0]))
 
     def __len__(self) -> int:
         with self._lock:
