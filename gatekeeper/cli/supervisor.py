@@ -34,6 +34,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import typer
+
 from gatekeeper.cli.common import fail
 from gatekeeper.config import Settings
 
@@ -192,7 +194,8 @@ class WorkerSupervisor:
         if not self._wait_ready([self._start(i) for i in range(1, self.settings.workers)]):
             return 0 if self._stopping else 1
         self._serve_metrics()
-        log.info("%d workers serving", self.settings.workers)
+        # on stdout, whatever the log level: scripts and tests wait for this line
+        typer.echo(f"{self.settings.workers} workers serving")
         # (6)
         while not self._stopping:
             time.sleep(_POLL_SECONDS)
