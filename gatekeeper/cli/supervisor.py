@@ -47,6 +47,21 @@ _MAX_EARLY_DEATHS = 5
 _POLL_SECONDS = 0.1
 
 
+#: Longest unix socket path the kernel takes (108 bytes with its NUL, on Linux), with room for
+#: ``metrics-63.sock``.
+_SOCKET_PATH_ROOM = 90
+
+
+def _runtime_directory() -> Path:
+    """A private directory (mode 0700) for the workers' metrics sockets and decision hand-over:
+    under TMPDIR, or under /tmp when TMPDIR is too long a path for a unix socket."""
+    directory = Path(tempfile.mkdtemp(prefix="gatekeeper-workers-"))
+    if len(str(directory)) > _SOCKET_PATH_ROOM:
+        directory.rmdir()
+        directory = Path(tempfile.mkdtemp(prefix="gk-workers-", dir="/tmp"))  # noqa: S108
+    return directory
+
+
 @dataclass
 class _Worker:
     index: int
@@ -72,7 +87,7 @@ class WorkerSupervisor:
         self._stop_timeout = stop_timeout
         self._context = multiprocessing.get_context("spawn")
         self._listener: socket.socket | None = None
-        self._runtime = Path(tempfile.mkdtemp(prefix="gatekeeper-workers-"))  # mode 0700
+        self._runtime = _runtime_directory()
         self._workers: dict[int, _Worker] = {}
         self._stopping = False
         self._early_deaths = 0
