@@ -21,6 +21,8 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +33,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client.parser import text_string_to_metric_families
 
+from gatekeeper.audit.spool import DurableSpool
 from tests.integration.cosign_fixtures import push_image, registry_host, unique_repository
 from tests.integration.served import alive, children, free_port
 from tests.integration.test_admission_app import serve_gatekeeper
 from tests.integration.test_admission_signatures import deployment_review
 from tests.unit.webhook.certificates import CertificateAuthority
+from tests.unit.webhook.test_reuse_and_evidence_cache import decision
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -348,3 +352,19 @@ def test_sigterm_answers_and_records_what_is_in_flight(
     stored = _stored(tmp_path / "audit.db")
     assert {d for _, d in stored} == set(answered)
     assert [seq for seq, _ in stored] == list(range(1, len(stored) + 1))
+
+
+def test_the_spool_of_a_worker_the_new_run_does_not_have_is_replayed(
+    tmp_path: Path, opa_binary: str
+) -> None:
+    """A previous run had 3 workers and worker 2 spooled a decision (its database was down);
+    this run has 2: the supervisor moves that spool into the chain before serving."""
+    spooled = replace(decision("0193a1b2-0000-7000-8000-0000000000a2"),
+                      created_at=datetime.now(UTC))
+    DurableSpool(tmp_path / "audit-spool" / "worker-2").append([(spooled.as_dict(), None)])
+    ca = CertificateAuthority(tmp_path)
+    with serve_gatekeeper(tmp_path, opa_binary, REPO / "policies", ca,
+                          GATEKEEPER_WORKERS="2") as (_url, _client):
+        _wait_serving(tmp_path / "serve.log", 2)
+        assert [d for _, d in _stored(tmp_path / "audit.db")] == [spooled.decision_id]
+    assert DurableSpool(tmp_path / "audit-spool" / "worker-2").depth == 0
