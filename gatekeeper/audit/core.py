@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import threading
@@ -184,7 +185,13 @@ class AuditCore:
             return
         with self._turns_lock:
             if self._turns_fd is None:
-                self._turns_fd = os.open(self._turns_path, os.O_RDWR | os.O_CREAT, 0o600)
+                with contextlib.suppress(OSError):
+                    self._turns_fd = os.open(self._turns_path, os.O_RDWR | os.O_CREAT, 0o600)
+            if self._turns_fd is None:
+                # Only a speed-up: SQLite's own write lock keeps the chain correct, and the
+                # append itself says what is wrong with the database (spool, or fail).
+                yield
+                return
             fcntl.flock(self._turns_fd, fcntl.LOCK_EX)
             try:
                 yield
