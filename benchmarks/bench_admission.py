@@ -1,6 +1,7 @@
 """AdmissionReviews for a 3-container Deployment over HTTPS, at rising concurrency.
 
 Run: .venv/bin/python -m benchmarks.bench_admission [--requests N] [--cold-requests N]
+     [--workers 1,2]
 
 The gatekeeper runs as a child process (uvicorn, TLS from a throwaway CA) serving the admission
 router over the real service: embedded OPA with ``policies/``, SQLite audit store, and the real
@@ -15,7 +16,9 @@ router over the real service: embedded OPA with ``policies/``, SQLite audit stor
 (the API server's uid names one call, not the admission); the
 latency is that of the pair. ``--service real`` serves ``create_app(settings)`` (the production
 application: middlewares, wiring, the admission settings) on uvicorn as ``gatekeeper serve``
-does.
+does. ``--workers 1,2`` runs the real ``gatekeeper serve --workers N`` (supervisor, N workers
+on one listener, each with its embedded OPA) for each N in turn in the same run and prints the
+throughput and latency ratios.
 
 Targets (2 cores): warm p99 under 10 ms and over 500 reviews/s; cold p99 under 100 ms.
 Traffic goes to 127.0.0.1 only; every loop is bounded by its request count.
@@ -149,10 +152,34 @@ def serve(port: int, registry: str, tls_dir: Path, database: Path, service_kind:
                 http=protocol, ssl_context_factory=lambda _config, _default: tls.context)
 
 
+def _cli_command(port: int, registry: str, directory: Path, environment: str, workers: int,
+                 env: dict[str, str]) -> list[str]:
+    """``gatekeeper serve --workers N`` itself (the supervisor and its workers), configured
+    as :func:`serve` configures the in-process app."""
+    state = directory / f"workers-{workers}"
+    env.update(
+        GATEKEEPER_DATABASE_URL=f"sqlite:///{state / 'audit.db'}",
+        GATEKEEPER_POLICY_DIR=str(REPO / "policies"), GATEKEEPER_METRICS_PORT="0",
+        GATEKEEPER_REGISTRY=json.dumps({"hosts": [{"host": registry, "plain_http": True}]}),
+        GATEKEEPER_ADMISSION_ENVIRONMENT=environment, GATEKEEPER_INSECURE_DISABLE_AUTH="true",
+        GATEKEEPER_AUDIT_SPOOL_DIR=str(state / "spool"),
+        GATEKEEPER_POLICY_STATE_DIR=str(state / "policy-state"),
+        GATEKEEPER_POLICY_WATCH_INTERVAL_SECONDS="0",
+        GATEKEEPER_TLS_CERT_FILE=str(directory / "gatekeeper.crt"),
+        GATEKEEPER_TLS_KEY_FILE=str(directory / "gatekeeper.key"),
+        PYTHONPATH=str(REPO), GATEKEEPER_SKIP_VENV="1",
+    )
+    return [sys.executable, "-m", "gatekeeper", "serve", "--host", "127.0.0.1", "--port",
+            str(port), "--workers", str(workers)]
+
+
 @contextmanager
 def running_gatekeeper(
-    registry: str, directory: Path, service_kind: str, environment: str
+    registry: str, directory: Path, service_kind: str, environment: str,
+    workers: int | None = None,
 ) -> Iterator[tuple[int, ssl.SSLContext, int]]:
+    """The gatekeeper under test: this module's ``--serve`` child, or with ``workers`` the
+    real ``gatekeeper serve --workers N``."""
     from tests.unit.webhook.certificates import CertificateAuthority
 
     ca = CertificateAuthority(directory)
@@ -160,17 +187,24 @@ def running_gatekeeper(
     port = free_port()
     env = dict(os.environ)
     env.setdefault("GATEKEEPER_OPA_BINARY", str(REPO / ".tools/bin/opa"))
-    log_file = (directory / "gatekeeper.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.bench_admission", "--serve", str(port),
-         "--registry", registry, "--directory", str(directory), "--service", service_kind,
-         "--environment", environment],
-        cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    log_path = directory / f"gatekeeper-{workers or 'app'}.log"
+    log_file = log_path.open("wb")
+    if workers is not None:
+        command = _cli_command(port, registry, directory, environment, workers, env)
+    else:
+        command = [sys.executable, "-m", "benchmarks.bench_admission", "--serve", str(port),
+                   "--registry", registry, "--directory", str(directory), "--service",
+                   service_kind, "--environment", environment]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file,
+                               stderr=subprocess.STDOUT)
     context = ssl.create_default_context(cafile=str(ca.cert_file))
     try:
         wait_until(lambda: http_status("127.0.0.1", port, "/admission/validate", method="POST",
-                                       context=context) == 400,
-                   what="gatekeeper", process=process, log=directory / "gatekeeper.log")
+                                       context=context) == 400 and (
+                       (workers or 1) == 1
+                       or f"{workers} workers serving" in log_path.read_text()),
+                   what="gatekeeper", process=process, log=log_path,
+                   timeout=60 + 30 * (workers or 0))
         yield port, context, process.pid
     finally:
         stop(process)
@@ -277,18 +311,27 @@ def run_load(port: int, context: ssl.SSLContext, bodies: list[bytes], concurrenc
 
 
 def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and its children (the gatekeeper and its OPA), from /proc:
-    a figure the other load on a shared machine does not inflate."""
+    """User + system CPU of ``pid`` and its descendants (the gatekeeper, its workers, their
+    OPA), from /proc: a figure the other load on a shared machine does not inflate."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    parents: dict[int, int] = {}
+    spent: dict[int, float] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(stat.parent.name) == pid or int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
+        parents[int(stat.parent.name)] = int(fields[1])
+        spent[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / ticks
+
+    def descends(candidate: int) -> bool:
+        while candidate > 1:
+            if candidate == pid:
+                return True
+            candidate = parents.get(candidate, 0)
+        return False
+
+    return sum(seconds for found, seconds in spent.items() if descends(found))
 
 
 def report(label: str, concurrency: int, figures: dict[str, Any]) -> None:
@@ -311,6 +354,8 @@ def main() -> None:
                         "server does with both webhooks registered)")
     parser.add_argument("--environment", default="development",
                         help="environment of the decisions (development admits the images)")
+    parser.add_argument("--workers", help="e.g. 1,2: run the real `gatekeeper serve --workers N` "
+                        "for each N in turn (same run) and print the ratios")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--registry", help=argparse.SUPPRESS)
     parser.add_argument("--directory", help=argparse.SUPPRESS)
@@ -324,39 +369,59 @@ def main() -> None:
     levels = [int(level) for level in args.concurrency.split(",")]
     engine = ("embedded OPA + SQLite audit" if args.service == "real"
               else "in-memory policy + audit fakes")
+    worker_counts: list[int | None] = (
+        [int(count) for count in args.workers.split(",")] if args.workers else [None])
     print(f"cores: {os.cpu_count()}  load average: {os.getloadavg()[0]:.1f}  review: Deployment, "
           f"3 containers, HTTPS keep-alive, {engine}, loopback docker-registry, environment "
-          f"{args.environment}, webhooks: {args.webhooks}")
+          f"{args.environment}, webhooks: {args.webhooks}"
+          + (f", gatekeeper serve --workers {args.workers}" if args.workers else ""))
+    warm_figures: dict[tuple[int | None, int], dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         (directory / "storage").mkdir()
-        cold_total = args.cold_requests * len(levels) + 20
+        cold_total = (args.cold_requests * len(levels) + 20) * len(worker_counts)
         with running_registry(directory) as registry:
             digest = push_images(registry, cold_total)
-            with running_gatekeeper(registry, directory, args.service,
-                                    args.environment) as (port, context, pid):
+            uids = iter(range(10**9))  # every admission has its own uid, as in a cluster
+            tag = 20  # v0..v19 are left unused; every cold review names new tags
+            for workers in worker_counts:
+                label = "" if workers is None else f" w={workers}"
+                with running_gatekeeper(registry, directory, args.service, args.environment,
+                                        workers) as (port, context, pid):
 
-                def measured(bodies: list[bytes], concurrency: int) -> dict[str, Any]:
-                    cpu = tree_cpu_seconds(pid)
-                    figures = run_load(port, context, bodies, concurrency, args.webhooks)
-                    figures["cpu_ms"] = (tree_cpu_seconds(pid) - cpu) * 1000 / len(bodies)
-                    return figures
+                    def measured(bodies: list[bytes], concurrency: int) -> dict[str, Any]:
+                        cpu = tree_cpu_seconds(pid)
+                        figures = run_load(port, context, bodies, concurrency, args.webhooks)
+                        figures["cpu_ms"] = (tree_cpu_seconds(pid) - cpu) * 1000 / len(bodies)
+                        return figures
 
-                pinned = [f"{registry}/{repo}:v0@{digest}" for repo in REPOSITORIES]
-                uids = iter(range(10**9))  # every admission has its own uid, as in a cluster
-                run_load(port, context, [deployment_review(next(uids), pinned)
-                                         for _ in range(300)], 4, args.webhooks)  # warm-up
-                for concurrency in levels:
-                    warm = [deployment_review(next(uids), pinned) for _ in range(args.requests)]
-                    report("warm", concurrency, measured(warm, concurrency))
-                tag = 20  # v0..v19 were seen during warm-up or are left unused
-                for concurrency in levels:
-                    bodies = []
-                    for _ in range(args.cold_requests):
-                        bodies.append(deployment_review(
-                            next(uids), [f"{registry}/{repo}:v{tag}" for repo in REPOSITORIES]))
-                        tag += 1
-                    report("cold", concurrency, measured(bodies, concurrency))
+                    pinned = [f"{registry}/{repo}:v0@{digest}" for repo in REPOSITORIES]
+                    run_load(port, context, [deployment_review(next(uids), pinned)
+                                             for _ in range(300)], 4, args.webhooks)  # warm-up
+                    for concurrency in levels:
+                        warm = [deployment_review(next(uids), pinned)
+                                for _ in range(args.requests)]
+                        figures = measured(warm, concurrency)
+                        warm_figures[(workers, concurrency)] = figures
+                        report(f"warm{label}", concurrency, figures)
+                    for concurrency in levels:
+                        bodies = []
+                        for _ in range(args.cold_requests):
+                            bodies.append(deployment_review(
+                                next(uids),
+                                [f"{registry}/{repo}:v{tag}" for repo in REPOSITORIES]))
+                            tag += 1
+                        report(f"cold{label}", concurrency, measured(bodies, concurrency))
+    if len(worker_counts) > 1:
+        first = worker_counts[0]
+        for workers in worker_counts[1:]:
+            for concurrency in levels:
+                base = warm_figures[(first, concurrency)]
+                other = warm_figures[(workers, concurrency)]
+                print(f"warm concurrency {concurrency:>2}: w={workers} / w={first}: throughput "
+                      f"x{other['per_second'] / base['per_second']:.2f}, p50 "
+                      f"x{other['p50_ms'] / base['p50_ms']:.2f}, p99 "
+                      f"x{other['p99_ms'] / base['p99_ms']:.2f}")
     print("targets (2 cores): warm p99 < 10 ms and > 500 reviews/s; cold p99 < 100 ms")
 
 

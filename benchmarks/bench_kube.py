@@ -1,6 +1,6 @@
 """Pods POSTed with ``?dryRun=All`` through a real kube-apiserver, without and with the webhooks.
 
-Run: .venv/bin/python -m benchmarks.bench_kube [--requests N] [--concurrency 1,8]
+Run: .venv/bin/python -m benchmarks.bench_kube [--requests N] [--concurrency 1,8] [--workers 1,2]
 
 Starts its own control plane (``scripts/test-cluster``: etcd, kube-apiserver v1.35,
 controller manager, scheduler on 127.0.0.1; unless ``GATEKEEPER_TEST_KUBECONFIG`` names one), a
@@ -12,6 +12,9 @@ embedded OPA with ``policies/``, SQLite audit store, digest resolution, environm
 * **both webhooks**: the chart's mutating and validating configurations, registered with
   ``url:`` pointing at the gatekeeper (``tests/integration/kube_cluster.py`` does the same);
 * **validating only**: the mutating configuration removed.
+
+``--workers 1,2`` replaces the last two rounds by one both-webhooks round per worker count
+against ``gatekeeper serve --workers N`` (restarted for each), and prints the ratios.
 
 The Pod names its image by tag (the mutating webhook pins it to the digest). Each worker is a
 separate process with one keep-alive HTTPS connection (the cluster admin's client certificate),
@@ -100,8 +103,10 @@ def api_endpoint(kubeconfig: Path) -> dict[str, str]:
 # -- the gatekeeper (a child process) and its registration ----------------------------------
 
 @contextmanager
-def running_gatekeeper(directory: Path, registry: str) -> Iterator[tuple[str, Path, int]]:
-    """``gatekeeper serve`` over HTTPS on loopback; yields its URL, the CA file and its pid."""
+def running_gatekeeper(directory: Path, registry: str,
+                       workers: int = 1) -> Iterator[tuple[str, Path, int]]:
+    """``gatekeeper serve [--workers N]`` over HTTPS on loopback; yields its URL, the CA file
+    and its pid once every worker serves."""
     from tests.unit.webhook.certificates import CertificateAuthority
 
     ca = CertificateAuthority(directory)
@@ -118,6 +123,7 @@ def running_gatekeeper(directory: Path, registry: str) -> Iterator[tuple[str, Pa
         "tls_cert_file": str(leaf.cert_file), "tls_key_file": str(leaf.key_file),
         "ecr_scan_enabled": False,
         "registry": {"hosts": [{"host": registry, "plain_http": True}]},
+        "workers": workers,
     }
     (directory / "gatekeeper.yaml").write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
@@ -129,8 +135,11 @@ def running_gatekeeper(directory: Path, registry: str) -> Iterator[tuple[str, Pa
                                cwd=directory, stdout=log, stderr=subprocess.STDOUT)
     context = ssl.create_default_context(cafile=str(ca.cert_file))
     try:
-        wait_until(lambda: http_status("127.0.0.1", port, "/readyz", context=context) == 200,
-                   what="gatekeeper", process=process, log=directory / "gatekeeper.log")
+        wait_until(lambda: http_status("127.0.0.1", port, "/readyz", context=context) == 200
+                   and (workers == 1 or f"{workers} workers serving"
+                        in (directory / "gatekeeper.log").read_text()),
+                   what="gatekeeper", process=process, log=directory / "gatekeeper.log",
+                   timeout=60 + 30 * workers)
         yield f"https://127.0.0.1:{port}", ca.cert_file, process.pid
     finally:
         stop(process)
@@ -230,8 +239,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=400, help="Pods per round and level")
     parser.add_argument("--concurrency", default="1,8")
+    parser.add_argument("--workers", help="e.g. 1,2: the both-webhooks round against "
+                        "`gatekeeper serve --workers N` for each N (same run), with ratios")
     args = parser.parse_args()
     levels = [int(level) for level in args.concurrency.split(",")]
+    worker_counts = [int(n) for n in args.workers.split(",")] if args.workers else [1]
     print(f"cores: {os.cpu_count()}  load average: {os.getloadavg()[0]:.1f}  request: POST Pod "
           "?dryRun=All (1 container, image by tag), HTTPS keep-alive, one process per "
           "connection", flush=True)
@@ -241,8 +253,7 @@ def main() -> None:
         (directory / "cluster").mkdir()
         (directory / "gatekeeper").mkdir()
         with running_registry(directory) as registry, \
-                control_plane(directory / "cluster") as kubeconfig, \
-                running_gatekeeper(directory / "gatekeeper", registry) as (url, ca_file, pid):
+                control_plane(directory / "cluster") as kubeconfig:
             digest = push_images(registry, 1)
             image = f"{registry}/acme/web:v0"
             endpoint = api_endpoint(kubeconfig)
@@ -259,26 +270,49 @@ def main() -> None:
                 baseline[concurrency] = run_load(pool, endpoint, image, concurrency,
                                                  args.requests)
                 report("no webhook", concurrency, baseline[concurrency], None)
-            documents = webhook_configurations(url, ca_file)
-            kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
-            wait_for_webhook(pool, endpoint, image, f"{image}@{digest}")
-            run_load(pool, endpoint, image, max(levels), 100)  # warm-up through the webhooks
-            def measured(concurrency: int) -> dict[str, Any]:
-                """The load, and the CPU the gatekeeper and its OPA spent per Pod (user +
-                system, from /proc): stable where the shared machine's latency is not."""
-                cpu = tree_cpu_seconds(pid)
-                figures = run_load(pool, endpoint, image, concurrency, args.requests)
-                figures["cpu_ms"] = (tree_cpu_seconds(pid) - cpu) * 1000 / figures["requests"]
-                return figures
+            both: dict[tuple[int, int], dict[str, Any]] = {}
+            for workers in worker_counts:
+                label = f" w={workers}" if args.workers else ""
+                home = directory / f"gatekeeper-{workers}"
+                home.mkdir()
+                with running_gatekeeper(home, registry, workers) as (url, ca_file, pid):
+                    documents = webhook_configurations(url, ca_file)
+                    kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
+                    wait_for_webhook(pool, endpoint, image, f"{image}@{digest}")
+                    run_load(pool, endpoint, image, max(levels), 100)  # warm-up
 
-            for concurrency in levels:
-                report("both webhooks", concurrency, measured(concurrency), baseline[concurrency])
-            kubectl(kubeconfig, "delete", "mutatingwebhookconfiguration", "gatekeeper")
-            time.sleep(2)  # the API server drops the registration asynchronously
-            for concurrency in levels:
-                report("validating only", concurrency, measured(concurrency),
-                       baseline[concurrency])
-            kubectl(kubeconfig, "delete", "validatingwebhookconfiguration", "gatekeeper")
+                    def measured(concurrency: int, pid: int = pid) -> dict[str, Any]:
+                        """The load, and the CPU the gatekeeper (its workers) and OPA spent per
+                        Pod (user + system, from /proc): stable where latency is not."""
+                        cpu = tree_cpu_seconds(pid)
+                        figures = run_load(pool, endpoint, image, concurrency, args.requests)
+                        figures["cpu_ms"] = ((tree_cpu_seconds(pid) - cpu) * 1000
+                                             / figures["requests"])
+                        return figures
+
+                    for concurrency in levels:
+                        figures = measured(concurrency)
+                        both[(workers, concurrency)] = figures
+                        report(f"both webhooks{label}", concurrency, figures,
+                               baseline[concurrency])
+                    kubectl(kubeconfig, "delete", "mutatingwebhookconfiguration", "gatekeeper")
+                    time.sleep(2)  # the API server drops the registration asynchronously
+                    if not args.workers:
+                        for concurrency in levels:
+                            report("validating only", concurrency, measured(concurrency),
+                                   baseline[concurrency])
+                    kubectl(kubeconfig, "delete", "validatingwebhookconfiguration",
+                            "gatekeeper")
+                    time.sleep(2)
+            for workers in worker_counts[1:]:
+                for concurrency in levels:
+                    base = both[(worker_counts[0], concurrency)]
+                    other = both[(workers, concurrency)]
+                    speedup = other["per_second"] / base["per_second"]
+                    print(f"both webhooks concurrency {concurrency:>2}: w={workers} / "
+                          f"w={worker_counts[0]}: Pods/s x{speedup:.2f}, "
+                          f"p50 x{other['p50_ms'] / base['p50_ms']:.2f}, "
+                          f"p99 x{other['p99_ms'] / base['p99_ms']:.2f}", flush=True)
     print("targets (2 cores): >= 300 Pods/s at concurrency 8 with both webhooks; webhooks add "
           "<= 3 ms to p50 at concurrency 1")
 

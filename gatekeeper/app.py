@@ -43,6 +43,7 @@ from gatekeeper.webhook import (
     AdmissionSettings,
     build_admission_router,
 )
+from gatekeeper.webhook.reuse import RememberedDecisions
 from gatekeeper.webhook.tls import AdmissionClientCertificateGate
 from gatekeeper.wiring import Container, build_container
 
@@ -116,14 +117,22 @@ ADMISSION_PATHS = tuple(
 )
 
 
-def create_app(settings: Settings, *, container: Container | None = None) -> FastAPI:
-    """Build the API. ``container`` may be given (tests, CLI); it is started and stopped here."""
+def create_app(
+    settings: Settings,
+    *,
+    container: Container | None = None,
+    decision_reuse: RememberedDecisions | None = None,
+) -> FastAPI:
+    """Build the API. ``container`` may be given (tests, CLI); it is started and stopped here.
+    ``decision_reuse``: where the webhooks hand decisions over (shared by the workers of
+    ``serve --workers N``); default: this process's own bounded cache."""
     owned = container or build_container(settings)
     admission = AdmissionHandler(
         owned.service, admission_settings(settings),
         metrics=AdmissionMetrics(
             owned.metrics.registry, budget_seconds=settings.admission_budget_seconds
         ),
+        reuse=decision_reuse,
     )
     background = build_background(settings, owned, admission_settings(settings))
 

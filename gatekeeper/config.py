@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     #: Listen address of the API (``gatekeeper serve --host/--port`` override these).
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    #: Processes serving the API (``gatekeeper serve --workers N``): they share the listener,
+    #: each with its own embedded OPA (or all with the one OPA_URL); 1 serves in-process.
+    workers: int = Field(default=1, ge=1, le=64)
     #: Prometheus metrics port; 0 turns the metrics listener off.
     metrics_port: int = Field(default=9090, ge=0, le=65535)
     #: Environment assumed when a request names none: the strictest, so omission fails safe.

@@ -40,7 +40,7 @@ class AppendMixin(CheckpointsMixin):
         from gatekeeper.audit.chain import record_hash
 
         signed: Checkpoint | None = None
-        with self._engine.begin() as connection:
+        with self._append_turn(), self._engine.begin() as connection:
             head = self._lock_head(connection)
             if str(head.record_hash) != self._last_head_hash:
                 # the head moved without us (another replica, or someone with the database)

@@ -62,6 +62,16 @@ class CheckpointsMixin(AuditCore):
         if self.signer is None:
             raise StorageError("no audit signing key is configured: checkpoints cannot be signed")
         try:
+            if only_if_due:
+                # Every writer (each worker of each replica) asks this every maintenance tick:
+                # look before taking the chain-head lock, so the writers do not queue on it
+                # once a second for nothing.
+                with self._engine.connect() as connection:
+                    peek = connection.execute(
+                        sa.select(chain_head).where(chain_head.c.id == 1)
+                    ).first()
+                    if peek is not None and not self._checkpoint_due(peek, int(peek.seq)):
+                        return self._latest_checkpoint(connection)
             with self._engine.begin() as connection:
                 head = self._lock_head(connection)
                 seq = int(head.seq)

@@ -46,6 +46,7 @@ class MaintenanceMixin(WriterMixin):
             self._thread = None
         self._stop_writer()
         self._engine.dispose()
+        self._close_turns()
 
     def _maybe_prune(self) -> None:
         days = self.settings.retention_days

@@ -1,4 +1,4 @@
-"""``gatekeeper serve|evaluate|verify|verify-bundle`` and ``gatekeeper decisions show``.
+"""``gatekeeper evaluate|verify|verify-bundle`` and ``gatekeeper decisions show``.
 
 Exit codes of ``evaluate``: 0 allow or warn (1 for warn with ``--fail-on-warn``), 1 deny,
 2 error (bad input, engine unavailable).
@@ -6,7 +6,6 @@ Exit codes of ``evaluate``: 0 allow or warn (1 for warn with ``--fail-on-warn``)
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,7 +33,7 @@ from gatekeeper.cli.output import (
 )
 from gatekeeper.cli.stores import open_audit
 
-__all__ = ["decisions_app", "evaluate", "serve", "verify_bundle_command", "verify_image"]
+__all__ = ["decisions_app", "evaluate", "verify_bundle_command", "verify_image"]
 
 EXIT_ALLOWED, EXIT_DENIED = EXIT_OK, EXIT_FAILED
 
@@ -91,59 +90,6 @@ def _exit_for(document: dict[str, Any], *, fail_on_warn: bool) -> int:
     if fail_on_warn and (document["verdict"] == "warn" or document.get("warnings")):
         return EXIT_DENIED
     return EXIT_ALLOWED
-
-
-def serve(
-    host: Annotated[str | None, typer.Option(help="Listen address (default 127.0.0.1)")] = None,
-    port: Annotated[int | None, typer.Option(help="Listen port (default 8000)")] = None,
-) -> None:
-    """Run the API (and the embedded OPA, unless GATEKEEPER_OPA_URL is set)."""
-    import uvicorn
-    from prometheus_client import start_http_server
-
-    from gatekeeper.app import create_app
-    from gatekeeper.wiring import build_container
-
-    settings = load_settings(host=host, port=port)
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    container = build_container(settings)
-    application = create_app(settings, container=container)
-    if settings.metrics_port:
-        start_http_server(
-            settings.metrics_port, addr=settings.host, registry=container.metrics.registry
-        )
-        typer.echo(f"metrics on http://{settings.host}:{settings.metrics_port}/metrics")
-    tls_options: dict[str, Any] = {}
-    if settings.tls_cert_file or settings.tls_key_file:
-        if not (settings.tls_cert_file and settings.tls_key_file):
-            fail("GATEKEEPER_TLS_CERT_FILE and GATEKEEPER_TLS_KEY_FILE go together")
-        from gatekeeper.webhook.tls import ClientCertificateProtocol, ReloadingServerContext
-
-        tls = ReloadingServerContext(
-            settings.tls_cert_file, settings.tls_key_file,
-            client_ca_file=settings.tls_client_ca_file,
-            check_interval=settings.tls_reload_interval_seconds,
-        )
-        tls_options["ssl_context_factory"] = lambda _config, _default: tls.context
-        # Tells the app whether the peer presented a verified client certificate.
-        tls_options["http"] = ClientCertificateProtocol
-    scheme = "https" if tls_options else "http"
-    url = f"{scheme}://{settings.host}:{settings.port}"
-    if settings.insecure_disable_auth:
-        typer.echo(
-            "WARNING: authentication is DISABLED (GATEKEEPER_INSECURE_DISABLE_AUTH=true): every "
-            "caller is admin; never run this in production", err=True,
-        )
-    typer.echo(f"Forge Gatekeeper serving on {url} (API docs: /docs)")
-    from gatekeeper.api.server import header_deadline_protocol
-
-    uvicorn.run(application, host=settings.host, port=settings.port, log_level="warning",
-                http=header_deadline_protocol(settings.http_header_timeout_seconds,
-                                              tls_options.pop("http", None)),
-                timeout_keep_alive=5, **tls_options)
 
 
 def evaluate(

@@ -23,7 +23,7 @@ __all__ = ["COMMANDS", "app", "main", "plain_help"]
 #: name -> (module, attribute, one line of help). A command's module is imported only when the
 #: command runs (or completes), so ``gatekeeper --help`` does not pay for the others.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "serve": ("gatekeeper.cli.commands", "serve",
+    "serve": ("gatekeeper.cli.serve", "serve",
               "Run the API (and the embedded OPA, unless GATEKEEPER_OPA_URL is set)."),
     "evaluate": ("gatekeeper.cli.commands", "evaluate",
                  "Decide whether IMAGES may be deployed."),

@@ -55,7 +55,7 @@ from gatekeeper.webhook.response import (
     build_plain_response,
     join_message,
 )
-from gatekeeper.webhook.reuse import DecisionReuse
+from gatekeeper.webhook.reuse import DecisionReuse, RememberedDecisions
 from gatekeeper.webhook.review import (
     AdmissionResponse,
     AdmissionReview,
@@ -130,6 +130,7 @@ class AdmissionHandler:
         *,
         metrics: AdmissionMetrics | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        reuse: RememberedDecisions | None = None,
     ) -> None:
         self._evaluator = evaluator
         self.settings = settings
@@ -138,7 +139,8 @@ class AdmissionHandler:
         self._executor = ThreadPoolExecutor(
             max_workers=settings.max_workers, thread_name_prefix="gatekeeper-admission"
         )
-        self._reuse = DecisionReuse(
+        #: ``reuse``: shared by the workers of ``serve --workers N``; else this process's own.
+        self._reuse: RememberedDecisions = reuse if reuse is not None else DecisionReuse(
             ttl_seconds=settings.reuse_ttl_seconds, max_entries=settings.reuse_max_entries,
             monotonic=monotonic,
         )

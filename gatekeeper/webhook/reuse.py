@@ -28,10 +28,11 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from gatekeeper.domain import Decision, EnforcementMode
 
-__all__ = ["AdmissionKey", "DecisionReuse"]
+__all__ = ["AdmissionKey", "DecisionReuse", "RememberedDecisions"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,16 @@ class AdmissionKey:
     #: sha256 of the object with its images blanked (``workload_fingerprint``): another
     #: mutating webhook that changed the workload makes the validating review evaluate.
     fingerprint: str = ""
+
+
+class RememberedDecisions(Protocol):
+    """Where the mutating webhook leaves its decisions for the validating one: this process
+    (:class:`DecisionReuse`) or every worker of the node
+    (:class:`~gatekeeper.webhook.reuse_shared.SharedDecisionReuse`)."""
+
+    def remember(self, key: AdmissionKey, decision: Decision) -> None: ...
+
+    def take(self, key: AdmissionKey) -> Decision | None: ...
 
 
 class DecisionReuse:

@@ -65,8 +65,8 @@ def serve_gatekeeper(
         GATEKEEPER_AUTH_HS256_SECRET=AUTH_SECRET,
         GATEKEEPER_AUDIT_SPOOL_DIR=str(tmp_path / "audit-spool"),
         GATEKEEPER_POLICY_STATE_DIR=str(tmp_path / "policy-state"),
-        **extra_env,
     )
+    env.update(extra_env)  # may replace a default (the metrics port ...)
     with client_for(ca) as client, gatekeeper_serve(
         env, tmp_path / "serve.log", scheme="https", client=client
     ) as server:

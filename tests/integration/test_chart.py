@@ -579,3 +579,12 @@ def test_terminating_pods_keep_answering_and_opa_outlives_the_gatekeeper() -> No
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 35
     gatekeeper, opa = containers(render("shutdownDelaySeconds=0"))
     assert "lifecycle" not in gatekeeper and "lifecycle" not in opa
+
+
+def test_workers_per_pod() -> None:
+    gatekeeper, _ = containers(render())
+    assert env_of(gatekeeper)["GATEKEEPER_WORKERS"] == "1"
+    assert gatekeeper["command"] == ["gatekeeper", "serve", "--host", "0.0.0.0", "--port", "8443"]
+    gatekeeper, _ = containers(render("workers=3"))
+    assert env_of(gatekeeper)["GATEKEEPER_WORKERS"] == "3"
+    assert "- at '/workers': minimum: got 0, want 1" in refused("workers=0")

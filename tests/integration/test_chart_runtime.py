@@ -36,6 +36,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client.parser import text_string_to_metric_families
 
 from gatekeeper.policy.bundle import PolicyFiles
 from tests.helpers.tokens import hs256_token
@@ -191,14 +192,16 @@ def hook_issued_tls(docs: list[dict[str, Any]]) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def running_pod(tmp_path: Path) -> Iterator[tuple[Pod, dict[int, int], Path]]:
+def running_pod(tmp_path: Path,
+                request: pytest.FixtureRequest) -> Iterator[tuple[Pod, dict[int, int], Path]]:
     if not _private_hosts_possible():
         pytest.skip("unshare -m (a private /etc/hosts for the sidecar) is not permitted here")
     assert OPA is not None
+    extra: tuple[str, ...] = getattr(request, "param", ())
     docs = render("auth.issuer=" + ISSUER, "auth.audience=" + AUDIENCE,
                   "audit.signingKey.existingSecret=audit-key", "audit.retentionDays=30",
                   "policies.existingConfigMap=gk-policies", "policies.archiveKey=policies.tar.gz",
-                  "policies.watchIntervalSeconds=1")
+                  "policies.watchIntervalSeconds=1", *extra)
     signing_key = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption())
@@ -221,7 +224,8 @@ def running_pod(tmp_path: Path) -> Iterator[tuple[Pod, dict[int, int], Path]]:
     env = {k: remap(v, ports) for k, v in pod.env(gatekeeper).items()}
     env.update(PATH=f"{Path(OPA).parent}{os.pathsep}{Path(sys.executable).parent}"
                f"{os.pathsep}{os.environ.get('PATH', '')}", HOME=str(pod.volumes["tmp"]),
-               TMPDIR=str(pod.volumes["tmp"]))
+               TMPDIR=str(pod.volumes["tmp"]),
+               PYTHONPATH=str(REPO))  # this checkout's package, not the venv's installed one
     command = [remap(part, {8443: ports[8443]}) for part in gatekeeper["command"]]
     command[command.index("--port") + 1] = str(ports[8443])
     with (logs / "gatekeeper.log").open("wb") as log:
@@ -314,3 +318,32 @@ def test_rendered_pod_starts_and_its_sidecar_serves_the_gitops_revision(
     gatekeeper_log = (logs / "gatekeeper.log").read_text(errors="replace")
     assert "no audit signing key" not in gatekeeper_log
     assert "AUTHENTICATION IS DISABLED" not in gatekeeper_log
+
+
+@pytest.mark.parametrize("running_pod", [("workers=2",)], indirect=True)
+def test_rendered_pod_with_two_workers_shares_the_sidecar_and_merges_metrics(
+    running_pod: tuple[Pod, dict[int, int], Path],
+) -> None:
+    pod, ports, logs = running_pod
+    wait_for(lambda: "2 workers serving" in (logs / "gatekeeper.log").read_text(errors="replace"),
+             "both workers", pod, logs, timeout=180)
+    chain_only = ssl.create_default_context(cafile=str(pod.volumes["serving-ca"] / "ca.crt"))
+    chain_only.check_hostname = False
+    pipeline = {"Authorization": f"Bearer {token(['pipeline'], 'ci')}"}
+    revisions = set()
+    for _ in range(6):  # a connection each: the listener hands them to either worker
+        with httpx.Client(base_url=f"https://127.0.0.1:{ports[8443]}", verify=chain_only,
+                          timeout=30) as api:
+            response = api.post("/v1/evaluations", headers=pipeline, json={
+                "images": ["localhost:1/acme/api:1.0"], "environment": "development"})
+        assert response.status_code == 200, response.text
+        revisions.add(response.json()["policy_revision"])
+    assert len(revisions) == 1 and None not in revisions  # the one sidecar's revision
+    metrics = httpx.get(f"http://127.0.0.1:{ports[9090]}/metrics", timeout=10).text
+    assert 'forge_gatekeeper_workers{state="answering"} 2.0' in metrics
+    pipeline_decisions = sum(
+        sample.value for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "forge_gatekeeper_decisions_total"
+        and sample.labels["source"] == "pipeline")
+    assert pipeline_decisions == 6  # each worker's own, merged

@@ -1,6 +1,8 @@
 """Decisions as OPA decision-log events: the shape an OPA decision-log consumer reads."""
 
+import dataclasses
 import json
+import multiprocessing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -94,3 +96,27 @@ def test_streaming_sink_appends_one_event_per_decision(tmp_path: Path) -> None:
     lines = (tmp_path / "logs" / "decisions.jsonl").read_text().splitlines()
     assert len(lines) == 2
     assert all(VALIDATOR.is_valid(json.loads(line)) for line in lines)
+
+
+def _append_large(path: str, marker: str, count: int) -> None:
+    sink = DecisionLogFile(Path(path), version="0.1.0")
+    big = {"schema_version": "1", "components": [marker * 64] * 4000}  # ~260 KB per line
+    for _ in range(count):
+        sink.decision_recorded(dataclasses.replace(_decision(), policy_input=big))
+
+
+def test_processes_appending_to_one_log_never_interleave_lines(tmp_path):
+    # the workers of `gatekeeper serve --workers N` share GATEKEEPER_DECISION_LOG_FILE
+    path = tmp_path / "decisions.jsonl"
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_append_large, args=(str(path), marker, 15))
+               for marker in "ab"]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+        assert writer.exitcode == 0
+    lines = path.read_text().splitlines()
+    assert len(lines) == 30
+    markers = sorted(json.loads(line)["input"]["components"][0][0] for line in lines)
+    assert markers == ["a"] * 15 + ["b"] * 15
