@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from gatekeeper.audit import ChainBrokenError, verify_database
+from gatekeeper.audit import ChainBrokenError, CheckpointSigner, SqlAuditLog, verify_database
 from gatekeeper.audit.export import iter_export, plan_export, verify_export_file
 from gatekeeper.audit.schema import decision_evidence, decisions, evidence_documents
 from gatekeeper.domain import Decision, DecisionQuery, ImageResult
@@ -21,6 +21,7 @@ from gatekeeper.domain.evidence_documents import EvidenceExternaliser
 from gatekeeper.policy.bundle import PolicyFiles
 from gatekeeper.policy.replay import SqlDecisionHistory, replay_decisions
 from tests.integration import test_audit_trail as trail
+from tests.integration.test_audit_trail import MakeLog
 from tests.unit.audit.factory import BASE_TIME, make_decision
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,7 +70,7 @@ def with_sbom(decision: Decision, listed: list[dict[str, Any]]) -> Decision:
     )
 
 
-def stored(log) -> dict[str, Any]:
+def stored(log: SqlAuditLog) -> dict[str, Any]:
     with log.engine.connect() as connection:
         docs = connection.execute(
             sa.select(evidence_documents.c.sha256, evidence_documents.c.size_bytes)).all()
@@ -84,7 +85,9 @@ def stored(log) -> dict[str, Any]:
             "row_bytes": [int(size) for _, size in rows]}
 
 
-def test_a_document_is_stored_once_and_shared_by_every_decision(make_log, signer):
+def test_a_document_is_stored_once_and_shared_by_every_decision(
+    make_log: MakeLog, signer: CheckpointSigner
+) -> None:
     log = make_log()
     listed = components(1000)
     first = with_sbom(make_decision(index=1), listed)
@@ -103,7 +106,9 @@ def test_a_document_is_stored_once_and_shared_by_every_decision(make_log, signer
     assert got.policy_input == first.policy_input  # the references, as the policy got them
 
 
-def test_old_rows_with_the_full_input_inline_stay_readable_and_verifiable(make_log, signer):
+def test_old_rows_with_the_full_input_inline_stay_readable_and_verifiable(
+    make_log: MakeLog, signer: CheckpointSigner
+) -> None:
     log = make_log()
     inline = with_sbom(make_decision(index=1), components(3))  # under the threshold: inline
     assert inline.evidence_documents == {}
@@ -113,7 +118,7 @@ def test_old_rows_with_the_full_input_inline_stay_readable_and_verifiable(make_l
     assert verify_database(log.engine, signer.public_key).records == 2
 
 
-def test_a_changed_document_is_named_by_verify(make_log, signer):
+def test_a_changed_document_is_named_by_verify(make_log: MakeLog, signer: CheckpointSigner) -> None:
     log = make_log()
     decision = with_sbom(make_decision(index=1), components(200))
     [digest] = decision.evidence_documents
@@ -126,7 +131,9 @@ def test_a_changed_document_is_named_by_verify(make_log, signer):
         f"record 1: evidence document {digest} changed: its content does not match its hash")
 
 
-def test_a_removed_document_or_link_is_named_by_verify(make_log, signer):
+def test_a_removed_document_or_link_is_named_by_verify(
+    make_log: MakeLog, signer: CheckpointSigner
+) -> None:
     log = make_log()
     decision = with_sbom(make_decision(index=1), components(200))
     [digest] = decision.evidence_documents
@@ -144,7 +151,7 @@ def test_a_removed_document_or_link_is_named_by_verify(make_log, signer):
         f"record 1: evidence document {digest} is missing from the audit store")
 
 
-def test_documents_are_append_only(make_log):
+def test_documents_are_append_only(make_log: MakeLog) -> None:
     log = make_log()
     log.record(with_sbom(make_decision(index=1), components(200)))
     for statement in ("UPDATE gatekeeper_evidence_documents SET size_bytes = 1",
@@ -155,7 +162,9 @@ def test_documents_are_append_only(make_log):
         assert "gatekeeper audit records are append-only" in str(caught.value)
 
 
-def test_retention_keeps_every_referenced_document_and_drops_the_others(make_log, signer):
+def test_retention_keeps_every_referenced_document_and_drops_the_others(
+    make_log: MakeLog, signer: CheckpointSigner
+) -> None:
     log = make_log()  # a checkpoint every 4 records
     old, shared, young = components(300), components(301), components(302)
     made = [with_sbom(make_decision(index=1), old), with_sbom(make_decision(index=2), old),
@@ -177,7 +186,9 @@ def test_retention_keeps_every_referenced_document_and_drops_the_others(make_log
     assert verify_database(log.engine, signer.public_key).records == 2
 
 
-def test_export_carries_each_document_once_and_verifies_offline(make_log, signer, tmp_path):
+def test_export_carries_each_document_once_and_verifies_offline(
+    make_log: MakeLog, signer: CheckpointSigner, tmp_path: Path
+) -> None:
     log = make_log()
     listed = components(400, extra="pkg:npm/event-stream@3.3.6")
     for index in range(1, 5):
@@ -217,7 +228,9 @@ def test_export_carries_each_document_once_and_verifies_offline(make_log, signer
     assert verify_export_file(csv_path, signer.public_key).evidence_documents == 1
 
 
-def test_replay_rebuilds_the_exact_input_from_the_stored_documents(make_log, opa_binary, tmp_path):
+def test_replay_rebuilds_the_exact_input_from_the_stored_documents(
+    make_log: MakeLog, opa_binary: str, tmp_path: Path
+) -> None:
     log = make_log()
     listed = components(600, extra="pkg:npm/event-stream@3.3.6")
     recorded = with_sbom(make_decision(index=1), listed)
@@ -243,7 +256,9 @@ def test_replay_rebuilds_the_exact_input_from_the_stored_documents(make_log, opa
         "(listed by attestation by release)"]
 
 
-def test_a_spooled_decision_carries_its_documents_into_the_store(tmp_path, signer):
+def test_a_spooled_decision_carries_its_documents_into_the_store(
+    tmp_path: Path, signer: CheckpointSigner
+) -> None:
     from gatekeeper.audit import DurableSpool, SqlAuditLog, create_database_engine
 
     spool = DurableSpool(tmp_path / "spool")

@@ -23,6 +23,9 @@ from gatekeeper.metrics import Metrics
 from tests.integration.test_audit_trail import database_url, signer  # noqa: F401
 from tests.unit.audit.factory import make_decision
 
+OpenLog = Callable[..., SqlAuditLog]
+"""The ``open_log`` fixture: a migrated trail on the test database, with writer settings."""
+
 CONCURRENCY = 8
 PER_CALLER = 12
 
@@ -38,7 +41,7 @@ def _batches(metrics: Metrics) -> tuple[float, float]:
 @pytest.fixture
 def open_log(
     database_url: str, signer: CheckpointSigner
-) -> Iterator[Callable[..., SqlAuditLog]]:
+) -> Iterator[OpenLog]:
     from gatekeeper.audit import create_database_engine
 
     logs: list[SqlAuditLog] = []
@@ -90,7 +93,9 @@ def _run_threads(count: int, target: Callable[[int], None]) -> None:
     assert errors == []
 
 
-def test_concurrent_threads_share_commits_and_the_chain_stays_gap_free(open_log, signer):
+def test_concurrent_threads_share_commits_and_the_chain_stays_gap_free(
+    open_log: OpenLog, signer: CheckpointSigner
+) -> None:
     log = open_log(batch_wait_seconds=0.005)
     made = [[make_decision(index=c * 1000 + i) for i in range(1, PER_CALLER + 1)]
             for c in range(CONCURRENCY)]
@@ -111,7 +116,9 @@ def test_concurrent_threads_share_commits_and_the_chain_stays_gap_free(open_log,
     assert (report.records, report.first_seq, report.last_seq) == (total, 1, total)
 
 
-def test_concurrent_coroutines_await_durability_and_share_commits(open_log, signer):
+def test_concurrent_coroutines_await_durability_and_share_commits(
+    open_log: OpenLog, signer: CheckpointSigner
+) -> None:
     log = open_log(batch_wait_seconds=0.005)
     total = CONCURRENCY * PER_CALLER
     made = [make_decision(index=5000 + i) for i in range(1, total + 1)]
@@ -137,7 +144,9 @@ def test_concurrent_coroutines_await_durability_and_share_commits(open_log, sign
     assert verify_database(log.engine, signer.public_key).records == total
 
 
-def test_threads_and_coroutines_write_one_chain_together(open_log, signer):
+def test_threads_and_coroutines_write_one_chain_together(
+    open_log: OpenLog, signer: CheckpointSigner
+) -> None:
     log = open_log()  # the default bounded wait
     async_made = [make_decision(index=7000 + i) for i in range(1, 41)]
     thread_made = [[make_decision(index=8000 + c * 100 + i) for i in range(1, 11)]
@@ -158,7 +167,9 @@ def test_threads_and_coroutines_write_one_chain_together(open_log, signer):
     assert verify_database(log.engine, signer.public_key).records == 80
 
 
-def test_without_a_wait_every_decision_is_still_recorded(open_log, signer):
+def test_without_a_wait_every_decision_is_still_recorded(
+    open_log: OpenLog, signer: CheckpointSigner
+) -> None:
     log = open_log(batch_wait_seconds=0.0)
     made = [[make_decision(index=9000 + c * 100 + i) for i in range(1, 6)] for c in range(4)]
 
@@ -171,7 +182,9 @@ def test_without_a_wait_every_decision_is_still_recorded(open_log, signer):
     assert verify_database(log.engine, signer.public_key).records == 20
 
 
-def test_a_failing_batch_fails_every_member_and_drops_none(open_log, signer, monkeypatch):
+def test_a_failing_batch_fails_every_member_and_drops_none(
+    open_log: OpenLog, signer: CheckpointSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
     log = open_log(batch_wait_seconds=0.05)  # long enough for all callers to share batches
     log.record(make_decision(index=1))
 
@@ -214,7 +227,9 @@ def test_a_failing_batch_fails_every_member_and_drops_none(open_log, signer, mon
     assert verify_database(log.engine, signer.public_key).records == 2
 
 
-def test_a_decision_that_cannot_be_stored_fails_alone_in_its_batch(open_log, signer):
+def test_a_decision_that_cannot_be_stored_fails_alone_in_its_batch(
+    open_log: OpenLog, signer: CheckpointSigner
+) -> None:
     log = open_log(batch_wait_seconds=0.05)
     good = [make_decision(index=300 + n) for n in range(4)]
     bad = dataclasses.replace(make_decision(index=399), policy_input={"score": float("nan")})
@@ -238,7 +253,9 @@ def test_a_decision_that_cannot_be_stored_fails_alone_in_its_batch(open_log, sig
     assert verify_database(log.engine, signer.public_key).records == 4
 
 
-def test_a_closed_trail_commits_what_was_queued_and_reopens_on_the_next_record(open_log):
+def test_a_closed_trail_commits_what_was_queued_and_reopens_on_the_next_record(
+    open_log: OpenLog
+) -> None:
     log = open_log(batch_wait_seconds=0.05)
     made = [make_decision(index=400 + n) for n in range(3)]
     _run_threads(3, lambda number: log.record(made[number]))

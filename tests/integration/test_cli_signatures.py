@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,9 @@ SERVER_STACK = (
 )
 
 
-def test_verify_command_loads_no_server_stack(signed_world, tmp_path):
+def test_verify_command_loads_no_server_stack(
+    signed_world: tuple[str, Digest, dict[str, str], dict[str, Any]], tmp_path: Path
+) -> None:
     host, _, env, _ = signed_world
     listing = tmp_path / "modules.txt"
     script = (

@@ -6,18 +6,22 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
+from gatekeeper.domain import PolicyResult
 from gatekeeper.errors import PolicyEngineError
 from gatekeeper.policy import EmbeddedOpa
 from gatekeeper.policy import revision as revision_module
 from gatekeeper.policy.bundle import PolicyFiles
-from gatekeeper.policy.opa_http import AsyncOpaConnectionPool
+from gatekeeper.policy.opa_http import AsyncOpaConnectionPool, OpaResponse
+from tests.helpers.types import MakeSettings
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "rego-tests" / "golden"
@@ -25,7 +29,7 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 @pytest.fixture
-def opa(opa_binary, policy_dir):
+def opa(opa_binary: str, policy_dir: Path) -> Iterator[EmbeddedOpa]:
     engine = EmbeddedOpa(opa_binary=opa_binary, policy_dir=policy_dir)
     engine.start()
     try:
@@ -34,18 +38,19 @@ def opa(opa_binary, policy_dir):
         engine.stop()
 
 
-def _golden(name: str) -> dict:
-    document = json.loads((GOLDEN / name / "data.json").read_text())
-    return document.get("input", document)
+def _golden(name: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((GOLDEN / name / "data.json").read_text())
+    policy_input: dict[str, Any] = document.get("input", document)
+    return policy_input
 
 
 @pytest.mark.parametrize("name", ["admission_production_deployment", "pipeline_production_unpinned",
                                   "pipeline_development_hub"])
-def test_the_async_decision_is_the_blocking_one(opa, name):
+def test_the_async_decision_is_the_blocking_one(opa: EmbeddedOpa, name: str) -> None:
     policy_input = _golden(name)
     blocking = opa.engine.evaluate(policy_input)
 
-    async def both():
+    async def both() -> tuple[PolicyResult, PolicyResult]:
         first = await opa.engine.evaluate_async(policy_input)
         second = await opa.engine.evaluate_async(policy_input)  # on the kept-alive connection
         return first, second
@@ -54,10 +59,10 @@ def test_the_async_decision_is_the_blocking_one(opa, name):
     assert first == blocking and second == blocking
 
 
-def test_the_client_reads_a_large_chunked_answer_over_one_connection(opa):
+def test_the_client_reads_a_large_chunked_answer_over_one_connection(opa: EmbeddedOpa) -> None:
     pool = AsyncOpaConnectionPool(unix_socket=str(opa.socket_path))
 
-    async def twice():
+    async def twice() -> tuple[list[OpaResponse], int]:
         answers = [await pool.post("/v1/data", b"{}") for _ in range(2)]
         return answers, len(pool._idle)
 
@@ -68,7 +73,7 @@ def test_the_client_reads_a_large_chunked_answer_over_one_connection(opa):
     assert [orjson.loads(a.body) for a in answers] == [expected, expected]
 
 
-def test_an_opa_answer_that_is_not_200_fails_closed_naming_it(opa):
+def test_an_opa_answer_that_is_not_200_fails_closed_naming_it(opa: EmbeddedOpa) -> None:
     pool = AsyncOpaConnectionPool(unix_socket=str(opa.socket_path))
     answer = asyncio.run(pool.post("/v1/data/gatekeeper/main/decision", b"{not json"))
     assert answer.status == 400
@@ -76,12 +81,13 @@ def test_an_opa_answer_that_is_not_200_fails_closed_naming_it(opa):
         opa.engine._parse(answer.status, answer.body)
 
 
-def test_the_kept_alive_connection_survives_an_opa_restart(opa):
+def test_the_kept_alive_connection_survives_an_opa_restart(opa: EmbeddedOpa) -> None:
     policy_input = _golden("admission_production_deployment")
 
-    async def scenario():
+    async def scenario() -> tuple[PolicyResult, PolicyResult]:
         before = await opa.engine.evaluate_async(policy_input)  # leaves an idle connection
         first = opa.pid
+        assert first is not None, "OPA is running"
         os.kill(first, signal.SIGKILL)
         deadline = time.monotonic() + 15
         while opa.pid == first or not _healthy(opa):
@@ -94,7 +100,7 @@ def test_the_kept_alive_connection_survives_an_opa_restart(opa):
     assert after == before
 
 
-def test_a_stopped_opa_fails_the_async_evaluation_closed(opa_binary, policy_dir):
+def test_a_stopped_opa_fails_the_async_evaluation_closed(opa_binary: str, policy_dir: Path) -> None:
     engine = EmbeddedOpa(opa_binary=opa_binary, policy_dir=policy_dir)
     engine.start()
     engine.stop()
@@ -102,7 +108,7 @@ def test_a_stopped_opa_fails_the_async_evaluation_closed(opa_binary, policy_dir)
         asyncio.run(engine.engine.evaluate_async(_golden("admission_production_deployment")))
 
 
-def _healthy(opa):
+def _healthy(opa: EmbeddedOpa) -> bool:
     try:
         opa.engine.check_health()
         return True
@@ -110,7 +116,9 @@ def _healthy(opa):
         return False
 
 
-def test_the_revision_comes_from_the_lifecycle_not_from_the_directory(opa, policy_dir):
+def test_the_revision_comes_from_the_lifecycle_not_from_the_directory(
+    opa: EmbeddedOpa, policy_dir: Path
+) -> None:
     walked = opa.engine.revision()  # nothing said yet: hashed from the directory
     assert walked == PolicyFiles.from_directory(policy_dir).revision_id
     opa.served_revision.set("sha256:" + "0" * 64)
@@ -118,13 +126,19 @@ def test_the_revision_comes_from_the_lifecycle_not_from_the_directory(opa, polic
     assert opa.engine.revision() == "sha256:" + "0" * 64
 
 
-def test_decisions_walk_no_policy_directory(make_settings, monkeypatch):
+def test_decisions_walk_no_policy_directory(
+    make_settings: MakeSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app = create_app(make_settings())
     with TestClient(app) as client:
-        walks = []
+        walks: list[tuple[Any, ...]] = []
         original = revision_module._stamp_files
-        monkeypatch.setattr(revision_module, "_stamp_files",
-                            lambda *args: walks.append(args) or original(*args))
+
+        def counted(*args: Any) -> list[tuple[str, int, int]]:
+            walks.append(args)
+            return original(*args)
+
+        monkeypatch.setattr(revision_module, "_stamp_files", counted)
         body = {"images": [f"registry.example.com/payments/api:1.4@{DIGEST}"],
                 "environment": "production"}
         decisions = [client.post("/v1/evaluations", json=body).json() for _ in range(3)]

@@ -284,7 +284,7 @@ def test_policy_submit_activate_rollback_history_in_process(cli_env: Settings, t
     assert listed.output.splitlines()[-1] == f"active {original.revision_id}"
 
 
-def test_policy_input_shows_large_evidence_inline_and_by_reference(cli_env):
+def test_policy_input_shows_large_evidence_inline_and_by_reference(cli_env: Settings) -> None:
     from gatekeeper.domain import parse_digest
     from tests.unit.sbom.factory import cyclonedx
 
@@ -293,6 +293,7 @@ def test_policy_input_shows_large_evidence_inline_and_by_reference(cli_env):
     try:
         container.audit_log.migrate()
         container.sbom_store.create_tables()
+        assert container.vex_store is not None, "the container wires a VEX store"
         container.vex_store.create_tables()
         container.sbom_uploader.upload(json.dumps(cyclonedx(300)).encode(), parse_digest(digest),
                                        uploaded_by="ci-bot")

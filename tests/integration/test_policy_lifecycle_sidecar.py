@@ -247,8 +247,8 @@ def test_cli_drives_a_running_gatekeeper(
 
 
 def test_sidecar_takes_large_evidence_through_its_data_api_and_keeps_it_across_bundles(
-    served_gate, sidecar
-):
+    served_gate: tuple[LifecycleApp, str], sidecar: httpx.Client
+) -> None:
     """Issue 17.2: a sidecar accepts data.gatekeeper.evidence (outside every bundle root) and
     a new bundle does not drop it."""
     from gatekeeper.policy.bundle import PolicyFiles

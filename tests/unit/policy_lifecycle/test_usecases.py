@@ -89,7 +89,7 @@ class NamingBundles:
         return files.revision_id.encode()
 
 
-# mypy: the fakes are checked against the ports they stand in for
+# The fakes are checked by mypy against the ports they stand in for.
 _checker: CandidateChecker = FakeChecker()
 _replica: PolicyReplica = RecordingReplica()
 _replayer: DecisionReplayer = UnusedReplayer()

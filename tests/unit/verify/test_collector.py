@@ -189,7 +189,7 @@ def test_cached_evidence_cannot_be_changed_by_a_caller(
     )
 
     first = collector.collect(IMAGE, DIGEST, context())
-    first["authorities"]["release"]["verified"] = False  # type: ignore[index]
+    first["authorities"]["release"]["verified"] = False
 
     assert collector.collect(IMAGE, DIGEST, context())["authorities"]["release"]["verified"] is True
 

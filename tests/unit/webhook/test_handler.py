@@ -470,6 +470,22 @@ def test_unexpected_errors_deny_without_leaking_details() -> None:
         ) -> Decision:
             raise RuntimeError("secret internals")
 
+        async def evaluate_warm(
+            self, request: EvaluationRequest, *, deadline: float | None = None, record: bool = True
+        ) -> Decision | None:
+            return None  # not warm: the blocking evaluate (which fails) runs in a worker thread
+
+        async def record_without_evaluation_async(
+            self,
+            request: EvaluationRequest,
+            *,
+            verdict: Verdict,
+            violations: Sequence[Violation],
+            error: str | None = None,
+            record: bool = True,
+        ) -> Decision:
+            raise RuntimeError("secret internals")
+
     response = answer(AdmissionHandler(Broken(), AdmissionSettings()),
         review("daemonset-create"), webhook="validate")
     assert (response.allowed, response.code) == (False, 500)
