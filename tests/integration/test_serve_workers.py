@@ -34,8 +34,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client.parser import text_string_to_metric_families
 
 from gatekeeper.audit.spool import DurableSpool
+from tests.helpers.net import free_port
 from tests.integration.cosign_fixtures import push_image, registry_host, unique_repository
-from tests.integration.served import alive, children, free_port
+from tests.integration.served import alive, children
 from tests.integration.test_admission_app import serve_gatekeeper
 from tests.integration.test_admission_signatures import deployment_review
 from tests.unit.webhook.certificates import CertificateAuthority

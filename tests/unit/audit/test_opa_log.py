@@ -105,7 +105,7 @@ def _append_large(path: str, marker: str, count: int) -> None:
         sink.decision_recorded(dataclasses.replace(_decision(), policy_input=big))
 
 
-def test_processes_appending_to_one_log_never_interleave_lines(tmp_path):
+def test_processes_appending_to_one_log_never_interleave_lines(tmp_path: Path) -> None:
     # the workers of `gatekeeper serve --workers N` share GATEKEEPER_DECISION_LOG_FILE
     path = tmp_path / "decisions.jsonl"
     context = multiprocessing.get_context("spawn")
