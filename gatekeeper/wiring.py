@@ -58,15 +58,15 @@ from gatekeeper.scans import EcrScanSource, ScanEvidenceCollector
 from gatekeeper.service import EvaluationService
 from gatekeeper.storage import create_database_engine
 from gatekeeper.tracing import Tracing, build_tracing
-from gatekeeper.usecases import PolicyAuthoring, PolicyLifecycle, SbomUploads
+from gatekeeper.usecases import PolicyAuthoring, PolicyLifecycle, SbomUploads, VexUploads
 from gatekeeper.usecases.audit_trail import AuditTrail
 from gatekeeper.vex import (
     SqlVexStore,
     StoredVexSource,
     VexEvidenceCollector,
+    VexJsonInspector,
     VexLimits,
     VexSource,
-    VexUploader,
 )
 
 __all__ = [
@@ -138,7 +138,7 @@ class Container:
     audit_trail: AuditTrail
     embedded_opa: EmbeddedOpa | None = None
     vex_store: SqlVexStore | None = None
-    vex_uploader: VexUploader | None = None
+    vex_uploader: VexUploads | None = None
     policy_lifecycle: PolicyLifecycle | None = None
     #: A temporary policy state directory this container created (removed on stop).
     policy_state_tmp: Path | None = None
@@ -379,7 +379,7 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         embedded_opa=embedded,
         collectors=collectors,
         vex_store=vex_store,
-        vex_uploader=VexUploader(vex_store, limits=vex_limits),
+        vex_uploader=VexUploads(store=vex_store, inspector=VexJsonInspector(vex_limits)),
         tracing=tracing,
         bundle_signer=bundle_signer,
     )

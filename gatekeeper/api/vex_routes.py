@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from gatekeeper.api.models import ErrorBody, error_response, request_body
 from gatekeeper.api.models_records import VexUploadDocument
 from gatekeeper.errors import ConfigurationError
-from gatekeeper.vex import VexUploader
+from gatekeeper.usecases.vex_upload import VexUploads
 
 __all__ = ["VEX_MEDIA_TYPES", "build_vex_router"]
 
@@ -38,7 +38,7 @@ VEX_MEDIA_TYPES = frozenset({
 
 
 def build_vex_router(
-    uploader_of: Callable[[Request], VexUploader | None],
+    uploader_of: Callable[[Request], VexUploads | None],
     *,
     max_bytes: int,
     upload_dependencies: Sequence[Depends] = (),
