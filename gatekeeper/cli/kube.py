@@ -220,9 +220,9 @@ def ensure_command(
     api_ca_file: ApiCaOption = ACCOUNT / "ca.crt",
 ) -> None:
     """Create the CA and serving certificate Secrets when missing; renew before expiry."""
-    from gatekeeper.tool_wiring import CertificatePlan, ensure_certificate
+    from gatekeeper.tool_wiring import certificate_plan, ensure_certificate
 
-    plan = CertificatePlan(_namespace(namespace), secret, ca_secret, tuple(dns_names or ()),
+    plan = certificate_plan(_namespace(namespace), secret, ca_secret, tuple(dns_names or ()),
                            ca_days, certificate_days, renew_before_days, webhook_name)
     plan.check()
     with _client(api_server, token_file, api_ca_file) as client:
