@@ -23,14 +23,26 @@ from gatekeeper.registry import (
     RegistryClientSettings,
     StaticCredentials,
 )
-from gatekeeper.verify import SignatureEvidenceCollector, SignaturePolicySettings, TrustRoot
+from gatekeeper.verify import (
+    SignatureEvidenceCollector,
+    SignaturePolicySettings,
+    TrustRoot,
+    verify_bundle_for_cli,
+)
 
 if TYPE_CHECKING:
     from gatekeeper.config import Settings
     from gatekeeper.metrics import Metrics
     from gatekeeper.tracing import Tracing
 
-__all__ = ["build_registry_client", "build_signature_collector", "load_trust_root"]
+# verify_bundle_for_cli: ``gatekeeper verify-bundle`` (the sigstore-conformance protocol) gets
+# the offline bundle verifier from here, not from the adapter package.
+__all__ = [
+    "build_registry_client",
+    "build_signature_collector",
+    "load_trust_root",
+    "verify_bundle_for_cli",
+]
 
 _MAX_DOCKER_CONFIG_BYTES = 1 << 20
 

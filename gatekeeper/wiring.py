@@ -58,15 +58,15 @@ from gatekeeper.scans import EcrScanSource, ScanEvidenceCollector
 from gatekeeper.service import EvaluationService
 from gatekeeper.storage import create_database_engine
 from gatekeeper.tracing import Tracing, build_tracing
-from gatekeeper.usecases import PolicyAuthoring, PolicyLifecycle, SbomUploads
+from gatekeeper.usecases import PolicyAuthoring, PolicyLifecycle, SbomUploads, VexUploads
 from gatekeeper.usecases.audit_trail import AuditTrail
 from gatekeeper.vex import (
     SqlVexStore,
     StoredVexSource,
     VexEvidenceCollector,
+    VexJsonInspector,
     VexLimits,
     VexSource,
-    VexUploader,
 )
 
 __all__ = [
@@ -80,6 +80,7 @@ __all__ = [
     "open_policy_authoring",
     "open_policy_services",
     "open_audit_trail",
+    "replay_spool",
     "trail_settings",
     "write_audit_signing_key",
 ]
@@ -138,7 +139,7 @@ class Container:
     audit_trail: AuditTrail
     embedded_opa: EmbeddedOpa | None = None
     vex_store: SqlVexStore | None = None
-    vex_uploader: VexUploader | None = None
+    vex_uploader: VexUploads | None = None
     policy_lifecycle: PolicyLifecycle | None = None
     #: A temporary policy state directory this container created (removed on stop).
     policy_state_tmp: Path | None = None
@@ -379,7 +380,7 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         embedded_opa=embedded,
         collectors=collectors,
         vex_store=vex_store,
-        vex_uploader=VexUploader(vex_store, limits=vex_limits),
+        vex_uploader=VexUploads(store=vex_store, inspector=VexJsonInspector(vex_limits)),
         tracing=tracing,
         bundle_signer=bundle_signer,
     )
@@ -483,6 +484,22 @@ def open_audit_trail(settings: Settings, *, signing: bool) -> AuditTrail:
         return audit
 
     return AuditTrail(SqlAuditTrailStore(open_log, trail_settings(settings)))
+
+
+def replay_spool(settings: Settings, spool_dir: Path) -> tuple[int, str | None]:
+    """Replay the audit spool in ``spool_dir`` (a former worker's) into the chain; the
+    decisions still waiting there afterwards, and why they could not be replayed."""
+    audit = open_audit_log(
+        settings.database_url, signing_key_file=settings.audit_signing_key_file,
+        spool_dir=spool_dir, checkpoint_every=settings.audit_checkpoint_every,
+        generate_embedded_key=False,
+    )
+    try:
+        if audit.spool_depth:
+            audit.migrate()  # replays the spool into the chain
+        return audit.spool_depth, audit.replay_error
+    finally:
+        audit.close()
 
 
 def write_audit_signing_key(file: Path) -> str:

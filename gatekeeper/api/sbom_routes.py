@@ -27,10 +27,10 @@ from starlette.concurrency import run_in_threadpool
 from gatekeeper.api.models import (
     BINARY_SCHEMA,
     ErrorBody,
-    error_response,
     request_body,
 )
 from gatekeeper.api.models_records import SbomMetadata, SbomUploadDocument
+from gatekeeper.api.uploads import read_upload
 from gatekeeper.domain.ports.sbom import StoredSbom
 from gatekeeper.domain.reference import parse_digest
 from gatekeeper.usecases.sbom_upload import SbomUploads
@@ -44,21 +44,6 @@ SBOM_MEDIA_TYPES = frozenset({
 })
 _MEDIA_TYPE_OF_FORMAT = {"cyclonedx": "application/vnd.cyclonedx+json",
                          "spdx": "application/spdx+json"}
-
-
-async def _read_limited(request: Request, max_bytes: int) -> bytes | None:
-    """The body, or None as soon as it grows past ``max_bytes`` (never buffered further)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _metadata(stored: StoredSbom) -> dict[str, Any]:
@@ -108,13 +93,11 @@ def build_sbom_router(
         ticket_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
     ) -> Response:
         digest = parse_digest(image_digest, field="image_digest")
-        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media_type not in SBOM_MEDIA_TYPES:
-            return error_response(415, "unsupported_media_type",
-                          f"send the SBOM as one of: {', '.join(sorted(SBOM_MEDIA_TYPES))}")
-        content = await _read_limited(request, max_bytes)
-        if content is None:
-            return error_response(413, "too_large", f"SBOM larger than {max_bytes} bytes")
+        content = await read_upload(
+            request, media_types=SBOM_MEDIA_TYPES, max_bytes=max_bytes, what="SBOM"
+        )
+        if isinstance(content, Response):
+            return content
         principal = getattr(request.state, "principal", None)
         uploader = uploader_of(request)
         # Parsing and validating a 10,000 component SBOM takes ~150 ms of CPU: off the loop.

@@ -23,10 +23,11 @@ from fastapi.params import Depends
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from gatekeeper.api.models import ErrorBody, error_response, request_body
+from gatekeeper.api.models import ErrorBody, request_body
 from gatekeeper.api.models_records import VexUploadDocument
+from gatekeeper.api.uploads import read_upload
 from gatekeeper.errors import ConfigurationError
-from gatekeeper.vex import VexUploader
+from gatekeeper.usecases.vex_upload import VexUploads
 
 __all__ = ["VEX_MEDIA_TYPES", "build_vex_router"]
 
@@ -38,7 +39,7 @@ VEX_MEDIA_TYPES = frozenset({
 
 
 def build_vex_router(
-    uploader_of: Callable[[Request], VexUploader | None],
+    uploader_of: Callable[[Request], VexUploads | None],
     *,
     max_bytes: int,
     upload_dependencies: Sequence[Depends] = (),
@@ -64,17 +65,11 @@ def build_vex_router(
         request: Request,
         ticket_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
     ) -> Response:
-        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media_type not in VEX_MEDIA_TYPES:
-            return error_response(
-                415, "unsupported_media_type",
-                "send the VEX document as one of: " + ", ".join(sorted(VEX_MEDIA_TYPES)),
-            )
-        content = await request.body()
-        if len(content) > max_bytes:
-            return error_response(
-                413, "too_large", f"VEX document larger than {max_bytes} bytes"
-            )
+        content = await read_upload(
+            request, media_types=VEX_MEDIA_TYPES, max_bytes=max_bytes, what="VEX document"
+        )
+        if isinstance(content, Response):
+            return content
         uploader = uploader_of(request)
         if uploader is None:
             raise ConfigurationError("VEX uploads are not wired in this gatekeeper")

@@ -244,7 +244,7 @@ def verify_bundle_command(
 
     Exit 0 verified, 1 rejected (reason on stderr), 2 usage error.
     """
-    from gatekeeper.verify import verify_bundle_for_cli
+    from gatekeeper.evidence_wiring import verify_bundle_for_cli
 
     ok, reason = verify_bundle_for_cli(
         bundle_path=bundle,

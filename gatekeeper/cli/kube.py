@@ -18,7 +18,7 @@ import typer
 from gatekeeper.cli.common import command_group, fail
 
 if TYPE_CHECKING:
-    from gatekeeper.kube.client import KubeClient
+    from gatekeeper.tool_wiring import KubeClient
 
 __all__ = ["certs_app", "webhooks_app"]
 
@@ -48,7 +48,7 @@ NamespaceOption = Annotated[str | None, typer.Option(
 
 
 def _client(api_server: str | None, token_file: Path, api_ca_file: Path) -> KubeClient:
-    from gatekeeper.kube.client import KubeClient
+    from gatekeeper.tool_wiring import build_kube_client
 
     if api_server is None:
         host = os.environ.get("KUBERNETES_SERVICE_HOST")
@@ -58,7 +58,7 @@ def _client(api_server: str | None, token_file: Path, api_ca_file: Path) -> Kube
         api_server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
     if not api_ca_file.is_file():
         fail(f"--api-ca-file {api_ca_file}: no such file")
-    return KubeClient(api_server, token_file=token_file, ca_file=api_ca_file)
+    return build_kube_client(api_server, token_file=token_file, ca_file=api_ca_file)
 
 
 def _namespace(namespace: str | None) -> str:
@@ -102,7 +102,7 @@ def register_command(
     import yaml
 
     from gatekeeper.errors import InvalidInputError
-    from gatekeeper.kube.webhooks import register, wait_ready, webhook_documents
+    from gatekeeper.tool_wiring import register, wait_ready, webhook_documents
 
     if (ca_secret is None) == (ca_bundle_file is None):
         fail("give exactly one of --ca-secret and --ca-bundle-file")
@@ -160,7 +160,7 @@ def unregister_command(
 ) -> None:
     """Delete the validating and mutating webhook configurations called NAME (and, with
     --delete-secret, Secrets the chart's hooks created outside the release)."""
-    from gatekeeper.kube.webhooks import unregister
+    from gatekeeper.tool_wiring import unregister
 
     with _client(api_server, token_file, api_ca_file) as client:
         for done in unregister(client, name):
@@ -185,7 +185,7 @@ def probe_command(
 ) -> None:
     """Wait until the gatekeeper answers 200 at URL over TLS verified with the CA (helm test)."""
     from gatekeeper.errors import UpstreamUnavailableError
-    from gatekeeper.kube.webhooks import wait_ready
+    from gatekeeper.tool_wiring import wait_ready
 
     try:
         ca_pem = ca_bundle_file.read_bytes()
@@ -220,13 +220,13 @@ def ensure_command(
     api_ca_file: ApiCaOption = ACCOUNT / "ca.crt",
 ) -> None:
     """Create the CA and serving certificate Secrets when missing; renew before expiry."""
-    from gatekeeper.kube.certs import CertificatePlan, ensure
+    from gatekeeper.tool_wiring import certificate_plan, ensure_certificate
 
-    plan = CertificatePlan(_namespace(namespace), secret, ca_secret, tuple(dns_names or ()),
+    plan = certificate_plan(_namespace(namespace), secret, ca_secret, tuple(dns_names or ()),
                            ca_days, certificate_days, renew_before_days, webhook_name)
     plan.check()
     with _client(api_server, token_file, api_ca_file) as client:
-        result = ensure(client, plan, datetime.now(UTC))
+        result = ensure_certificate(client, plan, datetime.now(UTC))
     expiry = result.not_after.strftime("%Y-%m-%dT%H:%M:%SZ") if result.not_after else "?"
     typer.echo(f"CA {result.ca}; certificate {result.certificate} (valid until {expiry}) "
                f"in Secret {plan.namespace}/{secret}")

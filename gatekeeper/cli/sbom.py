@@ -56,8 +56,7 @@ def validate_command(
     max_depth: MaxDepth = DEFAULT_MAX_DEPTH,
 ) -> None:
     """Validate FILE: exit 0 valid, 1 invalid (with the reason), 2 unreadable."""
-    from gatekeeper.sbom.parsing import JsonLimits
-    from gatekeeper.sbom.validation import CycloneDxValidator, parse_sbom_document
+    from gatekeeper.tool_wiring import validate_sbom
 
     data = _read(file, max_bytes)
     if len(data) > max_bytes:
@@ -65,9 +64,7 @@ def validate_command(
                    err=True)
         raise typer.Exit(EXIT_INVALID)
     try:
-        parsed = parse_sbom_document(
-            data, validator=CycloneDxValidator(), limits=JsonLimits(max_bytes, max_depth)
-        )
+        parsed = validate_sbom(data, max_bytes=max_bytes, max_depth=max_depth)
     except InvalidInputError as exc:  # the verdict on the document, not an error of the command
         typer.echo(f"invalid: {file}: {exc.message}", err=True)
         raise typer.Exit(EXIT_INVALID) from exc
@@ -88,25 +85,14 @@ def evidence_command(
     output: OutputOption = OutputFormat.JSON,
 ) -> None:
     """Print the ``evidence.sbom.documents`` entry FILE would give an image (policy view)."""
-    from gatekeeper.domain.ports.sbom import SbomCandidate
     from gatekeeper.domain.reference import parse_digest
-    from gatekeeper.sbom.binding import BindingMethod
-    from gatekeeper.sbom.collector import SbomEvidenceCollector
-    from gatekeeper.sbom.parsing import JsonLimits
-    from gatekeeper.sbom.validation import CycloneDxValidator
+    from gatekeeper.tool_wiring import sbom_file_evidence
 
     data = _read(file, max_bytes)
     image_digest = parse_digest(digest, field="--digest") if digest else None
-    validator = CycloneDxValidator()
-    limits = JsonLimits(max_bytes, max_depth)
-    collector = SbomEvidenceCollector(sources=(), validator=validator, json_limits=limits)
-    candidate = SbomCandidate(
-        data,
-        BindingMethod.UPLOAD if image_digest is not None else None,
-        (str(image_digest),) if image_digest is not None else (),
-        f"file {file}",
+    evidence = sbom_file_evidence(
+        data, image_digest, f"file {file}", max_bytes=max_bytes, max_depth=max_depth
     )
-    evidence = collector.evaluate_candidate(candidate, image_digest)
     emit(evidence, output)
     if evidence["state"] == "invalid":
         raise typer.Exit(EXIT_INVALID)

@@ -148,25 +148,17 @@ class WorkerSupervisor:
             suffix = directory.name.removeprefix("worker-")
             if not suffix.isdigit() or int(suffix) < count:
                 continue
-            from gatekeeper.audit import open_audit_log
             from gatekeeper.errors import GatekeeperError
+            from gatekeeper.wiring import replay_spool
 
-            audit = open_audit_log(
-                self.settings.database_url, signing_key_file=self.settings.audit_signing_key_file,
-                spool_dir=directory, checkpoint_every=self.settings.audit_checkpoint_every,
-                generate_embedded_key=False,
-            )
             try:
-                if audit.spool_depth:
-                    audit.migrate()  # replays the spool into the chain
-                if audit.spool_depth:
+                waiting, why = replay_spool(self.settings, directory)
+                if waiting:
                     log.error("%d decisions still wait in the spool %s of a former worker: %s",
-                              audit.spool_depth, directory, audit.replay_error)
+                              waiting, directory, why)
             except GatekeeperError as exc:
                 log.error("spool %s of a former worker not replayed: %s", directory,
                           exc.render())
-            finally:
-                audit.close()
 
     # (5)
     def _serve_metrics(self) -> None:

@@ -28,8 +28,8 @@ from typing import Any, Protocol
 from gatekeeper.domain import Decision, EvaluationRequest, Source, Verdict, Violation
 from gatekeeper.domain.credentials import WorkloadRegistryLogins
 from gatekeeper.domain.policy_lifecycle import StoredDecision
+from gatekeeper.domain.workload import Workload
 from gatekeeper.errors import GatekeeperError, InvalidInputError
-from gatekeeper.kube.workloads import Workload
 from gatekeeper.service import EvaluationService, SystemClock
 from gatekeeper.webhook.prepare import Prepared, Rejected, prepare_review
 from gatekeeper.webhook.review import (

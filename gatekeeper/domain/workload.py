@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -23,7 +24,13 @@ import orjson
 from gatekeeper.domain.workload_images import CONTAINER_LISTS, find_pod_specs
 from gatekeeper.errors import InvalidInputError
 
-__all__ = ["MAX_REVIEW_OBJECT_BYTES", "build_review", "pod_specs_changed", "workload_fingerprint"]
+__all__ = [
+    "MAX_REVIEW_OBJECT_BYTES",
+    "Workload",
+    "build_review",
+    "pod_specs_changed",
+    "workload_fingerprint",
+]
 
 #: Largest serialised ``object`` / ``oldObject`` given to the policy (etcd's 1.5 MiB).
 MAX_REVIEW_OBJECT_BYTES = 1_572_864
@@ -136,3 +143,18 @@ def pod_specs_changed(
     return [spec for _, spec in find_pod_specs(obj, kind)] != [
         spec for _, spec in find_pod_specs(old_object, kind)
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """One workload object as the API server stores it (``obj`` carries kind and apiVersion)."""
+
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+    obj: Mapping[str, Any]
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.namespace}/{self.name}"

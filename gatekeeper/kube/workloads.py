@@ -18,10 +18,10 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from gatekeeper.domain.workload import Workload
 from gatekeeper.errors import GatekeeperError, InvalidInputError
 from gatekeeper.kube.client import KubeApiError, KubeClient
 
@@ -53,21 +53,6 @@ _API_VERSIONS = {
 POLICY_REPORT_API = "wgpolicyk8s.io/v1alpha2"
 _PAGE = 500
 _DOCKERCONFIG = "kubernetes.io/dockerconfigjson"
-
-
-@dataclass(frozen=True, slots=True)
-class Workload:
-    """One workload object as the API server stores it (``obj`` carries kind and apiVersion)."""
-
-    kind: str
-    namespace: str
-    name: str
-    uid: str
-    obj: Mapping[str, Any]
-
-    @property
-    def key(self) -> str:
-        return f"{self.kind}/{self.namespace}/{self.name}"
 
 
 def _controlled_by_listed_kind(metadata: Mapping[str, Any]) -> bool:

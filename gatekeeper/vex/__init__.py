@@ -1,17 +1,17 @@
 """VEX evidence: OpenVEX and CycloneDX VEX from trusted authorities and VEX publishers.
 
 Entry points: :class:`VexEvidenceCollector` (the ``vex`` evidence section),
-:class:`VexUploader` (``POST /v1/vex``), :class:`SqlVexStore`, :func:`parse_vex_document`.
+:class:`VexJsonInspector` (read by the ``POST /v1/vex`` use case), :class:`SqlVexStore`,
+:func:`parse_vex_document`.
 """
 
 from gatekeeper.vex.collector import (
     StoredVexSource,
     VexCandidate,
     VexEvidenceCollector,
+    VexJsonInspector,
     VexSource,
     VexStore,
-    VexUploader,
-    VexUploadResult,
 )
 from gatekeeper.vex.documents import (
     OPENVEX_PREDICATE_TYPE,
@@ -34,12 +34,11 @@ __all__ = [
     "VexDocument",
     "VexDocumentError",
     "VexEvidenceCollector",
+    "VexJsonInspector",
     "VexLimits",
     "VexSource",
     "VexStatement",
     "VexStore",
-    "VexUploadResult",
-    "VexUploader",
     "VexUpload",
     "create_vex_tables",
     "is_openvex_predicate",

@@ -1,4 +1,4 @@
-"""The ``vex`` evidence collector and the VEX upload use case.
+"""The ``vex`` evidence collector and the inspector of VEX uploads.
 
 Only VEX from a source that may speak for the image is ever read:
 
@@ -30,17 +30,14 @@ checks that again and decides which statuses waive a finding.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from gatekeeper.domain.ports import EvidenceContext
 from gatekeeper.domain.ports.vex import (
-    StoredVex,
     VexCandidate,
     VexDocument,
     VexSource,
     VexStore,
-    VexUpload,
 )
 from gatekeeper.domain.reference import Digest, ImageReference
 from gatekeeper.vex.documents import (
@@ -55,8 +52,7 @@ __all__ = [
     "VexEvidenceCollector",
     "VexSource",
     "VexStore",
-    "VexUploadResult",
-    "VexUploader",
+    "VexJsonInspector",
 ]
 
 
@@ -135,34 +131,15 @@ class VexEvidenceCollector:
         }  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class VexUploadResult:
-    stored: StoredVex
-    document: VexDocument
+class VexJsonInspector:
+    """Implements :class:`~gatekeeper.domain.ports.VexInspector` for the upload use case."""
 
-    def as_response(self) -> dict[str, Any]:
-        """The body of the ``201`` answer to ``POST /v1/vex``."""
-        return {
-            "id": self.stored.id,
-            "sha256": self.stored.sha256,
-            "format": self.stored.format,
-            "statement_count": self.stored.statement_count,
-            "image_digests": list(self.document.product_digests),
-            "uploaded_at": self.stored.uploaded_at.isoformat().replace("+00:00", "Z"),
-            "uploaded_by": self.stored.uploaded_by,
-        }
-
-
-class VexUploader:
-    def __init__(self, store: VexStore, *, limits: VexLimits | None = None) -> None:
-        self._store = store
+    def __init__(self, limits: VexLimits | None = None) -> None:
         self._limits = limits or VexLimits()
 
-    def upload(
-        self, content: bytes, *, uploaded_by: str | None, ticket_id: str | None = None
-    ) -> VexUploadResult:
-        """Parse and store; raise :class:`VexDocumentError` (422) for a document that is not
-        VEX or names no image digest (it could never apply to anything)."""
+    def inspect(self, content: bytes) -> VexDocument:
+        """Raise :class:`VexDocumentError` (422) for a document that is not VEX or names no
+        image digest (it could never apply to anything)."""
         document = parse_vex_json(content, self._limits)
         if not document.product_digests:
             raise VexDocumentError(
@@ -170,12 +147,4 @@ class VexUploader:
                 "a sha256:... @id, or a sha-256 hash): it could never waive anything",
                 "$.statements" if document.format == "openvex" else "$.vulnerabilities",
             )
-        stored = self._store.save(
-            VexUpload(
-                content=content, sha256=document.sha256, format=document.format,
-                statement_count=len(document.statements),
-                product_digests=document.product_digests, uploaded_by=uploaded_by,
-                ticket_id=ticket_id,
-            )
-        )  # fmt: skip
-        return VexUploadResult(stored, document)
+        return document

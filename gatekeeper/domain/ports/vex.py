@@ -16,6 +16,7 @@ __all__ = [
     "StoredVex",
     "VexCandidate",
     "VexDocument",
+    "VexInspector",
     "VexSource",
     "VexStatement",
     "VexStore",
@@ -108,3 +109,13 @@ class VexStore(Protocol):
     def save(self, upload: VexUpload) -> StoredVex: ...
 
     def find_for_digest(self, image_digest: str, *, limit: int = 32) -> Sequence[StoredVex]: ...
+
+
+class VexInspector(Protocol):
+    """Reads an uploaded VEX document (OpenVEX or CycloneDX VEX) before it is stored."""
+
+    def inspect(self, content: bytes) -> VexDocument:
+        """Raise :class:`~gatekeeper.errors.InvalidInputError` whose ``field`` is the JSON
+        path of the problem for a document that is not VEX or names no image digest (it
+        could never waive anything)."""
+        ...

@@ -12,13 +12,14 @@ import sqlalchemy as sa
 
 from gatekeeper.domain.ports import EvidenceCollector, EvidenceContext
 from gatekeeper.domain.reference import parse_digest, parse_image_reference
+from gatekeeper.usecases.vex_upload import VexUploads
 from gatekeeper.vex import (
     SqlVexStore,
     StoredVexSource,
     VexDocumentError,
     VexEvidenceCollector,
+    VexJsonInspector,
     VexLimits,
-    VexUploader,
     parse_vex_document,
     parse_vex_json,
 )
@@ -171,7 +172,7 @@ def store(tmp_path: Path) -> SqlVexStore:
 def test_upload_is_stored_found_by_digest_and_listed_for_that_digest_only(
     store: SqlVexStore,
 ) -> None:
-    uploader = VexUploader(store)
+    uploader = VexUploads(store=store, inspector=VexJsonInspector())
     content = json.dumps(openvex(statement(), statement(
         vulnerability={"name": "CVE-2020-9"}, products=[{"@id": OTHER}]))).encode()
     result = uploader.upload(content, uploaded_by="sec-team", ticket_id="SEC-1")
@@ -200,6 +201,6 @@ def test_upload_is_stored_found_by_digest_and_listed_for_that_digest_only(
 def test_upload_naming_no_digest_is_refused(store: SqlVexStore) -> None:
     content = json.dumps(openvex(statement(products=[{"@id": "pkg:npm/x@1"}]))).encode()
     with pytest.raises(VexDocumentError) as caught:
-        VexUploader(store).upload(content, uploaded_by="sec")
+        VexUploads(store=store, inspector=VexJsonInspector()).upload(content, uploaded_by="sec")
     assert caught.value.field == "$.statements"
     assert store.find_for_digest(DIGEST) == []

@@ -8,7 +8,8 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from gatekeeper.vex import SqlVexStore, VexUploader
+from gatekeeper.usecases.vex_upload import VexUploads
+from gatekeeper.vex import SqlVexStore, VexJsonInspector
 from tests.helpers.postgres import psycopg_url
 from tests.helpers.threads import failures_of_concurrent_calls
 
@@ -34,7 +35,7 @@ def test_concurrent_replicas_create_the_tables_and_a_document_is_stored_once(
                         "status": "fixed"}],
     }  # fmt: skip
     store = SqlVexStore(engine)
-    uploader = VexUploader(store)
+    uploader = VexUploads(store=store, inspector=VexJsonInspector())
     first = uploader.upload(json.dumps(document).encode(), uploaded_by="sec-team")
     second = uploader.upload(json.dumps(document).encode(), uploaded_by="other")
     assert first.stored.id == second.stored.id
