@@ -4,6 +4,8 @@ Run (SQLite in a temporary directory, the embedded default):
     .venv/bin/python -m benchmarks.bench_audit_writer [--decisions N] [--concurrency 1,8]
 On PostgreSQL (a fresh database is created and dropped):
     scripts/test-servers run .venv/bin/python -m benchmarks.bench_audit_writer --postgres
+Through the product (``gatekeeper serve``, POST /v1/evaluations of bench_evaluations, SQLite):
+    .venv/bin/python -m benchmarks.bench_audit_writer --product
 
 For each concurrency C, C threads (and, separately, C coroutines on one event loop through
 ``record_async``) record their share of N pre-built decisions through ``SqlAuditLog`` - the
@@ -138,10 +140,44 @@ def measure(url: str, signer: CheckpointSigner, *, count: int, concurrency: int,
     return count / elapsed, commits / elapsed, statistics.median(latencies) * 1e3, p99 * 1e3
 
 
+def product(levels: list[int], requests: int) -> None:
+    """Decisions per commit of a real ``gatekeeper serve`` (from its /metrics), per wait."""
+    import re
+    import urllib.request
+
+    from benchmarks.bench_evaluations import BODY
+    from benchmarks.common import free_port, load, running_gatekeeper
+
+    def scrape(port: int) -> tuple[float, float]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        found = dict(re.findall(
+            r"^forge_gatekeeper_audit_batch_decisions_(count|sum) (\S+)$", text, re.M))
+        return float(found["count"]), float(found["sum"])
+
+    for wait in (DEFAULT_WAIT, 0.0):
+        metrics_port = free_port()
+        with running_gatekeeper({"GATEKEEPER_METRICS_PORT": str(metrics_port),
+                                 "GATEKEEPER_AUDIT_BATCH_WAIT_SECONDS": str(wait)}) as port:
+            load(port, "/v1/evaluations", BODY, concurrency=4, requests=200)  # warm-up
+            for concurrency in levels:
+                commits_before, before = scrape(metrics_port)
+                figures = load(port, "/v1/evaluations", BODY, concurrency=concurrency,
+                               requests=requests)
+                commits_after, after = scrape(metrics_port)
+                commits, decisions = commits_after - commits_before, after - before
+                print(f"product    {concurrency:>3} {wait * 1e3:>7g} "
+                      f"{figures['per_second']:>12,.0f} "
+                      f"{figures['per_second'] * commits / max(decisions, 1):>10,.0f} "
+                      f"{decisions / max(commits, 1):>10.1f} {commits / max(decisions, 1):>17.3f} "
+                      f"{figures['p50_ms']:>7.2f} {figures['p99_ms']:>7.2f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decisions", type=int, default=800)
     parser.add_argument("--concurrency", default="1,8")
+    parser.add_argument("--product", action="store_true",
+                        help="measure a real gatekeeper serve (POST /v1/evaluations) instead")
     parser.add_argument("--postgres", action="store_true",
                         help="use GATEKEEPER_TEST_POSTGRES_URL instead of SQLite")
     args = parser.parse_args()
@@ -152,6 +188,11 @@ def main() -> int:
         return 2
     signer = CheckpointSigner(Ed25519PrivateKey.generate())
     levels = [int(level) for level in args.concurrency.split(",")]
+    if args.product:
+        print(f"{'mode':<10} {'C':>3} {'wait ms':>7} {'decisions/s':>12} {'commits/s':>10} "
+              f"{'per commit':>10} {'commits/decisions':>17} {'p50 ms':>7} {'p99 ms':>7}")
+        product(levels, args.decisions)
+        return 0
     with tempfile.TemporaryDirectory(prefix="gk-bench-writer-") as tmp:
         directory = Path(tmp)
         floor = fsync_floor(directory, 200)
