@@ -121,7 +121,7 @@ SERVER_STACK = (
     "fastapi", "starlette", "uvicorn", "sqlalchemy", "psycopg", "opentelemetry",
     "prometheus_client", "gatekeeper.wiring", "gatekeeper.audit", "gatekeeper.policy",
     "gatekeeper.sbom", "gatekeeper.scans", "gatekeeper.service", "gatekeeper.metrics",
-    "gatekeeper.tracing",
+    "gatekeeper.tracing", "gatekeeper.evaluation",
 )
 
 
