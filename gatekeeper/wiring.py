@@ -23,6 +23,7 @@ from gatekeeper.config import Settings
 from gatekeeper.domain import EvidenceCollector, PolicyEngine
 from gatekeeper.domain.evidence_documents import EvidenceExternaliser
 from gatekeeper.domain.policy_lifecycle import CheckReport, OpaTestRun, PolicyCandidate
+from gatekeeper.domain.ports.compliance import ComplianceAdapters
 from gatekeeper.domain.reference import parse_image_reference
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.evidence_cache import EvidenceCache
@@ -71,6 +72,7 @@ from gatekeeper.vex import (
 
 __all__ = [
     "Container",
+    "build_compliance_adapters",
     "build_container",
     "build_registry_client",
     "build_signature_collector",
@@ -507,3 +509,24 @@ def write_audit_signing_key(file: Path) -> str:
     from gatekeeper.audit.chain import write_signing_key
 
     return write_signing_key(file)
+
+
+def build_compliance_adapters(settings: Settings,
+                              excluded_namespaces: frozenset[str]) -> ComplianceAdapters:
+    """The background door's Kubernetes adapters, sharing one API server connection (imported
+    here, not at the top: only ``background_enabled`` servers need them)."""
+    from gatekeeper.kube.client import KubeClient
+    from gatekeeper.kube.pull_secrets import KubePullSecrets
+    from gatekeeper.kube.reports import KubePolicyReports, KubeWorkloads
+    from gatekeeper.registry.auth import DockerConfigCredentials
+
+    client = KubeClient(settings.background_kube_server,
+                        token_file=settings.background_kube_token_file,
+                        ca_file=settings.background_kube_ca_file)
+    return ComplianceAdapters(
+        workloads=KubeWorkloads(client, excluded_namespaces),
+        reports=KubePolicyReports(client) if settings.background_policy_reports else None,
+        pull_secrets=(KubePullSecrets(client, DockerConfigCredentials)
+                      if settings.background_pull_secrets else None),
+        close=client.close,
+    )

@@ -2,7 +2,6 @@
 ``GET /v1/compliance``); see :mod:`gatekeeper.compliance.scanner`."""
 
 from gatekeeper.compliance.loop import BackgroundMetrics, ComplianceLoop
-from gatekeeper.compliance.reports import KubePolicyReports, KubeWorkloads, build_policy_report
 from gatekeeper.compliance.scanner import ComplianceScanner, ComplianceSnapshot, WorkloadResult
 
 __all__ = [
@@ -10,8 +9,5 @@ __all__ = [
     "ComplianceLoop",
     "ComplianceScanner",
     "ComplianceSnapshot",
-    "KubePolicyReports",
-    "KubeWorkloads",
     "WorkloadResult",
-    "build_policy_report",
 ]

@@ -26,8 +26,13 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from gatekeeper.domain import Decision, EvaluationRequest, Source, Verdict, Violation
-from gatekeeper.domain.credentials import WorkloadRegistryLogins
 from gatekeeper.domain.policy_lifecycle import StoredDecision
+from gatekeeper.domain.ports.compliance import (
+    PullSecretSource,
+    ReportSink,
+    WorkloadResult,
+    WorkloadSource,
+)
 from gatekeeper.domain.workload import Workload
 from gatekeeper.errors import GatekeeperError, InvalidInputError
 from gatekeeper.service import EvaluationService, SystemClock
@@ -43,6 +48,7 @@ __all__ = [
     "BACKGROUND_USER",
     "ComplianceScanner",
     "ComplianceSnapshot",
+    "PullSecretSource",
     "ReportSink",
     "WorkloadResult",
     "WorkloadSource",
@@ -54,51 +60,8 @@ log = logging.getLogger(__name__)
 BACKGROUND_USER = "system:gatekeeper:background"
 
 
-class WorkloadSource(Protocol):
-    def list_workloads(self) -> list[Workload]: ...
-
-
-class ReportSink(Protocol):
-    def write(self, namespace: str, results: Sequence[WorkloadResult],
-              revision: str | None, now: datetime) -> str: ...
-
-
-class PullSecretSource(Protocol):
-    def logins_for(
-        self, workload: Workload
-    ) -> tuple[WorkloadRegistryLogins | None, list[str]]: ...
-
-
 class ViolationMetrics(Protocol):
     def publish(self, counts: Mapping[tuple[str, str], int]) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class WorkloadResult:
-    """What the current policy says about one running workload."""
-
-    workload: Workload
-    verdict: Verdict
-    violations: tuple[Violation, ...]
-    warnings: tuple[Violation, ...]
-    revision: str | None
-    decision_id: str | None
-    evaluated_at: datetime
-
-    @property
-    def fingerprint(self) -> tuple[Any, ...]:
-        return (self.verdict, self.violations, self.warnings, self.revision)
-
-    def as_dict(self) -> dict[str, Any]:
-        workload = self.workload
-        return {
-            "kind": workload.kind, "namespace": workload.namespace, "name": workload.name,
-            "uid": workload.uid, "verdict": self.verdict.value,
-            "policy_revision": self.revision, "decision_id": self.decision_id,
-            "evaluated_at": self.evaluated_at.isoformat(),
-            "violations": [v.as_dict() for v in self.violations],
-            "warnings": [w.as_dict() for w in self.warnings],
-        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,16 +24,11 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from gatekeeper.api.auth import Authenticator, install_auth
-from gatekeeper.compliance import (
-    BackgroundMetrics,
-    ComplianceLoop,
-    ComplianceScanner,
-    KubePolicyReports,
-    KubeWorkloads,
-)
+from gatekeeper.compliance import BackgroundMetrics, ComplianceLoop, ComplianceScanner
 from gatekeeper.compliance.routes import build_compliance_router
 from gatekeeper.domain import Source
 from gatekeeper.kube.client import KubeClient
+from gatekeeper.kube.reports import KubePolicyReports, KubeWorkloads
 from gatekeeper.policy import EmbeddedOpa
 from gatekeeper.policy.bundle import PolicyFiles
 from gatekeeper.policy.replay import replay_decisions

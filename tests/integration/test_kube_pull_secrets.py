@@ -24,12 +24,14 @@ import httpx
 import pytest
 import yaml
 
-from gatekeeper.compliance import ComplianceScanner, KubeWorkloads
-from gatekeeper.compliance.pull_secrets import KubePullSecrets
+from gatekeeper.compliance import ComplianceScanner
 from gatekeeper.domain import Verdict
 from gatekeeper.kube.client import KubeClient
+from gatekeeper.kube.pull_secrets import KubePullSecrets
+from gatekeeper.kube.reports import KubeWorkloads
 from gatekeeper.policy import EmbeddedOpa
 from gatekeeper.registry import OciRegistryClient, RegistryClientSettings
+from gatekeeper.registry.auth import DockerConfigCredentials
 from gatekeeper.service import EvaluationService
 from gatekeeper.verify import SignatureEvidenceCollector, SignaturePolicySettings, TrustRoot
 from gatekeeper.webhook.scope import AdmissionSettings
@@ -179,7 +181,7 @@ def test_private_registry_is_verified_only_with_the_workloads_pull_secret(
     settings = AdmissionSettings(environment="staging")
     scanner = ComplianceScanner(service, settings,
                                 KubeWorkloads(client, settings.all_excluded_namespaces),
-                                pull_secrets=KubePullSecrets(client))
+                                pull_secrets=KubePullSecrets(client, DockerConfigCredentials))
     try:
         snapshot = scanner.scan("test")
     finally:

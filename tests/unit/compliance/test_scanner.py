@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from gatekeeper.compliance import ComplianceLoop, ComplianceScanner, build_policy_report
-from gatekeeper.compliance.scanner import ReportSink, WorkloadResult, WorkloadSource
+from gatekeeper.compliance import ComplianceLoop, ComplianceScanner
 from gatekeeper.domain import Source, Verdict, Violation
+from gatekeeper.domain.ports.compliance import ReportSink, WorkloadResult, WorkloadSource
+from gatekeeper.kube.reports import build_policy_report
 from gatekeeper.kube.workloads import Workload
 from gatekeeper.service import EvaluationService
 from gatekeeper.webhook.scope import AdmissionSettings

@@ -14,17 +14,17 @@ a cluster-wide read of secrets is why it is opt-in (``background_pull_secrets``)
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gatekeeper.domain.credentials import WorkloadRegistryLogins
+from gatekeeper.domain.ports.registry import CredentialProvider
+from gatekeeper.domain.workload_images import find_pod_specs
 from gatekeeper.errors import ConfigurationError, GatekeeperError
 from gatekeeper.kube.client import KubeApiError, KubeClient
 from gatekeeper.kube.workloads import Workload, read_pull_secret
-from gatekeeper.registry.auth import DockerConfigCredentials
-from gatekeeper.webhook.extraction import find_pod_specs
 
-__all__ = ["KubePullSecrets", "pull_secret_names"]
+__all__ = ["DockerConfigReader", "KubePullSecrets", "pull_secret_names"]
 
 log = logging.getLogger(__name__)
 _MAX_SECRETS = 16  # a pod spec naming more is unusual; bounded work per evaluation
@@ -52,11 +52,19 @@ def pull_secret_names(workload: Workload) -> tuple[list[str], str | None]:
     return names, account
 
 
-class KubePullSecrets:
-    """Reads the named pull secrets of a workload through the API server, per evaluation."""
+#: Reads a ``.dockerconfigjson`` document (``{"auths": {...}}``) into credentials; raises
+#: :class:`~gatekeeper.errors.ConfigurationError` when malformed. The composition root passes
+#: :class:`gatekeeper.registry.auth.DockerConfigCredentials`.
+DockerConfigReader = Callable[[Mapping[str, Any]], CredentialProvider]
 
-    def __init__(self, client: KubeClient) -> None:
+
+class KubePullSecrets:
+    """Reads the named pull secrets of a workload through the API server, per evaluation (the
+    :class:`~gatekeeper.domain.ports.compliance.PullSecretSource` of the background door)."""
+
+    def __init__(self, client: KubeClient, docker_config: DockerConfigReader) -> None:
         self._client = client
+        self._docker_config = docker_config
 
     def _account_secrets(self, namespace: str, account: str) -> list[str]:
         try:
@@ -89,7 +97,7 @@ class KubePullSecrets:
         if not auths:
             return None, problems
         try:
-            provider = DockerConfigCredentials({"auths": auths})
+            provider = self._docker_config({"auths": auths})
         except ConfigurationError as exc:
             return None, [*problems, f"pull secrets of {workload.key}: {exc.message}"]
 

@@ -1,6 +1,7 @@
 """``wgpolicyk8s.io/v1alpha2`` PolicyReports from background results (what Policy Reporter and
 Kyverno users read), and the adapters that read workloads from and write reports to the API
-server.
+server (the :class:`~gatekeeper.domain.ports.compliance.WorkloadSource` and
+:class:`~gatekeeper.domain.ports.compliance.ReportSink` of the background door).
 
 One report per namespace, named :data:`REPORT_NAME`: per workload, one ``fail`` result per
 violation (``policy`` the gatekeeper policy, ``rule`` the image or ``workload``), one ``warn``
@@ -14,8 +15,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from gatekeeper.compliance.scanner import WorkloadResult
-from gatekeeper.domain import Verdict
+from gatekeeper.domain.decision import Verdict
+from gatekeeper.domain.ports.compliance import WorkloadResult
 from gatekeeper.kube.client import KubeClient
 from gatekeeper.kube.workloads import (
     POLICY_REPORT_API,
