@@ -210,7 +210,7 @@ class Settings(BaseSettings):
     scan_pending_cache_ttl_seconds: float = Field(default=30, ge=0)
     scan_max_findings: int = Field(default=2000, gt=0)
 
-    # --- observability (issue 15) ------------------------------------------------------------
+    # --- observability ------------------------------------------------------------
     #: OTLP/HTTP endpoint of the trace collector (``http://collector:4318``); unset: no tracing.
     tracing_otlp_endpoint: str | None = None
     #: ``service.name`` of the exported spans.

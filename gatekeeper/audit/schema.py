@@ -110,7 +110,7 @@ checkpoints = sa.Table(
     sa.Column("signature", sa.Text, nullable=False),
 )
 
-#: Evidence documents (issue 17.1): each stored once, keyed by the sha256 of its RFC 8785
+#: Evidence documents: each stored once, keyed by the sha256 of its RFC 8785
 #: canonical JSON (``document`` is that text), shared by every decision that references it.
 evidence_documents = sa.Table(
     "gatekeeper_evidence_documents",

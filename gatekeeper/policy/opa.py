@@ -248,7 +248,7 @@ class OpaPolicyEngine:
                 self._metrics.opa_latency.observe(time.perf_counter() - started)
 
     def _decide(self, policy_input: Mapping[str, Any], evidence: Mapping[str, Any]) -> Any:
-        """Ask for the decision with the referenced evidence loaded (issue 17.2)."""
+        """Ask for the decision with the referenced evidence loaded."""
         if not evidence:
             return self._post(DECISION_PATH, {"input": policy_input})
         self.evidence_data.ensure(evidence)

@@ -96,7 +96,7 @@ class SqlSbomStore:
     def _content(self, row: Any) -> bytes:
         """The decompressed document of ``row``, kept for the next request: a stored upload
         never changes (there is no update path), and decompressing a 10,000-component SBOM
-        on every evaluation cost more than the whole decision (issue 17.6)."""
+        on every evaluation cost more than the whole decision."""
         key = (str(row.id), str(row.sha256))
         with self._memo_lock:
             cached = self._memo.get(key)
