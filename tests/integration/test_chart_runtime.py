@@ -329,6 +329,11 @@ def test_rendered_pod_with_two_workers_shares_the_sidecar_and_merges_metrics(
              "both workers", pod, logs, timeout=180)
     chain_only = ssl.create_default_context(cafile=str(pod.volumes["serving-ca"] / "ca.crt"))
     chain_only.check_hostname = False
+    # As Kubernetes would: no traffic before /readyz says the sidecar serves the active revision
+    # (until then it may still be loading its first bundle).
+    with httpx.Client(base_url=f"https://127.0.0.1:{ports[8443]}", verify=chain_only,
+                      timeout=30) as probe:
+        wait_for(lambda: probe.get("/readyz").status_code == 200, "/readyz", pod, logs)
     pipeline = {"Authorization": f"Bearer {token(['pipeline'], 'ci')}"}
     revisions = set()
     for _ in range(6):  # a connection each: the listener hands them to either worker
