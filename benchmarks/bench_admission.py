@@ -70,7 +70,7 @@ def _put(conn: http.client.HTTPConnection, path: str, body: bytes, content_type:
         raise RuntimeError(f"registry refused PUT {path}: {response.status}")
 
 
-def push_images(host: str, tags: int) -> str:
+def push_images(host: str, tags: int, repositories: tuple[str, ...] = REPOSITORIES) -> str:
     """Push one small image to each repository under ``tags`` tags; return its digest."""
     conn = http.client.HTTPConnection(host, timeout=10)
     config = json.dumps({"architecture": "amd64", "os": "linux",
@@ -83,7 +83,7 @@ def push_images(host: str, tags: int) -> str:
                    "digest": config_digest, "size": len(config)},
         "layers": [],
     }).encode()
-    for repository in REPOSITORIES:
+    for repository in repositories:
         conn.request("POST", f"/v2/{repository}/blobs/uploads/")
         response = conn.getresponse()
         response.read()
@@ -356,6 +356,9 @@ def main() -> None:
                         help="environment of the decisions (development admits the images)")
     parser.add_argument("--workers", help="e.g. 1,2: run the real `gatekeeper serve --workers N` "
                         "for each N in turn (same run) and print the ratios")
+    parser.add_argument("--images", help="e.g. 1,10,50: a warm sweep of images per review "
+                        "(distinct pinned repositories) at the highest concurrency, with the "
+                        "ratios to the first")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--registry", help=argparse.SUPPRESS)
     parser.add_argument("--directory", help=argparse.SUPPRESS)
@@ -380,8 +383,12 @@ def main() -> None:
         directory = Path(tmp)
         (directory / "storage").mkdir()
         cold_total = (args.cold_requests * len(levels) + 20) * len(worker_counts)
+        sweep = [int(count) for count in args.images.split(",")] if args.images else []
+        sweep_repositories = tuple(f"acme/sweep-{i}" for i in range(max(sweep, default=0)))
         with running_registry(directory) as registry:
             digest = push_images(registry, cold_total)
+            if sweep_repositories:
+                push_images(registry, 1, sweep_repositories)
             uids = iter(range(10**9))  # every admission has its own uid, as in a cluster
             tag = 20  # v0..v19 are left unused; every cold review names new tags
             for workers in worker_counts:
@@ -412,6 +419,21 @@ def main() -> None:
                                 [f"{registry}/{repo}:v{tag}" for repo in REPOSITORIES]))
                             tag += 1
                         report(f"cold{label}", concurrency, measured(bodies, concurrency))
+                    by_images: dict[int, dict[str, Any]] = {}
+                    for count in sweep:
+                        images = [f"{registry}/{repo}:v0@{digest}"
+                                  for repo in sweep_repositories[:count]]
+                        run_load(port, context, [deployment_review(next(uids), images)
+                                                 for _ in range(20)], 4, args.webhooks)
+                        by_images[count] = measured(
+                            [deployment_review(next(uids), images)
+                             for _ in range(args.requests)], max(levels))
+                        report(f"warm{label} {count:>2} images", max(levels), by_images[count])
+                    for count in sweep[1:]:
+                        base, other = by_images[sweep[0]], by_images[count]
+                        print(f"warm{label} {count} images / {sweep[0]}: throughput "
+                              f"x{other['per_second'] / base['per_second']:.2f}, server CPU "
+                              f"x{other['cpu_ms'] / base['cpu_ms']:.2f}", flush=True)
     if len(worker_counts) > 1:
         first = worker_counts[0]
         for workers in worker_counts[1:]:
