@@ -196,7 +196,7 @@ class EvaluationService(WarmAdmission, Gathering, Recording):
                 and request.registry_logins is None):
             # Evidence read with a workload's own logins is not offered to other workloads.
             self._remember_evidence(request, gathered)
-        return self._record(
+        return self._record(self._new_decision(
             request,
             created_at=created_at,
             verdict=outcome.verdict,
@@ -209,8 +209,7 @@ class EvaluationService(WarmAdmission, Gathering, Recording):
             policy_input=outcome.policy_input,
             exceptions=outcome.exceptions,
             evidence_documents=outcome.evidence_documents,
-            record=record,
-        )
+        ), record=record)
 
     def _decide(
         self,

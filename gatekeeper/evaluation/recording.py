@@ -73,30 +73,9 @@ class _ThreadedAuditWrites:
 class Recording(ServiceState):
     """The recording part of :class:`gatekeeper.service.EvaluationService`."""
 
-    def _record(
-        self,
-        request: EvaluationRequest,
-        *,
-        created_at: datetime,
-        verdict: Verdict,
-        images: tuple[ImageResult, ...],
-        violations: tuple[Violation, ...],
-        warnings: tuple[Violation, ...] = (),
-        revision: str | None = None,
-        error: str | None = None,
-        latency_ms: float = 0.0,
-        policy_input: Mapping[str, Any] | None = None,
-        exceptions: tuple[Mapping[str, Any], ...] = (),
-        evidence_documents: Mapping[str, Any] | None = None,
-        record: bool = True,
-    ) -> Decision:
-        """Build the decision from the request's own fields, record it, return it."""
-        decision = self._new_decision(
-            request, created_at=created_at, verdict=verdict, images=images,
-            violations=violations, warnings=warnings, revision=revision, error=error,
-            latency_ms=latency_ms, policy_input=policy_input, exceptions=exceptions,
-            evidence_documents=evidence_documents,
-        )
+    def _record(self, decision: Decision, *, record: bool = True) -> Decision:
+        """Record ``decision`` (built by :meth:`_new_decision`) unless ``record`` is false;
+        return it once the observers heard of it."""
         if record:
             with self._audit_span(decision):
                 self._audit.record(decision)
@@ -190,15 +169,14 @@ class Recording(ServiceState):
         with self._tracer.start_as_current_span(
             "gatekeeper.decision", attributes=_request_attributes(request)
         ):
-            return self._record(
+            return self._record(self._new_decision(
                 request,
                 created_at=self._clock.now(),
                 verdict=verdict,
                 images=tuple(ImageResult(ref, ref.digest, {}) for ref in request.images),
                 violations=tuple(violations),
                 error=error,
-                record=record,
-            )
+            ), record=record)
 
     def record_decision(self, decision: Decision) -> None:
         """Record a decision :meth:`evaluate` made with ``record=False`` (the background
