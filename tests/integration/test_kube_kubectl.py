@@ -200,6 +200,12 @@ def test_set_image_scale_and_dry_run_on_a_deployment(
     refused_id = last_decision(gatekeeper, namespace)["decision_id"]
     updated = control_plane.kubectl("set", "image", "deployment/web", f"*={web2}",
                                     "-n", namespace)
+    # Scale once the controller has seen the new template (its new ReplicaSet exists). Scaled
+    # before, the controller makes the new ReplicaSet with only the surge Pod, and on a cluster
+    # without a node (no Pod ever ready) the rollout can never move the second Pod over.
+    control_plane.wait_for("the controller to see the new template", lambda: (
+        lambda d: d.get("status", {}).get("observedGeneration", 0) >= d["metadata"]["generation"]
+    )(control_plane.get("deployment", "web", namespace)))
     scaled = control_plane.kubectl("scale", "deployment/web", "--replicas=2", "-n", namespace)
 
     assert refused.returncode == 1
