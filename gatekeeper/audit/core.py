@@ -146,7 +146,7 @@ class AuditCore:
             yield
         finally:
             if self._metrics is not None:
-                self._metrics.db_queries.labels(operation).observe(time.perf_counter() - started)
+                self._metrics.db_query_operations(operation).observe(time.perf_counter() - started)
 
     def _update_depth(self) -> None:
         if self._metrics is not None:

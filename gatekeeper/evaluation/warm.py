@@ -30,7 +30,7 @@ from gatekeeper.evaluation.outcome import (
     _GatheredImage,
     _interpret,
 )
-from gatekeeper.evaluation.recording import Recording, _request_attributes
+from gatekeeper.evaluation.recording import Recording
 
 
 def _resolver_pool() -> ThreadPoolExecutor:
@@ -107,14 +107,12 @@ class WarmAdmission(Gathering, Recording):
         if gathered is None:
             return None
         assert self._async_engine is not None
-        with self._tracer.start_as_current_span(
-            "gatekeeper.decision", attributes=_request_attributes(request)
-        ):
+        with self._decision_span(request):
             started = self._clock.monotonic()
             created_at = self._clock.now()
             policy_input, documents = self._input(request, gathered, created_at)
             try:
-                with self._tracer.start_as_current_span("gatekeeper.policy.opa") as opa_span:
+                with self._span("gatekeeper.policy.opa") as opa_span:
                     try:
                         result = await self._async_engine.evaluate_async(
                             policy_input, documents)
@@ -162,9 +160,7 @@ class WarmAdmission(Gathering, Recording):
         """:meth:`record_without_evaluation` with the audit write awaited on the event loop."""
         if not violations and verdict is not Verdict.ALLOW:
             raise ValueError("a deny or warn without evaluation needs at least one violation")
-        with self._tracer.start_as_current_span(
-            "gatekeeper.decision", attributes=_request_attributes(request)
-        ):
+        with self._decision_span(request):
             decision = self._new_decision(
                 request, created_at=self._clock.now(), verdict=verdict,
                 images=tuple(ImageResult(ref, ref.digest, {}) for ref in request.images),
