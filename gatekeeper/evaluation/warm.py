@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from opentelemetry import trace
@@ -31,6 +31,7 @@ from gatekeeper.evaluation.outcome import (
     _interpret,
 )
 from gatekeeper.evaluation.recording import Recording
+from gatekeeper.evaluation.tag_digests import REMEMBERED_OUTCOME
 
 
 def _resolver_pool() -> ThreadPoolExecutor:
@@ -62,9 +63,7 @@ class WarmAdmission(Gathering, Recording):
                                       namespace=request.namespace, deadline=deadline)
             loop = asyncio.get_running_loop()
             outcomes = await asyncio.gather(*(
-                loop.run_in_executor(self._resolve_pool, contextvars.copy_context().run,
-                                     self._resolve_step, ref, context)
-                for ref in tags))
+                self._recall_or_resolve(ref, context, request, loop) for ref in tags))
             for ref, digest in zip(tags, outcomes, strict=True):
                 if digest is None:
                     return None
@@ -82,15 +81,34 @@ class WarmAdmission(Gathering, Recording):
             gathered.append(_GatheredImage(reference, digest, cached, (), cached=True))
         return gathered
 
-    def _resolve_step(self, reference: ImageReference, context: EvidenceContext) -> Digest | None:
+    def _recall_or_resolve(
+        self, reference: ImageReference, context: EvidenceContext, request: EvaluationRequest,
+        loop: asyncio.AbstractEventLoop,
+    ) -> Awaitable[Digest | None]:
+        """A remembered digest on the loop (no thread hop), else a registry request on the
+        service's resolver threads."""
+        memory = self._tag_memory(request)
+        remembered = memory.recall(reference) if memory is not None else None
+        if remembered is not None:
+            return self._remembered_step(reference, remembered)
+        return loop.run_in_executor(self._resolve_pool, contextvars.copy_context().run,
+                                    self._resolve_step, reference, context, request)
+
+    async def _remembered_step(self, reference: ImageReference, digest: Digest) -> Digest:
+        with self._step("digest", {"gatekeeper.image": reference.original}) as step:
+            step.outcome = REMEMBERED_OUTCOME
+            return digest
+
+    def _resolve_step(
+        self, reference: ImageReference, context: EvidenceContext, request: EvaluationRequest
+    ) -> Digest | None:
         assert self._resolver is not None
         with self._step("digest", {"gatekeeper.image": reference.original}) as step:
             try:
-                digest = self._resolver.resolve(reference, context)
+                digest, step.outcome = self._resolve_tag(reference, context, request)
             except GatekeeperError as exc:
                 step.fail(exc.message)
                 return None
-            step.outcome = "resolved"
             return digest
 
     async def evaluate_warm(
