@@ -106,10 +106,10 @@ class ImageLocation:
 def _get_mapping(obj: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any] | None:
     node: Any = obj
     for key in path:
-        if not isinstance(node, _MAPPINGS):
+        if node is None or not isinstance(node, _MAPPINGS):  # None: no ABC check
             return None
         node = node.get(key)
-    return node if isinstance(node, _MAPPINGS) else None
+    return node if node is not None and isinstance(node, _MAPPINGS) else None
 
 
 def find_pod_specs(

@@ -39,6 +39,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from gatekeeper.domain import EnforcementMode, Ticket
@@ -59,6 +60,8 @@ __all__ = [
 #: ``dict`` first: parsed JSON is made of dicts, and ``isinstance`` returns on the exact
 #: type before it asks the ``Mapping`` ABC (several times slower, and on every review).
 _MAPPINGS = (dict, Mapping)
+#: What a missing metadata map reads as (read-only, shared).
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
 
 ANNOTATION_PREFIX = "gatekeeper.forge.dev/"
 MODE_KEY = f"{ANNOTATION_PREFIX}mode"
@@ -192,13 +195,15 @@ def _metadata(obj: Mapping[str, Any] | None, path: tuple[str, ...] = ("metadata"
 ]:
     node: Any = obj
     for key in path:
-        node = node.get(key) if isinstance(node, _MAPPINGS) else None
-    return node if isinstance(node, _MAPPINGS) else {}
+        if node is None or not isinstance(node, _MAPPINGS):  # None: no ABC check
+            return _NOTHING
+        node = node.get(key)
+    return node if node is not None and isinstance(node, _MAPPINGS) else _NOTHING
 
 
 def _string_map(metadata: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = metadata.get(key)
-    return value if isinstance(value, _MAPPINGS) else {}
+    return value if value is not None and isinstance(value, _MAPPINGS) else _NOTHING
 
 
 def resolve_mode(
