@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from opentelemetry import trace
@@ -59,15 +59,29 @@ class WarmAdmission(Gathering, Recording):
             if (self._resolver is None
                     or not all(self._admitted_lately(ref, request) for ref in tags)):
                 return None
-            context = EvidenceContext(environment=request.environment,
-                                      namespace=request.namespace, deadline=deadline)
-            loop = asyncio.get_running_loop()
-            outcomes = await asyncio.gather(*(
-                self._recall_or_resolve(ref, context, request, loop) for ref in tags))
-            for ref, digest in zip(tags, outcomes, strict=True):
-                if digest is None:
-                    return None
-                resolved[ref.original] = digest
+            # remembered tags on the loop (no task, no thread hop); the others on the
+            # service's resolver threads, concurrently
+            memory = self._tag_memory(request)
+            to_resolve: list[ImageReference] = []
+            for ref in tags:
+                remembered = memory.recall(ref) if memory is not None else None
+                if remembered is None:
+                    to_resolve.append(ref)
+                else:
+                    self._remembered_step(ref)
+                    resolved[ref.original] = remembered
+            if to_resolve:
+                context = EvidenceContext(environment=request.environment,
+                                          namespace=request.namespace, deadline=deadline)
+                loop = asyncio.get_running_loop()
+                outcomes = await asyncio.gather(*(
+                    loop.run_in_executor(self._resolve_pool, contextvars.copy_context().run,
+                                         self._resolve_step, ref, context, request)
+                    for ref in to_resolve))
+                for ref, digest in zip(to_resolve, outcomes, strict=True):
+                    if digest is None:
+                        return None
+                    resolved[ref.original] = digest
         gathered: list[_GatheredImage] = []
         for reference in request.images:
             digest = reference.digest or resolved[reference.original]
@@ -81,23 +95,9 @@ class WarmAdmission(Gathering, Recording):
             gathered.append(_GatheredImage(reference, digest, cached, (), cached=True))
         return gathered
 
-    def _recall_or_resolve(
-        self, reference: ImageReference, context: EvidenceContext, request: EvaluationRequest,
-        loop: asyncio.AbstractEventLoop,
-    ) -> Awaitable[Digest | None]:
-        """A remembered digest on the loop (no thread hop), else a registry request on the
-        service's resolver threads."""
-        memory = self._tag_memory(request)
-        remembered = memory.recall(reference) if memory is not None else None
-        if remembered is not None:
-            return self._remembered_step(reference, remembered)
-        return loop.run_in_executor(self._resolve_pool, contextvars.copy_context().run,
-                                    self._resolve_step, reference, context, request)
-
-    async def _remembered_step(self, reference: ImageReference, digest: Digest) -> Digest:
+    def _remembered_step(self, reference: ImageReference) -> None:
         with self._step("digest", {"gatekeeper.image": reference.original}) as step:
             step.outcome = REMEMBERED_OUTCOME
-            return digest
 
     def _resolve_step(
         self, reference: ImageReference, context: EvidenceContext, request: EvaluationRequest
