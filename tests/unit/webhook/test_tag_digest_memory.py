@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gatekeeper.domain import (
     Decision,
@@ -22,6 +25,7 @@ from gatekeeper.domain import (
 from gatekeeper.domain.credentials import WorkloadRegistryLogins
 from gatekeeper.evaluation.tag_digests import REMEMBERED_OUTCOME, TagDigestMemory
 from gatekeeper.evidence_cache import EvidenceCache
+from gatekeeper.metrics import Metrics
 from gatekeeper.service import EvaluationService
 from gatekeeper.webhook.handler import AdmissionHandler
 from gatekeeper.webhook.scope import AdmissionSettings
@@ -171,3 +175,29 @@ def test_the_memory_is_bounded_and_keyed_by_registry_repository_and_tag() -> Non
     memory.remember(parse_image_reference("registry.example/app"), parse_digest(digest_of("l")))
     assert str(memory.recall(parse_image_reference("registry.example/app:latest"))) == digest_of(
         "l")
+
+
+def test_a_remembered_digest_step_is_traced_and_counted() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    metrics, engine = Metrics(), AsyncPrefilterEngine()
+    service = EvaluationService(
+        policy_engine=engine, audit_log=MemoryAuditLog(), collectors=[CountingCollector()],
+        digest_resolver=TableDigestResolver(), prefilter=engine, async_policy_engine=engine,
+        evidence_cache=EvidenceCache(ttl_seconds=60, max_entries=64),
+        tag_digest_memory=TagDigestMemory(ttl_seconds=30), observers=[metrics],
+        tracer=provider.get_tracer("test"))
+    handler = AdmissionHandler(service, AdmissionSettings())
+    answer(handler, _review(1), webhook="mutate")
+    exporter.clear()
+
+    assert answer(handler, _review(2), webhook="mutate").allowed
+
+    outcomes = [str((span.attributes or {}).get("gatekeeper.outcome"))
+                for span in exporter.get_finished_spans()
+                if span.name == "gatekeeper.evidence.digest"]
+    assert outcomes == [REMEMBERED_OUTCOME] * TAGS
+    assert metrics.registry.get_sample_value(
+        "forge_gatekeeper_evidence_steps_total",
+        {"step": "digest", "outcome": REMEMBERED_OUTCOME}) == TAGS
