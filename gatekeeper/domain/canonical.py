@@ -56,9 +56,24 @@ def _fast_path_safe(value: Any) -> bool:
     non-JSON types. Strings are escaped identically (``ensure_ascii=False``).
     """
     stack = [value]
+    pop, push, extend = stack.pop, stack.append, stack.extend
     while stack:
-        item = stack.pop()
-        if isinstance(item, str) or item is None or isinstance(item, bool):
+        item = pop()
+        kind = type(item)  # exact types first (what parsed JSON is made of), then subclasses
+        if kind is str or item is None or kind is bool:
+            continue
+        if kind is dict:
+            try:
+                if not "".join(item).isascii():  # every key ASCII (a non-str key: TypeError)
+                    return False
+            except TypeError:
+                return False
+            extend(item.values())
+            continue
+        if kind is list or kind is tuple:
+            extend(item)
+            continue
+        if isinstance(item, str) or isinstance(item, bool):
             continue
         if isinstance(item, int):
             if -_MAX_SAFE_INTEGER <= item <= _MAX_SAFE_INTEGER:
@@ -73,10 +88,10 @@ def _fast_path_safe(value: Any) -> bool:
             for key, child in item.items():
                 if not isinstance(key, str) or not key.isascii():
                     return False
-                stack.append(child)
+                push(child)
             continue
         if isinstance(item, (list, tuple)):
-            stack.extend(item)
+            extend(item)
             continue
         return False
     return True
