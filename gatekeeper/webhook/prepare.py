@@ -7,6 +7,7 @@ loop runs it directly.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -248,8 +249,11 @@ def _reuse_facts(
         "other_context": {k: v for k, v in evaluation.context.items() if k != "admission"},
     }
     # a key compared in memory (and between the workers of one node), never stored or hashed
-    return orjson.dumps(facts, default=str,
-                        option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+    try:
+        return orjson.dumps(facts, default=str,
+                            option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # what orjson refuses (an integer over 64 bits): the slower encoder
+        return json.dumps(facts, sort_keys=True, separators=(",", ":"), default=str)
 
 
 @functools.lru_cache(maxsize=4096)
