@@ -133,6 +133,12 @@ class Settings(BaseSettings):
     #: Per-registry settings: ``{"hosts": [{"host": "...", "plain_http": false, "ca_bundle": ...,
     #: "insecure_skip_tls_verify": false, "username": ..., "password": ...}], ...}``.
     registry: dict[str, Any] = Field(default_factory=dict)
+    #: How long an admission remembers the digest a tag resolved to (no registry request for
+    #: the same tag meanwhile; the mutating webhook pins that digest, so a Pod runs what was
+    #: verified); 0 resolves on every admission. Failed resolutions are never remembered.
+    tag_digest_ttl_seconds: float = Field(default=30.0, ge=0, le=3600)
+    #: Tags remembered at most (least recently used out first).
+    tag_digest_max_entries: int = Field(default=4096, ge=1, le=1_000_000)
     #: A docker ``config.json`` with registry credentials (credential helpers are never run).
     docker_config: Path | None = None
     #: Fetch ECR authorization tokens with boto3 for ``*.dkr.ecr.<region>.amazonaws.com``.

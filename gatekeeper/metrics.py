@@ -11,6 +11,7 @@ import platform
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.metrics_core import Metric
@@ -18,7 +19,7 @@ from prometheus_client.registry import Collector
 
 from gatekeeper.domain import Decision
 
-__all__ = ["LEGACY_PREFIX", "PREFIX", "LegacyNames", "Metrics"]
+__all__ = ["LEGACY_PREFIX", "PREFIX", "LabelChildren", "LegacyNames", "Metrics"]
 
 PREFIX = "forge_gatekeeper_"
 #: The prefix of the names before this release, still exposed until the next one.
@@ -44,6 +45,22 @@ class LegacyNames(Collector):
                         sample.value, sample.timestamp, sample.exemplar,
                     )
                 yield copy
+
+
+class LabelChildren:
+    """``metric.labels(*values)`` remembered per label values: the client's own lookup
+    validates and converts the values and takes a lock on every call, which shows on the
+    admission path (several increments per review). Only for bounded label values."""
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:  # a race only asks the client twice; it returns the same child
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 def _age(timestamp: Callable[[], float | None]) -> Callable[[], float]:
@@ -149,6 +166,13 @@ class Metrics:
         self.last_checkpoint_age.set_function(lambda: float("nan"))
         self.trust_root_age.set_function(lambda: float("nan"))
         self.build_info = Info(f"{p}build", "Version of the running gatekeeper", registry=r)
+        # children of the metrics incremented on every decision (bounded label values)
+        self._decisions = LabelChildren(self.decisions)
+        self._policy_results = LabelChildren(self.policy_results)
+        self._evidence_steps = LabelChildren(self.evidence_steps)
+        self._evidence_latency = LabelChildren(self.evidence_latency)
+        self.audit_write_outcomes = LabelChildren(self.audit_writes)
+        self.db_query_operations = LabelChildren(self.db_queries)
 
     # --- wiring helpers ---------------------------------------------------------------------
 
@@ -172,12 +196,12 @@ class Metrics:
     # --- EvaluationObserver -----------------------------------------------------------------
 
     def evidence_step(self, step: str, outcome: str, seconds: float) -> None:
-        self.evidence_steps.labels(step, outcome).inc()
-        self.evidence_latency.labels(step).observe(seconds)
+        self._evidence_steps(step, outcome).inc()
+        self._evidence_latency(step).observe(seconds)
 
     def decision_recorded(self, decision: Decision) -> None:
-        self.decisions.labels(decision.verdict.value, decision.source.value).inc()
+        self._decisions(decision.verdict.value, decision.source.value).inc()
         for violation in decision.violations:
-            self.policy_results.labels(violation.policy, "violation").inc()
+            self._policy_results(violation.policy, "violation").inc()
         for warning in decision.warnings:
-            self.policy_results.labels(warning.policy, "warning").inc()
+            self._policy_results(warning.policy, "warning").inc()

@@ -48,6 +48,7 @@ from gatekeeper.evaluation.outcome import (
     _Outcome,
 )
 from gatekeeper.evaluation.recording import Recording, _request_attributes, _ThreadedAuditWrites
+from gatekeeper.evaluation.tag_digests import TagDigestMemory
 from gatekeeper.evaluation.warm import WarmAdmission, _resolver_pool
 from gatekeeper.evidence_cache import EvidenceCache
 
@@ -103,6 +104,7 @@ class EvaluationService(WarmAdmission, Gathering, Recording):
         async_policy_engine: AsyncPolicyEngine | None = None,
         record_async: Callable[[Decision], Awaitable[None]] | None = None,
         audit_write_threads: int = 8,
+        tag_digest_memory: TagDigestMemory | None = None,
     ) -> None:
         """``async_policy_engine`` (the same engine, asked on the event loop) enables
         :meth:`evaluate_warm`. ``record_async`` awaits a durable audit write; by default
@@ -124,6 +126,8 @@ class EvaluationService(WarmAdmission, Gathering, Recording):
         self._new_id = id_factory
         self._prefilter = prefilter
         self._evidence_cache = evidence_cache
+        #: Tags of admitted images resolved lately (gatekeeper.evaluation.tag_digests).
+        self._tag_digests = tag_digest_memory
         self._tracer = tracer or trace.NoOpTracer()
         self._observers = tuple(observers)
         # Evidence is gathered concurrently: the images of a request, and the collectors of an

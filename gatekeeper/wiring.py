@@ -26,6 +26,7 @@ from gatekeeper.domain.policy_lifecycle import CheckReport, OpaTestRun, PolicyCa
 from gatekeeper.domain.ports.compliance import ComplianceAdapters
 from gatekeeper.domain.reference import parse_image_reference
 from gatekeeper.errors import ConfigurationError
+from gatekeeper.evaluation.tag_digests import TagDigestMemory
 from gatekeeper.evidence_cache import EvidenceCache
 from gatekeeper.evidence_wiring import (
     build_registry_client,
@@ -330,6 +331,12 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         record_async=audit_log.record_async,
         collectors=collectors,
         digest_resolver=registry if settings.resolve_digests else None,
+        tag_digest_memory=(
+            TagDigestMemory(ttl_seconds=settings.tag_digest_ttl_seconds,
+                            max_entries=settings.tag_digest_max_entries)
+            if settings.resolve_digests and settings.tag_digest_ttl_seconds > 0
+            else None
+        ),
         prefilter=engine if isinstance(engine, OpaPolicyEngine) else None,
         # the embedded OPA is also asked on the event loop (warm admissions); a sidecar's
         # revision lookup blocks, so it keeps the worker-thread path

@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-from gatekeeper.audit.chain import Checkpoint
+from gatekeeper.audit.chain import Checkpoint, record_hash
 from gatekeeper.audit.checkpoints import CheckpointsMixin
 from gatekeeper.audit.evidence import store_evidence
 from gatekeeper.audit.rows import Prepared, prepare
@@ -31,14 +31,18 @@ log = logging.getLogger(__name__)
 
 _REPLAY_RETRY_SECONDS = 1.0
 
+# Built once: an append executes them with its rows as parameters.
+_INSERT_DECISIONS = decisions.insert()
+_INSERT_IMAGES = decision_images.insert()
+_INSERT_EVIDENCE_LINKS = decision_evidence.insert()
+_UPDATE_HEAD = chain_head.update().where(chain_head.c.id == 1)
+
 
 class AppendMixin(CheckpointsMixin):
     """Appends prepared decisions to the chain; replays the spool in order."""
 
     def _append(self, prepared: Sequence[Prepared], *, dedupe: bool) -> None:
         """One transaction: lock the head, chain the batch, insert, checkpoint if due."""
-        from gatekeeper.audit.chain import record_hash
-
         signed: Checkpoint | None = None
         with self._append_turn(), self._engine.begin() as connection:
             head = self._lock_head(connection)
@@ -76,14 +80,14 @@ class AppendMixin(CheckpointsMixin):
                 prev = digest
             store_evidence(connection, prepared)
             if rows:
-                connection.execute(decisions.insert(), rows)
+                connection.execute(_INSERT_DECISIONS, rows)
             if images:
-                connection.execute(decision_images.insert(), images)
+                connection.execute(_INSERT_IMAGES, images)
             links = [{"decision_seq": row["seq"], "sha256": digest}
                      for row, item in zip(rows, prepared, strict=True)
                      for digest in item.evidence_hashes]
             if links:
-                connection.execute(decision_evidence.insert(), links)
+                connection.execute(_INSERT_EVIDENCE_LINKS, links)
             values: dict[str, Any] = {"seq": seq, "record_hash": prev}
             if head.checkpoint_at is None:
                 values["checkpoint_at"] = datetime.now(UTC)
@@ -93,9 +97,7 @@ class AppendMixin(CheckpointsMixin):
                 connection.execute(checkpoints.insert().values(**signed.as_dict()))
                 values.update(checkpoint_seq=seq, checkpoint_at=datetime.now(UTC))
             if rows or len(values) > 2:
-                connection.execute(
-                    chain_head.update().where(chain_head.c.id == 1).values(**values)
-                )
+                connection.execute(_UPDATE_HEAD, values)
         self._last_head_hash = prev
         self._verified = (seq, prev)
         self.chain_error = None

@@ -37,6 +37,12 @@ def _turns_file(engine: Engine) -> str | None:
     return f"{url.database}.append-turns"
 
 
+# The statements of every append, built once (each append only executes them).
+_TOUCH_HEAD = chain_head.update().where(chain_head.c.id == 1).values(seq=chain_head.c.seq)
+_READ_HEAD = sa.select(chain_head).where(chain_head.c.id == 1)
+_READ_HEAD_FOR_UPDATE = _READ_HEAD.with_for_update()
+
+
 @dataclass(slots=True, eq=False)
 class _Pending:
     """One decision waiting for the writer thread, and how its caller learns the outcome.
@@ -146,7 +152,7 @@ class AuditCore:
             yield
         finally:
             if self._metrics is not None:
-                self._metrics.db_queries.labels(operation).observe(time.perf_counter() - started)
+                self._metrics.db_query_operations(operation).observe(time.perf_counter() - started)
 
     def _update_depth(self) -> None:
         if self._metrics is not None:
@@ -209,10 +215,6 @@ class AuditCore:
     def _lock_head(self, connection: Connection) -> sa.Row[Any]:
         if connection.dialect.name == "sqlite":
             # Take the write lock before reading, so no other writer can slip in between.
-            connection.execute(
-                chain_head.update().where(chain_head.c.id == 1).values(seq=chain_head.c.seq)
-            )
-            return connection.execute(sa.select(chain_head).where(chain_head.c.id == 1)).one()
-        return connection.execute(
-            sa.select(chain_head).where(chain_head.c.id == 1).with_for_update()
-        ).one()
+            connection.execute(_TOUCH_HEAD)
+            return connection.execute(_READ_HEAD).one()
+        return connection.execute(_READ_HEAD_FOR_UPDATE).one()

@@ -105,7 +105,7 @@ class WriterMixin(AppendMixin):
 
     def _count(self, item: _Pending) -> None:
         if self._metrics is not None:
-            self._metrics.audit_writes.labels("error" if item.error else "ok").inc()
+            self._metrics.audit_write_outcomes("error" if item.error else "ok").inc()
 
     def _enqueue(self, item: _Pending) -> None:
         if self._writer_pid not in (0, os.getpid()):

@@ -43,6 +43,8 @@ def check_request_text(value: str | None, field: str) -> None:
         raise InvalidInputError(
             f"{field} is {len(value)} characters long; at most {limit} are allowed", field=field
         )
+    if value.isascii() and value.isprintable():
+        return  # no control character (ASCII's Cc are exactly its unprintables), no surrogate
     for position, character in enumerate(value):
         if unicodedata.category(character) in ("Cc", "Cs"):
             raise InvalidInputError(

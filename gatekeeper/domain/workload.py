@@ -32,6 +32,10 @@ __all__ = [
     "workload_fingerprint",
 ]
 
+#: ``dict`` first: parsed JSON is made of dicts, and ``isinstance`` returns on the exact
+#: type before it asks the ``Mapping`` ABC (several times slower, and on every review).
+_MAPPINGS = (dict, Mapping)
+
 #: Largest serialised ``object`` / ``oldObject`` given to the policy (etcd's 1.5 MiB).
 MAX_REVIEW_OBJECT_BYTES = 1_572_864
 
@@ -92,14 +96,14 @@ def build_review(
 def _blank_images(node: Any, path: tuple[str, ...]) -> Any:
     """A copy of ``node`` sharing every branch but ``path``'s, whose containers lose their
     image (copies only what it changes)."""
-    if not isinstance(node, Mapping):
+    if not isinstance(node, _MAPPINGS):
         return node
     if not path:
         spec = dict(node)
         for list_name in CONTAINER_LISTS:
             containers = spec.get(list_name)
             if isinstance(containers, list):
-                spec[list_name] = [{**c, "image": ""} if isinstance(c, Mapping) else c
+                spec[list_name] = [{**c, "image": ""} if isinstance(c, _MAPPINGS) else c
                                    for c in containers]
         return spec
     head, *rest = path
@@ -127,7 +131,7 @@ def workload_fingerprint(obj: Mapping[str, Any] | None, kind: str) -> str:
     # compared apart (the reuse facts' identity).
     blanked = {key: value for key, value in blanked.items() if key != "status"}
     metadata = blanked.get("metadata")
-    if isinstance(metadata, Mapping):
+    if isinstance(metadata, _MAPPINGS):
         blanked["metadata"] = {key: value for key, value in metadata.items()
                                if key not in _SERVER_SET_METADATA}
     return hashlib.sha256(_compact_json(blanked, sort_keys=True)).hexdigest()

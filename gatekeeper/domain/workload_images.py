@@ -36,6 +36,10 @@ __all__ = [
     "path_sort_key",
 ]
 
+#: ``dict`` first: parsed JSON is made of dicts, and ``isinstance`` returns on the exact
+#: type before it asks the ``Mapping`` ABC (several times slower, and on every review).
+_MAPPINGS = (dict, Mapping)
+
 EPHEMERAL_CONTAINERS = "ephemeralContainers"
 #: Container lists of a pod spec, in the order the kubelet starts them.
 CONTAINER_LISTS: tuple[str, ...] = ("initContainers", "containers", EPHEMERAL_CONTAINERS)
@@ -102,10 +106,10 @@ class ImageLocation:
 def _get_mapping(obj: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any] | None:
     node: Any = obj
     for key in path:
-        if not isinstance(node, Mapping):
+        if node is None or not isinstance(node, _MAPPINGS):  # None: no ABC check
             return None
         node = node.get(key)
-    return node if isinstance(node, Mapping) else None
+    return node if node is not None and isinstance(node, _MAPPINGS) else None
 
 
 def find_pod_specs(
@@ -116,7 +120,7 @@ def find_pod_specs(
     found = []
     for path in candidates:
         spec = _get_mapping(obj, path)
-        if spec is not None and any(name in spec for name in CONTAINER_LISTS):
+        if spec is not None and not spec.keys().isdisjoint(CONTAINER_LISTS):
             found.append((path, spec))
     return tuple(found)
 
@@ -145,20 +149,21 @@ def extract_images(
                 )
             for index, container in enumerate(containers):
                 image_path: tuple[PathPart, ...] = (*list_path, index, "image")
-                where = format_path(image_path)
-                if not isinstance(container, Mapping):
+                if not isinstance(container, _MAPPINGS):
                     raise InvalidInputError(
                         f"{format_path((*list_path, index))} is not an object",
                         field=format_path((*list_path, index)),
                     )
                 image = container.get("image")
                 if not isinstance(image, str) or not image:
+                    where = format_path(image_path)
                     raise InvalidInputError(f"{where} is missing or not a string", field=where)
                 name = container.get("name")
                 locations.append(
                     ImageLocation(image_path, image, name if isinstance(name, str) else "")
                 )
                 if len(locations) > MAX_IMAGES:
+                    where = format_path(image_path)
                     raise InvalidInputError(
                         f"object has more than {MAX_IMAGES} images", field=where
                     )

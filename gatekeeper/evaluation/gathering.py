@@ -133,8 +133,7 @@ class Gathering(ServiceState):
         if digest is None and self._resolver is not None:
             with self._step("digest", image) as step:
                 try:
-                    digest = self._resolver.resolve(reference, context)
-                    step.outcome = "resolved"
+                    digest, step.outcome = self._resolve_tag(reference, context, request)
                 except GatekeeperError as exc:
                     step.fail(exc.message)
                     failures.append(f"digest not resolved: {exc.message}")

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +44,23 @@ def _request_attributes(request: EvaluationRequest) -> dict[str, str]:
 
 
 
+class _NoSpan:
+    """The span context of a service whose tracer is OpenTelemetry's no-op one (tracing off):
+    the no-op tracer still builds a context manager, attaches a context and computes the
+    attributes on every decision; this does nothing, as cheaply as possible."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> trace.Span:
+        return trace.INVALID_SPAN
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+
+_NO_SPAN = _NoSpan()
+
+
 class _ThreadedAuditWrites:
     """An awaitable :meth:`AuditLog.record`: the write runs on threads of its own (not the
     shared pool), so the event loop never blocks on the database or its fsync and writes from
@@ -72,6 +89,20 @@ class _ThreadedAuditWrites:
 
 class Recording(ServiceState):
     """The recording part of :class:`gatekeeper.service.EvaluationService`."""
+
+    def _span(
+        self, name: str, attributes: Mapping[str, str] | None = None
+    ) -> AbstractContextManager[trace.Span]:
+        """``start_as_current_span``, or nothing at all when tracing is off."""
+        if type(self._tracer) is trace.NoOpTracer:
+            return _NO_SPAN
+        return self._tracer.start_as_current_span(name, attributes=attributes)
+
+    def _decision_span(self, request: EvaluationRequest) -> AbstractContextManager[trace.Span]:
+        if type(self._tracer) is trace.NoOpTracer:
+            return _NO_SPAN  # the attributes are not even computed
+        return self._tracer.start_as_current_span(
+            "gatekeeper.decision", attributes=_request_attributes(request))
 
     def _record(self, decision: Decision, *, record: bool = True) -> Decision:
         """Record ``decision`` (built by :meth:`_new_decision`) unless ``record`` is false;
@@ -120,8 +151,13 @@ class Recording(ServiceState):
             evidence_documents=evidence_documents or {},
         )
 
+    def _audit_span(self, decision: Decision) -> AbstractContextManager[Any]:
+        if type(self._tracer) is trace.NoOpTracer:
+            return _NO_SPAN
+        return self._traced_audit_write(decision)
+
     @contextmanager
-    def _audit_span(self, decision: Decision) -> Iterator[None]:
+    def _traced_audit_write(self, decision: Decision) -> Iterator[None]:
         with self._tracer.start_as_current_span(
             "gatekeeper.audit.write",
             attributes={"gatekeeper.decision_id": decision.decision_id},
@@ -134,9 +170,10 @@ class Recording(ServiceState):
 
     def _recorded(self, decision: Decision) -> Decision:
         """After the write (or none, ``record=False``): the span's attributes, the observers."""
-        current = trace.get_current_span()
-        current.set_attribute("gatekeeper.decision_id", decision.decision_id)
-        current.set_attribute("gatekeeper.verdict", decision.verdict.value)
+        if type(self._tracer) is not trace.NoOpTracer:
+            current = trace.get_current_span()
+            current.set_attribute("gatekeeper.decision_id", decision.decision_id)
+            current.set_attribute("gatekeeper.verdict", decision.verdict.value)
         for observer in self._observers:
             try:
                 observer.decision_recorded(decision)
@@ -166,9 +203,7 @@ class Recording(ServiceState):
         was given. Raises StorageError like :meth:`evaluate`."""
         if not violations and verdict is not Verdict.ALLOW:
             raise ValueError("a deny or warn without evaluation needs at least one violation")
-        with self._tracer.start_as_current_span(
-            "gatekeeper.decision", attributes=_request_attributes(request)
-        ):
+        with self._decision_span(request):
             return self._record(self._new_decision(
                 request,
                 created_at=self._clock.now(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
+import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,7 +31,11 @@ from gatekeeper.evaluation.outcome import (
     _GatheredImage,
     _interpret,
 )
-from gatekeeper.evaluation.recording import Recording, _request_attributes
+from gatekeeper.evaluation.recording import Recording
+from gatekeeper.evaluation.tag_digests import REMEMBERED_OUTCOME
+
+# The use case's logger: records keep the name they had before the split.
+log = logging.getLogger("gatekeeper.service")
 
 
 def _resolver_pool() -> ThreadPoolExecutor:
@@ -58,17 +63,29 @@ class WarmAdmission(Gathering, Recording):
             if (self._resolver is None
                     or not all(self._admitted_lately(ref, request) for ref in tags)):
                 return None
-            context = EvidenceContext(environment=request.environment,
-                                      namespace=request.namespace, deadline=deadline)
-            loop = asyncio.get_running_loop()
-            outcomes = await asyncio.gather(*(
-                loop.run_in_executor(self._resolve_pool, contextvars.copy_context().run,
-                                     self._resolve_step, ref, context)
-                for ref in tags))
-            for ref, digest in zip(tags, outcomes, strict=True):
-                if digest is None:
-                    return None
-                resolved[ref.original] = digest
+            # remembered tags on the loop (no task, no thread hop); the others on the
+            # service's resolver threads, concurrently
+            memory = self._tag_memory(request)
+            to_resolve: list[ImageReference] = []
+            for ref in tags:
+                remembered = memory.recall(ref) if memory is not None else None
+                if remembered is None:
+                    to_resolve.append(ref)
+                else:
+                    self._remembered_step(ref)
+                    resolved[ref.original] = remembered
+            if to_resolve:
+                context = EvidenceContext(environment=request.environment,
+                                          namespace=request.namespace, deadline=deadline)
+                loop = asyncio.get_running_loop()
+                outcomes = await asyncio.gather(*(
+                    loop.run_in_executor(self._resolve_pool, contextvars.copy_context().run,
+                                         self._resolve_step, ref, context, request)
+                    for ref in to_resolve))
+                for ref, digest in zip(to_resolve, outcomes, strict=True):
+                    if digest is None:
+                        return None
+                    resolved[ref.original] = digest
         gathered: list[_GatheredImage] = []
         for reference in request.images:
             digest = reference.digest or resolved[reference.original]
@@ -82,15 +99,29 @@ class WarmAdmission(Gathering, Recording):
             gathered.append(_GatheredImage(reference, digest, cached, (), cached=True))
         return gathered
 
-    def _resolve_step(self, reference: ImageReference, context: EvidenceContext) -> Digest | None:
+    def _remembered_step(self, reference: ImageReference) -> None:
+        """The digest step of a remembered tag: a span when tracing is on; the observers
+        (metrics) hear of it either way, as of a step that took no time."""
+        if type(self._tracer) is not trace.NoOpTracer:
+            with self._step("digest", {"gatekeeper.image": reference.original}) as step:
+                step.outcome = REMEMBERED_OUTCOME
+            return
+        for observer in self._observers:
+            try:
+                observer.evidence_step("digest", REMEMBERED_OUTCOME, 0.0)
+            except Exception:  # telemetry must never change a decision
+                log.exception("observer %s failed on step digest", type(observer).__name__)
+
+    def _resolve_step(
+        self, reference: ImageReference, context: EvidenceContext, request: EvaluationRequest
+    ) -> Digest | None:
         assert self._resolver is not None
         with self._step("digest", {"gatekeeper.image": reference.original}) as step:
             try:
-                digest = self._resolver.resolve(reference, context)
+                digest, step.outcome = self._resolve_tag(reference, context, request)
             except GatekeeperError as exc:
                 step.fail(exc.message)
                 return None
-            step.outcome = "resolved"
             return digest
 
     async def evaluate_warm(
@@ -107,14 +138,12 @@ class WarmAdmission(Gathering, Recording):
         if gathered is None:
             return None
         assert self._async_engine is not None
-        with self._tracer.start_as_current_span(
-            "gatekeeper.decision", attributes=_request_attributes(request)
-        ):
+        with self._decision_span(request):
             started = self._clock.monotonic()
             created_at = self._clock.now()
             policy_input, documents = self._input(request, gathered, created_at)
             try:
-                with self._tracer.start_as_current_span("gatekeeper.policy.opa") as opa_span:
+                with self._span("gatekeeper.policy.opa") as opa_span:
                     try:
                         result = await self._async_engine.evaluate_async(
                             policy_input, documents)
@@ -162,9 +191,7 @@ class WarmAdmission(Gathering, Recording):
         """:meth:`record_without_evaluation` with the audit write awaited on the event loop."""
         if not violations and verdict is not Verdict.ALLOW:
             raise ValueError("a deny or warn without evaluation needs at least one violation")
-        with self._tracer.start_as_current_span(
-            "gatekeeper.decision", attributes=_request_attributes(request)
-        ):
+        with self._decision_span(request):
             decision = self._new_decision(
                 request, created_at=self._clock.now(), verdict=verdict,
                 images=tuple(ImageResult(ref, ref.digest, {}) for ref in request.images),

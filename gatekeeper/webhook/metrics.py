@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from gatekeeper.metrics import PREFIX, LegacyNames
+from gatekeeper.metrics import PREFIX, LabelChildren, LegacyNames
 
 __all__ = ["AdmissionMetrics", "Outcome"]
 
@@ -46,7 +46,9 @@ class AdmissionMetrics:
         )
         if budget_seconds is not None:
             self.budget.set(budget_seconds)
+        self._reviews = LabelChildren(self.reviews)
+        self._duration = LabelChildren(self.duration)
 
     def observe(self, webhook: str, outcome: Outcome, seconds: float) -> None:
-        self.reviews.labels(webhook=webhook, outcome=outcome).inc()
-        self.duration.labels(webhook=webhook).observe(seconds)
+        self._reviews(webhook, outcome).inc()
+        self._duration(webhook).observe(seconds)

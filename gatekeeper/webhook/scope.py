@@ -39,6 +39,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from gatekeeper.domain import EnforcementMode, Ticket
@@ -55,6 +56,12 @@ __all__ = [
     "resolve_mode",
     "why_not_governed",
 ]
+
+#: ``dict`` first: parsed JSON is made of dicts, and ``isinstance`` returns on the exact
+#: type before it asks the ``Mapping`` ABC (several times slower, and on every review).
+_MAPPINGS = (dict, Mapping)
+#: What a missing metadata map reads as (read-only, shared).
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
 
 ANNOTATION_PREFIX = "gatekeeper.forge.dev/"
 MODE_KEY = f"{ANNOTATION_PREFIX}mode"
@@ -112,8 +119,12 @@ class AdmissionSettings:
     #: webhook's decision (:mod:`gatekeeper.webhook.reuse`); 0 turns reuse off.
     reuse_ttl_seconds: float = 60.0
     reuse_max_entries: int = 4096
+    #: ``excluded_namespaces`` and ``own_namespace``, computed once (read on every review).
+    _all_excluded: frozenset[str] = field(
+        init=False, repr=False, compare=False, default=frozenset())
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_all_excluded", self.excluded_namespaces | {self.own_namespace})
         if not 0 < self.webhook_timeout_seconds <= 30:
             raise ConfigurationError(
                 "admission webhook timeout must be in (0, 30] seconds (Kubernetes' maximum)",
@@ -137,7 +148,7 @@ class AdmissionSettings:
 
     @property
     def all_excluded_namespaces(self) -> frozenset[str]:
-        return self.excluded_namespaces | {self.own_namespace}
+        return self._all_excluded
 
     def fail_open_reason(self, namespace: str, mode: EnforcementMode) -> str | None:
         """Why a gate failure admits in ``namespace`` under ``mode``, or None (it denies)."""
@@ -184,13 +195,15 @@ def _metadata(obj: Mapping[str, Any] | None, path: tuple[str, ...] = ("metadata"
 ]:
     node: Any = obj
     for key in path:
-        node = node.get(key) if isinstance(node, Mapping) else None
-    return node if isinstance(node, Mapping) else {}
+        if node is None or not isinstance(node, _MAPPINGS):  # None: no ABC check
+            return _NOTHING
+        node = node.get(key)
+    return node if node is not None and isinstance(node, _MAPPINGS) else _NOTHING
 
 
 def _string_map(metadata: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = metadata.get(key)
-    return value if isinstance(value, Mapping) else {}
+    return value if value is not None and isinstance(value, _MAPPINGS) else _NOTHING
 
 
 def resolve_mode(

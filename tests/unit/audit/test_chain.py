@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import random
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,6 +21,7 @@ from gatekeeper.audit.chain import (
     verify_checkpoint_signature,
 )
 from gatekeeper.audit.verify import ChainBrokenError, ChainVerifier, VerificationReport
+from gatekeeper.domain import EnforcementMode, Verdict
 
 Entry = tuple[int, str, str, str, str | None]
 
@@ -189,6 +192,9 @@ CANONICAL_CASES = [
     {"\u00e9": 1, "z": 2, "\U0001f600": 3, "\uffff": 4},  # UTF-16 key order
     {"emoji": "\U0001f600", "zero": 0, "minus_zero": -0.0},
     {"nested": [[[{"k": [1e-7, 5e-324, 1.7976931348623157e308]}]]]},
+    {"controls": "".join(chr(i) for i in range(0x250)) + "\x7f\u2029\ufeff"},
+    {"deep": functools.reduce(lambda inner, _: [inner], range(300), [1.5])},  # type: ignore[list-item]  # orjson: 255
+    {"enums": [Verdict.ALLOW, EnforcementMode.WARN], "tuple": (1, "a"), "max": 2**53 - 1},
 ]
 
 
@@ -197,6 +203,17 @@ def test_canonical_json_matches_the_reference_implementation(value: Any) -> None
     from gatekeeper.audit.chain import canonical_json
 
     assert canonical_json(value) == rfc8785.dumps(value)
+
+
+def test_canonical_json_writes_floats_as_the_reference_implementation() -> None:
+    """The fast path (orjson) against RFC 8785 on floats of every magnitude it accepts."""
+    from gatekeeper.audit.chain import canonical_json
+
+    generator = random.Random(8785)
+    values = [generator.uniform(-1, 1) * 10 ** generator.uniform(-4, 16) for _ in range(3000)]
+    values += [round(generator.uniform(0, 10_000), generator.randint(1, 6)) for _ in range(3000)]
+    document = {"values": values, "latency_ms": [round(v, 3) for v in values[:500]]}
+    assert canonical_json(document) == rfc8785.dumps(document)
 
 
 def test_canonical_json_refuses_what_json_cannot_carry() -> None:
