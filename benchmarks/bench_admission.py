@@ -20,6 +20,9 @@ does. ``--workers 1,2`` runs the real ``gatekeeper serve --workers N`` (supervis
 on one listener, each with its embedded OPA) for each N in turn in the same run and prints the
 throughput and latency ratios.
 
+Each level prints the server's CPU per review (the gatekeeper process tree, from /proc) and,
+in parentheses, the embedded OPA's own share of it.
+
 Targets (2 cores): warm p99 under 10 ms and over 500 reviews/s; cold p99 under 100 ms.
 Traffic goes to 127.0.0.1 only; every loop is bounded by its request count.
 """
