@@ -20,6 +20,9 @@ does. ``--workers 1,2`` runs the real ``gatekeeper serve --workers N`` (supervis
 on one listener, each with its embedded OPA) for each N in turn in the same run and prints the
 throughput and latency ratios.
 
+Each level prints the server's CPU per review (the gatekeeper process tree, from /proc) and,
+in parentheses, the embedded OPA's own share of it.
+
 Targets (2 cores): warm p99 under 10 ms and over 500 reviews/s; cold p99 under 100 ms.
 Traffic goes to 127.0.0.1 only; every loop is bounded by its request count.
 """
@@ -310,19 +313,25 @@ def run_load(port: int, context: ssl.SSLContext, bodies: list[bytes], concurrenc
     }
 
 
-def tree_cpu_seconds(pid: int) -> float:
+def tree_cpu_seconds(pid: int, command: str | None = None) -> float:
     """User + system CPU of ``pid`` and its descendants (the gatekeeper, its workers, their
-    OPA), from /proc: a figure the other load on a shared machine does not inflate."""
+    OPA), from /proc: a figure the other load on a shared machine does not inflate. With
+    ``command`` (e.g. ``opa``): only the descendants running that program."""
     ticks = os.sysconf("SC_CLK_TCK")
     parents: dict[int, int] = {}
     spent: dict[int, float] = {}
+    names: dict[int, str] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            text = stat.read_text()
         except OSError:
             continue
-        parents[int(stat.parent.name)] = int(fields[1])
-        spent[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / ticks
+        head, _, tail = text.rpartition(")")
+        fields = tail.split()
+        found = int(stat.parent.name)
+        parents[found] = int(fields[1])
+        spent[found] = (int(fields[11]) + int(fields[12])) / ticks
+        names[found] = head.partition("(")[2]
 
     def descends(candidate: int) -> bool:
         while candidate > 1:
@@ -331,7 +340,8 @@ def tree_cpu_seconds(pid: int) -> float:
             candidate = parents.get(candidate, 0)
         return False
 
-    return sum(seconds for found, seconds in spent.items() if descends(found))
+    return sum(seconds for found, seconds in spent.items()
+               if descends(found) and (command is None or names[found] == command))
 
 
 def report(label: str, concurrency: int, figures: dict[str, Any]) -> None:
@@ -339,7 +349,8 @@ def report(label: str, concurrency: int, figures: dict[str, Any]) -> None:
     print(f"{label} concurrency {concurrency:>2}: {figures['requests']:>5} reviews, "
           f"{figures['errors']} errors, p50 {figures['p50_ms']:6.2f} ms, "
           f"p99 {figures['p99_ms']:6.2f} ms, {figures['per_second']:6.0f} reviews/s, "
-          f"server CPU {figures.get('cpu_ms', 0):5.2f} ms/review  [{verdicts}]", flush=True)
+          f"server CPU {figures.get('cpu_ms', 0):5.2f} ms/review (OPA "
+          f"{figures.get('opa_cpu_ms', 0):4.2f})  [{verdicts}]", flush=True)
 
 
 def main() -> None:
@@ -397,9 +408,11 @@ def main() -> None:
                                         workers) as (port, context, pid):
 
                     def measured(bodies: list[bytes], concurrency: int) -> dict[str, Any]:
-                        cpu = tree_cpu_seconds(pid)
+                        cpu, opa = tree_cpu_seconds(pid), tree_cpu_seconds(pid, "opa")
                         figures = run_load(port, context, bodies, concurrency, args.webhooks)
                         figures["cpu_ms"] = (tree_cpu_seconds(pid) - cpu) * 1000 / len(bodies)
+                        figures["opa_cpu_ms"] = (
+                            (tree_cpu_seconds(pid, "opa") - opa) * 1000 / len(bodies))
                         return figures
 
                     pinned = [f"{registry}/{repo}:v0@{digest}" for repo in REPOSITORIES]

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     opa_binary: str | None = None
     #: Seconds allowed for one OPA evaluation.
     opa_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    #: Go runtime of the embedded OPA: ``GOGC`` (garbage collection target, percent; higher
+    #: spends memory to save CPU) and ``GOMAXPROCS`` (cores it runs Go code on; 0: every core).
+    opa_gogc: int = Field(default=400, ge=25, le=10000)
+    opa_gomaxprocs: int = Field(default=1, ge=0, le=1024)
     #: Directory of Rego policies and their data documents.
     policy_dir: Path = Path("policies")
     #: ``opa test`` suites of the shipped policies: they must pass before the shipped policies

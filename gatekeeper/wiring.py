@@ -39,6 +39,7 @@ from gatekeeper.policy.bundle import OpaBundleBuilder, PolicyFiles
 from gatekeeper.policy.bundle_signing import BundleSigner
 from gatekeeper.policy.candidates import FileCandidateLoader
 from gatekeeper.policy.checks import OpaCandidateChecker
+from gatekeeper.policy.embedded import GoRuntime
 from gatekeeper.policy.factory import PolicyStatePaths, create_replica
 from gatekeeper.policy.replay import OpaDecisionReplayer, SqlDecisionHistory
 from gatekeeper.policy.sidecar import SidecarBundleRevision
@@ -245,6 +246,7 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
             metrics=metrics,
             timeout=settings.opa_timeout_seconds,
             data_paths=[state.exceptions],
+            go_runtime=GoRuntime(gogc=settings.opa_gogc, gomaxprocs=settings.opa_gomaxprocs),
         )
         engine = embedded.engine
     # One engine for every SQL store (gatekeeper.storage); the audit trail disposes it on close.

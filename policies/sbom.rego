@@ -36,9 +36,11 @@ import data.gatekeeper.config
 
 all_sources := ["attestation", "referrer", "upload", "inline"]
 
+# Literal values only (not all_sources): a constant document is built once, one that refers to
+# another rule is rebuilt on every query.
 default_settings := {
-	"development": {"require_sbom": false, "require_bound": false, "deny_truncated": false, "deny_when_not_collected": false, "proof_sources": all_sources, "warn_sources": []},
-	"staging": {"require_sbom": false, "require_bound": true, "deny_truncated": false, "deny_when_not_collected": false, "proof_sources": all_sources, "warn_sources": []},
+	"development": {"require_sbom": false, "require_bound": false, "deny_truncated": false, "deny_when_not_collected": false, "proof_sources": ["attestation", "referrer", "upload", "inline"], "warn_sources": []},
+	"staging": {"require_sbom": false, "require_bound": true, "deny_truncated": false, "deny_when_not_collected": false, "proof_sources": ["attestation", "referrer", "upload", "inline"], "warn_sources": []},
 	"production": {"require_sbom": true, "require_bound": true, "deny_truncated": true, "deny_when_not_collected": false, "proof_sources": ["attestation"], "warn_sources": ["referrer", "upload", "inline"]},
 }
 

@@ -588,3 +588,11 @@ def test_workers_per_pod() -> None:
     gatekeeper, _ = containers(render("workers=3"))
     assert env_of(gatekeeper)["GATEKEEPER_WORKERS"] == "3"
     assert "- at '/workers': minimum: got 0, want 1" in refused("workers=0")
+
+
+def test_opa_sidecar_runs_with_the_chosen_gogc() -> None:
+    _, opa = containers(render())
+    assert env_of(opa) == {"GOGC": "400"}
+    _, opa = containers(render("opa.gogc=800"))
+    assert env_of(opa)["GOGC"] == "800"
+    assert "- at '/opa/gogc': minimum: got 5, want 25" in refused("opa.gogc=5")

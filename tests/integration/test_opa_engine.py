@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from gatekeeper.app import create_app
 from gatekeeper.errors import ConfigurationError, PolicyEngineError
 from gatekeeper.policy import EmbeddedOpa
+from gatekeeper.wiring import build_container
 from tests.helpers.types import MakeSettings
 
 DROP_IN = '''package gatekeeper.rules.no_nightly
@@ -151,3 +152,39 @@ def test_policy_set_without_a_prefilter_prefilters_nothing(opa_binary: str, tmp_
         assert opa.engine.prefilter(_evidence_free("production", [("gcr.io/a:1", "gcr.io")], True)) == ()
     finally:
         opa.stop()
+
+
+def _environment_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(entry.decode().partition("=")[::2] for entry in raw if entry)
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc/<pid>/environ")
+def test_the_embedded_opa_runs_with_the_configured_go_runtime(
+    make_settings: MakeSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the settings win over what the gatekeeper itself inherited
+    monkeypatch.setenv("GOGC", "100")
+    monkeypatch.setenv("GOMAXPROCS", "8")
+    default = build_container(make_settings())
+    tuned = build_container(make_settings(opa_gogc=250, opa_gomaxprocs=0))
+    for container in (default, tuned):
+        container.start()
+    try:
+        assert default.embedded_opa is not None and tuned.embedded_opa is not None
+        assert default.embedded_opa.pid is not None and tuned.embedded_opa.pid is not None
+        shipped = _environment_of(default.embedded_opa.pid)
+        assert (shipped["GOGC"], shipped["GOMAXPROCS"]) == ("400", "1")
+        chosen = _environment_of(tuned.embedded_opa.pid)
+        # 0 cores: GOMAXPROCS is left as inherited (Go's default when unset)
+        assert (chosen["GOGC"], chosen["GOMAXPROCS"]) == ("250", "8")
+    finally:
+        for container in (default, tuned):
+            container.stop()
+
+
+def test_go_runtime_settings_out_of_range_are_refused(make_settings: MakeSettings) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        make_settings(opa_gogc=5)
+    assert "opa_gogc" in caught.value.message
+    assert "greater than or equal to 25" in caught.value.message
