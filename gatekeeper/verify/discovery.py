@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar, cast
+from typing import cast
 
 from gatekeeper.domain.concurrency import EvaluationMemo, FanOut
 from gatekeeper.domain.ports.attestations import OversizedAttestation
@@ -156,29 +158,18 @@ def find_material(
     """Collect every signature/attestation candidate for ``digest`` in ``reference``'s repo.
 
     ``memo`` (the evaluation's) shares the referrers listing with other readers of the same
-    evaluation; ``fan_out`` runs the lookups of each round in parallel (sequential without)."""
+    evaluation; ``fan_out`` runs the lookups in parallel (one after the other without)."""
     repository = ImageReference(
         reference.original, reference.registry, reference.repository, None, digest
     )
     finder = _Finder(registry, repository, max_payload_bytes, max_items, deadline)
-    run = fan_out.run if fan_out is not None else _in_turn
-    sig_tag, att_tag = f"{digest.cosign_tag_prefix}.sig", f"{digest.cosign_tag_prefix}.att"
-    # Round 1: the two cosign tags and the referrers listing.
-    found: list[object] = run([
-        lambda: finder.lookup_tag(sig_tag),
-        lambda: finder.lookup_tag(att_tag),
-        lambda: finder.lookup_referrers(digest, memo),
+    plan = _Plan(finder, digest)
+    # The two cosign tags and the referrers listing; each answer starts what it makes known.
+    _Flow(fan_out).run([
+        ((1, 0), lambda: plan.arrived(0, finder.lookup_tag(plan.sig_tag))),
+        ((1, 1), lambda: plan.arrived(1, finder.lookup_tag(plan.att_tag))),
+        ((1, 2), lambda: plan.arrived(2, finder.lookup_referrers(digest, memo))),
     ])  # fmt: skip
-    finder.tagged(sig_tag, "sig-tag", cast("ManifestView | VerificationError | None", found[0]))
-    finder.tagged(att_tag, "att-tag", cast("ManifestView | VerificationError | None", found[1]))
-    # Round 2: the manifests the referrers listing names.
-    pending = finder.referrers(digest, cast("ReferrersView | VerificationError", found[2]))
-    run([partial(item.fetch, finder) for item in pending])
-    for item in pending:
-        item.finish(finder, digest)
-    finder.steps += finder.refused
-    # Round 3: every blob.
-    run([partial(finder.fetch_blob, blob) for blob in finder.blobs])
     for step in finder.steps:
         step()
     return Material(
@@ -190,6 +181,155 @@ def find_material(
         tuple(finder.oversized),
         tuple(finder.notation),
     )
+
+
+#: A unit of discovery work: its rank (which failure is reported first) and the call, which
+#: answers the work its result makes possible.
+_Task = tuple[tuple[int, int], Callable[[], "list[_Task]"]]
+
+
+class _Flow:
+    """Runs the tasks of one discovery and what they start, until none is left.
+
+    A task that starts others runs the first of them itself (no thread hop) and hands the rest
+    to ``fan_out``'s pool (without a pool, the caller runs them one after the other). The
+    caller runs the first task and waits. After a failure nothing new starts; once every task
+    has ended, the failure of the lowest rank is raised (the lookups before the blobs, each
+    round in its order), as a round-by-round lookup would."""
+
+    def __init__(self, fan_out: FanOut | None) -> None:
+        self._fan_out = fan_out
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._open = 0  # tasks started or queued, not ended
+        self._queue: deque[_Task] = deque()  # without a pool: tasks for the caller
+        self._failures: list[tuple[tuple[int, int], BaseException]] = []
+
+    def run(self, tasks: list[_Task]) -> None:
+        with self._lock:
+            self._open += len(tasks)
+        self._hand_over(tasks[1:])
+        self._work(tasks[0])
+        while True:
+            with self._lock:
+                if self._queue:
+                    task = self._queue.popleft()
+                elif self._open == 0:
+                    break
+                else:
+                    self._idle.wait()
+                    continue
+            self._work(task)
+        if self._failures:
+            raise min(self._failures, key=lambda failure: failure[0])[1]
+
+    def _hand_over(self, tasks: list[_Task]) -> None:
+        for task in tasks:
+            if self._fan_out is None:
+                with self._lock:
+                    self._queue.append(task)
+            else:
+                self._fan_out.submit(partial(self._work, task))
+
+    def _work(self, task: _Task) -> None:
+        while True:
+            rank, call = task
+            follow: list[_Task] = []
+            try:
+                if not self._failures:
+                    follow = call()
+            except BaseException as exc:  # raised by ``run`` once every task has ended
+                with self._lock:
+                    self._failures.append((rank, exc))
+            with self._lock:
+                self._open += len(follow) - 1
+                if not follow:
+                    if self._open == 0:
+                        self._idle.notify_all()
+                    return
+            self._hand_over(follow[1:])
+            task = follow[0]
+
+
+_PENDING = object()
+
+
+class _Plan:
+    """Plans the fetches in the order a one-by-one lookup makes them (``.sig``, ``.att``, the
+    referrers, each referrer in listing order), as soon as the answers before them are in: the
+    item limit counts in that order and ``steps`` record in it. Thread-safe."""
+
+    def __init__(self, finder: _Finder, digest: Digest) -> None:
+        self.finder = finder
+        self.digest = digest
+        self.sig_tag = f"{digest.cosign_tag_prefix}.sig"
+        self.att_tag = f"{digest.cosign_tag_prefix}.att"
+        self._lock = threading.Lock()
+        self._found: list[object] = [_PENDING, _PENDING, _PENDING]
+        self._planned = 0  # answers of the first round planned
+        self._items: list[_Referrer] | None = None
+        self._fetched: set[int] = set()
+        self._finished = 0  # referrer manifests recorded
+        self._started = 0  # blobs started
+
+    def arrived(self, index: int, found: object) -> list[_Task]:
+        """A first-round answer: ``.sig`` (0), ``.att`` (1) or the referrers listing (2)."""
+        with self._lock:
+            self._found[index] = found
+            return self._advance()
+
+    def _referrer_fetched(self, number: int) -> list[_Task]:
+        assert self._items is not None
+        self._items[number].fetch(self.finder)
+        with self._lock:
+            self._fetched.add(number)
+            return self._advance()
+
+    def _advance(self) -> list[_Task]:
+        finder = self.finder
+        tasks: list[_Task] = []
+        while self._planned < 3 and self._found[self._planned] is not _PENDING:
+            found = self._found[self._planned]
+            if self._planned < 2:
+                tag, source = (self.sig_tag, "sig-tag") if self._planned == 0 else (
+                    self.att_tag, "att-tag")  # fmt: skip
+                finder.tagged(tag, source, cast("ManifestView | VerificationError | None", found))
+            else:
+                self._items = finder.referrers(
+                    self.digest, cast("ReferrersView | VerificationError", found)
+                )
+                tasks += [
+                    ((2, number), partial(self._referrer_fetched, number))
+                    for number in range(len(self._items))
+                ]
+            self._planned += 1
+        if self._items is not None:
+            self._finish_referrers()
+        tasks += [
+            ((3, number), partial(_fetch_blob, finder, blob))
+            for number, blob in enumerate(finder.blobs[self._started :], start=self._started)
+        ]
+        self._started = len(finder.blobs)
+        return tasks
+
+    def _finish_referrers(self) -> None:
+        """Record the fetched referrer manifests in listing order; after the last one, the
+        referrers refused for the item limit."""
+        assert self._items is not None
+        total = len(self._items)
+        if self._finished > total:
+            return
+        while self._finished < total and self._finished in self._fetched:
+            self._items[self._finished].finish(self.finder, self.digest)
+            self._finished += 1
+        if self._finished == total:
+            self.finder.steps += self.finder.refused
+            self._finished += 1  # recorded once
+
+
+def _fetch_blob(finder: _Finder, blob: _Blob) -> list[_Task]:
+    finder.fetch_blob(blob)
+    return []
 
 
 def referrers_of(
@@ -210,13 +350,6 @@ def referrers_of(
     if memo is None:
         return fetch()
     return memo.once(("referrers", reference.registry, reference.repository, str(digest)), fetch)
-
-
-def _in_turn(calls: list[Callable[[], _T]]) -> list[_T]:
-    return [call() for call in calls]
-
-
-_T = TypeVar("_T")
 
 
 class _Blob:

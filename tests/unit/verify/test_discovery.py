@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gatekeeper.domain.concurrency import EvaluationMemo, FanOut
-from gatekeeper.domain.reference import Digest, parse_image_reference
+from gatekeeper.domain.reference import Digest, ImageReference, parse_image_reference
+from gatekeeper.errors import UpstreamUnavailableError
 from gatekeeper.verify.discovery import BUNDLE_MEDIA_TYPE, Material, find_material
 from tests.unit.verify.conftest import (
     OCI_MANIFEST,
     FakeDescriptor,
+    FakeManifest,
     InMemoryRegistry,
     sign,
     simple_signing_payload,
@@ -56,3 +60,97 @@ def test_parallel_lookups_record_what_a_sequential_one_would(
         f"referrer {MISSING}: manifest {MISSING} not found",
         f"referrers of {DIGEST}: more than 3 items, the rest ignored",
     )
+
+
+class _GatedRegistry(InMemoryRegistry):
+    """Answers the ``.att`` lookup only once the ``.sig`` blob was fetched (or after 5 s)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sig_blob_fetched = threading.Event()
+        self.waited_in_vain = False
+
+    def find_manifest(self, reference: ImageReference, target: str | Digest, *,
+                      deadline: float | None = None) -> FakeManifest | None:  # fmt: skip
+        if str(target).endswith(".att"):
+            self.waited_in_vain = not self.sig_blob_fetched.wait(5)
+        return super().find_manifest(reference, target, deadline=deadline)
+
+    def get_blob(self, reference: ImageReference, digest: Digest, *, size: int | None = None,
+                 max_bytes: int | None = None, deadline: float | None = None) -> bytes:  # fmt: skip
+        content = super().get_blob(reference, digest, size=size, max_bytes=max_bytes,
+                                   deadline=deadline)  # fmt: skip
+        self.sig_blob_fetched.set()
+        return content
+
+
+def test_a_signature_blob_is_fetched_while_the_other_lookups_are_under_way(
+    signing_key: ec.EllipticCurvePrivateKey,
+) -> None:
+    registry = _GatedRegistry()
+    payload = simple_signing_payload(DIGEST)
+    registry.add_signature(DIGEST, payload, sign(signing_key, payload))
+    fan_out = FanOut(8, name="test-discovery")
+    try:
+        material = _find(registry, max_items=3, fan_out=fan_out)
+    finally:
+        fan_out.close()
+
+    assert not registry.waited_in_vain, "the .sig blob waited for the .att lookup"
+    assert [s.payload for s in material.signatures] == [payload]
+
+
+class _SlowSignatures(InMemoryRegistry):
+    """The ``.sig`` manifest answers last, so the ``.att`` and referrers are planned after it."""
+
+    def find_manifest(self, reference: ImageReference, target: str | Digest, *,
+                      deadline: float | None = None) -> FakeManifest | None:  # fmt: skip
+        if str(target).endswith(".sig"):
+            time.sleep(0.05)
+        return super().find_manifest(reference, target, deadline=deadline)
+
+
+def test_the_item_limit_counts_in_listing_order_whatever_answers_first(
+    signing_key: ec.EllipticCurvePrivateKey,
+) -> None:
+    registry = _SlowSignatures()
+    payload = simple_signing_payload(DIGEST)
+    for _ in range(2):
+        registry.add_signature(DIGEST, payload, sign(signing_key, payload))
+    registry.referrers = [
+        FakeDescriptor(OCI_MANIFEST, MISSING, 10, artifact_type=BUNDLE_MEDIA_TYPE),
+        FakeDescriptor(OCI_MANIFEST, REFUSED, 10, artifact_type=BUNDLE_MEDIA_TYPE),
+    ]
+    fan_out = FanOut(8, name="test-discovery")
+    try:
+        parallel = _find(registry, max_items=2, fan_out=fan_out)
+    finally:
+        fan_out.close()
+
+    assert parallel == _find(registry, max_items=2, fan_out=None)
+    assert len(parallel.signatures) == 2  # the .sig layers took the two items
+    assert parallel.problems == (f"referrers of {DIGEST}: more than 2 items, the rest ignored",)
+
+
+class _FailingAttestations(InMemoryRegistry):
+    def find_manifest(self, reference: ImageReference, target: str | Digest, *,
+                      deadline: float | None = None) -> FakeManifest | None:  # fmt: skip
+        if str(target).endswith(".att"):
+            raise UpstreamUnavailableError("registry fake answered 503 fetching the .att")
+        return super().find_manifest(reference, target, deadline=deadline)
+
+
+def test_a_lookup_that_fails_is_raised_and_nothing_after_it_is_planned(
+    signing_key: ec.EllipticCurvePrivateKey,
+) -> None:
+    registry = _FailingAttestations()
+    payload = simple_signing_payload(DIGEST)
+    registry.add_signature(DIGEST, payload, sign(signing_key, payload))
+    fan_out = FanOut(8, name="test-discovery")
+    try:
+        with pytest.raises(UpstreamUnavailableError, match="fetching the .att"):
+            _find(registry, max_items=3, fan_out=fan_out)
+    finally:
+        fan_out.close()
+    with pytest.raises(UpstreamUnavailableError, match="fetching the .att"):
+        _find(registry, max_items=3, fan_out=None)
