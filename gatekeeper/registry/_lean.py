@@ -137,7 +137,9 @@ class LeanHost:
         keep = False
         try:
             if connection.sock is not None:
-                connection.sock.settimeout(timeout.write)
+                # One socket timeout for the write and the read: the session gives both the
+                # time left in the caller's budget (a syscall saved per round trip).
+                connection.sock.settimeout(timeout.read)
             try:
                 connection.request(method, path, headers=headers)
             except TimeoutError as exc:
@@ -146,8 +148,6 @@ class LeanHost:
                 raise _Stale from exc
             except OSError as exc:
                 raise httpx.WriteError(f"sending to {self._origin}: {exc}") from exc
-            if connection.sock is not None:
-                connection.sock.settimeout(timeout.read)
             try:
                 response = connection.getresponse()
             except (http.client.RemoteDisconnected, ConnectionResetError) as exc:
