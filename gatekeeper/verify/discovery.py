@@ -228,8 +228,15 @@ class _Flow:
             if self._fan_out is None:
                 with self._lock:
                     self._queue.append(task)
-            else:
+                continue
+            try:
                 self._fan_out.submit(partial(self._work, task))
+            except BaseException as exc:  # a pool that was shut down: the task never runs
+                with self._lock:
+                    self._failures.append((task[0], exc))
+                    self._open -= 1
+                    if self._open == 0:
+                        self._idle.notify_all()
 
     def _work(self, task: _Task) -> None:
         while True:

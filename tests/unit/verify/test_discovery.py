@@ -154,3 +154,17 @@ def test_a_lookup_that_fails_is_raised_and_nothing_after_it_is_planned(
         fan_out.close()
     with pytest.raises(UpstreamUnavailableError, match="fetching the .att"):
         _find(registry, max_items=3, fan_out=None)
+
+
+def test_a_closed_pool_fails_the_lookup_instead_of_waiting_forever(
+    registry: InMemoryRegistry, signing_key: ec.EllipticCurvePrivateKey
+) -> None:
+    payload = simple_signing_payload(DIGEST)
+    registry.add_signature(DIGEST, payload, sign(signing_key, payload))
+    fan_out = FanOut(8, name="test-discovery")
+    fan_out.submit(lambda: None)
+    assert fan_out._pool is not None
+    fan_out._pool.shutdown(wait=True)  # as at shutdown, while an evaluation is under way
+
+    with pytest.raises(RuntimeError, match="shutdown"):
+        _find(registry, max_items=3, fan_out=fan_out)
