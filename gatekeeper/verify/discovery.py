@@ -283,7 +283,15 @@ class _Plan:
         """A first-round answer: ``.sig`` (0), ``.att`` (1) or the referrers listing (2)."""
         with self._lock:
             self._found[index] = found
-            return self._advance()
+            early: list[_Blob] = []
+            if (
+                index == 1
+                and self._planned == 0
+                and found is not None
+                and not isinstance(found, VerificationError)
+            ):  # the .sig is still out
+                early = self.finder.prefetch_attestations(cast("ManifestView", found))
+            return self._start(early) + self._advance()
 
     def _referrer_fetched(self, number: int) -> list[_Task]:
         assert self._items is not None
@@ -312,11 +320,17 @@ class _Plan:
             self._planned += 1
         if self._items is not None:
             self._finish_referrers()
-        tasks += [
-            ((3, number), partial(_fetch_blob, finder, blob))
-            for number, blob in enumerate(finder.blobs[self._started :], start=self._started)
-        ]
+        tasks += self._start(finder.blobs[self._started :], first=self._started)
         self._started = len(finder.blobs)
+        return tasks
+
+    def _start(self, blobs: list[_Blob], *, first: int = 0) -> list[_Task]:
+        """Fetch tasks for the blobs not started yet (a prefetched one is started once)."""
+        tasks: list[_Task] = []
+        for number, blob in enumerate(blobs, start=first):
+            if not blob.started:
+                blob.started = True
+                tasks.append(((3, number), partial(_fetch_blob, self.finder, blob)))
         return tasks
 
     def _finish_referrers(self) -> None:
@@ -362,12 +376,13 @@ def referrers_of(
 class _Blob:
     """A blob to fetch in round 3, and what came of it."""
 
-    __slots__ = ("content", "error", "layer")
+    __slots__ = ("content", "error", "layer", "started")
 
     def __init__(self, layer: DescriptorView) -> None:
         self.layer = layer
         self.content: bytes | None = None
         self.error: GatekeeperError | None = None
+        self.started = False
 
 
 class _Referrer:
@@ -422,6 +437,8 @@ class _Finder:
         self.oversized: list[OversizedAttestation] = []
         self.notation: list[NotationSignature] = []
         self.blobs: list[_Blob] = []
+        #: Blobs of the ``.att`` layers fetched before the ``.sig`` answered, by layer index.
+        self.prefetched: dict[int, _Blob] = {}
         self.steps: list[Callable[[], None]] = []
         #: Problems of referrers refused for the item limit, recorded after the others.
         self.refused: list[Callable[[], None]] = []
@@ -457,9 +474,13 @@ class _Finder:
         self.count += 1
         return True
 
-    def _with_blob(self, layer: DescriptorView, where: str, use: Callable[[bytes], None]) -> None:
-        """Fetch ``layer`` in round 3; then ``use`` its bytes, or record why it is unusable."""
-        blob = _Blob(layer)
+    def _with_blob(
+        self, layer: DescriptorView, where: str, use: Callable[[bytes], None],
+        prefetched: _Blob | None = None,
+    ) -> None:  # fmt: skip
+        """Fetch ``layer`` (or take the fetch started early for it); then ``use`` its bytes,
+        or record why it is unusable."""
+        blob = prefetched if prefetched is not None and prefetched.layer is layer else _Blob(layer)
         self.blobs.append(blob)
 
         def step() -> None:
@@ -501,18 +522,32 @@ class _Finder:
                 self._signature(layer, source, where)
             elif layer.media_type == DSSE_MEDIA_TYPE:
                 self._note_size(layer.annotations.get(PREDICATE_TYPE_ANNOTATION), layer, source)
-                self._attestation(layer, source, where)
+                prefetched = self.prefetched.pop(index, None) if source == "att-tag" else None
+                self._attestation(layer, source, where, prefetched)
             else:
                 self.problem(f"{where}: unexpected media type {layer.media_type}")
 
-    def _attestation(self, layer: DescriptorView, source: str, where: str) -> None:
+    def _attestation(
+        self, layer: DescriptorView, source: str, where: str, prefetched: _Blob | None
+    ) -> None:
         self._with_blob(layer, where, lambda content: self.attestations.append(CosignAttestation(
             content,
             _annotation_bytes(layer, CERTIFICATE_ANNOTATION),
             _annotation_bytes(layer, CHAIN_ANNOTATION),
             _annotation_bytes(layer, REKOR_BUNDLE_ANNOTATION),
             source,
-        )))  # fmt: skip
+        )), prefetched)  # fmt: skip
+
+    def prefetch_attestations(self, found: ManifestView) -> list[_Blob]:
+        """Start the blobs of the ``.att`` layers before the ``.sig`` is in: the ones its
+        planning would fetch if the ``.sig`` took no item (at most ``max_items``). Only when
+        the two together hold more than ``max_items`` layers is one fetched for nothing."""
+        blobs = []
+        for index, layer in enumerate(found.layers[: self.max_items]):
+            if layer.media_type == DSSE_MEDIA_TYPE:
+                self.prefetched[index] = _Blob(layer)
+                blobs.append(self.prefetched[index])
+        return blobs
 
     def _signature(self, layer: DescriptorView, source: str, where: str) -> None:
         encoded = layer.annotations.get(SIGNATURE_ANNOTATION)

@@ -168,3 +168,77 @@ def test_a_closed_pool_fails_the_lookup_instead_of_waiting_forever(
 
     with pytest.raises(RuntimeError, match="shutdown"):
         _find(registry, max_items=3, fan_out=fan_out)
+
+
+DSSE = "application/vnd.dsse.envelope.v1+json"
+
+
+def _add_attestations(registry: InMemoryRegistry, count: int) -> None:
+    layers = []
+    for number in range(count):
+        blob = registry.add_blob(b'{"payloadType": "x", "payload": "%d"}' % number)
+        layers.append(FakeDescriptor(DSSE, blob.digest, blob.size))
+    registry.tags[f"{DIGEST.cosign_tag_prefix}.att"] = FakeManifest(
+        Digest("sha256", "1" * 64), OCI_MANIFEST, tuple(layers)
+    )
+
+
+class _SignaturesAfterAttestationBlobs(InMemoryRegistry):
+    """Answers the ``.sig`` lookup only once an ``.att`` blob was fetched (or after 5 s)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.att_blob_fetched = threading.Event()
+        self.waited_in_vain = False
+
+    def find_manifest(self, reference: ImageReference, target: str | Digest, *,
+                      deadline: float | None = None) -> FakeManifest | None:  # fmt: skip
+        if str(target).endswith(".sig"):
+            self.waited_in_vain = not self.att_blob_fetched.wait(5)
+        return super().find_manifest(reference, target, deadline=deadline)
+
+    def get_blob(self, reference: ImageReference, digest: Digest, *, size: int | None = None,
+                 max_bytes: int | None = None, deadline: float | None = None) -> bytes:  # fmt: skip
+        content = super().get_blob(reference, digest, size=size, max_bytes=max_bytes,
+                                   deadline=deadline)  # fmt: skip
+        if content.startswith(b'{"payloadType"'):
+            self.att_blob_fetched.set()
+        return content
+
+
+def test_attestation_blobs_are_fetched_before_the_signatures_answer(
+    signing_key: ec.EllipticCurvePrivateKey,
+) -> None:
+    registry = _SignaturesAfterAttestationBlobs()
+    payload = simple_signing_payload(DIGEST)
+    registry.add_signature(DIGEST, payload, sign(signing_key, payload))
+    _add_attestations(registry, 2)
+    fan_out = FanOut(8, name="test-discovery")
+    try:
+        material = _find(registry, max_items=3, fan_out=fan_out)
+    finally:
+        fan_out.close()
+
+    assert not registry.waited_in_vain, "the .att blobs waited for the .sig lookup"
+    assert len(material.signatures) == 1
+    assert len(material.attestations) == 2
+
+
+def test_attestations_fetched_early_still_count_after_the_signatures(
+    signing_key: ec.EllipticCurvePrivateKey,
+) -> None:
+    registry = _SlowSignatures()
+    payload = simple_signing_payload(DIGEST)
+    registry.add_signature(DIGEST, payload, sign(signing_key, payload))
+    _add_attestations(registry, 2)
+    fan_out = FanOut(8, name="test-discovery")
+    try:
+        parallel = _find(registry, max_items=2, fan_out=fan_out)
+    finally:
+        fan_out.close()
+
+    assert parallel == _find(registry, max_items=2, fan_out=None)
+    assert (len(parallel.signatures), len(parallel.attestations)) == (1, 1)
+    assert parallel.problems == (
+        f"{DIGEST.cosign_tag_prefix}.att: more than 2 items, the rest ignored",
+    )
