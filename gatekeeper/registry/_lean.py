@@ -17,6 +17,7 @@ and metrics do not depend on the path taken.
 from __future__ import annotations
 
 import http.client
+import select
 import socket
 import ssl
 import threading
@@ -100,10 +101,14 @@ class LeanHost:
     def _connection(
         self, timeout: httpx.Timeout, *, fresh: bool = False
     ) -> tuple[http.client.HTTPConnection, bool]:
-        if not fresh:
+        while not fresh:
             with self._lock:
-                if self._idle:
-                    return self._idle.pop(), True
+                if not self._idle:
+                    break
+                idle = self._idle.pop()
+            if _still_open(idle):
+                return idle, True
+            idle.close()  # closed by the server while idle (its keep-alive timeout)
         connection: http.client.HTTPConnection
         if self._https:
             connection = http.client.HTTPSConnection(
@@ -150,7 +155,8 @@ class LeanHost:
                 raise httpx.WriteError(f"sending to {self._origin}: {exc}") from exc
             try:
                 response = connection.getresponse()
-            except (http.client.RemoteDisconnected, ConnectionResetError) as exc:
+            except (http.client.RemoteDisconnected, ConnectionResetError, ssl.SSLEOFError,
+                    ssl.SSLZeroReturnError) as exc:  # fmt: skip
                 raise _Stale from exc
             answer, keep = self._read(response, method, path, max_bytes, registry, what)
             return answer
@@ -214,6 +220,16 @@ class LeanHost:
             return False
         left = response.read(_ERROR_BODY_BYTES + 1)
         return len(left) <= _ERROR_BODY_BYTES and response.isclosed()
+
+
+def _still_open(connection: http.client.HTTPConnection) -> bool:
+    """An idle kept-alive connection has nothing to read; if its socket is readable, the
+    server closed it (or sent something unasked): not reusable."""
+    if connection.sock is None:
+        return False
+    poller = select.poll()
+    poller.register(connection.sock, select.POLLIN)
+    return not poller.poll(0)
 
 
 class _Stale(Exception):

@@ -9,6 +9,7 @@ import base64
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -43,6 +44,11 @@ class KeepAliveServer:
                 with owner.lock:
                     owner.connections += 1
 
+            def finish(self) -> None:
+                super().finish()
+                with owner.lock:
+                    owner.connections_closed += 1
+
             def do_GET(self) -> None:  # noqa: N802 - http.server API
                 with owner.lock:
                     owner.requests.append((self.command, self.path, dict(self.headers)))
@@ -55,6 +61,7 @@ class KeepAliveServer:
 
         self.lock = threading.Lock()
         self.connections = 0
+        self.connections_closed = 0
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
@@ -173,3 +180,23 @@ def test_a_body_over_the_limit_is_refused_naming_the_limit(
         f"registry {server.host}: fetching blob app@{BLOB_DIGEST} refused: 2048 bytes, "
         "more than the limit of 1024 bytes"
     )
+
+
+def test_a_request_after_the_registry_closed_the_idle_connection_succeeds(
+    serve: Callable[[Handler], KeepAliveServer],
+) -> None:
+    def answer_then_close(request: BaseHTTPRequestHandler) -> None:
+        manifest(request)
+        request.wfile.flush()
+        request.close_connection = True
+
+    server = serve(answer_then_close)
+    client = client_for(server)
+    reference = parse_image_reference(f"{server.host}/app:1.2")
+    client.resolve_digest(reference)
+    deadline = time.monotonic() + 5
+    while server.connections_closed < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)  # the server has closed its side of the kept-alive connection
+
+    assert str(client.resolve_digest(reference)) == MANIFEST_DIGEST
+    assert len(server.requests) == 2  # no request was sent on the closed connection
