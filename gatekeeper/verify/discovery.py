@@ -17,11 +17,14 @@ layer is a JWS (``application/jose+json``) or COSE (``application/cose``) envelo
 Material that is unusable (too big, malformed) is recorded as a *problem* and skipped, so a
 broken item never hides a good one; transient registry errors propagate (never cached).
 
-The lookups run in parallel, in three rounds on the caller's :class:`FanOut`: the ``.sig`` and
-``.att`` manifests and the referrers listing; then the manifests of the Sigstore-bundle and
-Notation referrers; then every blob. The referrers listing goes through the evaluation's memo,
-so the SBOM referrer source of the same evaluation reuses it. What is found is then recorded in
-a fixed order (``.sig``, ``.att``, referrers), as a sequential lookup would.
+The lookups run in parallel on the caller's :class:`FanOut`, each the moment what it needs has
+arrived (:mod:`gatekeeper.verify.discovery_flow`): the ``.sig`` and ``.att`` manifests and the
+referrers listing at once; a manifest's blobs as soon as it is in (the ``.att`` ones even
+before the ``.sig`` answers); the Sigstore-bundle and Notation referrer manifests as soon as
+the listing is, and their blobs after them. The referrers listing goes through the
+evaluation's memo, so the SBOM referrer source of the same evaluation reuses it. What is
+found is planned and recorded in a fixed order (``.sig``, ``.att``, referrers), as a
+sequential lookup would: the item limit counts in that order whatever answers first.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from __future__ import annotations
 import base64
 import binascii
 import threading
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -50,6 +52,7 @@ from gatekeeper.errors import (
     NotFoundError,
     VerificationError,
 )
+from gatekeeper.verify.discovery_flow import Flow, Task
 
 __all__ = [
     "BUNDLE_MEDIA_TYPE",
@@ -165,7 +168,7 @@ def find_material(
     finder = _Finder(registry, repository, max_payload_bytes, max_items, deadline)
     plan = _Plan(finder, digest)
     # The two cosign tags and the referrers listing; each answer starts what it makes known.
-    _Flow(fan_out).run([
+    Flow(fan_out).run([
         ((1, 0), lambda: plan.arrived(0, finder.lookup_tag(plan.sig_tag))),
         ((1, 1), lambda: plan.arrived(1, finder.lookup_tag(plan.att_tag))),
         ((1, 2), lambda: plan.arrived(2, finder.lookup_referrers(digest, memo))),
@@ -181,81 +184,6 @@ def find_material(
         tuple(finder.oversized),
         tuple(finder.notation),
     )
-
-
-#: A unit of discovery work: its rank (which failure is reported first) and the call, which
-#: answers the work its result makes possible.
-_Task = tuple[tuple[int, int], Callable[[], "list[_Task]"]]
-
-
-class _Flow:
-    """Runs the tasks of one discovery and what they start, until none is left.
-
-    A task that starts others runs the first of them itself (no thread hop) and hands the rest
-    to ``fan_out``'s pool (without a pool, the caller runs them one after the other). The
-    caller runs the first task and waits. After a failure nothing new starts; once every task
-    has ended, the failure of the lowest rank is raised (the lookups before the blobs, each
-    round in its order), as a round-by-round lookup would."""
-
-    def __init__(self, fan_out: FanOut | None) -> None:
-        self._fan_out = fan_out
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._open = 0  # tasks started or queued, not ended
-        self._queue: deque[_Task] = deque()  # without a pool: tasks for the caller
-        self._failures: list[tuple[tuple[int, int], BaseException]] = []
-
-    def run(self, tasks: list[_Task]) -> None:
-        with self._lock:
-            self._open += len(tasks)
-        self._hand_over(tasks[1:])
-        self._work(tasks[0])
-        while True:
-            with self._lock:
-                if self._queue:
-                    task = self._queue.popleft()
-                elif self._open == 0:
-                    break
-                else:
-                    self._idle.wait()
-                    continue
-            self._work(task)
-        if self._failures:
-            raise min(self._failures, key=lambda failure: failure[0])[1]
-
-    def _hand_over(self, tasks: list[_Task]) -> None:
-        for task in tasks:
-            if self._fan_out is None:
-                with self._lock:
-                    self._queue.append(task)
-                continue
-            try:
-                self._fan_out.submit(partial(self._work, task))
-            except BaseException as exc:  # a pool that was shut down: the task never runs
-                with self._lock:
-                    self._failures.append((task[0], exc))
-                    self._open -= 1
-                    if self._open == 0:
-                        self._idle.notify_all()
-
-    def _work(self, task: _Task) -> None:
-        while True:
-            rank, call = task
-            follow: list[_Task] = []
-            try:
-                if not self._failures:
-                    follow = call()
-            except BaseException as exc:  # raised by ``run`` once every task has ended
-                with self._lock:
-                    self._failures.append((rank, exc))
-            with self._lock:
-                self._open += len(follow) - 1
-                if not follow:
-                    if self._open == 0:
-                        self._idle.notify_all()
-                    return
-            self._hand_over(follow[1:])
-            task = follow[0]
 
 
 _PENDING = object()
@@ -279,7 +207,7 @@ class _Plan:
         self._finished = 0  # referrer manifests recorded
         self._started = 0  # blobs started
 
-    def arrived(self, index: int, found: object) -> list[_Task]:
+    def arrived(self, index: int, found: object) -> list[Task]:
         """A first-round answer: ``.sig`` (0), ``.att`` (1) or the referrers listing (2)."""
         with self._lock:
             self._found[index] = found
@@ -293,16 +221,16 @@ class _Plan:
                 early = self.finder.prefetch_attestations(cast("ManifestView", found))
             return self._start(early) + self._advance()
 
-    def _referrer_fetched(self, number: int) -> list[_Task]:
+    def _referrer_fetched(self, number: int) -> list[Task]:
         assert self._items is not None
         self._items[number].fetch(self.finder)
         with self._lock:
             self._fetched.add(number)
             return self._advance()
 
-    def _advance(self) -> list[_Task]:
+    def _advance(self) -> list[Task]:
         finder = self.finder
-        tasks: list[_Task] = []
+        tasks: list[Task] = []
         while self._planned < 3 and self._found[self._planned] is not _PENDING:
             found = self._found[self._planned]
             if self._planned < 2:
@@ -324,9 +252,9 @@ class _Plan:
         self._started = len(finder.blobs)
         return tasks
 
-    def _start(self, blobs: list[_Blob], *, first: int = 0) -> list[_Task]:
+    def _start(self, blobs: list[_Blob], *, first: int = 0) -> list[Task]:
         """Fetch tasks for the blobs not started yet (a prefetched one is started once)."""
-        tasks: list[_Task] = []
+        tasks: list[Task] = []
         for number, blob in enumerate(blobs, start=first):
             if not blob.started:
                 blob.started = True
@@ -348,7 +276,7 @@ class _Plan:
             self._finished += 1  # recorded once
 
 
-def _fetch_blob(finder: _Finder, blob: _Blob) -> list[_Task]:
+def _fetch_blob(finder: _Finder, blob: _Blob) -> list[Task]:
     finder.fetch_blob(blob)
     return []
 
