@@ -36,7 +36,12 @@ from gatekeeper.domain.ports import EvidenceContext, VerifiedAttestations
 from gatekeeper.domain.ports.registry import DescriptorView, ManifestView, RegistryReader
 from gatekeeper.domain.ports.sbom import BindingMethod, SbomCandidate, SbomSourceKind
 from gatekeeper.domain.reference import Digest, ImageReference
-from gatekeeper.errors import InvalidInputError, NotFoundError, VerificationError
+from gatekeeper.errors import (
+    GatekeeperError,
+    InvalidInputError,
+    NotFoundError,
+    VerificationError,
+)
 from gatekeeper.sbom.attestation import (
     SBOM_ARTIFACT_TYPES,
     candidate_from_referrer,
@@ -170,9 +175,18 @@ class ReferrerSbomSource:
         pinned = ImageReference(
             reference.original, reference.registry, reference.repository, None, digest
         )
+        # The ``.sbom`` tag first: it needs no listing, so it is read while the cosign
+        # discovery of the same evaluation fetches the listing. Candidates (and the failure
+        # raised, should both fail) keep the order referrers, then the tag.
+        attached: list[SbomCandidate] | GatekeeperError
+        try:
+            attached = self._attached(pinned, digest, context.deadline)
+        except GatekeeperError as exc:  # raised after the referrers' own failure, if any
+            attached = exc
         candidates = list(self._referrers(pinned, digest, context))
-        candidates += self._attached(pinned, digest, context.deadline)
-        found = tuple(candidates)
+        if isinstance(attached, GatekeeperError):
+            raise attached
+        found = (*candidates, *attached)
         if sum(len(c.content) for c in found) <= self._cache_max_entry_bytes:
             self._cache.put(key, found, self._ttl if found else self._negative_ttl)
         return found

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 if TYPE_CHECKING:  # imported when a pool is first needed: the CLI starts without it
     from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["EvaluationMemo", "FanOut"]
+__all__ = ["EvaluationMemo", "FanOut", "ask_last_first"]
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 class _Outcome(Generic[T]):
@@ -121,6 +122,13 @@ class FanOut:
             raise failure
         return results
 
+    def submit(self, call: Callable[[], None]) -> None:
+        """Start ``call`` on the pool (in a copy of the caller's context) and return at once.
+        ``call`` reports its own outcome; it must never wait on another call of this pool
+        (it may start more). Used to start fetches the moment their input arrives."""
+        context = contextvars.copy_context()
+        self._executor().submit(self._in_worker, context, _Outcome(), call)
+
     def _in_worker(
         self, context: contextvars.Context, outcome: _Outcome[T], call: Callable[[], T]
     ) -> None:
@@ -140,3 +148,23 @@ class FanOut:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
+
+
+def ask_last_first(sources: Sequence[S], ask: Callable[[S], T]) -> list[T]:
+    """``ask(source)`` for each source, answers in the sources' order, asked from the last.
+
+    The evidence collectors list the sources that wait on the registry (the image's cosign
+    discovery, its referrers) first and the database's last: asked last first, the database
+    lookups run while the registry answers instead of after it. Every source is asked; the
+    failure of the first failing source in the sources' order is raised, as asking them in
+    order would raise it."""
+    answers: list[T | None] = [None] * len(sources)
+    failures: dict[int, Exception] = {}
+    for index in reversed(range(len(sources))):
+        try:
+            answers[index] = ask(sources[index])
+        except Exception as exc:  # re-raised below, by the sources' order
+            failures[index] = exc
+    if failures:
+        raise failures[min(failures)]
+    return cast("list[T]", answers)

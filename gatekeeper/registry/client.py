@@ -25,6 +25,7 @@ from gatekeeper.errors import (
     VerificationError,
 )
 from gatekeeper.registry._http import Answer, json_object, next_link
+from gatekeeper.registry._lean import LeanHost
 from gatekeeper.registry.auth import CredentialProvider
 from gatekeeper.registry.hosts import HostCapabilities, HostSlots
 from gatekeeper.registry.model import (
@@ -75,6 +76,7 @@ class OciRegistryClient(RegistrySession):
         self._monotonic = monotonic
         self._sleep = sleep
         self._clients: dict[str, httpx.Client] = {}
+        self._lean: dict[str, LeanHost] = {}
         self._tokens: dict[tuple[str, str], _Token] = {}
         self._basic_hosts: set[str] = set()
         self._lock = threading.Lock()
@@ -299,6 +301,9 @@ class OciRegistryClient(RegistrySession):
             for client in self._clients.values():
                 client.close()
             self._clients.clear()
+            for lean in self._lean.values():
+                lean.close()
+            self._lean.clear()
 
     # -- internals ---------------------------------------------------------------------------
 

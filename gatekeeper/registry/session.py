@@ -6,6 +6,7 @@ import logging
 import random
 import ssl
 import threading
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
@@ -22,6 +23,7 @@ from gatekeeper.registry._http import (
     send_limited,
     status_error,
 )
+from gatekeeper.registry._lean import LeanHost
 from gatekeeper.registry.auth import BasicCredentials, CredentialProvider, parse_www_authenticate
 from gatekeeper.registry.hosts import HostSlots
 from gatekeeper.registry.settings import RegistryClientSettings, RegistryHostSettings
@@ -51,12 +53,21 @@ class RegistrySession:
     _monotonic: Callable[[], float]
     _sleep: Callable[[float], None]
     _clients: dict[str, httpx.Client]
+    _lean: dict[str, LeanHost]
     _tokens: dict[tuple[str, str], _Token]
     _basic_hosts: set[str]
     _lock: threading.Lock
     _slots: HostSlots
 
     def _client_for(self, host_settings: RegistryHostSettings) -> httpx.Client:
+        return self._clients_for(host_settings)[0]
+
+    def _clients_for(
+        self, host_settings: RegistryHostSettings
+    ) -> tuple[httpx.Client, LeanHost | None]:
+        """The host's ``httpx`` client, and its lean path where that behaves the same (see
+        :mod:`gatekeeper.registry._lean`): no proxy in the environment (the ``httpx`` client
+        honours it), no tracing instrumentation, no injected transport."""
         with self._lock:
             client = self._clients.get(host_settings.host)
             if client is None:
@@ -71,6 +82,9 @@ class RegistrySession:
                             f"registry {host_settings.host}: CA bundle "
                             f"{host_settings.ca_bundle} cannot be loaded"
                         ) from exc
+                if (self._transport is None and self._on_client is None
+                        and not urllib.request.getproxies()):  # fmt: skip
+                    self._lean[host_settings.host] = self._lean_host(host_settings, verify)
                 client = httpx.Client(
                     verify=verify,
                     transport=self._transport,
@@ -84,7 +98,18 @@ class RegistrySession:
                 if self._on_client is not None:
                     self._on_client(client)
                 self._clients[host_settings.host] = client
-            return client
+            return client, self._lean.get(host_settings.host)
+
+    def _lean_host(
+        self, host_settings: RegistryHostSettings, verify: ssl.SSLContext | bool
+    ) -> LeanHost:
+        url = httpx.URL(self._base_url(host_settings))
+        context = None
+        if url.scheme == "https":
+            # The context httpx builds for the same ``verify`` (certifi roots, SSL_CERT_FILE).
+            context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(
+                verify=verify)  # fmt: skip
+        return LeanHost(url.scheme, url.host, url.port, context, self._settings.user_agent)
 
     def _observe(self, operation: str, answer: Answer | None, error: Exception | None) -> None:
         if self._on_request is None:
@@ -132,7 +157,7 @@ class RegistrySession:
             log.warning(
                 "registry %s: TLS verification is DISABLED (insecure_skip_tls_verify)", registry
             )
-        client = self._client_for(host_settings)
+        client, lean = self._clients_for(host_settings)
         url = self._base_url(host_settings) + path
         attempts = self._settings.max_retries + 1
         authorised_once = False
@@ -149,16 +174,14 @@ class RegistrySession:
                     host_settings.host, deadline=deadline,
                     default_wait=self._settings.connect_timeout, what=what,
                 ):  # fmt: skip
-                    answer = send_limited(
-                        client,
-                        method,
-                        url,
-                        request_headers,
-                        max_bytes,
-                        self._timeout(deadline, registry, what),
-                        registry,
-                        what,
-                    )
+                    timeout = self._timeout(deadline, registry, what)
+                    if lean is None:
+                        answer = send_limited(client, method, url, request_headers, max_bytes,
+                                              timeout, registry, what)  # fmt: skip
+                    else:
+                        answer = self._lean_send(lean, client, method, url, path,
+                                                 request_headers, max_bytes, timeout,
+                                                 registry, what)  # fmt: skip
             except httpx.TimeoutException as exc:
                 failure, error = "timed out", exc
             except httpx.TransportError as exc:
@@ -182,6 +205,36 @@ class RegistrySession:
                     raise UpstreamUnavailableError(message, context=context) from error
                 raise UpstreamUnavailableError(message, context=context)
             self._back_off(attempt, answer, deadline, registry, what, failure)
+
+    def _lean_send(
+        self,
+        lean: LeanHost,
+        client: httpx.Client,
+        method: str,
+        url: str,
+        path: str,
+        headers: dict[str, str],
+        max_bytes: int,
+        timeout: httpx.Timeout,
+        registry: str,
+        what: str,
+    ) -> Answer:
+        """The lean path; a redirect is followed by the ``httpx`` client, which drops the
+        ``Authorization`` header when the target is another origin (and follows further)."""
+        answer = lean.send(method, path, headers, max_bytes, timeout, registry, what)
+        if answer.redirect is None:
+            return Answer(answer.status, answer.headers, answer.content)
+        target = httpx.URL(answer.redirect)
+        if target.scheme not in ("http", "https"):
+            raise UpstreamUnavailableError(
+                f"registry {registry} redirected to a {target.scheme or 'relative'} URL {what}",
+                context={"registry": registry, "step": what},
+            )
+        origin = httpx.URL(url)
+        if (target.scheme, target.host, target.port) != (origin.scheme, origin.host, origin.port):
+            headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+        return send_limited(client, method, answer.redirect, headers, max_bytes, timeout,
+                            registry, what)  # fmt: skip
 
     def _back_off(
         self,

@@ -32,6 +32,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gatekeeper.domain.concurrency import ask_last_first
 from gatekeeper.domain.ports import EvidenceContext
 from gatekeeper.domain.ports.sbom import (
     SbomCandidate,
@@ -237,8 +238,8 @@ class SbomEvidenceCollector:
         documents: list[dict[str, Any]] = []
         seen: set[tuple[Any, ...]] = set()
         truncated = False
-        for source in self._sources:
-            for candidate in source.find(reference, digest, context):
+        for found in ask_last_first(self._sources, lambda s: s.find(reference, digest, context)):
+            for candidate in found:
                 if candidate is _TRUNCATED:
                     truncated = True
                     continue

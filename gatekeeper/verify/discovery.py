@@ -17,21 +17,25 @@ layer is a JWS (``application/jose+json``) or COSE (``application/cose``) envelo
 Material that is unusable (too big, malformed) is recorded as a *problem* and skipped, so a
 broken item never hides a good one; transient registry errors propagate (never cached).
 
-The lookups run in parallel, in three rounds on the caller's :class:`FanOut`: the ``.sig`` and
-``.att`` manifests and the referrers listing; then the manifests of the Sigstore-bundle and
-Notation referrers; then every blob. The referrers listing goes through the evaluation's memo,
-so the SBOM referrer source of the same evaluation reuses it. What is found is then recorded in
-a fixed order (``.sig``, ``.att``, referrers), as a sequential lookup would.
+The lookups run in parallel on the caller's :class:`FanOut`, each the moment what it needs has
+arrived (:mod:`gatekeeper.verify.discovery_flow`): the ``.sig`` and ``.att`` manifests and the
+referrers listing at once; a manifest's blobs as soon as it is in (the ``.att`` ones even
+before the ``.sig`` answers); the Sigstore-bundle and Notation referrer manifests as soon as
+the listing is, and their blobs after them. The referrers listing goes through the
+evaluation's memo, so the SBOM referrer source of the same evaluation reuses it. What is
+found is planned and recorded in a fixed order (``.sig``, ``.att``, referrers), as a
+sequential lookup would: the item limit counts in that order whatever answers first.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TypeVar, cast
+from typing import cast
 
 from gatekeeper.domain.concurrency import EvaluationMemo, FanOut
 from gatekeeper.domain.ports.attestations import OversizedAttestation
@@ -48,6 +52,7 @@ from gatekeeper.errors import (
     NotFoundError,
     VerificationError,
 )
+from gatekeeper.verify.discovery_flow import Flow, Task
 
 __all__ = [
     "BUNDLE_MEDIA_TYPE",
@@ -156,29 +161,18 @@ def find_material(
     """Collect every signature/attestation candidate for ``digest`` in ``reference``'s repo.
 
     ``memo`` (the evaluation's) shares the referrers listing with other readers of the same
-    evaluation; ``fan_out`` runs the lookups of each round in parallel (sequential without)."""
+    evaluation; ``fan_out`` runs the lookups in parallel (one after the other without)."""
     repository = ImageReference(
         reference.original, reference.registry, reference.repository, None, digest
     )
     finder = _Finder(registry, repository, max_payload_bytes, max_items, deadline)
-    run = fan_out.run if fan_out is not None else _in_turn
-    sig_tag, att_tag = f"{digest.cosign_tag_prefix}.sig", f"{digest.cosign_tag_prefix}.att"
-    # Round 1: the two cosign tags and the referrers listing.
-    found: list[object] = run([
-        lambda: finder.lookup_tag(sig_tag),
-        lambda: finder.lookup_tag(att_tag),
-        lambda: finder.lookup_referrers(digest, memo),
+    plan = _Plan(finder, digest)
+    # The two cosign tags and the referrers listing; each answer starts what it makes known.
+    Flow(fan_out).run([
+        ((1, 0), lambda: plan.arrived(0, finder.lookup_tag(plan.sig_tag))),
+        ((1, 1), lambda: plan.arrived(1, finder.lookup_tag(plan.att_tag))),
+        ((1, 2), lambda: plan.arrived(2, finder.lookup_referrers(digest, memo))),
     ])  # fmt: skip
-    finder.tagged(sig_tag, "sig-tag", cast("ManifestView | VerificationError | None", found[0]))
-    finder.tagged(att_tag, "att-tag", cast("ManifestView | VerificationError | None", found[1]))
-    # Round 2: the manifests the referrers listing names.
-    pending = finder.referrers(digest, cast("ReferrersView | VerificationError", found[2]))
-    run([partial(item.fetch, finder) for item in pending])
-    for item in pending:
-        item.finish(finder, digest)
-    finder.steps += finder.refused
-    # Round 3: every blob.
-    run([partial(finder.fetch_blob, blob) for blob in finder.blobs])
     for step in finder.steps:
         step()
     return Material(
@@ -190,6 +184,101 @@ def find_material(
         tuple(finder.oversized),
         tuple(finder.notation),
     )
+
+
+_PENDING = object()
+
+
+class _Plan:
+    """Plans the fetches in the order a one-by-one lookup makes them (``.sig``, ``.att``, the
+    referrers, each referrer in listing order), as soon as the answers before them are in: the
+    item limit counts in that order and ``steps`` record in it. Thread-safe."""
+
+    def __init__(self, finder: _Finder, digest: Digest) -> None:
+        self.finder = finder
+        self.digest = digest
+        self.sig_tag = f"{digest.cosign_tag_prefix}.sig"
+        self.att_tag = f"{digest.cosign_tag_prefix}.att"
+        self._lock = threading.Lock()
+        self._found: list[object] = [_PENDING, _PENDING, _PENDING]
+        self._planned = 0  # answers of the first round planned
+        self._items: list[_Referrer] | None = None
+        self._fetched: set[int] = set()
+        self._finished = 0  # referrer manifests recorded
+        self._started = 0  # blobs started
+
+    def arrived(self, index: int, found: object) -> list[Task]:
+        """A first-round answer: ``.sig`` (0), ``.att`` (1) or the referrers listing (2)."""
+        with self._lock:
+            self._found[index] = found
+            early: list[_Blob] = []
+            if (
+                index == 1
+                and self._planned == 0
+                and found is not None
+                and not isinstance(found, VerificationError)
+            ):  # the .sig is still out
+                early = self.finder.prefetch_attestations(cast("ManifestView", found))
+            return self._start(early) + self._advance()
+
+    def _referrer_fetched(self, number: int) -> list[Task]:
+        assert self._items is not None
+        self._items[number].fetch(self.finder)
+        with self._lock:
+            self._fetched.add(number)
+            return self._advance()
+
+    def _advance(self) -> list[Task]:
+        finder = self.finder
+        tasks: list[Task] = []
+        while self._planned < 3 and self._found[self._planned] is not _PENDING:
+            found = self._found[self._planned]
+            if self._planned < 2:
+                tag, source = (self.sig_tag, "sig-tag") if self._planned == 0 else (
+                    self.att_tag, "att-tag")  # fmt: skip
+                finder.tagged(tag, source, cast("ManifestView | VerificationError | None", found))
+            else:
+                self._items = finder.referrers(
+                    self.digest, cast("ReferrersView | VerificationError", found)
+                )
+                tasks += [
+                    ((2, number), partial(self._referrer_fetched, number))
+                    for number in range(len(self._items))
+                ]
+            self._planned += 1
+        if self._items is not None:
+            self._finish_referrers()
+        tasks += self._start(finder.blobs[self._started :], first=self._started)
+        self._started = len(finder.blobs)
+        return tasks
+
+    def _start(self, blobs: list[_Blob], *, first: int = 0) -> list[Task]:
+        """Fetch tasks for the blobs not started yet (a prefetched one is started once)."""
+        tasks: list[Task] = []
+        for number, blob in enumerate(blobs, start=first):
+            if not blob.started:
+                blob.started = True
+                tasks.append(((3, number), partial(_fetch_blob, self.finder, blob)))
+        return tasks
+
+    def _finish_referrers(self) -> None:
+        """Record the fetched referrer manifests in listing order; after the last one, the
+        referrers refused for the item limit."""
+        assert self._items is not None
+        total = len(self._items)
+        if self._finished > total:
+            return
+        while self._finished < total and self._finished in self._fetched:
+            self._items[self._finished].finish(self.finder, self.digest)
+            self._finished += 1
+        if self._finished == total:
+            self.finder.steps += self.finder.refused
+            self._finished += 1  # recorded once
+
+
+def _fetch_blob(finder: _Finder, blob: _Blob) -> list[Task]:
+    finder.fetch_blob(blob)
+    return []
 
 
 def referrers_of(
@@ -212,22 +301,16 @@ def referrers_of(
     return memo.once(("referrers", reference.registry, reference.repository, str(digest)), fetch)
 
 
-def _in_turn(calls: list[Callable[[], _T]]) -> list[_T]:
-    return [call() for call in calls]
-
-
-_T = TypeVar("_T")
-
-
 class _Blob:
     """A blob to fetch in round 3, and what came of it."""
 
-    __slots__ = ("content", "error", "layer")
+    __slots__ = ("content", "error", "layer", "started")
 
     def __init__(self, layer: DescriptorView) -> None:
         self.layer = layer
         self.content: bytes | None = None
         self.error: GatekeeperError | None = None
+        self.started = False
 
 
 class _Referrer:
@@ -282,6 +365,8 @@ class _Finder:
         self.oversized: list[OversizedAttestation] = []
         self.notation: list[NotationSignature] = []
         self.blobs: list[_Blob] = []
+        #: Blobs of the ``.att`` layers fetched before the ``.sig`` answered, by layer index.
+        self.prefetched: dict[int, _Blob] = {}
         self.steps: list[Callable[[], None]] = []
         #: Problems of referrers refused for the item limit, recorded after the others.
         self.refused: list[Callable[[], None]] = []
@@ -317,9 +402,13 @@ class _Finder:
         self.count += 1
         return True
 
-    def _with_blob(self, layer: DescriptorView, where: str, use: Callable[[bytes], None]) -> None:
-        """Fetch ``layer`` in round 3; then ``use`` its bytes, or record why it is unusable."""
-        blob = _Blob(layer)
+    def _with_blob(
+        self, layer: DescriptorView, where: str, use: Callable[[bytes], None],
+        prefetched: _Blob | None = None,
+    ) -> None:  # fmt: skip
+        """Fetch ``layer`` (or take the fetch started early for it); then ``use`` its bytes,
+        or record why it is unusable."""
+        blob = prefetched if prefetched is not None and prefetched.layer is layer else _Blob(layer)
         self.blobs.append(blob)
 
         def step() -> None:
@@ -361,18 +450,32 @@ class _Finder:
                 self._signature(layer, source, where)
             elif layer.media_type == DSSE_MEDIA_TYPE:
                 self._note_size(layer.annotations.get(PREDICATE_TYPE_ANNOTATION), layer, source)
-                self._attestation(layer, source, where)
+                prefetched = self.prefetched.pop(index, None) if source == "att-tag" else None
+                self._attestation(layer, source, where, prefetched)
             else:
                 self.problem(f"{where}: unexpected media type {layer.media_type}")
 
-    def _attestation(self, layer: DescriptorView, source: str, where: str) -> None:
+    def _attestation(
+        self, layer: DescriptorView, source: str, where: str, prefetched: _Blob | None
+    ) -> None:
         self._with_blob(layer, where, lambda content: self.attestations.append(CosignAttestation(
             content,
             _annotation_bytes(layer, CERTIFICATE_ANNOTATION),
             _annotation_bytes(layer, CHAIN_ANNOTATION),
             _annotation_bytes(layer, REKOR_BUNDLE_ANNOTATION),
             source,
-        )))  # fmt: skip
+        )), prefetched)  # fmt: skip
+
+    def prefetch_attestations(self, found: ManifestView) -> list[_Blob]:
+        """Start the blobs of the ``.att`` layers before the ``.sig`` is in: the ones its
+        planning would fetch if the ``.sig`` took no item (at most ``max_items``). Only when
+        the two together hold more than ``max_items`` layers is one fetched for nothing."""
+        blobs = []
+        for index, layer in enumerate(found.layers[: self.max_items]):
+            if layer.media_type == DSSE_MEDIA_TYPE:
+                self.prefetched[index] = _Blob(layer)
+                blobs.append(self.prefetched[index])
+        return blobs
 
     def _signature(self, layer: DescriptorView, source: str, where: str) -> None:
         encoded = layer.annotations.get(SIGNATURE_ANNOTATION)

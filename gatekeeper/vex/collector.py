@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gatekeeper.domain.concurrency import ask_last_first
 from gatekeeper.domain.ports import EvidenceContext
 from gatekeeper.domain.ports.vex import (
     VexCandidate,
@@ -102,8 +103,8 @@ class VexEvidenceCollector:
         documents: list[dict[str, Any]] = []
         statements: list[dict[str, Any]] = []
         wanted = str(digest)
-        for source in self._sources:
-            for candidate in source.find(reference, digest, context):
+        for found in ask_last_first(self._sources, lambda s: s.find(reference, digest, context)):
+            for candidate in found:
                 described = {
                     "source": candidate.source, "authority": candidate.authority,
                     "supplied_by": candidate.supplied_by, "origin": candidate.origin,

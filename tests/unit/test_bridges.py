@@ -351,3 +351,59 @@ def test_one_evaluation_discovers_once_even_with_the_cache_off(
     signatures.collect(IMAGE, DIGEST, context())  # the next evaluation looks again (TTL 0)
 
     assert len(registry.lookups) == 6
+
+
+# -- the order of the lookups ------------------------------------------------------------------
+
+
+class OrderedRegistry(Registry):
+    """Records the order of the manifest and referrers lookups."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.order: list[str] = []
+
+    def find_manifest(self, reference: ImageReference, target: str | Digest, *,
+                      deadline: float | None = None) -> FakeManifest | None:  # fmt: skip
+        self.order.append(f"manifest {target}")
+        return super().find_manifest(reference, target, deadline=deadline)
+
+    def get_referrers(self, reference: ImageReference, digest: Digest, *,
+                      artifact_type: str | None = None,
+                      deadline: float | None = None) -> FakeReferrers:  # fmt: skip
+        self.order.append("referrers")
+        return super().get_referrers(reference, digest, artifact_type=artifact_type,
+                                     deadline=deadline)  # fmt: skip
+
+
+def test_the_sbom_tag_is_read_before_the_listing_and_listed_after_the_referrers() -> None:
+    registry = OrderedRegistry()
+    registry.add_referrer(DIGEST, DIGEST, encode(cyclonedx(2)))
+    attached = registry.add_blob(encode(cyclonedx(3)))
+    registry.tags[f"{DIGEST.cosign_tag_prefix}.sbom"] = FakeManifest(
+        Digest("sha256", "2" * 64), "application/vnd.oci.image.manifest.v1+json",
+        (FakeDescriptor(CDX, attached.digest, attached.size),),
+    )  # fmt: skip
+
+    found = ReferrerSbomSource(registry, max_bytes=1 << 20).find(IMAGE, DIGEST, context())
+
+    assert registry.order[:2] == [f"manifest {DIGEST.cosign_tag_prefix}.sbom", "referrers"]
+    assert [c.origin.split(" ")[0] for c in found] == ["referrer", "attached"]
+
+
+class BrokenListing(Registry):
+    def get_referrers(self, reference: ImageReference, digest: Digest, *,
+                      artifact_type: str | None = None,
+                      deadline: float | None = None) -> FakeReferrers:  # fmt: skip
+        raise UpstreamUnavailableError("registry fake timed out listing referrers")
+
+    def find_manifest(self, reference: ImageReference, target: str | Digest, *,
+                      deadline: float | None = None) -> FakeManifest | None:  # fmt: skip
+        raise UpstreamUnavailableError(f"registry fake timed out fetching manifest {target}")
+
+
+def test_when_both_lookups_fail_the_listing_failure_is_raised() -> None:
+    source = ReferrerSbomSource(BrokenListing(), max_bytes=1 << 20)
+
+    with pytest.raises(UpstreamUnavailableError, match="listing referrers"):
+        source.find(IMAGE, DIGEST, context())

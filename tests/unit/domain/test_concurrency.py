@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from gatekeeper.domain.concurrency import EvaluationMemo, FanOut
+from gatekeeper.domain.concurrency import EvaluationMemo, FanOut, ask_last_first
 from gatekeeper.errors import UpstreamUnavailableError
 
 CURRENT: contextvars.ContextVar[str] = contextvars.ContextVar("current", default="none")
@@ -99,3 +99,40 @@ def test_a_worker_fanning_out_on_its_own_pool_runs_inline() -> None:
         assert fan_out.run([nested, nested, nested]) == [[1, 2, 3]] * 3
     finally:
         fan_out.close()
+
+
+def test_ask_last_first_answers_in_order_and_raises_the_first_failure_in_order() -> None:
+    asked: list[str] = []
+
+    def ask(name: str) -> str:
+        asked.append(name)
+        if name in ("b", "d"):
+            raise ValueError(f"{name} failed")
+        return name.upper()
+
+    assert ask_last_first(["a", "c"], ask) == ["A", "C"]
+    assert asked == ["c", "a"]
+    asked.clear()
+    with pytest.raises(ValueError, match="b failed"):
+        ask_last_first(["a", "b", "c", "d"], ask)
+    assert asked == ["d", "c", "b", "a"]  # every source asked
+
+
+def test_submit_runs_on_the_pool_in_the_callers_context() -> None:
+    fan_out = FanOut(2, name="test")
+    variable: contextvars.ContextVar[str] = contextvars.ContextVar("variable", default="none")
+    variable.set("caller")
+    seen: list[tuple[str, str]] = []
+    done = threading.Event()
+
+    def call() -> None:
+        seen.append((variable.get(), threading.current_thread().name))
+        done.set()
+
+    try:
+        fan_out.submit(call)
+        assert done.wait(5)
+    finally:
+        fan_out.close()
+    assert seen[0][0] == "caller"
+    assert seen[0][1].startswith("test")
