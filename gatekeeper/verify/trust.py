@@ -20,20 +20,22 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.x509.oid import ObjectIdentifier
-from sigstore.errors import VerificationError as SigstoreVerificationError
-from sigstore.models import TrustedRoot
-from sigstore_models.trustroot import v1 as trustroot_v1
 
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.verify.authority import KeylessIdentity
 
+# sigstore-python parses a trusted root (``from_json``); a key-only deployment (``none``)
+# never imports it. The identity policy handed to sigstore lives in
+# :mod:`gatekeeper.verify.identity` for the same reason.
+if TYPE_CHECKING:
+    from sigstore.models import TrustedRoot
+
 __all__ = [
     "CertificateIdentity",
-    "IdentityMismatch",
-    "IdentityPolicy",
     "TrustRoot",
     "certificate_identity",
     "describe_expected",
@@ -70,6 +72,10 @@ class TrustRoot:
     def from_json(cls, data: bytes, *, name: str = "trusted_root.json") -> TrustRoot:
         if len(data) > _MAX_TRUSTED_ROOT_BYTES:
             raise ConfigurationError(f"{name} is larger than {_MAX_TRUSTED_ROOT_BYTES} bytes")
+        from sigstore.errors import VerificationError as SigstoreVerificationError
+        from sigstore.models import TrustedRoot
+        from sigstore_models.trustroot import v1 as trustroot_v1
+
         documents = _documents(data, name)
         merged = _merge_documents(documents, name)
         try:
@@ -249,29 +255,3 @@ def _der_utf8(raw: bytes) -> str:
             offset = 2 + count
         return raw[offset : offset + length].decode(errors="replace")
     return raw.decode(errors="replace")
-
-
-class IdentityPolicy:
-    """A sigstore-python ``VerificationPolicy`` accepting any of the given identities.
-
-    sigstore's own ``Identity`` policy compares exact strings only; authorities may also use
-    regular expressions, so the comparison is ours and the procedure stays sigstore's.
-    """
-
-    def __init__(self, identities: Sequence[KeylessIdentity]) -> None:
-        if not identities:
-            raise ConfigurationError("an identity policy needs at least one identity")
-        self._identities = tuple(identities)
-        self.last_identity: CertificateIdentity | None = None
-
-    def verify(self, cert: x509.Certificate) -> None:
-        identity = certificate_identity(cert)
-        self.last_identity = identity
-        for expected in self._identities:
-            if expected.matches(identity.issuer, identity.subjects):
-                return
-        raise IdentityMismatch(identity_mismatch_message(self._identities, identity))
-
-
-class IdentityMismatch(SigstoreVerificationError):
-    """The certificate is trusted but names someone the policy does not expect."""
