@@ -5,10 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID
-
 from gatekeeper.errors import ConfigurationError, VerificationError
 from gatekeeper.verify.authority import Authority
 from gatekeeper.verify.cosign_results import Check, fail, reason_of
@@ -24,6 +20,8 @@ from gatekeeper.verify.trust import (
 # root, a log entry or a certificate needs it: a key-only check (``tlog: false``) never does,
 # and ``gatekeeper verify`` starts ~0.25 s sooner without it.
 if TYPE_CHECKING:
+    from cryptography import x509
+
     from gatekeeper.verify.keyless import KeylessVerifier
 
 __all__ = ["SignerChecks"]
@@ -109,6 +107,8 @@ class SignerChecks:
     ) -> tuple[Check | None, dict[str, Any], str]:
         if self._keyless is None or self._trust.root is None:
             return fail("no-trust-root", "keyless needs a trusted root", source), {}, ""
+        from cryptography import x509
+        from cryptography.x509.oid import ExtendedKeyUsageOID
         from sigstore._internal.sct import verify_sct
         from sigstore._internal.timestamp import TimestampSource, TimestampVerificationResult
         from sigstore._internal.trust import KeyringPurpose
@@ -191,6 +191,8 @@ def _logged_payload(message: bytes) -> bytes:
 def _verify_with_certificate(
     certificate: x509.Certificate, signature: bytes, message: bytes
 ) -> bool:
+    from cryptography.hazmat.primitives import serialization
+
     pem = certificate.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )

@@ -124,12 +124,16 @@ SERVER_STACK = (
     "gatekeeper.tracing", "gatekeeper.evaluation",
 )
 #: ... nor what only keyless, bundle and transparency-log verification needs (sigstore-python
-#: and what it brings: TUF, requests, the Rekor types, ~0.25 s), nor httpx's own command line
-#: (click, rich, pygments), nor boto3 (ECR tokens only). A key-based check needs none of them.
+#: and what it brings: TUF, requests, the Rekor types, ~0.25 s; X.509), nor Notation (cbor2),
+#: nor httpx's own command line (click, rich, pygments), nor boto3 (ECR tokens only), nor
+#: pydantic-settings. A key-based cosign check needs none of them.
 KEYLESS_STACK = (
     "sigstore", "sigstore_models", "rekor_types", "tuf", "securesystemslib", "rfc3161_client",
     "requests", "urllib3", "httpx._main", "rich", "pygments", "click", "boto3", "botocore",
-    "gatekeeper.verify.bundle", "gatekeeper.verify.keyless", "gatekeeper.verify.tlog",
+    "cryptography.x509", "cbor2", "pydantic_settings", "gatekeeper.verify.bundle",
+    "gatekeeper.verify.keyless", "gatekeeper.verify.tlog", "gatekeeper.verify.identity",
+    "gatekeeper.verify.notation", "gatekeeper.verify.notation_policy",
+    "gatekeeper.verify.notation_envelope", "gatekeeper.verify.notation_x509",
 )
 
 
