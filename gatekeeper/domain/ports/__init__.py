@@ -5,6 +5,9 @@ implement these Protocols; the service and the use cases depend on them only; ``
 the concrete classes in; the fakes in ``tests/fakes.py`` are checked against them.
 """
 
+import importlib
+from typing import TYPE_CHECKING
+
 from gatekeeper.domain.ports.attestations import (
     OversizedAttestation,
     VerifiedAttestations,
@@ -42,28 +45,32 @@ from gatekeeper.domain.ports.registry import (
     ReferrersView,
     RegistryReader,
 )
-from gatekeeper.domain.ports.sbom import (
-    BindingMethod,
-    SbomCandidate,
-    SbomFacts,
-    SbomInspector,
-    SbomSource,
-    SbomSourceKind,
-    SbomStore,
-    SbomUpload,
-    StoredSbom,
-)
-from gatekeeper.domain.ports.scans import ScanReport, ScanSource
-from gatekeeper.domain.ports.vex import (
-    StoredVex,
-    VexCandidate,
-    VexDocument,
-    VexInspector,
-    VexSource,
-    VexStatement,
-    VexStore,
-    VexUpload,
-)
+
+# The SBOM, scan and VEX ports load on first use (``_LAZY``): ``gatekeeper verify`` needs
+# none of them, and their Protocols and dataclasses cost it ~10 ms.
+if TYPE_CHECKING:
+    from gatekeeper.domain.ports.sbom import (
+        BindingMethod,
+        SbomCandidate,
+        SbomFacts,
+        SbomInspector,
+        SbomSource,
+        SbomSourceKind,
+        SbomStore,
+        SbomUpload,
+        StoredSbom,
+    )
+    from gatekeeper.domain.ports.scans import ScanReport, ScanSource
+    from gatekeeper.domain.ports.vex import (
+        StoredVex,
+        VexCandidate,
+        VexDocument,
+        VexInspector,
+        VexSource,
+        VexStatement,
+        VexStore,
+        VexUpload,
+    )
 
 __all__ = [
     "TrailVerification",
@@ -115,3 +122,26 @@ __all__ = [
     "VexStore",
     "VexUpload",
 ]
+
+_LAZY = {
+    **dict.fromkeys(
+        ("BindingMethod", "SbomCandidate", "SbomFacts", "SbomInspector", "SbomSource",
+         "SbomSourceKind", "SbomStore", "SbomUpload", "StoredSbom"),
+        "gatekeeper.domain.ports.sbom",
+    ),
+    **dict.fromkeys(("ScanReport", "ScanSource"), "gatekeeper.domain.ports.scans"),
+    **dict.fromkeys(
+        ("StoredVex", "VexCandidate", "VexDocument", "VexInspector", "VexSource",
+         "VexStatement", "VexStore", "VexUpload"),
+        "gatekeeper.domain.ports.vex",
+    ),
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
