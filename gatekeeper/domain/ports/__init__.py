@@ -46,8 +46,8 @@ from gatekeeper.domain.ports.registry import (
     RegistryReader,
 )
 
-# The SBOM, scan and VEX ports load on first use (``_LAZY``): ``gatekeeper verify`` needs
-# none of them, and their Protocols and dataclasses cost it ~10 ms.
+# The SBOM, scan and VEX ports load on first use (``__getattr__`` below): ``gatekeeper verify``
+# needs none of them, and their Protocols and dataclasses cost it ~10 ms.
 if TYPE_CHECKING:
     from gatekeeper.domain.ports.sbom import (
         BindingMethod,
@@ -123,25 +123,19 @@ __all__ = [
     "VexUpload",
 ]
 
-_LAZY = {
-    **dict.fromkeys(
-        ("BindingMethod", "SbomCandidate", "SbomFacts", "SbomInspector", "SbomSource",
-         "SbomSourceKind", "SbomStore", "SbomUpload", "StoredSbom"),
-        "gatekeeper.domain.ports.sbom",
-    ),
-    **dict.fromkeys(("ScanReport", "ScanSource"), "gatekeeper.domain.ports.scans"),
-    **dict.fromkeys(
-        ("StoredVex", "VexCandidate", "VexDocument", "VexInspector", "VexSource",
-         "VexStatement", "VexStore", "VexUpload"),
-        "gatekeeper.domain.ports.vex",
-    ),
-}
+#: Where a name of ``__all__`` not imported above is defined (searched in this order).
+_LAZY_MODULES = (
+    "gatekeeper.domain.ports.sbom",
+    "gatekeeper.domain.ports.scans",
+    "gatekeeper.domain.ports.vex",
+)
 
 
 def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    if name in __all__:
+        for module in _LAZY_MODULES:
+            value = getattr(importlib.import_module(module), name, None)
+            if value is not None:
+                globals()[name] = value
+                return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
