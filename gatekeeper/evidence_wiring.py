@@ -125,12 +125,26 @@ def load_trust_root(name: str) -> TrustRoot:
 
 
 def build_signature_collector(
-    settings: Settings, registry: OciRegistryClient, metrics: Metrics | None = None
+    settings: Settings, registry: OciRegistryClient, metrics: Metrics | None = None,
+    *, preload: bool = False,
 ) -> SignatureEvidenceCollector | None:
+    """The ``signatures`` collector. The Sigstore bundle, transparency-log and Notation
+    verifiers are imported when first needed (a one-shot ``gatekeeper verify`` with keys needs
+    none of them); ``preload`` imports those the configuration can use now, so that a server's
+    first evaluation does not pay for them within its deadline."""
     if settings.signatures is None:
         return None
+    policy = SignaturePolicySettings.from_mapping(settings.signatures)
+    if preload:
+        import importlib
+
+        modules = ["gatekeeper.verify.bundle", "gatekeeper.verify.tlog"]
+        if any(authority.notation is not None for authority in policy.authorities):
+            modules.append("gatekeeper.verify.notation")
+        for module in modules:
+            importlib.import_module(module)
     return SignatureEvidenceCollector(
-        SignaturePolicySettings.from_mapping(settings.signatures),
+        policy,
         registry,
         load_trust_root(settings.trusted_root),
         metrics=metrics,

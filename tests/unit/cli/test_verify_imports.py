@@ -102,3 +102,45 @@ def test_a_key_based_check_loads_no_sigstore_notation_or_server_stack(tmp_path: 
         if any(name == forbidden or name.startswith(forbidden + ".") for forbidden in FORBIDDEN)
     )
     assert loaded == []
+
+
+def test_the_server_root_preloads_what_the_configuration_can_use(tmp_path: Path) -> None:
+    """``wiring`` builds the collector with ``preload=True``: the bundle and transparency-log
+    verifiers are imported at start, not inside the first evaluation's deadline; Notation only
+    when an authority uses it."""
+    config = tmp_path / "gatekeeper.yaml"
+    key = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    config.write_text(yaml.safe_dump({
+        "signatures": {
+            "authorities": [{"name": "release", "keys": [key], "tlog": False}],
+            "images": [{"glob": "**", "authorities": ["release"]}],
+            "version": 2,
+        },
+        "trusted_root": "none",
+        "ecr_auth": False,
+    }))
+    script = (
+        "import json, sys\n"
+        "from gatekeeper.config import load_settings\n"
+        "from gatekeeper.evidence_wiring import build_registry_client, "
+        "build_signature_collector\n"
+        "settings = load_settings()\n"
+        "build_signature_collector(settings, build_registry_client(settings), "
+        "preload=sys.argv[1] == 'yes')\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
+    env.update(GATEKEEPER_CONFIG=str(config), PYTHONPATH=str(REPO))
+    loaded: dict[str, set[str]] = {}
+    for preload in ("yes", "no"):
+        completed = subprocess.run(
+            [sys.executable, "-c", script, preload],
+            capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path,
+        )
+        assert completed.returncode == 0, completed.stderr
+        loaded[preload] = set(json.loads(completed.stdout))
+    assert {"gatekeeper.verify.bundle", "gatekeeper.verify.tlog"} <= loaded["yes"]
+    assert "gatekeeper.verify.notation" not in loaded["yes"]
+    assert not {"gatekeeper.verify.bundle", "gatekeeper.verify.tlog"} & loaded["no"]
