@@ -1,27 +1,43 @@
 """Start time of the ``gatekeeper`` command line, against the floor of the interpreter itself.
 
-Run: .venv/bin/python -m benchmarks.bench_cli [--runs N]
+Run: .venv/bin/python -m benchmarks.bench_cli [--runs N] [--verify] [--baseline DIR]
 
 Each command is started ``N`` times as a fresh process (``python -m gatekeeper ...``, as the
-console script does) and the median and best wall time are printed, beside ``python -c pass``
+console script does); the median and best wall time and the median CPU time (user + system,
+which a busy machine inflates less than wall time) are printed, beside ``python -c pass``
 measured in the same run, so a loaded machine shows as a higher floor rather than a slower CLI.
 
-Target: ``gatekeeper --help`` and ``gatekeeper verify-bundle --help`` start in under 0.3 s.
-Where the time goes: ``python -X importtime -m gatekeeper verify-bundle --help``. The start of
-``gatekeeper verify`` doing a real verification is timed by ``benchmarks/bench_cold.py``.
+``--verify`` also times ``gatekeeper verify IMAGE`` doing a real key-based verification: a
+loopback ``docker-registry`` is started, one image pushed and signed with ``cosign sign --key``
+(the cosign v2 of ``scripts/install-tools``), and the command must answer verified (exit 0).
+
+``--baseline DIR`` times the same commands from another checkout too (for example
+``git worktree add /tmp/base main``, or ``git archive COMMIT | tar -x -C DIR``), runs of the
+two interleaved, so a before/after comparison shares one machine state.
+
+Targets (issue 18, 2 cores): ``gatekeeper verify IMAGE`` <= 0.3 s; ``gatekeeper --help`` and
+``gatekeeper verify-bundle --help`` under 0.3 s. Where the time goes: ``python -X importtime -m
+gatekeeper verify IMAGE``. ``benchmarks/bench_cold.py`` times ``gatekeeper verify`` beside the
+server's cold path and policy-controller's tester.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import summarise, time_process  # noqa: E402
+from benchmarks.common import children_cpu_seconds, run_process, summarise  # noqa: E402
 
 COMMANDS: list[tuple[str, list[str]]] = [
     ("python -c pass (floor)", ["-c", "pass"]),
@@ -33,24 +49,103 @@ COMMANDS: list[tuple[str, list[str]]] = [
 TARGET_SECONDS = 0.3
 
 
+@contextmanager
+def signed_image(workdir: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """A loopback registry holding one image signed by a cosign key; the image and the
+    environment (a configuration trusting that key) for ``gatekeeper verify``."""
+    from benchmarks.common import running_registry
+    from tests.integration.cosign_fixtures import cosign_sign, generate_key_pair, push_image
+
+    cosign = os.environ.get("GATEKEEPER_COSIGN_V2") or str(REPO / ".tools/bin/cosign-v2")
+    (workdir / "storage").mkdir()
+    with running_registry(workdir) as registry:
+        keys = generate_key_pair(cosign, workdir / "keys")
+        digest = push_image(registry, "bench-cli/app:1.0", "bench-cli image", workdir)
+        cosign_sign(cosign, keys, f"{registry}/bench-cli/app@{digest}", workdir)
+        config = workdir / "gatekeeper.yaml"
+        config.write_text(yaml.safe_dump({
+            "registry": {"hosts": [{"host": registry, "plain_http": True}]},
+            "signatures": {
+                "authorities": [{"name": "release", "keys": [keys.public_pem], "tlog": False}],
+                "images": [{"glob": f"{registry}/**", "authorities": ["release"]}],
+                "version": 2,
+            },
+            "trusted_root": "none",
+            "ecr_auth": False,
+        }))
+        yield f"{registry}/bench-cli/app:1.0", {
+            "GATEKEEPER_CONFIG": str(config),
+            "GATEKEEPER_DATABASE_URL": f"sqlite:///{workdir / 'cli.db'}",
+        }
+
+
+def measure(trees: dict[str, Path], arguments: list[str], runs: int,
+            extra_env: dict[str, str]) -> dict[str, tuple[list[float], list[float]]]:
+    """Per tree: wall and CPU seconds of ``runs`` runs, the trees' runs interleaved (after one
+    untimed run each, which warms the file cache and the ``.pyc`` files)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
+    envs = {name: {**base, **extra_env, "PYTHONPATH": str(tree)} for name, tree in trees.items()}
+    samples: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in trees}
+    for name, tree in trees.items():
+        run_process([sys.executable, *arguments], env=envs[name], cwd=tree)
+    for _ in range(runs):
+        for name, tree in trees.items():
+            before = children_cpu_seconds()
+            wall, _ = run_process([sys.executable, *arguments], env=envs[name], cwd=tree)
+            samples[name][0].append(wall)
+            samples[name][1].append(children_cpu_seconds() - before)
+    return samples
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--verify", action="store_true",
+                        help="also time a real key-based `gatekeeper verify IMAGE`")
+    parser.add_argument("--baseline", type=Path, help="another checkout, timed alongside")
     options = parser.parse_args()
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    print(f"{os.cpu_count()} cores, {options.runs} runs each, python {sys.version.split()[0]}")
-    print(f"{'command':<34} {'median':>8} {'best':>8} {'over floor':>11}")
-    floor = None
-    for label, arguments in COMMANDS:
-        summary = summarise(time_process([sys.executable, *arguments], options.runs, env=env,
-                                         cwd=REPO))
-        median, best = summary.p50, summary.best
-        if floor is None:
-            floor = median
-        verdict = "" if label.startswith("python") else (
-            "  ok" if median < TARGET_SECONDS else f"  over {TARGET_SECONDS:.1f} s"
-        )
-        print(f"{label:<34} {median:>7.3f}s {best:>7.3f}s {median - floor:>10.3f}s{verdict}")
+    trees = {"this": REPO}
+    if options.baseline is not None:
+        trees["baseline"] = options.baseline.resolve()
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, {options.runs} runs "
+          f"each, python {sys.version.split()[0]}"
+          + (f", baseline {trees['baseline']}" if "baseline" in trees else ""))
+    print(f"{'command':<34} {'tree':<9} {'median':>8} {'best':>8} {'CPU':>8} {'over floor':>11}")
+    with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
+        commands = list(COMMANDS)
+        extra_env: dict[str, str] = {}
+        with contextmanager_or_none(options.verify, Path(tmp)) as world:
+            if world is not None:
+                image, extra_env = world
+                commands.append(("gatekeeper verify IMAGE", ["-m", "gatekeeper", "verify", image]))
+            floors: dict[str, float] = {}
+            medians: dict[str, dict[str, float]] = {}
+            for label, arguments in commands:
+                measured = measure(trees, arguments, options.runs, extra_env)
+                for name, (walls, cpus) in measured.items():
+                    summary = summarise(walls)
+                    floors.setdefault(name, summary.p50)
+                    medians.setdefault(label, {})[name] = summary.p50
+                    verdict = "" if label.startswith("python") else (
+                        "  ok" if summary.p50 <= TARGET_SECONDS else f"  over {TARGET_SECONDS} s")
+                    print(f"{label:<34} {name:<9} {summary.p50:>7.3f}s {summary.best:>7.3f}s "
+                          f"{statistics.median(cpus):>7.3f}s "
+                          f"{summary.p50 - floors[name]:>10.3f}s{verdict}", flush=True)
+    if "baseline" in trees:
+        print("this / baseline (median wall, same run):")
+        for label, by_tree in medians.items():
+            print(f"  {label:<34} {by_tree['this'] / by_tree['baseline']:.2f}x")
+
+
+@contextmanager
+def contextmanager_or_none(
+    wanted: bool, workdir: Path
+) -> Iterator[tuple[str, dict[str, str]] | None]:
+    if not wanted:
+        yield None
+        return
+    with signed_image(workdir) as world:
+        yield world
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from gatekeeper.verify import (
     SignatureEvidenceCollector,
     SignaturePolicySettings,
     TrustRoot,
-    verify_bundle_for_cli,
 )
 
 if TYPE_CHECKING:
@@ -45,6 +44,27 @@ __all__ = [
 ]
 
 _MAX_DOCKER_CONFIG_BYTES = 1 << 20
+
+
+def verify_bundle_for_cli(
+    *,
+    bundle_path: Path,
+    artifact: str,
+    certificate_identity: str | None = None,
+    certificate_oidc_issuer: str | None = None,
+    key_path: Path | None = None,
+    trusted_root_path: Path | None = None,
+    staging: bool = False,
+) -> tuple[bool, str]:
+    """:func:`gatekeeper.verify.bundle_cli.verify_bundle_for_cli`, imported when called (it
+    brings sigstore-python, which ``gatekeeper verify`` with keys does not need)."""
+    from gatekeeper.verify.bundle_cli import verify_bundle_for_cli as verify
+
+    return verify(
+        bundle_path=bundle_path, artifact=artifact, certificate_identity=certificate_identity,
+        certificate_oidc_issuer=certificate_oidc_issuer, key_path=key_path,
+        trusted_root_path=trusted_root_path, staging=staging,
+    )
 
 
 def _ecr_client(region: str) -> Any:
@@ -105,12 +125,26 @@ def load_trust_root(name: str) -> TrustRoot:
 
 
 def build_signature_collector(
-    settings: Settings, registry: OciRegistryClient, metrics: Metrics | None = None
+    settings: Settings, registry: OciRegistryClient, metrics: Metrics | None = None,
+    *, preload: bool = False,
 ) -> SignatureEvidenceCollector | None:
+    """The ``signatures`` collector. The Sigstore bundle, transparency-log and Notation
+    verifiers are imported when first needed (a one-shot ``gatekeeper verify`` with keys needs
+    none of them); ``preload`` imports those the configuration can use now, so that a server's
+    first evaluation does not pay for them within its deadline."""
     if settings.signatures is None:
         return None
+    policy = SignaturePolicySettings.from_mapping(settings.signatures)
+    if preload:
+        import importlib
+
+        modules = ["gatekeeper.verify.bundle", "gatekeeper.verify.tlog"]
+        if any(authority.notation is not None for authority in policy.authorities):
+            modules.append("gatekeeper.verify.notation")
+        for module in modules:
+            importlib.import_module(module)
     return SignatureEvidenceCollector(
-        SignaturePolicySettings.from_mapping(settings.signatures),
+        policy,
         registry,
         load_trust_root(settings.trusted_root),
         metrics=metrics,

@@ -273,7 +273,7 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
     )
     registry = build_registry_client(settings, metrics, tracing)
     collectors: list[EvidenceCollector] = []
-    signature_collector = build_signature_collector(settings, registry, metrics)
+    signature_collector = build_signature_collector(settings, registry, metrics, preload=True)
     if signature_collector is not None:
         collectors.append(signature_collector)
 

@@ -19,6 +19,7 @@ from gatekeeper.cli.common import (
     ServerOption,
     command_group,
     fail,
+    finish,
     load_settings,
     remote,
     waiting,
@@ -303,4 +304,4 @@ def verify_image(
     emit(evidence, output)
     if not verified:
         typer.echo(evidence.get("message", "not verified"), err=True)
-    raise typer.Exit(EXIT_ALLOWED if verified else EXIT_DENIED)
+    finish(EXIT_ALLOWED if verified else EXIT_DENIED)

@@ -12,6 +12,7 @@ from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from gatekeeper.cli.common import (
     EXIT_ERROR,
+    PROCESS,
     VERBOSE_KEY,
     GatekeeperGroup,
     exit_code_for,
@@ -150,7 +151,11 @@ def root(
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """The console script: the command's exit code, never a traceback for our errors."""
+    """The console script: the command's exit code, never a traceback for our errors.
+
+    Without ``argv`` the process's own arguments are used and this process is the command, so
+    a read-only command may leave without the interpreter's teardown (:func:`finish`)."""
+    PROCESS["program"] = argv is None
     try:
         return app(args=argv, prog_name="gatekeeper")
     except GatekeeperError as exc:  # raised outside a command (e.g. while parsing)

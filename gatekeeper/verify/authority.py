@@ -41,11 +41,13 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.verify.keys import VerificationKey, load_public_key
-from gatekeeper.verify.notation_policy import NotationTrust
+
+if TYPE_CHECKING:  # imported when an authority names a Notation trust policy
+    from gatekeeper.verify.notation_policy import NotationTrust
 
 __all__ = [
     "Authority",
@@ -160,6 +162,8 @@ class Authority:
                 raise ConfigurationError(
                     f"{where}: a notation authority takes no keys, keyless or tlog"
                 )
+            from gatekeeper.verify.notation_policy import NotationTrust
+
             return cls(name, notation=NotationTrust.from_mapping(raw["notation"],
                                                                  where=f"{where}.notation"))
         keys_raw = raw.get("keys", [])

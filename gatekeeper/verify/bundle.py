@@ -6,7 +6,7 @@ The modules: this one (loading, dispatch, keyless), :mod:`~gatekeeper.verify.bun
 
 Keyless bundles go through sigstore-python's ``Verifier`` (certificate chain to the Fulcio
 roots at the signing time, SCT, Rekor inclusion proof/promise, signing time within the
-certificate's validity) with our :class:`~gatekeeper.verify.trust.IdentityPolicy`.
+certificate's validity) with our :class:`~gatekeeper.verify.identity.IdentityPolicy`.
 
 sigstore-python 4.x cannot verify bundles made with a *managed key* (``publicKey`` hint
 instead of a certificate), so that procedure is ours, built from the same sigstore pieces
@@ -33,6 +33,7 @@ from gatekeeper.errors import VerificationError
 from gatekeeper.verify.authority import KeylessIdentity
 from gatekeeper.verify.bundle_keys import BUNDLE_V01, verify_with_keys
 from gatekeeper.verify.bundle_types import ArtifactInput, BundleOutcome, check_dsse_subject
+from gatekeeper.verify.identity import IdentityMismatch, IdentityPolicy
 from gatekeeper.verify.in_toto import (
     IN_TOTO_PAYLOAD_TYPE,
     parse_in_toto_statement,
@@ -43,7 +44,7 @@ from gatekeeper.verify.in_toto import reject as _reject
 from gatekeeper.verify.keyless import KeylessVerifier, UntrustedMaterial
 from gatekeeper.verify.keys import VerificationKey
 from gatekeeper.verify.text import first_line as _first_line
-from gatekeeper.verify.trust import IdentityMismatch, IdentityPolicy, TrustRoot
+from gatekeeper.verify.trust import TrustRoot
 
 __all__ = [
     "IN_TOTO_PAYLOAD_TYPE",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,11 +27,14 @@ from gatekeeper.verify.authority import ImagePolicy, SignaturePolicySettings
 from gatekeeper.verify.cache import TtlCache
 from gatekeeper.verify.cosign import CosignVerifier, VerifiedStatement
 from gatekeeper.verify.discovery import OversizedAttestation, find_material
-from gatekeeper.verify.notation import NotationVerifier, TargetArtifact
 from gatekeeper.verify.trust import TrustRoot
 
 if TYPE_CHECKING:  # the metrics registry (prometheus_client) is the caller's, if any
     from gatekeeper.metrics import Metrics
+
+    # Notation (cbor2, X.509 chains, CRLs) is imported when an authority checks Notation
+    # signatures: a cosign-only verification (``gatekeeper verify``) does without it.
+    from gatekeeper.verify.notation import NotationVerifier
 
 __all__ = ["EVIDENCE_SCHEMA_VERSION", "SignatureEvidenceCollector"]
 
@@ -73,7 +77,9 @@ class SignatureEvidenceCollector:
         self._metrics = metrics
         self._verifier = CosignVerifier(trust, max_predicate_bytes=settings.max_predicate_bytes)
         self._now = now
-        self._notation = NotationVerifier(now=now, monotonic=monotonic)
+        self._monotonic = monotonic
+        self._notation_verifier: NotationVerifier | None = None
+        self._notation_lock = threading.Lock()
         self._config_hash = settings.config_hash()
         self._fan_out = FanOut(_FETCH_WORKERS, name="gatekeeper-cosign-fetch")
         #: This collector's part of an evaluation's memo (an object, so no id is ever reused).
@@ -196,9 +202,11 @@ class SignatureEvidenceCollector:
         target = None
         if material.notation and any(a.notation is not None for a in authorities):
             manifest = self._registry.get_manifest(reference, digest, deadline=context.deadline)
+            from gatekeeper.verify.notation import TargetArtifact
+
             target = TargetArtifact(manifest.media_type, manifest.digest, len(manifest.content))
         results = [
-            self._notation.verify(
+            self._notation().verify(
                 authority.name, authority.notation, material.notation, reference.name, target,
                 material.problems, deadline=context.deadline,
             )
@@ -258,6 +266,17 @@ class SignatureEvidenceCollector:
         entry = _Entry(section, statements, material.oversized)
         self._cache.put(key, entry, ttl)
         return "miss", entry
+
+    def _notation(self) -> NotationVerifier:
+        """The Notation verifier, built (and its modules imported) on first use."""
+        with self._notation_lock:
+            if self._notation_verifier is None:
+                from gatekeeper.verify.notation import NotationVerifier
+
+                self._notation_verifier = NotationVerifier(
+                    now=self._now, monotonic=self._monotonic
+                )
+            return self._notation_verifier
 
     def _count(self, result: str) -> None:
         if self._metrics is not None:

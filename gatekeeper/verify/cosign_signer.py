@@ -3,29 +3,26 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID
-from sigstore._internal.sct import verify_sct
-from sigstore._internal.timestamp import TimestampSource, TimestampVerificationResult
-from sigstore._internal.trust import KeyringPurpose
-from sigstore.errors import Error as SigstoreError
+from typing import TYPE_CHECKING, Any
 
 from gatekeeper.errors import ConfigurationError, VerificationError
 from gatekeeper.verify.authority import Authority
 from gatekeeper.verify.cosign_results import Check, fail, reason_of
-from gatekeeper.verify.keyless import KeylessVerifier
 from gatekeeper.verify.keys import VerificationKey, load_public_key
 from gatekeeper.verify.text import shorten
-from gatekeeper.verify.tlog import check_entry_body, verify_rekor_bundle
 from gatekeeper.verify.trust import (
-    IdentityPolicy,
     TrustRoot,
     certificate_identity,
     identity_mismatch_message,
 )
+
+# sigstore-python (and the modules built on it: keyless, tlog) is imported where a trusted
+# root, a log entry or a certificate needs it: a key-only check (``tlog: false``) never does,
+# and ``gatekeeper verify`` starts ~0.25 s sooner without it.
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from gatekeeper.verify.keyless import KeylessVerifier
 
 __all__ = ["SignerChecks"]
 
@@ -36,9 +33,11 @@ class SignerChecks:
 
     def __init__(self, trust: TrustRoot) -> None:
         self._trust = trust
-        self._keyless = (
-            KeylessVerifier(trusted_root=trust.root, root_name=trust.name) if trust.root else None
-        )
+        self._keyless: KeylessVerifier | None = None
+        if trust.root is not None:
+            from gatekeeper.verify.keyless import KeylessVerifier
+
+            self._keyless = KeylessVerifier(trusted_root=trust.root, root_name=trust.name)
 
     def signer(
         self,
@@ -85,6 +84,8 @@ class SignerChecks:
     ) -> Check | None:
         if rekor_bundle is None:
             return fail("tlog-missing", "no transparency log entry with the signature", source)
+        from gatekeeper.verify.tlog import check_entry_body, verify_rekor_bundle
+
         try:
             entry = verify_rekor_bundle(rekor_bundle, self._trust)
             check_entry_body(
@@ -106,6 +107,16 @@ class SignerChecks:
     ) -> tuple[Check | None, dict[str, Any], str]:
         if self._keyless is None or self._trust.root is None:
             return fail("no-trust-root", "keyless needs a trusted root", source), {}, ""
+        from cryptography import x509
+        from cryptography.x509.oid import ExtendedKeyUsageOID
+        from sigstore._internal.sct import verify_sct
+        from sigstore._internal.timestamp import TimestampSource, TimestampVerificationResult
+        from sigstore._internal.trust import KeyringPurpose
+        from sigstore.errors import Error as SigstoreError
+
+        from gatekeeper.verify.identity import IdentityPolicy
+        from gatekeeper.verify.tlog import check_entry_body, verify_rekor_bundle
+
         try:
             certificate = x509.load_pem_x509_certificate(certificate_pem)
         except ValueError:
@@ -180,6 +191,8 @@ def _logged_payload(message: bytes) -> bytes:
 def _verify_with_certificate(
     certificate: x509.Certificate, signature: bytes, message: bytes
 ) -> bool:
+    from cryptography.hazmat.primitives import serialization
+
     pem = certificate.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )

@@ -10,6 +10,7 @@ from gatekeeper.errors import VerificationError
 
 __all__ = [
     "IN_TOTO_PAYLOAD_TYPE",
+    "dsse_pae",
     "parse_in_toto_statement",
     "reject",
     "statement_names_digest",
@@ -18,6 +19,13 @@ __all__ = [
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 _MAX_STATEMENT_BYTES = 4 * 1024 * 1024
+
+
+def dsse_pae(payload_type: str, payload: bytes) -> bytes:
+    """What a DSSE signature signs: the pre-authentication encoding ``DSSEv1 SP len(type) SP
+    type SP len(body) SP body`` (lengths in bytes, decimal), per the DSSE v1 envelope spec."""
+    encoded_type = payload_type.encode()
+    return b"DSSEv1 %d %s %d %s" % (len(encoded_type), encoded_type, len(payload), payload)
 
 
 def reject(reason: str, message: str) -> VerificationError:

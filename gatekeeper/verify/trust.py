@@ -20,20 +20,20 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-
-from cryptography import x509
-from cryptography.x509.oid import ObjectIdentifier
-from sigstore.errors import VerificationError as SigstoreVerificationError
-from sigstore.models import TrustedRoot
-from sigstore_models.trustroot import v1 as trustroot_v1
+from typing import TYPE_CHECKING
 
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.verify.authority import KeylessIdentity
 
+# sigstore-python parses a trusted root (``from_json``) and cryptography's X.509 reads a
+# certificate: a key-only deployment (``none``) imports neither. The identity policy handed to
+# sigstore lives in :mod:`gatekeeper.verify.identity` for the same reason.
+if TYPE_CHECKING:
+    from cryptography import x509
+    from sigstore.models import TrustedRoot
+
 __all__ = [
     "CertificateIdentity",
-    "IdentityMismatch",
-    "IdentityPolicy",
     "TrustRoot",
     "certificate_identity",
     "describe_expected",
@@ -42,9 +42,9 @@ __all__ = [
 
 _PUBLIC_GOOD = "https%3A%2F%2Ftuf-repo-cdn.sigstore.dev"
 _STAGING = "https%3A%2F%2Ftuf-repo-cdn.sigstage.dev"
-_OIDC_ISSUER_V1 = ObjectIdentifier("1.3.6.1.4.1.57264.1.1")
-_OIDC_ISSUER_V2 = ObjectIdentifier("1.3.6.1.4.1.57264.1.8")
-_OTHERNAME_SAN = ObjectIdentifier("1.3.6.1.4.1.57264.1.7")
+_OIDC_ISSUER_V1 = "1.3.6.1.4.1.57264.1.1"
+_OIDC_ISSUER_V2 = "1.3.6.1.4.1.57264.1.8"
+_OTHERNAME_SAN = "1.3.6.1.4.1.57264.1.7"
 _MAX_TRUSTED_ROOT_BYTES = 4 * 1024 * 1024
 _MAX_TRUSTED_ROOT_DOCUMENTS = 16
 _ROOT_LISTS = ("tlogs", "certificateAuthorities", "ctlogs", "timestampAuthorities")
@@ -70,6 +70,10 @@ class TrustRoot:
     def from_json(cls, data: bytes, *, name: str = "trusted_root.json") -> TrustRoot:
         if len(data) > _MAX_TRUSTED_ROOT_BYTES:
             raise ConfigurationError(f"{name} is larger than {_MAX_TRUSTED_ROOT_BYTES} bytes")
+        from sigstore.errors import VerificationError as SigstoreVerificationError
+        from sigstore.models import TrustedRoot
+        from sigstore_models.trustroot import v1 as trustroot_v1
+
         documents = _documents(data, name)
         merged = _merge_documents(documents, name)
         try:
@@ -211,6 +215,8 @@ def identity_mismatch_message(
 
 
 def certificate_identity(certificate: x509.Certificate) -> CertificateIdentity:
+    from cryptography import x509
+
     subjects: list[str] = []
     try:
         san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -220,15 +226,17 @@ def certificate_identity(certificate: x509.Certificate) -> CertificateIdentity:
         subjects.extend(san.get_values_for_type(x509.RFC822Name))
         subjects.extend(san.get_values_for_type(x509.UniformResourceIdentifier))
         for other in san.get_values_for_type(x509.OtherName):
-            if other.type_id == _OTHERNAME_SAN:
+            if other.type_id.dotted_string == _OTHERNAME_SAN:
                 subjects.append(_der_utf8(other.value))
     return CertificateIdentity(tuple(subjects), _issuer(certificate))
 
 
 def _issuer(certificate: x509.Certificate) -> str | None:
+    from cryptography import x509
+
     for oid, der in ((_OIDC_ISSUER_V2, True), (_OIDC_ISSUER_V1, False)):
         try:
-            ext = certificate.extensions.get_extension_for_oid(oid)
+            ext = certificate.extensions.get_extension_for_oid(x509.ObjectIdentifier(oid))
         except x509.ExtensionNotFound:
             continue
         value = ext.value
@@ -249,29 +257,3 @@ def _der_utf8(raw: bytes) -> str:
             offset = 2 + count
         return raw[offset : offset + length].decode(errors="replace")
     return raw.decode(errors="replace")
-
-
-class IdentityPolicy:
-    """A sigstore-python ``VerificationPolicy`` accepting any of the given identities.
-
-    sigstore's own ``Identity`` policy compares exact strings only; authorities may also use
-    regular expressions, so the comparison is ours and the procedure stays sigstore's.
-    """
-
-    def __init__(self, identities: Sequence[KeylessIdentity]) -> None:
-        if not identities:
-            raise ConfigurationError("an identity policy needs at least one identity")
-        self._identities = tuple(identities)
-        self.last_identity: CertificateIdentity | None = None
-
-    def verify(self, cert: x509.Certificate) -> None:
-        identity = certificate_identity(cert)
-        self.last_identity = identity
-        for expected in self._identities:
-            if expected.matches(identity.issuer, identity.subjects):
-                return
-        raise IdentityMismatch(identity_mismatch_message(self._identities, identity))
-
-
-class IdentityMismatch(SigstoreVerificationError):
-    """The certificate is trusted but names someone the policy does not expect."""

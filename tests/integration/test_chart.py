@@ -366,7 +366,7 @@ def test_jwks_and_public_keys_are_mounted_read_only_and_named_in_env() -> None:
     env = env_of(gatekeeper)
     assert "GATEKEEPER_AUTH_HS256_SECRET" not in env
     assert env["GATEKEEPER_AUTH_JWKS_FILE"] == "/etc/gatekeeper/auth/jwks.json"
-    # pydantic-settings reads a list setting from the environment as JSON
+    # the settings read a list setting from the environment as JSON
     assert env["GATEKEEPER_AUTH_PUBLIC_KEY_FILES"] == (
         '["/etc/gatekeeper/auth/rsa.pem","/etc/gatekeeper/auth/ec.pem"]')
     assert env["GATEKEEPER_AUTH_ISSUER"] == "https://issuer.example"

@@ -5,6 +5,9 @@ implement these Protocols; the service and the use cases depend on them only; ``
 the concrete classes in; the fakes in ``tests/fakes.py`` are checked against them.
 """
 
+import importlib
+from typing import TYPE_CHECKING
+
 from gatekeeper.domain.ports.attestations import (
     OversizedAttestation,
     VerifiedAttestations,
@@ -42,28 +45,32 @@ from gatekeeper.domain.ports.registry import (
     ReferrersView,
     RegistryReader,
 )
-from gatekeeper.domain.ports.sbom import (
-    BindingMethod,
-    SbomCandidate,
-    SbomFacts,
-    SbomInspector,
-    SbomSource,
-    SbomSourceKind,
-    SbomStore,
-    SbomUpload,
-    StoredSbom,
-)
-from gatekeeper.domain.ports.scans import ScanReport, ScanSource
-from gatekeeper.domain.ports.vex import (
-    StoredVex,
-    VexCandidate,
-    VexDocument,
-    VexInspector,
-    VexSource,
-    VexStatement,
-    VexStore,
-    VexUpload,
-)
+
+# The SBOM, scan and VEX ports load on first use (``__getattr__`` below): ``gatekeeper verify``
+# needs none of them, and their Protocols and dataclasses cost it ~10 ms.
+if TYPE_CHECKING:
+    from gatekeeper.domain.ports.sbom import (
+        BindingMethod,
+        SbomCandidate,
+        SbomFacts,
+        SbomInspector,
+        SbomSource,
+        SbomSourceKind,
+        SbomStore,
+        SbomUpload,
+        StoredSbom,
+    )
+    from gatekeeper.domain.ports.scans import ScanReport, ScanSource
+    from gatekeeper.domain.ports.vex import (
+        StoredVex,
+        VexCandidate,
+        VexDocument,
+        VexInspector,
+        VexSource,
+        VexStatement,
+        VexStore,
+        VexUpload,
+    )
 
 __all__ = [
     "TrailVerification",
@@ -115,3 +122,20 @@ __all__ = [
     "VexStore",
     "VexUpload",
 ]
+
+#: Where a name of ``__all__`` not imported above is defined (searched in this order).
+_LAZY_MODULES = (
+    "gatekeeper.domain.ports.sbom",
+    "gatekeeper.domain.ports.scans",
+    "gatekeeper.domain.ports.vex",
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in __all__:
+        for module in _LAZY_MODULES:
+            value = getattr(importlib.import_module(module), name, None)
+            if value is not None:
+                globals()[name] = value
+                return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
