@@ -149,7 +149,8 @@ def serve(port: int, registry: str, tls_dir: Path, database: Path, service_kind:
         protocol = "auto"
     tls = ReloadingServerContext(tls_dir / "gatekeeper.crt", tls_dir / "gatekeeper.key")
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False,
-                http=protocol, ssl_context_factory=lambda _config, _default: tls.context)
+                http=protocol, loop="uvloop",  # as ``gatekeeper serve`` runs it
+                ssl_context_factory=lambda _config, _default: tls.context)
 
 
 def _cli_command(port: int, registry: str, directory: Path, environment: str, workers: int,

@@ -54,6 +54,14 @@ class Tracing:
             app, tracer_provider=self.provider, excluded_urls="healthz,readyz,docs,openapi.json"
         )
 
+    def instrument_asgi(self, app: Any) -> Any:
+        """``app`` with the same server spans (a raw ASGI app: the lean admission path)."""
+        if self.provider is None:
+            return app
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        return OpenTelemetryMiddleware(app, tracer_provider=self.provider)
+
     def instrument_http_client(self, client: Any) -> None:
         """Client spans for an httpx client (registry round trips), children of the evidence
         step that made them; the W3C context travels with the request."""
