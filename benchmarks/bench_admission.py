@@ -106,7 +106,6 @@ def serve(port: int, registry: str, tls_dir: Path, database: Path, service_kind:
     import logging
 
     import uvicorn
-    from fastapi import FastAPI
 
     from gatekeeper.config import load_settings
     from gatekeeper.registry.client import OciRegistryClient
@@ -143,10 +142,21 @@ def serve(port: int, registry: str, tls_dir: Path, database: Path, service_kind:
         app = create_app(container.settings, container=container)
         protocol: Any = ClientCertificateProtocol  # as ``gatekeeper serve`` runs it
     else:
+        # the production transport (the lean admission path in front of the routes)
+        from gatekeeper.app import GatekeeperAPI
+        from gatekeeper.webhook.asgi import AdmissionPath
+        from gatekeeper.webhook.routes import AdmissionEndpoint
+
         handler = AdmissionHandler(service, AdmissionSettings(environment=environment))
-        app = FastAPI()
+        app = GatekeeperAPI()
         app.include_router(build_admission_router(handler))
-        protocol = "auto"
+        lean = AdmissionPath(
+            AdmissionEndpoint(handler), observe=lambda *_observed: None,
+            error_answer=lambda error: (500, {"error": error.kind, "message": error.message}),
+            client_certificate_required=False, body_limit=handler.settings.max_review_bytes,
+            read_timeout=30.0)
+        app.install_admission_path(lean, lean)
+        protocol = "httptools"
     tls = ReloadingServerContext(tls_dir / "gatekeeper.crt", tls_dir / "gatekeeper.key")
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False,
                 http=protocol, loop="uvloop",  # as ``gatekeeper serve`` runs it

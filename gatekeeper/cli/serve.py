@@ -85,7 +85,9 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
     # asyncio's 30 s SSL shutdown timeout, past the supervisor's stop timeout and close to
     # the chart's terminationGracePeriodSeconds. Longer than any admission (webhook timeout
     # <= 30 s is the API server's own limit; the default is 10 s).
-    return {"log_level": "warning", "timeout_keep_alive": 5,
+    # No access log: at level warning its lines were never written, but uvicorn still built
+    # them for every request.
+    return {"log_level": "warning", "access_log": False, "timeout_keep_alive": 5,
             "timeout_graceful_shutdown": _GRACEFUL_SHUTDOWN_SECONDS, **options}
 
 

@@ -138,7 +138,7 @@ class AdmissionPath:
         if query:
             byte = _control_character(urllib.parse.unquote_to_bytes(query))
             if byte is not None:
-                return 400, _document({
+                return self._refuse(webhook, 400, {
                     "error": "invalid_input",
                     "message": f"the request query contains the control character U+{byte:04X}",
                     "field": "query",
@@ -152,7 +152,7 @@ class AdmissionPath:
                 declared = value
         limit = self.body_limit
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            return self._too_large(limit)
+            return self._too_large(webhook, limit)
         chunks: list[bytes] = []
         received = 0
         try:
@@ -164,12 +164,12 @@ class AdmissionPath:
                     chunk = message.get("body", b"")
                     received += len(chunk)
                     if received > limit:
-                        return self._too_large(limit)
+                        return self._too_large(webhook, limit)
                     chunks.append(chunk)
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
-            return 408, _document({
+            return self._refuse(webhook, 408, {
                 "error": "timeout",
                 "message": f"request body not received within {self.read_timeout:g} s",
             })
@@ -184,7 +184,11 @@ class AdmissionPath:
             status, document = self.error_answer(exc)
             return status, _document(document)
 
-    def _too_large(self, limit: int) -> Answer:
-        return 413, _document({
+    def _refuse(self, webhook: WebhookKind, status: int, document: dict[str, Any]) -> Answer:
+        self.endpoint.count_rejected(webhook, status)
+        return status, _document(document)
+
+    def _too_large(self, webhook: WebhookKind, limit: int) -> Answer:
+        return self._refuse(webhook, 413, {
             "error": "payload_too_large", "message": f"request body is larger than {limit} bytes",
         })

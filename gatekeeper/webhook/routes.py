@@ -45,9 +45,12 @@ class AdmissionEndpoint:
         self.handler = handler
         self.limit = handler.settings.max_review_bytes
 
-    def refuse(self, webhook: WebhookKind, status: int, error: InvalidInputError) -> Answer:
+    def count_rejected(self, webhook: WebhookKind, status: int) -> None:
         if self.handler.metrics is not None:
             self.handler.metrics.rejected.labels(webhook=webhook, status=str(status)).inc()
+
+    def refuse(self, webhook: WebhookKind, status: int, error: InvalidInputError) -> Answer:
+        self.count_rejected(webhook, status)
         body: dict[str, Any] = {"kind": error.kind, "message": error.message}
         if error.field:
             body["field"] = error.field

@@ -15,7 +15,8 @@ connect, so the kubelet's probes (``/healthz``, ``/readyz``) and the REST API (b
 keep working. :class:`ClientCertificateProtocol` tells the application, per connection, whether a
 verified certificate was presented (``scope["extensions"]["tls"]["client_certificate"]``), and
 :class:`AdmissionClientCertificateGate` refuses ``/admission/...`` requests without one (403),
-failing closed when the server cannot say. The API server presents its certificate with
+failing closed when the server cannot say (the lean admission path,
+:mod:`gatekeeper.webhook.asgi`, applies the same check, :func:`has_client_certificate`). The API server presents its certificate with
 ``--admission-control-config-file`` and a ``kubeConfigFile`` naming it.
 
 Use with uvicorn: ``uvicorn.run(app, http=ClientCertificateProtocol,
