@@ -107,6 +107,7 @@ def serve(port: int, registry: str, tls_dir: Path, database: Path, service_kind:
 
     import uvicorn
 
+    from gatekeeper.api.server import header_deadline_protocol
     from gatekeeper.config import load_settings
     from gatekeeper.registry.client import OciRegistryClient
     from gatekeeper.registry.settings import RegistryClientSettings, RegistryHostSettings
@@ -140,7 +141,9 @@ def serve(port: int, registry: str, tls_dir: Path, database: Path, service_kind:
         from gatekeeper.webhook.tls import ClientCertificateProtocol
 
         app = create_app(container.settings, container=container)
-        protocol: Any = ClientCertificateProtocol  # as ``gatekeeper serve`` runs it
+        # as ``gatekeeper serve`` runs it
+        protocol: Any = header_deadline_protocol(
+            container.settings.http_header_timeout_seconds, ClientCertificateProtocol)
     else:
         # the production transport (the lean admission path in front of the routes)
         from gatekeeper.app import GatekeeperAPI
@@ -156,7 +159,7 @@ def serve(port: int, registry: str, tls_dir: Path, database: Path, service_kind:
             client_certificate_required=False, body_limit=handler.settings.max_review_bytes,
             read_timeout=30.0)
         app.install_admission_path(lean, lean)
-        protocol = "httptools"
+        protocol = header_deadline_protocol(10.0)
     tls = ReloadingServerContext(tls_dir / "gatekeeper.crt", tls_dir / "gatekeeper.key")
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False,
                 http=protocol, loop="uvloop",  # as ``gatekeeper serve`` runs it
