@@ -16,8 +16,9 @@ keep working. :class:`ClientCertificateProtocol` tells the application, per conn
 verified certificate was presented (``scope["extensions"]["tls"]["client_certificate"]``), and
 :class:`AdmissionClientCertificateGate` refuses ``/admission/...`` requests without one (403),
 failing closed when the server cannot say (the lean admission path,
-:mod:`gatekeeper.webhook.asgi`, applies the same check, :func:`has_client_certificate`). The API server presents its certificate with
-``--admission-control-config-file`` and a ``kubeConfigFile`` naming it.
+:mod:`gatekeeper.webhook.asgi`, applies the same check, :func:`has_client_certificate`). The
+API server presents its certificate with ``--admission-control-config-file`` and a
+``kubeConfigFile`` naming it.
 
 Use with uvicorn: ``uvicorn.run(app, http=ClientCertificateProtocol,
 ssl_context_factory=lambda _config, _default: reloading.context, ...)``
