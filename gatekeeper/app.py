@@ -283,5 +283,5 @@ def create_app(
         body_limit=settings.admission_max_review_bytes,
         read_timeout=settings.http_body_timeout_seconds,
     )
-    app.install_admission_path(lean, owned.tracing.instrument_asgi(lean))
+    app.install_admission_path(lean, owned.tracing.instrument_asgi(lean, lean.span_details))
     return app

@@ -99,6 +99,11 @@ class AdmissionPath:
         self.body_limit = body_limit
         self.read_timeout = read_timeout
 
+    def span_details(self, scope: _Scope) -> tuple[str, dict[str, Any]]:
+        """A request's server span, named as FastAPI's instrumentation names a route's."""
+        template = self.routes[scope["path"]][2]
+        return f"POST {template}", {"http.route": template}
+
     def serves(self, scope: _Scope) -> bool:
         """Whether this path answers the request (else the application does)."""
         return (scope["type"] == "http" and scope["path"] in self.routes
