@@ -148,12 +148,12 @@ class AdmissionPath:
                     "message": f"the request query contains the control character U+{byte:04X}",
                     "field": "query",
                 })
-        content_type = ""
-        declared = None
-        for name, value in scope["headers"]:
-            if name == b"content-type":
+        content_type: str | None = None
+        declared: bytes | None = None
+        for name, value in scope["headers"]:  # the first of each, as Starlette's headers read
+            if name == b"content-type" and content_type is None:
                 content_type = value.decode("latin-1")
-            elif name == b"content-length":
+            elif name == b"content-length" and declared is None:
                 declared = value
         limit = self.body_limit
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -179,7 +179,7 @@ class AdmissionPath:
                 "message": f"request body not received within {self.read_timeout:g} s",
             })
         endpoint = self.endpoint
-        refused = endpoint.wrong_content_type(webhook, content_type)
+        refused = endpoint.wrong_content_type(webhook, content_type or "")
         if refused is not None:
             return refused
         try:

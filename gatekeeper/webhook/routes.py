@@ -23,12 +23,12 @@ from gatekeeper.webhook.handler import AdmissionHandler
 from gatekeeper.webhook.models import ADMISSION_OPENAPI, AdmissionReviewAnswer
 from gatekeeper.webhook.review import WebhookKind, parse_admission_review
 
-__all__ = ["AdmissionEndpoint", "TooLarge", "build_admission_router"]
+__all__ = ["AdmissionEndpoint", "Answer", "build_admission_router"]
 
 _JSON = "application/json"
 
 
-class TooLarge(InvalidInputError):
+class _TooLarge(InvalidInputError):
     """A streamed AdmissionReview grew past the limit."""
 
 
@@ -72,14 +72,14 @@ class AdmissionEndpoint:
 
     def declared_too_large(self, webhook: WebhookKind, declared: str | None) -> Answer | None:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return self.refuse(webhook, 413, TooLarge(
+            return self.refuse(webhook, 413, _TooLarge(
                 f"AdmissionReview is {declared} bytes, more than the limit of {self.limit}",
                 field="body",
             ))
         return None
 
     def streamed_too_large(self, webhook: WebhookKind) -> Answer:
-        return self.refuse(webhook, 413, TooLarge(
+        return self.refuse(webhook, 413, _TooLarge(
             f"AdmissionReview is more than the limit of {self.limit} bytes", field="body"))
 
     def wrong_content_type(self, webhook: WebhookKind, content_type: str) -> Answer | None:
