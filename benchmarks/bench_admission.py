@@ -109,8 +109,8 @@ def serve(port: int, registry: str, tls_dir: Path, database: Path, service_kind:
     import logging
 
     import uvicorn
-    from fastapi import FastAPI
 
+    from gatekeeper.api.server import header_deadline_protocol
     from gatekeeper.config import load_settings
     from gatekeeper.registry.client import OciRegistryClient
     from gatekeeper.registry.settings import RegistryClientSettings, RegistryHostSettings
@@ -144,15 +144,29 @@ def serve(port: int, registry: str, tls_dir: Path, database: Path, service_kind:
         from gatekeeper.webhook.tls import ClientCertificateProtocol
 
         app = create_app(container.settings, container=container)
-        protocol: Any = ClientCertificateProtocol  # as ``gatekeeper serve`` runs it
+        # as ``gatekeeper serve`` runs it
+        protocol: Any = header_deadline_protocol(
+            container.settings.http_header_timeout_seconds, ClientCertificateProtocol)
     else:
+        # the production transport (the lean admission path in front of the routes)
+        from gatekeeper.app import GatekeeperAPI
+        from gatekeeper.webhook.asgi import AdmissionPath
+        from gatekeeper.webhook.routes import AdmissionEndpoint
+
         handler = AdmissionHandler(service, AdmissionSettings(environment=environment))
-        app = FastAPI()
+        app = GatekeeperAPI()
         app.include_router(build_admission_router(handler))
-        protocol = "auto"
+        lean = AdmissionPath(
+            AdmissionEndpoint(handler), observe=lambda *_observed: None,
+            error_answer=lambda error: (500, {"error": error.kind, "message": error.message}),
+            client_certificate_required=False, body_limit=handler.settings.max_review_bytes,
+            read_timeout=30.0)
+        app.install_admission_path(lean, lean)
+        protocol = header_deadline_protocol(10.0)
     tls = ReloadingServerContext(tls_dir / "gatekeeper.crt", tls_dir / "gatekeeper.key")
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", access_log=False,
-                http=protocol, ssl_context_factory=lambda _config, _default: tls.context)
+                http=protocol, loop="uvloop",  # as ``gatekeeper serve`` runs it
+                ssl_context_factory=lambda _config, _default: tls.context)
 
 
 def _cli_command(port: int, registry: str, directory: Path, environment: str, workers: int,

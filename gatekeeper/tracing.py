@@ -16,6 +16,7 @@ answered it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,18 @@ class Tracing:
         FastAPIInstrumentor.instrument_app(
             app, tracer_provider=self.provider, excluded_urls="healthz,readyz,docs,openapi.json"
         )
+
+    def instrument_asgi(
+        self, app: Any, span_details: Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]
+    ) -> Any:
+        """``app`` with the same server spans (a raw ASGI app: the lean admission path);
+        ``span_details(scope)`` names a request's span and gives its attributes."""
+        if self.provider is None:
+            return app
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        return OpenTelemetryMiddleware(
+            app, tracer_provider=self.provider, default_span_details=span_details)
 
     def instrument_http_client(self, client: Any) -> None:
         """Client spans for an httpx client (registry round trips), children of the evidence

@@ -4,8 +4,11 @@ uvicorn bounds the idle time *between* requests (``timeout_keep_alive``) but not
 opens a connection and sends its headers one byte at a time (slowloris): each such connection
 holds a socket and a parser for as long as it likes. :class:`HeaderDeadlineProtocol` closes a
 connection whose request headers are not complete ``header_timeout`` seconds after it opened
-(or after the previous response). The body has its own deadline in
-:class:`~gatekeeper.api.middleware.BodySizeLimitMiddleware`.
+(or after the previous response). The body has its own deadline (the body-size limit's read
+timeout, and the admission path's own in :mod:`gatekeeper.webhook.asgi`).
+
+The protocol is uvicorn's ``httptools`` one (the C parser; ``gatekeeper serve`` runs it on
+uvloop): h11, the pure-Python parser, cost a large share of every admission's CPU.
 """
 
 from __future__ import annotations
@@ -13,16 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["header_deadline_protocol"]
+__all__ = ["HeaderDeadlineProtocol", "header_deadline_protocol"]
 
 log = logging.getLogger(__name__)
 
 
-class HeaderDeadlineProtocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline for the request line and headers."""
+class HeaderDeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline for the request line and headers."""
 
     header_timeout: float = 10.0
     _header_deadline: asyncio.TimerHandle | None = None
@@ -38,7 +40,8 @@ class HeaderDeadlineProtocol(H11Protocol):
 
     def _too_slow(self) -> None:
         self._header_deadline = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        waiting = self.cycle is None or (self.cycle.response_complete and not self.pipeline)
+        if waiting and not self.transport.is_closing():
             log.warning("closing a connection from %s: no complete request headers within %g s",
                         self.client, self.header_timeout)
             self.transport.close()
@@ -51,10 +54,9 @@ class HeaderDeadlineProtocol(H11Protocol):
         self._disarm()
         super().connection_lost(exc)
 
-    def handle_events(self) -> None:
-        super().handle_events()
-        if self.conn.their_state is not h11.IDLE:  # the headers are in
-            self._disarm()
+    def on_headers_complete(self) -> None:
+        self._disarm()  # the headers are in; the body has its own deadline
+        super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         if not self.transport.is_closing():
@@ -63,12 +65,12 @@ class HeaderDeadlineProtocol(H11Protocol):
 
 
 def header_deadline_protocol(
-    seconds: float, base: type[H11Protocol] | None = None
+    seconds: float, base: type[HttpToolsProtocol] | None = None
 ) -> type[HeaderDeadlineProtocol]:
     """The protocol class for ``uvicorn.run(http=...)`` with a ``seconds`` header deadline;
-    ``base`` is another H11Protocol subclass to combine it with (e.g. the TLS client-certificate
-    protocol), both cooperating through ``super()``."""
-    bases: tuple[type[H11Protocol], ...] = (HeaderDeadlineProtocol,)
+    ``base`` is another HttpToolsProtocol subclass to combine it with (e.g. the TLS
+    client-certificate protocol), both cooperating through ``super()``."""
+    bases: tuple[type[HttpToolsProtocol], ...] = (HeaderDeadlineProtocol,)
     if base is not None:
         bases = (HeaderDeadlineProtocol, base)
     return type("HeaderDeadlineProtocol", bases, {"header_timeout": seconds})

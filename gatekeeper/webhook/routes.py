@@ -23,38 +23,85 @@ from gatekeeper.webhook.handler import AdmissionHandler
 from gatekeeper.webhook.models import ADMISSION_OPENAPI, AdmissionReviewAnswer
 from gatekeeper.webhook.review import WebhookKind, parse_admission_review
 
-__all__ = ["build_admission_router"]
+__all__ = ["AdmissionEndpoint", "Answer", "build_admission_router"]
 
 _JSON = "application/json"
 
 
-def _error(status: int, error: InvalidInputError) -> Response:
-    body: dict[str, Any] = {"kind": error.kind, "message": error.message}
-    if error.field:
-        body["field"] = error.field
-    return Response(json.dumps({"error": body}), status_code=status, media_type=_JSON)
-
-
 class _TooLarge(InvalidInputError):
-    pass
+    """A streamed AdmissionReview grew past the limit."""
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge(
-            f"AdmissionReview is {declared} bytes, more than the limit of {limit}", field="body"
+Answer = tuple[int, bytes]
+
+
+class AdmissionEndpoint:
+    """What ``POST /admission/{validate,mutate}[/mode]`` answers, framework-free: each step
+    gives ``(status, JSON body)``. Shared by the FastAPI routes (the documented API, the
+    OpenAPI schema) and the lean ASGI path ``gatekeeper serve`` answers the API server with
+    (:mod:`gatekeeper.webhook.asgi`), so both answer byte for byte the same."""
+
+    def __init__(self, handler: AdmissionHandler) -> None:
+        self.handler = handler
+        self.limit = handler.settings.max_review_bytes
+
+    def count_rejected(self, webhook: WebhookKind, status: int) -> None:
+        if self.handler.metrics is not None:
+            self.handler.metrics.rejected.labels(webhook=webhook, status=str(status)).inc()
+
+    def refuse(self, webhook: WebhookKind, status: int, error: InvalidInputError) -> Answer:
+        self.count_rejected(webhook, status)
+        body: dict[str, Any] = {"kind": error.kind, "message": error.message}
+        if error.field:
+            body["field"] = error.field
+        return status, json.dumps({"error": body}).encode()
+
+    def path_mode(
+        self, webhook: WebhookKind, mode: str | None
+    ) -> EnforcementMode | None | Answer:
+        """The mode named by the path (None: from the configuration), or the 404 answer."""
+        if mode is None:
+            return None
+        try:
+            return EnforcementMode(mode)
+        except ValueError:
+            return self.refuse(webhook, 404, InvalidInputError(
+                f"unknown enforcement mode {mode!r:.40} in path "
+                "(expected enforce, warn or audit)", field="path",
+            ))
+
+    def declared_too_large(self, webhook: WebhookKind, declared: str | None) -> Answer | None:
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return self.refuse(webhook, 413, _TooLarge(
+                f"AdmissionReview is {declared} bytes, more than the limit of {self.limit}",
+                field="body",
+            ))
+        return None
+
+    def streamed_too_large(self, webhook: WebhookKind) -> Answer:
+        return self.refuse(webhook, 413, _TooLarge(
+            f"AdmissionReview is more than the limit of {self.limit} bytes", field="body"))
+
+    def wrong_content_type(self, webhook: WebhookKind, content_type: str) -> Answer | None:
+        if content_type.split(";", 1)[0].strip().lower() != _JSON:
+            return self.refuse(webhook, 400, InvalidInputError(
+                f"expected Content-Type {_JSON}, got {content_type!r:.80}", field="content-type"
+            ))
+        return None
+
+    async def review(
+        self, webhook: WebhookKind, path_mode: EnforcementMode | None, body: bytes,
+        received_at: float,
+    ) -> Answer:
+        """The answer to a complete request body (400 when it is not an AdmissionReview)."""
+        try:
+            review = parse_admission_review(body, max_bytes=self.limit)
+        except InvalidInputError as exc:
+            return self.refuse(webhook, 400, exc)
+        response = await self.handler.handle(
+            review, webhook=webhook, path_mode=path_mode, received_at=received_at
         )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge(
-                f"AdmissionReview is more than the limit of {limit} bytes", field="body"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
+        return 200, orjson.dumps(response.to_review())
 
 
 #: What /openapi.json says of every admission route (the body is read and limited by hand).
@@ -71,40 +118,32 @@ _DOCUMENTED: dict[str, Any] = {
 def build_admission_router(handler: AdmissionHandler) -> APIRouter:
     """The ``/admission/...`` routes answering with ``handler``."""
     router = APIRouter(prefix="/admission", tags=["admission"])
-    limit = handler.settings.max_review_bytes
-
-    def refuse(webhook: WebhookKind, status: int, error: InvalidInputError) -> Response:
-        if handler.metrics is not None:
-            handler.metrics.rejected.labels(webhook=webhook, status=str(status)).inc()
-        return _error(status, error)
+    endpoint = AdmissionEndpoint(handler)
 
     async def answer(request: Request, webhook: WebhookKind, mode: str | None) -> Response:
         received_at = time.monotonic()
-        path_mode: EnforcementMode | None = None
-        if mode is not None:
-            try:
-                path_mode = EnforcementMode(mode)
-            except ValueError:
-                return refuse(webhook, 404, InvalidInputError(
-                    f"unknown enforcement mode {mode!r:.40} in path "
-                    "(expected enforce, warn or audit)", field="path",
-                ))
-        content_type = request.headers.get("content-type", "")
-        if content_type.split(";", 1)[0].strip().lower() != _JSON:
-            return refuse(webhook, 400, InvalidInputError(
-                f"expected Content-Type {_JSON}, got {content_type!r:.80}", field="content-type"
-            ))
-        try:
-            body = await _read_body(request, limit)
-            review = parse_admission_review(body, max_bytes=limit)
-        except _TooLarge as exc:
-            return refuse(webhook, 413, exc)
-        except InvalidInputError as exc:
-            return refuse(webhook, 400, exc)
-        response = await handler.handle(
-            review, webhook=webhook, path_mode=path_mode, received_at=received_at
-        )
-        return Response(orjson.dumps(response.to_review()), media_type=_JSON)
+        status, body = await _answer(request, webhook, mode, received_at)
+        return Response(body, status_code=status, media_type=_JSON)
+
+    async def _answer(
+        request: Request, webhook: WebhookKind, mode: str | None, received_at: float
+    ) -> Answer:
+        path_mode = endpoint.path_mode(webhook, mode)
+        if isinstance(path_mode, tuple):
+            return path_mode
+        refused = endpoint.wrong_content_type(
+            webhook, request.headers.get("content-type", "")
+        ) or endpoint.declared_too_large(webhook, request.headers.get("content-length"))
+        if refused is not None:
+            return refused
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > endpoint.limit:
+                return endpoint.streamed_too_large(webhook)
+            chunks.append(chunk)
+        return await endpoint.review(webhook, path_mode, b"".join(chunks), received_at)
 
     @router.post(
         "/validate", summary="ValidatingAdmissionWebhook (mode from configuration)",

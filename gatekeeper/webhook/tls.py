@@ -15,8 +15,10 @@ connect, so the kubelet's probes (``/healthz``, ``/readyz``) and the REST API (b
 keep working. :class:`ClientCertificateProtocol` tells the application, per connection, whether a
 verified certificate was presented (``scope["extensions"]["tls"]["client_certificate"]``), and
 :class:`AdmissionClientCertificateGate` refuses ``/admission/...`` requests without one (403),
-failing closed when the server cannot say. The API server presents its certificate with
-``--admission-control-config-file`` and a ``kubeConfigFile`` naming it.
+failing closed when the server cannot say (the lean admission path,
+:mod:`gatekeeper.webhook.asgi`, applies the same check, :func:`has_client_certificate`). The
+API server presents its certificate with ``--admission-control-config-file`` and a
+``kubeConfigFile`` naming it.
 
 Use with uvicorn: ``uvicorn.run(app, http=ClientCertificateProtocol,
 ssl_context_factory=lambda _config, _default: reloading.context, ...)``
@@ -35,15 +37,18 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gatekeeper.errors import ConfigurationError
 
 __all__ = [
     "ADMISSION_PREFIX",
+    "CLIENT_CERTIFICATE_REQUIRED",
     "AdmissionClientCertificateGate",
     "ClientCertificateProtocol",
     "ReloadingServerContext",
+    "has_client_certificate",
+    "send_client_certificate_required",
 ]
 
 ADMISSION_PREFIX = "/admission/"
@@ -146,23 +151,50 @@ class ReloadingServerContext:
             connection.context = self._current
 
 
-class ClientCertificateProtocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol that tells the application whether the connection's peer
-    presented a certificate the TLS context verified (uvicorn does not put it in the scope)."""
+class ClientCertificateProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol (httptools) that tells the application whether the
+    connection's peer presented a certificate the TLS context verified (uvicorn does not put it
+    in the scope): ``scope["extensions"]["tls"]["client_certificate"]`` on every request.
+    Works on asyncio's and uvloop's TLS transports (both report ``ssl_object`` once the
+    handshake is done, before ``connection_made``)."""
+
+    _client_certificate = False
 
     def connection_made(self, transport: Any) -> None:  # asyncio calls it after the handshake
         super().connection_made(transport)
         ssl_object = transport.get_extra_info("ssl_object")
-        verified = bool(ssl_object is not None and ssl_object.getpeercert())
-        app: _App = self.app
+        self._client_certificate = bool(ssl_object is not None and ssl_object.getpeercert())
 
-        async def tagged(scope: _Scope, receive: _Receive, send: _Send) -> None:
-            if scope.get("type") == "http":
-                extensions = scope.setdefault("extensions", {})
-                extensions["tls"] = {"client_certificate": verified}
-            await app(scope, receive, send)
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["extensions"] = {"tls": {"client_certificate": self._client_certificate}}
 
-        self.app = tagged
+
+#: The 403 answer of an admission request without a verified client certificate.
+CLIENT_CERTIFICATE_REQUIRED = json.dumps({"error": {
+    "kind": "unauthenticated", "field": "tls",
+    "message": "the admission endpoints require a client certificate signed by "
+               "GATEKEEPER_TLS_CLIENT_CA_FILE (the API server's)",
+}}).encode()
+
+
+def has_client_certificate(scope: _Scope) -> bool:
+    """Whether the server said the connection presented a verified client certificate (False
+    when it did not say: fail closed). Logs a refusal."""
+    tls = scope.get("extensions", {}).get("tls") or {}
+    if tls.get("client_certificate") is True:
+        return True
+    log.warning("admission request from %s refused: no client certificate",
+                (scope.get("client") or ("?",))[0])
+    return False
+
+
+async def send_client_certificate_required(send: _Send) -> None:
+    body = CLIENT_CERTIFICATE_REQUIRED
+    await send({"type": "http.response.start", "status": 403,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class AdmissionClientCertificateGate:
@@ -179,18 +211,7 @@ class AdmissionClientCertificateGate:
         ):
             await self.app(scope, receive, send)
             return
-        tls = scope.get("extensions", {}).get("tls") or {}
-        if tls.get("client_certificate") is True:
+        if has_client_certificate(scope):
             await self.app(scope, receive, send)
             return
-        log.warning("admission request from %s refused: no client certificate",
-                    (scope.get("client") or ("?",))[0])
-        body = json.dumps({"error": {
-            "kind": "unauthenticated", "field": "tls",
-            "message": "the admission endpoints require a client certificate signed by "
-                       "GATEKEEPER_TLS_CLIENT_CA_FILE (the API server's)",
-        }}).encode()
-        await send({"type": "http.response.start", "status": 403,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_client_certificate_required(send)

@@ -108,6 +108,16 @@ def test_a_request_body_must_arrive_in_time(served: Served) -> None:
     assert b"request body not received within 1 s" in answer
 
 
+def test_an_admission_body_must_arrive_in_time(served: Served) -> None:
+    """The API server's path (the lean one, not FastAPI's middlewares) keeps the deadline."""
+    answer = exchange(served.port, (
+        b"POST /admission/validate?timeout=10s HTTP/1.1\r\nHost: gatekeeper\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"apiVersion\":"
+    ), wait=8)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b"request body not received within 1 s" in answer
+
+
 def test_the_embedded_opa_dies_with_the_gatekeeper(served: Served) -> None:
     opa = [pid for pid in children(served.process.pid)
            if b"opa" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]]

@@ -114,6 +114,20 @@ def test_admission_decision_is_a_trace_of_its_own(make_settings: MakeSettings) -
     (stored,) = found
     decision_span = next(s for s in stored["spans"] if s["operationName"] == "gatekeeper.decision")
     assert _tags(decision_span)["gatekeeper.source"] == "admission"
+    # The request itself still has its HTTP server span (the lean admission path is traced).
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        served = httpx.get(f"{QUERY}/api/traces", params={
+            "service": service, "operation": "POST /admission/validate", "limit": 5,
+        }, timeout=5).json()["data"]
+        if served:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the admission request's server span is not in Jaeger")
+    server_span = next(s for t in served for s in t["spans"]
+                       if s["operationName"] == "POST /admission/validate")
+    assert _tags(server_span)["span.kind"] == "server"
 
 
 def test_registry_round_trips_are_spans_of_the_digest_step(make_settings: MakeSettings, tmp_path: Path) -> None:
