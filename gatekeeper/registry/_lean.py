@@ -5,7 +5,8 @@ process (URL merging, request and response models, the auth and redirect flows, 
 the GIL; a cold evaluation makes seven, several at once. Over ``http.client`` it is about
 0.3 ms. The session uses this path only where it behaves exactly as the ``httpx`` client
 would: no proxy in the environment, no tracing instrumentation of the client, no injected
-transport; TLS with the very ``SSLContext`` httpx builds for the same ``verify`` setting. A
+transport; TLS with the very ``SSLContext`` httpx builds for the same ``verify`` setting (built
+at the first https connection, so a plain-HTTP host never loads a CA bundle). A
 redirect is handed back to the caller, which follows it with ``httpx`` (cross-origin rules,
 further hops), and so are the cases this module does not handle.
 
@@ -21,7 +22,7 @@ import select
 import socket
 import ssl
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -50,13 +51,15 @@ class LeanHost:
     idle ones are kept for reuse."""
 
     def __init__(
-        self, scheme: str, host: str, port: int | None, context: ssl.SSLContext | None,
-        user_agent: str,
+        self, scheme: str, host: str, port: int | None,
+        tls: Callable[[], ssl.SSLContext] | None, user_agent: str,
     ) -> None:  # fmt: skip
+        """``tls`` gives the context of an https host, called at each new connection (the
+        session builds it once, on the first one)."""
         self._https = scheme == "https"
         self._host = host
         self._port = port or (443 if self._https else 80)
-        self._context = context
+        self._tls = tls
         self._user_agent = user_agent
         self._origin = f"{scheme}://{host}" + (f":{port}" if port else "")
         self._idle: list[http.client.HTTPConnection] = []
@@ -110,9 +113,9 @@ class LeanHost:
                 return idle, True
             idle.close()  # closed by the server while idle (its keep-alive timeout)
         connection: http.client.HTTPConnection
-        if self._https:
+        if self._tls is not None:
             connection = http.client.HTTPSConnection(
-                self._host, self._port, timeout=timeout.connect, context=self._context
+                self._host, self._port, timeout=timeout.connect, context=self._tls()
             )
         else:
             connection = http.client.HTTPConnection(self._host, self._port, timeout=timeout.connect)

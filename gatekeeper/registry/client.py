@@ -9,6 +9,7 @@ Spec: https://github.com/opencontainers/distribution-spec/blob/v1.1.0/spec.md
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -77,6 +78,8 @@ class OciRegistryClient(RegistrySession):
         self._sleep = sleep
         self._clients: dict[str, httpx.Client] = {}
         self._lean: dict[str, LeanHost] = {}
+        self._tls: dict[str, ssl.SSLContext] = {}
+        self._tls_lock = threading.Lock()
         self._tokens: dict[tuple[str, str], _Token] = {}
         self._basic_hosts: set[str] = set()
         self._lock = threading.Lock()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import ssl
@@ -54,39 +55,20 @@ class RegistrySession:
     _sleep: Callable[[float], None]
     _clients: dict[str, httpx.Client]
     _lean: dict[str, LeanHost]
+    _tls: dict[str, ssl.SSLContext]
+    _tls_lock: threading.Lock
     _tokens: dict[tuple[str, str], _Token]
     _basic_hosts: set[str]
     _lock: threading.Lock
     _slots: HostSlots
 
     def _client_for(self, host_settings: RegistryHostSettings) -> httpx.Client:
-        return self._clients_for(host_settings)[0]
-
-    def _clients_for(
-        self, host_settings: RegistryHostSettings
-    ) -> tuple[httpx.Client, LeanHost | None]:
-        """The host's ``httpx`` client, and its lean path where that behaves the same (see
-        :mod:`gatekeeper.registry._lean`): no proxy in the environment (the ``httpx`` client
-        honours it), no tracing instrumentation, no injected transport."""
+        """The host's ``httpx`` client, built on first use; TLS with the host's one context."""
         with self._lock:
             client = self._clients.get(host_settings.host)
             if client is None:
-                verify: ssl.SSLContext | bool = True
-                if host_settings.insecure_skip_tls_verify:
-                    verify = False
-                elif host_settings.ca_bundle:
-                    try:
-                        verify = ssl.create_default_context(cafile=host_settings.ca_bundle)
-                    except (OSError, ssl.SSLError) as exc:
-                        raise ConfigurationError(
-                            f"registry {host_settings.host}: CA bundle "
-                            f"{host_settings.ca_bundle} cannot be loaded"
-                        ) from exc
-                if (self._transport is None and self._on_client is None
-                        and not urllib.request.getproxies()):  # fmt: skip
-                    self._lean[host_settings.host] = self._lean_host(host_settings, verify)
                 client = httpx.Client(
-                    verify=verify,
+                    verify=self._tls_context(host_settings),
                     transport=self._transport,
                     follow_redirects=True,
                     headers={"User-Agent": self._settings.user_agent},
@@ -98,18 +80,54 @@ class RegistrySession:
                 if self._on_client is not None:
                     self._on_client(client)
                 self._clients[host_settings.host] = client
-            return client, self._lean.get(host_settings.host)
+            return client
 
-    def _lean_host(
-        self, host_settings: RegistryHostSettings, verify: ssl.SSLContext | bool
-    ) -> LeanHost:
+    def _clients_for(
+        self, host_settings: RegistryHostSettings
+    ) -> tuple[Callable[[], httpx.Client], LeanHost | None]:
+        """The host's ``httpx`` client (a getter), and its lean path where that behaves the
+        same (see :mod:`gatekeeper.registry._lean`): no proxy in the environment (the ``httpx``
+        client honours it), no tracing instrumentation, no injected transport. With the lean
+        path, the ``httpx`` client is only built when needed (a redirect, a token request), and
+        a plain-HTTP host never loads a CA bundle."""
+        host = host_settings.host
+        with self._lock:
+            lean = self._lean.get(host)
+            if (lean is None and host not in self._clients and self._transport is None
+                    and self._on_client is None and not urllib.request.getproxies()):  # fmt: skip
+                lean = self._lean[host] = self._lean_host(host_settings)
+        if lean is None:
+            client = self._client_for(host_settings)
+            return (lambda: client), None
+        return (lambda: self._client_for(host_settings)), lean
+
+    def _lean_host(self, host_settings: RegistryHostSettings) -> LeanHost:
         url = httpx.URL(self._base_url(host_settings))
-        context = None
-        if url.scheme == "https":
-            # The context httpx builds for the same ``verify`` (certifi roots, SSL_CERT_FILE).
-            context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(
-                verify=verify)  # fmt: skip
-        return LeanHost(url.scheme, url.host, url.port, context, self._settings.user_agent)
+        tls = functools.partial(self._tls_context, host_settings) if url.scheme == "https" else None
+        return LeanHost(url.scheme, url.host, url.port, tls, self._settings.user_agent)
+
+    def _tls_context(self, host_settings: RegistryHostSettings) -> ssl.SSLContext:
+        """The host's TLS context, built on its first https connection and kept (one per host,
+        shared by the lean path and the ``httpx`` client): the context httpx builds for the
+        same ``verify`` setting (certifi roots, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``), the
+        host's ``ca_bundle``, or no verification with ``insecure_skip_tls_verify``."""
+        with self._tls_lock:
+            context = self._tls.get(host_settings.host)
+            if context is None:
+                if host_settings.insecure_skip_tls_verify:
+                    context = httpx.create_ssl_context(verify=False)
+                elif host_settings.ca_bundle:
+                    try:
+                        context = ssl.create_default_context(cafile=host_settings.ca_bundle)
+                    except (OSError, ssl.SSLError) as exc:
+                        raise ConfigurationError(
+                            f"registry {host_settings.host}: CA bundle "
+                            f"{host_settings.ca_bundle} cannot be loaded"
+                        ) from exc
+                else:
+                    context = httpx.create_ssl_context(verify=True)
+                self._tls[host_settings.host] = context
+            return context
 
     def _observe(self, operation: str, answer: Answer | None, error: Exception | None) -> None:
         if self._on_request is None:
@@ -157,7 +175,7 @@ class RegistrySession:
             log.warning(
                 "registry %s: TLS verification is DISABLED (insecure_skip_tls_verify)", registry
             )
-        client, lean = self._clients_for(host_settings)
+        client_of, lean = self._clients_for(host_settings)
         url = self._base_url(host_settings) + path
         attempts = self._settings.max_retries + 1
         authorised_once = False
@@ -176,10 +194,10 @@ class RegistrySession:
                 ):  # fmt: skip
                     timeout = self._timeout(deadline, registry, what)
                     if lean is None:
-                        answer = send_limited(client, method, url, request_headers, max_bytes,
+                        answer = send_limited(client_of(), method, url, request_headers, max_bytes,
                                               timeout, registry, what)  # fmt: skip
                     else:
-                        answer = self._lean_send(lean, client, method, url, path,
+                        answer = self._lean_send(lean, client_of, method, url, path,
                                                  request_headers, max_bytes, timeout,
                                                  registry, what)  # fmt: skip
             except httpx.TimeoutException as exc:
@@ -190,7 +208,7 @@ class RegistrySession:
             if answer is not None:
                 if answer.status == 401 and not authorised_once:
                     authorised_once = True
-                    self._authorise(client, registry, repository, answer, deadline, what)
+                    self._authorise(client_of(), registry, repository, answer, deadline, what)
                     continue
                 if answer.status in accept_statuses:
                     return answer
@@ -209,7 +227,7 @@ class RegistrySession:
     def _lean_send(
         self,
         lean: LeanHost,
-        client: httpx.Client,
+        client_of: Callable[[], httpx.Client],
         method: str,
         url: str,
         path: str,
@@ -233,7 +251,7 @@ class RegistrySession:
         origin = httpx.URL(url)
         if (target.scheme, target.host, target.port) != (origin.scheme, origin.host, origin.port):
             headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
-        return send_limited(client, method, answer.redirect, headers, max_bytes, timeout,
+        return send_limited(client_of(), method, answer.redirect, headers, max_bytes, timeout,
                             registry, what)  # fmt: skip
 
     def _back_off(

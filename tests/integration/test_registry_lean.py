@@ -8,10 +8,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -119,6 +121,32 @@ def test_kept_alive_connections_are_reused(serve: Callable[[Handler], KeepAliveS
     assert len(server.requests) == 6
     assert server.connections == 1
     assert server.requests[0][2]["User-Agent"].startswith("forge-gatekeeper")
+
+
+def test_a_plain_http_registry_creates_no_tls_context(
+    serve: Callable[[Handler], KeepAliveServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plain-HTTP registry never builds an ``SSLContext`` nor loads a CA bundle (about
+    20 ms of a ``gatekeeper verify``); its round trips go over the lean path."""
+    created: list[str] = []
+    original_new = ssl.SSLContext.__new__
+
+    def counting_new(cls: type[ssl.SSLContext], *args: Any, **kwargs: Any) -> ssl.SSLContext:
+        created.append(cls.__name__)
+        context: ssl.SSLContext = original_new(cls, *args, **kwargs)
+        return context
+
+    monkeypatch.setattr(ssl.SSLContext, "__new__", staticmethod(counting_new))
+    server = serve(manifest)
+    client = client_for(server)
+    reference = parse_image_reference(f"{server.host}/app:1.2")
+
+    digest = client.resolve_digest(reference)
+    client.get_manifest(reference, "1.2")
+
+    assert str(digest) == MANIFEST_DIGEST
+    assert len(server.requests) == 2
+    assert created == []
 
 
 def test_a_connection_the_registry_closed_is_replaced(

@@ -107,6 +107,30 @@ def test_ca_bundle_of_the_registry_is_trusted(tls_registry: tuple[str, Path]) ->
     assert str(digest) == DIGEST
 
 
+def test_the_ca_bundle_is_loaded_once_per_host(
+    tls_registry: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host's TLS context is built at its first https connection and kept: the server
+    closes every connection (HTTP/1.0), and the bundle is still read once."""
+    host, ca_file = tls_registry
+    loaded: list[object] = []
+    original = ssl.SSLContext.load_verify_locations
+
+    def counting(context: ssl.SSLContext, *args: object, **kwargs: object) -> None:
+        loaded.append(kwargs.get("cafile", args[0] if args else None))
+        original(context, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
+    client = _client(host, ca_bundle=str(ca_file))
+    assert loaded == []
+
+    digests = {str(client.resolve_digest(parse_image_reference(f"{host}/app:1.0")))
+               for _ in range(3)}  # fmt: skip
+
+    assert digests == {DIGEST}
+    assert loaded == [str(ca_file)]
+
+
 def test_unknown_ca_is_refused_naming_the_registry(tls_registry: tuple[str, Path]) -> None:
     host, _ = tls_registry
 

@@ -144,3 +144,23 @@ def test_the_server_root_preloads_what_the_configuration_can_use(tmp_path: Path)
     assert {"gatekeeper.verify.bundle", "gatekeeper.verify.tlog"} <= loaded["yes"]
     assert "gatekeeper.verify.notation" not in loaded["yes"]
     assert not {"gatekeeper.verify.bundle", "gatekeeper.verify.tlog"} & loaded["no"]
+
+
+def test_settings_from_the_environment_alone_do_not_load_pyyaml(tmp_path: Path) -> None:
+    """PyYAML is imported when a configuration file is read, not for settings given only by
+    environment variables."""
+    script = (
+        "import json, sys\n"
+        "from gatekeeper.config import load_settings\n"
+        "settings = load_settings()\n"
+        "print(json.dumps({'trusted_root': settings.trusted_root, "
+        "'yaml': any(n == 'yaml' or n.startswith('yaml.') for n in sys.modules)}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
+    env.update(GATEKEEPER_TRUSTED_ROOT="none", PYTHONPATH=str(REPO))
+    completed = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout) == {"trusted_root": "none", "yaml": False}
