@@ -55,6 +55,7 @@ from benchmarks.common import (  # noqa: E402
     stop,
     wait_until,
 )
+from benchmarks.kube_profile import Groups, Profile  # noqa: E402
 
 NAMESPACE = "bench"
 KUBECTL = REPO / ".tools" / "bin" / "kubectl"
@@ -103,8 +104,9 @@ def api_endpoint(kubeconfig: Path) -> dict[str, str]:
 # -- the gatekeeper (a child process) and its registration ----------------------------------
 
 @contextmanager
-def running_gatekeeper(directory: Path, registry: str,
-                       workers: int = 1) -> Iterator[tuple[str, Path, int]]:
+def running_gatekeeper(directory: Path, registry: str, workers: int = 1,
+                       overrides: dict[str, Any] | None = None,
+                       ) -> Iterator[tuple[str, Path, int]]:
     """``gatekeeper serve [--workers N]`` over HTTPS on loopback; yields its URL, the CA file
     and its pid once every worker serves."""
     from tests.unit.webhook.certificates import CertificateAuthority
@@ -124,6 +126,7 @@ def running_gatekeeper(directory: Path, registry: str,
         "ecr_scan_enabled": False,
         "registry": {"hosts": [{"host": registry, "plain_http": True}]},
         "workers": workers,
+        **(overrides or {}),
     }
     (directory / "gatekeeper.yaml").write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
@@ -223,6 +226,8 @@ def report(label: str, concurrency: int, figures: dict[str, Any],
                  f"(x{figures['p50_ms'] / baseline['p50_ms']:.1f}), throughput "
                  f"x{figures['per_second'] / baseline['per_second']:.2f}")
     print(line, flush=True)
+    for extra in figures.get("profile", []):
+        print(extra, flush=True)
 
 
 def wait_for_webhook(pool: Any, endpoint: dict[str, str], image: str, pinned: str) -> None:
@@ -241,7 +246,19 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--workers", help="e.g. 1,2: the both-webhooks round against "
                         "`gatekeeper serve --workers N` for each N (same run), with ratios")
+    parser.add_argument("--profile", action="store_true", help="per round: CPU per process "
+                        "group per Pod, machine CPU, API server connections to the gatekeeper, "
+                        "the gatekeeper's mean review/OPA/audit timings (its /metrics)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a gatekeeper setting (YAML value), e.g. "
+                        "admission_record_dry_run=false; repeatable")
     args = parser.parse_args()
+    overrides = {key: yaml.safe_load(value) for key, _, value in
+                 (item.partition("=") for item in args.set)}
+    if args.profile:
+        overrides.setdefault("metrics_port", free_port())
+    if overrides:
+        print(f"gatekeeper settings: {overrides}", flush=True)
     levels = [int(level) for level in args.concurrency.split(",")]
     worker_counts = [int(n) for n in args.workers.split(",")] if args.workers else [1]
     print(f"cores: {os.cpu_count()}  load average: {os.getloadavg()[0]:.1f}  request: POST Pod "
@@ -265,17 +282,34 @@ def main() -> None:
                     raise RuntimeError("no default ServiceAccount after 30s")
                 time.sleep(0.2)
             run_load(pool, endpoint, image, max(levels), 100)  # warm-up
+            cluster_pids = [int((directory / "cluster" / f"{name}.pid").read_text())
+                            for name in ("kube-apiserver", "etcd")
+                            if (directory / "cluster" / f"{name}.pid").exists()]
+
+            def profiled(concurrency: int, gatekeeper: int = 0,
+                         url: str | None = None) -> dict[str, Any]:
+                if not args.profile:
+                    return run_load(pool, endpoint, image, concurrency, args.requests)
+                groups = Groups({"kube-apiserver": cluster_pids[:1], "etcd": cluster_pids[1:],
+                                 "bench clients": [p.pid for p in pool._pool]}, gatekeeper)
+                profile = Profile(groups, int(url.rsplit(":", 1)[1]) if url else None,
+                                  overrides["metrics_port"] if url else None)
+                figures = run_load(pool, endpoint, image, concurrency, args.requests)
+                figures["profile"] = profile.finish(figures["requests"],
+                                                    figures["requests"] / figures["per_second"])
+                return figures
+
             baseline: dict[int, dict[str, Any]] = {}
             for concurrency in levels:
-                baseline[concurrency] = run_load(pool, endpoint, image, concurrency,
-                                                 args.requests)
+                baseline[concurrency] = profiled(concurrency)
                 report("no webhook", concurrency, baseline[concurrency], None)
             both: dict[tuple[int, int], dict[str, Any]] = {}
             for workers in worker_counts:
                 label = f" w={workers}" if args.workers else ""
                 home = directory / f"gatekeeper-{workers}"
                 home.mkdir()
-                with running_gatekeeper(home, registry, workers) as (url, ca_file, pid):
+                with running_gatekeeper(home, registry, workers, overrides) as (url, ca_file,
+                                                                                 pid):
                     documents = webhook_configurations(url, ca_file)
                     kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
                     wait_for_webhook(pool, endpoint, image, f"{image}@{digest}")
@@ -285,7 +319,7 @@ def main() -> None:
                         """The load, and the CPU the gatekeeper (its workers) and OPA spent per
                         Pod (user + system, from /proc): stable where latency is not."""
                         cpu = tree_cpu_seconds(pid)
-                        figures = run_load(pool, endpoint, image, concurrency, args.requests)
+                        figures = profiled(concurrency, pid, url)
                         figures["cpu_ms"] = ((tree_cpu_seconds(pid) - cpu) * 1000
                                              / figures["requests"])
                         return figures
