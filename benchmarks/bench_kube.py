@@ -290,8 +290,9 @@ def main() -> None:
                          url: str | None = None) -> dict[str, Any]:
                 if not args.profile:
                     return run_load(pool, endpoint, image, concurrency, args.requests)
+                clients = [p.pid for p in pool._pool]  # type: ignore[attr-defined]
                 groups = Groups({"kube-apiserver": cluster_pids[:1], "etcd": cluster_pids[1:],
-                                 "bench clients": [p.pid for p in pool._pool]}, gatekeeper)
+                                 "bench clients": clients}, gatekeeper)
                 profile = Profile(groups, int(url.rsplit(":", 1)[1]) if url else None,
                                   overrides["metrics_port"] if url else None)
                 figures = run_load(pool, endpoint, image, concurrency, args.requests)
