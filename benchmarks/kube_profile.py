@@ -71,6 +71,21 @@ class Groups:
         return spent
 
 
+def threads(pid: int) -> dict[str, float]:
+    """CPU seconds of each thread of ``pid``, by ``tid:name`` (the first is the event loop)."""
+    spent: dict[str, float] = {}
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        head, _, tail = text.rpartition(")")
+        fields = tail.split()
+        key = f"{stat.parent.name}:{head.partition('(')[2]}"
+        spent[key] = (int(fields[11]) + int(fields[12])) / _TICKS
+    return spent
+
+
 class Connections(threading.Thread):
     """Samples, every 20 ms, the established TCP connections accepted on ``port``."""
 
@@ -121,6 +136,7 @@ class Profile:
         self.metrics_port = metrics_port
         self.connections = Connections(gatekeeper_port) if gatekeeper_port else None
         self.before = groups.cpu()
+        self.threads = threads(groups.gatekeeper) if groups.gatekeeper else {}
         self.machine = _machine()
         self.metrics = scrape(metrics_port) if metrics_port else {}
         if self.connections:
@@ -136,9 +152,18 @@ class Profile:
             name: (after[name] - self.before[name]) * 1000 / pods for name in after}
         used = (busy - self.machine[0]) / max(1.0, total - self.machine[1])
         parts = ", ".join(f"{name} {ms:.2f}" for name, ms in figures.items())
+        machine_ms = used * cores * seconds * 1000 / pods
         lines.append(f"    CPU ms/Pod: {parts}; sum {sum(figures.values()):.2f}; machine busy "
-              f"{used * 100:.0f}% of {cores} cores ({used * cores * seconds * 1000 / pods:.2f} "
-              "ms/Pod incl. other load)")
+                     f"{used * 100:.0f}% of {cores} cores ({machine_ms:.2f} ms/Pod incl. other "
+                     "load)")
+        if self.threads:
+            now = threads(self.groups.gatekeeper)
+            shares = sorted(((now[key] - self.threads.get(key, 0.0)) / seconds, key)
+                            for key in now)[::-1][:4]
+            loop = f"{self.groups.gatekeeper}:"
+            lines.append("    gatekeeper threads, share of one core over the round: " + ", ".join(
+                f"{'event loop ' if key.startswith(loop) else ''}{key} {share * 100:.0f}%"
+                for share, key in shares))
         if self.connections:
             self.connections.done.set()
             self.connections.join()
