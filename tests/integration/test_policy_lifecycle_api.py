@@ -23,7 +23,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gatekeeper.api.auth import Authenticator, install_auth
-from gatekeeper.api.policy_routes import build_policy_router
 from gatekeeper.app import create_app
 from gatekeeper.domain.ports import Clock
 from gatekeeper.policy import EmbeddedOpa
@@ -201,7 +200,6 @@ def lifecycle_app(tmp_path: Path, make_settings: MakeSettings, opa_binary: str) 
     app = create_app(settings, container=container)
     app.state.policy_lifecycle = lifecycle
     install_auth(app, Authenticator.from_settings(hs256_secret=SECRET))
-    app.include_router(build_policy_router())
     with TestClient(app) as client:
         lifecycle.start(bootstrap=shipped())
         lifecycle.sync(force=True)
