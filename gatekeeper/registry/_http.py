@@ -6,7 +6,7 @@ import base64
 import email.utils
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +21,7 @@ __all__ = [
     "basic_header",
     "json_object",
     "next_link",
+    "read_within_limit",
     "retry_after_seconds",
     "send_limited",
     "status_error",
@@ -54,23 +55,32 @@ def send_limited(
                     if len(body) > 4096:
                         break
             return Answer(response.status_code, response.headers, body)
-        declared = response.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        content = read_within_limit(response.iter_bytes(), response.headers.get("Content-Length"),
+                                    max_bytes, registry, what)
+        return Answer(response.status_code, response.headers, content)
+
+
+def read_within_limit(
+    chunks: Iterable[bytes], declared: str | None, max_bytes: int, registry: str, what: str
+) -> bytes:
+    """A 200 answer's body, refused (:class:`VerificationError`) as soon as its declared
+    ``Content-Length`` or the bytes read go over ``max_bytes``; ``what`` names the step."""
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise VerificationError(
+            f"registry {registry}: {what} refused: {declared} bytes, more than "
+            f"the limit of {max_bytes} bytes",
+            context={"registry": registry, "step": what},
+        )
+    buffer = bytearray()
+    for chunk in chunks:
+        buffer += chunk
+        if len(buffer) > max_bytes:
             raise VerificationError(
-                f"registry {registry}: {what} refused: {declared} bytes, more than "
-                f"the limit of {max_bytes} bytes",
+                f"registry {registry}: {what} refused: more than the limit of "
+                f"{max_bytes} bytes",
                 context={"registry": registry, "step": what},
             )
-        buffer = bytearray()
-        for chunk in response.iter_bytes():
-            buffer += chunk
-            if len(buffer) > max_bytes:
-                raise VerificationError(
-                    f"registry {registry}: {what} refused: more than the limit of "
-                    f"{max_bytes} bytes",
-                    context={"registry": registry, "step": what},
-                )
-        return Answer(response.status_code, response.headers, bytes(buffer))
+    return bytes(buffer)
 
 
 def status_error(registry: str, what: str, status: int) -> GatekeeperError:

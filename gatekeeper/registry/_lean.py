@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from gatekeeper.errors import VerificationError
+from gatekeeper.registry._http import read_within_limit
 
 __all__ = ["LeanHost", "LeanAnswer"]
 
@@ -198,23 +198,11 @@ class LeanHost:
             # Error bodies are read only for their first bytes (never needed beyond logs).
             body = response.read(_ERROR_BODY_BYTES + 1)
             return LeanAnswer(status, headers, body), self._drained(response)
-        declared = headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-            raise VerificationError(
-                f"registry {registry}: {what} refused: {declared} bytes, more than "
-                f"the limit of {max_bytes} bytes",
-                context={"registry": registry, "step": what},
-            )
-        buffer = bytearray()
-        while chunk := response.read(_CHUNK):
-            buffer += chunk
-            if len(buffer) > max_bytes:
-                raise VerificationError(
-                    f"registry {registry}: {what} refused: more than the limit of "
-                    f"{max_bytes} bytes",
-                    context={"registry": registry, "step": what},
-                )
-        return LeanAnswer(status, headers, bytes(buffer)), not response.will_close
+        chunks = iter(lambda: response.read(_CHUNK), b"")
+        content = read_within_limit(
+            chunks, headers.get("Content-Length"), max_bytes, registry, what
+        )
+        return LeanAnswer(status, headers, content), not response.will_close
 
     @staticmethod
     def _drained(response: http.client.HTTPResponse) -> bool:
