@@ -52,6 +52,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.common import (  # noqa: E402
     free_port,
     http_status,
+    proc_cpu,
     run_workers,
     running_registry,
     stop,
@@ -331,21 +332,14 @@ def tree_cpu_seconds(pid: int, command: str | None = None) -> float:
     """User + system CPU of ``pid`` and its descendants (the gatekeeper, its workers, their
     OPA), from /proc: a figure the other load on a shared machine does not inflate. With
     ``command`` (e.g. ``opa``): only the descendants running that program."""
-    ticks = os.sysconf("SC_CLK_TCK")
     parents: dict[int, int] = {}
     spent: dict[int, float] = {}
     names: dict[int, str] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
+        if (cpu := proc_cpu(stat)) is None:
             continue
-        head, _, tail = text.rpartition(")")
-        fields = tail.split()
         found = int(stat.parent.name)
-        parents[found] = int(fields[1])
-        spent[found] = (int(fields[11]) + int(fields[12])) / ticks
-        names[found] = head.partition("(")[2]
+        parents[found], names[found], spent[found] = cpu
 
     def descends(candidate: int) -> bool:
         while candidate > 1:

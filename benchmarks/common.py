@@ -107,6 +107,21 @@ def run_process(arguments: Sequence[str], *, env: dict[str, str] | None = None,
     return elapsed, completed
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(stat: Path) -> tuple[int, str, float] | None:
+    """``(parent pid, program, user + system CPU seconds)`` from a ``/proc/<pid>/stat`` or
+    ``/proc/<pid>/task/<tid>/stat`` file; None when the process is gone."""
+    try:
+        text = stat.read_text()
+    except OSError:
+        return None
+    head, _, tail = text.rpartition(")")
+    fields = tail.split()
+    return int(fields[1]), head.partition("(")[2], (int(fields[11]) + int(fields[12])) / _TICKS
+
+
 def children_cpu_seconds() -> float:
     """User + system CPU of the children that ended so far: with :func:`run_process`, a child's
     own CPU, which other load on a shared machine inflates far less than its wall time."""
@@ -266,21 +281,27 @@ def running_registry(directory: Path, *, access_log: bool = False) -> Iterator[s
         stop(process, timeout=10)
 
 
+def gatekeeper_env(tmp: str | Path) -> dict[str, str]:
+    """The settings a benchmark's gatekeeper runs with: SQLite, spool and policy state under
+    ``tmp``, the shipped policies, no auth, no metrics listener, warnings only."""
+    return {
+        "GATEKEEPER_DATABASE_URL": f"sqlite:///{tmp}/bench.db",
+        "GATEKEEPER_POLICY_DIR": str(REPO / "policies"),
+        "GATEKEEPER_METRICS_PORT": "0",
+        "GATEKEEPER_LOG_LEVEL": "WARNING",
+        "GATEKEEPER_INSECURE_DISABLE_AUTH": "true",
+        "GATEKEEPER_AUDIT_SPOOL_DIR": f"{tmp}/spool",
+        "GATEKEEPER_POLICY_STATE_DIR": f"{tmp}/policy-state",
+    }
+
+
 @contextmanager
 def running_gatekeeper(extra_env: dict[str, str] | None = None) -> Iterator[int]:
     """``gatekeeper serve`` as a child on a free loopback port, SQLite in a temp dir."""
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ)
-        env.update(
-            GATEKEEPER_DATABASE_URL=f"sqlite:///{tmp}/bench.db",
-            GATEKEEPER_POLICY_DIR=str(REPO / "policies"),
-            GATEKEEPER_METRICS_PORT="0",
-            GATEKEEPER_LOG_LEVEL="WARNING",
-            GATEKEEPER_INSECURE_DISABLE_AUTH="true",
-            GATEKEEPER_AUDIT_SPOOL_DIR=f"{tmp}/spool",
-            GATEKEEPER_POLICY_STATE_DIR=f"{tmp}/policy-state",
-        )
+        env.update(gatekeeper_env(tmp))
         env.setdefault("GATEKEEPER_OPA_BINARY", str(REPO / ".tools/bin/opa"))
         env.update(extra_env or {})
         log = Path(tmp) / "gatekeeper.log"

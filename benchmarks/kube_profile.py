@@ -13,7 +13,8 @@ import threading
 import urllib.request
 from pathlib import Path
 
-_TICKS = os.sysconf("SC_CLK_TCK")
+from benchmarks.common import proc_cpu
+
 # histograms whose mean over the round (per label set) is printed in ms
 _HISTOGRAMS = ("forge_gatekeeper_admission_review_duration_seconds",
                "forge_gatekeeper_opa_evaluation_duration_seconds",
@@ -24,14 +25,8 @@ def _processes() -> dict[int, tuple[int, str, float]]:
     """pid -> (parent, program, user + system CPU seconds)."""
     found: dict[int, tuple[int, str, float]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        head, _, tail = text.rpartition(")")
-        fields = tail.split()
-        found[int(stat.parent.name)] = (int(fields[1]), head.partition("(")[2],
-                                        (int(fields[11]) + int(fields[12])) / _TICKS)
+        if (cpu := proc_cpu(stat)) is not None:
+            found[int(stat.parent.name)] = cpu
     return found
 
 
@@ -75,14 +70,8 @@ def threads(pid: int) -> dict[str, float]:
     """CPU seconds of each thread of ``pid``, by ``tid:name`` (the first is the event loop)."""
     spent: dict[str, float] = {}
     for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        head, _, tail = text.rpartition(")")
-        fields = tail.split()
-        key = f"{stat.parent.name}:{head.partition('(')[2]}"
-        spent[key] = (int(fields[11]) + int(fields[12])) / _TICKS
+        if (cpu := proc_cpu(stat)) is not None:
+            spent[f"{stat.parent.name}:{cpu[1]}"] = cpu[2]
     return spent
 
 

@@ -41,7 +41,13 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_cold import build_images, evaluate, gatekeeper_config  # noqa: E402
-from benchmarks.common import free_port, http_status, running_registry, wait_until  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    free_port,
+    gatekeeper_env,
+    http_status,
+    running_registry,
+    wait_until,
+)
 from tests.integration.cosign_fixtures import generate_key_pair  # noqa: E402
 
 
@@ -135,16 +141,7 @@ def serving(config_file: Path, tmp: Path) -> Iterator[int]:
     """The production app in this process under uvicorn (as ``gatekeeper serve`` runs it)."""
     import uvicorn
 
-    os.environ.update(
-        GATEKEEPER_CONFIG=str(config_file),
-        GATEKEEPER_DATABASE_URL=f"sqlite:///{tmp}/bench.db",
-        GATEKEEPER_POLICY_DIR=str(REPO / "policies"),
-        GATEKEEPER_METRICS_PORT="0",
-        GATEKEEPER_LOG_LEVEL="WARNING",
-        GATEKEEPER_INSECURE_DISABLE_AUTH="true",
-        GATEKEEPER_AUDIT_SPOOL_DIR=f"{tmp}/spool",
-        GATEKEEPER_POLICY_STATE_DIR=f"{tmp}/policy-state",
-    )
+    os.environ.update(gatekeeper_env(tmp), GATEKEEPER_CONFIG=str(config_file))
     os.environ.setdefault("GATEKEEPER_OPA_BINARY", str(REPO / ".tools/bin/opa"))
     from gatekeeper.app import create_app
     from gatekeeper.cli.serve import _uvicorn_options
