@@ -19,12 +19,11 @@ sigstore's policy-controller resolves on every admission. The default here is sh
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from gatekeeper.domain import Digest, ImageReference
+from gatekeeper.domain.ttl_cache import TtlCache
 
 __all__ = ["REMEMBERED_OUTCOME", "TagDigestMemory"]
 
@@ -47,10 +46,7 @@ class TagDigestMemory:
         if ttl_seconds < 0 or max_entries < 1:
             raise ValueError("tag digest memory needs ttl_seconds >= 0 and max_entries >= 1")
         self._ttl = ttl_seconds
-        self._max = max_entries
-        self._monotonic = monotonic
-        self._entries: OrderedDict[_Key, tuple[float, Digest]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: TtlCache[Digest] = TtlCache(max_entries=max_entries, monotonic=monotonic)
 
     @property
     def enabled(self) -> bool:
@@ -68,29 +64,13 @@ class TagDigestMemory:
         key = self._key(reference)
         if key is None or self._ttl <= 0:
             return None
-        now = self._monotonic()
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            expires, digest = entry
-            if expires <= now:
-                del self._entries[key]
-                return None
-            self._entries.move_to_end(key)
-            return digest
+        return self._cache.get(key)
 
     def remember(self, reference: ImageReference, digest: Digest) -> None:
         """Keep a *successful* resolution of ``reference``'s tag for the TTL."""
         key = self._key(reference)
-        if key is None or self._ttl <= 0:
-            return
-        with self._lock:
-            self._entries[key] = (self._monotonic() + self._ttl, digest)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
+        if key is not None:
+            self._cache.put(key, digest, self._ttl)  # a TTL of 0 stores nothing
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._entries)
+        return len(self._cache)
