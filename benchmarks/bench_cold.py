@@ -19,6 +19,15 @@ v1 provenance with the same key (so each ``.att`` holds two layers), then times,
   with equivalent ClusterImagePolicies: a signature by the same key, and both attestation
   types.
 
+and, first, the floor those server paths stand on (:mod:`benchmarks.registry_floor`):
+
+* **registry alone**: the same registry requests a cold evaluation makes, by a minimal client
+  in the most parallel order the protocol allows, so ``cold - floor`` is what the gatekeeper
+  adds; with the registry's CPU per lookup (Debian's ``docker-registry`` spends milliseconds
+  per blob GET), and, per server path, the CPU the registry and the gatekeeper (with its OPA)
+  spent per evaluation: their sum over the cores is the machine's floor for one cold
+  evaluation.
+
 Every answer is checked (allow / exit 0), and an unsigned image is refused by each of them
 once, so no path is timed that does not verify. Printed: p50/p90/p99 per path (for the
 processes also their CPU time, which a busy machine inflates less than wall time), the registry
@@ -36,6 +45,7 @@ import os
 import statistics
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +66,12 @@ from benchmarks.common import (  # noqa: E402
     running_registry,
     time_process,
     timed,
+)
+from benchmarks.registry_floor import (  # noqa: E402
+    FloorClient,
+    pid_with_argument,
+    process_cpu_seconds,
+    tree_cpu_seconds,
 )
 from tests.integration.cosign_fixtures import (  # noqa: E402
     CYCLONEDX_PREDICATE,
@@ -151,10 +167,20 @@ def evaluate(conn: http.client.HTTPConnection, image: str, expect: str = "allow"
         raise RuntimeError(f"{image}: expected {expect}, got HTTP {status}: {body[:1500]!r}")
 
 
+@dataclass(frozen=True)
+class ServerRun:
+    median: float  # seconds per evaluation, p50
+    requests: float  # registry requests per evaluation
+    registry_cpu: float  # seconds of the registry's CPU per evaluation
+    server_cpu: float  # seconds of the gatekeeper's and its OPA's CPU per evaluation
+
+
 def bench_server(config_file: Path, images: list[str], unsigned: str, rounds: int,
-                 log: AccessLog, *, label: str) -> tuple[float, float]:
-    """Median seconds of one evaluation and registry requests per evaluation."""
+                 log: AccessLog, registry_pid: int, *, label: str) -> ServerRun:
+    """Times one evaluation at a time; prints also the CPU the registry and the gatekeeper
+    (with its OPA) spent per evaluation."""
     with running_gatekeeper({"GATEKEEPER_CONFIG": str(config_file)}) as port:
+        server = pid_with_argument(str(port))
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         evaluate(conn, unsigned, expect="deny")
         for image in images:  # untimed: connections, OPA, the warm server's caches
@@ -162,12 +188,41 @@ def bench_server(config_file: Path, images: list[str], unsigned: str, rounds: in
         mark = log.mark()
         order = [image for _ in range(rounds) for image in images]
         position = iter(order)
+        registry_before, server_before = (process_cpu_seconds(registry_pid),
+                                          tree_cpu_seconds(server))
         samples = timed(lambda: evaluate(conn, next(position)), len(order))
+        registry_cpu = (process_cpu_seconds(registry_pid) - registry_before) / len(order)
+        server_cpu = (tree_cpu_seconds(server) - server_before) / len(order)
         requests = log.since(mark, agent=GATEKEEPER_AGENT)
         conn.close()
     median = report(label, samples, width=26)
     print(f"{'':<26} registry requests per evaluation: {describe_requests(requests, len(order))}")
-    return median, len(requests) / len(order)
+    print(f"{'':<26} CPU per evaluation: registry {registry_cpu * 1000:.1f} ms, gatekeeper "
+          f"and its OPA {server_cpu * 1000:.1f} ms")
+    return ServerRun(median, len(requests) / len(order), registry_cpu, server_cpu)
+
+
+def bench_floor(registry: str, images: list[str], rounds: int, log: AccessLog,
+                registry_pid: int) -> float:
+    """The same registry requests made by :class:`FloorClient`: the registry's floor."""
+    client = FloorClient(registry)
+    try:
+        for image in images:  # untimed: connections and threads
+            client.lookup(image)
+        mark = log.mark()
+        order = [image for _ in range(rounds) for image in images]
+        position = iter(order)
+        before = process_cpu_seconds(registry_pid)
+        samples = timed(lambda: client.lookup(next(position)), len(order))
+        registry_cpu = (process_cpu_seconds(registry_pid) - before) / len(order)
+        requests = log.since(mark, agent="registry-floor")
+    finally:
+        client.close()
+    median = report("registry alone (floor)", samples, width=26)
+    print(f"{'':<26} the same requests by a minimal client: "
+          f"{describe_requests(requests, len(order))}")
+    print(f"{'':<26} registry CPU per lookup: {registry_cpu * 1000:.1f} ms")
+    return median
 
 
 def bench_processes(label: str, argv_for: Any, images: list[str], unsigned: str, runs: int,
@@ -215,10 +270,13 @@ def main() -> int:
                 configs[kind] = workdir / f"gatekeeper-{kind}.yaml"
                 configs[kind].write_text(yaml.safe_dump(
                     gatekeeper_config(registry, keys, cold=kind == "cold")))
-            cold, cold_requests = bench_server(configs["cold"], images, unsigned,
-                                               arguments.rounds, log, label="gatekeeper cold")
-            warm, _ = bench_server(configs["warm"], images, unsigned, arguments.rounds * 5, log,
-                                   label="gatekeeper warm")
+            registry_pid = pid_with_argument(str(workdir / "registry.yml"))
+            floor_lookup = bench_floor(registry, images, arguments.rounds, log, registry_pid)
+            cold_run = bench_server(configs["cold"], images, unsigned, arguments.rounds, log,
+                                    registry_pid, label="gatekeeper cold")
+            cold, cold_requests = cold_run.median, cold_run.requests
+            warm = bench_server(configs["warm"], images, unsigned, arguments.rounds * 5, log,
+                                registry_pid, label="gatekeeper warm").median
 
             env = {k: v for k, v in os.environ.items() if not k.startswith("GATEKEEPER_")}
             env.update(GATEKEEPER_CONFIG=str(configs["cold"]), PYTHONPATH=str(REPO),
@@ -245,6 +303,14 @@ def main() -> int:
 
     print("ratios (medians, same run):")
     print(f"  cold / warm                         {ratio(cold, warm)}")
+    print(f"  cold / registry floor               {ratio(cold, floor_lookup)}   (the gatekeeper "
+          f"adds {(cold - floor_lookup) * 1000:.1f} ms)")
+    cores = os.cpu_count() or 1
+    machine_floor = (cold_run.registry_cpu + cold_run.server_cpu) / cores
+    print(f"  cold / machine floor                {ratio(cold, machine_floor)}   (one cold "
+          f"evaluation's CPU, registry {cold_run.registry_cpu * 1000:.1f} + gatekeeper "
+          f"{cold_run.server_cpu * 1000:.1f} ms, spread over {cores} cores: "
+          f"{machine_floor * 1000:.1f} ms)")
     print(f"  gatekeeper verify / python -c pass  {ratio(verify, floor)}")
     if peer is not None:
         print(f"  tester / gatekeeper cold            {ratio(peer, cold)}   target >= 3x")
