@@ -25,18 +25,23 @@ class HostSlots:
         self, host: str, *, deadline: float | None, default_wait: float, what: str
     ) -> Iterator[None]:
         """Hold one of ``host``'s slots; wait for one until ``deadline`` (``default_wait``
-        seconds without one), else raise :class:`UpstreamUnavailableError`."""
+        seconds without one), else raise :class:`UpstreamUnavailableError`.
+
+        Only a host whose slots all stayed busy is reported here, as the registry timing out
+        (its requests in flight did not finish in time); a free slot is taken even when the
+        deadline has passed, and the caller reports the spent budget itself."""
         with self._lock:
             slots = self._slots.get(host)
             if slots is None:
                 slots = threading.BoundedSemaphore(self._limit)
                 self._slots[host] = slots
         wait = default_wait if deadline is None else deadline - self._monotonic()
-        if wait <= 0 or not slots.acquire(timeout=wait):
+        acquired = slots.acquire(timeout=wait) if wait > 0 else slots.acquire(blocking=False)
+        if not acquired:
             raise UpstreamUnavailableError(
-                f"registry {host}: no request slot free in time {what} "
-                f"({self._limit} requests in flight)",
-                context={"registry": host, "step": what},
+                f"registry {host} timed out {what}: its {self._limit} request slots "
+                f"(max_concurrent_requests) stayed busy",
+                context={"registry": host, "step": what, "slots": self._limit},
             )
         try:
             yield

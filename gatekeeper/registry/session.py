@@ -150,10 +150,7 @@ class RegistrySession:
         if deadline is not None:
             left = deadline - self._monotonic()
             if left <= 0:
-                raise UpstreamUnavailableError(
-                    f"registry {registry}: time budget exhausted before {what}",
-                    context={"registry": registry, "step": what},
-                )
+                raise _exhausted_before(registry, what)
             connect, read = min(connect, left), min(read, left)
         return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
 
@@ -180,13 +177,21 @@ class RegistrySession:
         attempts = self._settings.max_retries + 1
         authorised_once = False
         attempt = 0
+        retrying: str | None = None  # why the previous attempt failed
+        error: Exception | None = None
         while True:
+            if deadline is not None and self._monotonic() >= deadline:
+                # Checked before waiting for a slot: a budget spent before this attempt (by
+                # the caller, or in an overrun back-off sleep) is not a busy host.
+                if retrying is None:
+                    raise _exhausted_before(registry, what)
+                raise _no_time_to_retry(registry, what, retrying, attempt) from error
             request_headers = dict(headers)
             auth_header = self._cached_authorization(registry, repository)
             if auth_header:
                 request_headers["Authorization"] = auth_header
             answer: Answer | None = None
-            error: Exception | None = None
+            error = None
             try:
                 with self._slots.slot(
                     host_settings.host, deadline=deadline,
@@ -222,7 +227,8 @@ class RegistrySession:
                 if error is not None:
                     raise UpstreamUnavailableError(message, context=context) from error
                 raise UpstreamUnavailableError(message, context=context)
-            self._back_off(attempt, answer, deadline, registry, what, failure)
+            self._back_off(attempt, answer, deadline, registry, what, failure, error)
+            retrying = failure
 
     def _lean_send(
         self,
@@ -262,6 +268,7 @@ class RegistrySession:
         registry: str,
         what: str,
         failure: str,
+        error: Exception | None,
     ) -> None:
         delay = min(self._settings.backoff_max, self._settings.backoff_initial * 2 ** (attempt - 1))
         delay *= 0.5 + random.random() / 2  # noqa: S311 - jitter, not cryptography
@@ -270,10 +277,8 @@ class RegistrySession:
             if retry_after is not None:
                 delay = min(max(delay, retry_after), self._settings.backoff_max)
         if deadline is not None and self._monotonic() + delay >= deadline:
-            raise UpstreamUnavailableError(
-                f"registry {registry} {failure} {what}; no time left in the budget to retry",
-                context={"registry": registry, "step": what, "attempts": attempt},
-            )
+            raise _no_time_to_retry(registry, what, failure, attempt) from error
+        # The sleep may overrun (a loaded machine): the loop checks the deadline again.
         self._sleep(delay)
 
     def _cached_authorization(self, registry: str, repository: str) -> str | None:
@@ -394,3 +399,22 @@ def _workload_overlay(registry: str) -> WorkloadRegistryLogins | None:
     if overlay is not None and overlay.login_for(registry) is not None:
         return overlay
     return None
+
+
+def _exhausted_before(registry: str, what: str) -> UpstreamUnavailableError:
+    """The budget ran out before this request was sent: nothing was asked of the registry."""
+    return UpstreamUnavailableError(
+        f"registry {registry}: time budget exhausted before {what}",
+        context={"registry": registry, "step": what},
+    )
+
+
+def _no_time_to_retry(
+    registry: str, what: str, failure: str, attempts: int
+) -> UpstreamUnavailableError:
+    """The budget ran out after a failed attempt (``failure``: ``timed out``, ``answered
+    503``...), before the next one: the user is told what the registry did."""
+    return UpstreamUnavailableError(
+        f"registry {registry} {failure} {what}; no time left in the budget to retry",
+        context={"registry": registry, "step": what, "attempts": attempts},
+    )

@@ -7,15 +7,14 @@ service denies this request and the next one asks the scanner again.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from gatekeeper.domain.ports import EvidenceContext
 from gatekeeper.domain.ports.scans import ScanReport, ScanSource, ScanState
 from gatekeeper.domain.reference import Digest, ImageReference
+from gatekeeper.domain.ttl_cache import TtlCache as _SharedTtlCache
 from gatekeeper.metrics import Metrics
 
 __all__ = ["ScanEvidenceCollector", "TtlCache"]
@@ -23,35 +22,17 @@ __all__ = ["ScanEvidenceCollector", "TtlCache"]
 _SHORT_LIVED = frozenset({ScanState.PENDING, ScanState.NOT_SCANNED, ScanState.IMAGE_NOT_FOUND})
 
 
-class TtlCache:
-    """A small thread-safe LRU whose entries expire; ``clock`` is monotonic seconds."""
+class TtlCache(_SharedTtlCache[Any]):
+    """The project's one TTL cache (:class:`gatekeeper.domain.ttl_cache.TtlCache`) under the
+    names this package exported before it had its own copy: ``clock=`` for the monotonic
+    clock, ``ttl=`` for the lifetime. Kept for importers of ``gatekeeper.scans.TtlCache``;
+    new code uses the domain class."""
 
     def __init__(self, *, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
-        self._max_entries = max_entries
-        self._clock = clock
-        self._lock = threading.Lock()
+        super().__init__(max_entries=max_entries, monotonic=clock)
 
-    def get(self, key: str) -> Any | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            expires_at, value = entry
-            if self._clock() >= expires_at:
-                del self._entries[key]
-                return None
-            self._entries.move_to_end(key)
-            return value
-
-    def put(self, key: str, value: Any, ttl: float) -> None:
-        if ttl <= 0:
-            return
-        with self._lock:
-            self._entries[key] = (self._clock() + ttl, value)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._max_entries:
-                self._entries.popitem(last=False)
+    def put(self, key: Hashable, value: Any, ttl: float) -> None:
+        super().put(key, value, ttl)
 
 
 class ScanEvidenceCollector:
@@ -72,7 +53,9 @@ class ScanEvidenceCollector:
         self._source = source
         self._ttl = ttl_seconds
         self._pending_ttl = pending_ttl_seconds
-        self._cache = TtlCache(max_entries=max_entries, clock=clock)
+        self._cache: _SharedTtlCache[Mapping[str, Any]] = _SharedTtlCache(
+            max_entries=max_entries, monotonic=clock
+        )
         self._metrics = metrics
 
     def _count(self, result: str) -> None:

@@ -203,12 +203,15 @@ def serve() -> Iterator[Callable[[Handler], _Server]]:
         server.close()
 
 
-def _client(server: _Server, **overrides: object) -> OciRegistryClient:
-    settings = RegistryClientSettings.from_mapping(
+def _settings(server: _Server, **overrides: object) -> RegistryClientSettings:
+    return RegistryClientSettings.from_mapping(
         {"hosts": [{"host": server.host, "plain_http": True}], "backoff_initial": 0.01,
          **overrides}
     )  # fmt: skip
-    return OciRegistryClient(settings)
+
+
+def _client(server: _Server, **overrides: object) -> OciRegistryClient:
+    return OciRegistryClient(_settings(server, **overrides))
 
 
 def _answer(
@@ -269,7 +272,10 @@ def test_hanging_registry_ends_within_the_budget(serve: Callable[[Handler], _Ser
         release.wait(10)
 
     server = serve(handle)
-    client = _client(server, read_timeout=30)
+    round_trips: list[tuple[str, str]] = []
+    client = OciRegistryClient(
+        _settings(server, read_timeout=30), on_request=lambda *trip: round_trips.append(trip)
+    )
     started = time.monotonic()
 
     try:
@@ -282,8 +288,65 @@ def test_hanging_registry_ends_within_the_budget(serve: Callable[[Handler], _Ser
     elapsed = time.monotonic() - started
 
     assert elapsed < 1.0
-    assert caught.value.message.startswith(f"registry {server.host} ")
-    assert "resolving app:1.2" in caught.value.message
+    # The HEAD is sent and times out at the deadline. On a starved machine this thread can
+    # lose the whole 0.5 s before sending it; the user is then told the budget was spent
+    # before the lookup (nothing was asked of the registry), never that a slot was busy.
+    expected = {
+        (("head", "timeout"),):
+            f"registry {server.host} timed out resolving app:1.2; "
+            "no time left in the budget to retry",
+        (): f"registry {server.host}: time budget exhausted before resolving app:1.2",
+    }  # fmt: skip
+    assert caught.value.message == expected[tuple(round_trips)]
+
+
+class _Clock:
+    """A ``monotonic`` for the client that moves only when told: the deadline races below
+    happen on every run, not only on a loaded machine."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_budget_spent_before_the_lookup_is_not_called_a_busy_registry(serve: Callable[[Handler], _Server]) -> None:  # noqa: ANN001
+    server = serve(lambda request: _answer(request, 500))
+    clock = _Clock()
+    client = OciRegistryClient(_settings(server), monotonic=clock)
+    deadline = clock.now + 0.5
+    clock.now += 0.6  # the caller's thread was descheduled for longer than its budget
+
+    with pytest.raises(UpstreamUnavailableError) as caught:
+        client.resolve_digest(parse_image_reference(f"{server.host}/app:1.2"), deadline=deadline)
+
+    assert caught.value.message == (
+        f"registry {server.host}: time budget exhausted before resolving app:1.2"
+    )
+    assert server.requests == []
+
+
+def test_back_off_overrunning_the_deadline_reports_what_the_registry_did(serve: Callable[[Handler], _Server]) -> None:  # noqa: ANN001
+    server = serve(lambda request: _answer(request, 503))
+    clock = _Clock()
+
+    def oversleep(seconds: float) -> None:
+        clock.now += seconds + 1.0  # a loaded machine wakes the thread up late
+
+    client = OciRegistryClient(_settings(server), monotonic=clock, sleep=oversleep)
+
+    with pytest.raises(UpstreamUnavailableError) as caught:
+        client.resolve_digest(
+            parse_image_reference(f"{server.host}/app:1.2"), deadline=clock.now + 0.5
+        )
+
+    assert caught.value.message == (
+        f"registry {server.host} answered 503 resolving app:1.2; "
+        "no time left in the budget to retry"
+    )
+    assert caught.value.context["attempts"] == 1
+    assert len(server.requests) == 1
 
 
 def test_hanging_registry_through_the_collector_fails_in_budget(serve: Callable[[Handler], _Server]) -> None:  # noqa: ANN001

@@ -31,11 +31,26 @@ def test_a_request_without_a_free_slot_fails_at_the_deadline_naming_the_host() -
         with slots.slot("quay.io", deadline=None, default_wait=1.0, what="another host"):
             pass  # hosts do not share slots
     assert caught.value.message == (
-        "registry ghcr.io: no request slot free in time fetching blob a@sha256:2 "
-        "(1 requests in flight)"
+        "registry ghcr.io timed out fetching blob a@sha256:2: its 1 request slots "
+        "(max_concurrent_requests) stayed busy"
     )
     with slots.slot("ghcr.io", deadline=None, default_wait=0.05, what="released"):
         pass
+
+
+def test_a_free_slot_is_taken_even_past_the_deadline() -> None:
+    # A spent budget is not a busy host: the caller names the spent budget, not the slots.
+    clock = Clock()
+    slots = HostSlots(1, clock)
+    with slots.slot("ghcr.io", deadline=clock.now - 1, default_wait=1.0, what="resolving a:1"):
+        with pytest.raises(UpstreamUnavailableError) as caught:
+            with slots.slot("ghcr.io", deadline=clock.now - 1, default_wait=1.0,
+                            what="resolving a:2"):  # fmt: skip
+                pass
+    assert caught.value.message == (
+        "registry ghcr.io timed out resolving a:2: its 1 request slots "
+        "(max_concurrent_requests) stayed busy"
+    )
 
 
 def test_the_referrers_api_answer_is_remembered_until_it_expires() -> None:
