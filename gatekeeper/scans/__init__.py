@@ -5,7 +5,7 @@ evidence section, cached per digest).
 """
 
 from gatekeeper.domain.ports.scans import SEVERITIES, ScanFinding, ScanReport, ScanSource, ScanState
-from gatekeeper.scans.collector import ScanEvidenceCollector, TtlCache
+from gatekeeper.scans.collector import ScanEvidenceCollector
 from gatekeeper.scans.ecr import EcrImageLocation, EcrScanSource, parse_ecr_host, report_from_pages
 
 __all__ = [
@@ -17,7 +17,6 @@ __all__ = [
     "ScanReport",
     "ScanSource",
     "ScanState",
-    "TtlCache",
     "parse_ecr_host",
     "report_from_pages",
 ]

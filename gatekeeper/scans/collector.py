@@ -8,31 +8,18 @@ service denies this request and the next one asks the scanner again.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gatekeeper.domain.ports import EvidenceContext
 from gatekeeper.domain.ports.scans import ScanReport, ScanSource, ScanState
 from gatekeeper.domain.reference import Digest, ImageReference
-from gatekeeper.domain.ttl_cache import TtlCache as _SharedTtlCache
+from gatekeeper.domain.ttl_cache import TtlCache
 from gatekeeper.metrics import Metrics
 
-__all__ = ["ScanEvidenceCollector", "TtlCache"]
+__all__ = ["ScanEvidenceCollector"]
 
 _SHORT_LIVED = frozenset({ScanState.PENDING, ScanState.NOT_SCANNED, ScanState.IMAGE_NOT_FOUND})
-
-
-class TtlCache(_SharedTtlCache[Any]):
-    """The project's one TTL cache (:class:`gatekeeper.domain.ttl_cache.TtlCache`) under the
-    names this package exported before it had its own copy: ``clock=`` for the monotonic
-    clock, ``ttl=`` for the lifetime. Kept for importers of ``gatekeeper.scans.TtlCache``;
-    new code uses the domain class."""
-
-    def __init__(self, *, max_entries: int, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(max_entries=max_entries, monotonic=clock)
-
-    def put(self, key: Hashable, value: Any, ttl: float) -> None:
-        super().put(key, value, ttl)
 
 
 class ScanEvidenceCollector:
@@ -53,7 +40,7 @@ class ScanEvidenceCollector:
         self._source = source
         self._ttl = ttl_seconds
         self._pending_ttl = pending_ttl_seconds
-        self._cache: _SharedTtlCache[Mapping[str, Any]] = _SharedTtlCache(
+        self._cache: TtlCache[Mapping[str, Any]] = TtlCache(
             max_entries=max_entries, monotonic=clock
         )
         self._metrics = metrics

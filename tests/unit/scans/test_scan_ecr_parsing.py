@@ -8,6 +8,7 @@ import pytest
 
 from gatekeeper.domain.ports import EvidenceCollector, EvidenceContext, ScanSource
 from gatekeeper.domain.reference import Digest, ImageReference, parse_image_reference
+from gatekeeper.domain.ttl_cache import TtlCache
 from gatekeeper.errors import UpstreamUnavailableError
 from gatekeeper.scans import (
     EcrImageLocation,
@@ -15,7 +16,6 @@ from gatekeeper.scans import (
     ScanEvidenceCollector,
     ScanReport,
     ScanState,
-    TtlCache,
     parse_ecr_host,
     report_from_pages,
 )
@@ -100,10 +100,10 @@ def test_complete_scan_without_findings() -> None:
 
 def test_ttl_cache_expires_and_evicts() -> None:
     now = [0.0]
-    cache = TtlCache(max_entries=2, clock=lambda: now[0])
-    cache.put("a", 1, ttl=10)
-    cache.put("b", 2, ttl=10)
-    cache.put("c", 3, ttl=10)
+    cache: TtlCache[int] = TtlCache(max_entries=2, monotonic=lambda: now[0])
+    cache.put("a", 1, ttl_seconds=10)
+    cache.put("b", 2, ttl_seconds=10)
+    cache.put("c", 3, ttl_seconds=10)
     assert cache.get("a") is None  # evicted (LRU)
     assert cache.get("b") == 2
     now[0] = 10.0
