@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import yaml
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
