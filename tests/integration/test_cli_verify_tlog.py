@@ -2,29 +2,24 @@
 (issue 18): the Rekor bundle annotation is checked against the trusted root's log key without
 sigstore-python.
 
-cosign cannot reach a Rekor here, so it signs offline (``--tlog-upload=false``) and the test
-plays the log: it writes the hashedrekord entry a Rekor would record for that signature, signs
-its SET with a log key of its own, lists that key in a copy of the public-good trusted root, and
-adds the ``dev.sigstore.cosign/bundle`` annotation to the ``.sig`` manifest the way cosign does
-when it uploads.
+cosign cannot reach a Rekor here, so it signs offline (``--tlog-upload=false``) and
+:class:`tests.integration.rekor_fixtures.PrivateLog` plays the log: the hashedrekord entry a
+Rekor would record, its SET by a log key listed in a copy of the public-good trusted root, the
+``dev.sigstore.cosign/bundle`` annotation on the ``.sig`` manifest as cosign writes it.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from gatekeeper.domain import Digest
 from tests.helpers.cli import outside_environment
@@ -36,54 +31,8 @@ from tests.integration.cosign_fixtures import (
     push_image,
     registry_host,
 )
+from tests.integration.rekor_fixtures import PrivateLog
 from tests.integration.test_cli_signatures import KEYLESS_STACK
-
-REPO = Path(__file__).resolve().parents[2]
-SIG_MEDIA = "application/vnd.oci.image.manifest.v1+json"
-
-
-def _get(url: str, accept: str | None = None) -> bytes:
-    request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
-    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback
-        data: bytes = answer.read()
-        return data
-
-
-def _put_manifest(url: str, manifest: dict[str, Any]) -> None:
-    request = urllib.request.Request(
-        url, data=json.dumps(manifest).encode(), method="PUT", headers={"Content-Type": SIG_MEDIA}
-    )
-    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback
-        assert answer.status == 201
-
-
-def _der(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def _rekor_bundle(
-    log_key: ec.EllipticCurvePrivateKey, payload: bytes, signature_b64: str, signer_pem: str,
-    integrated_time: int,
-) -> dict[str, Any]:  # fmt: skip
-    body = {
-        "apiVersion": "0.0.1", "kind": "hashedrekord",
-        "spec": {
-            "data": {"hash": {"algorithm": "sha256", "value": hashlib.sha256(payload).hexdigest()}},
-            "signature": {"content": signature_b64,
-                          "publicKey": {"content": base64.b64encode(signer_pem.encode()).decode()}},
-        },
-    }  # fmt: skip
-    entry = {
-        "body": base64.b64encode(json.dumps(body).encode()).decode(),
-        "integratedTime": integrated_time,
-        "logID": hashlib.sha256(_der(log_key)).hexdigest(),
-        "logIndex": 123456,
-    }
-    canonical = json.dumps(entry, sort_keys=True, separators=(",", ":")).encode()
-    set_ = log_key.sign(canonical, ec.ECDSA(hashes.SHA256()))
-    return {"SignedEntryTimestamp": base64.b64encode(set_).decode(), "Payload": entry}
 
 
 class World:
@@ -92,8 +41,8 @@ class World:
         self.tmp_path = tmp_path
         self.cosign = cosign_binary("v2")
         self.keys: KeyPair = generate_key_pair(self.cosign, tmp_path / "keys")
-        self.log_key = ec.generate_private_key(ec.SECP256R1())
-        self.log_id = hashlib.sha256(_der(self.log_key)).hexdigest()
+        self.log = PrivateLog()
+        self.log_id = self.log.log_id
 
     def signed_image(
         self, name: str, *, integrated_time: int = 1_700_000_000,
@@ -102,36 +51,12 @@ class World:
         """A cosign-signed image whose ``.sig`` layer carries a Rekor bundle annotation."""
         digest = push_image(self.host, f"tlog/{name}:1.0", name, self.tmp_path)
         cosign_sign(self.cosign, self.keys, f"{self.host}/tlog/{name}@{digest}", self.tmp_path)
-        url = f"http://{self.host}/v2/tlog/{name}/manifests/{digest.algorithm}-{digest.hex}.sig"
-        manifest = json.loads(_get(url, SIG_MEDIA))
-        [layer] = manifest["layers"]
-        payload = _get(f"http://{self.host}/v2/tlog/{name}/blobs/{layer['digest']}")
-        signature_b64 = layer["annotations"]["dev.cosignproject.cosign/signature"]
-        bundle = _rekor_bundle(
-            self.log_key, payload, signature_b64, self.keys.public_pem, integrated_time
-        )
-        if edit is not None:
-            edit(bundle)
-        layer["annotations"]["dev.sigstore.cosign/bundle"] = json.dumps(bundle)
-        _put_manifest(url, manifest)
+        self.log.log_signature(self.host, f"tlog/{name}", digest, self.keys.public_pem,
+                               integrated_time=integrated_time, edit=edit)  # fmt: skip
         return f"{self.host}/tlog/{name}:1.0", digest
 
     def environment(self, valid_for: dict[str, str]) -> dict[str, str]:
-        shipped = sorted(REPO.glob(
-            ".venv/lib/python3*/site-packages/sigstore/_store/"
-            "https%3A%2F%2Ftuf-repo-cdn.sigstore.dev/trusted_root.json"
-        ))  # fmt: skip
-        assert shipped, "sigstore-python's shipped trusted root not found"
-        root = json.loads(shipped[0].read_bytes())
-        der = _der(self.log_key)
-        root["tlogs"] = [{
-            "baseUrl": "https://rekor.internal.example", "hashAlgorithm": "SHA2_256",
-            "publicKey": {"rawBytes": base64.b64encode(der).decode(),
-                          "keyDetails": "PKIX_ECDSA_P256_SHA_256", "validFor": valid_for},
-            "logId": {"keyId": base64.b64encode(hashlib.sha256(der).digest()).decode()},
-        }]  # fmt: skip
-        root_file = self.tmp_path / "trusted_root.json"
-        root_file.write_text(json.dumps(root))
+        root_file = self.log.trusted_root(self.tmp_path / "trusted_root.json", valid_for)
         config = {
             "registry": {"hosts": [{"host": self.host, "plain_http": True}]},
             "signatures": {
