@@ -126,7 +126,7 @@ def main() -> None:
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, {options.runs} runs "
           f"each, python {sys.version.split()[0]}"
           + (f", baseline {trees['baseline']}" if "baseline" in trees else ""))
-    print(f"{'command':<34} {'tree':<9} {'median':>8} {'best':>8} {'CPU':>8} {'over floor':>11}")
+    print(f"{'command':<40} {'tree':<9} {'median':>8} {'best':>8} {'CPU':>8} {'over floor':>11}")
     with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
         commands: list[tuple[str, list[str], dict[str, str]]] = [
             (label, arguments, {}) for label, arguments in COMMANDS
@@ -147,13 +147,13 @@ def main() -> None:
                     medians.setdefault(label, {})[name] = summary.p50
                     verdict = "" if label.startswith("python") else (
                         "  ok" if summary.p50 <= TARGET_SECONDS else f"  over {TARGET_SECONDS} s")
-                    print(f"{label:<34} {name:<9} {summary.p50:>7.3f}s {summary.best:>7.3f}s "
+                    print(f"{label:<40} {name:<9} {summary.p50:>7.3f}s {summary.best:>7.3f}s "
                           f"{statistics.median(cpus):>7.3f}s "
                           f"{summary.p50 - floors[name]:>10.3f}s{verdict}", flush=True)
     if "baseline" in trees:
         print("this / baseline (median wall, same run):")
         for label, by_tree in medians.items():
-            print(f"  {label:<34} {by_tree['this'] / by_tree['baseline']:.2f}x")
+            print(f"  {label:<40} {by_tree['this'] / by_tree['baseline']:.2f}x")
 
 
 @contextmanager
