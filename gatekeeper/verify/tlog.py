@@ -95,21 +95,25 @@ def verify_rekor_bundle(
             raise TypeError("body is not an object")
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise _reject("tlog-invalid", "tlog bundle is malformed") from exc
-    key = next((k for k in trust.log_keys if k.key_id == log_id.lower()), None)
-    if key is None:
+    # A merged root (``gh attestation trusted-root``) may list one key twice: any listing counts.
+    named = [k for k in trust.log_keys if k.key_id == log_id.lower()]
+    if not named:
         missing = (
             f"trusted root {trust.name} has no log key {log_id.lower()}"
             if trust.log_keys
             else f"trusted root {trust.name} lists no transparency log keys"
         )
         raise _reject("tlog-invalid", f"{_SET_FAILS}: {missing}")
-    if key.problem is not None:
+    usable = [k for k in named if k.problem is None]
+    if not usable:
+        key = named[0]
         raise _reject("tlog-invalid", f"{_SET_FAILS}: {key.describe()} in trusted root "
                       f"{trust.name} {key.problem}")  # fmt: skip
     canonical = canonical_payload(body_b64, integrated_time, log_id, log_index)
-    if not key.verify(signed_entry_timestamp, canonical):
+    if not usable[0].verify(signed_entry_timestamp, canonical):
         raise _reject("tlog-invalid", _SET_FAILS)
-    if not key.valid_at(integrated_time):
+    if not any(k.valid_at(integrated_time) for k in usable):
+        key = usable[0]
         integrated = datetime.fromtimestamp(integrated_time, tz=UTC).isoformat()[:-6] + "Z"
         raise _reject("tlog-invalid", f"tlog entry integrated at {integrated} is outside the "
                       f"validity of {key.describe()}: {key.validity()}")  # fmt: skip

@@ -471,3 +471,20 @@ def test_recorded_entries_verify_somewhere(shipped_roots: dict[str, TrustRoot]) 
         ))
     ]  # fmt: skip
     assert len(verified) >= 35, verified
+
+
+def test_a_key_listed_twice_counts_in_either_period(
+    private_rekor: PrivateRekor, signing_key: ec.EllipticCurvePrivateKey
+) -> None:
+    """A merged root (public-good plus another document) may list one log key twice."""
+    payload, signature = _signed(private_rekor, signing_key)
+    bundle = private_rekor.hashedrekord_bundle(signature, payload, pem_of(signing_key))
+    der = _der(private_rekor.key)
+    early = {"start": "2020-01-01T00:00:00Z", "end": "2021-01-01T00:00:00Z"}
+    late = {"start": "2023-01-01T00:00:00Z"}
+
+    assert verify_rekor_bundle(bundle, _root(
+        _tlog(der, "PKIX_ECDSA_P256_SHA_256", early), _tlog(der, "PKIX_ECDSA_P256_SHA_256", late)
+    )).log_index == 42  # fmt: skip
+    with pytest.raises(VerificationError, match="is outside the validity of log key"):
+        verify_rekor_bundle(bundle, _root(_tlog(der, "PKIX_ECDSA_P256_SHA_256", early)))
