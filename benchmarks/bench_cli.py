@@ -10,6 +10,11 @@ measured in the same run, so a loaded machine shows as a higher floor rather tha
 ``--verify`` also times ``gatekeeper verify IMAGE`` doing a real key-based verification: a
 loopback ``docker-registry`` is started, one image pushed and signed with ``cosign sign --key``
 (the cosign v2 of ``scripts/install-tools``), and the command must answer verified (exit 0).
+It is timed twice: with ``tlog: false`` and with ``tlog: true`` (the default), where the
+signature carries a Rekor bundle annotation (SET and hashedrekord body) from a private log
+(``tests/integration/rekor_fixtures.py``; cosign cannot reach a Rekor here) listed in a copy of
+the public-good trusted root, so the command checks the log entry as it would one of
+rekor.sigstore.dev.
 
 ``--baseline DIR`` times the same commands from another checkout too (for example
 ``git worktree add /tmp/base main``, or ``git archive COMMIT | tar -x -C DIR``), runs of the
@@ -50,11 +55,13 @@ TARGET_SECONDS = 0.3
 
 
 @contextmanager
-def signed_image(workdir: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """A loopback registry holding one image signed by a cosign key; the image and the
-    environment (a configuration trusting that key) for ``gatekeeper verify``."""
+def signed_image(workdir: Path) -> Iterator[tuple[str, dict[str, dict[str, str]]]]:
+    """A loopback registry holding one image signed by a cosign key, its signature logged by a
+    private Rekor; the image and, per ``tlog`` setting, the environment (a configuration
+    trusting that key) for ``gatekeeper verify``."""
     from benchmarks.common import running_registry
     from tests.integration.cosign_fixtures import cosign_sign, generate_key_pair, push_image
+    from tests.integration.rekor_fixtures import PrivateLog
 
     cosign = os.environ.get("GATEKEEPER_COSIGN_V2") or str(REPO / ".tools/bin/cosign-v2")
     (workdir / "storage").mkdir()
@@ -62,21 +69,27 @@ def signed_image(workdir: Path) -> Iterator[tuple[str, dict[str, str]]]:
         keys = generate_key_pair(cosign, workdir / "keys")
         digest = push_image(registry, "bench-cli/app:1.0", "bench-cli image", workdir)
         cosign_sign(cosign, keys, f"{registry}/bench-cli/app@{digest}", workdir)
-        config = workdir / "gatekeeper.yaml"
-        config.write_text(yaml.safe_dump({
-            "registry": {"hosts": [{"host": registry, "plain_http": True}]},
-            "signatures": {
-                "authorities": [{"name": "release", "keys": [keys.public_pem], "tlog": False}],
-                "images": [{"glob": f"{registry}/**", "authorities": ["release"]}],
-                "version": 2,
-            },
-            "trusted_root": "none",
-            "ecr_auth": False,
-        }))
-        yield f"{registry}/bench-cli/app:1.0", {
-            "GATEKEEPER_CONFIG": str(config),
-            "GATEKEEPER_DATABASE_URL": f"sqlite:///{workdir / 'cli.db'}",
-        }
+        log = PrivateLog()
+        log.log_signature(registry, "bench-cli/app", digest, keys.public_pem)
+        environments = {}
+        for tlog in (False, True):
+            config = workdir / f"gatekeeper-tlog-{str(tlog).lower()}.yaml"
+            config.write_text(yaml.safe_dump({
+                "registry": {"hosts": [{"host": registry, "plain_http": True}]},
+                "signatures": {
+                    "authorities": [{"name": "release", "keys": [keys.public_pem], "tlog": tlog}],
+                    "images": [{"glob": f"{registry}/**", "authorities": ["release"]}],
+                    "version": 2,
+                },
+                "trusted_root": str(log.trusted_root(workdir / "trusted_root.json"))
+                if tlog else "none",
+                "ecr_auth": False,
+            }))
+            environments[f"tlog {str(tlog).lower()}"] = {
+                "GATEKEEPER_CONFIG": str(config),
+                "GATEKEEPER_DATABASE_URL": f"sqlite:///{workdir / 'cli.db'}",
+            }
+        yield f"{registry}/bench-cli/app:1.0", environments
 
 
 def measure(trees: dict[str, Path], arguments: list[str], runs: int,
@@ -113,17 +126,20 @@ def main() -> None:
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}, {options.runs} runs "
           f"each, python {sys.version.split()[0]}"
           + (f", baseline {trees['baseline']}" if "baseline" in trees else ""))
-    print(f"{'command':<34} {'tree':<9} {'median':>8} {'best':>8} {'CPU':>8} {'over floor':>11}")
+    print(f"{'command':<40} {'tree':<9} {'median':>8} {'best':>8} {'CPU':>8} {'over floor':>11}")
     with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
-        commands = list(COMMANDS)
-        extra_env: dict[str, str] = {}
+        commands: list[tuple[str, list[str], dict[str, str]]] = [
+            (label, arguments, {}) for label, arguments in COMMANDS
+        ]
         with contextmanager_or_none(options.verify, Path(tmp)) as world:
             if world is not None:
-                image, extra_env = world
-                commands.append(("gatekeeper verify IMAGE", ["-m", "gatekeeper", "verify", image]))
+                image, environments = world
+                for setting, env in environments.items():
+                    commands.append((f"gatekeeper verify IMAGE ({setting})",
+                                     ["-m", "gatekeeper", "verify", image], env))  # fmt: skip
             floors: dict[str, float] = {}
             medians: dict[str, dict[str, float]] = {}
-            for label, arguments in commands:
+            for label, arguments, extra_env in commands:
                 measured = measure(trees, arguments, options.runs, extra_env)
                 for name, (walls, cpus) in measured.items():
                     summary = summarise(walls)
@@ -131,19 +147,19 @@ def main() -> None:
                     medians.setdefault(label, {})[name] = summary.p50
                     verdict = "" if label.startswith("python") else (
                         "  ok" if summary.p50 <= TARGET_SECONDS else f"  over {TARGET_SECONDS} s")
-                    print(f"{label:<34} {name:<9} {summary.p50:>7.3f}s {summary.best:>7.3f}s "
+                    print(f"{label:<40} {name:<9} {summary.p50:>7.3f}s {summary.best:>7.3f}s "
                           f"{statistics.median(cpus):>7.3f}s "
                           f"{summary.p50 - floors[name]:>10.3f}s{verdict}", flush=True)
     if "baseline" in trees:
         print("this / baseline (median wall, same run):")
         for label, by_tree in medians.items():
-            print(f"  {label:<34} {by_tree['this'] / by_tree['baseline']:.2f}x")
+            print(f"  {label:<40} {by_tree['this'] / by_tree['baseline']:.2f}x")
 
 
 @contextmanager
 def contextmanager_or_none(
     wanted: bool, workdir: Path
-) -> Iterator[tuple[str, dict[str, str]] | None]:
+) -> Iterator[tuple[str, dict[str, dict[str, str]]] | None]:
     if not wanted:
         yield None
         return

@@ -108,12 +108,16 @@ def build_registry_client(
     )
 
 
-def load_trust_root(name: str) -> TrustRoot:
-    """``public-good`` | ``staging`` | ``none`` | path of a trusted_root.json."""
+def load_trust_root(name: str, *, eager: bool = True) -> TrustRoot:
+    """``public-good`` | ``staging`` | ``none`` | path of a trusted_root.json.
+
+    With ``eager=False`` only the transparency-log keys are read now (json + cryptography); the
+    whole document is validated by sigstore-python when a keyless certificate or a Sigstore
+    bundle first needs it (:attr:`TrustRoot.root`)."""
     if name == "public-good":
-        return TrustRoot.public_good()
+        return TrustRoot.public_good(eager=eager)
     if name == "staging":
-        return TrustRoot.staging()
+        return TrustRoot.staging(eager=eager)
     if name == "none":
         return TrustRoot.none()
     path = Path(name)
@@ -121,7 +125,7 @@ def load_trust_root(name: str) -> TrustRoot:
         data = path.read_bytes()
     except OSError as exc:
         raise ConfigurationError(f"cannot read trusted root {path}: {exc.strerror}") from exc
-    return TrustRoot.from_json(data, name=str(path))
+    return TrustRoot.from_json(data, name=str(path), eager=eager)
 
 
 def build_signature_collector(
@@ -131,7 +135,9 @@ def build_signature_collector(
     """The ``signatures`` collector. The Sigstore bundle, transparency-log and Notation
     verifiers are imported when first needed (a one-shot ``gatekeeper verify`` with keys needs
     none of them); ``preload`` imports those the configuration can use now, so that a server's
-    first evaluation does not pay for them within its deadline."""
+    first evaluation does not pay for them within its deadline. The trusted root is parsed by
+    sigstore-python at once for the server and for keyless authorities (which need it); a
+    one-shot key-based check reads only its log keys (``tlog: true`` needs nothing more)."""
     if settings.signatures is None:
         return None
     policy = SignaturePolicySettings.from_mapping(settings.signatures)
@@ -146,6 +152,9 @@ def build_signature_collector(
     return SignatureEvidenceCollector(
         policy,
         registry,
-        load_trust_root(settings.trusted_root),
+        load_trust_root(
+            settings.trusted_root,
+            eager=preload or any(authority.identities for authority in policy.authorities),
+        ),
         metrics=metrics,
     )

@@ -3,8 +3,13 @@
 The annotation is ``{"SignedEntryTimestamp": b64, "Payload": {"body": b64, "integratedTime":
 int, "logIndex": int, "logID": hex}}``. The SET is Rekor's signature over the RFC 8785
 canonical JSON of ``Payload``; it is checked with the trusted root's Rekor key named by
-``logID`` (and valid at ``integratedTime``), then the body must describe *this* signature,
-*this* payload and *this* key or certificate, or a valid entry of something else would do.
+``logID`` (the hex SHA-256 of the key's DER), and the key must have been valid at
+``integratedTime``; then the body must describe *this* signature, *this* payload and *this* key
+or certificate, or a valid entry of something else would do.
+
+Only ``json`` and ``cryptography`` are used (the log keys come from
+:mod:`gatekeeper.verify.log_keys`): ``gatekeeper verify`` with a key and ``tlog: true`` imports
+no sigstore-python, and no X.509 unless the entry names a certificate.
 """
 
 from __future__ import annotations
@@ -16,23 +21,24 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import rfc8785
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from sigstore._internal.trust import KeyringPurpose
-from sigstore._utils import KeyID
-from sigstore.errors import Error as SigstoreError
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from gatekeeper.errors import ConfigurationError, VerificationError
 from gatekeeper.verify.keys import load_public_key
 from gatekeeper.verify.trust import TrustRoot
 
-__all__ = ["RekorEntry", "check_entry_body", "verify_rekor_bundle"]
+if TYPE_CHECKING:
+    from cryptography import x509
+
+__all__ = ["RekorEntry", "canonical_payload", "check_entry_body", "verify_rekor_bundle"]
 
 _MAX_BUNDLE_BYTES = 256 * 1024
 _CLOCK_SKEW_SECONDS = 300
+#: RFC 8785 writes numbers as IEEE doubles: integers beyond 2**53 have no exact form.
+_MAX_EXACT_INTEGER = 2**53 - 1
+_HEX = frozenset("0123456789abcdefABCDEF")
+_SET_FAILS = "tlog entry's signed timestamp does not verify"
 
 
 def _reject(reason: str, message: str) -> VerificationError:
@@ -47,11 +53,21 @@ class RekorEntry:
     body: Mapping[str, Any]
 
 
+def canonical_payload(body: str, integrated_time: int, log_id: str, log_index: int) -> bytes:
+    """RFC 8785 JSON of the SET's payload, as Rekor signs it and cosign's ``VerifySET``
+    rebuilds it: the four members in code-point order, no whitespace. The values are a base64
+    string, a hex string and two integers within +-(2**53-1) (the caller checks), for which
+    RFC 8785 and ``json.dumps(sort_keys=True)`` write the same bytes."""
+    document = {"body": body, "integratedTime": integrated_time, "logID": log_id,
+                "logIndex": log_index}  # fmt: skip
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
 def verify_rekor_bundle(
     annotation: bytes, trust: TrustRoot, *, now: float | None = None
 ) -> RekorEntry:
     """Check the SET of a cosign Rekor bundle; return the entry it vouches for."""
-    if trust.root is None:
+    if not trust.configured:
         raise _reject("no-trust-root", "tlog verification needs a trusted root")
     if len(annotation) > _MAX_BUNDLE_BYTES:
         raise _reject("tlog-invalid", "tlog bundle is larger than the limit")
@@ -65,33 +81,42 @@ def verify_rekor_bundle(
         log_id = payload["logID"]
         if not (
             isinstance(body_b64, str)
-            and isinstance(integrated_time, int)
-            and isinstance(log_index, int)
+            and type(integrated_time) is int
+            and type(log_index) is int
             and isinstance(log_id, str)
         ):
             raise TypeError("wrong field types")
-        if log_index < 0 or integrated_time <= 0:
-            raise ValueError("negative index or time")
-        key_id = bytes.fromhex(log_id)
+        if not (0 <= log_index <= _MAX_EXACT_INTEGER and 0 < integrated_time <= _MAX_EXACT_INTEGER):
+            raise ValueError("index or time out of range")
+        if not log_id or not set(log_id) <= _HEX or len(log_id) % 2:
+            raise ValueError("logID is not hex")
         body = json.loads(base64.b64decode(body_b64, validate=True))
         if not isinstance(body, dict):
             raise TypeError("body is not an object")
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise _reject("tlog-invalid", "tlog bundle is malformed") from exc
-    canonical = rfc8785.dumps(
-        {
-            "body": body_b64,
-            "integratedTime": integrated_time,
-            "logID": log_id,
-            "logIndex": log_index,
-        }
-    )
-    try:
-        trust.root.rekor_keyring(KeyringPurpose.VERIFY).verify(
-            key_id=KeyID(key_id), signature=signed_entry_timestamp, data=canonical
+    # A merged root (``gh attestation trusted-root``) may list one key twice: any listing counts.
+    named = [k for k in trust.log_keys if k.key_id == log_id.lower()]
+    if not named:
+        missing = (
+            f"trusted root {trust.name} has no log key {log_id.lower()}"
+            if trust.log_keys
+            else f"trusted root {trust.name} lists no transparency log keys"
         )
-    except SigstoreError as exc:
-        raise _reject("tlog-invalid", "tlog entry's signed timestamp does not verify") from exc
+        raise _reject("tlog-invalid", f"{_SET_FAILS}: {missing}")
+    usable = [k for k in named if k.problem is None]
+    if not usable:
+        key = named[0]
+        raise _reject("tlog-invalid", f"{_SET_FAILS}: {key.describe()} in trusted root "
+                      f"{trust.name} {key.problem}")  # fmt: skip
+    canonical = canonical_payload(body_b64, integrated_time, log_id, log_index)
+    if not usable[0].verify(signed_entry_timestamp, canonical):
+        raise _reject("tlog-invalid", _SET_FAILS)
+    if not any(k.valid_at(integrated_time) for k in usable):
+        key = usable[0]
+        integrated = datetime.fromtimestamp(integrated_time, tz=UTC).isoformat()[:-6] + "Z"
+        raise _reject("tlog-invalid", f"tlog entry integrated at {integrated} is outside the "
+                      f"validity of {key.describe()}: {key.validity()}")  # fmt: skip
     current = time.time() if now is None else now
     if integrated_time > current + _CLOCK_SKEW_SECONDS:
         raise _reject("tlog-invalid", "tlog entry is integrated in the future")
@@ -141,6 +166,9 @@ def check_entry_body(
 
 def _signer_matches(pem: bytes, key_id: str | None, certificate: x509.Certificate | None) -> bool:
     if b"CERTIFICATE" in pem:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
         recorded = x509.load_pem_x509_certificate(pem)
         if certificate is not None:
             return recorded.public_bytes(serialization.Encoding.DER) == certificate.public_bytes(

@@ -16,21 +16,25 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from importlib import resources
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gatekeeper.errors import ConfigurationError
 from gatekeeper.verify.authority import KeylessIdentity
 
-# sigstore-python parses a trusted root (``from_json``) and cryptography's X.509 reads a
-# certificate: a key-only deployment (``none``) imports neither. The identity policy handed to
+# sigstore-python parses a trusted root (``TrustRoot.root``, at load or on first use) and
+# cryptography's X.509 reads a certificate: a key-only deployment imports neither, with or
+# without a transparency log (its keys are read by :mod:`gatekeeper.verify.log_keys`). The identity policy handed to
 # sigstore lives in :mod:`gatekeeper.verify.identity` for the same reason.
 if TYPE_CHECKING:
     from cryptography import x509
     from sigstore.models import TrustedRoot
+
+    from gatekeeper.verify.log_keys import LogKey
 
 __all__ = [
     "CertificateIdentity",
@@ -54,7 +58,13 @@ _ROOT_LISTS = ("tlogs", "certificateAuthorities", "ctlogs", "timestampAuthoritie
 class TrustRoot:
     """A Sigstore trusted root plus its ``version`` (a content hash, part of cache keys).
 
-    ``root`` is ``None`` for key-only deployments (every authority says ``tlog: false``).
+    ``log_keys`` are the transparency-log (Rekor) keys, read with ``json`` and ``cryptography``
+    alone (:mod:`gatekeeper.verify.log_keys`): checking a cosign Rekor bundle needs nothing
+    more. :attr:`root` is the same document parsed by sigstore-python, for keyless
+    certificates, CT logs, timestamp authorities and Sigstore bundles; it is parsed when first
+    used, or at once with ``eager=True`` (the server, so that a bad file stops the start, and
+    any configuration with keyless authorities). ``merged`` is ``None`` for key-only
+    deployments (every authority says ``tlog: false``).
     ``ct_exempt_cas`` are the SHA-256 fingerprints (hex, of the DER) of the CA certificates
     that come from a trusted-root document listing no CT logs (GitHub's): certificates those
     CAs issue carry no SCT, and none is demanded of them even when another document of a
@@ -62,45 +72,89 @@ class TrustRoot:
     """
 
     version: str
-    root: TrustedRoot | None
     name: str
+    log_keys: tuple[LogKey, ...] = ()
     ct_exempt_cas: frozenset[str] = frozenset()
+    merged: str | None = None
+    _parsed: list[TrustedRoot] = field(default_factory=list, repr=False)
+
+    @property
+    def configured(self) -> bool:
+        """A trusted root was given (not ``none``)."""
+        return self.merged is not None
+
+    @property
+    def sigstore_loaded(self) -> bool:
+        """:attr:`root` is parsed already (``eager=True``, or used once)."""
+        return bool(self._parsed)
+
+    @property
+    def root(self) -> TrustedRoot | None:
+        """sigstore-python's view of the root (imports sigstore; parsed once)."""
+        if self.merged is None:
+            return None
+        if not self._parsed:
+            self._parsed.append(_sigstore_root(self.merged, self.name))
+        return self._parsed[0]
 
     @classmethod
-    def from_json(cls, data: bytes, *, name: str = "trusted_root.json") -> TrustRoot:
+    def from_json(
+        cls, data: bytes, *, name: str = "trusted_root.json", eager: bool = True
+    ) -> TrustRoot:
         if len(data) > _MAX_TRUSTED_ROOT_BYTES:
             raise ConfigurationError(f"{name} is larger than {_MAX_TRUSTED_ROOT_BYTES} bytes")
-        from sigstore.errors import VerificationError as SigstoreVerificationError
-        from sigstore.models import TrustedRoot
-        from sigstore_models.trustroot import v1 as trustroot_v1
+        from gatekeeper.verify.log_keys import parse_log_keys
 
         documents = _documents(data, name)
         merged = _merge_documents(documents, name)
-        try:
-            root = TrustedRoot(trustroot_v1.TrustedRoot.from_json(json.dumps(merged)))
-        except (ValueError, SigstoreVerificationError) as exc:
-            raise ConfigurationError(
-                f"{name} is not a valid Sigstore trusted root: {_first_problem(exc)}"
-            ) from exc
-        return cls(hashlib.sha256(data).hexdigest()[:16], root, name, _ct_exempt(documents))
+        text = json.dumps(merged)
+        parsed = [_sigstore_root(text, name)] if eager else []
+        tlogs = merged["tlogs"]
+        assert isinstance(tlogs, list)  # _merge_documents makes every list
+        return cls(
+            hashlib.sha256(data).hexdigest()[:16], name, parse_log_keys(tlogs, name),
+            _ct_exempt(documents), text, parsed,
+        )  # fmt: skip
 
     @classmethod
-    def public_good(cls) -> TrustRoot:
+    def public_good(cls, *, eager: bool = True) -> TrustRoot:
         """The Sigstore public-good root shipped with sigstore-python (no TUF refresh)."""
-        return cls._embedded(_PUBLIC_GOOD, "sigstore public-good")
+        return cls._embedded(_PUBLIC_GOOD, "sigstore public-good", eager)
 
     @classmethod
-    def staging(cls) -> TrustRoot:
-        return cls._embedded(_STAGING, "sigstore staging")
+    def staging(cls, *, eager: bool = True) -> TrustRoot:
+        return cls._embedded(_STAGING, "sigstore staging", eager)
 
     @classmethod
     def none(cls) -> TrustRoot:
-        return cls("none", None, "none")
+        return cls("none", "none")
 
     @classmethod
-    def _embedded(cls, directory: str, name: str) -> TrustRoot:
-        data = resources.files("sigstore").joinpath("_store", directory, "trusted_root.json")
-        return cls.from_json(data.read_bytes(), name=name)
+    def _embedded(cls, directory: str, name: str, eager: bool) -> TrustRoot:
+        return cls.from_json(_shipped_root(directory).read_bytes(), name=name, eager=eager)
+
+
+def _shipped_root(directory: str) -> Path:
+    """sigstore-python's ``_store/<directory>/trusted_root.json``, found without importing the
+    package (``importlib.resources.files`` would run its ``__init__``)."""
+    spec = importlib.util.find_spec("sigstore")
+    locations = spec.submodule_search_locations if spec is not None else None
+    if not locations:
+        raise ConfigurationError("sigstore-python is not installed: no shipped trusted root")
+    return Path(next(iter(locations)), "_store", directory, "trusted_root.json")
+
+
+def _sigstore_root(text: str, name: str) -> TrustedRoot:
+    from sigstore.errors import VerificationError as SigstoreVerificationError
+    from sigstore.models import TrustedRoot
+    from sigstore_models.trustroot import v1 as trustroot_v1
+
+    try:
+        return TrustedRoot(trustroot_v1.TrustedRoot.from_json(text))
+    except (ValueError, SigstoreVerificationError) as exc:
+        raise ConfigurationError(
+            f"{name} is not a valid Sigstore trusted root: {_first_problem(exc)}"
+        ) from exc
 
 
 def _documents(data: bytes, name: str) -> list[dict[str, object]]:

@@ -126,7 +126,8 @@ def test_certificate_from_another_sigstore_is_not_trusted() -> None:
     # Staging's Rekor keys do not know the production entry: the SET fails first.
     assert (result.reason, result.detail) == (
         "tlog-invalid",
-        "tlog entry's signed timestamp does not verify",
+        "tlog entry's signed timestamp does not verify: trusted root sigstore staging has no "
+        "log key c0d23d6ad406973f9559f3ba2d1ca01f84147d8ffc5b8445c224f98b9591801d",
     )
 
 
