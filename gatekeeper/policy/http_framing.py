@@ -110,7 +110,7 @@ class ResponseParser:
         self._max_body = max_body
         self._state = _HEAD
         self._status = 0
-        self._left = 0  # Content-Length, or the size of the chunk being read
+        self._left = 0  # Content-Length, the size of the chunk being read, or head searched
         self._total = 0
         self._chunks: list[bytes] = []
         self.keep_alive = False
@@ -124,8 +124,9 @@ class ResponseParser:
         buffer = self._buffer
         buffer += data
         if self._state == _HEAD:
-            end = buffer.find(b"\r\n\r\n", 0, MAX_HEADER_BYTES)
+            end = buffer.find(b"\r\n\r\n", self._left, MAX_HEADER_BYTES)
             if end < 0:
+                self._left = max(0, len(buffer) - 3)  # searched up to here (head dripped in)
                 if len(buffer) >= MAX_HEADER_BYTES:
                     raise OpaHttpError("answer headers are over 64 KiB")
                 return None
