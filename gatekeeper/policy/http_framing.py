@@ -14,13 +14,16 @@ sections 6 and 7.1). Anything else is an error, never guessed at. Bounded: respo
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 __all__ = [
     "DEFAULT_MAX_BODY",
     "ConnectionClosed",
     "OpaHttpError",
     "OpaResponse",
+    "PoolSettings",
     "ResponseParser",
     "request_bytes",
 ]
@@ -50,6 +53,40 @@ class ConnectionClosed(OpaHttpError):
 class OpaResponse:
     status: int
     body: bytes
+
+
+_Connection = TypeVar("_Connection")
+
+
+class PoolSettings(Generic[_Connection]):
+    """Where both clients connect (``unix_socket``, else TCP ``host``:``port``), the ``Host``
+    header they send, the exchange's ``timeout``, the idle connections they keep (at most
+    ``max_idle``; None: the client's default) and the largest answer (``max_body`` bytes)."""
+
+    default_max_idle = 8
+
+    def __init__(
+        self,
+        *,
+        unix_socket: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 80,
+        host_header: str = "opa",
+        timeout: float = 2.0,
+        max_idle: int | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        self._unix_socket = unix_socket
+        self._host = host
+        self._port = port
+        self._host_header = host_header.encode("ascii")
+        self._timeout = timeout
+        self._max_idle = self.default_max_idle if max_idle is None else max_idle
+        self._max_body = max_body
+        self._idle: list[_Connection] = []
+        self._lock = threading.Lock()  # the blocking client's threads share ``_idle``
+        #: Connections opened so far (a reused one is not counted again).
+        self.connections_opened = 0
 
 
 def request_bytes(path: str, host_header: bytes, body: bytes) -> bytes:

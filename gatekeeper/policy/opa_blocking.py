@@ -23,14 +23,13 @@ admission path uses.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 from gatekeeper.policy.http_framing import (
-    DEFAULT_MAX_BODY,
     ConnectionClosed,
     OpaHttpError,
     OpaResponse,
+    PoolSettings,
     ResponseParser,
     request_bytes,
 )
@@ -47,31 +46,8 @@ def _remaining(deadline: float) -> float:
     return left
 
 
-class OpaConnectionPool:
+class OpaConnectionPool(PoolSettings[socket.socket]):
     """POSTs to one HTTP server over kept-alive connections, from any thread."""
-
-    def __init__(
-        self,
-        *,
-        unix_socket: str | None = None,
-        host: str = "127.0.0.1",
-        port: int = 80,
-        host_header: str = "opa",
-        timeout: float = 2.0,
-        max_idle: int = 8,
-        max_body: int = DEFAULT_MAX_BODY,
-    ) -> None:
-        self._unix_socket = unix_socket
-        self._host = host
-        self._port = port
-        self._host_header = host_header.encode("ascii")
-        self._timeout = timeout
-        self._max_idle = max_idle
-        self._max_body = max_body
-        self._idle: list[socket.socket] = []
-        self._lock = threading.Lock()
-        #: Connections opened so far (a reused one is not counted again).
-        self.connections_opened = 0
 
     def post(self, path: str, body: bytes) -> OpaResponse:
         """POST ``body`` (JSON) to ``path``; raises :class:`OpaHttpError` or TimeoutError."""

@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 
 from gatekeeper.policy.http_framing import (
-    DEFAULT_MAX_BODY,
     ConnectionClosed,
     OpaHttpError,
     OpaResponse,
+    PoolSettings,
     ResponseParser,
     request_bytes,
 )
@@ -31,33 +31,18 @@ _READ_SIZE = 64 * 1024
 _Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
-class AsyncOpaConnectionPool:
+class AsyncOpaConnectionPool(PoolSettings[_Connection]):
     """POSTs to one HTTP server over kept-alive connections (at most ``max_idle`` kept)."""
 
-    def __init__(
-        self,
-        *,
-        unix_socket: str | None = None,
-        host: str = "127.0.0.1",
-        port: int = 80,
-        host_header: str = "opa",
-        timeout: float = 2.0,
-        max_idle: int = 32,
-        max_body: int = DEFAULT_MAX_BODY,
-    ) -> None:
-        self._unix_socket = unix_socket
-        self._host = host
-        self._port = port
-        self._host_header = host_header.encode("ascii")
-        self._timeout = timeout
-        self._max_idle = max_idle
-        self._max_body = max_body
-        self._idle: list[_Connection] = []
+    default_max_idle = 32
 
     async def _connect(self) -> _Connection:
         if self._unix_socket is not None:
-            return await asyncio.open_unix_connection(self._unix_socket)
-        return await asyncio.open_connection(self._host, self._port)
+            connection = await asyncio.open_unix_connection(self._unix_socket)
+        else:
+            connection = await asyncio.open_connection(self._host, self._port)
+        self.connections_opened += 1
+        return connection
 
     async def post(self, path: str, body: bytes) -> OpaResponse:
         """POST ``body`` (JSON) to ``path``; raises :class:`OpaHttpError` or TimeoutError."""

@@ -6,7 +6,6 @@ decision when OPA is gone."""
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import signal
@@ -31,28 +30,19 @@ from gatekeeper.policy.http_framing import OpaHttpError
 from gatekeeper.policy.opa_blocking import OpaConnectionPool
 from tests.helpers.app import container_of
 from tests.helpers.net import free_port
+from tests.helpers.opa import GOLDEN, running_opa
+from tests.helpers.opa import golden_input as _golden
+from tests.helpers.opa import opa_healthy as _healthy
 from tests.helpers.types import MakeSettings
 
-REPO = Path(__file__).resolve().parents[2]
-GOLDEN = REPO / "rego-tests" / "golden"
 GOLDEN_NAMES = sorted(path.name for path in GOLDEN.iterdir() if (path / "data.json").is_file())
 DIGEST = "sha256:" + "ab" * 32
 
 
-def _golden(name: str) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads((GOLDEN / name / "data.json").read_text())
-    policy_input: dict[str, Any] = document.get("input", document)
-    return policy_input
-
-
 @pytest.fixture
 def opa(opa_binary: str, policy_dir: Path) -> Iterator[EmbeddedOpa]:
-    engine = EmbeddedOpa(opa_binary=opa_binary, policy_dir=policy_dir)
-    engine.start()
-    try:
+    with running_opa(opa_binary, policy_dir) as engine:
         yield engine
-    finally:
-        engine.stop()
 
 
 @pytest.fixture
@@ -188,14 +178,6 @@ def test_a_killed_and_restarted_opa_is_asked_again_on_a_new_connection(opa: Embe
         time.sleep(0.1)
     assert opa.engine.evaluate(policy_input) == before
     assert _pool(opa.engine).connections_opened == 2
-
-
-def _healthy(opa: EmbeddedOpa) -> bool:
-    try:
-        opa.engine.check_health()
-        return True
-    except PolicyEngineError:
-        return False
 
 
 @pytest.fixture
