@@ -180,6 +180,42 @@ def test_a_killed_and_restarted_opa_is_asked_again_on_a_new_connection(opa: Embe
     assert _pool(opa.engine).connections_opened == 2
 
 
+def test_the_retry_is_one_new_connection_and_its_failure_is_reported() -> None:
+    """The first connection answers once and is closed while idle; every later one is closed
+    without an answer: the query after the idle close costs one new connection, not a loop."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    answer = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n'
+    answer += b'{"result":[]}'
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(connection)
+            with connection:
+                connection.recv(65536)
+                if len(accepted) == 1:
+                    connection.sendall(answer)
+                    time.sleep(0.2)  # then closed while idle
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    engine = OpaPolicyEngine.for_url(url, local_revision=lambda: "r")
+    try:
+        assert engine.prefilter(_golden("admission_production_deployment")) == ()
+        time.sleep(0.5)
+        with pytest.raises(PolicyEngineError) as caught:
+            engine.prefilter(_golden("admission_production_deployment"))
+    finally:
+        listener.close()
+    assert caught.value.message == (
+        f"OPA at {url} unreachable: Server disconnected without sending a response.")
+    assert len(accepted) == 2
+
+
 @pytest.fixture
 def silent_server() -> Iterator[tuple[int, list[socket.socket]]]:
     """Accepts connections, reads the request, never answers (a hung OPA)."""
