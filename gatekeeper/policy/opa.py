@@ -357,9 +357,10 @@ _JSON_HEADERS = {"Content-Type": "application/json"}
 
 def _pool_for_url(url: str, timeout: float) -> OpaConnectionPool | None:
     """The lean query client for a sidecar at ``http://host[:port]``; None (httpx asks) for
-    anything else (TLS, a path prefix)."""
+    anything else (TLS, a path prefix, credentials in the URL)."""
     parsed = urlsplit(url)
-    if parsed.scheme != "http" or parsed.path.strip("/") or parsed.query or not parsed.hostname:
+    if (parsed.scheme != "http" or parsed.path.strip("/") or parsed.query or not parsed.hostname
+            or "@" in parsed.netloc):
         return None
     try:
         port = parsed.port or 80

@@ -354,3 +354,13 @@ def test_an_unreachable_sidecar_fails_closed_with_the_os_message() -> None:
     with pytest.raises(PolicyEngineError) as caught:
         engine.evaluate(_golden("admission_production_deployment"))
     assert caught.value.message == f"OPA at {url} unreachable: [Errno 111] Connection refused"
+
+
+@pytest.mark.parametrize(("url", "lean"), [
+    ("http://127.0.0.1:8181", True), ("http://localhost", True), ("http://127.0.0.1:8181/", True),
+    ("https://127.0.0.1:8181", False), ("http://127.0.0.1:8181/opa", False),
+    ("http://user:secret@127.0.0.1:8181", False),
+])
+def test_a_sidecar_url_the_lean_client_cannot_serve_stays_on_httpx(url: str, lean: bool) -> None:
+    engine = OpaPolicyEngine.for_url(url)
+    assert (engine._pool is not None) is lean
