@@ -13,7 +13,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,21 @@ def test_the_queries_do_not_go_through_httpx(
     assert sent == []
 
 
+def _accept_in_thread(listener: socket.socket, handle: Callable[[socket.socket], None]) -> None:
+    """Hand each connection ``listener`` accepts to ``handle`` (in one daemon thread, until the
+    listener is closed)."""
+
+    def accept() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            handle(connection)
+
+    threading.Thread(target=accept, daemon=True).start()
+
+
 class _IdleClosingProxy:
     """A loopback TCP relay to OPA that closes a client connection idle for ``idle`` seconds
     (as a server or load balancer with an idle timeout does), counting the connections."""
@@ -119,16 +134,11 @@ class _IdleClosingProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self.accepted = 0
-        threading.Thread(target=self._accept, daemon=True).start()
+        _accept_in_thread(self._listener, self._accept)
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+    def _accept(self, client: socket.socket) -> None:
+        self.accepted += 1
+        threading.Thread(target=self._relay, args=(client,), daemon=True).start()
 
     def _relay(self, client: socket.socket) -> None:
         upstream = socket.create_connection(("127.0.0.1", self._upstream))
@@ -188,20 +198,15 @@ def test_the_retry_is_one_new_connection_and_its_failure_is_reported() -> None:
     answer = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n'
     answer += b'{"result":[]}'
 
-    def serve() -> None:
-        while True:
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                return
-            accepted.append(connection)
-            with connection:
-                connection.recv(65536)
-                if len(accepted) == 1:
-                    connection.sendall(answer)
-                    time.sleep(0.2)  # then closed while idle
+    def serve(connection: socket.socket) -> None:
+        accepted.append(connection)
+        with connection:
+            connection.recv(65536)
+            if len(accepted) == 1:
+                connection.sendall(answer)
+                time.sleep(0.2)  # then closed while idle
 
-    threading.Thread(target=serve, daemon=True).start()
+    _accept_in_thread(listener, serve)
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     engine = OpaPolicyEngine.for_url(url, local_revision=lambda: "r")
     try:
@@ -222,15 +227,7 @@ def silent_server() -> Iterator[tuple[int, list[socket.socket]]]:
     listener = socket.create_server(("127.0.0.1", 0))
     held: list[socket.socket] = []
 
-    def accept() -> None:
-        while True:
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                return
-            held.append(connection)
-
-    threading.Thread(target=accept, daemon=True).start()
+    _accept_in_thread(listener, held.append)
     try:
         yield listener.getsockname()[1], held
     finally:
