@@ -29,6 +29,7 @@ import httpx
 from gatekeeper.errors import ConfigurationError, PolicyEngineError
 from gatekeeper.metrics import Metrics
 from gatekeeper.policy.opa import OpaPolicyEngine
+from gatekeeper.policy.opa_blocking import OpaConnectionPool
 from gatekeeper.policy.opa_http import AsyncOpaConnectionPool
 from gatekeeper.policy.revision import DirectoryRevision, ServedRevision
 
@@ -139,6 +140,7 @@ class EmbeddedOpa:
             metrics=metrics,
             local_revision=self.served_revision.current,
             async_client=async_client,
+            query_pool=OpaConnectionPool(unix_socket=socket, timeout=timeout),
         )
 
     @property

@@ -5,12 +5,15 @@ The aggregation of rule packages happens in Rego (``policies/main.rego``, packag
 answer strictly. Anything unexpected is a :class:`PolicyEngineError`, which the service turns
 into a deny: the gate fails closed.
 
-Two clients reach the same server: the blocking ``httpx.Client`` (pipelines, the CLI, the cold
-admission path in a worker thread) and, when the engine is given an ``async_client`` factory,
+The queries (the prefilter and the decision) go through a lean blocking
+:class:`~gatekeeper.policy.opa_blocking.OpaConnectionPool` when the engine is given one
+(``POST /v1/evaluations``, pipelines, the CLI, the cold admission path in a worker thread; the
+``httpx.Client`` otherwise), and, when the engine is given an ``async_client`` factory, through
 an :class:`~gatekeeper.policy.opa_http.AsyncOpaConnectionPool` used by
 :meth:`OpaPolicyEngine.evaluate_async` on the event loop (the warm admission path: no
-worker-thread hop). Both keep their connections alive (OPA's unix socket, or the sidecar's
-loopback port); answers are decoded with orjson.
+worker-thread hop). Both pools keep their connections alive (OPA's unix socket, or the
+sidecar's loopback port) and share one response framing; answers are decoded with orjson. The
+``httpx.Client`` serves everything else: evidence data, health, the remote revision.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
@@ -31,6 +35,7 @@ from gatekeeper.domain.evidence_documents import expand_evidence
 from gatekeeper.errors import PolicyEngineError
 from gatekeeper.metrics import Metrics
 from gatekeeper.policy.evidence_data import OpaEvidenceData
+from gatekeeper.policy.opa_blocking import OpaConnectionPool
 from gatekeeper.policy.opa_http import AsyncOpaConnectionPool, OpaHttpError
 from gatekeeper.policy.revision import hash_policy_files
 
@@ -137,12 +142,15 @@ class OpaPolicyEngine:
         metrics: Metrics | None = None,
         local_revision: Callable[[], str] | None = None,
         async_client: Callable[[], AsyncOpaConnectionPool] | None = None,
+        query_pool: OpaConnectionPool | None = None,
     ) -> None:
         """``local_revision``: how the revision is known without asking OPA (it must not block:
         :meth:`evaluate_async` calls it on the event loop). ``async_client``: a factory of the
         client :meth:`evaluate_async` uses, one per event loop (pooled connections belong to the
-        loop that opened them)."""
+        loop that opened them). ``query_pool``: the blocking client of the prefilter and
+        decision queries (same server as ``client``); None: ``client`` asks them."""
         self._client = client
+        self._pool = query_pool
         self._describe = describe
         self._metrics = metrics
         self._local_revision = local_revision
@@ -163,18 +171,28 @@ class OpaPolicyEngine:
         local_revision: Callable[[], str] | None = None,
     ) -> OpaPolicyEngine:
         client = httpx.Client(base_url=url, timeout=timeout)
-        return cls(client, describe=f"OPA at {url}", metrics=metrics, local_revision=local_revision)
+        return cls(client, describe=f"OPA at {url}", metrics=metrics, local_revision=local_revision,
+                   query_pool=_pool_for_url(url, timeout))
 
     def _post(self, path: str, payload: Mapping[str, Any]) -> Any:
+        body = _encode(payload)
+        if self._pool is None:
+            return self._post_httpx(path, body)
         try:
-            response = self._client.post(path, content=_encode(payload), headers=_JSON_HEADERS)
+            response = self._pool.post(path, body)
+        except TimeoutError as exc:
+            raise PolicyEngineError(f"{self._describe} timed out") from exc
+        except OpaHttpError as exc:
+            raise PolicyEngineError(f"{self._describe} unreachable: {exc}") from exc
+        return self._parse(response.status, response.body)
+
+    def _post_httpx(self, path: str, body: bytes) -> Any:
+        try:
+            response = self._client.post(path, content=body, headers=_JSON_HEADERS)
         except httpx.TimeoutException as exc:
             raise PolicyEngineError(f"{self._describe} timed out") from exc
         except httpx.HTTPError as exc:
             raise PolicyEngineError(f"{self._describe} unreachable: {exc}") from exc
-        return self._read(response)
-
-    def _read(self, response: httpx.Response) -> Any:
         return self._parse(response.status_code, response.content)
 
     def _parse(self, status: int, content: bytes) -> Any:
@@ -329,10 +347,27 @@ class OpaPolicyEngine:
 
     def close(self) -> None:
         self._client.close()
+        if self._pool is not None:
+            self._pool.close()
         self._async = None  # its loop closes its connections
 
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def _pool_for_url(url: str, timeout: float) -> OpaConnectionPool | None:
+    """The lean query client for a sidecar at ``http://host[:port]``; None (httpx asks) for
+    anything else (TLS, a path prefix, credentials in the URL)."""
+    parsed = urlsplit(url)
+    if (parsed.scheme != "http" or parsed.path.strip("/") or parsed.query or not parsed.hostname
+            or "@" in parsed.netloc):
+        return None
+    try:
+        port = parsed.port or 80
+    except ValueError:
+        return None
+    return OpaConnectionPool(host=parsed.hostname, port=port, host_header=parsed.netloc,
+                             timeout=timeout)
 
 
 def _encode(payload: Mapping[str, Any]) -> bytes:

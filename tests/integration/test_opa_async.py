@@ -2,7 +2,6 @@
 survive an OPA restart, and a revision known without walking the policy directory."""
 
 import asyncio
-import json
 import os
 import signal
 import time
@@ -21,6 +20,9 @@ from gatekeeper.policy import EmbeddedOpa
 from gatekeeper.policy import revision as revision_module
 from gatekeeper.policy.bundle import PolicyFiles
 from gatekeeper.policy.opa_http import AsyncOpaConnectionPool, OpaResponse
+from tests.helpers.opa import golden_input as _golden
+from tests.helpers.opa import opa_healthy as _healthy
+from tests.helpers.opa import running_opa
 from tests.helpers.types import MakeSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,18 +32,8 @@ DIGEST = "sha256:" + "ab" * 32
 
 @pytest.fixture
 def opa(opa_binary: str, policy_dir: Path) -> Iterator[EmbeddedOpa]:
-    engine = EmbeddedOpa(opa_binary=opa_binary, policy_dir=policy_dir)
-    engine.start()
-    try:
+    with running_opa(opa_binary, policy_dir) as engine:
         yield engine
-    finally:
-        engine.stop()
-
-
-def _golden(name: str) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads((GOLDEN / name / "data.json").read_text())
-    policy_input: dict[str, Any] = document.get("input", document)
-    return policy_input
 
 
 @pytest.mark.parametrize("name", ["admission_production_deployment", "pipeline_production_unpinned",
@@ -106,14 +98,6 @@ def test_a_stopped_opa_fails_the_async_evaluation_closed(opa_binary: str, policy
     engine.stop()
     with pytest.raises(PolicyEngineError, match=r"^embedded OPA unreachable: cannot connect: "):
         asyncio.run(engine.engine.evaluate_async(_golden("admission_production_deployment")))
-
-
-def _healthy(opa: EmbeddedOpa) -> bool:
-    try:
-        opa.engine.check_health()
-        return True
-    except PolicyEngineError:
-        return False
 
 
 def test_the_revision_comes_from_the_lifecycle_not_from_the_directory(

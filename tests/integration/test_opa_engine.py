@@ -14,6 +14,7 @@ from gatekeeper.app import create_app
 from gatekeeper.errors import ConfigurationError, PolicyEngineError
 from gatekeeper.policy import EmbeddedOpa
 from gatekeeper.wiring import build_container
+from tests.helpers.opa import opa_healthy as _healthy
 from tests.helpers.types import MakeSettings
 
 DROP_IN = '''package gatekeeper.rules.no_nightly
@@ -64,14 +65,6 @@ def test_killed_opa_is_restarted(opa_binary: str, policy_dir: Path) -> None:
         assert wait_for(lambda: opa.pid != first and _healthy(opa)), "OPA was not restarted"
     finally:
         opa.stop()
-
-
-def _healthy(opa: EmbeddedOpa) -> bool:
-    try:
-        opa.engine.check_health()
-        return True
-    except PolicyEngineError:
-        return False
 
 
 def test_broken_policy_fails_start_with_opas_message(opa_binary: str, policy_dir: Path) -> None:
