@@ -129,7 +129,8 @@ def _sized(seen: Seen) -> list[tuple[str, str]]:
 def post(body: bytes | Iterator[bytes], headers: Mapping[str, str] | None = None,
          path: str = "/v1/evaluations") -> Callable[[TestClient], httpx.Response]:
     def request(client: TestClient) -> httpx.Response:
-        return client.post(path, content=body, headers=dict(headers or {}))
+        answer: httpx.Response = client.post(path, content=body, headers=dict(headers or {}))
+        return answer
     return request
 
 
