@@ -1,10 +1,11 @@
 """The lean REST path: ``POST /v1/evaluations`` answered by raw ASGI, in front of FastAPI.
 
 A warm evaluation spends most of its time in :meth:`EvaluationService.evaluate`; what FastAPI
-put around it (the middleware layers, the router, dependency resolution, the request object and
-its exception middlewares) cost about 0.8 ms of wall time per request, 0.55 ms of it CPU on the
-event loop. :class:`EvaluationPath` answers ``POST /v1/evaluations`` in one coroutine with the
-same pieces the framework path runs, in the same order, so the answers are the same bytes:
+puts around it (four middleware layers, the router, dependency resolution, the request object,
+its exception middlewares) cost about 0.3 ms more CPU per request than this path, and 0.5 ms of
+latency (``benchmarks/bench_rest_transport.py``). :class:`EvaluationPath` answers
+``POST /v1/evaluations`` in one coroutine with the same pieces the framework path runs, in the
+same order, so the answers are the same bytes:
 
 1. the request guard (:func:`~gatekeeper.api.middleware.guard_request`): 400 for a control
    character in the query, 401 for a missing or bad bearer token, before the body is read;
@@ -26,7 +27,8 @@ same pieces the framework path runs, in the same order, so the answers are the s
 
 Anything else (another method or path) goes to FastAPI; so does every request when the
 application has no :class:`~gatekeeper.api.auth.Authenticator` (the route then fails closed).
-uvicorn's access log is written by the server, the same for both paths.
+The access log is uvicorn's (off in ``gatekeeper serve``), the same for both paths; the
+application has no request id of its own.
 """
 
 from __future__ import annotations
