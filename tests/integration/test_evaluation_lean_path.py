@@ -361,3 +361,19 @@ def test_a_service_failure_is_the_same_answer(authed: TestClient) -> None:
     assert lean.body == b"Internal Server Error"
     assert ("content-type", "text/plain; charset=utf-8") in lean.headers
     assert lean.observed == {("POST", "/v1/evaluations", "500"): 1}
+
+
+def test_without_an_authenticator_the_route_fails_closed(authed: TestClient) -> None:
+    """An app whose authenticator is missing (a wiring bug) is not served by the lean path:
+    FastAPI's route answers, and refuses."""
+    app = authed.app
+    assert isinstance(app, GatekeeperAPI)
+    authenticator = app.state.authenticator
+    app.state.authenticator = None
+    try:
+        answer = authed.post("/v1/evaluations", content=GOOD, headers={**JSON, **PIPELINE})
+    finally:
+        app.state.authenticator = authenticator
+    assert answer.status_code == 401
+    assert answer.json() == {"error": "unauthorized",
+                             "message": "authentication is not configured on this server"}
