@@ -111,13 +111,13 @@ class GatekeeperAPI(FastAPI):
         self._evaluation_path, self._evaluation_app = path, served_by
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        evaluations = self._evaluation_path
-        if evaluations is not None and evaluations.serves(scope):
-            await self._evaluation_app(scope, receive, send)
-            return
         path = self._admission_path
         if path is not None and path.serves(scope):
             await self._admission_app(scope, receive, send)
+            return
+        evaluations = self._evaluation_path
+        if evaluations is not None and evaluations.serves(scope):
+            await self._evaluation_app(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
