@@ -17,6 +17,7 @@ from gatekeeper import __version__
 from gatekeeper.api.audit_routes import build_audit_router
 from gatekeeper.api.auth import Authenticator, Role, install_auth, require_roles
 from gatekeeper.api.docs import install_docs
+from gatekeeper.api.lean import EvaluationPath
 from gatekeeper.api.middleware import (
     BodySizeLimitMiddleware,
     RequestGuardMiddleware,
@@ -92,20 +93,31 @@ def _error_document(error: GatekeeperError) -> tuple[int, dict[str, Any]]:
 
 
 class GatekeeperAPI(FastAPI):
-    """The FastAPI application with the lean admission path in front: the API server's
-    ``POST /admission/...`` requests are answered by :class:`AdmissionPath` (raw ASGI, same
-    answers, a fraction of the CPU), everything else by FastAPI as usual."""
+    """The FastAPI application with two lean paths in front: the API server's
+    ``POST /admission/...`` requests are answered by :class:`AdmissionPath` and pipelines'
+    ``POST /v1/evaluations`` by :class:`EvaluationPath` (raw ASGI, same answers, a fraction of
+    the CPU), everything else by FastAPI as usual."""
 
     _admission_path: AdmissionPath | None = None
     _admission_app: Any = None  # the path, wrapped for server spans when tracing is on
+    _evaluation_path: EvaluationPath | None = None
+    _evaluation_app: Any = None
 
     def install_admission_path(self, path: AdmissionPath, served_by: Any) -> None:
         self._admission_path, self._admission_app = path, served_by
+
+    def install_evaluation_path(self, path: EvaluationPath | None, served_by: Any) -> None:
+        """``path`` None: ``POST /v1/evaluations`` through FastAPI again."""
+        self._evaluation_path, self._evaluation_app = path, served_by
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = self._admission_path
         if path is not None and path.serves(scope):
             await self._admission_app(scope, receive, send)
+            return
+        evaluations = self._evaluation_path
+        if evaluations is not None and evaluations.serves(scope):
+            await self._evaluation_app(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
@@ -211,7 +223,8 @@ def create_app(
     # The API server's calls take the lean path (below); the routes document them and answer
     # what the lean path leaves (another method, an unknown mode in the path).
     app.include_router(build_admission_router(admission))
-    app.include_router(build_router())
+    evaluation_router = build_router()
+    app.include_router(evaluation_router)
     app.include_router(build_audit_router())
     app.include_router(build_policy_router())
     app.include_router(build_compliance_router())
@@ -284,4 +297,13 @@ def create_app(
         read_timeout=settings.http_body_timeout_seconds,
     )
     app.install_admission_path(lean, owned.tracing.instrument_asgi(lean, lean.span_details))
+    evaluations = EvaluationPath(
+        app, evaluation_router,
+        observe=lambda method, route, status, seconds: latency.labels(
+            method, route, str(status)).observe(seconds),
+        body_limit=settings.max_body_bytes,
+        read_timeout=settings.http_body_timeout_seconds,
+    )
+    app.install_evaluation_path(
+        evaluations, owned.tracing.instrument_asgi(evaluations, evaluations.span_details))
     return app

@@ -16,10 +16,17 @@ from gatekeeper.api.auth import Authenticator, AuthError
 from gatekeeper.api.models import error_document
 from gatekeeper.metrics import Metrics
 
-__all__ = ["BodySizeLimitMiddleware", "RequestGuardMiddleware", "RequestMetricsMiddleware"]
+__all__ = [
+    "BodySizeLimitMiddleware",
+    "RequestGuardMiddleware",
+    "RequestMetricsMiddleware",
+    "guard_request",
+    "read_limited_body",
+    "send_json",
+]
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
+async def send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     payload = json.dumps(body).encode()
     await send(
         {
@@ -57,36 +64,43 @@ class RequestGuardMiddleware:
         self.protected_prefix = protected_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or await guard_request(
+                scope, receive, send, protected_prefix=self.protected_prefix):
             await self.app(scope, receive, send)
-            return
-        path = scope.get("path", "")
-        query = urllib.parse.unquote_to_bytes(scope.get("query_string", b""))
-        for field, value in (("path", path.encode("utf-8", "surrogateescape")), ("query", query)):
-            byte = _control_character(value)
-            if byte is not None:
-                await _send_json(send, 400, {
-                    "error": "invalid_input",
-                    "message": f"the request {field} contains the control character "
-                               f"U+{byte:04X}",
-                    "field": field,
-                })
-                return
-        if path.startswith(self.protected_prefix):
-            application = scope.get("app")
-            authenticator = getattr(getattr(application, "state", None), "authenticator", None)
-            if isinstance(authenticator, Authenticator):
-                authorization = None
-                for name, value in scope.get("headers", []):
-                    if name == b"authorization":
-                        authorization = value.decode("latin-1")
-                        break
-                try:
-                    authenticator.authenticate(authorization)
-                except AuthError as exc:
-                    await exc.response()(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+
+
+async def guard_request(
+    scope: Scope, receive: Receive, send: Send, *, protected_prefix: str = "/v1/"
+) -> bool:
+    """The request guard of :class:`RequestGuardMiddleware`: True when the request may go on,
+    False when it has been answered (400 for a control character, 401 for a missing or bad
+    token under ``protected_prefix``)."""
+    path = scope.get("path", "")
+    query = urllib.parse.unquote_to_bytes(scope.get("query_string", b""))
+    for field, value in (("path", path.encode("utf-8", "surrogateescape")), ("query", query)):
+        byte = _control_character(value)
+        if byte is not None:
+            await send_json(send, 400, {
+                "error": "invalid_input",
+                "message": f"the request {field} contains the control character U+{byte:04X}",
+                "field": field,
+            })
+            return False
+    if path.startswith(protected_prefix):
+        application = scope.get("app")
+        authenticator = getattr(getattr(application, "state", None), "authenticator", None)
+        if isinstance(authenticator, Authenticator):
+            authorization = None
+            for name, value in scope.get("headers", []):
+                if name == b"authorization":
+                    authorization = value.decode("latin-1")
+                    break
+            try:
+                authenticator.authenticate(authorization)
+            except AuthError as exc:
+                await exc.response()(scope, receive, send)
+                return False
+    return True
 
 
 class BodySizeLimitMiddleware:
@@ -103,58 +117,62 @@ class BodySizeLimitMiddleware:
         self.path_limits = dict(path_limits or {})
         self.read_timeout = read_timeout
 
-    def _too_large(self, limit: int) -> dict[str, Any]:
-        return error_document("payload_too_large", f"request body is larger than {limit} bytes")
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         limit = self.path_limits.get(scope.get("path", ""), self.default_limit)
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = 0
-                if declared > limit:
-                    await _send_json(send, 413, self._too_large(limit))
-                    return
-        # Read the whole body first (it is small by definition): a streamed body that grows
-        # past the limit is refused before any handler sees a byte of it.
-        chunks: list[bytes] = []
-        received = 0
-        deadline = (
-            None if self.read_timeout is None
-            else asyncio.get_running_loop().time() + self.read_timeout
-        )
-        while True:
-            if deadline is None:
+        message = await read_limited_body(scope, receive, send, limit, self.read_timeout)
+        if message is not None:
+            await self.app(scope, _replay([message], receive), send)
+
+
+async def read_limited_body(
+    scope: Scope, receive: Receive, send: Send, limit: int, read_timeout: float | None,
+) -> Message | None:
+    """The whole body as one ``http.request`` message (or the message that ended it early, a
+    disconnect), or None when it has answered: 413 for a body larger than ``limit`` bytes,
+    declared or streamed, 408 for one not in within ``read_timeout`` seconds.
+
+    The whole body is read first (it is small by definition): a streamed body that grows past
+    the limit is refused before any handler sees a byte of it."""
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                declared = 0
+            if declared > limit:
+                await send_json(send, 413, _too_large(limit))
+                return None
+    chunks: list[bytes] = []
+    received = 0
+    try:
+        async with asyncio.timeout(read_timeout):  # one deadline for the whole body
+            while True:
                 message = await receive()
-            else:
-                try:
-                    message = await asyncio.wait_for(
-                        receive(), max(0.0, deadline - asyncio.get_running_loop().time())
-                    )
-                except TimeoutError:
-                    await _send_json(send, 408, {
-                        "error": "timeout",
-                        "message": f"request body not received within {self.read_timeout:g} s",
-                    })
-                    return
-            if message["type"] != "http.request":
-                await self.app(scope, _replay([message], receive), send)
-                return
-            chunk = message.get("body", b"")
-            received += len(chunk)
-            if received > limit:
-                await _send_json(send, 413, self._too_large(limit))
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-        await self.app(scope, _replay([body], receive), send)
+                if message["type"] != "http.request":
+                    return message
+                chunk = message.get("body", b"")
+                received += len(chunk)
+                if received > limit:
+                    await send_json(send, 413, _too_large(limit))
+                    return None
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+    except TimeoutError:
+        await send_json(send, 408, {
+            "error": "timeout",
+            "message": f"request body not received within {read_timeout:g} s",
+        })
+        return None
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return {"type": "http.request", "body": body, "more_body": False}
+
+
+def _too_large(limit: int) -> dict[str, Any]:
+    return error_document("payload_too_large", f"request body is larger than {limit} bytes")
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

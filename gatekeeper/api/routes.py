@@ -38,7 +38,14 @@ from gatekeeper.metrics import Metrics
 from gatekeeper.service import EvaluationService
 from gatekeeper.usecases import SbomUploads
 
-__all__ = ["Services", "build_router", "evaluate_manifest_body", "parse_evaluation_body"]
+__all__ = [
+    "EVALUATION_ACCESS",
+    "Services",
+    "build_router",
+    "evaluate_manifest_body",
+    "evaluation_document",
+    "parse_evaluation_body",
+]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "Body larger than the configured limit"},
@@ -121,13 +128,39 @@ def evaluate_manifest_body(
     return manifests_document(decisions, others)
 
 
+def evaluation_document(
+    container: Services, body: EvaluationBody, principal: Principal
+) -> dict[str, Any]:
+    """``POST /v1/evaluations`` once the body is valid and the caller may evaluate: the
+    decision (or the manifests' decisions), recorded. Blocking: run it off the event loop.
+    Shared by the route and the lean path (:mod:`gatekeeper.api.lean`)."""
+    settings = container.settings
+    if body.manifests is not None:
+        return evaluate_manifest_body(container, body, principal.subject)
+    evaluation = parse_evaluation_body(
+        body,
+        default_environment=settings.default_environment,
+        max_images=settings.max_images_per_request,
+        mode=settings.pipeline_mode,
+        caller=principal.subject,
+    )
+    container.sbom_uploader.upload_inline(
+        [(inline.image, inline.document) for inline in body.sboms], evaluation
+    )
+    deadline = time.monotonic() + settings.evidence_budget_seconds
+    decision = container.service.evaluate(evaluation, deadline=deadline)
+    # counted by the metrics observer of the service, like every decision of either door
+    return decision.as_dict()
+
+
 def _container(request: Request) -> Services:
     services: Services = request.app.state.container
     return services
 
 
 #: Role checks (module level: the annotations below are resolved in this module's globals).
-_PIPELINE = require_roles(Role.PIPELINE)
+#: ``EVALUATION_ACCESS`` is also the lean path's role check (one dependency, two doors).
+EVALUATION_ACCESS = require_roles(Role.PIPELINE)
 _READERS = require_roles(Role.PIPELINE, Role.AUDITOR)
 
 
@@ -145,26 +178,9 @@ def build_router() -> APIRouter:
     def create_evaluation(
         body: EvaluationBody,
         request: Request,
-        principal: Annotated[Principal, Depends(_PIPELINE)],
+        principal: Annotated[Principal, Depends(EVALUATION_ACCESS)],
     ) -> JSONResponse:
-        container = _container(request)
-        settings = container.settings
-        if body.manifests is not None:
-            return JSONResponse(evaluate_manifest_body(container, body, principal.subject))
-        evaluation = parse_evaluation_body(
-            body,
-            default_environment=settings.default_environment,
-            max_images=settings.max_images_per_request,
-            mode=settings.pipeline_mode,
-            caller=principal.subject,
-        )
-        container.sbom_uploader.upload_inline(
-            [(inline.image, inline.document) for inline in body.sboms], evaluation
-        )
-        deadline = time.monotonic() + settings.evidence_budget_seconds
-        decision = container.service.evaluate(evaluation, deadline=deadline)
-        # counted by the metrics observer of the service, like every decision of either door
-        return JSONResponse(decision.as_dict())
+        return JSONResponse(evaluation_document(_container(request), body, principal))
 
     @router.get(
         "/v1/decisions/{decision_id}",

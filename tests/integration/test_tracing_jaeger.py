@@ -158,3 +158,54 @@ def test_registry_round_trips_are_spans_of_the_digest_step(make_settings: MakeSe
     assert {_tags(s).get("span.kind") for s in round_trips} == {"client"}
     assert any(str(_tags(s).get("http.response.status_code", _tags(s).get("http.status_code")))
                == "200" for s in round_trips)
+
+
+def test_the_lean_evaluation_path_traces_as_the_framework_route(
+    make_settings: MakeSettings,
+) -> None:
+    """``POST /v1/evaluations`` is answered by the lean path (gatekeeper/api/lean.py); with it
+    off, by FastAPI's route. Both continue the caller's trace with the same server span (name,
+    kind, route, status), and the decision span is the server span's child on both (the
+    request's context reaches the thread pool)."""
+    from tests.integration.test_evaluation_lean_path import framework_only
+
+    service = f"forge-gatekeeper-test-{secrets.token_hex(4)}"
+    settings = make_settings(tracing_otlp_endpoint=OTLP, tracing_service_name=service)
+    callers = {"lean": (secrets.token_hex(16), secrets.token_hex(8)),
+               "framework": (secrets.token_hex(16), secrets.token_hex(8))}
+    with TestClient(create_app(settings)) as client:
+        for path, (trace_id, span_id) in callers.items():
+            def evaluate(trace_id: str = trace_id, span_id: str = span_id) -> None:
+                answer = client.post(
+                    "/v1/evaluations",
+                    json={"images": [f"registry.example.com/pay/api@{DIGEST}"],
+                          "environment": "development"},
+                    headers={"traceparent": f"00-{trace_id}-{span_id}-01"})
+                assert answer.status_code == 200, answer.text
+            if path == "lean":
+                evaluate()
+            else:
+                with framework_only(client):
+                    evaluate()
+    seen: dict[str, dict[str, Any]] = {}
+    for path, (trace_id, span_id) in callers.items():
+        stored = _trace(trace_id, service, need={"gatekeeper.decision"})
+        (server,) = [s for s in stored["spans"] if _tags(s).get("span.kind") == "server"]
+        assert [(r["refType"], r["traceID"], r["spanID"]) for r in server["references"]] == [
+            ("CHILD_OF", trace_id, span_id)], path
+        by_id = {span["spanID"]: span for span in stored["spans"]}
+        (decision,) = [s for s in stored["spans"] if s["operationName"] == "gatekeeper.decision"]
+        ancestors = []
+        parent = decision["references"][0]["spanID"] if decision["references"] else None
+        while parent in by_id:
+            ancestors.append(parent)
+            references = by_id[parent]["references"]
+            parent = references[0]["spanID"] if references else None
+        assert server["spanID"] in ancestors, path
+        # every attribute alike but the instrumentation's name (asgi, not fastapi)
+        tags = {key: value for key, value in _tags(server).items() if key != "otel.scope.name"}
+        seen[path] = {"name": server["operationName"], **tags}
+    assert seen["lean"] == seen["framework"]
+    assert seen["lean"]["name"] == "POST /v1/evaluations"
+    assert seen["lean"]["http.route"] == "/v1/evaluations"
+    assert seen["lean"]["http.status_code"] == 200

@@ -1,0 +1,134 @@
+"""The REST transport of ``POST /v1/evaluations``: the lean path against FastAPI's route, paired.
+
+Run::
+
+    .venv/bin/python -m benchmarks.bench_rest_transport [--rounds 60] [--images 3] [--cold]
+
+Builds the images of ``bench_cold`` (cosign key signature, CycloneDX and SLSA v1 attestations,
+by tag) in its own loopback ``docker-registry``, serves the production app in this process
+(``create_app`` under uvicorn with the options of ``gatekeeper serve``; the warm configuration
+of ``bench_cold``, or with ``--cold`` every cache off) and sends every evaluation twice in a
+row over one kept-alive connection: once answered by the lean path (gatekeeper/api/lean.py),
+once with it switched off (FastAPI's middlewares, router and route), alternating which goes
+first. Both see the same machine at the same moment, so a difference of a fraction of a
+millisecond shows on a shared machine. Printed per path: p25/p50 of the client's latency and
+this process's CPU per request (server and client threads), then the median of the paired
+differences and ratios. Loopback only; every loop bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.bench_cold import build_images, evaluate, gatekeeper_config  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    free_port,
+    gatekeeper_env,
+    http_status,
+    running_registry,
+    wait_until,
+)
+from tests.integration.cosign_fixtures import generate_key_pair  # noqa: E402
+
+
+@contextlib.contextmanager
+def serving(config_file: Path, tmp: Path) -> Iterator[tuple[int, Any]]:
+    """The production app in this process under uvicorn: its port and the app."""
+    import uvicorn
+
+    os.environ.update(gatekeeper_env(tmp), GATEKEEPER_CONFIG=str(config_file))
+    os.environ.setdefault("GATEKEEPER_OPA_BINARY", str(REPO / ".tools/bin/opa"))
+    from gatekeeper.app import create_app
+    from gatekeeper.cli.serve import _uvicorn_options
+    from gatekeeper.config import load_settings
+
+    settings = load_settings()
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           **_uvicorn_options(settings)))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: http_status("127.0.0.1", port, "/readyz") == 200, what="gatekeeper")
+        yield port, app
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=60, help="passes over the images")
+    parser.add_argument("--cold", action="store_true", help="every cache off (bench_cold's "
+                        "cold configuration)")
+    arguments = parser.parse_args()
+    cosign = os.environ.get("GATEKEEPER_COSIGN_V2") or str(REPO / ".tools/bin/cosign-v2")
+    print(f"cores: {os.cpu_count()}  load average: {os.getloadavg()[0]:.1f}  images: "
+          f"{arguments.images}, {'cold' if arguments.cold else 'warm'} configuration")
+    latency: dict[str, list[float]] = {"lean": [], "framework": []}
+    cpu: dict[str, list[float]] = {"lean": [], "framework": []}
+    with tempfile.TemporaryDirectory(prefix="bench-rest-") as tmp:
+        workdir = Path(tmp)
+        (workdir / "storage").mkdir()
+        with running_registry(workdir) as registry:
+            keys = generate_key_pair(cosign, workdir / "keys")
+            images, unsigned = build_images(registry, cosign, keys, arguments.images, workdir)
+            config = workdir / "gatekeeper.yaml"
+            config.write_text(yaml.safe_dump(gatekeeper_config(registry, keys,
+                                                               cold=arguments.cold)))
+            with serving(config, workdir) as (port, app):
+                lean = (app._evaluation_path, app._evaluation_app)
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                evaluate(conn, unsigned, expect="deny")
+                for image in images:  # untimed: connections, OPA, the warm caches
+                    evaluate(conn, image)
+                for round_ in range(arguments.rounds):
+                    for index, image in enumerate(images):
+                        order = ("lean", "framework")
+                        if (round_ + index) % 2:
+                            order = ("framework", "lean")
+                        for path in order:
+                            app.install_evaluation_path(*(lean if path == "lean"
+                                                          else (None, None)))
+                            started, used = time.perf_counter(), time.process_time()
+                            evaluate(conn, image)
+                            latency[path].append(time.perf_counter() - started)
+                            cpu[path].append(time.process_time() - used)
+                app.install_evaluation_path(*lean)
+                conn.close()
+    for path in ("lean", "framework"):
+        samples = sorted(latency[path])
+        print(f"{path:<10} n={len(samples)}  p25={samples[len(samples) // 4] * 1000:7.2f} ms  "
+              f"p50={statistics.median(samples) * 1000:7.2f} ms  CPU per request (this "
+              f"process) p50={statistics.median(cpu[path]) * 1000:6.2f} ms")
+    differences = [(f - n) * 1000 for n, f in zip(latency["lean"], latency["framework"],
+                                                  strict=True)]
+    ratios = [n / f for n, f in zip(latency["lean"], latency["framework"], strict=True)]
+    saved_cpu = [(f - n) * 1000 for n, f in zip(cpu["lean"], cpu["framework"], strict=True)]
+    print(f"paired (same image, back to back): framework - lean latency median "
+          f"{statistics.median(differences):.3f} ms, lean/framework "
+          f"{statistics.median(ratios):.3f}; CPU framework - lean median "
+          f"{statistics.median(saved_cpu):.3f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
