@@ -19,17 +19,13 @@ differences and ratios. Loopback only; every loop bounded.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -38,39 +34,10 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_cold import build_images, evaluate, gatekeeper_config  # noqa: E402
 from benchmarks.common import (  # noqa: E402
-    free_port,
-    gatekeeper_env,
-    http_status,
     running_registry,
-    wait_until,
+    serving_in_process,
 )
 from tests.integration.cosign_fixtures import generate_key_pair  # noqa: E402
-
-
-@contextlib.contextmanager
-def serving(config_file: Path, tmp: Path) -> Iterator[tuple[int, Any]]:
-    """The production app in this process under uvicorn: its port and the app."""
-    import uvicorn
-
-    os.environ.update(gatekeeper_env(tmp), GATEKEEPER_CONFIG=str(config_file))
-    os.environ.setdefault("GATEKEEPER_OPA_BINARY", str(REPO / ".tools/bin/opa"))
-    from gatekeeper.app import create_app
-    from gatekeeper.cli.serve import _uvicorn_options
-    from gatekeeper.config import load_settings
-
-    settings = load_settings()
-    app = create_app(settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           **_uvicorn_options(settings)))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: http_status("127.0.0.1", port, "/readyz") == 200, what="gatekeeper")
-        yield port, app
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def main() -> int:
@@ -94,7 +61,7 @@ def main() -> int:
             config = workdir / "gatekeeper.yaml"
             config.write_text(yaml.safe_dump(gatekeeper_config(registry, keys,
                                                                cold=arguments.cold)))
-            with serving(config, workdir) as (port, app):
+            with serving_in_process(config, workdir) as (port, app):
                 lean = (app._evaluation_path, app._evaluation_app)
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
                 evaluate(conn, unsigned, expect="deny")

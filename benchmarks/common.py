@@ -318,6 +318,33 @@ def running_gatekeeper(extra_env: dict[str, str] | None = None) -> Iterator[int]
             stop(process)
 
 
+@contextmanager
+def serving_in_process(config_file: Path, tmp: Path) -> Iterator[tuple[int, Any]]:
+    """The production app (``create_app``) in this process under uvicorn, as ``gatekeeper
+    serve`` runs it, with :func:`gatekeeper_env` under ``tmp``: its port and the app."""
+    import uvicorn
+
+    os.environ.update(gatekeeper_env(tmp), GATEKEEPER_CONFIG=str(config_file))
+    os.environ.setdefault("GATEKEEPER_OPA_BINARY", str(REPO / ".tools/bin/opa"))
+    from gatekeeper.app import create_app
+    from gatekeeper.cli.serve import _uvicorn_options
+    from gatekeeper.config import load_settings
+
+    settings = load_settings()
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                           **_uvicorn_options(settings)))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: http_status("127.0.0.1", port, "/readyz") == 200, what="gatekeeper")
+        yield port, app
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
 def run_workers(worker: Callable[[Any], None], shares: Sequence[Any]) -> float:
     """``worker(share)`` on one thread per share, all started together; seconds until the last
     one ends."""

@@ -20,7 +20,6 @@ A measurement aid, not a benchmark with a target: the wrappers cost a few micros
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import http.client
 import os
@@ -30,7 +29,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,11 +41,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_cold import build_images, evaluate, gatekeeper_config  # noqa: E402
 from benchmarks.common import (  # noqa: E402
-    free_port,
-    gatekeeper_env,
-    http_status,
     running_registry,
-    wait_until,
+    serving_in_process,
 )
 from tests.integration.cosign_fixtures import generate_key_pair  # noqa: E402
 
@@ -136,31 +132,6 @@ def instrument() -> None:
     wrap(writer.WriterMixin, "record", "audit record (queue + commit)")
 
 
-@contextlib.contextmanager
-def serving(config_file: Path, tmp: Path) -> Iterator[int]:
-    """The production app in this process under uvicorn (as ``gatekeeper serve`` runs it)."""
-    import uvicorn
-
-    os.environ.update(gatekeeper_env(tmp), GATEKEEPER_CONFIG=str(config_file))
-    os.environ.setdefault("GATEKEEPER_OPA_BINARY", str(REPO / ".tools/bin/opa"))
-    from gatekeeper.app import create_app
-    from gatekeeper.cli.serve import _uvicorn_options
-    from gatekeeper.config import load_settings
-
-    settings = load_settings()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                           **_uvicorn_options(settings)))
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: http_status("127.0.0.1", port, "/readyz") == 200, what="gatekeeper")
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(30)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=5)
@@ -177,7 +148,7 @@ def main() -> int:
             images, unsigned = build_images(registry, cosign, keys, arguments.images, workdir)
             config = workdir / "gatekeeper-cold.yaml"
             config.write_text(yaml.safe_dump(gatekeeper_config(registry, keys, cold=True)))
-            with serving(config, workdir) as port:
+            with serving_in_process(config, workdir) as (port, _app):
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
                 evaluate(conn, unsigned, expect="deny")
                 for image in images:
