@@ -55,6 +55,25 @@ def run_gatekeeper(
     )
 
 
+def run_gatekeeper_listing_modules(
+    env: Mapping[str, str], listing: Path, *args: str, timeout: float = 120
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """The command line ``gatekeeper ARGS`` in a fresh process, as :func:`run_gatekeeper`, and
+    the modules it had loaded when it ended (written to ``listing`` at exit)."""
+    script = (
+        "import atexit, sys\n"
+        f"atexit.register(lambda: open({str(listing)!r}, 'w').write('\\n'.join(\n"
+        "    name for name, module in sys.modules.items() if module is not None)))\n"
+        "from gatekeeper.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True, text=True, env=env, timeout=timeout,
+    )
+    return completed, listing.read_text().splitlines() if listing.exists() else []
+
+
 def settings_through_environment(
     settings: Settings, opa_binary: str, monkeypatch: pytest.MonkeyPatch
 ) -> Settings:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from gatekeeper.app import create_app
 from gatekeeper.domain import Digest
-from tests.helpers.cli import outside_environment, run_gatekeeper
+from tests.helpers.cli import outside_environment, run_gatekeeper, run_gatekeeper_listing_modules
 from tests.helpers.types import MakeSettings
 from tests.integration.cosign_fixtures import (
     cosign_binary,
@@ -141,21 +140,10 @@ def test_verify_command_loads_no_server_stack(
     signed_world: tuple[str, Digest, dict[str, str], dict[str, Any]], tmp_path: Path
 ) -> None:
     host, _, env, _ = signed_world
-    listing = tmp_path / "modules.txt"
-    script = (
-        "import atexit, sys\n"
-        f"atexit.register(lambda: open({str(listing)!r}, 'w').write('\\n'.join(\n"
-        "    name for name, module in sys.modules.items() if module is not None)))\n"
-        "from gatekeeper.cli import main\n"
-        "main(sys.argv[1:])\n"
-    )
-    completed = subprocess.run(
-        [sys.executable, "-c", script, "verify", f"{host}/cli/signed:1.0"],
-        capture_output=True, text=True, env=env, timeout=120,
-    )
+    completed, loaded = run_gatekeeper_listing_modules(
+        env, tmp_path / "modules.txt", "verify", f"{host}/cli/signed:1.0")
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["verified"] is True
-    loaded = listing.read_text().splitlines()
     assert "gatekeeper.verify.collector" in loaded  # the listing is the command's own
     heavy = sorted(
         name for name in loaded

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ import pytest
 import yaml
 
 from gatekeeper.domain import Digest
-from tests.helpers.cli import outside_environment
+from tests.helpers.cli import outside_environment, run_gatekeeper_listing_modules
 from tests.integration.cosign_fixtures import (
     KeyPair,
     cosign_binary,
@@ -75,20 +73,10 @@ class World:
 
     def verify(self, env: dict[str, str], image: str) -> tuple[int, dict[str, Any], str, list[str]]:
         """``gatekeeper verify IMAGE``: exit code, evidence, stderr, the modules it loaded."""
-        listing = self.tmp_path / "modules.txt"
-        script = (
-            "import atexit, sys\n"
-            f"atexit.register(lambda: open({str(listing)!r}, 'w').write('\\n'.join(\n"
-            "    name for name, module in sys.modules.items() if module is not None)))\n"
-            "from gatekeeper.cli import main\n"
-            "main(sys.argv[1:])\n"
-        )
-        completed = subprocess.run(
-            [sys.executable, "-c", script, "verify", image],
-            capture_output=True, text=True, env=env, timeout=120,
-        )  # fmt: skip
+        completed, loaded = run_gatekeeper_listing_modules(
+            env, self.tmp_path / "modules.txt", "verify", image)
         evidence = json.loads(completed.stdout) if completed.stdout.strip() else {}
-        return completed.returncode, evidence, completed.stderr, listing.read_text().splitlines()
+        return completed.returncode, evidence, completed.stderr, loaded
 
 
 @pytest.fixture
