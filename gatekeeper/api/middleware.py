@@ -4,7 +4,6 @@ characters in the path and query), the body-size limit and body read timeout, pe
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import urllib.parse
@@ -14,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gatekeeper.api.auth import Authenticator, AuthError
 from gatekeeper.api.models import error_document
+from gatekeeper.asgi_request import BodyTooLarge, control_character, read_body
 from gatekeeper.metrics import Metrics
 
 __all__ = [
@@ -39,14 +39,6 @@ async def send_json(send: Send, status: int, body: dict[str, Any]) -> None:
         }
     )
     await send({"type": "http.response.body", "body": payload})
-
-
-def _control_character(text: bytes) -> int | None:
-    """The first control byte (C0 or DEL) in ``text``, if any."""
-    for byte in text:
-        if byte < 0x20 or byte == 0x7F:
-            return byte
-    return None
 
 
 class RequestGuardMiddleware:
@@ -78,7 +70,7 @@ async def guard_request(
     path = scope.get("path", "")
     query = urllib.parse.unquote_to_bytes(scope.get("query_string", b""))
     for field, value in (("path", path.encode("utf-8", "surrogateescape")), ("query", query)):
-        byte = _control_character(value)
+        byte = control_character(value)
         if byte is not None:
             await send_json(send, 400, {
                 "error": "invalid_input",
@@ -145,29 +137,19 @@ async def read_limited_body(
             if declared > limit:
                 await send_json(send, 413, _too_large(limit))
                 return None
-    chunks: list[bytes] = []
-    received = 0
     try:
-        async with asyncio.timeout(read_timeout):  # one deadline for the whole body
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    return message
-                chunk = message.get("body", b"")
-                received += len(chunk)
-                if received > limit:
-                    await send_json(send, 413, _too_large(limit))
-                    return None
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
+        body = await read_body(receive, limit=limit, read_timeout=read_timeout)
+    except BodyTooLarge:
+        await send_json(send, 413, _too_large(limit))
+        return None
     except TimeoutError:
         await send_json(send, 408, {
             "error": "timeout",
             "message": f"request body not received within {read_timeout:g} s",
         })
         return None
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if not isinstance(body, bytes):
+        return body  # the message that ended the body early (a disconnect)
     return {"type": "http.request", "body": body, "more_body": False}
 
 

@@ -24,7 +24,6 @@ What the path keeps of the stack it bypasses, in the same order and with the sam
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -32,6 +31,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from gatekeeper.asgi_request import BodyTooLarge, control_character, read_body
 from gatekeeper.domain import EnforcementMode
 from gatekeeper.errors import GatekeeperError
 from gatekeeper.webhook.review import WebhookKind
@@ -65,13 +65,6 @@ def admission_routes() -> dict[str, tuple[WebhookKind, EnforcementMode | None, s
             routes[f"/admission/{webhook}/{mode.value}"] = (
                 webhook, mode, f"/admission/{webhook}/{{mode}}")
     return routes
-
-
-def _control_character(text: bytes) -> int | None:
-    for byte in text:
-        if byte < 0x20 or byte == 0x7F:
-            return byte
-    return None
 
 
 def _document(document: dict[str, Any]) -> bytes:
@@ -141,7 +134,7 @@ class AdmissionPath:
         received_at = time.monotonic()
         query = scope.get("query_string", b"")
         if query:
-            byte = _control_character(urllib.parse.unquote_to_bytes(query))
+            byte = control_character(urllib.parse.unquote_to_bytes(query))
             if byte is not None:
                 return self._refuse(webhook, 400, {
                     "error": "invalid_input",
@@ -158,33 +151,23 @@ class AdmissionPath:
         limit = self.body_limit
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return self._too_large(webhook, limit)
-        chunks: list[bytes] = []
-        received = 0
         try:
-            async with asyncio.timeout(self.read_timeout):
-                while True:
-                    message = await receive()
-                    if message["type"] != "http.request":
-                        return None
-                    chunk = message.get("body", b"")
-                    received += len(chunk)
-                    if received > limit:
-                        return self._too_large(webhook, limit)
-                    chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        break
+            body = await read_body(receive, limit=limit, read_timeout=self.read_timeout)
+        except BodyTooLarge:
+            return self._too_large(webhook, limit)
         except TimeoutError:
             return self._refuse(webhook, 408, {
                 "error": "timeout",
                 "message": f"request body not received within {self.read_timeout:g} s",
             })
+        if not isinstance(body, bytes):
+            return None  # the client went away before its body was in
         endpoint = self.endpoint
         refused = endpoint.wrong_content_type(webhook, content_type or "")
         if refused is not None:
             return refused
         try:
-            return await endpoint.review(
-                webhook, mode, chunks[0] if len(chunks) == 1 else b"".join(chunks), received_at)
+            return await endpoint.review(webhook, mode, body, received_at)
         except GatekeeperError as exc:
             status, document = self.error_answer(exc)
             return status, _document(document)
