@@ -28,8 +28,9 @@ from gatekeeper.verify.authority import KeylessIdentity
 
 # sigstore-python parses a trusted root (``TrustRoot.root``, at load or on first use) and
 # cryptography's X.509 reads a certificate: a key-only deployment imports neither, with or
-# without a transparency log (its keys are read by :mod:`gatekeeper.verify.log_keys`). The identity policy handed to
-# sigstore lives in :mod:`gatekeeper.verify.identity` for the same reason.
+# without a transparency log (its keys are read by :mod:`gatekeeper.verify.log_keys`). The
+# identity policy handed to sigstore lives in :mod:`gatekeeper.verify.identity` for the same
+# reason.
 if TYPE_CHECKING:
     from cryptography import x509
     from sigstore.models import TrustedRoot
