@@ -45,6 +45,8 @@ import os
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,6 +153,21 @@ def build_images(registry: str, cosign: str, keys: KeyPair, count: int,
         images.append(f"{registry}/{repository}:1.0")
     push_image(registry, "bench-cold/unsigned:1.0", "bench-cold unsigned", workdir)
     return images, f"{registry}/bench-cold/unsigned:1.0"
+
+
+@contextmanager
+def bench_world(workdir: Path, count: int, *, cold: bool) -> Iterator[tuple[list[str], str, Path]]:
+    """A loopback registry (storage in ``workdir``) holding :func:`build_images`' ``count``
+    images and the unsigned one, and the gatekeeper configuration for it (every cache off when
+    ``cold``): the images by tag, the unsigned one, the configuration file."""
+    cosign = os.environ.get("GATEKEEPER_COSIGN_V2") or str(REPO / ".tools/bin/cosign-v2")
+    (workdir / "storage").mkdir()
+    with running_registry(workdir) as registry:
+        keys = generate_key_pair(cosign, workdir / "keys")
+        images, unsigned = build_images(registry, cosign, keys, count, workdir)
+        config = workdir / f"gatekeeper-{'cold' if cold else 'warm'}.yaml"
+        config.write_text(yaml.safe_dump(gatekeeper_config(registry, keys, cold=cold)))
+        yield images, unsigned, config
 
 
 def evaluation_body(image: str) -> bytes:

@@ -29,14 +29,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_cold import build_images, evaluate, gatekeeper_config  # noqa: E402
-from benchmarks.common import running_gatekeeper, running_registry  # noqa: E402
-from tests.integration.cosign_fixtures import generate_key_pair  # noqa: E402
+from benchmarks.bench_cold import bench_world, evaluate  # noqa: E402
+from benchmarks.common import running_gatekeeper  # noqa: E402
 
 
 def cpu_seconds(pid: str) -> float:
@@ -74,16 +71,10 @@ def main() -> int:
     for tree in trees:
         if not (tree / "gatekeeper" / "__init__.py").is_file():
             parser.error(f"{tree} is not a checkout of the gatekeeper")
-    cosign = os.environ.get("GATEKEEPER_COSIGN_V2") or str(REPO / ".tools/bin/cosign-v2")
     samples: list[list[float]] = [[], []]
     with tempfile.TemporaryDirectory(prefix="bench-cold-ab-") as tmp:
-        workdir = Path(tmp)
-        (workdir / "storage").mkdir()
-        with running_registry(workdir) as registry, contextlib.ExitStack() as servers:
-            keys = generate_key_pair(cosign, workdir / "keys")
-            images, unsigned = build_images(registry, cosign, keys, arguments.images, workdir)
-            config = workdir / "gatekeeper-cold.yaml"
-            config.write_text(yaml.safe_dump(gatekeeper_config(registry, keys, cold=True)))
+        with bench_world(Path(tmp), arguments.images, cold=True) as (images, unsigned, config), \
+                contextlib.ExitStack() as servers:
             ports = []
             for tree in trees:
                 with working_directory(tree):  # ``python -m`` puts the cwd first on sys.path

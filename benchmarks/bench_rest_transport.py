@@ -27,17 +27,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_cold import build_images, evaluate, gatekeeper_config  # noqa: E402
+from benchmarks.bench_cold import bench_world, evaluate  # noqa: E402
 from benchmarks.common import (  # noqa: E402
-    running_registry,
     serving_in_process,
 )
-from tests.integration.cosign_fixtures import generate_key_pair  # noqa: E402
 
 
 def main() -> int:
@@ -47,20 +43,14 @@ def main() -> int:
     parser.add_argument("--cold", action="store_true", help="every cache off (bench_cold's "
                         "cold configuration)")
     arguments = parser.parse_args()
-    cosign = os.environ.get("GATEKEEPER_COSIGN_V2") or str(REPO / ".tools/bin/cosign-v2")
     print(f"cores: {os.cpu_count()}  load average: {os.getloadavg()[0]:.1f}  images: "
           f"{arguments.images}, {'cold' if arguments.cold else 'warm'} configuration")
     latency: dict[str, list[float]] = {"lean": [], "framework": []}
     cpu: dict[str, list[float]] = {"lean": [], "framework": []}
     with tempfile.TemporaryDirectory(prefix="bench-rest-") as tmp:
         workdir = Path(tmp)
-        (workdir / "storage").mkdir()
-        with running_registry(workdir) as registry:
-            keys = generate_key_pair(cosign, workdir / "keys")
-            images, unsigned = build_images(registry, cosign, keys, arguments.images, workdir)
-            config = workdir / "gatekeeper.yaml"
-            config.write_text(yaml.safe_dump(gatekeeper_config(registry, keys,
-                                                               cold=arguments.cold)))
+        with bench_world(workdir, arguments.images, cold=arguments.cold) as (images, unsigned,
+                                                                           config):
             with serving_in_process(config, workdir) as (port, app):
                 lean = (app._evaluation_path, app._evaluation_app)
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import functools
 import http.client
-import os
 import statistics
 import sys
 import tempfile
@@ -34,17 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_cold import build_images, evaluate, gatekeeper_config  # noqa: E402
+from benchmarks.bench_cold import bench_world, evaluate  # noqa: E402
 from benchmarks.common import (  # noqa: E402
-    running_registry,
     serving_in_process,
 )
-from tests.integration.cosign_fixtures import generate_key_pair  # noqa: E402
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,16 +133,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--timeline", type=int, default=1, help="timelines to print")
     arguments = parser.parse_args()
-    cosign = os.environ.get("GATEKEEPER_COSIGN_V2") or str(REPO / ".tools/bin/cosign-v2")
     instrument()
     with tempfile.TemporaryDirectory(prefix="profile-cold-") as tmp:
         workdir = Path(tmp)
-        (workdir / "storage").mkdir()
-        with running_registry(workdir) as registry:
-            keys = generate_key_pair(cosign, workdir / "keys")
-            images, unsigned = build_images(registry, cosign, keys, arguments.images, workdir)
-            config = workdir / "gatekeeper-cold.yaml"
-            config.write_text(yaml.safe_dump(gatekeeper_config(registry, keys, cold=True)))
+        with bench_world(workdir, arguments.images, cold=True) as (images, unsigned, config):
             with serving_in_process(config, workdir) as (port, _app):
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
                 evaluate(conn, unsigned, expect="deny")
